@@ -1,0 +1,89 @@
+"""The AgentMaestro error hierarchy: one root, a few families, and control-flow signals apart."""
+
+from __future__ import annotations
+
+
+class MaestroError(Exception):
+    """Root of every error AgentMaestro raises on purpose."""
+
+    code: str = "maestro_error"
+
+
+class NotFoundError(MaestroError):
+    """A run, agent, step or other resource does not exist (or belongs to another workspace)."""
+
+    code = "not_found"
+
+
+class ConflictError(MaestroError):
+    """The resource changed underneath the caller (a guarded update matched no row)."""
+
+    code = "conflict"
+
+
+class LeaseLostError(ConflictError):
+    """A worker tried to commit to a run whose lease another worker has taken over."""
+
+    code = "lease_lost"
+
+
+class InvalidTransitionError(ConflictError):
+    """An event is not allowed in the run's current status or phase."""
+
+    code = "invalid_transition"
+
+
+class ConfigError(MaestroError):
+    """Bad configuration or input: an agent file, a model string, a policy value, a URL."""
+
+    code = "invalid_config"
+
+
+class ValidationError(ConfigError):
+    """Input that does not match the expected shape."""
+
+    code = "invalid_input"
+
+
+class ModelAPIError(MaestroError):
+    """A model provider answered with an error.
+
+    Attributes:
+        status_code: HTTP status code from the provider, when there was one.
+        body: The provider's response body, truncated, when there was one.
+    """
+
+    code = "model_error"
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+    @property
+    def transient(self) -> bool:
+        """True for errors worth retrying without spending an attempt: 429, 5xx, timeouts."""
+        return self.status_code is None or self.status_code == 429 or self.status_code >= 500
+
+
+class ScriptExhaustedError(ModelAPIError):
+    """A scripted model was asked for more turns than its script holds."""
+
+    code = "script_exhausted"
+
+    @property
+    def transient(self) -> bool:
+        """Never transient: replaying the same script again gives the same answer."""
+        return False
+
+
+class ToolError(MaestroError):
+    """A tool failed or could not be called."""
+
+    code = "tool_error"
+
+
+class SchemaMismatchError(MaestroError):
+    """The database schema is not at the revision this code expects (run `maestro db upgrade`)."""
+
+    code = "schema_mismatch"
