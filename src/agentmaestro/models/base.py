@@ -31,6 +31,7 @@ ModelFactory = Callable[[str], Model]
 """Builds a model from the part of a model string after ``provider:``."""
 
 _PROVIDERS: dict[str, ModelFactory] = {}
+_builtins_loaded = False
 
 
 def register_provider(prefix: str, factory: ModelFactory) -> None:
@@ -58,8 +59,10 @@ def resolve_model(model: str | Model) -> Model:
 
 
 def _load_builtin_providers() -> None:
-    if _PROVIDERS:
+    global _builtins_loaded
+    if _builtins_loaded:
         return
+    _builtins_loaded = True
     from agentmaestro.models import openai as _openai
     from agentmaestro.models import scripted as _scripted
 

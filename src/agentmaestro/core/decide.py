@@ -1,0 +1,162 @@
+"""The decision table: from a run's state to the next action. Pure, no I/O.
+
+The table is an ordered list of rules; the first rule whose condition holds gives the action.
+``maestro states`` prints it next to the status transition table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from agentmaestro.core.events import RunState
+from agentmaestro.core.messages import ToolCall
+from agentmaestro.core.policy import Violation
+from agentmaestro.core.states import Phase, RunStatus
+from agentmaestro.errors import InvalidTransitionError
+
+
+class ActionKind(StrEnum):
+    """What the engine does next for a running run."""
+
+    CANCEL = "CANCEL"
+    ESCALATE_UNCERTAIN = "ESCALATE_UNCERTAIN"
+    COMPLETE = "COMPLETE"
+    POLICY_VIOLATION = "POLICY_VIOLATION"
+    CALL_TOOL = "CALL_TOOL"
+    CALL_MODEL = "CALL_MODEL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """What :func:`decide` looks at: the run's state plus facts from outside the event log."""
+
+    state: RunState
+    """The folded run state."""
+    now: float
+    """Current time (injected, never read from a clock here)."""
+    cancel_requested: bool = False
+    """An operator asked to cancel the run."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Action:
+    """The next thing to do."""
+
+    kind: ActionKind
+    """Which action."""
+    phase: Phase
+    """The lifecycle phase the run is in while doing it."""
+    tool_call: ToolCall | None = None
+    """For CALL_TOOL and ESCALATE_UNCERTAIN: the call."""
+    output: str | None = None
+    """For COMPLETE: the run's output."""
+    violation: Violation | None = None
+    """For POLICY_VIOLATION: the limit."""
+    rule: str = ""
+    """Name of the rule that chose this action."""
+
+
+Condition = Callable[[Snapshot], bool]
+Build = Callable[[Snapshot], Action]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """One row of the decision table."""
+
+    name: str
+    """Human-readable condition."""
+    action: ActionKind
+    """The action the row yields."""
+    when: Condition
+    """The condition."""
+    build: Build
+    """Builds the concrete action."""
+
+
+def _violation(s: Snapshot) -> Violation | None:
+    st = s.state
+    return st.policy.check(st.usage(s.now), next_step_is_tool=bool(st.pending_tool_calls))
+
+
+def _first_call(s: Snapshot) -> ToolCall:
+    return s.state.pending_tool_calls[0]
+
+
+DECISION_TABLE: Final[tuple[Rule, ...]] = (
+    Rule(
+        name="cancel requested",
+        action=ActionKind.CANCEL,
+        when=lambda s: s.cancel_requested,
+        build=lambda s: Action(kind=ActionKind.CANCEL, phase=Phase.TERMINATE),
+    ),
+    Rule(
+        name="non-idempotent tool call started, outcome unknown",
+        action=ActionKind.ESCALATE_UNCERTAIN,
+        when=lambda s: s.state.in_flight is not None,
+        build=lambda s: Action(
+            kind=ActionKind.ESCALATE_UNCERTAIN,
+            phase=s.state.phase,
+            tool_call=s.state.in_flight.call if s.state.in_flight else None,
+        ),
+    ),
+    Rule(
+        name="final answer given, no tool calls pending",
+        action=ActionKind.COMPLETE,
+        when=lambda s: s.state.final_output is not None and not s.state.pending_tool_calls,
+        build=lambda s: Action(kind=ActionKind.COMPLETE, phase=Phase.TERMINATE, output=s.state.final_output),
+    ),
+    Rule(
+        name="a policy limit would be broken by the next step",
+        action=ActionKind.POLICY_VIOLATION,
+        when=lambda s: _violation(s) is not None,
+        build=lambda s: Action(kind=ActionKind.POLICY_VIOLATION, phase=Phase.TERMINATE, violation=_violation(s)),
+    ),
+    Rule(
+        name="tool calls pending",
+        action=ActionKind.CALL_TOOL,
+        when=lambda s: bool(s.state.pending_tool_calls),
+        build=lambda s: Action(kind=ActionKind.CALL_TOOL, phase=Phase.EXECUTE, tool_call=_first_call(s)),
+    ),
+    Rule(
+        name="otherwise",
+        action=ActionKind.CALL_MODEL,
+        when=lambda s: True,
+        build=lambda s: Action(kind=ActionKind.CALL_MODEL, phase=Phase.PLAN),
+    ),
+)
+"""Ordered rules; the first match wins."""
+
+
+def decide(snapshot: Snapshot) -> Action:
+    """Map a running run's snapshot to its next action.
+
+    Raises:
+        InvalidTransitionError: the run is not RUNNING (only running runs take steps).
+    """
+    if snapshot.state.status is not RunStatus.RUNNING:
+        status = snapshot.state.status.value if snapshot.state.status else None
+        raise InvalidTransitionError(f"cannot decide a step for a run in status {status!r}")
+    for rule in DECISION_TABLE:
+        if rule.when(snapshot):
+            action = rule.build(snapshot)
+            return Action(
+                kind=action.kind,
+                phase=action.phase,
+                tool_call=action.tool_call,
+                output=action.output,
+                violation=action.violation,
+                rule=rule.name,
+            )
+    raise AssertionError("the decision table ends with a catch-all rule")  # pragma: no cover
+
+
+def render_decision_table() -> str:
+    """The decision table as text, first match wins."""
+    width = max(len(r.name) for r in DECISION_TABLE)
+    lines = [f"{'#':>2}  {'WHEN':<{width}}  DO"]
+    lines += [f"{i:>2}  {r.name:<{width}}  {r.action.value}" for i, r in enumerate(DECISION_TABLE, 1)]
+    return "\n".join(lines)

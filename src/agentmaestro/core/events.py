@@ -1,0 +1,281 @@
+"""Run events, the run state they fold into, and the reducer that applies one to the other.
+
+A run's state is a fold of its events: ``fold(events) == snapshot``. The engine computes every new
+snapshot by applying the events it is about to commit with :func:`apply_event`, so a replay of the
+log reproduces the stored snapshot exactly. Pure, no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentmaestro.core.messages import Message, ToolCall
+from agentmaestro.core.policy import StrictPolicy, Usage
+from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind, check_phase_change, next_status
+from agentmaestro.errors import InvalidTransitionError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """One record of a run's append-only log."""
+
+    run_id: str
+    """The run."""
+    seq: int
+    """Per-run sequence number: 1, 2, 3, ... with no gaps."""
+    type: EventType
+    """What happened."""
+    payload: dict[str, Any] = field(default_factory=dict)
+    """The event's data: one step's worth at most, never the whole history."""
+    created_at: float = 0.0
+    """Unix time (seconds) when the event was committed."""
+    step: int | None = None
+    """Index of the step the event belongs to, if any."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form, as served by the API and printed by the CLI."""
+        return {
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "type": self.type.value,
+            "step": self.step,
+            "created_at": self.created_at,
+            "payload": self.payload,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class InFlightStep:
+    """A non-idempotent tool call recorded as started but not yet finished."""
+
+    step: int
+    """Step index."""
+    call: ToolCall
+    """The call that was being made."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunState:
+    """The logical state of a run: what the snapshot row holds and what a replay must rebuild."""
+
+    status: RunStatus | None = None
+    """Current status (None before RUN_CREATED)."""
+    phase: Phase = Phase.INIT
+    """Current lifecycle phase."""
+    policy: StrictPolicy = field(default_factory=StrictPolicy)
+    """Limits in force."""
+    steps: int = 0
+    """Completed (or failed) steps; also the index of the next step."""
+    model_calls: int = 0
+    """Completed model calls."""
+    tool_calls: int = 0
+    """Completed tool calls."""
+    input_tokens: int = 0
+    """Prompt tokens over all model calls."""
+    output_tokens: int = 0
+    """Completion tokens over all model calls."""
+    cost_usd: float = 0.0
+    """Model spend in US dollars."""
+    pending_tool_calls: tuple[ToolCall, ...] = ()
+    """Tool calls proposed by the last model response and not yet made."""
+    final_output: str | None = None
+    """The model's final answer, once it gave one."""
+    in_flight: InFlightStep | None = None
+    """A non-idempotent tool call that was started and not recorded as finished."""
+    output: str | None = None
+    """The run's result once COMPLETED."""
+    error: str | None = None
+    """Why the run FAILED (or was CANCELLED)."""
+    started_at: float | None = None
+    """When a worker last started the run (for the policy's wall-time limit)."""
+    last_seq: int = 0
+    """Sequence number of the latest event."""
+
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+    def usage(self, now: float) -> Usage:
+        """What the policy sees at time ``now``."""
+        elapsed = 0.0 if self.started_at is None else max(0.0, now - self.started_at)
+        return Usage(
+            steps=self.steps,
+            tokens=self.tokens,
+            tool_calls=self.tool_calls,
+            cost_usd=self.cost_usd,
+            elapsed_s=elapsed,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form, stored in the snapshot row."""
+        return {
+            "status": self.status.value if self.status else None,
+            "phase": self.phase.value,
+            "policy": self.policy.to_json(),
+            "steps": self.steps,
+            "model_calls": self.model_calls,
+            "tool_calls": self.tool_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "pending_tool_calls": [c.to_json() for c in self.pending_tool_calls],
+            "final_output": self.final_output,
+            "in_flight": (
+                {"step": self.in_flight.step, "call": self.in_flight.call.to_json()} if self.in_flight else None
+            ),
+            "output": self.output,
+            "error": self.error,
+            "started_at": self.started_at,
+            "last_seq": self.last_seq,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunState:
+        """Inverse of :meth:`to_json`."""
+        in_flight = data.get("in_flight")
+        return cls(
+            status=RunStatus(data["status"]) if data.get("status") else None,
+            phase=Phase(data.get("phase", Phase.INIT.value)),
+            policy=StrictPolicy.from_json(data.get("policy")),
+            steps=int(data.get("steps", 0)),
+            model_calls=int(data.get("model_calls", 0)),
+            tool_calls=int(data.get("tool_calls", 0)),
+            input_tokens=int(data.get("input_tokens", 0)),
+            output_tokens=int(data.get("output_tokens", 0)),
+            cost_usd=float(data.get("cost_usd", 0.0)),
+            pending_tool_calls=tuple(ToolCall.from_json(c) for c in data.get("pending_tool_calls") or ()),
+            final_output=data.get("final_output"),
+            in_flight=(
+                InFlightStep(step=int(in_flight["step"]), call=ToolCall.from_json(in_flight["call"]))
+                if in_flight
+                else None
+            ),
+            output=data.get("output"),
+            error=data.get("error"),
+            started_at=data.get("started_at"),
+            last_seq=int(data.get("last_seq", 0)),
+        )
+
+
+_TERMINATING = frozenset(
+    {EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED, EventType.POLICY_VIOLATION}
+)
+
+
+def apply_event(state: RunState, event: Event) -> RunState:
+    """Return the state after ``event``. Raises InvalidTransitionError for an illegal event.
+
+    This is the only place that interprets events; the engine and replay both go through it.
+    """
+    if event.seq != state.last_seq + 1:
+        raise InvalidTransitionError(f"event seq {event.seq} does not follow {state.last_seq} (gap or duplicate)")
+    status = next_status(state.status, event.type)
+    p = event.payload
+    changes: dict[str, Any] = {"status": status, "last_seq": event.seq}
+    t = event.type
+    if t is EventType.RUN_CREATED:
+        changes["policy"] = StrictPolicy.from_json(p.get("policy"))
+    elif t is EventType.RUN_STARTED:
+        changes["started_at"] = event.created_at
+    elif t is EventType.PHASE_CHANGED:
+        new_phase = Phase(p["to"])
+        check_phase_change(state.phase, new_phase)
+        changes["phase"] = new_phase
+    elif t is EventType.STEP_STARTED:
+        _expect_step(state, event)
+        changes["in_flight"] = InFlightStep(step=state.steps, call=ToolCall.from_json(p["call"]))
+    elif t is EventType.STEP_COMPLETED:
+        _expect_step(state, event)
+        changes.update(_complete_step(state, p))
+    elif t is EventType.STEP_FAILED:
+        _expect_step(state, event)
+        changes["steps"] = state.steps + 1
+        changes["in_flight"] = None
+        if p.get("kind") == StepKind.TOOL_CALL.value and p.get("call_id"):
+            changes["pending_tool_calls"] = tuple(c for c in state.pending_tool_calls if c.call_id != p["call_id"])
+    elif t is EventType.RUN_COMPLETED:
+        changes["output"] = p.get("output")
+    elif t in (EventType.RUN_FAILED, EventType.RUN_CANCELLED, EventType.POLICY_VIOLATION):
+        changes["error"] = p.get("reason") or p.get("error")
+    elif t is EventType.RUN_RESUMED:
+        changes["error"] = None
+        if p.get("policy"):
+            changes["policy"] = StrictPolicy.from_json(p["policy"])
+    elif t is EventType.RUN_FORKED:
+        changes["in_flight"] = None
+        changes["error"] = None
+    if t in _TERMINATING:
+        changes["phase"] = Phase.TERMINATE
+    return dataclasses.replace(state, **changes)
+
+
+def _expect_step(state: RunState, event: Event) -> None:
+    if event.step != state.steps:
+        raise InvalidTransitionError(f"event for step {event.step} but the run is at step {state.steps}")
+
+
+def _complete_step(state: RunState, p: dict[str, Any]) -> dict[str, Any]:
+    kind = StepKind(p["kind"])
+    changes: dict[str, Any] = {"steps": state.steps + 1, "in_flight": None}
+    if kind is StepKind.MODEL_CALL:
+        calls = tuple(ToolCall.from_json(c) for c in p.get("tool_calls") or ())
+        usage = p.get("usage") or {}
+        changes.update(
+            model_calls=state.model_calls + 1,
+            input_tokens=state.input_tokens + int(usage.get("input_tokens", 0)),
+            output_tokens=state.output_tokens + int(usage.get("output_tokens", 0)),
+            cost_usd=state.cost_usd + float(p.get("cost_usd", 0.0)),
+            pending_tool_calls=calls,
+            final_output=None if calls else (p.get("content") or ""),
+        )
+    elif kind is StepKind.TOOL_CALL:
+        call_id = p.get("call_id")
+        changes.update(
+            tool_calls=state.tool_calls + 1,
+            pending_tool_calls=tuple(c for c in state.pending_tool_calls if c.call_id != call_id),
+        )
+    elif kind is StepKind.MESSAGE:
+        changes["final_output"] = p.get("content") or ""
+    return changes
+
+
+def fold(events: Iterable[Event], initial: RunState | None = None) -> RunState:
+    """Apply events in order, starting from ``initial`` (an empty run by default)."""
+    state = initial or RunState()
+    for event in events:
+        state = apply_event(state, event)
+    return state
+
+
+def conversation(system_prompt: str | None, task: str, events: Iterable[Event]) -> list[Message]:
+    """Rebuild the model's context from the run's events (system prompt, task, steps)."""
+    messages: list[Message] = []
+    if system_prompt:
+        messages.append(Message(role="system", content=system_prompt))
+    messages.append(Message(role="user", content=task))
+    for event in events:
+        if event.type is EventType.STEP_COMPLETED:
+            messages.extend(step_messages(event.payload))
+    return messages
+
+
+def step_messages(payload: dict[str, Any]) -> list[Message]:
+    """The messages one completed step adds to the model's context."""
+    kind = payload.get("kind")
+    if kind == StepKind.MODEL_CALL.value:
+        calls = tuple(ToolCall.from_json(c) for c in payload.get("tool_calls") or ())
+        return [Message(role="assistant", content=payload.get("content"), tool_calls=calls)]
+    if kind == StepKind.TOOL_CALL.value:
+        return [
+            Message(
+                role="tool",
+                content=str(payload.get("result", "")),
+                tool_call_id=payload.get("call_id"),
+                name=payload.get("name"),
+            )
+        ]
+    return []

@@ -1,0 +1,611 @@
+"""Synchronous database operations, each run inside a transaction the caller opened.
+
+The async :class:`~agentmaestro.store.base.Store` runs these in its writer thread (writes) or
+reader threads (reads). Every status change goes through the reducer in ``core.events`` and is
+applied with a guarded UPDATE in the same transaction as its events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
+
+from agentmaestro.core.events import Event, RunState, apply_event, fold
+from agentmaestro.core.states import EventType, RunStatus, StepKind
+from agentmaestro.errors import ConflictError, InvalidTransitionError, NotFoundError
+from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, RunRecord, StepRow
+from agentmaestro.store.schema import DEFAULT_WORKSPACE, agents, run_events, runs, steps, workspaces
+
+_CHUNK = 500
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+def record_from_row(row: Row[Any]) -> RunRecord:
+    """Build a RunRecord from a ``runs`` row."""
+    m = row._mapping
+    return RunRecord(
+        run_id=m["run_id"],
+        workspace_id=m["workspace_id"],
+        agent_name=m["agent_name"],
+        parent_run_id=m["parent_run_id"],
+        input=m["input"],
+        spec=m["spec"],
+        state=RunState.from_json(m["state"]),
+        version=m["version"],
+        lease_owner=m["lease_owner"],
+        lease_epoch=m["lease_epoch"],
+        lease_expires_at=m["lease_expires_at"],
+        cancel_requested=bool(m["cancel_requested"]),
+        cancel_reason=m["cancel_reason"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        finished_at=m["finished_at"],
+    )
+
+
+def event_from_row(row: Row[Any]) -> Event:
+    """Build an Event from a ``run_events`` row."""
+    m = row._mapping
+    return Event(
+        run_id=m["run_id"],
+        seq=m["seq"],
+        type=EventType(m["type"]),
+        payload=m["payload"],
+        created_at=m["created_at"],
+        step=m["step_index"],
+    )
+
+
+def _event_rows(workspace_id: str, events: Iterable[Event]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": e.run_id,
+            "seq": e.seq,
+            "workspace_id": workspace_id,
+            "type": e.type.value,
+            "step_index": e.step,
+            "payload": e.payload,
+            "created_at": e.created_at,
+        }
+        for e in events
+    ]
+
+
+def _step_rows(run_id: str, workspace_id: str, rows: Iterable[StepRow]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": run_id,
+            "step_index": s.step_index,
+            "workspace_id": workspace_id,
+            "kind": s.kind.value,
+            "name": s.name,
+            "status": s.status,
+            "input_tokens": s.input_tokens,
+            "output_tokens": s.output_tokens,
+            "cost_usd": s.cost_usd,
+            "duration_ms": s.duration_ms,
+            "seq": s.seq,
+            "created_at": s.created_at,
+        }
+        for s in rows
+    ]
+
+
+def _snapshot_columns(state: RunState) -> dict[str, Any]:
+    assert state.status is not None
+    return {
+        "state": state.to_json(),
+        "status": state.status.value,
+        "phase": state.phase.value,
+        "steps": state.steps,
+        "tool_calls": state.tool_calls,
+        "tokens": state.tokens,
+        "cost_usd": state.cost_usd,
+        "output": state.output,
+        "error": state.error,
+        "last_seq": state.last_seq,
+    }
+
+
+# ------------------------------------------------------------------------------------ workspaces
+
+
+def ensure_workspace(conn: Connection, workspace_id: str, name: str | None, now: float) -> None:
+    """Create the workspace if it does not exist."""
+    exists = conn.execute(select(workspaces.c.workspace_id).where(workspaces.c.workspace_id == workspace_id)).first()
+    if exists is None:
+        conn.execute(
+            insert(workspaces).values(workspace_id=workspace_id, name=name or workspace_id, created_at=now, settings={})
+        )
+
+
+def upsert_agent(conn: Connection, workspace_id: str, name: str, spec: dict[str, Any], now: float) -> None:
+    """Store (or replace) an agent definition."""
+    found = conn.execute(
+        select(agents.c.name).where(agents.c.workspace_id == workspace_id, agents.c.name == name)
+    ).first()
+    if found is None:
+        conn.execute(
+            insert(agents).values(workspace_id=workspace_id, name=name, spec=spec, created_at=now, updated_at=now)
+        )
+    else:
+        conn.execute(
+            update(agents)
+            .where(agents.c.workspace_id == workspace_id, agents.c.name == name)
+            .values(spec=spec, updated_at=now)
+        )
+
+
+def list_agents(conn: Connection, workspace_id: str) -> list[tuple[str, dict[str, Any], float]]:
+    """Stored agent definitions of a workspace."""
+    rows = conn.execute(
+        select(agents.c.name, agents.c.spec, agents.c.updated_at)
+        .where(agents.c.workspace_id == workspace_id)
+        .order_by(agents.c.name)
+    )
+    return [(r.name, r.spec, r.updated_at) for r in rows]
+
+
+# ----------------------------------------------------------------------------------------- runs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NewRun:
+    """Input for :func:`create_runs`."""
+
+    run_id: str
+    workspace_id: str
+    agent_name: str
+    input: str
+    spec: dict[str, Any]
+    policy: dict[str, Any]
+    parent_run_id: str | None = None
+
+
+def create_runs(conn: Connection, new_runs: Sequence[NewRun], now: float) -> list[RunRecord]:
+    """Insert runs in status PENDING, each with its RUN_CREATED event."""
+    run_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+    records: list[RunRecord] = []
+    for n in new_runs:
+        created = Event(
+            run_id=n.run_id,
+            seq=1,
+            type=EventType.RUN_CREATED,
+            created_at=now,
+            payload={"agent": n.agent_name, "input": n.input, "policy": n.policy, "parent_run_id": n.parent_run_id},
+        )
+        state = apply_event(RunState(), created)
+        run_rows.append(
+            {
+                "run_id": n.run_id,
+                "workspace_id": n.workspace_id,
+                "agent_name": n.agent_name,
+                "parent_run_id": n.parent_run_id,
+                "input": n.input,
+                "spec": n.spec,
+                "version": 1,
+                "lease_epoch": 0,
+                "cancel_requested": False,
+                "created_at": now,
+                "updated_at": now,
+                **_snapshot_columns(state),
+            }
+        )
+        event_rows.extend(_event_rows(n.workspace_id, [created]))
+        records.append(
+            RunRecord(
+                run_id=n.run_id,
+                workspace_id=n.workspace_id,
+                agent_name=n.agent_name,
+                parent_run_id=n.parent_run_id,
+                input=n.input,
+                spec=n.spec,
+                state=state,
+                version=1,
+                lease_owner=None,
+                lease_epoch=0,
+                lease_expires_at=None,
+                cancel_requested=False,
+                cancel_reason=None,
+                created_at=now,
+                updated_at=now,
+                finished_at=None,
+            )
+        )
+    if run_rows:
+        conn.execute(insert(runs), run_rows)
+        conn.execute(insert(run_events), event_rows)
+    return records
+
+
+def get_run(conn: Connection, run_id: str, workspace_id: str | None = None) -> RunRecord:
+    """Fetch one run; NotFoundError if absent or in another workspace."""
+    q = select(runs).where(runs.c.run_id == run_id)
+    if workspace_id is not None:
+        q = q.where(runs.c.workspace_id == workspace_id)
+    row = conn.execute(q).first()
+    if row is None:
+        raise NotFoundError(f"run {run_id!r} not found")
+    return record_from_row(row)
+
+
+def list_runs(
+    conn: Connection,
+    *,
+    workspace_id: str | None,
+    statuses: Collection[str] | None = None,
+    agent: str | None = None,
+    parent_run_id: str | None = None,
+    before: str | None = None,
+    limit: int = 50,
+) -> list[RunRecord]:
+    """Runs, newest first; ``before`` is a run id cursor (run ids sort by creation time)."""
+    q = select(runs)
+    if workspace_id is not None:
+        q = q.where(runs.c.workspace_id == workspace_id)
+    if statuses:
+        q = q.where(runs.c.status.in_(list(statuses)))
+    if agent:
+        q = q.where(runs.c.agent_name == agent)
+    if parent_run_id:
+        q = q.where(runs.c.parent_run_id == parent_run_id)
+    if before:
+        q = q.where(runs.c.run_id < before)
+    q = q.order_by(runs.c.run_id.desc()).limit(limit)
+    return [record_from_row(r) for r in conn.execute(q)]
+
+
+def count_runs_by_status(conn: Connection, workspace_id: str | None) -> dict[str, int]:
+    """Number of runs per status."""
+    q = select(runs.c.status, func.count()).group_by(runs.c.status)
+    if workspace_id is not None:
+        q = q.where(runs.c.workspace_id == workspace_id)
+    return {status: int(n) for status, n in conn.execute(q)}
+
+
+def list_events(conn: Connection, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+    """A run's events with seq greater than ``after_seq``, in order."""
+    q = (
+        select(run_events)
+        .where(run_events.c.run_id == run_id, run_events.c.seq > after_seq)
+        .order_by(run_events.c.seq)
+    )
+    if limit is not None:
+        q = q.limit(limit)
+    return [event_from_row(r) for r in conn.execute(q)]
+
+
+def list_steps(conn: Connection, run_id: str) -> list[StepRow]:
+    """A run's finished steps, in order."""
+    q = select(steps).where(steps.c.run_id == run_id).order_by(steps.c.step_index)
+    return [
+        StepRow(
+            step_index=r.step_index,
+            kind=StepKind(r.kind),
+            name=r.name,
+            status=r.status,
+            seq=r.seq,
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            cost_usd=r.cost_usd,
+            duration_ms=r.duration_ms,
+            created_at=r.created_at,
+        )
+        for r in conn.execute(q)
+    ]
+
+
+# ------------------------------------------------------------------------------ claims and leases
+
+
+def claim_runs(
+    conn: Connection,
+    *,
+    owner: str,
+    limit: int,
+    lease_ttl: float,
+    now: float,
+    agent_names: Collection[str] | None,
+    run_ids: Collection[str] | None,
+    skip_locked: bool,
+) -> list[Claim]:
+    """Lease up to ``limit`` runnable runs: PENDING ones, and RUNNING ones whose lease expired.
+
+    Each claim bumps the fencing epoch, so a commit from the previous holder no longer matches.
+    """
+    runnable = or_(
+        runs.c.status == RunStatus.PENDING.value,
+        and_(
+            runs.c.status == RunStatus.RUNNING.value,
+            or_(runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now),
+        ),
+    )
+    q = select(runs).where(runnable)
+    if agent_names is not None:
+        q = q.where(runs.c.agent_name.in_(list(agent_names)))
+    if run_ids is not None:
+        q = q.where(runs.c.run_id.in_(list(run_ids)))
+    q = q.order_by(runs.c.created_at).limit(limit)
+    if skip_locked:
+        q = q.with_for_update(skip_locked=True)
+    claims: list[Claim] = []
+    updates: list[dict[str, Any]] = []
+    new_events: list[dict[str, Any]] = []
+    for row in conn.execute(q).all():
+        rec = record_from_row(row)
+        epoch = rec.lease_epoch + 1
+        seq = rec.state.last_seq + 1
+        if rec.status is RunStatus.PENDING:
+            ev = Event(
+                run_id=rec.run_id,
+                seq=seq,
+                type=EventType.RUN_STARTED,
+                created_at=now,
+                payload={"worker": owner, "epoch": epoch},
+            )
+            recovered_from = None
+        else:
+            ev = Event(
+                run_id=rec.run_id,
+                seq=seq,
+                type=EventType.LEASE_RECOVERED,
+                created_at=now,
+                payload={"worker": owner, "epoch": epoch, "previous_worker": rec.lease_owner},
+            )
+            recovered_from = rec.lease_owner or "(none)"
+        state = apply_event(rec.state, ev)
+        updates.append(
+            {
+                "b_run_id": rec.run_id,
+                "b_version": rec.version,
+                "version": rec.version + 1,
+                "lease_owner": owner,
+                "lease_epoch": epoch,
+                "lease_expires_at": now + lease_ttl,
+                "updated_at": now,
+                **_snapshot_columns(state),
+            }
+        )
+        new_events.extend(_event_rows(rec.workspace_id, [ev]))
+        claims.append(
+            Claim(
+                record=dataclasses.replace(
+                    rec,
+                    state=state,
+                    version=rec.version + 1,
+                    lease_owner=owner,
+                    lease_epoch=epoch,
+                    lease_expires_at=now + lease_ttl,
+                    updated_at=now,
+                ),
+                recovered_from=recovered_from,
+            )
+        )
+    if not claims:
+        return []
+    stmt = (
+        update(runs)
+        .where(runs.c.run_id == bindparam("b_run_id"), runs.c.version == bindparam("b_version"))
+        .values({k: bindparam(k) for k in updates[0] if not k.startswith("b_")})
+    )
+    result = conn.execute(stmt, updates)
+    if result.rowcount != len(updates):
+        # Another process changed a candidate between our read and write (only possible without
+        # row locks); give up this round, the caller retries.
+        raise ConflictError("claim raced with another writer")
+    conn.execute(insert(run_events), new_events)
+    return claims
+
+
+def heartbeat(
+    conn: Connection, *, owner: str, leases: Sequence[tuple[str, int]], lease_ttl: float, now: float
+) -> HeartbeatResult:
+    """Extend the leases this worker still holds; report lost ones and cancel requests."""
+    lost: set[str] = set()
+    cancel: set[str] = set()
+    for i in range(0, len(leases), _CHUNK):
+        chunk = dict(leases[i : i + _CHUNK])
+        ids = list(chunk)
+        conn.execute(
+            update(runs)
+            .where(
+                runs.c.run_id.in_(ids),
+                runs.c.lease_owner == owner,
+                runs.c.status == RunStatus.RUNNING.value,
+            )
+            .values(lease_expires_at=now + lease_ttl)
+        )
+        rows = conn.execute(
+            select(runs.c.run_id, runs.c.lease_owner, runs.c.lease_epoch, runs.c.status, runs.c.cancel_requested).where(
+                runs.c.run_id.in_(ids)
+            )
+        ).all()
+        seen = set()
+        for r in rows:
+            seen.add(r.run_id)
+            if r.lease_owner != owner or r.lease_epoch != chunk[r.run_id] or r.status != RunStatus.RUNNING.value:
+                lost.add(r.run_id)
+            elif r.cancel_requested:
+                cancel.add(r.run_id)
+        lost.update(set(ids) - seen)
+    return HeartbeatResult(lost=frozenset(lost), cancel_requested=frozenset(cancel))
+
+
+def release_leases(conn: Connection, *, owner: str, leases: Sequence[tuple[str, int]]) -> None:
+    """Let other workers claim these runs at once (graceful shutdown)."""
+    for run_id, epoch in leases:
+        conn.execute(
+            update(runs)
+            .where(runs.c.run_id == run_id, runs.c.lease_owner == owner, runs.c.lease_epoch == epoch)
+            .values(lease_expires_at=0.0)
+        )
+
+
+# ---------------------------------------------------------------------------------------- commits
+
+
+def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> list[CommitResult | None]:
+    """Apply step commits; ``None`` for each commit whose guard failed (lease lost or stale version)."""
+    results: list[CommitResult | None] = []
+    event_rows: list[dict[str, Any]] = []
+    step_rows: list[dict[str, Any]] = []
+    for c in commits:
+        values: dict[str, Any] = {
+            "version": c.version + 1,
+            "updated_at": now,
+            **_snapshot_columns(c.state),
+        }
+        if c.release:
+            values["lease_owner"] = None
+            values["lease_expires_at"] = None
+        if c.finished_at is not None:
+            values["finished_at"] = c.finished_at
+        stmt = (
+            update(runs)
+            .where(
+                runs.c.run_id == c.run_id,
+                runs.c.status == RunStatus.RUNNING.value,
+                runs.c.lease_owner == c.owner,
+                runs.c.lease_epoch == c.epoch,
+                runs.c.version == c.version,
+            )
+            .values(values)
+            .returning(runs.c.cancel_requested)
+        )
+        row = conn.execute(stmt).first()
+        if row is None:
+            results.append(None)
+            continue
+        results.append(CommitResult(version=c.version + 1, cancel_requested=bool(row.cancel_requested)))
+        event_rows.extend(_event_rows(c.workspace_id, c.events))
+        step_rows.extend(_step_rows(c.run_id, c.workspace_id, c.steps))
+    if event_rows:
+        conn.execute(insert(run_events), event_rows)
+    if step_rows:
+        conn.execute(insert(steps), step_rows)
+    return results
+
+
+def _append_guarded(conn: Connection, rec: RunRecord, events: Sequence[Event], now: float, **extra: Any) -> RunRecord:
+    """Apply events to a run that no worker holds, guarded by its version."""
+    state = rec.state
+    for ev in events:
+        state = apply_event(state, ev)
+    values: dict[str, Any] = {"version": rec.version + 1, "updated_at": now, **_snapshot_columns(state), **extra}
+    res = conn.execute(
+        update(runs).where(runs.c.run_id == rec.run_id, runs.c.version == rec.version).values(values)
+    )
+    if res.rowcount != 1:
+        raise ConflictError(f"run {rec.run_id!r} changed concurrently; try again")
+    conn.execute(insert(run_events), _event_rows(rec.workspace_id, events))
+    return dataclasses.replace(rec, state=state, version=rec.version + 1, updated_at=now)
+
+
+def request_cancel(
+    conn: Connection, run_id: str, workspace_id: str | None, reason: str, by: str, now: float
+) -> tuple[RunRecord, bool]:
+    """Cancel a run. Returns (record, immediate).
+
+    A RUNNING run gets a cancel request that its worker records at the next step (cooperative);
+    PENDING and waiting runs are cancelled at once. Terminal runs raise ConflictError.
+    """
+    rec = get_run(conn, run_id, workspace_id)
+    if rec.status.terminal:
+        raise ConflictError(f"run {run_id!r} is already {rec.status.value}")
+    if rec.status is RunStatus.RUNNING:
+        res = conn.execute(
+            update(runs)
+            .where(runs.c.run_id == run_id, runs.c.status == RunStatus.RUNNING.value)
+            .values(cancel_requested=True, cancel_reason=f"{reason} (by {by})", updated_at=now)
+        )
+        if res.rowcount != 1:
+            raise ConflictError(f"run {run_id!r} changed concurrently; try again")
+        return dataclasses.replace(rec, cancel_requested=True), False
+    ev = Event(
+        run_id=run_id,
+        seq=rec.state.last_seq + 1,
+        type=EventType.RUN_CANCELLED,
+        created_at=now,
+        payload={"reason": reason, "by": by},
+    )
+    out = _append_guarded(
+        conn, rec, [ev], now, finished_at=now, lease_owner=None, lease_expires_at=None, cancel_requested=False
+    )
+    return dataclasses.replace(out, finished_at=now, lease_owner=None, lease_expires_at=None), True
+
+
+def resume_run(
+    conn: Connection, run_id: str, workspace_id: str | None, by: str, policy: dict[str, Any] | None, now: float
+) -> RunRecord:
+    """Move a FAILED or CANCELLED run back to PENDING; it continues from its last completed step."""
+    rec = get_run(conn, run_id, workspace_id)
+    if rec.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise InvalidTransitionError(
+            f"run {run_id!r} is {rec.status.value}; only FAILED or CANCELLED runs can be resumed"
+        )
+    payload: dict[str, Any] = {"by": by}
+    if policy:
+        payload["policy"] = rec.state.policy.merged(policy).to_json()
+    ev = Event(run_id=run_id, seq=rec.state.last_seq + 1, type=EventType.RUN_RESUMED, created_at=now, payload=payload)
+    out = _append_guarded(conn, rec, [ev], now, finished_at=None, cancel_requested=False, cancel_reason=None)
+    return dataclasses.replace(out, finished_at=None, cancel_requested=False, cancel_reason=None)
+
+
+def fork_run(
+    conn: Connection, run_id: str, workspace_id: str | None, at_seq: int, new_run_id: str, by: str, now: float
+) -> RunRecord:
+    """Create a new PENDING run whose history is a copy of ``run_id``'s events up to ``at_seq``."""
+    src = get_run(conn, run_id, workspace_id)
+    if at_seq < 1 or at_seq > src.state.last_seq:
+        raise InvalidTransitionError(f"seq {at_seq} is outside run {run_id!r} (events 1..{src.state.last_seq})")
+    history = list_events(conn, run_id, 0, at_seq)
+    # A step that started but did not finish is dropped: the fork makes that call afresh.
+    while history and history[-1].type is EventType.STEP_STARTED:
+        history.pop()
+    copied = [dataclasses.replace(e, run_id=new_run_id) for e in history]
+    state = fold(copied)
+    assert state.status is not None
+    if state.status.terminal:
+        raise InvalidTransitionError(
+            f"run {run_id!r} is {state.status.value} at seq {at_seq}; fork at an earlier event to continue it"
+        )
+    forked = Event(
+        run_id=new_run_id,
+        seq=state.last_seq + 1,
+        type=EventType.RUN_FORKED,
+        created_at=now,
+        payload={"source_run_id": run_id, "at_seq": at_seq, "by": by},
+    )
+    state = apply_event(state, forked)
+    conn.execute(
+        insert(runs).values(
+            run_id=new_run_id,
+            workspace_id=src.workspace_id,
+            agent_name=src.agent_name,
+            parent_run_id=src.parent_run_id,
+            input=src.input,
+            spec=src.spec,
+            version=1,
+            lease_epoch=0,
+            cancel_requested=False,
+            created_at=now,
+            updated_at=now,
+            **_snapshot_columns(state),
+        )
+    )
+    conn.execute(insert(run_events), _event_rows(src.workspace_id, [*copied, forked]))
+    src_steps = [s for s in list_steps(conn, run_id) if s.seq <= forked.seq - 1 and s.step_index < state.steps]
+    if src_steps:
+        conn.execute(insert(steps), _step_rows(new_run_id, src.workspace_id, src_steps))
+    return get_run(conn, new_run_id)
+
+
+def default_workspace() -> str:
+    """The workspace used when none is given."""
+    return DEFAULT_WORKSPACE

@@ -1,0 +1,393 @@
+"""The Store: one async interface over SQLite and PostgreSQL.
+
+Writes run on a single writer thread per process. Step commits are grouped: while one batch is
+being written, the next ones queue up and go together in the following transaction (group commit),
+each still guarded on its own. Reads run on a small thread pool. Wake-ups inside the process are
+immediate; across processes, workers poll (and on PostgreSQL listen for NOTIFY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
+
+from agentmaestro.core.events import Event
+from agentmaestro.errors import ConfigError, LeaseLostError
+from agentmaestro.store import _ops
+from agentmaestro.store.dialects import create_engines, default_database_url, normalize_url, redact_url
+from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, RunRecord, StepRow
+from agentmaestro.store.schema import DEFAULT_WORKSPACE
+
+log = logging.getLogger("agentmaestro.store")
+
+T = TypeVar("T")
+
+NOTIFY_CHANNEL = "maestro_runs"
+RUNNABLE = "runnable"
+"""Wake-up key: a run became claimable."""
+
+
+class Waiters:
+    """In-process wake-ups keyed by string ("runnable", "run:<id>", "any")."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._lock = threading.Lock()
+
+    async def wait(self, keys: Sequence[str], timeout: float | None) -> bool:
+        """Wait until one of ``keys`` is notified or ``timeout`` passes; True if notified."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            for k in keys:
+                self._waiters.setdefault(k, set()).add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                for k in keys:
+                    s = self._waiters.get(k)
+                    if s is not None:
+                        s.discard(fut)
+                        if not s:
+                            del self._waiters[k]
+
+    def notify(self, keys: Collection[str]) -> None:
+        """Wake everyone waiting on any of ``keys`` (thread-safe)."""
+        with self._lock:
+            futs = [f for k in keys for f in self._waiters.get(k, ())]
+        for f in futs:
+            try:
+                f.get_loop().call_soon_threadsafe(_resolve, f)
+            except RuntimeError:  # the waiter's loop is closed
+                pass
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Store:
+    """Persistent runs, events and steps. Create with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
+        self._writer_engine, self._reader_engine = create_engines(self.url)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maestro-db-writer")
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maestro-db-reader")
+        self.waiters = Waiters()
+        self._pending: list[tuple[Commit, asyncio.Future[CommitResult]]] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._listener: threading.Thread | None = None
+        self._closed = threading.Event()
+        self.max_batch = 2000
+
+    # ------------------------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
+        """Open (and by default migrate) the database at ``url`` or the configured default."""
+        store = cls(url or default_database_url())
+        try:
+            if migrate:
+                store.upgrade()
+            else:
+                store.check_schema()
+        except OperationalError as exc:
+            store.close_sync()
+            raise ConfigError(f"cannot open database {redact_url(store.url)}: {exc.orig}") from None
+        except Exception:
+            store.close_sync()
+            raise
+        return store
+
+    def upgrade(self) -> str:
+        """Run Alembic migrations to head; returns the revision."""
+        from agentmaestro.store.migrate import upgrade
+
+        return upgrade(self._writer_engine)
+
+    def check_schema(self) -> None:
+        """Raise SchemaMismatchError unless the schema is at the latest revision."""
+        from agentmaestro.store.migrate import check_current
+
+        check_current(self._writer_engine)
+
+    async def close(self) -> None:
+        """Flush pending commits and release connections and threads."""
+        if self._flush_task is not None:
+            await asyncio.shield(self._flush_task)
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        """Release connections and threads (pending commits must have been flushed)."""
+        self._closed.set()
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        self._writer_engine.dispose()
+        self._reader_engine.dispose()
+
+    # ------------------------------------------------------------------------------- plumbing
+
+    def _tx(self, engine_kind: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        engine = self._writer_engine if engine_kind == "w" else self._reader_engine
+        with engine.begin() as conn:
+            return fn(conn, *args, **kwargs)
+
+    async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, partial(self._tx, "w", fn, *args, **kwargs))
+
+    async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, partial(self._tx, "r", fn, *args, **kwargs))
+
+    def _notify_runs(self, run_ids: Collection[str], runnable: bool = False) -> None:
+        keys = [f"run:{r}" for r in run_ids] + ["any"]
+        if runnable:
+            keys.append(RUNNABLE)
+        self.waiters.notify(keys)
+
+    def _pg_notify(self, conn: Connection) -> None:
+        if self.dialect == "postgresql":
+            conn.execute(text("SELECT pg_notify(:ch, '')"), {"ch": NOTIFY_CHANNEL})
+
+    # ------------------------------------------------------------------------------ workspaces
+
+    async def ensure_workspace(self, workspace_id: str = DEFAULT_WORKSPACE, name: str | None = None) -> None:
+        """Create the workspace if missing."""
+        await self._write(_ops.ensure_workspace, workspace_id, name, time.time())
+
+    async def upsert_agent(self, workspace_id: str, name: str, spec: dict[str, Any]) -> None:
+        """Store an agent definition."""
+        await self._write(_ops.upsert_agent, workspace_id, name, spec, time.time())
+
+    async def list_agents(self, workspace_id: str) -> list[tuple[str, dict[str, Any], float]]:
+        """Stored agent definitions: (name, spec, updated_at)."""
+        return await self._read(_ops.list_agents, workspace_id)
+
+    # ------------------------------------------------------------------------------------ runs
+
+    async def create_runs(self, new_runs: Sequence[_ops.NewRun]) -> list[RunRecord]:
+        """Insert PENDING runs with their RUN_CREATED events and wake workers."""
+
+        def op(conn: Connection) -> list[RunRecord]:
+            out = _ops.create_runs(conn, new_runs, time.time())
+            self._pg_notify(conn)
+            return out
+
+        records = await self._write(op)
+        self._notify_runs([r.run_id for r in records], runnable=True)
+        return records
+
+    async def get_run(self, run_id: str, workspace_id: str | None = None) -> RunRecord:
+        """One run (NotFoundError if missing or in another workspace)."""
+        return await self._read(_ops.get_run, run_id, workspace_id)
+
+    async def list_runs(
+        self,
+        *,
+        workspace_id: str | None = DEFAULT_WORKSPACE,
+        statuses: Collection[str] | None = None,
+        agent: str | None = None,
+        parent_run_id: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Runs newest first, filtered; ``before`` is the last run id of the previous page."""
+        return await self._read(
+            _ops.list_runs,
+            workspace_id=workspace_id,
+            statuses=statuses,
+            agent=agent,
+            parent_run_id=parent_run_id,
+            before=before,
+            limit=limit,
+        )
+
+    async def count_runs_by_status(self, workspace_id: str | None = None) -> dict[str, int]:
+        """Number of runs per status."""
+        return await self._read(_ops.count_runs_by_status, workspace_id)
+
+    async def events(self, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        """A run's events after ``after_seq``, in order."""
+        return await self._read(_ops.list_events, run_id, after_seq, limit)
+
+    async def steps(self, run_id: str) -> list[StepRow]:
+        """A run's finished steps."""
+        return await self._read(_ops.list_steps, run_id)
+
+    async def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
+        """Wait for an in-process change to ``run_id`` (or any run); False on timeout."""
+        return await self.waiters.wait([f"run:{run_id}" if run_id else "any"], timeout)
+
+    async def wait_runnable(self, timeout: float) -> bool:
+        """Wait until a run may have become claimable (in-process or NOTIFY), or ``timeout``."""
+        self._ensure_listener()
+        return await self.waiters.wait([RUNNABLE], timeout)
+
+    # -------------------------------------------------------------------------- worker side
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_ttl: float,
+        agent_names: Collection[str] | None = None,
+        run_ids: Collection[str] | None = None,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` runnable runs for ``owner``."""
+        if limit <= 0:
+            return []
+        claims = await self._write(
+            _ops.claim_runs,
+            owner=owner,
+            limit=limit,
+            lease_ttl=lease_ttl,
+            now=time.time(),
+            agent_names=agent_names,
+            run_ids=run_ids,
+            skip_locked=self.dialect == "postgresql",
+        )
+        if claims:
+            self._notify_runs([c.record.run_id for c in claims])
+        return claims
+
+    async def heartbeat(self, *, owner: str, leases: Sequence[tuple[str, int]], lease_ttl: float) -> HeartbeatResult:
+        """Extend leases; report lost ones and pending cancel requests."""
+        if not leases:
+            return HeartbeatResult()
+        return await self._write(_ops.heartbeat, owner=owner, leases=leases, lease_ttl=lease_ttl, now=time.time())
+
+    async def release(self, *, owner: str, leases: Sequence[tuple[str, int]]) -> None:
+        """Give leases up so other workers can claim the runs at once."""
+        if leases:
+            await self._write(_ops.release_leases, owner=owner, leases=leases)
+            self._notify_runs([r for r, _ in leases], runnable=True)
+
+    async def commit(self, commit: Commit) -> CommitResult:
+        """Commit one step durably (group-committed with concurrent ones).
+
+        Raises:
+            LeaseLostError: the guard matched no row: the lease was taken over or the run changed.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[CommitResult] = loop.create_future()
+        self._pending.append((commit, fut))
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = loop.create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            commits = [c for c, _ in batch]
+            try:
+                results = await loop.run_in_executor(self._writer, partial(self._commit_batch, commits))
+            except Exception as exc:  # a database error fails the whole batch; each caller sees it
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (c, fut), res in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if res is None:
+                    fut.set_exception(
+                        LeaseLostError(f"run {c.run_id!r}: lease epoch {c.epoch} of {c.owner!r} is no longer valid")
+                    )
+                else:
+                    fut.set_result(res)
+            self._notify_runs({c.run_id for c in commits})
+
+    def _commit_batch(self, commits: list[Commit]) -> list[CommitResult | None]:
+        with self._writer_engine.begin() as conn:
+            out = _ops.apply_commits(conn, commits, time.time())
+            if any(c.release and c.state.status is not None and c.state.status.value == "PENDING" for c in commits):
+                self._pg_notify(conn)
+            return out
+
+    # ------------------------------------------------------------------------- operator side
+
+    async def request_cancel(
+        self, run_id: str, *, workspace_id: str | None = None, reason: str = "cancelled", by: str = "operator"
+    ) -> RunRecord:
+        """Cancel a run: at once if it is not running, cooperatively (at its next step) if it is."""
+        rec, _immediate = await self._write(_ops.request_cancel, run_id, workspace_id, reason, by, time.time())
+        self._notify_runs([run_id])
+        return rec
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        workspace_id: str | None = None,
+        by: str = "operator",
+        policy: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        """Resume a FAILED or CANCELLED run from its last completed step (optionally with new limits)."""
+
+        def op(conn: Connection) -> RunRecord:
+            out = _ops.resume_run(conn, run_id, workspace_id, by, policy, time.time())
+            self._pg_notify(conn)
+            return out
+
+        rec = await self._write(op)
+        self._notify_runs([run_id], runnable=True)
+        return rec
+
+    async def fork(self, run_id: str, *, at_seq: int, workspace_id: str | None = None, by: str = "operator") -> RunRecord:
+        """Fork a run at event ``at_seq`` into a new PENDING run."""
+        from agentmaestro.store.records import new_run_id
+
+        def op(conn: Connection) -> RunRecord:
+            out = _ops.fork_run(conn, run_id, workspace_id, at_seq, new_run_id(), by, time.time())
+            self._pg_notify(conn)
+            return out
+
+        rec = await self._write(op)
+        self._notify_runs([rec.run_id], runnable=True)
+        return rec
+
+    # ------------------------------------------------------------------ PostgreSQL NOTIFY
+
+    def _ensure_listener(self) -> None:
+        if self.dialect != "postgresql" or self._listener is not None:
+            return
+        self._listener = threading.Thread(target=self._listen, name="maestro-pg-listen", daemon=True)
+        self._listener.start()
+
+    def _listen(self) -> None:
+        import psycopg
+
+        dsn = self.url.replace("postgresql+psycopg://", "postgresql://", 1)
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    while not self._closed.is_set():
+                        got = False
+                        for _n in conn.notifies(timeout=1.0, stop_after=1):
+                            got = True
+                        if got:
+                            self.waiters.notify([RUNNABLE])
+            except Exception as exc:  # keep listening; polling covers the gap
+                log.warning("LISTEN connection failed: %s", exc)
+                self._closed.wait(1.0)

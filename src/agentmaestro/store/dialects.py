@@ -1,0 +1,99 @@
+"""Database URLs and engines: SQLite (WAL, durable commits) and PostgreSQL (psycopg 3)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from agentmaestro.errors import ConfigError
+
+DEFAULT_HOME = ".maestro"
+
+
+def default_database_url() -> str:
+    """``MAESTRO_DATABASE_URL``, else an SQLite file under ``$MAESTRO_HOME`` (default ``./.maestro``)."""
+    url = os.environ.get("MAESTRO_DATABASE_URL")
+    if url:
+        return url
+    home = Path(os.environ.get("MAESTRO_HOME", DEFAULT_HOME))
+    return f"sqlite:///{home / 'maestro.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``sqlite:///path``, a bare ``.db`` path, or ``postgres(ql)://...``; return a SQLAlchemy URL."""
+    raw = url.strip()
+    if not raw:
+        raise ConfigError("database URL is empty")
+    if "://" not in raw:
+        if raw.endswith((".db", ".sqlite", ".sqlite3")):
+            return f"sqlite:///{raw}"
+        raise ConfigError(f"database URL {url!r} is not a URL (expected sqlite:///PATH or postgresql://...)")
+    try:
+        parsed = make_url(raw)
+    except ArgumentError as exc:
+        raise ConfigError(f"database URL {url!r} is not valid: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise ConfigError("an in-memory SQLite database cannot be shared by workers; give a file path")
+        return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
+    raise ConfigError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://...")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid url>"
+
+
+def create_engines(url: str) -> tuple[Engine, Engine]:
+    """Build the (writer, reader) engines for a normalized URL.
+
+    SQLite: the writer opens ``BEGIN IMMEDIATE`` transactions (so a write never has to upgrade a
+    read lock), the reader plain ``BEGIN``; both connections use WAL, ``synchronous=FULL`` (a commit
+    is on disk when it returns) and a busy timeout so that several processes can share the file.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        assert parsed.database is not None
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1)
+        reader = _sqlite_engine(url, begin="BEGIN", pool_size=4)
+        return writer, reader
+    writer = create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+    reader = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+    return writer, reader
+
+
+def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> Engine:
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30.0},
+        pool_size=pool_size,
+        max_overflow=0,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine

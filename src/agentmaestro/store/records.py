@@ -1,0 +1,201 @@
+"""Value objects the store hands out and takes in."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentmaestro.core.events import Event, RunState
+from agentmaestro.core.states import RunStatus, StepKind
+
+
+def new_run_id(now: float | None = None) -> str:
+    """A sortable run id: milliseconds since the epoch, then randomness (``run_`` + 24 hex chars)."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"run_{millis:012x}{secrets.token_hex(6)}"
+
+
+def new_worker_id() -> str:
+    """A worker identity: host, pid and a random suffix."""
+    host = os.uname().nodename.split(".")[0][:40]
+    return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """A run's snapshot row."""
+
+    run_id: str
+    """The run."""
+    workspace_id: str
+    """Its workspace."""
+    agent_name: str
+    """The agent (or workflow) it runs."""
+    parent_run_id: str | None
+    """The run that spawned it, for sub-agent runs."""
+    input: str
+    """The task it was given."""
+    spec: dict[str, Any]
+    """The agent definition as it was when the run was created."""
+    state: RunState
+    """The folded state."""
+    version: int
+    """Optimistic-concurrency version, bumped by every change."""
+    lease_owner: str | None
+    """Worker holding the lease, if any."""
+    lease_epoch: int
+    """Fencing epoch, bumped by every claim."""
+    lease_expires_at: float | None
+    """When the lease lapses."""
+    cancel_requested: bool
+    """An operator asked to cancel; the lease holder records the cancellation."""
+    cancel_reason: str | None
+    """The reason given with the cancel request."""
+    created_at: float
+    """Creation time."""
+    updated_at: float
+    """Last change."""
+    finished_at: float | None
+    """When the run reached a terminal status."""
+
+    @property
+    def status(self) -> RunStatus:
+        """Current status."""
+        assert self.state.status is not None
+        return self.state.status
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form for the CLI and API."""
+        st = self.state
+        return {
+            "run_id": self.run_id,
+            "workspace_id": self.workspace_id,
+            "agent": self.agent_name,
+            "parent_run_id": self.parent_run_id,
+            "input": self.input,
+            "status": self.status.value,
+            "phase": st.phase.value,
+            "steps": st.steps,
+            "model_calls": st.model_calls,
+            "tool_calls": st.tool_calls,
+            "input_tokens": st.input_tokens,
+            "output_tokens": st.output_tokens,
+            "tokens": st.tokens,
+            "cost_usd": round(st.cost_usd, 8),
+            "output": st.output,
+            "error": st.error,
+            "policy": st.policy.to_json(),
+            "last_seq": st.last_seq,
+            "version": self.version,
+            "lease_owner": self.lease_owner,
+            "lease_epoch": self.lease_epoch,
+            "lease_expires_at": self.lease_expires_at,
+            "cancel_requested": self.cancel_requested,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A run a worker has just leased."""
+
+    record: RunRecord
+    """The run as claimed (status RUNNING, lease owned by the claimant)."""
+    recovered_from: str | None
+    """The previous lease owner when the claim took over an expired lease."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepRow:
+    """A finished step, as recorded in the steps table."""
+
+    step_index: int
+    """Index within the run (0-based)."""
+    kind: StepKind
+    """Kind of step."""
+    name: str | None
+    """Tool name or model string."""
+    status: str
+    """``completed``, ``failed`` or ``error`` (a tool that returned an error result)."""
+    seq: int
+    """Sequence number of the event that holds the step's payload."""
+    input_tokens: int = 0
+    """Prompt tokens (model calls)."""
+    output_tokens: int = 0
+    """Completion tokens (model calls)."""
+    cost_usd: float = 0.0
+    """Cost (model calls)."""
+    duration_ms: float = 0.0
+    """How long the step took."""
+    created_at: float = 0.0
+    """When it was recorded."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {
+            "step": self.step_index,
+            "kind": self.kind.value,
+            "name": self.name,
+            "status": self.status,
+            "seq": self.seq,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "duration_ms": self.duration_ms,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Commit:
+    """What a lease holder commits after one step: new snapshot, new events, finished steps.
+
+    Applied as one guarded update (run, status RUNNING, lease owner and epoch, version) plus the
+    inserts, in one transaction. If the guard matches no row, nothing is written.
+    """
+
+    run_id: str
+    """The run."""
+    workspace_id: str
+    """Its workspace."""
+    owner: str
+    """The committing worker."""
+    epoch: int
+    """The lease epoch the worker holds."""
+    version: int
+    """The version the worker last saw."""
+    state: RunState
+    """The state after ``events``."""
+    events: tuple[Event, ...]
+    """New events, seq continuing the run's log."""
+    steps: tuple[StepRow, ...] = ()
+    """Steps finished by this commit."""
+    release: bool = False
+    """Drop the lease (the run left RUNNING or the worker is stopping)."""
+    finished_at: float | None = None
+    """Set when the run reaches a terminal status."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommitResult:
+    """What the store reports back to the committing worker."""
+
+    version: int
+    """The run's new version."""
+    cancel_requested: bool
+    """Whether an operator asked to cancel in the meantime."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeartbeatResult:
+    """Leases a heartbeat could not renew, and runs asked to cancel."""
+
+    lost: frozenset[str] = field(default_factory=frozenset)
+    """Runs whose lease this worker no longer holds."""
+    cancel_requested: frozenset[str] = field(default_factory=frozenset)
+    """Runs an operator asked to cancel."""

@@ -1,0 +1,121 @@
+"""SQLAlchemy Core tables. Every table carries ``workspace_id``; times are Unix seconds (float)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+DEFAULT_WORKSPACE = "default"
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("settings", Json, nullable=False, server_default=text("'{}'")),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("spec", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("agent_name", String(200), nullable=False),
+    Column("parent_run_id", String(40), nullable=True),
+    Column("input", Text, nullable=False),
+    Column("spec", Json, nullable=False),
+    # Snapshot: the folded state (JSON) plus the columns that queries filter and sort on.
+    Column("state", Json, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("steps", Integer, nullable=False, server_default=text("0")),
+    Column("tool_calls", Integer, nullable=False, server_default=text("0")),
+    Column("tokens", Integer, nullable=False, server_default=text("0")),
+    Column("cost_usd", Float, nullable=False, server_default=text("0")),
+    Column("output", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("last_seq", Integer, nullable=False),
+    # Concurrency control: optimistic version, lease with fencing epoch.
+    Column("version", Integer, nullable=False),
+    Column("lease_owner", String(120), nullable=True),
+    Column("lease_epoch", Integer, nullable=False, server_default=text("0")),
+    Column("lease_expires_at", Float, nullable=True),
+    # Signals from outside the lease holder (read by the worker, recorded as events by it).
+    Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
+    Column("cancel_reason", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
+    Index("ix_runs_claim", "status", "created_at"),
+    Index("ix_runs_workspace_created", "workspace_id", "created_at"),
+    Index("ix_runs_parent", "parent_run_id"),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("step_index", Integer, primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(200), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("input_tokens", Integer, nullable=False, server_default=text("0")),
+    Column("output_tokens", Integer, nullable=False, server_default=text("0")),
+    Column("cost_usd", Float, nullable=False, server_default=text("0")),
+    Column("duration_ms", Float, nullable=False, server_default=text("0")),
+    Column("seq", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
+)
+"""One row per finished step; ``seq`` names the event that holds the step's payload."""
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("step_index", Integer, nullable=True),
+    Column("payload", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+    ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
+)
