@@ -1,0 +1,55 @@
+"""AgentMaestro: run LLM agents as durable, deterministic, governed processes."""
+
+from __future__ import annotations
+
+from agentmaestro.agents import Agent, AgentRegistry, load_agents_dir
+from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from agentmaestro.core.policy import StrictPolicy
+from agentmaestro.core.risk import RiskLevel
+from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind
+from agentmaestro.errors import (
+    ConfigError,
+    ConflictError,
+    InvalidTransitionError,
+    MaestroError,
+    ModelAPIError,
+    NotFoundError,
+    ToolError,
+)
+from agentmaestro.models.scripted import ScriptedModel
+from agentmaestro.sdk import HookEvent, Orchestrator, RunReport
+from agentmaestro.tools.registry import Tool, ToolResult, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentRegistry",
+    "ConfigError",
+    "ConflictError",
+    "EventType",
+    "HookEvent",
+    "InvalidTransitionError",
+    "MaestroError",
+    "Message",
+    "ModelAPIError",
+    "ModelRequest",
+    "ModelResponse",
+    "NotFoundError",
+    "Orchestrator",
+    "Phase",
+    "RiskLevel",
+    "RunReport",
+    "RunStatus",
+    "ScriptedModel",
+    "StepKind",
+    "StrictPolicy",
+    "Tool",
+    "ToolCall",
+    "ToolError",
+    "ToolResult",
+    "Usage",
+    "load_agents_dir",
+    "tool",
+    "__version__",
+]

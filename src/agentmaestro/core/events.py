@@ -208,6 +208,8 @@ def apply_event(state: RunState, event: Event) -> RunState:
     elif t is EventType.RUN_FORKED:
         changes["in_flight"] = None
         changes["error"] = None
+        if p.get("policy"):
+            changes["policy"] = StrictPolicy.from_json(p["policy"])
     if t in _TERMINATING:
         changes["phase"] = Phase.TERMINATE
     return dataclasses.replace(state, **changes)

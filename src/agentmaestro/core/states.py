@@ -160,8 +160,9 @@ PHASE_TRANSITIONS: Final[frozenset[tuple[Phase, Phase]]] = frozenset(
         (Phase.REVIEW, Phase.PLAN),
         (Phase.REVIEW, Phase.EXECUTE),
         (Phase.REVIEW, Phase.TERMINATE),
-        # Resuming a failed or cancelled run re-enters planning.
+        # Resuming a failed or cancelled run re-enters planning or execution.
         (Phase.TERMINATE, Phase.PLAN),
+        (Phase.TERMINATE, Phase.EXECUTE),
     }
 )
 """Allowed lifecycle phase changes (reported on PHASE_CHANGED events)."""

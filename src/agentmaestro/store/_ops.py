@@ -558,7 +558,14 @@ def resume_run(
 
 
 def fork_run(
-    conn: Connection, run_id: str, workspace_id: str | None, at_seq: int, new_run_id: str, by: str, now: float
+    conn: Connection,
+    run_id: str,
+    workspace_id: str | None,
+    at_seq: int,
+    new_run_id: str,
+    by: str,
+    now: float,
+    policy: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Create a new PENDING run whose history is a copy of ``run_id``'s events up to ``at_seq``."""
     src = get_run(conn, run_id, workspace_id)
@@ -582,6 +589,8 @@ def fork_run(
         created_at=now,
         payload={"source_run_id": run_id, "at_seq": at_seq, "by": by},
     )
+    if policy:
+        forked.payload["policy"] = state.policy.merged(policy).to_json()
     state = apply_event(state, forked)
     conn.execute(
         insert(runs).values(

@@ -353,12 +353,20 @@ class Store:
         self._notify_runs([run_id], runnable=True)
         return rec
 
-    async def fork(self, run_id: str, *, at_seq: int, workspace_id: str | None = None, by: str = "operator") -> RunRecord:
-        """Fork a run at event ``at_seq`` into a new PENDING run."""
+    async def fork(
+        self,
+        run_id: str,
+        *,
+        at_seq: int,
+        workspace_id: str | None = None,
+        by: str = "operator",
+        policy: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        """Fork a run at event ``at_seq`` into a new PENDING run (optionally with new limits)."""
         from agentmaestro.store.records import new_run_id
 
         def op(conn: Connection) -> RunRecord:
-            out = _ops.fork_run(conn, run_id, workspace_id, at_seq, new_run_id(), by, time.time())
+            out = _ops.fork_run(conn, run_id, workspace_id, at_seq, new_run_id(), by, time.time(), policy)
             self._pg_notify(conn)
             return out
 

@@ -1,0 +1,245 @@
+"""Agents: a model, instructions, tools and a policy. Defined in Python, in YAML, or adapted.
+
+An agent's *spec* (a JSON mapping) is stored with every run, so the run records exactly what it
+was started with. Workers execute runs of the agents they have registered.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentmaestro.core.messages import ModelRequest, ModelResponse, Usage
+from agentmaestro.core.policy import StrictPolicy
+from agentmaestro.errors import ConfigError
+from agentmaestro.models.base import Model, resolve_model
+from agentmaestro.tools.registry import Tool, load_tool, tool
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _check_name(name: Any, what: str = "agent") -> str:
+    if not isinstance(name, str) or not name or len(name) > 200 or not set(name) <= _NAME_CHARS:
+        raise ConfigError(f"{what} name {name!r} must be 1-200 characters of letters, digits, '_', '-' or '.'")
+    return name
+
+
+@dataclass(kw_only=True)
+class Agent:
+    """An agent definition.
+
+    Example::
+
+        agent = Agent(name="calc", model="openai:gpt-4.1-mini", instructions="Add numbers.", tools=[add])
+    """
+
+    name: str
+    """Unique name within a workspace."""
+    model: str | Model
+    """A model string (``provider:name``) or a Model object."""
+    instructions: str = ""
+    """The system prompt."""
+    tools: Sequence[Tool | Callable[..., Any]] = ()
+    """Tools the agent may call (``@tool`` functions or plain functions with docstrings)."""
+    policy: StrictPolicy | None = None
+    """Default limits for runs of this agent."""
+    description: str = ""
+    """What the agent is for (shown in listings)."""
+    source: str | None = None
+    """Where the definition came from (a YAML path), if anywhere."""
+    _tools: dict[str, Tool] = field(init=False, repr=False)
+    _model: Model | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        built: dict[str, Tool] = {}
+        for t in self.tools:
+            tt = t if isinstance(t, Tool) else tool(t)
+            if tt.name in built:
+                raise ConfigError(f"agent {self.name!r} lists tool {tt.name!r} twice")
+            built[tt.name] = tt
+        self._tools = built
+        if not isinstance(self.model, str) and not isinstance(self.model, Model):
+            raise ConfigError(f"agent {self.name!r}: model must be a 'provider:name' string or a Model object")
+        if isinstance(self.model, str):
+            resolve_model(self.model)  # fail early on unknown providers / missing scripts
+
+    @property
+    def model_name(self) -> str:
+        """The model string."""
+        return self.model if isinstance(self.model, str) else self.model.name
+
+    def get_model(self) -> Model:
+        """The resolved model (built once)."""
+        if self._model is None:
+            self._model = resolve_model(self.model)
+        return self._model
+
+    def tool_map(self) -> dict[str, Tool]:
+        """Tools by name."""
+        return self._tools
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON definition stored with each run."""
+        return {
+            "name": self.name,
+            "model": self.model_name,
+            "instructions": self.instructions,
+            "description": self.description,
+            "tools": [
+                {"name": t.name, "risk": t.risk.name, "idempotent": t.idempotent, "import_path": t.import_path}
+                for t in self._tools.values()
+            ],
+            "policy": (self.policy or StrictPolicy()).to_json(),
+            "source": self.source,
+        }
+
+    # ------------------------------------------------------------------------------- YAML
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<agent>", base_dir: Path | None = None) -> Agent:
+        """Build from a YAML/JSON mapping: name, model, instructions, tools (import paths), policy."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: an agent definition is a mapping")
+        known = {"name", "model", "instructions", "description", "tools", "policy"}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        for required in ("name", "model"):
+            if not data.get(required):
+                raise ConfigError(f"{source}: missing required field {required!r}")
+        model = data["model"]
+        if not isinstance(model, str):
+            raise ConfigError(f"{source}: model must be a string like 'openai:gpt-4.1-mini'")
+        if model.startswith("scripted:") and base_dir is not None:
+            ref = model.partition(":")[2]
+            candidate = base_dir / ref
+            if candidate.is_file():
+                model = f"scripted:{candidate.resolve()}"
+        tools_raw = data.get("tools") or []
+        if not isinstance(tools_raw, list) or not all(isinstance(t, str) for t in tools_raw):
+            raise ConfigError(f"{source}: tools must be a list of import paths like 'package.module:function'")
+        try:
+            tools = [load_tool(t) for t in tools_raw]
+            policy = StrictPolicy.from_json(data.get("policy"))
+            return cls(
+                name=_check_name(data["name"]),
+                model=model,
+                instructions=str(data.get("instructions") or ""),
+                description=str(data.get("description") or ""),
+                tools=tools,
+                policy=policy,
+                source=source,
+            )
+        except ConfigError as exc:
+            msg = str(exc)
+            raise ConfigError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Agent:
+        """Load one agent from a YAML file."""
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read agent file {str(p)!r}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        return cls.from_dict(data, source=str(p), base_dir=p.parent)
+
+
+class InvokeModel:
+    """Adapts an object with ``invoke(task)`` (or ``ainvoke``) to the Model protocol.
+
+    The whole object runs as one governed step; its return value is the run's answer.
+    """
+
+    def __init__(self, target: Any, *, name: str) -> None:
+        if not (hasattr(target, "invoke") or hasattr(target, "ainvoke")):
+            raise ConfigError(f"{type(target).__name__} has neither invoke() nor ainvoke()")
+        self.target = target
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """``invoke:<name>``."""
+        return f"invoke:{self._name}"
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Call ``invoke(task)`` with the run's task."""
+        import anyio
+
+        task = next((m.content or "" for m in request.messages if m.role == "user"), "")
+        if hasattr(self.target, "ainvoke"):
+            result = await self.target.ainvoke(task)
+        else:
+            fn = self.target.invoke
+            result = await fn(task) if inspect.iscoroutinefunction(fn) else await anyio.to_thread.run_sync(fn, task)
+        content = getattr(result, "content", result)
+        return ModelResponse(content=str(content), usage=Usage(), model=self.name, finish_reason="stop")
+
+
+def adapt(obj: Any, *, name: str | None = None) -> Agent:
+    """Return ``obj`` if it is an Agent, else wrap an ``invoke``-able object as a single-step agent."""
+    if isinstance(obj, Agent):
+        return obj
+    agent_name = name or getattr(obj, "name", None) or type(obj).__name__
+    if not isinstance(agent_name, str):
+        agent_name = type(obj).__name__
+    return Agent(name=_check_name(agent_name), model=InvokeModel(obj, name=agent_name))
+
+
+class AgentRegistry:
+    """Agents a worker can run, by name."""
+
+    def __init__(self, agents: Iterable[Agent] = ()) -> None:
+        self._agents: dict[str, Agent] = {}
+        for a in agents:
+            self.register(a)
+
+    def register(self, agent: Agent) -> Agent:
+        """Add (or replace) an agent."""
+        self._agents[agent.name] = agent
+        return agent
+
+    def get(self, name: str) -> Agent:
+        """The agent called ``name``; ConfigError listing known ones if absent."""
+        try:
+            return self._agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self._agents)) or "(none)"
+            raise ConfigError(f"unknown agent {name!r}; known agents: {known}") from None
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._agents)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._agents
+
+    def __iter__(self) -> Iterator[Agent]:
+        return iter(self._agents.values())
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+
+def load_agents_dir(path: str | Path) -> AgentRegistry:
+    """Load every ``*.yaml``/``*.yml`` agent in a folder (not recursive)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ConfigError(f"agents folder {str(folder)!r} does not exist")
+    registry = AgentRegistry()
+    for file in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        agent = Agent.from_yaml(file)
+        if agent.name in registry:
+            raise ConfigError(f"{file}: agent name {agent.name!r} is defined twice in {folder}")
+        registry.register(agent)
+    return registry

@@ -1,0 +1,720 @@
+"""The ``maestro`` command line.
+
+Every command takes ``--database-url`` (or ``MAESTRO_DATABASE_URL``; default: an SQLite file under
+``./.maestro/``) and ``--workspace``. Agents come from ``--agents-dir`` (or ``MAESTRO_AGENTS_DIR``,
+default ``./agents`` when it exists) plus the built-in demo agents. Errors print one line on
+stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentmaestro.agents import Agent, AgentRegistry, load_agents_dir
+from agentmaestro.core.decide import render_decision_table
+from agentmaestro.core.events import Event, fold
+from agentmaestro.core.policy import StrictPolicy
+from agentmaestro.core.states import RunStatus, render_table_mermaid, render_table_text
+from agentmaestro.engine.worker import Worker, WorkerConfig
+from agentmaestro.errors import ConfigError, MaestroError, NotFoundError
+from agentmaestro.sdk import build_report
+from agentmaestro.store._ops import NewRun
+from agentmaestro.store.base import Store
+from agentmaestro.store.dialects import default_database_url, redact_url
+from agentmaestro.store.records import RunRecord, new_run_id
+from agentmaestro.store.schema import DEFAULT_WORKSPACE
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="maestro",
+    help="AgentMaestro: run LLM agents as durable, deterministic, governed processes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+runs_app = typer.Typer(help="Inspect and control runs.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+agents_app = typer.Typer(help="Agent definitions.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(db_app, name="db")
+app.add_typer(agents_app, name="agents")
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+class _Ctx:
+    def __init__(self, database_url: str | None, workspace: str, agents_dir: Path | None, as_json: bool) -> None:
+        self.database_url = database_url or default_database_url()
+        self.workspace = workspace
+        self.agents_dir = agents_dir
+        self.as_json = as_json
+
+    def open_store(self, *, migrate: bool | None = None) -> Store:
+        auto = self.database_url.startswith("sqlite") or "://" not in self.database_url
+        return Store.open(self.database_url, migrate=auto if migrate is None else migrate)
+
+    def agents(self) -> AgentRegistry:
+        registry = load_agents_dir(builtin_agents_dir())
+        folder = self.agents_dir
+        if folder is None and Path("agents").is_dir():
+            folder = Path("agents")
+        if folder is not None:
+            for agent in load_agents_dir(folder):
+                registry.register(agent)
+        return registry
+
+    def resolve_agent(self, ref: str) -> Agent:
+        path = Path(ref)
+        if ref.endswith((".yaml", ".yml")) or path.is_file():
+            if not path.is_file():
+                raise ConfigError(f"agent file {ref!r} does not exist")
+            return Agent.from_yaml(path)
+        return self.agents().get(ref)
+
+
+def builtin_agents_dir() -> Path:
+    """Folder of the built-in demo agents shipped with the package."""
+    return Path(str(resources.files("agentmaestro.demo").joinpath("agents")))
+
+
+def _ctx(ctx: typer.Context) -> _Ctx:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, _Ctx)
+    return obj
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", envvar="MAESTRO_DATABASE_URL", help="Database URL.")
+    ] = None,
+    workspace: Annotated[str, typer.Option(envvar="MAESTRO_WORKSPACE", help="Workspace.")] = DEFAULT_WORKSPACE,
+    agents_dir: Annotated[
+        Path | None,
+        typer.Option("--agents-dir", envvar="MAESTRO_AGENTS_DIR", help="Folder of agent YAML files."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    ctx.obj = _Ctx(database_url, workspace, agents_dir, as_json)
+
+
+# ------------------------------------------------------------------------------------- states
+
+
+@app.command()
+def states(
+    mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the status table as a Mermaid diagram.")] = False,
+) -> None:
+    """Print the run status transition table and the decision table."""
+    if mermaid:
+        out.print(render_table_mermaid(), markup=False)
+        return
+    out.print("Run status transitions (any other pair is rejected):\n", markup=False)
+    out.print(render_table_text(), markup=False)
+    out.print("\nDecision table for a RUNNING run (first match wins):\n", markup=False)
+    out.print(render_decision_table(), markup=False)
+
+
+# ------------------------------------------------------------------------------------------ db
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the database schema to the latest revision."""
+    c = _ctx(ctx)
+    store = Store(c.database_url)
+    try:
+        rev = store.upgrade()
+    finally:
+        store.close_sync()
+    out.print(f"database {redact_url(store.url)} is at revision {rev}", markup=False)
+
+
+# -------------------------------------------------------------------------------------- agents
+
+
+@agents_app.command("list")
+def agents_list(ctx: typer.Context) -> None:
+    """List the agents this CLI (and a worker started here) can run."""
+    c = _ctx(ctx)
+    registry = c.agents()
+    if c.as_json:
+        _print_json([a.spec() for a in registry])
+        return
+    table = Table("name", "model", "tools", "description")
+    for a in registry:
+        table.add_row(a.name, a.model_name, ", ".join(a.tool_map()), a.description)
+    out.print(table)
+
+
+@agents_app.command("show")
+def agents_show(ctx: typer.Context, name: str) -> None:
+    """Show one agent's definition."""
+    _print_json(_ctx(ctx).resolve_agent(name).spec())
+
+
+# ---------------------------------------------------------------------------------------- run
+
+
+def _policy_overrides(
+    max_steps: int | None, max_tokens: int | None, max_tool_calls: int | None, max_cost: float | None, timeout: float | None
+) -> dict[str, Any]:
+    values = {
+        "max_steps": max_steps,
+        "max_tokens": max_tokens,
+        "max_tool_calls": max_tool_calls,
+        "max_cost_usd": max_cost,
+        "timeout_s": timeout,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=0, help="Policy: most steps.")]
+MaxTokens = Annotated[int | None, typer.Option("--max-tokens", min=0, help="Policy: most tokens.")]
+MaxToolCalls = Annotated[int | None, typer.Option("--max-tool-calls", min=0, help="Policy: most tool calls.")]
+MaxCost = Annotated[float | None, typer.Option("--max-cost-usd", min=0, help="Policy: most USD.")]
+Timeout = Annotated[float | None, typer.Option("--timeout-s", min=0, help="Policy: most wall seconds.")]
+
+
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="Agent name (from the agents folder) or a YAML file.")],
+    task: Annotated[str, typer.Argument(metavar="INPUT", help="The task for the agent.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Run it here and wait for the result.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Run it here and print events as they happen.")] = False,
+    max_steps: MaxSteps = None,
+    max_tokens: MaxTokens = None,
+    max_tool_calls: MaxToolCalls = None,
+    max_cost_usd: MaxCost = None,
+    timeout_s: Timeout = None,
+) -> None:
+    """Start a run. Without --wait/--follow it is queued for a worker (`maestro worker`)."""
+    c = _ctx(ctx)
+    a = c.resolve_agent(agent)
+    overrides = _policy_overrides(max_steps, max_tokens, max_tool_calls, max_cost_usd, timeout_s)
+    policy = (a.policy or StrictPolicy()).merged(overrides)
+
+    async def go() -> int:
+        store = c.open_store()
+        try:
+            await store.ensure_workspace(c.workspace)
+            await store.upsert_agent(c.workspace, a.name, a.spec())
+            [rec] = await store.create_runs(
+                [
+                    NewRun(
+                        run_id=new_run_id(),
+                        workspace_id=c.workspace,
+                        agent_name=a.name,
+                        input=task,
+                        spec=a.spec(),
+                        policy=policy.to_json(),
+                    )
+                ]
+            )
+            if not (wait or follow):
+                if c.as_json:
+                    _print_json(rec.to_json())
+                else:
+                    out.print(f"{rec.run_id} PENDING (start a worker to run it: maestro worker)", markup=False)
+                return 0
+            if not c.as_json and not follow:
+                out.print(f"{rec.run_id} started", markup=False)
+            return await _drive_here(c, store, AgentRegistry([a]), rec.run_id, follow)
+        finally:
+            await store.close()
+
+    raise typer.Exit(_run(go()))
+
+
+async def _drive_here(c: _Ctx, store: Store, agents: AgentRegistry, run_id: str, follow: bool) -> int:
+    """Run a dedicated in-process worker for one run until it stops; print the outcome."""
+    worker = Worker(store, agents, run_ids={run_id}, config=WorkerConfig(concurrency=1, poll_interval_s=0.2))
+    task = asyncio.ensure_future(worker.run())
+    seq = 0
+    try:
+        while True:
+            rec = await store.get_run(run_id, c.workspace)
+            if follow:
+                for ev in await store.events(run_id, seq):
+                    _print_event(ev, c.as_json)
+                    seq = ev.seq
+            if rec.status.terminal or rec.status.waiting:
+                break
+            if task.done():
+                await task  # surface a crash
+                break
+            await store.wait_for_change(run_id, 0.5)
+    finally:
+        worker.stop()
+        await task
+    rec = await store.get_run(run_id, c.workspace)
+    if follow:
+        for ev in await store.events(run_id, seq):
+            _print_event(ev, c.as_json)
+    report = await build_report(store, rec)
+    if c.as_json and not follow:
+        _print_json(report.to_json())
+    elif not c.as_json:
+        _print_report_line(rec)
+    return 0 if rec.status in (RunStatus.COMPLETED,) or rec.status.waiting else 1
+
+
+def _print_report_line(rec: RunRecord) -> None:
+    st = rec.state
+    out.print(
+        f"{rec.run_id} {rec.status.value} steps={st.steps} tool_calls={st.tool_calls} tokens={st.tokens} "
+        f"cost_usd={st.cost_usd:.6f}",
+        markup=False,
+    )
+    if st.output is not None:
+        out.print(f"output: {st.output}", markup=False)
+    if st.error:
+        out.print(f"error: {st.error}", markup=False)
+
+
+def _event_summary(ev: Event) -> str:
+    p = ev.payload
+    t = ev.type.value
+    if t == "STEP_COMPLETED" and p.get("kind") == "MODEL_CALL":
+        calls = ", ".join(f"{c['name']}({json.dumps(c.get('arguments'))})" for c in p.get("tool_calls") or [])
+        return f"model {p.get('model')}: " + (f"calls {calls}" if calls else repr(p.get("content")))
+    if t == "STEP_COMPLETED" and p.get("kind") == "TOOL_CALL":
+        flag = " ERROR" if p.get("is_error") else ""
+        return f"tool {p.get('name')}({json.dumps(p.get('arguments'))}) ->{flag} {p.get('result')!r}"
+    if t == "PHASE_CHANGED":
+        return f"{p.get('from')} -> {p.get('to')}"
+    keys = ("output", "error", "reason", "worker", "source_run_id", "question")
+    return " ".join(f"{k}={p[k]!r}" for k in keys if p.get(k) is not None)
+
+
+def _print_event(ev: Event, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(ev.to_json(), default=str) + "\n")
+        sys.stdout.flush()
+        return
+    step = f" step={ev.step}" if ev.step is not None else ""
+    out.print(f"{ev.seq:>5} {ev.type.value:<22}{step} {_event_summary(ev)}", markup=False)
+
+
+# --------------------------------------------------------------------------------------- runs
+
+
+@runs_app.command("list")
+def runs_list(
+    ctx: typer.Context,
+    status: Annotated[list[str] | None, typer.Option("--status", help="Filter by status (repeatable).")] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="Filter by agent.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Page size.")] = 20,
+    before: Annotated[str | None, typer.Option("--before", help="Cursor: the last run id of the previous page.")] = None,
+) -> None:
+    """List runs, newest first."""
+    c = _ctx(ctx)
+    statuses = [s.upper() for s in status or []]
+    for s in statuses:
+        if s not in RunStatus.__members__:
+            raise ConfigError(f"unknown status {s!r}; expected one of {', '.join(RunStatus.__members__)}")
+
+    async def go() -> list[RunRecord]:
+        store = c.open_store()
+        try:
+            return await store.list_runs(
+                workspace_id=c.workspace, statuses=statuses or None, agent=agent, before=before, limit=limit
+            )
+        finally:
+            await store.close()
+
+    records = _run(go())
+    if c.as_json:
+        _print_json({"runs": [r.to_json() for r in records], "next": records[-1].run_id if len(records) == limit else None})
+        return
+    table = Table("run_id", "agent", "status", "phase", "steps", "tokens", "cost_usd", "age")
+    now = time.time()
+    for r in records:
+        table.add_row(
+            r.run_id,
+            r.agent_name,
+            r.status.value,
+            r.state.phase.value,
+            str(r.state.steps),
+            str(r.state.tokens),
+            f"{r.state.cost_usd:.6f}",
+            _age(now - r.created_at),
+        )
+    out.print(table)
+    if len(records) == limit:
+        out.print(f"next page: maestro runs list --before {records[-1].run_id}", markup=False)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{int(seconds)}s"
+    if seconds < 7200:
+        return f"{int(seconds // 60)}m"
+    if seconds < 172800:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+@runs_app.command("show")
+def runs_show(
+    ctx: typer.Context,
+    run_id: str,
+    steps: Annotated[bool, typer.Option("--steps", help="Also list the steps.")] = False,
+) -> None:
+    """Show a run's snapshot (and its steps)."""
+    c = _ctx(ctx)
+
+    async def go() -> tuple[RunRecord, list[Any]]:
+        store = c.open_store()
+        try:
+            rec = await store.get_run(run_id, c.workspace)
+            rows = await store.steps(run_id) if steps else []
+            return rec, rows
+        finally:
+            await store.close()
+
+    rec, rows = _run(go())
+    data = rec.to_json()
+    if steps:
+        data["steps_detail"] = [s.to_json() for s in rows]
+    if c.as_json:
+        _print_json(data)
+        return
+    for key in ("run_id", "agent", "status", "phase", "input", "output", "error", "steps", "tool_calls", "tokens"):
+        out.print(f"{key:>12}: {data[key]}", markup=False)
+    out.print(f"{'cost_usd':>12}: {data['cost_usd']:.6f}", markup=False)
+    out.print(f"{'policy':>12}: {json.dumps(data['policy'])}", markup=False)
+    if steps:
+        table = Table("step", "kind", "name", "status", "tokens", "cost_usd", "ms", "seq")
+        for s in rows:
+            table.add_row(
+                str(s.step_index),
+                s.kind.value,
+                s.name or "",
+                s.status,
+                str(s.input_tokens + s.output_tokens),
+                f"{s.cost_usd:.6f}",
+                f"{s.duration_ms:.1f}",
+                str(s.seq),
+            )
+        out.print(table)
+
+
+@runs_app.command("events")
+def runs_events(
+    ctx: typer.Context,
+    run_id: str,
+    after: Annotated[int, typer.Option("--after", min=0, help="Only events with seq greater than this.")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep printing new events until the run stops.")] = False,
+) -> None:
+    """Print a run's event log."""
+    c = _ctx(ctx)
+
+    async def go() -> None:
+        store = c.open_store()
+        try:
+            seq = after
+            while True:
+                rec = await store.get_run(run_id, c.workspace)
+                for ev in await store.events(run_id, seq):
+                    _print_event(ev, c.as_json)
+                    seq = ev.seq
+                if not follow or rec.status.terminal or rec.status.waiting:
+                    if follow:
+                        for ev in await store.events(run_id, seq):
+                            _print_event(ev, c.as_json)
+                    return
+                await store.wait_for_change(run_id, 0.5)
+        finally:
+            await store.close()
+
+    _run(go())
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    ctx: typer.Context,
+    run_id: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why.")] = "cancelled from the CLI",
+) -> None:
+    """Cancel a run (at once if not running; at its next step if running)."""
+    c = _ctx(ctx)
+
+    async def go() -> RunRecord:
+        store = c.open_store()
+        try:
+            return await store.request_cancel(run_id, workspace_id=c.workspace, reason=reason, by="cli")
+        finally:
+            await store.close()
+
+    rec = _run(go())
+    if c.as_json:
+        _print_json(rec.to_json())
+    elif rec.status is RunStatus.CANCELLED:
+        out.print(f"{run_id} CANCELLED", markup=False)
+    else:
+        out.print(f"{run_id} cancel requested; its worker stops it at the next step", markup=False)
+
+
+@runs_app.command("resume")
+def runs_resume(
+    ctx: typer.Context,
+    run_id: str,
+    wait: Annotated[bool, typer.Option("--wait", help="Run it here and wait for the result.")] = False,
+    max_steps: MaxSteps = None,
+    max_tokens: MaxTokens = None,
+    max_tool_calls: MaxToolCalls = None,
+    max_cost_usd: MaxCost = None,
+    timeout_s: Timeout = None,
+) -> None:
+    """Resume a FAILED or CANCELLED run from its last completed step (optionally with new limits)."""
+    c = _ctx(ctx)
+    overrides = _policy_overrides(max_steps, max_tokens, max_tool_calls, max_cost_usd, timeout_s)
+
+    async def go() -> int:
+        store = c.open_store()
+        try:
+            rec = await store.resume(run_id, workspace_id=c.workspace, by="cli", policy=overrides or None)
+            if not wait:
+                out.print(f"{rec.run_id} {rec.status.value} (resumed; a worker will continue it)", markup=False)
+                return 0
+            return await _drive_here(c, store, c.agents(), run_id, follow=False)
+        finally:
+            await store.close()
+
+    raise typer.Exit(_run(go()))
+
+
+@runs_app.command("fork")
+def runs_fork(
+    ctx: typer.Context,
+    run_id: str,
+    at: Annotated[int, typer.Option("--at", min=1, help="Copy the history up to and including this seq.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Run the fork here and wait for the result.")] = False,
+    max_steps: MaxSteps = None,
+    max_tokens: MaxTokens = None,
+    max_tool_calls: MaxToolCalls = None,
+    max_cost_usd: MaxCost = None,
+    timeout_s: Timeout = None,
+) -> None:
+    """Fork a run at an event: a new run with the same history up to SEQ continues from there."""
+    c = _ctx(ctx)
+    overrides = _policy_overrides(max_steps, max_tokens, max_tool_calls, max_cost_usd, timeout_s)
+
+    async def go() -> int:
+        store = c.open_store()
+        try:
+            rec = await store.fork(run_id, at_seq=at, workspace_id=c.workspace, by="cli", policy=overrides or None)
+            if c.as_json and not wait:
+                _print_json(rec.to_json())
+            elif not wait:
+                out.print(f"{rec.run_id} PENDING (fork of {run_id} at seq {at})", markup=False)
+            if not wait:
+                return 0
+            out.print(f"{rec.run_id} forked from {run_id} at seq {at}", markup=False)
+            return await _drive_here(c, store, c.agents(), rec.run_id, follow=False)
+        finally:
+            await store.close()
+
+    raise typer.Exit(_run(go()))
+
+
+@runs_app.command("replay")
+def runs_replay(ctx: typer.Context, run_id: str) -> None:
+    """Fold a run's events from scratch and check they reproduce its stored snapshot."""
+    c = _ctx(ctx)
+
+    async def go() -> tuple[RunRecord, list[Event]]:
+        store = c.open_store()
+        try:
+            return await store.get_run(run_id, c.workspace), await store.events(run_id)
+        finally:
+            await store.close()
+
+    rec, events = _run(go())
+    replayed = fold(events).to_json()
+    stored = rec.state.to_json()
+    diffs = {k: (stored.get(k), replayed.get(k)) for k in stored.keys() | replayed.keys() if stored.get(k) != replayed.get(k)}
+    if c.as_json:
+        _print_json({"run_id": run_id, "events": len(events), "match": not diffs, "differences": diffs})
+    elif not diffs:
+        out.print(f"{run_id}: {len(events)} events replay to the stored snapshot (status {rec.status.value})", markup=False)
+    else:
+        for k, (s, r) in sorted(diffs.items()):
+            sys.stderr.write(f"{run_id}: {k}: stored {s!r} != replayed {r!r}\n")
+    if diffs:
+        raise typer.Exit(1)
+
+
+# -------------------------------------------------------------------------------------- worker
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Most runs at once.")] = 100,
+    lease_ttl: Annotated[float, typer.Option("--lease-ttl", min=0.1, help="Lease length in seconds.")] = 30.0,
+    poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01, help="Idle poll in seconds.")] = 1.0,
+    heartbeat_interval: Annotated[
+        float | None, typer.Option("--heartbeat-interval", min=0.01, help="Heartbeat seconds (default ttl/3).")
+    ] = None,
+) -> None:
+    """Run a worker process: claim and execute runs until SIGINT/SIGTERM."""
+    c = _ctx(ctx)
+    agents = c.agents()
+    config = WorkerConfig(
+        concurrency=concurrency,
+        lease_ttl_s=lease_ttl,
+        poll_interval_s=poll_interval,
+        heartbeat_interval_s=heartbeat_interval,
+    )
+
+    async def go() -> None:
+        store = c.open_store()
+        w = Worker(store, agents, config=config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, w.stop)
+        sys.stderr.write(
+            f"worker {w.owner} started: {len(agents)} agent(s), concurrency {concurrency}, "
+            f"database {redact_url(store.url)}\n"
+        )
+        sys.stderr.flush()
+        try:
+            await w.run()
+        finally:
+            await store.close()
+            sys.stderr.write(f"worker {w.owner} stopped after {w.claimed_total} claim(s)\n")
+
+    _run(go())
+
+
+# ---------------------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Run the offline demo agents (scripted models) and show what to do next."""
+    c = _ctx(ctx)
+    agents = load_agents_dir(builtin_agents_dir())
+    tasks = [("calculator", "What is (2 + 3) * 4?"), ("wordsmith", "Durable agents survive crashes and resume")]
+
+    async def go() -> list[RunRecord]:
+        store = c.open_store()
+        try:
+            await store.ensure_workspace(c.workspace)
+            new = []
+            for name, task in tasks:
+                a = agents.get(name)
+                await store.upsert_agent(c.workspace, a.name, a.spec())
+                new.append(
+                    NewRun(
+                        run_id=new_run_id(),
+                        workspace_id=c.workspace,
+                        agent_name=a.name,
+                        input=task,
+                        spec=a.spec(),
+                        policy=(a.policy or StrictPolicy()).to_json(),
+                    )
+                )
+            records = await store.create_runs(new)
+            ids = {r.run_id for r in records}
+            w = Worker(store, agents, run_ids=ids, config=WorkerConfig(concurrency=4, poll_interval_s=0.1))
+            task = asyncio.ensure_future(w.run())
+            while True:
+                current = [await store.get_run(i, c.workspace) for i in ids]
+                if all(r.status.terminal or r.status.waiting for r in current):
+                    break
+                await store.wait_for_change(None, 0.5)
+            w.stop()
+            await task
+            return [await store.get_run(r.run_id, c.workspace) for r in records]
+        finally:
+            await store.close()
+
+    finished = _run(go())
+    if c.as_json:
+        _print_json([r.to_json() for r in finished])
+        return
+    out.print(f"AgentMaestro demo (database {redact_url(c.database_url)}):\n", markup=False)
+    for r in finished:
+        _print_report_line(r)
+    first = finished[0].run_id
+    out.print(
+        "\nNext:\n"
+        f"  maestro runs events {first}        # the durable event log\n"
+        f"  maestro runs replay {first}        # fold the log, compare with the snapshot\n"
+        f"  maestro runs fork {first} --at 4 --wait\n"
+        "  maestro run calculator 'What is (2 + 3) * 4?' --follow\n"
+        "  maestro states                     # the transition and decision tables\n"
+        "(the CLI lives in .venv/bin: activate it with 'source .venv/bin/activate')",
+        markup=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI; any error becomes one line on stderr and a non-zero exit."""
+    logging.basicConfig(level=os.environ.get("MAESTRO_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="maestro", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("error: aborted\n")
+        code = 130
+    except click.UsageError as exc:
+        sys.stderr.write(f"error: {exc.format_message()}\n")
+        code = 2
+    except click.ClickException as exc:
+        sys.stderr.write(f"error: {exc.format_message()}\n")
+        code = exc.exit_code
+    except NotFoundError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        code = 1
+    except MaestroError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:  # never a stack trace for users; MAESTRO_DEBUG=1 shows it
+        if os.environ.get("MAESTRO_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {first}\n")
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

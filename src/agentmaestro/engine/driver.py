@@ -1,0 +1,393 @@
+"""Drives one leased run: decide -> act (outside any transaction) -> commit, until it stops running."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agentmaestro import telemetry
+from agentmaestro.agents import Agent
+from agentmaestro.core.decide import Action, ActionKind, Snapshot, decide
+from agentmaestro.core.events import Event, RunState, apply_event, conversation, step_messages
+from agentmaestro.core.messages import Message, ModelRequest, ToolCall
+from agentmaestro.core.policy import Violation
+from agentmaestro.core.states import EventType, RunStatus, StepKind
+from agentmaestro.errors import LeaseLostError, MaestroError, ModelAPIError
+from agentmaestro.models.pricing import PriceTable
+from agentmaestro.store.base import Store
+from agentmaestro.store.records import Claim, Commit, StepRow
+from agentmaestro.tools.registry import ToolResult
+
+log = logging.getLogger("agentmaestro.engine")
+
+EventListener = Callable[[str, str, list[Event]], Awaitable[None] | None]
+"""Called after each commit with (run_id, agent name, committed events)."""
+
+TRANSIENT_RETRIES = 3
+"""Retries of a model call that failed transiently (429, 5xx, timeout) before the step fails."""
+
+
+class _StepCancelled(Exception):
+    """The current step was interrupted because an operator asked to cancel the run."""
+
+
+@dataclass(kw_only=True)
+class _Outcome:
+    events: list[dict[str, Any]]
+    steps: list[StepRow]
+    message_payloads: list[dict[str, Any]]
+
+
+class RunDriver:
+    """Executes the steps of one run while its worker holds the lease."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        claim: Claim,
+        agent: Agent,
+        owner: str,
+        listeners: list[EventListener],
+        prices: PriceTable,
+        transient_backoff_s: float = 0.5,
+    ) -> None:
+        rec = claim.record
+        self.store = store
+        self.run_id = rec.run_id
+        self.workspace_id = rec.workspace_id
+        self.task = rec.input
+        self.agent = agent
+        self.owner = owner
+        self.epoch = rec.lease_epoch
+        self.version = rec.version
+        self.state: RunState = rec.state
+        self.cancel_requested = rec.cancel_requested
+        self.cancel_reason = rec.cancel_reason
+        self.listeners = listeners
+        self.prices = prices
+        self.transient_backoff_s = transient_backoff_s
+        self.lost = False
+        self.stopping = False
+        self.messages: list[Message] = []
+        self._action_task: asyncio.Task[Any] | None = None
+        self._claim_events: list[Event] = []
+        self._recovered_from = claim.recovered_from
+
+    # --------------------------------------------------------------------------- control
+
+    def request_cancel(self) -> None:
+        """An operator asked to cancel: interrupt the current step; the next decision cancels."""
+        self.cancel_requested = True
+        if self._action_task is not None and not self._action_task.done():
+            self._action_task.cancel(msg="cancel requested")
+
+    def lease_lost(self) -> None:
+        """The heartbeat found the lease gone: stop without committing anything more."""
+        self.lost = True
+        if self._action_task is not None and not self._action_task.done():
+            self._action_task.cancel(msg="lease lost")
+
+    # ------------------------------------------------------------------------------ loop
+
+    async def drive(self) -> None:
+        """Run steps until the run leaves RUNNING, the lease is lost, or the worker stops."""
+        with telemetry.run_span(run_id=self.run_id, agent=self.agent.name, workspace_id=self.workspace_id):
+            await self._load_context()
+            while self.state.status is RunStatus.RUNNING and not self.lost and not self.stopping:
+                action = decide(Snapshot(state=self.state, now=time.time(), cancel_requested=self.cancel_requested))
+                outcome = await self._act(action)
+                if self.lost:
+                    return
+                await self._commit(outcome)
+
+    async def _load_context(self) -> None:
+        system = self.agent.instructions or None
+        if self.state.steps == 0:
+            self.messages = conversation(system, self.task, [])
+            return
+        events = await self.store.events(self.run_id)
+        self.messages = conversation(system, self.task, events)
+
+    async def _commit(self, outcome: _Outcome) -> None:
+        now = time.time()
+        state = self.state
+        events: list[Event] = []
+        for spec in outcome.events:
+            ev = Event(
+                run_id=self.run_id,
+                seq=state.last_seq + 1,
+                type=spec["type"],
+                payload=spec.get("payload", {}),
+                created_at=now,
+                step=spec.get("step"),
+            )
+            state = apply_event(state, ev)
+            events.append(ev)
+        steps = [
+            StepRow(**{**s.__dict__, "seq": next(e.seq for e in events if e.step == s.step_index), "created_at": now})
+            for s in outcome.steps
+        ]
+        leaving = state.status is not RunStatus.RUNNING
+        commit = Commit(
+            run_id=self.run_id,
+            workspace_id=self.workspace_id,
+            owner=self.owner,
+            epoch=self.epoch,
+            version=self.version,
+            state=state,
+            events=tuple(events),
+            steps=tuple(steps),
+            release=leaving,
+            finished_at=now if state.status is not None and state.status.terminal else None,
+        )
+        try:
+            result = await self.store.commit(commit)
+        except LeaseLostError:
+            self.lost = True
+            log.warning("run %s: commit rejected, lease lost (worker %s, epoch %d)", self.run_id, self.owner, self.epoch)
+            return
+        self.version = result.version
+        self.cancel_requested = self.cancel_requested or result.cancel_requested
+        self.state = state
+        for payload in outcome.message_payloads:
+            self.messages.extend(step_messages(payload))
+        await self._emit(events)
+
+    async def _emit(self, events: list[Event]) -> None:
+        for listener in self.listeners:
+            try:
+                res = listener(self.run_id, self.agent.name, events)
+                if res is not None:
+                    await res
+            except Exception:  # a hook must never break a run
+                log.exception("event listener failed for run %s", self.run_id)
+
+    # ---------------------------------------------------------------------------- actions
+
+    async def _act(self, action: Action) -> _Outcome:
+        kind = action.kind
+        if kind is ActionKind.CANCEL:
+            return await self._cancelled()
+        if kind is ActionKind.COMPLETE:
+            return _Outcome(
+                events=[{"type": EventType.RUN_COMPLETED, "payload": {"output": action.output}}],
+                steps=[],
+                message_payloads=[],
+            )
+        if kind is ActionKind.POLICY_VIOLATION:
+            assert action.violation is not None
+            return self._violation(action.violation)
+        if kind is ActionKind.ESCALATE_UNCERTAIN:
+            assert action.tool_call is not None
+            call = action.tool_call
+            payload = {
+                "kind": "uncertain_tool_call",
+                "step": self.state.steps,
+                "call": call.to_json(),
+                "question": (
+                    f"tool {call.name!r} (not idempotent) was started but its outcome was never recorded; "
+                    "it was not re-run. Retry it, answer in its place, or abandon the run."
+                ),
+                "options": ["retry", "answer", "abandon"],
+            }
+            return _Outcome(
+                events=[{"type": EventType.HUMAN_INPUT_REQUESTED, "payload": payload}], steps=[], message_payloads=[]
+            )
+        prefix = self._phase_events(action)
+        if action.kind is ActionKind.CALL_TOOL and action.tool_call is not None:
+            tool = self.agent.tool_map().get(action.tool_call.name)
+            if tool is not None and not tool.idempotent:
+                # Record the intent durably first: if this worker dies mid-call, the next one
+                # knows the call may have happened and asks a human instead of repeating it.
+                started = {"type": EventType.STEP_STARTED, "payload": {"call": action.tool_call.to_json()}}
+                started["step"] = self.state.steps
+                await self._commit(_Outcome(events=[*prefix, started], steps=[], message_payloads=[]))
+                prefix = []
+                if self.lost:
+                    return _Outcome(events=[], steps=[], message_payloads=[])
+        try:
+            outcome = await self._guarded_step(action)
+        except _StepCancelled:
+            return await self._cancelled()
+        except TimeoutError:
+            violation = Violation(
+                limit="timeout_s",
+                limit_value=float(self.state.policy.timeout_s or 0),
+                observed=round(self.state.usage(time.time()).elapsed_s, 3),
+            )
+            return self._violation(violation)
+        outcome.events[:0] = prefix
+        return outcome
+
+    async def fail_internal(self, exc: BaseException) -> None:
+        """Record an engine bug as RUN_FAILED, so a deterministic crash is not retried forever."""
+        if self.lost or self.state.status is not RunStatus.RUNNING:
+            return
+        error = f"internal error: {type(exc).__name__}: {exc}"
+        await self._commit(
+            _Outcome(events=[{"type": EventType.RUN_FAILED, "payload": {"error": error}}], steps=[], message_payloads=[])
+        )
+
+    async def _cancelled(self) -> _Outcome:
+        if self.cancel_reason is None:
+            self.cancel_reason = (await self.store.get_run(self.run_id)).cancel_reason
+        payload = {"reason": self.cancel_reason or "cancelled"}
+        return _Outcome(events=[{"type": EventType.RUN_CANCELLED, "payload": payload}], steps=[], message_payloads=[])
+
+    def _violation(self, v: Violation) -> _Outcome:
+        return _Outcome(events=[{"type": EventType.POLICY_VIOLATION, "payload": v.to_json()}], steps=[], message_payloads=[])
+
+    def _phase_events(self, action: Action) -> list[dict[str, Any]]:
+        if action.phase is self.state.phase:
+            return []
+        return [
+            {"type": EventType.PHASE_CHANGED, "payload": {"from": self.state.phase.value, "to": action.phase.value}}
+        ]
+
+    async def _guarded_step(self, action: Action) -> _Outcome:
+        """Run a model or tool step under the policy's remaining wall time; interruptible."""
+        timeout = self.state.policy.timeout_s
+        remaining = None if timeout is None else max(0.0, timeout - self.state.usage(time.time()).elapsed_s)
+        coro = self._call_tool(action.tool_call) if action.kind is ActionKind.CALL_TOOL else self._call_model()
+        self._action_task = asyncio.ensure_future(coro)
+        try:
+            async with asyncio.timeout(remaining):
+                return await asyncio.shield(self._action_task)
+        except asyncio.CancelledError:
+            if self._action_task.cancelled() and (self.cancel_requested or self.lost):
+                if not self._action_task.done():
+                    self._action_task.cancel()
+                raise _StepCancelled() from None
+            self._action_task.cancel()
+            raise
+        except TimeoutError:
+            self._action_task.cancel()
+            raise
+        finally:
+            self._action_task = None
+
+    # ------------------------------------------------------------------------------ model
+
+    async def _call_model(self) -> _Outcome:
+        step = self.state.steps
+        model = self.agent.get_model()
+        request = ModelRequest(
+            model=model.name.partition(":")[2],
+            messages=tuple(self.messages),
+            tools=tuple(t.spec() for t in self.agent.tool_map().values()),
+            run_id=self.run_id,
+        )
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            with telemetry.model_call_span(run_id=self.run_id, step=step, model=model.name) as span:
+                try:
+                    response = await model.complete(request)
+                    telemetry.record_usage(
+                        span, response.usage, response_model=response.model, finish_reason=response.finish_reason
+                    )
+                    break
+                except ModelAPIError as exc:
+                    telemetry.record_error(span, exc)
+                    if exc.transient and attempt < TRANSIENT_RETRIES:
+                        attempt += 1
+                        await asyncio.sleep(self.transient_backoff_s * 2 ** (attempt - 1))
+                        continue
+                    return self._model_failed(step, model.name, exc, time.perf_counter() - started)
+        duration_ms = (time.perf_counter() - started) * 1000
+        cost = self.prices.cost_usd(response.model or model.name, response.usage)
+        payload: dict[str, Any] = {
+            "kind": StepKind.MODEL_CALL.value,
+            "model": response.model or model.name,
+            "content": response.content,
+            "tool_calls": [c.to_json() for c in response.tool_calls],
+            "usage": {"input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens},
+            "cost_usd": cost,
+            "duration_ms": round(duration_ms, 3),
+            "finish_reason": response.finish_reason,
+        }
+        row = StepRow(
+            step_index=step,
+            kind=StepKind.MODEL_CALL,
+            name=payload["model"],
+            status="completed",
+            seq=0,
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+            cost_usd=cost,
+            duration_ms=round(duration_ms, 3),
+        )
+        return _Outcome(
+            events=[{"type": EventType.STEP_COMPLETED, "payload": payload, "step": step}],
+            steps=[row],
+            message_payloads=[payload],
+        )
+
+    def _model_failed(self, step: int, model: str, exc: MaestroError, elapsed: float) -> _Outcome:
+        error = f"model call failed: {exc}"
+        payload = {
+            "kind": StepKind.MODEL_CALL.value,
+            "model": model,
+            "error": error,
+            "status_code": getattr(exc, "status_code", None),
+        }
+        row = StepRow(
+            step_index=step,
+            kind=StepKind.MODEL_CALL,
+            name=model,
+            status="failed",
+            seq=0,
+            duration_ms=round(elapsed * 1000, 3),
+        )
+        return _Outcome(
+            events=[
+                {"type": EventType.STEP_FAILED, "payload": payload, "step": step},
+                {"type": EventType.RUN_FAILED, "payload": {"error": error}},
+            ],
+            steps=[row],
+            message_payloads=[],
+        )
+
+    # ------------------------------------------------------------------------------- tools
+
+    async def _call_tool(self, call: ToolCall | None) -> _Outcome:
+        assert call is not None
+        step = self.state.steps
+        tool = self.agent.tool_map().get(call.name)
+        t0 = time.perf_counter()
+        with telemetry.tool_call_span(run_id=self.run_id, step=step, tool_name=call.name, call_id=call.call_id):
+            if tool is None:
+                known = ", ".join(sorted(self.agent.tool_map())) or "(none)"
+                result = ToolResult(content=f"unknown tool {call.name!r}; available tools: {known}", is_error=True)
+            elif "_raw" in call.arguments and len(call.arguments) == 1:
+                result = ToolResult(content=f"arguments for tool {call.name!r} are not valid JSON", is_error=True)
+            else:
+                result = await tool.invoke(dict(call.arguments))
+        duration_ms = (time.perf_counter() - t0) * 1000
+        payload = {
+            "kind": StepKind.TOOL_CALL.value,
+            "name": call.name,
+            "call_id": call.call_id,
+            "arguments": call.arguments,
+            "result": result.content,
+            "is_error": result.is_error,
+            "duration_ms": round(duration_ms, 3),
+        }
+        row = StepRow(
+            step_index=step,
+            kind=StepKind.TOOL_CALL,
+            name=call.name,
+            status="error" if result.is_error else "completed",
+            seq=0,
+            duration_ms=round(duration_ms, 3),
+        )
+        return _Outcome(
+            events=[{"type": EventType.STEP_COMPLETED, "payload": payload, "step": step}],
+            steps=[row],
+            message_payloads=[payload],
+        )

@@ -1,0 +1,216 @@
+"""The worker: claims runs with leases, drives many at once, heartbeats, recovers expired leases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sqlalchemy.exc import DBAPIError
+
+from agentmaestro.agents import AgentRegistry
+from agentmaestro.engine.driver import EventListener, RunDriver
+from agentmaestro.errors import ConflictError
+from agentmaestro.models.pricing import PriceTable
+from agentmaestro.store.base import Store
+from agentmaestro.store.records import Claim, new_worker_id
+
+log = logging.getLogger("agentmaestro.worker")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """Worker settings with their defaults."""
+
+    concurrency: int = 100
+    """Most runs driven at once by this worker."""
+    lease_ttl_s: float = 30.0
+    """How long a lease lasts without a heartbeat. Another worker recovers the run after that."""
+    heartbeat_interval_s: float | None = None
+    """How often leases are renewed (default: a third of the lease)."""
+    poll_interval_s: float = 1.0
+    """How long to sleep when there is nothing to claim (wake-ups usually come sooner)."""
+    shutdown_grace_s: float = 10.0
+    """On stop, how long in-flight steps may take to finish before they are interrupted."""
+    transient_backoff_s: float = 0.5
+    """First backoff between retries of a transiently failing model call."""
+
+
+class Worker:
+    """Runs the agents in ``agents`` for any runs in ``store`` (or only ``run_ids``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        agents: AgentRegistry,
+        *,
+        config: WorkerConfig | None = None,
+        owner: str | None = None,
+        run_ids: Collection[str] | None = None,
+        listeners: list[EventListener] | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.config = config or WorkerConfig()
+        if self.config.concurrency < 1:
+            raise ValueError("worker concurrency must be at least 1")
+        self.owner = owner or new_worker_id()
+        self.run_ids = set(run_ids) if run_ids is not None else None
+        self.listeners: list[EventListener] = list(listeners or [])
+        self.prices = prices or PriceTable.default()
+        self._drivers: dict[str, RunDriver] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stop = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self.claimed_total = 0
+        self.recovered_total = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Runs currently driven."""
+        return len(self._tasks)
+
+    def stop(self) -> None:
+        """Ask the worker to finish in-flight steps, release its leases and return from :meth:`run`."""
+        self._stop.set()
+        for d in self._drivers.values():
+            d.stopping = True
+
+    async def run(self) -> None:
+        """Claim and drive runs until :meth:`stop` is called."""
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="maestro-heartbeat")
+        try:
+            while not self._stop.is_set():
+                claimed = await self._claim_some()
+                if claimed:
+                    continue
+                await self._idle_wait()
+        finally:
+            await self._shutdown()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _claim_some(self) -> int:
+        free = self.config.concurrency - len(self._tasks)
+        if free <= 0:
+            return 0
+        if self.run_ids is not None:
+            pending = self.run_ids - set(self._tasks)
+            if not pending:
+                return 0
+        else:
+            pending = None
+        try:
+            claims = await self.store.claim(
+                owner=self.owner,
+                limit=free,
+                lease_ttl=self.config.lease_ttl_s,
+                agent_names=self.agents.names(),
+                run_ids=pending,
+            )
+        except ConflictError:
+            return 0
+        except Exception:
+            log.exception("claim failed; retrying after %.1fs", self.config.poll_interval_s)
+            return 0
+        for claim in claims:
+            self._start(claim)
+        return len(claims)
+
+    async def _idle_wait(self) -> None:
+        self._slot_freed.clear()
+        runnable = asyncio.ensure_future(self.store.wait_runnable(self.config.poll_interval_s))
+        freed = asyncio.ensure_future(self._slot_freed.wait())
+        stop = asyncio.ensure_future(self._stop.wait())
+        waiters = {runnable, freed, stop}
+        if len(self._tasks) >= self.config.concurrency:
+            waiters.discard(runnable)
+            runnable.cancel()
+        try:
+            await asyncio.wait(waiters, timeout=self.config.poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in (runnable, freed, stop):
+                w.cancel()
+
+    def _start(self, claim: Claim) -> None:
+        rec = claim.record
+        self.claimed_total += 1
+        if claim.recovered_from:
+            self.recovered_total += 1
+            log.info("run %s: recovered from expired lease of %s", rec.run_id, claim.recovered_from)
+        agent = self.agents.get(rec.agent_name)
+        driver = RunDriver(
+            store=self.store,
+            claim=claim,
+            agent=agent,
+            owner=self.owner,
+            listeners=self.listeners,
+            prices=self.prices,
+            transient_backoff_s=self.config.transient_backoff_s,
+        )
+        if self._stop.is_set():
+            driver.stopping = True
+        self._drivers[rec.run_id] = driver
+        task = asyncio.create_task(self._drive(driver), name=f"run {rec.run_id}")
+        self._tasks[rec.run_id] = task
+
+    async def _drive(self, driver: RunDriver) -> None:
+        try:
+            await driver.drive()
+        except asyncio.CancelledError:
+            raise
+        except DBAPIError:
+            log.exception("run %s: database error; its lease will expire and the run will be retried", driver.run_id)
+        except Exception as exc:
+            log.exception("run %s: engine error; failing the run", driver.run_id)
+            with contextlib.suppress(Exception):
+                await driver.fail_internal(exc)
+        finally:
+            self._drivers.pop(driver.run_id, None)
+            self._tasks.pop(driver.run_id, None)
+            self._slot_freed.set()
+            if driver.stopping and not driver.lost and driver.state.status is not None:
+                if driver.state.status.value == "RUNNING":
+                    with contextlib.suppress(Exception):
+                        await self.store.release(owner=self.owner, leases=[(driver.run_id, driver.epoch)])
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.heartbeat_interval_s or self.config.lease_ttl_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            leases = [(run_id, d.epoch) for run_id, d in self._drivers.items()]
+            if not leases:
+                continue
+            try:
+                result = await self.store.heartbeat(owner=self.owner, leases=leases, lease_ttl=self.config.lease_ttl_s)
+            except Exception:
+                log.exception("heartbeat failed")
+                continue
+            for run_id in result.lost:
+                d = self._drivers.get(run_id)
+                if d is not None:
+                    log.warning("run %s: lease lost to another worker; stopping it here", run_id)
+                    d.lease_lost()
+            for run_id in result.cancel_requested:
+                d = self._drivers.get(run_id)
+                if d is not None:
+                    d.request_cancel()
+
+    async def _shutdown(self) -> None:
+        for d in self._drivers.values():
+            d.stopping = True
+        tasks = list(self._tasks.values())
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        leftovers = [(run_id, d.epoch) for run_id, d in self._drivers.items() if not d.lost]
+        if leftovers:
+            with contextlib.suppress(Exception):
+                await self.store.release(owner=self.owner, leases=leftovers)

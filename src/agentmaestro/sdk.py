@@ -1,0 +1,418 @@
+"""The Python SDK: ``Orchestrator`` runs agents durably, embedded or against a shared database.
+
+Everything runs on one event loop that the orchestrator owns (in a background thread), so the
+blocking methods (``run``) and the async ones (``run_async``) can be mixed freely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from agentmaestro.agents import Agent, AgentRegistry, adapt
+from agentmaestro.core.events import Event, RunState, apply_event
+from agentmaestro.core.policy import StrictPolicy
+from agentmaestro.core.states import EventType, RunStatus, StepKind
+from agentmaestro.engine.worker import Worker, WorkerConfig
+from agentmaestro.errors import ConfigError
+from agentmaestro.store._ops import NewRun
+from agentmaestro.store.base import Store
+from agentmaestro.store.records import RunRecord, StepRow, new_run_id
+from agentmaestro.store.schema import DEFAULT_WORKSPACE
+
+log = logging.getLogger("agentmaestro.sdk")
+
+T = TypeVar("T")
+
+HookName = Literal["STATE_ENTER", "TOOL_CALL", "POLICY_VIOLATION", "EXECUTION_COMPLETE"]
+HOOK_NAMES: frozenset[str] = frozenset({"STATE_ENTER", "TOOL_CALL", "POLICY_VIOLATION", "EXECUTION_COMPLETE"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class HookEvent:
+    """What a hook receives."""
+
+    hook: str
+    """The hook name (``STATE_ENTER``, ``TOOL_CALL``, ``POLICY_VIOLATION``, ``EXECUTION_COMPLETE``)."""
+    run_id: str
+    """The run."""
+    agent: str
+    """The agent."""
+    event: Event
+    """The underlying event."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunReport:
+    """The outcome of a run (or its state so far, if it is waiting)."""
+
+    run_id: str
+    """The run."""
+    agent: str
+    """The agent's name."""
+    status: RunStatus
+    """Final (or current) status."""
+    output: str | None
+    """The answer, when COMPLETED."""
+    error: str | None
+    """Why it FAILED or was CANCELLED."""
+    steps: int
+    """Steps taken."""
+    tokens: int
+    """Input + output tokens."""
+    tool_calls: int
+    """Tool calls made."""
+    cost_usd: float
+    """Model spend."""
+    duration_s: float
+    """From creation to the end (or to now, if still going)."""
+    state_history: list[str] = field(default_factory=list)
+    """Every status/phase the run entered, in order (e.g. ``RUNNING/PLAN``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {
+            "run_id": self.run_id,
+            "agent": self.agent,
+            "status": self.status.value,
+            "output": self.output,
+            "error": self.error,
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "tool_calls": self.tool_calls,
+            "cost_usd": self.cost_usd,
+            "duration_s": self.duration_s,
+            "state_history": self.state_history,
+        }
+
+
+def state_history(events: list[Event]) -> list[str]:
+    """The sequence of ``STATUS/PHASE`` labels a run went through, folded from its events."""
+    state = RunState()
+    out: list[str] = []
+    for ev in events:
+        state = apply_event(state, ev)
+        label = f"{state.status.value if state.status else '?'}/{state.phase.value}"
+        if not out or out[-1] != label:
+            out.append(label)
+    return out
+
+
+async def build_report(store: Store, rec: RunRecord) -> RunReport:
+    """Assemble a RunReport for a stored run."""
+    events = await store.events(rec.run_id)
+    end = rec.finished_at or rec.updated_at
+    return RunReport(
+        run_id=rec.run_id,
+        agent=rec.agent_name,
+        status=rec.status,
+        output=rec.state.output,
+        error=rec.state.error,
+        steps=rec.state.steps,
+        tokens=rec.state.tokens,
+        tool_calls=rec.state.tool_calls,
+        cost_usd=round(rec.state.cost_usd, 8),
+        duration_s=round(max(0.0, end - rec.created_at), 6),
+        state_history=state_history(events),
+    )
+
+
+Hook = Callable[[HookEvent], Awaitable[None] | None]
+
+
+class Orchestrator:
+    """Runs agents as durable, governed runs.
+
+    Args:
+        database_url: ``sqlite:///PATH`` or ``postgresql://...``; default ``MAESTRO_DATABASE_URL`` or
+            an SQLite file under ``./.maestro/``.
+        workspace: Workspace the runs belong to.
+        worker: Start an in-process worker that executes runs (set False to only enqueue runs
+            for separate ``maestro worker`` processes).
+        config: Worker settings (concurrency, lease length, ...).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        workspace: str = DEFAULT_WORKSPACE,
+        worker: bool = True,
+        config: WorkerConfig | None = None,
+    ) -> None:
+        self.workspace = workspace
+        self.registry = AgentRegistry()
+        self._hooks: dict[str, list[Hook]] = {}
+        self._with_worker = worker
+        self._config = config or WorkerConfig()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="maestro-orchestrator", daemon=True)
+        self._thread.start()
+        self._worker: Worker | None = None
+        self._worker_task: asyncio.Future[None] | None = None
+        self._stored_agents: set[str] = set()
+        self._closed = False
+        try:
+            self.store: Store = self._call(self._open(database_url))
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    async def _open(self, url: str | None) -> Store:
+        store = await asyncio.to_thread(Store.open, url)
+        await store.ensure_workspace(self.workspace)
+        return store
+
+    # ------------------------------------------------------------------------ loop plumbing
+
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        if self._closed:
+            coro.close()
+            raise ConfigError("this Orchestrator is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("blocking Orchestrator methods cannot be called from its own hooks; use the async ones")
+        return self._submit(coro).result()
+
+    async def _acall(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(self._submit(coro))
+
+    # ------------------------------------------------------------------------------- hooks
+
+    def on(self, hook: HookName | str, fn: Hook) -> Hook:
+        """Call ``fn(HookEvent)`` on ``STATE_ENTER``, ``TOOL_CALL``, ``POLICY_VIOLATION``,
+        ``EXECUTION_COMPLETE``, or on any event type name (e.g. ``STEP_COMPLETED``).
+        """
+        if hook not in HOOK_NAMES and hook not in EventType.__members__:
+            known = sorted(HOOK_NAMES | set(EventType.__members__))
+            raise ConfigError(f"unknown hook {hook!r}; known: {', '.join(known)}")
+        self._hooks.setdefault(hook, []).append(fn)
+        return fn
+
+    async def _dispatch(self, run_id: str, agent: str, events: list[Event]) -> None:
+        if not self._hooks:
+            return
+        for ev in events:
+            names = [ev.type.value]
+            if ev.type in (
+                EventType.RUN_STARTED,
+                EventType.PHASE_CHANGED,
+                EventType.APPROVAL_REQUESTED,
+                EventType.HUMAN_INPUT_REQUESTED,
+                EventType.CHILDREN_SPAWNED,
+                EventType.RUN_COMPLETED,
+                EventType.RUN_FAILED,
+                EventType.RUN_CANCELLED,
+                EventType.POLICY_VIOLATION,
+            ):
+                names.append("STATE_ENTER")
+            if ev.type is EventType.STEP_COMPLETED and ev.payload.get("kind") == StepKind.TOOL_CALL.value:
+                names.append("TOOL_CALL")
+            if ev.type in (EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED):
+                names.append("EXECUTION_COMPLETE")
+            if ev.type is EventType.POLICY_VIOLATION:
+                names.append("EXECUTION_COMPLETE")
+            for name in names:
+                for fn in self._hooks.get(name, ()):
+                    res = fn(HookEvent(hook=name, run_id=run_id, agent=agent, event=ev))
+                    if inspect.isawaitable(res):
+                        await res
+
+    # ------------------------------------------------------------------------------ agents
+
+    def register(self, agent: Agent | Any, *, name: str | None = None) -> Agent:
+        """Make an agent (or an ``invoke``-able object) runnable by this orchestrator's worker."""
+        a = adapt(agent, name=name)
+        self.registry.register(a)
+        return a
+
+    async def _ensure_worker(self) -> None:
+        if not self._with_worker or self._worker is not None:
+            return
+        self._worker = Worker(self.store, self.registry, config=self._config, listeners=[self._dispatch])
+        self._worker_task = asyncio.ensure_future(self._worker.run())
+
+    # -------------------------------------------------------------------------------- runs
+
+    async def _start(self, agent: Agent | Any, task: str, policy: StrictPolicy | None, parent: str | None) -> str:
+        if not isinstance(task, str):
+            raise ConfigError(f"task must be a string, got {type(task).__name__}")
+        a = self.register(agent)
+        if a.name not in self._stored_agents:
+            await self.store.upsert_agent(self.workspace, a.name, a.spec())
+            self._stored_agents.add(a.name)
+        effective = policy or a.policy or StrictPolicy()
+        if not isinstance(effective, StrictPolicy):
+            raise ConfigError("policy must be a StrictPolicy")
+        [rec] = await self.store.create_runs(
+            [
+                NewRun(
+                    run_id=new_run_id(),
+                    workspace_id=self.workspace,
+                    agent_name=a.name,
+                    input=task,
+                    spec=a.spec(),
+                    policy=effective.to_json(),
+                    parent_run_id=parent,
+                )
+            ]
+        )
+        await self._ensure_worker()
+        return rec.run_id
+
+    async def _wait(self, run_id: str, timeout: float | None) -> RunReport:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            rec = await self.store.get_run(run_id, self.workspace)
+            if rec.status.terminal or rec.status.waiting:
+                return await build_report(self.store, rec)
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"run {run_id} still {rec.status.value} after {timeout}s")
+            await self.store.wait_for_change(run_id, min(0.5, remaining) if remaining is not None else 0.5)
+
+    async def _run(self, agent: Any, task: str, policy: StrictPolicy | None, timeout: float | None) -> RunReport:
+        run_id = await self._start(agent, task, policy, None)
+        return await self._wait(run_id, timeout)
+
+    def run(
+        self, agent: Agent | Any, task: str, *, policy: StrictPolicy | None = None, timeout: float | None = None
+    ) -> RunReport:
+        """Run ``agent`` on ``task`` and block until it finishes (or waits for a human)."""
+        return self._call(self._run(agent, task, policy, timeout))
+
+    async def run_async(
+        self, agent: Agent | Any, task: str, *, policy: StrictPolicy | None = None, timeout: float | None = None
+    ) -> RunReport:
+        """Async twin of :meth:`run`."""
+        return await self._acall(self._run(agent, task, policy, timeout))
+
+    def start(self, agent: Agent | Any, task: str, *, policy: StrictPolicy | None = None) -> str:
+        """Create a run and return its id at once (the worker executes it)."""
+        return self._call(self._start(agent, task, policy, None))
+
+    async def start_async(self, agent: Agent | Any, task: str, *, policy: StrictPolicy | None = None) -> str:
+        """Async twin of :meth:`start`."""
+        return await self._acall(self._start(agent, task, policy, None))
+
+    def wait(self, run_id: str, *, timeout: float | None = None) -> RunReport:
+        """Block until the run finishes or waits for a human."""
+        return self._call(self._wait(run_id, timeout))
+
+    async def wait_async(self, run_id: str, *, timeout: float | None = None) -> RunReport:
+        """Async twin of :meth:`wait`."""
+        return await self._acall(self._wait(run_id, timeout))
+
+    async def _report(self, run_id: str) -> RunReport:
+        return await build_report(self.store, await self.store.get_run(run_id, self.workspace))
+
+    def report(self, run_id: str) -> RunReport:
+        """The report of a run as it stands."""
+        return self._call(self._report(run_id))
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run's snapshot row."""
+        return self._call(self.store.get_run(run_id, self.workspace))
+
+    def events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        """The run's events after ``after_seq``."""
+        return self._call(self._events(run_id, after_seq))
+
+    async def _events(self, run_id: str, after_seq: int) -> list[Event]:
+        await self.store.get_run(run_id, self.workspace)
+        return await self.store.events(run_id, after_seq)
+
+    def steps(self, run_id: str) -> list[StepRow]:
+        """The run's finished steps."""
+        return self._call(self._steps(run_id))
+
+    async def _steps(self, run_id: str) -> list[StepRow]:
+        await self.store.get_run(run_id, self.workspace)
+        return await self.store.steps(run_id)
+
+    def cancel(self, run_id: str, *, reason: str = "cancelled by user") -> RunRecord:
+        """Cancel a run (cooperatively if it is running)."""
+        return self._call(self.store.request_cancel(run_id, workspace_id=self.workspace, reason=reason, by="sdk"))
+
+    async def cancel_async(self, run_id: str, *, reason: str = "cancelled by user") -> RunRecord:
+        """Async twin of :meth:`cancel`."""
+        return await self._acall(
+            self.store.request_cancel(run_id, workspace_id=self.workspace, reason=reason, by="sdk")
+        )
+
+    def resume(self, run_id: str, *, policy: dict[str, Any] | None = None) -> RunRecord:
+        """Resume a FAILED or CANCELLED run from its last completed step, optionally raising limits."""
+        return self._call(self._resume(run_id, policy))
+
+    async def _resume(self, run_id: str, policy: dict[str, Any] | None) -> RunRecord:
+        rec = await self.store.resume(run_id, workspace_id=self.workspace, by="sdk", policy=policy)
+        await self._ensure_worker()
+        return rec
+
+    def fork(self, run_id: str, *, at_seq: int, policy: dict[str, Any] | None = None) -> RunRecord:
+        """Fork a run at event ``at_seq``; the new run continues from there (optionally with new limits)."""
+        return self._call(self._fork(run_id, at_seq, policy))
+
+    async def _fork(self, run_id: str, at_seq: int, policy: dict[str, Any] | None) -> RunRecord:
+        rec = await self.store.fork(run_id, at_seq=at_seq, workspace_id=self.workspace, by="sdk", policy=policy)
+        await self._ensure_worker()
+        return rec
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    async def _aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            if self._worker_task is not None:
+                with contextlib.suppress(Exception):
+                    await self._worker_task
+        await self.store.close()
+
+    def close(self) -> None:
+        """Stop the worker (finishing in-flight steps), close the database, stop the loop."""
+        if self._closed:
+            return
+        try:
+            self._call(self._aclose())
+        finally:
+            self._closed = True
+            self._stop_loop()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
+        if self._closed:
+            return
+        try:
+            await self._acall(self._aclose())
+        finally:
+            self._closed = True
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Orchestrator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

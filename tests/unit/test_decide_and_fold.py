@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from agentmaestro.core.decide import ActionKind, Snapshot, decide, render_decision_table
+from agentmaestro.core.events import Event, InFlightStep, RunState, apply_event, conversation, fold
+from agentmaestro.core.messages import ToolCall
+from agentmaestro.core.policy import StrictPolicy
+from agentmaestro.core.states import EventType, Phase, RunStatus
+from agentmaestro.errors import InvalidTransitionError
+
+E = EventType
+
+
+def ev(seq: int, type_: EventType, step: int | None = None, **payload: object) -> Event:
+    return Event(run_id="r", seq=seq, type=type_, payload=dict(payload), created_at=1000.0 + seq, step=step)
+
+
+def running(**kw: object) -> RunState:
+    base = RunState(status=RunStatus.RUNNING, phase=Phase.PLAN, started_at=1000.0, last_seq=2)
+    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
+
+
+def test_decision_rules_in_order() -> None:
+    call = ToolCall(call_id="c1", name="add", arguments={"a": 1})
+    assert decide(Snapshot(state=running(), now=1001)).kind is ActionKind.CALL_MODEL
+    a = decide(Snapshot(state=running(pending_tool_calls=(call,)), now=1001))
+    assert a.kind is ActionKind.CALL_TOOL and a.tool_call == call and a.phase is Phase.EXECUTE
+    assert decide(Snapshot(state=running(final_output="done"), now=1001)).kind is ActionKind.COMPLETE
+    # cancel wins over everything
+    assert decide(Snapshot(state=running(final_output="x"), now=1001, cancel_requested=True)).kind is ActionKind.CANCEL
+    # uncertain step wins over pending calls
+    st = running(pending_tool_calls=(call,), in_flight=InFlightStep(step=0, call=call))
+    assert decide(Snapshot(state=st, now=1001)).kind is ActionKind.ESCALATE_UNCERTAIN
+    # a final answer completes even at the step limit; another step would not be allowed
+    limited = running(policy=StrictPolicy(max_steps=1), steps=1)
+    assert decide(Snapshot(state=dataclasses.replace(limited, final_output="ok"), now=1001)).kind is ActionKind.COMPLETE
+    v = decide(Snapshot(state=limited, now=1001))
+    assert v.kind is ActionKind.POLICY_VIOLATION and v.violation is not None and v.violation.limit == "max_steps"
+    timed = running(policy=StrictPolicy(timeout_s=5))
+    assert decide(Snapshot(state=timed, now=1006)).kind is ActionKind.POLICY_VIOLATION
+    assert "CALL_MODEL" in render_decision_table()
+
+
+def test_decide_rejects_non_running() -> None:
+    with pytest.raises(InvalidTransitionError):
+        decide(Snapshot(state=RunState(status=RunStatus.PENDING), now=0))
+
+
+def test_fold_a_full_run_and_conversation() -> None:
+    events = [
+        ev(1, E.RUN_CREATED, policy={"max_steps": 10}),
+        ev(2, E.RUN_STARTED),
+        ev(3, E.PHASE_CHANGED, **{"from": "INIT", "to": "PLAN"}),
+        ev(
+            4,
+            E.STEP_COMPLETED,
+            step=0,
+            kind="MODEL_CALL",
+            content=None,
+            tool_calls=[{"call_id": "c1", "name": "add", "arguments": {"a": 1, "b": 2}}],
+            usage={"input_tokens": 10, "output_tokens": 5},
+            cost_usd=0.001,
+        ),
+        ev(5, E.PHASE_CHANGED, **{"from": "PLAN", "to": "EXECUTE"}),
+        ev(6, E.STEP_COMPLETED, step=1, kind="TOOL_CALL", name="add", call_id="c1", result="3"),
+        ev(7, E.PHASE_CHANGED, **{"from": "EXECUTE", "to": "PLAN"}),
+        ev(8, E.STEP_COMPLETED, step=2, kind="MODEL_CALL", content="3", tool_calls=[], usage={"input_tokens": 20}),
+        ev(9, E.RUN_COMPLETED, output="3"),
+    ]
+    st = fold(events)
+    assert st.status is RunStatus.COMPLETED and st.phase is Phase.TERMINATE
+    assert (st.steps, st.model_calls, st.tool_calls, st.input_tokens, st.output_tokens) == (3, 2, 1, 30, 5)
+    assert st.output == "3" and st.last_seq == 9 and st.started_at == 1002.0
+    assert RunState.from_json(st.to_json()) == st
+    msgs = conversation("sys", "add 1 and 2", events)
+    assert [m.role for m in msgs] == ["system", "user", "assistant", "tool", "assistant"]
+    assert msgs[3].tool_call_id == "c1" and msgs[3].content == "3"
+
+
+def test_reducer_rejects_gaps_duplicates_and_wrong_steps() -> None:
+    st = fold([ev(1, E.RUN_CREATED), ev(2, E.RUN_STARTED)])
+    with pytest.raises(InvalidTransitionError, match="does not follow"):
+        apply_event(st, ev(4, E.PHASE_CHANGED, to="PLAN"))
+    with pytest.raises(InvalidTransitionError, match="does not follow"):
+        apply_event(st, ev(2, E.PHASE_CHANGED, to="PLAN"))
+    with pytest.raises(InvalidTransitionError, match="step"):
+        apply_event(st, ev(3, E.STEP_COMPLETED, step=5, kind="MODEL_CALL"))
+    with pytest.raises(InvalidTransitionError):
+        apply_event(st, ev(3, E.RUN_STARTED))
+    with pytest.raises(InvalidTransitionError, match="phase"):
+        apply_event(st, ev(3, E.PHASE_CHANGED, to="INIT"))
+
+
+def test_resume_and_fork_events() -> None:
+    failed = fold([ev(1, E.RUN_CREATED), ev(2, E.RUN_STARTED), ev(3, E.POLICY_VIOLATION, reason="too many")])
+    assert failed.status is RunStatus.FAILED and failed.error == "too many"
+    resumed = apply_event(failed, ev(4, E.RUN_RESUMED, policy={"max_steps": 99}))
+    assert resumed.status is RunStatus.PENDING and resumed.error is None and resumed.policy.max_steps == 99
+    done = fold([ev(1, E.RUN_CREATED), ev(2, E.RUN_STARTED), ev(3, E.RUN_COMPLETED, output="x")])
+    with pytest.raises(InvalidTransitionError):
+        apply_event(done, ev(4, E.RUN_RESUMED))
