@@ -20,7 +20,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -56,7 +55,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 class _Ctx:
@@ -688,31 +687,27 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="maestro", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        sys.stderr.write("error: aborted\n")
-        code = 130
-    except click.UsageError as exc:
-        sys.stderr.write(f"error: {exc.format_message()}\n")
-        code = 2
-    except click.ClickException as exc:
-        sys.stderr.write(f"error: {exc.format_message()}\n")
-        code = exc.exit_code
-    except NotFoundError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        code = 1
     except MaestroError as exc:
         sys.stderr.write(f"error: {exc}\n")
         code = 1
     except KeyboardInterrupt:
         code = 130
-    except Exception as exc:  # never a stack trace for users; MAESTRO_DEBUG=1 shows it
-        if os.environ.get("MAESTRO_DEBUG"):
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {first}\n")
-        code = 1
+    except Exception as exc:
+        name = type(exc).__name__
+        if name == "Exit":  # typer/click Exit carries the exit code
+            code = getattr(exc, "exit_code", 0)
+        elif name == "Abort":
+            sys.stderr.write("error: aborted\n")
+            code = 130
+        elif hasattr(exc, "format_message"):  # click usage errors (typer vendors click)
+            sys.stderr.write(f"error: {exc.format_message()}\n")
+            code = int(getattr(exc, "exit_code", 2))
+        else:  # never a stack trace for users; MAESTRO_DEBUG=1 shows it
+            if os.environ.get("MAESTRO_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            sys.stderr.write(f"error: unexpected {name}: {first}\n")
+            code = 1
     sys.exit(code if isinstance(code, int) else 0)
 
 

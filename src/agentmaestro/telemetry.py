@@ -203,6 +203,10 @@ def record_error(span: Span, exc: BaseException) -> None:
 
 @contextmanager
 def _span(name: str, kind: SpanKind, attributes: Mapping[str, AttributeValue]) -> Iterator[Span]:
+    if _provider_override is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # Tracing not configured: skip span machinery entirely (the engine's hot path stays free).
+        yield trace.INVALID_SPAN
+        return
     with _tracer().start_as_current_span(
         name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
     ) as span:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from agentmaestro.errors import ConfigError
@@ -100,7 +100,13 @@ class StrictPolicy:
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form."""
-        return asdict(self)
+        return {
+            "max_steps": self.max_steps,
+            "max_tokens": self.max_tokens,
+            "max_tool_calls": self.max_tool_calls,
+            "max_cost_usd": self.max_cost_usd,
+            "timeout_s": self.timeout_s,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> StrictPolicy:

@@ -450,39 +450,76 @@ def release_leases(conn: Connection, *, owner: str, leases: Sequence[tuple[str, 
 # ---------------------------------------------------------------------------------------- commits
 
 
+_SNAPSHOT_COLUMNS = ("state", "status", "phase", "steps", "tool_calls", "tokens", "cost_usd", "output", "error")
+
+
+def _commit_update(release: bool) -> Any:
+    values: dict[str, Any] = {c: bindparam(c) for c in (*_SNAPSHOT_COLUMNS, "last_seq", "version", "updated_at")}
+    values["finished_at"] = bindparam("finished_at")
+    if release:
+        values["lease_owner"] = None
+        values["lease_expires_at"] = None
+    return (
+        update(runs)
+        .where(
+            runs.c.run_id == bindparam("g_run_id"),
+            runs.c.status == RunStatus.RUNNING.value,
+            runs.c.lease_owner == bindparam("g_owner"),
+            runs.c.lease_epoch == bindparam("g_epoch"),
+            runs.c.version == bindparam("g_version"),
+        )
+        .values(values)
+    )
+
+
+_COMMIT_KEEP = _commit_update(release=False)
+_COMMIT_RELEASE = _commit_update(release=True)
+"""Guarded step commits, built once; a batch runs them as executemany with per-commit parameters."""
+
+
 def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> list[CommitResult | None]:
-    """Apply step commits; ``None`` for each commit whose guard failed (lease lost or stale version)."""
+    """Apply step commits; ``None`` for each commit whose guard failed (lease lost or stale version).
+
+    All guarded UPDATEs of the batch run as one executemany; a read-back of (version, lease owner,
+    epoch) under the same write lock tells which of them matched. This is sound because every
+    writer bumps ``version`` on every change and every claim bumps ``lease_epoch``.
+    """
+    keep: list[dict[str, Any]] = []
+    release: list[dict[str, Any]] = []
+    for c in commits:
+        row = _snapshot_columns(c.state)
+        row.update(
+            version=c.version + 1,
+            updated_at=now,
+            finished_at=c.finished_at,
+            g_run_id=c.run_id,
+            g_owner=c.owner,
+            g_epoch=c.epoch,
+            g_version=c.version,
+        )
+        (release if c.release else keep).append(row)
+    if keep:
+        conn.execute(_COMMIT_KEEP, keep)
+    if release:
+        conn.execute(_COMMIT_RELEASE, release)
+    current = {
+        r.run_id: r
+        for r in conn.execute(
+            select(runs.c.run_id, runs.c.version, runs.c.lease_owner, runs.c.lease_epoch, runs.c.cancel_requested).where(
+                runs.c.run_id.in_([c.run_id for c in commits])
+            )
+        )
+    }
     results: list[CommitResult | None] = []
     event_rows: list[dict[str, Any]] = []
     step_rows: list[dict[str, Any]] = []
     for c in commits:
-        values: dict[str, Any] = {
-            "version": c.version + 1,
-            "updated_at": now,
-            **_snapshot_columns(c.state),
-        }
-        if c.release:
-            values["lease_owner"] = None
-            values["lease_expires_at"] = None
-        if c.finished_at is not None:
-            values["finished_at"] = c.finished_at
-        stmt = (
-            update(runs)
-            .where(
-                runs.c.run_id == c.run_id,
-                runs.c.status == RunStatus.RUNNING.value,
-                runs.c.lease_owner == c.owner,
-                runs.c.lease_epoch == c.epoch,
-                runs.c.version == c.version,
-            )
-            .values(values)
-            .returning(runs.c.cancel_requested)
-        )
-        row = conn.execute(stmt).first()
-        if row is None:
+        r = current.get(c.run_id)
+        expected_owner = None if c.release else c.owner
+        if r is None or r.version != c.version + 1 or r.lease_owner != expected_owner or r.lease_epoch != c.epoch:
             results.append(None)
             continue
-        results.append(CommitResult(version=c.version + 1, cancel_requested=bool(row.cancel_requested)))
+        results.append(CommitResult(version=c.version + 1, cancel_requested=bool(r.cancel_requested)))
         event_rows.extend(_event_rows(c.workspace_id, c.events))
         step_rows.extend(_step_rows(c.run_id, c.workspace_id, c.steps))
     if event_rows:
