@@ -30,7 +30,7 @@ from agentmaestro.core.events import Event, fold
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus, render_table_mermaid, render_table_text
 from agentmaestro.engine.worker import Worker, WorkerConfig
-from agentmaestro.errors import ConfigError, MaestroError, NotFoundError
+from agentmaestro.errors import ConfigError, MaestroError
 from agentmaestro.sdk import build_report
 from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
@@ -182,7 +182,11 @@ def agents_show(ctx: typer.Context, name: str) -> None:
 
 
 def _policy_overrides(
-    max_steps: int | None, max_tokens: int | None, max_tool_calls: int | None, max_cost: float | None, timeout: float | None
+    max_steps: int | None,
+    max_tokens: int | None,
+    max_tool_calls: int | None,
+    max_cost: float | None,
+    timeout: float | None,
 ) -> dict[str, Any]:
     values = {
         "max_steps": max_steps,
@@ -331,7 +335,9 @@ def runs_list(
     status: Annotated[list[str] | None, typer.Option("--status", help="Filter by status (repeatable).")] = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Filter by agent.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Page size.")] = 20,
-    before: Annotated[str | None, typer.Option("--before", help="Cursor: the last run id of the previous page.")] = None,
+    before: Annotated[
+        str | None, typer.Option("--before", help="Cursor: the last run id of the previous page.")
+    ] = None,
 ) -> None:
     """List runs, newest first."""
     c = _ctx(ctx)
@@ -351,7 +357,9 @@ def runs_list(
 
     records = _run(go())
     if c.as_json:
-        _print_json({"runs": [r.to_json() for r in records], "next": records[-1].run_id if len(records) == limit else None})
+        _print_json(
+            {"runs": [r.to_json() for r in records], "next": records[-1].run_id if len(records) == limit else None}
+        )
         return
     table = Table("run_id", "agent", "status", "phase", "steps", "tokens", "cost_usd", "age")
     now = time.time()
@@ -560,11 +568,15 @@ def runs_replay(ctx: typer.Context, run_id: str) -> None:
     rec, events = _run(go())
     replayed = fold(events).to_json()
     stored = rec.state.to_json()
-    diffs = {k: (stored.get(k), replayed.get(k)) for k in stored.keys() | replayed.keys() if stored.get(k) != replayed.get(k)}
+    diffs = {
+        k: (stored.get(k), replayed.get(k)) for k in stored.keys() | replayed.keys() if stored.get(k) != replayed.get(k)
+    }
     if c.as_json:
         _print_json({"run_id": run_id, "events": len(events), "match": not diffs, "differences": diffs})
     elif not diffs:
-        out.print(f"{run_id}: {len(events)} events replay to the stored snapshot (status {rec.status.value})", markup=False)
+        out.print(
+            f"{run_id}: {len(events)} events replay to the stored snapshot (status {rec.status.value})", markup=False
+        )
     else:
         for k, (s, r) in sorted(diffs.items()):
             sys.stderr.write(f"{run_id}: {k}: stored {s!r} != replayed {r!r}\n")
@@ -630,7 +642,7 @@ def demo(ctx: typer.Context) -> None:
         try:
             await store.ensure_workspace(c.workspace)
             new = []
-            for name, task in tasks:
+            for name, text in tasks:
                 a = agents.get(name)
                 await store.upsert_agent(c.workspace, a.name, a.spec())
                 new.append(
@@ -638,7 +650,7 @@ def demo(ctx: typer.Context) -> None:
                         run_id=new_run_id(),
                         workspace_id=c.workspace,
                         agent_name=a.name,
-                        input=task,
+                        input=text,
                         spec=a.spec(),
                         policy=(a.policy or StrictPolicy()).to_json(),
                     )
@@ -683,7 +695,9 @@ def demo(ctx: typer.Context) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; any error becomes one line on stderr and a non-zero exit."""
-    logging.basicConfig(level=os.environ.get("MAESTRO_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("MAESTRO_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="maestro", standalone_mode=False)

@@ -190,8 +190,10 @@ class Orchestrator:
     # ------------------------------------------------------------------------------- hooks
 
     def on(self, hook: HookName | str, fn: Hook) -> Hook:
-        """Call ``fn(HookEvent)`` on ``STATE_ENTER``, ``TOOL_CALL``, ``POLICY_VIOLATION``,
-        ``EXECUTION_COMPLETE``, or on any event type name (e.g. ``STEP_COMPLETED``).
+        """Register ``fn(HookEvent)`` for a hook or an event type.
+
+        Hooks: ``STATE_ENTER``, ``TOOL_CALL``, ``POLICY_VIOLATION``, ``EXECUTION_COMPLETE``, or any event
+        type name (e.g. ``STEP_COMPLETED``). ``fn`` may be async.
         """
         if hook not in HOOK_NAMES and hook not in EventType.__members__:
             known = sorted(HOOK_NAMES | set(EventType.__members__))

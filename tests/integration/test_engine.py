@@ -28,7 +28,9 @@ def add(a: int, b: int) -> int:
 
 def counting_script(k: int) -> list[dict[str, Any]]:
     """k-1 tool round trips then a final answer: 2k-1 steps."""
-    turns: list[dict[str, Any]] = [{"tool_calls": [{"name": "add", "arguments": {"a": i, "b": 1}}]} for i in range(k - 1)]
+    turns: list[dict[str, Any]] = [
+        {"tool_calls": [{"name": "add", "arguments": {"a": i, "b": 1}}]} for i in range(k - 1)
+    ]
     turns.append({"content": "{{input}} -> {{last_tool_result}}"})
     return turns
 
@@ -127,7 +129,11 @@ async def test_invalid_tool_arguments_go_back_to_the_model(db_url: str) -> None:
 async def test_exhausted_script_fails_clearly(db_url: str) -> None:
     store = Store.open(db_url)
     try:
-        agent = Agent(name="short", model=ScriptedModel([{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]}]), tools=[add])
+        agent = Agent(
+            name="short",
+            model=ScriptedModel([{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]}]),
+            tools=[add],
+        )
         [run_id] = await start_runs(store, agent, ["x"])
         await run_to_end(store, [agent], [run_id])
         rec = await store.get_run(run_id)
@@ -242,7 +248,12 @@ async def test_non_idempotent_tool_interrupted_is_escalated_not_rerun(db_url: st
         script = [{"tool_calls": [{"name": "charge", "arguments": {"amount": 5}}]}, {"content": "done"}]
         agent = Agent(name="payer", model=ScriptedModel(script), tools=[charge])
         [run_id] = await start_runs(store, agent, ["pay"])
-        w1 = Worker(store, AgentRegistry([agent]), owner="w1", config=WorkerConfig(poll_interval_s=0.05, lease_ttl_s=0.5, shutdown_grace_s=0.1))
+        w1 = Worker(
+            store,
+            AgentRegistry([agent]),
+            owner="w1",
+            config=WorkerConfig(poll_interval_s=0.05, lease_ttl_s=0.5, shutdown_grace_s=0.1),
+        )
         t1 = asyncio.create_task(w1.run())
         async with asyncio.timeout(10):
             while not calls:

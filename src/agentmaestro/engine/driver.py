@@ -149,7 +149,9 @@ class RunDriver:
             result = await self.store.commit(commit)
         except LeaseLostError:
             self.lost = True
-            log.warning("run %s: commit rejected, lease lost (worker %s, epoch %d)", self.run_id, self.owner, self.epoch)
+            log.warning(
+                "run %s: commit rejected, lease lost (worker %s, epoch %d)", self.run_id, self.owner, self.epoch
+            )
             return
         self.version = result.version
         self.cancel_requested = self.cancel_requested or result.cancel_requested
@@ -204,8 +206,11 @@ class RunDriver:
             if tool is not None and not tool.idempotent:
                 # Record the intent durably first: if this worker dies mid-call, the next one
                 # knows the call may have happened and asks a human instead of repeating it.
-                started = {"type": EventType.STEP_STARTED, "payload": {"call": action.tool_call.to_json()}}
-                started["step"] = self.state.steps
+                started: dict[str, Any] = {
+                    "type": EventType.STEP_STARTED,
+                    "payload": {"call": action.tool_call.to_json()},
+                    "step": self.state.steps,
+                }
                 await self._commit(_Outcome(events=[*prefix, started], steps=[], message_payloads=[]))
                 prefix = []
                 if self.lost:
@@ -230,7 +235,9 @@ class RunDriver:
             return
         error = f"internal error: {type(exc).__name__}: {exc}"
         await self._commit(
-            _Outcome(events=[{"type": EventType.RUN_FAILED, "payload": {"error": error}}], steps=[], message_payloads=[])
+            _Outcome(
+                events=[{"type": EventType.RUN_FAILED, "payload": {"error": error}}], steps=[], message_payloads=[]
+            )
         )
 
     async def _cancelled(self) -> _Outcome:
@@ -240,7 +247,9 @@ class RunDriver:
         return _Outcome(events=[{"type": EventType.RUN_CANCELLED, "payload": payload}], steps=[], message_payloads=[])
 
     def _violation(self, v: Violation) -> _Outcome:
-        return _Outcome(events=[{"type": EventType.POLICY_VIOLATION, "payload": v.to_json()}], steps=[], message_payloads=[])
+        return _Outcome(
+            events=[{"type": EventType.POLICY_VIOLATION, "payload": v.to_json()}], steps=[], message_payloads=[]
+        )
 
     def _phase_events(self, action: Action) -> list[dict[str, Any]]:
         if action.phase is self.state.phase:

@@ -271,11 +271,7 @@ def count_runs_by_status(conn: Connection, workspace_id: str | None) -> dict[str
 
 def list_events(conn: Connection, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]:
     """A run's events with seq greater than ``after_seq``, in order."""
-    q = (
-        select(run_events)
-        .where(run_events.c.run_id == run_id, run_events.c.seq > after_seq)
-        .order_by(run_events.c.seq)
-    )
+    q = select(run_events).where(run_events.c.run_id == run_id, run_events.c.seq > after_seq).order_by(run_events.c.seq)
     if limit is not None:
         q = q.limit(limit)
     return [event_from_row(r) for r in conn.execute(q)]
@@ -505,9 +501,9 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
     current = {
         r.run_id: r
         for r in conn.execute(
-            select(runs.c.run_id, runs.c.version, runs.c.lease_owner, runs.c.lease_epoch, runs.c.cancel_requested).where(
-                runs.c.run_id.in_([c.run_id for c in commits])
-            )
+            select(
+                runs.c.run_id, runs.c.version, runs.c.lease_owner, runs.c.lease_epoch, runs.c.cancel_requested
+            ).where(runs.c.run_id.in_([c.run_id for c in commits]))
         )
     }
     results: list[CommitResult | None] = []
@@ -535,9 +531,7 @@ def _append_guarded(conn: Connection, rec: RunRecord, events: Sequence[Event], n
     for ev in events:
         state = apply_event(state, ev)
     values: dict[str, Any] = {"version": rec.version + 1, "updated_at": now, **_snapshot_columns(state), **extra}
-    res = conn.execute(
-        update(runs).where(runs.c.run_id == rec.run_id, runs.c.version == rec.version).values(values)
-    )
+    res = conn.execute(update(runs).where(runs.c.run_id == rec.run_id, runs.c.version == rec.version).values(values))
     if res.rowcount != 1:
         raise ConflictError(f"run {rec.run_id!r} changed concurrently; try again")
     conn.execute(insert(run_events), _event_rows(rec.workspace_id, events))

@@ -53,4 +53,6 @@ def check_current(engine: Engine) -> None:
     """Raise SchemaMismatchError unless the database is at head."""
     cur, head = current_revision(engine), head_revision()
     if cur != head:
-        raise SchemaMismatchError(f"database schema is at {cur!r}, this version needs {head!r}: run 'maestro db upgrade'")
+        raise SchemaMismatchError(
+            f"database schema is at {cur!r}, this version needs {head!r}: run 'maestro db upgrade'"
+        )
