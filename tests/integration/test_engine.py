@@ -294,3 +294,51 @@ async def test_timeout_interrupts_a_long_step(db_url: str) -> None:
 
 def test_dataclass_replace_sanity() -> None:
     assert dataclasses.is_dataclass(StrictPolicy())
+
+
+async def test_engine_emits_genai_spans(tmp_path: Any) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agentmaestro import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.set_tracer_provider_for_tests(provider)
+    store = Store.open(f"sqlite:///{tmp_path / 'otel.db'}")
+    try:
+        agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
+        [run_id] = await start_runs(store, agent, ["x"])
+        await run_to_end(store, [agent], [run_id])
+    finally:
+        telemetry.set_tracer_provider_for_tests(None)
+        await store.close()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert {"invoke_agent counter", "chat inline", "execute_tool add"} <= set(spans)
+    chat = spans["chat inline"].attributes or {}
+    assert chat["gen_ai.operation.name"] == "chat" and chat["gen_ai.provider.name"] == "scripted"
+    assert chat["gen_ai.usage.input_tokens"] == 10
+    tool_span = spans["execute_tool add"].attributes or {}
+    assert tool_span["gen_ai.tool.name"] == "add" and tool_span["maestro.run_id"] == run_id
+    assert spans["execute_tool add"].parent is not None
+
+
+async def test_postgres_notify_wakes_a_worker_in_another_process(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL only; SQLite workers poll")
+    listener, creator = Store.open(db_url), Store.open(db_url)
+    try:
+        await listener.wait_runnable(0.3)  # starts the LISTEN thread
+        agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiter = asyncio.create_task(listener.wait_runnable(10.0))
+        await asyncio.sleep(0.2)
+        await start_runs(creator, agent, ["x"])
+        assert await waiter is True
+        assert loop.time() - started < 3.0
+    finally:
+        await listener.close()
+        await creator.close()

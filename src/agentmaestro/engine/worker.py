@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
 
+from agentmaestro import telemetry
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.engine.driver import EventListener, RunDriver
 from agentmaestro.errors import ConflictError
@@ -52,6 +53,7 @@ class Worker:
         listeners: list[EventListener] | None = None,
         prices: PriceTable | None = None,
     ) -> None:
+        telemetry.configure_from_env()
         self.store = store
         self.agents = agents
         self.config = config or WorkerConfig()
