@@ -119,3 +119,49 @@ run_events = Table(
     Column("created_at", Float, nullable=False),
     ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
 )
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("approval_id", String(40), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("run_id", String(40), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("call_id", String(200), nullable=False),
+    Column("tool", String(200), nullable=False),
+    Column("arguments", Json, nullable=False),
+    Column("args_hash", String(64), nullable=False),
+    Column("risk", String(16), nullable=False),
+    Column("reasons", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("decided_at", Float, nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("decision_reason", Text, nullable=True),
+    Column("approved_arguments", Json, nullable=True),
+    ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
+    Index("ix_approvals_workspace_status", "workspace_id", "status"),
+    Index("ix_approvals_status_expires", "status", "expires_at"),
+)
+"""Tool calls held for a human decision; one row per request, bound to a hash of the exact arguments."""
+
+human_requests = Table(
+    "human_requests",
+    metadata,
+    Column("request_id", String(40), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("run_id", String(40), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("question", Text, nullable=False),
+    Column("detail", Json, nullable=False),
+    Column("options", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("resolved_at", Float, nullable=True),
+    Column("resolved_by", String(200), nullable=True),
+    Column("resolution", Json, nullable=True),
+    ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
+    Index("ix_human_requests_workspace_status", "workspace_id", "status"),
+)
+"""Escalations waiting for a person: failed steps, uncertain tool calls."""

@@ -1,0 +1,44 @@
+"""What a tool may know about the call it serves. Injected into tools that ask for it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_workdir_root() -> Path:
+    """Where run work folders live: ``$MAESTRO_HOME/work`` (default ``./.maestro/work``)."""
+    return Path(os.environ.get("MAESTRO_HOME", ".maestro")) / "work"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolContext:
+    """Facts about one tool call, passed to tools with a parameter annotated ``ToolContext``.
+
+    That parameter is not part of the tool's JSON schema: the model never sees or sets it.
+    """
+
+    run_id: str
+    """The run making the call."""
+    workspace_id: str
+    """The run's workspace (tenant)."""
+    agent: str
+    """The agent's name."""
+    workdir: Path
+    """The run's work folder: file and code tools are confined to it."""
+    step: int = 0
+    """Step index of the call."""
+    call_id: str = ""
+    """The model's id for the call."""
+    allow_unsandboxed: bool = False
+    """An operator explicitly allowed DANGEROUS code execution without an OS sandbox."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for subprocesses (never secrets from the worker's own environment)."""
+
+    @classmethod
+    def for_run(cls, *, run_id: str, workspace_id: str, agent: str, root: Path | None = None) -> ToolContext:
+        """A context whose work folder is ``root/<workspace>/<run_id>`` (created)."""
+        base = (root or default_workdir_root()) / workspace_id / run_id
+        base.mkdir(parents=True, exist_ok=True)
+        return cls(run_id=run_id, workspace_id=workspace_id, agent=agent, workdir=base.resolve())
