@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.messages import ModelRequest, ModelResponse, Usage
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.errors import ConfigError
@@ -52,6 +53,12 @@ class Agent:
     """What the agent is for (shown in listings)."""
     source: str | None = None
     """Where the definition came from (a YAML path), if anywhere."""
+    gate: GatePolicy | None = None
+    """Approval rules for this agent's tool calls; combined with the workspace's (stricter wins)."""
+    max_attempts: int = 4
+    """Failed attempts in a row (model or tool) before the run is escalated to a human."""
+    retry_backoff_s: float = 1.0
+    """First backoff between failed attempts; doubles each time (capped at 30 s)."""
     _tools: dict[str, Tool] = field(init=False, repr=False)
     _model: Model | None = field(init=False, repr=False, default=None)
 
@@ -68,6 +75,10 @@ class Agent:
             raise ConfigError(f"agent {self.name!r}: model must be a 'provider:name' string or a Model object")
         if isinstance(self.model, str):
             resolve_model(self.model)  # fail early on unknown providers / missing scripts
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ConfigError(f"agent {self.name!r}: max_attempts must be a positive integer")
+        if not isinstance(self.retry_backoff_s, int | float) or self.retry_backoff_s < 0:
+            raise ConfigError(f"agent {self.name!r}: retry backoff must be a non-negative number")
 
     @property
     def model_name(self) -> str:
@@ -96,6 +107,8 @@ class Agent:
                 for t in self._tools.values()
             ],
             "policy": (self.policy or StrictPolicy()).to_json(),
+            "gate": self.gate.to_json() if self.gate else None,
+            "retry": {"max_attempts": self.max_attempts, "backoff_s": self.retry_backoff_s},
             "source": self.source,
         }
 
@@ -106,7 +119,7 @@ class Agent:
         """Build from a YAML/JSON mapping: name, model, instructions, tools (import paths), policy."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: an agent definition is a mapping")
-        known = {"name", "model", "instructions", "description", "tools", "policy"}
+        known = {"name", "model", "instructions", "description", "tools", "policy", "gate", "retry"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -127,6 +140,10 @@ class Agent:
         try:
             tools = [load_tool(t) for t in tools_raw]
             policy = StrictPolicy.from_json(data.get("policy"))
+            gate = GatePolicy.from_json(data["gate"]) if data.get("gate") is not None else None
+            retry = data.get("retry") or {}
+            if not isinstance(retry, dict) or set(retry) - {"max_attempts", "backoff_s"}:
+                raise ConfigError("retry must be a mapping with max_attempts and/or backoff_s")
             return cls(
                 name=_check_name(data["name"]),
                 model=model,
@@ -135,6 +152,9 @@ class Agent:
                 tools=tools,
                 policy=policy,
                 source=source,
+                gate=gate,
+                max_attempts=retry.get("max_attempts", 4),
+                retry_backoff_s=retry.get("backoff_s", 1.0),
             )
         except ConfigError as exc:
             msg = str(exc)

@@ -226,9 +226,12 @@ class Orchestrator:
                 names.append("EXECUTION_COMPLETE")
             for name in names:
                 for fn in self._hooks.get(name, ()):
-                    res = fn(HookEvent(hook=name, run_id=run_id, agent=agent, event=ev))
-                    if inspect.isawaitable(res):
-                        await res
+                    try:
+                        res = fn(HookEvent(hook=name, run_id=run_id, agent=agent, event=ev))
+                        if inspect.isawaitable(res):
+                            await res
+                    except Exception:  # one broken hook must not silence the others or the run
+                        log.exception("hook %s for %s failed", getattr(fn, "__name__", fn), name)
 
     # ------------------------------------------------------------------------------ agents
 
@@ -236,6 +239,9 @@ class Orchestrator:
         """Make an agent (or an ``invoke``-able object) runnable by this orchestrator's worker."""
         a = adapt(agent, name=name)
         self.registry.register(a)
+        if self._with_worker and self._worker is None and not self._closed:
+            # The worker claims runs of registered agents, including runs queued by other processes.
+            self._submit(self._ensure_worker())
         return a
 
     async def _ensure_worker(self) -> None:

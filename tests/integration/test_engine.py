@@ -126,19 +126,25 @@ async def test_invalid_tool_arguments_go_back_to_the_model(db_url: str) -> None:
         await store.close()
 
 
-async def test_exhausted_script_fails_clearly(db_url: str) -> None:
+async def test_exhausted_script_is_retried_then_escalated_with_a_clear_error(db_url: str) -> None:
     store = Store.open(db_url)
     try:
         agent = Agent(
             name="short",
             model=ScriptedModel([{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]}]),
             tools=[add],
+            max_attempts=2,
+            retry_backoff_s=0,
         )
         [run_id] = await start_runs(store, agent, ["x"])
         await run_to_end(store, [agent], [run_id])
         rec = await store.get_run(run_id)
-        assert rec.status is RunStatus.FAILED
-        assert "has 1 turn(s); turn 2 was requested" in (rec.state.error or "")
+        assert rec.status is RunStatus.WAITING_FOR_HUMAN
+        failed = [e for e in await store.events(run_id) if e.type is EventType.STEP_FAILED]
+        assert len(failed) == 2
+        assert "has 1 turn(s); turn 2 was requested" in failed[0].payload["error"]
+        [req] = await store.list_human_requests()
+        assert "has 1 turn(s); turn 2 was requested" in req["question"]
     finally:
         await store.close()
 

@@ -5,9 +5,19 @@ import dataclasses
 import pytest
 
 from agentmaestro.core.decide import ActionKind, Snapshot, decide, render_decision_table
-from agentmaestro.core.events import Event, InFlightStep, RunState, apply_event, conversation, fold
+from agentmaestro.core.events import (
+    ApprovalState,
+    Event,
+    InFlightStep,
+    RunState,
+    apply_event,
+    conversation,
+    fold,
+)
+from agentmaestro.core.gate import GateDecision, Verdict, args_hash
 from agentmaestro.core.messages import ToolCall
 from agentmaestro.core.policy import StrictPolicy
+from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, Phase, RunStatus
 from agentmaestro.errors import InvalidTransitionError
 
@@ -18,6 +28,11 @@ def ev(seq: int, type_: EventType, step: int | None = None, **payload: object) -
     return Event(run_id="r", seq=seq, type=type_, payload=dict(payload), created_at=1000.0 + seq, step=step)
 
 
+ALLOW = Verdict(decision=GateDecision.ALLOW, risk=RiskLevel.SAFE)
+APPROVE = Verdict(decision=GateDecision.REQUIRE_APPROVAL, risk=RiskLevel.DANGEROUS, reasons=("DANGEROUS",))
+DENY = Verdict(decision=GateDecision.DENY, risk=RiskLevel.SAFE, reasons=("deny list",))
+
+
 def running(**kw: object) -> RunState:
     base = RunState(status=RunStatus.RUNNING, phase=Phase.PLAN, started_at=1000.0, last_seq=2)
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
@@ -26,14 +41,14 @@ def running(**kw: object) -> RunState:
 def test_decision_rules_in_order() -> None:
     call = ToolCall(call_id="c1", name="add", arguments={"a": 1})
     assert decide(Snapshot(state=running(), now=1001)).kind is ActionKind.CALL_MODEL
-    a = decide(Snapshot(state=running(pending_tool_calls=(call,)), now=1001))
+    a = decide(Snapshot(state=running(pending_tool_calls=(call,)), now=1001, verdict=ALLOW))
     assert a.kind is ActionKind.CALL_TOOL and a.tool_call == call and a.phase is Phase.EXECUTE
     assert decide(Snapshot(state=running(final_output="done"), now=1001)).kind is ActionKind.COMPLETE
     # cancel wins over everything
     assert decide(Snapshot(state=running(final_output="x"), now=1001, cancel_requested=True)).kind is ActionKind.CANCEL
     # uncertain step wins over pending calls
     st = running(pending_tool_calls=(call,), in_flight=InFlightStep(step=0, call=call))
-    assert decide(Snapshot(state=st, now=1001)).kind is ActionKind.ESCALATE_UNCERTAIN
+    assert decide(Snapshot(state=st, now=1001, verdict=ALLOW)).kind is ActionKind.ESCALATE_UNCERTAIN
     # a final answer completes even at the step limit; another step would not be allowed
     limited = running(policy=StrictPolicy(max_steps=1), steps=1)
     assert decide(Snapshot(state=dataclasses.replace(limited, final_output="ok"), now=1001)).kind is ActionKind.COMPLETE
@@ -102,3 +117,69 @@ def test_resume_and_fork_events() -> None:
     done = fold([ev(1, E.RUN_CREATED), ev(2, E.RUN_STARTED), ev(3, E.RUN_COMPLETED, output="x")])
     with pytest.raises(InvalidTransitionError):
         apply_event(done, ev(4, E.RUN_RESUMED))
+
+
+def test_gate_rules() -> None:
+    call = ToolCall(call_id="c1", name="rm", arguments={"path": "x"})
+    st = running(pending_tool_calls=(call,))
+    with pytest.raises(InvalidTransitionError, match="verdict"):
+        decide(Snapshot(state=st, now=1001))
+    assert decide(Snapshot(state=st, now=1001, verdict=DENY)).kind is ActionKind.DENY_TOOL
+    assert decide(Snapshot(state=st, now=1001, verdict=APPROVE)).kind is ActionKind.REQUEST_APPROVAL
+    good = ApprovalState(approval_id="a", call_id="c1", args_hash=args_hash("rm", {"path": "x"}), status="approved")
+    assert decide(Snapshot(state=dataclasses.replace(st, approval=good), now=1001, verdict=APPROVE)).kind is (
+        ActionKind.CALL_TOOL
+    )
+    # an approval for other arguments, another call, or still pending does not count
+    for bad in (
+        dataclasses.replace(good, args_hash=args_hash("rm", {"path": "y"})),
+        dataclasses.replace(good, call_id="c2"),
+        dataclasses.replace(good, status="pending"),
+    ):
+        action = decide(Snapshot(state=dataclasses.replace(st, approval=bad), now=1001, verdict=APPROVE))
+        assert action.kind is ActionKind.REQUEST_APPROVAL
+
+
+def test_failures_escalate_after_max_attempts() -> None:
+    st = running(failures=3, max_attempts=4)
+    assert decide(Snapshot(state=st, now=1001)).kind is ActionKind.CALL_MODEL
+    st = running(failures=4, max_attempts=4)
+    assert decide(Snapshot(state=st, now=1001)).kind is ActionKind.ESCALATE_FAILED
+
+
+def test_failure_counting_and_human_resolution() -> None:
+    events = [ev(1, E.RUN_CREATED, max_attempts=2), ev(2, E.RUN_STARTED)]
+    events.append(ev(3, E.STEP_FAILED, step=0, kind="MODEL_CALL", error="boom"))
+    events.append(ev(4, E.STEP_FAILED, step=1, kind="MODEL_CALL", error="boom"))
+    st = fold(events)
+    assert st.failures == 2 and st.max_attempts == 2 and st.last_failure == {"kind": "MODEL_CALL", "error": "boom"}
+    events.append(ev(5, E.HUMAN_INPUT_REQUESTED, request_id="h1", kind="step_failed", step_kind="MODEL_CALL"))
+    st = fold(events)
+    assert st.status is RunStatus.WAITING_FOR_HUMAN and st.human_request is not None
+    events.append(ev(6, E.HUMAN_INPUT_RECEIVED, request_id="h1", action="answer", answer="42", by="ann"))
+    st = fold(events)
+    assert st.status is RunStatus.RUNNING and st.failures == 0 and st.final_output == "42"
+    msgs = conversation(None, "task", events)
+    assert sum("previous attempt failed" in (m.content or "") for m in msgs) == 2
+
+
+def test_approval_events_bind_edited_arguments() -> None:
+    call = {"call_id": "c1", "name": "rm", "arguments": {"path": "a"}}
+    events = [
+        ev(1, E.RUN_CREATED),
+        ev(2, E.RUN_STARTED),
+        ev(3, E.STEP_COMPLETED, step=0, kind="MODEL_CALL", tool_calls=[call], usage={}),
+        ev(4, E.APPROVAL_REQUESTED, approval_id="a1", call=call, args_hash=args_hash("rm", {"path": "a"})),
+    ]
+    st = fold(events)
+    assert st.status is RunStatus.WAITING_FOR_APPROVAL and st.approval is not None
+    with pytest.raises(InvalidTransitionError, match="not the run's pending approval"):
+        apply_event(st, ev(5, E.APPROVAL_GRANTED, approval_id="zz", args_hash="x"))
+    edited = {"path": "b"}
+    st = apply_event(
+        st, ev(5, E.APPROVAL_GRANTED, approval_id="a1", args_hash=args_hash("rm", edited), arguments=edited)
+    )
+    assert st.pending_tool_calls[0].arguments == edited and st.approval is not None
+    assert st.approval.status == "approved" and st.approval.args_hash == args_hash("rm", edited)
+    done = apply_event(st, ev(6, E.STEP_COMPLETED, step=1, kind="TOOL_CALL", call_id="c1", result="ok"))
+    assert done.approval is None and not done.pending_tool_calls

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Final
 
 from agentmaestro.core.events import RunState
+from agentmaestro.core.gate import GateDecision, Verdict, args_hash
 from agentmaestro.core.messages import ToolCall
 from agentmaestro.core.policy import Violation
 from agentmaestro.core.states import Phase, RunStatus
@@ -24,7 +25,10 @@ class ActionKind(StrEnum):
     CANCEL = "CANCEL"
     ESCALATE_UNCERTAIN = "ESCALATE_UNCERTAIN"
     COMPLETE = "COMPLETE"
+    ESCALATE_FAILED = "ESCALATE_FAILED"
     POLICY_VIOLATION = "POLICY_VIOLATION"
+    DENY_TOOL = "DENY_TOOL"
+    REQUEST_APPROVAL = "REQUEST_APPROVAL"
     CALL_TOOL = "CALL_TOOL"
     CALL_MODEL = "CALL_MODEL"
 
@@ -39,6 +43,8 @@ class Snapshot:
     """Current time (injected, never read from a clock here)."""
     cancel_requested: bool = False
     """An operator asked to cancel the run."""
+    verdict: Verdict | None = None
+    """The risk gate's verdict on the first pending tool call (required when calls are pending)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +61,8 @@ class Action:
     """For COMPLETE: the run's output."""
     violation: Violation | None = None
     """For POLICY_VIOLATION: the limit."""
+    verdict: Verdict | None = None
+    """For DENY_TOOL, REQUEST_APPROVAL and CALL_TOOL: the gate's verdict."""
     rule: str = ""
     """Name of the rule that chose this action."""
 
@@ -86,6 +94,25 @@ def _first_call(s: Snapshot) -> ToolCall:
     return s.state.pending_tool_calls[0]
 
 
+def _gate(s: Snapshot) -> GateDecision | None:
+    if not s.state.pending_tool_calls:
+        return None
+    if s.verdict is None:
+        raise InvalidTransitionError("a gate verdict is required to decide on a pending tool call")
+    return s.verdict.decision
+
+
+def _approved(s: Snapshot) -> bool:
+    """A granted approval exists for exactly this call and these arguments."""
+    call, approval = _first_call(s), s.state.approval
+    return (
+        approval is not None
+        and approval.status == "approved"
+        and approval.call_id == call.call_id
+        and approval.args_hash == args_hash(call.name, call.arguments)
+    )
+
+
 DECISION_TABLE: Final[tuple[Rule, ...]] = (
     Rule(
         name="cancel requested",
@@ -110,16 +137,40 @@ DECISION_TABLE: Final[tuple[Rule, ...]] = (
         build=lambda s: Action(kind=ActionKind.COMPLETE, phase=Phase.TERMINATE, output=s.state.final_output),
     ),
     Rule(
+        name="the step failed max_attempts times in a row",
+        action=ActionKind.ESCALATE_FAILED,
+        when=lambda s: s.state.failures >= s.state.max_attempts,
+        build=lambda s: Action(kind=ActionKind.ESCALATE_FAILED, phase=s.state.phase),
+    ),
+    Rule(
         name="a policy limit would be broken by the next step",
         action=ActionKind.POLICY_VIOLATION,
         when=lambda s: _violation(s) is not None,
         build=lambda s: Action(kind=ActionKind.POLICY_VIOLATION, phase=Phase.TERMINATE, violation=_violation(s)),
     ),
     Rule(
+        name="the gate denies the pending tool call",
+        action=ActionKind.DENY_TOOL,
+        when=lambda s: _gate(s) is GateDecision.DENY,
+        build=lambda s: Action(
+            kind=ActionKind.DENY_TOOL, phase=Phase.EXECUTE, tool_call=_first_call(s), verdict=s.verdict
+        ),
+    ),
+    Rule(
+        name="the pending tool call needs approval for exactly these arguments",
+        action=ActionKind.REQUEST_APPROVAL,
+        when=lambda s: _gate(s) is GateDecision.REQUIRE_APPROVAL and not _approved(s),
+        build=lambda s: Action(
+            kind=ActionKind.REQUEST_APPROVAL, phase=Phase.EXECUTE, tool_call=_first_call(s), verdict=s.verdict
+        ),
+    ),
+    Rule(
         name="tool calls pending",
         action=ActionKind.CALL_TOOL,
         when=lambda s: bool(s.state.pending_tool_calls),
-        build=lambda s: Action(kind=ActionKind.CALL_TOOL, phase=Phase.EXECUTE, tool_call=_first_call(s)),
+        build=lambda s: Action(
+            kind=ActionKind.CALL_TOOL, phase=Phase.EXECUTE, tool_call=_first_call(s), verdict=s.verdict
+        ),
     ),
     Rule(
         name="otherwise",
@@ -149,6 +200,7 @@ def decide(snapshot: Snapshot) -> Action:
                 tool_call=action.tool_call,
                 output=action.output,
                 violation=action.violation,
+                verdict=action.verdict,
                 rule=rule.name,
             )
     raise AssertionError("the decision table ends with a catch-all rule")  # pragma: no cover

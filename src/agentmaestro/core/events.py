@@ -58,6 +58,45 @@ class InFlightStep:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApprovalState:
+    """The approval attached to the first pending tool call, if any."""
+
+    approval_id: str
+    """The approval request."""
+    call_id: str
+    """The tool call it is about."""
+    args_hash: str
+    """Hash of the exact tool name and arguments approved (or asked about)."""
+    status: str
+    """``pending`` or ``approved``."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {
+            "approval_id": self.approval_id,
+            "call_id": self.call_id,
+            "args_hash": self.args_hash,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class HumanRequestState:
+    """An open escalation to a person."""
+
+    request_id: str
+    """The request."""
+    kind: str
+    """``step_failed`` or ``uncertain_tool_call``."""
+    step_kind: str | None = None
+    """For ``step_failed``: MODEL_CALL or TOOL_CALL."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {"request_id": self.request_id, "kind": self.kind, "step_kind": self.step_kind}
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunState:
     """The logical state of a run: what the snapshot row holds and what a replay must rebuild."""
 
@@ -93,6 +132,16 @@ class RunState:
     """When a worker last started the run (for the policy's wall-time limit)."""
     last_seq: int = 0
     """Sequence number of the latest event."""
+    approval: ApprovalState | None = None
+    """Approval of the first pending tool call (pending or granted)."""
+    failures: int = 0
+    """Failed attempts in a row (model errors, tool errors); reset by a success or a human."""
+    max_attempts: int = 4
+    """Attempts before a failing step is escalated to a human."""
+    last_failure: dict[str, Any] | None = None
+    """Kind and error of the latest failed attempt."""
+    human_request: HumanRequestState | None = None
+    """An open escalation, while WAITING_FOR_HUMAN."""
 
     @property
     def tokens(self) -> int:
@@ -131,6 +180,11 @@ class RunState:
             "error": self.error,
             "started_at": self.started_at,
             "last_seq": self.last_seq,
+            "approval": self.approval.to_json() if self.approval else None,
+            "failures": self.failures,
+            "max_attempts": self.max_attempts,
+            "last_failure": self.last_failure,
+            "human_request": self.human_request.to_json() if self.human_request else None,
         }
 
     @classmethod
@@ -158,6 +212,11 @@ class RunState:
             error=data.get("error"),
             started_at=data.get("started_at"),
             last_seq=int(data.get("last_seq", 0)),
+            approval=ApprovalState(**data["approval"]) if data.get("approval") else None,
+            failures=int(data.get("failures", 0)),
+            max_attempts=int(data.get("max_attempts", 4)),
+            last_failure=data.get("last_failure"),
+            human_request=HumanRequestState(**data["human_request"]) if data.get("human_request") else None,
         )
 
 
@@ -179,6 +238,7 @@ def apply_event(state: RunState, event: Event) -> RunState:
     t = event.type
     if t is EventType.RUN_CREATED:
         changes["policy"] = StrictPolicy.from_json(p.get("policy"))
+        changes["max_attempts"] = int(p.get("max_attempts", 4))
     elif t is EventType.RUN_STARTED:
         changes["started_at"] = event.created_at
     elif t is EventType.PHASE_CHANGED:
@@ -195,14 +255,46 @@ def apply_event(state: RunState, event: Event) -> RunState:
         _expect_step(state, event)
         changes["steps"] = state.steps + 1
         changes["in_flight"] = None
+        changes["failures"] = state.failures + 1
+        changes["last_failure"] = {"kind": p.get("kind"), "error": p.get("error")}
         if p.get("kind") == StepKind.TOOL_CALL.value and p.get("call_id"):
             changes["pending_tool_calls"] = tuple(c for c in state.pending_tool_calls if c.call_id != p["call_id"])
+    elif t is EventType.APPROVAL_REQUESTED:
+        changes["approval"] = ApprovalState(
+            approval_id=p["approval_id"], call_id=p["call"]["call_id"], args_hash=p["args_hash"], status="pending"
+        )
+    elif t is EventType.APPROVAL_GRANTED:
+        if state.approval is None or state.approval.approval_id != p.get("approval_id"):
+            raise InvalidTransitionError(f"approval {p.get('approval_id')!r} is not the run's pending approval")
+        changes["approval"] = dataclasses.replace(state.approval, status="approved", args_hash=p["args_hash"])
+        if "arguments" in p:
+            changes["pending_tool_calls"] = tuple(
+                dataclasses.replace(c, arguments=dict(p["arguments"])) if c.call_id == state.approval.call_id else c
+                for c in state.pending_tool_calls
+            )
+    elif t is EventType.APPROVAL_REJECTED:
+        changes["approval"] = None
+    elif t is EventType.HUMAN_INPUT_REQUESTED:
+        changes["human_request"] = HumanRequestState(
+            request_id=p["request_id"], kind=p["kind"], step_kind=p.get("step_kind")
+        )
+    elif t is EventType.HUMAN_INPUT_RECEIVED:
+        changes["human_request"] = None
+        changes["failures"] = 0
+        action = p.get("action")
+        if action == "retry":
+            changes["in_flight"] = None
+        elif action == "answer" and state.human_request is not None:
+            hr = state.human_request
+            if hr.kind == "step_failed" and hr.step_kind == StepKind.MODEL_CALL.value:
+                changes["final_output"] = str(p.get("answer", ""))
     elif t is EventType.RUN_COMPLETED:
         changes["output"] = p.get("output")
     elif t in (EventType.RUN_FAILED, EventType.RUN_CANCELLED, EventType.POLICY_VIOLATION):
         changes["error"] = p.get("reason") or p.get("error")
     elif t is EventType.RUN_RESUMED:
         changes["error"] = None
+        changes["failures"] = 0
         if p.get("policy"):
             changes["policy"] = StrictPolicy.from_json(p["policy"])
     elif t is EventType.RUN_FORKED:
@@ -223,6 +315,15 @@ def _expect_step(state: RunState, event: Event) -> None:
 def _complete_step(state: RunState, p: dict[str, Any]) -> dict[str, Any]:
     kind = StepKind(p["kind"])
     changes: dict[str, Any] = {"steps": state.steps + 1, "in_flight": None}
+    if p.get("is_error") and p.get("counts_as_failure", True):
+        changes["failures"] = state.failures + 1
+        changes["last_failure"] = {"kind": kind.value, "error": p.get("result")}
+    elif not p.get("is_error"):
+        # A successful tool call ends a run of failures; a successful model call ends only a run of
+        # model failures (the model answering after a tool error is not the tool succeeding).
+        last = state.last_failure or {}
+        if kind is StepKind.TOOL_CALL or last.get("kind") == StepKind.MODEL_CALL.value:
+            changes["failures"] = 0
     if kind is StepKind.MODEL_CALL:
         calls = tuple(ToolCall.from_json(c) for c in p.get("tool_calls") or ())
         usage = p.get("usage") or {}
@@ -240,6 +341,8 @@ def _complete_step(state: RunState, p: dict[str, Any]) -> dict[str, Any]:
             tool_calls=state.tool_calls + 1,
             pending_tool_calls=tuple(c for c in state.pending_tool_calls if c.call_id != call_id),
         )
+        if state.approval is not None and state.approval.call_id == call_id:
+            changes["approval"] = None
     elif kind is StepKind.MESSAGE:
         changes["final_output"] = p.get("content") or ""
     return changes
@@ -262,7 +365,22 @@ def conversation(system_prompt: str | None, task: str, events: Iterable[Event]) 
     for event in events:
         if event.type is EventType.STEP_COMPLETED:
             messages.extend(step_messages(event.payload))
+        elif event.type in (EventType.STEP_FAILED, EventType.HUMAN_INPUT_RECEIVED):
+            messages.extend(note_messages(event))
     return messages
+
+
+def note_messages(event: Event) -> list[Message]:
+    """Context the model gets from a failed attempt or an operator's input."""
+    p = event.payload
+    if event.type is EventType.STEP_FAILED and p.get("kind") == StepKind.MODEL_CALL.value:
+        return [Message(role="user", content=f"[The previous attempt failed: {p.get('error')}. Try again.]")]
+    if event.type is EventType.HUMAN_INPUT_RECEIVED:
+        if p.get("instructions"):
+            return [Message(role="user", content=f"[Operator instructions] {p['instructions']}")]
+        if p.get("action") == "answer" and p.get("note_for_model"):
+            return [Message(role="user", content=f"[Operator answer in place of the failed step] {p['answer']}")]
+    return []
 
 
 def step_messages(payload: dict[str, Any]) -> list[Message]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -12,14 +14,17 @@ from typing import Any
 from agentmaestro import telemetry
 from agentmaestro.agents import Agent
 from agentmaestro.core.decide import Action, ActionKind, Snapshot, decide
-from agentmaestro.core.events import Event, RunState, apply_event, conversation, step_messages
+from agentmaestro.core.events import Event, RunState, apply_event, conversation, note_messages, step_messages
+from agentmaestro.core.gate import GateDecision, GatePolicy, Verdict, args_hash, combine, path_argument_risk
 from agentmaestro.core.messages import Message, ModelRequest, ToolCall
 from agentmaestro.core.policy import Violation
+from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, RunStatus, StepKind
 from agentmaestro.errors import LeaseLostError, MaestroError, ModelAPIError
 from agentmaestro.models.pricing import PriceTable
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import Claim, Commit, StepRow
+from agentmaestro.store.records import Claim, Commit, StepRow, new_id
+from agentmaestro.tools.context import ToolContext
 from agentmaestro.tools.registry import ToolResult
 
 log = logging.getLogger("agentmaestro.engine")
@@ -40,6 +45,8 @@ class _Outcome:
     events: list[dict[str, Any]]
     steps: list[StepRow]
     message_payloads: list[dict[str, Any]]
+    approval: dict[str, Any] | None = None
+    human_request: dict[str, Any] | None = None
 
 
 class RunDriver:
@@ -75,8 +82,10 @@ class RunDriver:
         self.stopping = False
         self.messages: list[Message] = []
         self._action_task: asyncio.Task[Any] | None = None
-        self._claim_events: list[Event] = []
         self._recovered_from = claim.recovered_from
+        self._claim_events = list(claim.events)
+        self.workspace_gate = GatePolicy()
+        self.context = ToolContext.for_run(run_id=self.run_id, workspace_id=self.workspace_id, agent=agent.name)
 
     # --------------------------------------------------------------------------- control
 
@@ -98,14 +107,59 @@ class RunDriver:
         """Run steps until the run leaves RUNNING, the lease is lost, or the worker stops."""
         with telemetry.run_span(run_id=self.run_id, agent=self.agent.name, workspace_id=self.workspace_id):
             await self._load_context()
+            if self._claim_events:
+                await self._emit(self._claim_events)
             while self.state.status is RunStatus.RUNNING and not self.lost and not self.stopping:
-                action = decide(Snapshot(state=self.state, now=time.time(), cancel_requested=self.cancel_requested))
+                verdict = self._verdict(self.state.pending_tool_calls[0]) if self.state.pending_tool_calls else None
+                snapshot = Snapshot(
+                    state=self.state, now=time.time(), cancel_requested=self.cancel_requested, verdict=verdict
+                )
+                action = decide(snapshot)
+                if self.state.failures and action.kind in (ActionKind.CALL_MODEL, ActionKind.CALL_TOOL):
+                    await self._backoff()
+                    if self.lost or self.stopping:
+                        return
                 outcome = await self._act(action)
                 if self.lost:
                     return
                 await self._commit(outcome)
 
+    async def _backoff(self) -> None:
+        delay = min(30.0, self.agent.retry_backoff_s * 2 ** max(0, self.state.failures - 1))
+        if delay > 0:
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                if not (self.cancel_requested or self.lost):
+                    raise
+
+    def _verdict(self, call: ToolCall) -> Verdict:
+        """The risk gate: the call's risk (tool level, raised by argument rules) against the policies."""
+        tool = self.agent.tool_map().get(call.name)
+        if tool is None:
+            return Verdict(decision=GateDecision.ALLOW, risk=RiskLevel.SAFE, reasons=("unknown tool",))
+        risk, reasons = tool.risk, []
+        assess = getattr(tool, "assess", None)
+        if assess is not None:
+            try:
+                rule_risk, rule_reasons = assess(dict(call.arguments), self.context)
+            except Exception as exc:  # a broken rule must fail closed
+                rule_risk, rule_reasons = RiskLevel.DANGEROUS, [f"risk rule failed: {type(exc).__name__}"]
+            risk = max(risk, RiskLevel(rule_risk))
+            reasons.extend(rule_reasons)
+        path_risk, path_reasons = path_argument_risk(call.arguments, str(self.context.workdir))
+        risk = max(risk, path_risk)
+        reasons.extend(path_reasons)
+        policies = [self.workspace_gate] + ([self.agent.gate] if self.agent.gate else [])
+        return combine(call.name, risk, policies, reasons)
+
+    def _approval_ttl(self) -> float | None:
+        ttls = [g.approval_ttl_s for g in (self.workspace_gate, self.agent.gate) if g and g.approval_ttl_s]
+        return min(ttls) if ttls else None
+
     async def _load_context(self) -> None:
+        settings = await self.store.workspace_settings(self.workspace_id)
+        self.workspace_gate = GatePolicy.from_json(settings.get("gate"))
         system = self.agent.instructions or None
         if self.state.steps == 0:
             self.messages = conversation(system, self.task, [])
@@ -144,6 +198,8 @@ class RunDriver:
             steps=tuple(steps),
             release=leaving,
             finished_at=now if state.status is not None and state.status.terminal else None,
+            approval=outcome.approval,
+            human_request=outcome.human_request,
         )
         try:
             result = await self.store.commit(commit)
@@ -156,8 +212,11 @@ class RunDriver:
         self.version = result.version
         self.cancel_requested = self.cancel_requested or result.cancel_requested
         self.state = state
-        for payload in outcome.message_payloads:
-            self.messages.extend(step_messages(payload))
+        for ev in events:
+            if ev.type is EventType.STEP_COMPLETED:
+                self.messages.extend(step_messages(ev.payload))
+            else:
+                self.messages.extend(note_messages(ev))
         await self._emit(events)
 
     async def _emit(self, events: list[Event]) -> None:
@@ -187,19 +246,30 @@ class RunDriver:
         if kind is ActionKind.ESCALATE_UNCERTAIN:
             assert action.tool_call is not None
             call = action.tool_call
-            payload = {
-                "kind": "uncertain_tool_call",
-                "step": self.state.steps,
-                "call": call.to_json(),
-                "question": (
-                    f"tool {call.name!r} (not idempotent) was started but its outcome was never recorded; "
-                    "it was not re-run. Retry it, answer in its place, or abandon the run."
+            return self._escalate(
+                kind="uncertain_tool_call",
+                question=(
+                    f"Tool {call.name!r} (not idempotent) was started but its outcome was never recorded, so it "
+                    "was not re-run. Retry it, answer in its place with what it returned, or abandon the run."
                 ),
-                "options": ["retry", "answer", "abandon"],
-            }
-            return _Outcome(
-                events=[{"type": EventType.HUMAN_INPUT_REQUESTED, "payload": payload}], steps=[], message_payloads=[]
+                detail={"call": call.to_json(), "step": self.state.steps},
             )
+        if kind is ActionKind.ESCALATE_FAILED:
+            failure = self.state.last_failure or {}
+            return self._escalate(
+                kind="step_failed",
+                step_kind=failure.get("kind"),
+                question=(
+                    f"The {str(failure.get('kind', 'step')).lower().replace('_', ' ')} failed "
+                    f"{self.state.failures} times in a row: {failure.get('error')}. Retry (optionally with new "
+                    "instructions), answer in place of the step, or abandon the run."
+                ),
+                detail={"failures": self.state.failures, "last_error": failure.get("error")},
+            )
+        if kind is ActionKind.DENY_TOOL:
+            return self._denied(action)
+        if kind is ActionKind.REQUEST_APPROVAL:
+            return self._request_approval(action)
         prefix = self._phase_events(action)
         if action.kind is ActionKind.CALL_TOOL and action.tool_call is not None:
             tool = self.agent.tool_map().get(action.tool_call.name)
@@ -238,6 +308,96 @@ class RunDriver:
             _Outcome(
                 events=[{"type": EventType.RUN_FAILED, "payload": {"error": error}}], steps=[], message_payloads=[]
             )
+        )
+
+    def _escalate(self, *, kind: str, question: str, detail: dict[str, Any], step_kind: str | None = None) -> _Outcome:
+        request_id = new_id("hum")
+        payload = {
+            "request_id": request_id,
+            "kind": kind,
+            "step_kind": step_kind,
+            "question": question,
+            "options": ["retry", "answer", "abandon"],
+            **detail,
+        }
+        row = {
+            "request_id": request_id,
+            "workspace_id": self.workspace_id,
+            "run_id": self.run_id,
+            "kind": kind,
+            "question": question,
+            "detail": {**detail, "step_kind": step_kind},
+            "options": ["retry", "answer", "abandon"],
+            "status": "pending",
+            "created_at": time.time(),
+        }
+        return _Outcome(
+            events=[{"type": EventType.HUMAN_INPUT_REQUESTED, "payload": payload}],
+            steps=[],
+            message_payloads=[],
+            human_request=row,
+        )
+
+    def _denied(self, action: Action) -> _Outcome:
+        call, verdict = action.tool_call, action.verdict
+        assert call is not None and verdict is not None
+        reasons = "; ".join(verdict.reasons) or "denied by policy"
+        payload = {
+            "kind": StepKind.TOOL_CALL.value,
+            "name": call.name,
+            "call_id": call.call_id,
+            "arguments": call.arguments,
+            "result": f"The call to {call.name!r} was denied by policy ({reasons}). It was not executed.",
+            "is_error": True,
+            "counts_as_failure": False,
+            "denied": True,
+            "gate": verdict.to_json(),
+        }
+        row = StepRow(step_index=self.state.steps, kind=StepKind.TOOL_CALL, name=call.name, status="denied", seq=0)
+        return _Outcome(
+            events=[
+                *self._phase_events(action),
+                {"type": EventType.STEP_COMPLETED, "payload": payload, "step": self.state.steps},
+            ],
+            steps=[row],
+            message_payloads=[payload],
+        )
+
+    def _request_approval(self, action: Action) -> _Outcome:
+        call, verdict = action.tool_call, action.verdict
+        assert call is not None and verdict is not None
+        now = time.time()
+        ttl = self._approval_ttl()
+        approval_id = new_id("apr")
+        digest = args_hash(call.name, call.arguments)
+        payload = {
+            "approval_id": approval_id,
+            "call": call.to_json(),
+            "risk": verdict.risk.name,
+            "reasons": list(verdict.reasons),
+            "args_hash": digest,
+            "expires_at": None if ttl is None else now + ttl,
+        }
+        row = {
+            "approval_id": approval_id,
+            "workspace_id": self.workspace_id,
+            "run_id": self.run_id,
+            "step_index": self.state.steps,
+            "call_id": call.call_id,
+            "tool": call.name,
+            "arguments": call.arguments,
+            "args_hash": digest,
+            "risk": verdict.risk.name,
+            "reasons": list(verdict.reasons),
+            "status": "pending",
+            "requested_at": now,
+            "expires_at": payload["expires_at"],
+        }
+        return _Outcome(
+            events=[*self._phase_events(action), {"type": EventType.APPROVAL_REQUESTED, "payload": payload}],
+            steps=[],
+            message_payloads=[],
+            approval=row,
         )
 
     async def _cancelled(self) -> _Outcome:
@@ -354,15 +514,15 @@ class RunDriver:
             duration_ms=round(elapsed * 1000, 3),
         )
         return _Outcome(
-            events=[
-                {"type": EventType.STEP_FAILED, "payload": payload, "step": step},
-                {"type": EventType.RUN_FAILED, "payload": {"error": error}},
-            ],
+            events=[{"type": EventType.STEP_FAILED, "payload": payload, "step": step}],
             steps=[row],
             message_payloads=[],
         )
 
     # ------------------------------------------------------------------------------- tools
+
+    def _call_context(self, step: int, call: ToolCall) -> ToolContext:
+        return dataclasses.replace(self.context, step=step, call_id=call.call_id)
 
     async def _call_tool(self, call: ToolCall | None) -> _Outcome:
         assert call is not None
@@ -375,6 +535,8 @@ class RunDriver:
                 result = ToolResult(content=f"unknown tool {call.name!r}; available tools: {known}", is_error=True)
             elif "_raw" in call.arguments and len(call.arguments) == 1:
                 result = ToolResult(content=f"arguments for tool {call.name!r} are not valid JSON", is_error=True)
+            elif "context" in inspect.signature(tool.invoke).parameters:
+                result = await tool.invoke(dict(call.arguments), context=self._call_context(step, call))
             else:
                 result = await tool.invoke(dict(call.arguments))
         duration_ms = (time.perf_counter() - t0) * 1000

@@ -37,6 +37,8 @@ class WorkerConfig:
     """On stop, how long in-flight steps may take to finish before they are interrupted."""
     transient_backoff_s: float = 0.5
     """First backoff between retries of a transiently failing model call."""
+    sweep_interval_s: float = 1.0
+    """How often expired approvals are auto-denied."""
 
 
 class Worker:
@@ -84,6 +86,7 @@ class Worker:
     async def run(self) -> None:
         """Claim and drive runs until :meth:`stop` is called."""
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="maestro-heartbeat")
+        sweeper = asyncio.create_task(self._sweep_loop(), name="maestro-sweeper")
         try:
             while not self._stop.is_set():
                 claimed = await self._claim_some()
@@ -92,9 +95,10 @@ class Worker:
                 await self._idle_wait()
         finally:
             await self._shutdown()
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for t in (heartbeat, sweeper):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
 
     async def _claim_some(self) -> int:
         free = self.config.concurrency - len(self._tasks)
@@ -179,6 +183,15 @@ class Worker:
                 if driver.state.status.value == "RUNNING":
                     with contextlib.suppress(Exception):
                         await self.store.release(owner=self.owner, leases=[(driver.run_id, driver.epoch)])
+
+    async def _sweep_loop(self) -> None:
+        """Auto-deny approvals past their expiry (any worker may do it; the update is guarded)."""
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            try:
+                await self.store.expire_approvals()
+            except Exception:
+                log.exception("approval sweep failed")
 
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval_s or self.config.lease_ttl_s / 3

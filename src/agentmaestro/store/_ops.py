@@ -17,7 +17,16 @@ from agentmaestro.core.events import Event, RunState, apply_event, fold
 from agentmaestro.core.states import EventType, RunStatus, StepKind
 from agentmaestro.errors import ConflictError, InvalidTransitionError, NotFoundError
 from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, RunRecord, StepRow
-from agentmaestro.store.schema import DEFAULT_WORKSPACE, agents, run_events, runs, steps, workspaces
+from agentmaestro.store.schema import (
+    DEFAULT_WORKSPACE,
+    agents,
+    approvals,
+    human_requests,
+    run_events,
+    runs,
+    steps,
+    workspaces,
+)
 
 _CHUNK = 500
 
@@ -165,6 +174,8 @@ class NewRun:
     spec: dict[str, Any]
     policy: dict[str, Any]
     parent_run_id: str | None = None
+    max_attempts: int | None = None
+    """Attempts before escalation; default: the spec's ``retry.max_attempts`` (or 4)."""
 
 
 def create_runs(conn: Connection, new_runs: Sequence[NewRun], now: float) -> list[RunRecord]:
@@ -178,7 +189,13 @@ def create_runs(conn: Connection, new_runs: Sequence[NewRun], now: float) -> lis
             seq=1,
             type=EventType.RUN_CREATED,
             created_at=now,
-            payload={"agent": n.agent_name, "input": n.input, "policy": n.policy, "parent_run_id": n.parent_run_id},
+            payload={
+                "agent": n.agent_name,
+                "input": n.input,
+                "policy": n.policy,
+                "parent_run_id": n.parent_run_id,
+                "max_attempts": n.max_attempts or int((n.spec.get("retry") or {}).get("max_attempts", 4)),
+            },
         )
         state = apply_event(RunState(), created)
         run_rows.append(
@@ -338,13 +355,17 @@ def claim_runs(
         epoch = rec.lease_epoch + 1
         seq = rec.state.last_seq + 1
         if rec.status is RunStatus.PENDING:
-            ev = Event(
+            ev: Event | None = Event(
                 run_id=rec.run_id,
                 seq=seq,
                 type=EventType.RUN_STARTED,
                 created_at=now,
                 payload={"worker": owner, "epoch": epoch},
             )
+            recovered_from = None
+        elif rec.lease_owner is None:
+            # A RUNNING run nobody holds: a human just resumed it (approval, escalation). No event.
+            ev = None
             recovered_from = None
         else:
             ev = Event(
@@ -355,7 +376,7 @@ def claim_runs(
                 payload={"worker": owner, "epoch": epoch, "previous_worker": rec.lease_owner},
             )
             recovered_from = rec.lease_owner or "(none)"
-        state = apply_event(rec.state, ev)
+        state = apply_event(rec.state, ev) if ev is not None else rec.state
         updates.append(
             {
                 "b_run_id": rec.run_id,
@@ -368,7 +389,8 @@ def claim_runs(
                 **_snapshot_columns(state),
             }
         )
-        new_events.extend(_event_rows(rec.workspace_id, [ev]))
+        if ev is not None:
+            new_events.extend(_event_rows(rec.workspace_id, [ev]))
         claims.append(
             Claim(
                 record=dataclasses.replace(
@@ -381,6 +403,7 @@ def claim_runs(
                     updated_at=now,
                 ),
                 recovered_from=recovered_from,
+                events=(ev,) if ev is not None else (),
             )
         )
     if not claims:
@@ -395,7 +418,8 @@ def claim_runs(
         # Another process changed a candidate between our read and write (only possible without
         # row locks); give up this round, the caller retries.
         raise ConflictError("claim raced with another writer")
-    conn.execute(insert(run_events), new_events)
+    if new_events:
+        conn.execute(insert(run_events), new_events)
     return claims
 
 
@@ -522,6 +546,12 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
         conn.execute(insert(run_events), event_rows)
     if step_rows:
         conn.execute(insert(steps), step_rows)
+    approval_rows = [c.approval for c, r in zip(commits, results, strict=True) if r is not None and c.approval]
+    if approval_rows:
+        conn.execute(insert(approvals), approval_rows)
+    human_rows = [c.human_request for c, r in zip(commits, results, strict=True) if r is not None and c.human_request]
+    if human_rows:
+        conn.execute(insert(human_requests), human_rows)
     return results
 
 

@@ -21,7 +21,8 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from agentmaestro.core.events import Event
-from agentmaestro.errors import ConfigError, LeaseLostError
+from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
+from agentmaestro.store import _interventions as _iv
 from agentmaestro.store import _ops
 from agentmaestro.store.dialects import create_engines, default_database_url, normalize_url, redact_url
 from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, RunRecord, StepRow
@@ -373,6 +374,117 @@ class Store:
         rec = await self._write(op)
         self._notify_runs([rec.run_id], runnable=True)
         return rec
+
+    # ------------------------------------------------------------------- human decisions
+
+    async def list_approvals(
+        self, *, workspace_id: str | None = DEFAULT_WORKSPACE, statuses: Collection[str] | None = ("pending",)
+    ) -> list[dict[str, Any]]:
+        """Approvals (pending by default), newest first."""
+        return await self._read(_iv.list_approvals, workspace_id, statuses)
+
+    async def get_approval(self, approval_id: str, *, workspace_id: str | None = None) -> dict[str, Any]:
+        """One approval."""
+        return await self._read(_iv.get_approval, approval_id, workspace_id)
+
+    async def resolve_approval(
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        by: str,
+        reason: str = "",
+        arguments: dict[str, Any] | None = None,
+        workspace_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Approve (optionally with edited arguments) or reject a pending tool call.
+
+        Raises:
+            NotFoundError: unknown approval (or another workspace's).
+            ConflictError: already decided, or expired (the expiry is recorded and the call denied).
+        """
+
+        def op(conn: Connection) -> tuple[RunRecord, dict[str, Any]]:
+            out = _iv.resolve_approval(
+                conn,
+                approval_id,
+                workspace_id,
+                approve=approve,
+                by=by,
+                reason=reason,
+                arguments=arguments,
+                now=time.time(),
+            )
+            self._pg_notify(conn)
+            return out
+
+        rec, row = await self._write(op)
+        self._notify_runs([rec.run_id], runnable=True)
+        if row.get("error"):
+            raise ConflictError(row["error"])
+        return row
+
+    async def expire_approvals(self) -> list[str]:
+        """Deny every pending approval past its expiry; returns the affected run ids."""
+
+        def op(conn: Connection) -> list[str]:
+            out = _iv.expire_approvals(conn, time.time())
+            if out:
+                self._pg_notify(conn)
+            return out
+
+        touched = await self._write(op)
+        if touched:
+            self._notify_runs(touched, runnable=True)
+        return touched
+
+    async def list_human_requests(
+        self, *, workspace_id: str | None = DEFAULT_WORKSPACE, statuses: Collection[str] | None = ("pending",)
+    ) -> list[dict[str, Any]]:
+        """Escalations (pending by default), newest first."""
+        return await self._read(_iv.list_human_requests, workspace_id, statuses)
+
+    async def get_human_request(self, request_id: str, *, workspace_id: str | None = None) -> dict[str, Any]:
+        """One escalation."""
+        return await self._read(_iv.get_human_request, request_id, workspace_id)
+
+    async def resolve_human_request(
+        self,
+        request_id: str,
+        *,
+        action: str,
+        by: str,
+        instructions: str | None = None,
+        answer: str | None = None,
+        workspace_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Retry (optionally with instructions), answer in place of the step, or abandon the run."""
+
+        def op(conn: Connection) -> tuple[RunRecord, dict[str, Any]]:
+            out = _iv.resolve_human_request(
+                conn,
+                request_id,
+                workspace_id,
+                action=action,
+                by=by,
+                instructions=instructions,
+                answer=answer,
+                now=time.time(),
+            )
+            self._pg_notify(conn)
+            return out
+
+        rec, row = await self._write(op)
+        self._notify_runs([rec.run_id], runnable=True)
+        return row
+
+    async def workspace_settings(self, workspace_id: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
+        """A workspace's settings (gate policy, ...)."""
+        return await self._read(_iv.get_workspace_settings, workspace_id)
+
+    async def update_workspace_settings(self, workspace_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``changes`` into a workspace's settings."""
+        return await self._write(_iv.update_workspace_settings, workspace_id, changes)
 
     # ------------------------------------------------------------------ PostgreSQL NOTIFY
 

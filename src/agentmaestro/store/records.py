@@ -18,6 +18,11 @@ def new_run_id(now: float | None = None) -> str:
     return f"run_{millis:012x}{secrets.token_hex(6)}"
 
 
+def new_id(prefix: str) -> str:
+    """A sortable id with a prefix, e.g. ``apr_...`` for approvals, ``hum_...`` for human requests."""
+    return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
 def new_worker_id() -> str:
     """A worker identity: host, pid and a random suffix."""
     host = os.uname().nodename.split(".")[0][:40]
@@ -108,6 +113,8 @@ class Claim:
     """The run as claimed (status RUNNING, lease owned by the claimant)."""
     recovered_from: str | None
     """The previous lease owner when the claim took over an expired lease."""
+    events: tuple[Event, ...] = ()
+    """Events the claim itself committed (RUN_STARTED or LEASE_RECOVERED)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +186,10 @@ class Commit:
     """Drop the lease (the run left RUNNING or the worker is stopping)."""
     finished_at: float | None = None
     """Set when the run reaches a terminal status."""
+    approval: dict[str, Any] | None = None
+    """An ``approvals`` row to insert with this commit (the run starts waiting for approval)."""
+    human_request: dict[str, Any] | None = None
+    """A ``human_requests`` row to insert with this commit (the run escalates to a person)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,316 @@
+"""Human decisions on waiting runs: approvals, escalations, and the workspace's gate settings.
+
+Each resolution is applied to the run through the reducer with a version-guarded update (a
+waiting run holds no lease), and recorded on its own row with who decided and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+
+from agentmaestro.core.events import Event
+from agentmaestro.core.gate import args_hash
+from agentmaestro.core.states import EventType, RunStatus, StepKind
+from agentmaestro.errors import ConflictError, NotFoundError, ValidationError
+from agentmaestro.store._ops import _append_guarded, get_run
+from agentmaestro.store.records import RunRecord
+from agentmaestro.store.schema import approvals, human_requests, workspaces
+
+
+def _approval_json(r: Row[Any]) -> dict[str, Any]:
+    m = dict(r._mapping)
+    return m
+
+
+def list_approvals(
+    conn: Connection, workspace_id: str | None, statuses: Collection[str] | None = ("pending",), limit: int = 100
+) -> list[dict[str, Any]]:
+    """Approvals, newest first."""
+    q = select(approvals)
+    if workspace_id is not None:
+        q = q.where(approvals.c.workspace_id == workspace_id)
+    if statuses:
+        q = q.where(approvals.c.status.in_(list(statuses)))
+    q = q.order_by(approvals.c.requested_at.desc()).limit(limit)
+    return [_approval_json(r) for r in conn.execute(q)]
+
+
+def get_approval(conn: Connection, approval_id: str, workspace_id: str | None) -> dict[str, Any]:
+    """One approval (NotFoundError if missing or in another workspace)."""
+    q = select(approvals).where(approvals.c.approval_id == approval_id)
+    if workspace_id is not None:
+        q = q.where(approvals.c.workspace_id == workspace_id)
+    row = conn.execute(q).first()
+    if row is None:
+        raise NotFoundError(f"approval {approval_id!r} not found")
+    return _approval_json(row)
+
+
+def _seq(rec: RunRecord, events: list[Event]) -> int:
+    return rec.state.last_seq + len(events) + 1
+
+
+def _rejection_events(
+    rec: RunRecord, approval: dict[str, Any], by: str, reason: str, now: float, *, expired: bool
+) -> list[Event]:
+    events: list[Event] = []
+    events.append(
+        Event(
+            run_id=rec.run_id,
+            seq=_seq(rec, events),
+            type=EventType.APPROVAL_REJECTED,
+            created_at=now,
+            payload={"approval_id": approval["approval_id"], "by": by, "reason": reason, "expired": expired},
+        )
+    )
+    verb = "expired without a decision" if expired else f"was rejected by {by}"
+    events.append(
+        Event(
+            run_id=rec.run_id,
+            seq=_seq(rec, events),
+            type=EventType.STEP_COMPLETED,
+            step=rec.state.steps,
+            created_at=now,
+            payload={
+                "kind": StepKind.TOOL_CALL.value,
+                "name": approval["tool"],
+                "call_id": approval["call_id"],
+                "arguments": approval["arguments"],
+                "result": f"The call to {approval['tool']!r} {verb}: {reason}. It was not executed.",
+                "is_error": True,
+                "counts_as_failure": False,
+                "rejected": True,
+            },
+        )
+    )
+    return events
+
+
+def resolve_approval(
+    conn: Connection,
+    approval_id: str,
+    workspace_id: str | None,
+    *,
+    approve: bool,
+    by: str,
+    reason: str,
+    arguments: dict[str, Any] | None,
+    now: float,
+) -> tuple[RunRecord, dict[str, Any]]:
+    """Approve (optionally with edited arguments) or reject a pending approval.
+
+    Returns the run and the approval row; the row has an ``error`` key when the approval had
+    expired (the expiry is recorded and committed; the caller reports the error).
+
+    Raises:
+        NotFoundError: no such approval in the workspace.
+        ConflictError: it was already decided.
+    """
+    appr = get_approval(conn, approval_id, workspace_id)
+    if appr["status"] != "pending":
+        raise ConflictError(f"approval {approval_id!r} is already {appr['status']}")
+    rec = get_run(conn, appr["run_id"])
+    if rec.status is not RunStatus.WAITING_FOR_APPROVAL or rec.state.approval is None:
+        raise ConflictError(f"run {rec.run_id!r} is {rec.status.value}, not waiting for this approval")
+    if rec.state.approval.approval_id != approval_id:
+        raise ConflictError(f"approval {approval_id!r} is not the run's current approval")
+    if appr["expires_at"] is not None and now >= appr["expires_at"]:
+        # Record the expiry (committed), and tell the caller it came too late.
+        out = _expire_one(conn, appr, rec, now)
+        return out, {**appr, "status": "expired", "error": f"approval {approval_id!r} expired; the call was denied"}
+    if approve:
+        final_args = appr["arguments"] if arguments is None else arguments
+        if not isinstance(final_args, dict):
+            raise ValidationError("edited arguments must be a JSON object")
+        payload: dict[str, Any] = {
+            "approval_id": approval_id,
+            "by": by,
+            "reason": reason,
+            "args_hash": args_hash(appr["tool"], final_args),
+            "edited": arguments is not None and arguments != appr["arguments"],
+        }
+        if arguments is not None:
+            payload["arguments"] = final_args
+        events = [
+            Event(
+                run_id=rec.run_id, seq=_seq(rec, []), type=EventType.APPROVAL_GRANTED, created_at=now, payload=payload
+            )
+        ]
+        status = "approved"
+    else:
+        events = _rejection_events(rec, appr, by, reason, now, expired=False)
+        final_args = None
+        status = "rejected"
+    out = _append_guarded(conn, rec, events, now, lease_owner=None, lease_expires_at=None)
+    conn.execute(
+        update(approvals)
+        .where(approvals.c.approval_id == approval_id, approvals.c.status == "pending")
+        .values(status=status, decided_at=now, decided_by=by, decision_reason=reason, approved_arguments=final_args)
+    )
+    return out, {**appr, "status": status, "decided_by": by, "decision_reason": reason, "decided_at": now}
+
+
+def _expire_one(conn: Connection, appr: dict[str, Any], rec: RunRecord, now: float) -> RunRecord:
+    events = _rejection_events(rec, appr, "system", "approval expired", now, expired=True)
+    out = _append_guarded(conn, rec, events, now, lease_owner=None, lease_expires_at=None)
+    conn.execute(
+        update(approvals)
+        .where(approvals.c.approval_id == appr["approval_id"], approvals.c.status == "pending")
+        .values(status="expired", decided_at=now, decided_by="system", decision_reason="approval expired")
+    )
+    return out
+
+
+def expire_approvals(conn: Connection, now: float, limit: int = 100) -> list[str]:
+    """Deny pending approvals past their expiry; returns the affected run ids."""
+    rows = conn.execute(
+        select(approvals)
+        .where(approvals.c.status == "pending", approvals.c.expires_at.is_not(None), approvals.c.expires_at <= now)
+        .limit(limit)
+    ).all()
+    touched: list[str] = []
+    for r in rows:
+        appr = _approval_json(r)
+        rec = get_run(conn, appr["run_id"])
+        if rec.status is not RunStatus.WAITING_FOR_APPROVAL or rec.state.approval is None:
+            conn.execute(
+                update(approvals).where(approvals.c.approval_id == appr["approval_id"]).values(status="expired")
+            )
+            continue
+        _expire_one(conn, appr, rec, now)
+        touched.append(rec.run_id)
+    return touched
+
+
+# ------------------------------------------------------------------------------ human requests
+
+
+def list_human_requests(
+    conn: Connection, workspace_id: str | None, statuses: Collection[str] | None = ("pending",), limit: int = 100
+) -> list[dict[str, Any]]:
+    """Escalations, newest first."""
+    q = select(human_requests)
+    if workspace_id is not None:
+        q = q.where(human_requests.c.workspace_id == workspace_id)
+    if statuses:
+        q = q.where(human_requests.c.status.in_(list(statuses)))
+    q = q.order_by(human_requests.c.created_at.desc()).limit(limit)
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def get_human_request(conn: Connection, request_id: str, workspace_id: str | None) -> dict[str, Any]:
+    """One escalation (NotFoundError if missing or in another workspace)."""
+    q = select(human_requests).where(human_requests.c.request_id == request_id)
+    if workspace_id is not None:
+        q = q.where(human_requests.c.workspace_id == workspace_id)
+    row = conn.execute(q).first()
+    if row is None:
+        raise NotFoundError(f"human request {request_id!r} not found")
+    return dict(row._mapping)
+
+
+HUMAN_ACTIONS = ("retry", "answer", "abandon")
+
+
+def resolve_human_request(
+    conn: Connection,
+    request_id: str,
+    workspace_id: str | None,
+    *,
+    action: str,
+    by: str,
+    instructions: str | None,
+    answer: str | None,
+    now: float,
+) -> tuple[RunRecord, dict[str, Any]]:
+    """Answer an escalation: retry (optionally with new instructions), answer in place of the step, or abandon."""
+    if action not in HUMAN_ACTIONS:
+        raise ValidationError(f"action must be one of {', '.join(HUMAN_ACTIONS)}, got {action!r}")
+    if action == "answer" and not answer:
+        raise ValidationError("action 'answer' needs an answer")
+    req = get_human_request(conn, request_id, workspace_id)
+    if req["status"] != "pending":
+        raise ConflictError(f"human request {request_id!r} is already {req['status']}")
+    rec = get_run(conn, req["run_id"])
+    hr = rec.state.human_request
+    if rec.status is not RunStatus.WAITING_FOR_HUMAN or hr is None or hr.request_id != request_id:
+        raise ConflictError(f"run {rec.run_id!r} is {rec.status.value}, not waiting for this request")
+    payload: dict[str, Any] = {"request_id": request_id, "action": action, "by": by}
+    if instructions:
+        payload["instructions"] = instructions
+    events: list[Event] = []
+    extra: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+    if action == "answer":
+        payload["answer"] = answer
+        if hr.kind == "step_failed" and hr.step_kind == StepKind.TOOL_CALL.value:
+            payload["note_for_model"] = True
+    events.append(
+        Event(
+            run_id=rec.run_id,
+            seq=_seq(rec, events),
+            type=EventType.HUMAN_INPUT_RECEIVED,
+            created_at=now,
+            payload=payload,
+        )
+    )
+    if action == "answer" and hr.kind == "uncertain_tool_call" and rec.state.in_flight is not None:
+        call = rec.state.in_flight.call
+        events.append(
+            Event(
+                run_id=rec.run_id,
+                seq=_seq(rec, events),
+                type=EventType.STEP_COMPLETED,
+                step=rec.state.steps,
+                created_at=now,
+                payload={
+                    "kind": StepKind.TOOL_CALL.value,
+                    "name": call.name,
+                    "call_id": call.call_id,
+                    "arguments": call.arguments,
+                    "result": str(answer),
+                    "is_error": False,
+                    "answered_by": by,
+                },
+            )
+        )
+    if action == "abandon":
+        events.append(
+            Event(
+                run_id=rec.run_id,
+                seq=_seq(rec, events),
+                type=EventType.RUN_FAILED,
+                created_at=now,
+                payload={"error": f"abandoned by {by}" + (f": {instructions}" if instructions else "")},
+            )
+        )
+        extra["finished_at"] = now
+    out = _append_guarded(conn, rec, events, now, **extra)
+    resolution = {"action": action, "instructions": instructions, "answer": answer}
+    conn.execute(
+        update(human_requests)
+        .where(human_requests.c.request_id == request_id, human_requests.c.status == "pending")
+        .values(status="resolved", resolved_at=now, resolved_by=by, resolution=resolution)
+    )
+    return out, {**req, "status": "resolved", "resolved_by": by, "resolution": resolution}
+
+
+# ------------------------------------------------------------------------------ workspace settings
+
+
+def get_workspace_settings(conn: Connection, workspace_id: str) -> dict[str, Any]:
+    """The workspace's settings (NotFoundError if it does not exist)."""
+    row = conn.execute(select(workspaces.c.settings).where(workspaces.c.workspace_id == workspace_id)).first()
+    if row is None:
+        raise NotFoundError(f"workspace {workspace_id!r} not found")
+    return dict(row.settings or {})
+
+
+def update_workspace_settings(conn: Connection, workspace_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``changes`` into the workspace's settings; returns the new settings."""
+    current = get_workspace_settings(conn, workspace_id)
+    current.update(changes)
+    conn.execute(update(workspaces).where(workspaces.c.workspace_id == workspace_id).values(settings=current))
+    return current
