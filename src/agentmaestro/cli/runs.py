@@ -1,208 +1,45 @@
-"""The ``maestro`` command line.
-
-Every command takes ``--database-url`` (or ``MAESTRO_DATABASE_URL``; default: an SQLite file under
-``./.maestro/``) and ``--workspace``. Agents come from ``--agents-dir`` (or ``MAESTRO_AGENTS_DIR``,
-default ``./agents`` when it exists) plus the built-in demo agents. Errors print one line on
-stderr and exit non-zero.
-"""
+"""``maestro run``, ``maestro runs ...``, ``maestro worker`` and ``maestro demo``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine
-from importlib import resources
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from agentmaestro.agents import Agent, AgentRegistry, load_agents_dir
-from agentmaestro.core.decide import render_decision_table
+from agentmaestro.agents import AgentRegistry, load_agents_dir
+from agentmaestro.cli._common import (
+    MaxCost,
+    MaxSteps,
+    MaxTokens,
+    MaxToolCalls,
+    Timeout,
+    _age,
+    _ctx,
+    _drive_here,
+    _policy_overrides,
+    _print_event,
+    _print_json,
+    _print_report_line,
+    _run,
+    app,
+    builtin_agents_dir,
+    out,
+    runs_app,
+)
 from agentmaestro.core.events import Event, fold
 from agentmaestro.core.policy import StrictPolicy
-from agentmaestro.core.states import RunStatus, render_table_mermaid, render_table_text
+from agentmaestro.core.states import RunStatus
 from agentmaestro.engine.worker import Worker, WorkerConfig
-from agentmaestro.errors import ConfigError, MaestroError
-from agentmaestro.sdk import build_report
+from agentmaestro.errors import ConfigError
 from agentmaestro.store._ops import NewRun
-from agentmaestro.store.base import Store
-from agentmaestro.store.dialects import default_database_url, redact_url
+from agentmaestro.store.dialects import redact_url
 from agentmaestro.store.records import RunRecord, new_run_id
-from agentmaestro.store.schema import DEFAULT_WORKSPACE
-
-T = TypeVar("T")
-
-app = typer.Typer(
-    name="maestro",
-    help="AgentMaestro: run LLM agents as durable, deterministic, governed processes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-runs_app = typer.Typer(help="Inspect and control runs.", no_args_is_help=True)
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-agents_app = typer.Typer(help="Agent definitions.", no_args_is_help=True)
-app.add_typer(runs_app, name="runs")
-app.add_typer(db_app, name="db")
-app.add_typer(agents_app, name="agents")
-
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-
-
-class _Ctx:
-    def __init__(self, database_url: str | None, workspace: str, agents_dir: Path | None, as_json: bool) -> None:
-        self.database_url = database_url or default_database_url()
-        self.workspace = workspace
-        self.agents_dir = agents_dir
-        self.as_json = as_json
-
-    def open_store(self, *, migrate: bool | None = None) -> Store:
-        auto = self.database_url.startswith("sqlite") or "://" not in self.database_url
-        return Store.open(self.database_url, migrate=auto if migrate is None else migrate)
-
-    def agents(self) -> AgentRegistry:
-        registry = load_agents_dir(builtin_agents_dir())
-        folder = self.agents_dir
-        if folder is None and Path("agents").is_dir():
-            folder = Path("agents")
-        if folder is not None:
-            for agent in load_agents_dir(folder):
-                registry.register(agent)
-        return registry
-
-    def resolve_agent(self, ref: str) -> Agent:
-        path = Path(ref)
-        if ref.endswith((".yaml", ".yml")) or path.is_file():
-            if not path.is_file():
-                raise ConfigError(f"agent file {ref!r} does not exist")
-            return Agent.from_yaml(path)
-        return self.agents().get(ref)
-
-
-def builtin_agents_dir() -> Path:
-    """Folder of the built-in demo agents shipped with the package."""
-    return Path(str(resources.files("agentmaestro.demo").joinpath("agents")))
-
-
-def _ctx(ctx: typer.Context) -> _Ctx:
-    obj = ctx.find_root().obj
-    assert isinstance(obj, _Ctx)
-    return obj
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-@app.callback()
-def _main(
-    ctx: typer.Context,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", envvar="MAESTRO_DATABASE_URL", help="Database URL.")
-    ] = None,
-    workspace: Annotated[str, typer.Option(envvar="MAESTRO_WORKSPACE", help="Workspace.")] = DEFAULT_WORKSPACE,
-    agents_dir: Annotated[
-        Path | None,
-        typer.Option("--agents-dir", envvar="MAESTRO_AGENTS_DIR", help="Folder of agent YAML files."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-) -> None:
-    ctx.obj = _Ctx(database_url, workspace, agents_dir, as_json)
-
-
-# ------------------------------------------------------------------------------------- states
-
-
-@app.command()
-def states(
-    mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the status table as a Mermaid diagram.")] = False,
-) -> None:
-    """Print the run status transition table and the decision table."""
-    if mermaid:
-        out.print(render_table_mermaid(), markup=False)
-        return
-    out.print("Run status transitions (any other pair is rejected):\n", markup=False)
-    out.print(render_table_text(), markup=False)
-    out.print("\nDecision table for a RUNNING run (first match wins):\n", markup=False)
-    out.print(render_decision_table(), markup=False)
-
-
-# ------------------------------------------------------------------------------------------ db
-
-
-@db_app.command("upgrade")
-def db_upgrade(ctx: typer.Context) -> None:
-    """Create or migrate the database schema to the latest revision."""
-    c = _ctx(ctx)
-    store = Store(c.database_url)
-    try:
-        rev = store.upgrade()
-    finally:
-        store.close_sync()
-    out.print(f"database {redact_url(store.url)} is at revision {rev}", markup=False)
-
-
-# -------------------------------------------------------------------------------------- agents
-
-
-@agents_app.command("list")
-def agents_list(ctx: typer.Context) -> None:
-    """List the agents this CLI (and a worker started here) can run."""
-    c = _ctx(ctx)
-    registry = c.agents()
-    if c.as_json:
-        _print_json([a.spec() for a in registry])
-        return
-    table = Table("name", "model", "tools", "description")
-    for a in registry:
-        table.add_row(a.name, a.model_name, ", ".join(a.tool_map()), a.description)
-    out.print(table)
-
-
-@agents_app.command("show")
-def agents_show(ctx: typer.Context, name: str) -> None:
-    """Show one agent's definition."""
-    _print_json(_ctx(ctx).resolve_agent(name).spec())
-
-
-# ---------------------------------------------------------------------------------------- run
-
-
-def _policy_overrides(
-    max_steps: int | None,
-    max_tokens: int | None,
-    max_tool_calls: int | None,
-    max_cost: float | None,
-    timeout: float | None,
-) -> dict[str, Any]:
-    values = {
-        "max_steps": max_steps,
-        "max_tokens": max_tokens,
-        "max_tool_calls": max_tool_calls,
-        "max_cost_usd": max_cost,
-        "timeout_s": timeout,
-    }
-    return {k: v for k, v in values.items() if v is not None}
-
-
-MaxSteps = Annotated[int | None, typer.Option("--max-steps", min=0, help="Policy: most steps.")]
-MaxTokens = Annotated[int | None, typer.Option("--max-tokens", min=0, help="Policy: most tokens.")]
-MaxToolCalls = Annotated[int | None, typer.Option("--max-tool-calls", min=0, help="Policy: most tool calls.")]
-MaxCost = Annotated[float | None, typer.Option("--max-cost-usd", min=0, help="Policy: most USD.")]
-Timeout = Annotated[float | None, typer.Option("--timeout-s", min=0, help="Policy: most wall seconds.")]
 
 
 @app.command("run")
@@ -256,79 +93,6 @@ def run_cmd(
     raise typer.Exit(_run(go()))
 
 
-async def _drive_here(c: _Ctx, store: Store, agents: AgentRegistry, run_id: str, follow: bool) -> int:
-    """Run a dedicated in-process worker for one run until it stops; print the outcome."""
-    worker = Worker(store, agents, run_ids={run_id}, config=WorkerConfig(concurrency=1, poll_interval_s=0.2))
-    task = asyncio.ensure_future(worker.run())
-    seq = 0
-    try:
-        while True:
-            rec = await store.get_run(run_id, c.workspace)
-            if follow:
-                for ev in await store.events(run_id, seq):
-                    _print_event(ev, c.as_json)
-                    seq = ev.seq
-            if rec.status.terminal or rec.status.waiting:
-                break
-            if task.done():
-                await task  # surface a crash
-                break
-            await store.wait_for_change(run_id, 0.5)
-    finally:
-        worker.stop()
-        await task
-    rec = await store.get_run(run_id, c.workspace)
-    if follow:
-        for ev in await store.events(run_id, seq):
-            _print_event(ev, c.as_json)
-    report = await build_report(store, rec)
-    if c.as_json and not follow:
-        _print_json(report.to_json())
-    elif not c.as_json:
-        _print_report_line(rec)
-    return 0 if rec.status in (RunStatus.COMPLETED,) or rec.status.waiting else 1
-
-
-def _print_report_line(rec: RunRecord) -> None:
-    st = rec.state
-    out.print(
-        f"{rec.run_id} {rec.status.value} steps={st.steps} tool_calls={st.tool_calls} tokens={st.tokens} "
-        f"cost_usd={st.cost_usd:.6f}",
-        markup=False,
-    )
-    if st.output is not None:
-        out.print(f"output: {st.output}", markup=False)
-    if st.error:
-        out.print(f"error: {st.error}", markup=False)
-
-
-def _event_summary(ev: Event) -> str:
-    p = ev.payload
-    t = ev.type.value
-    if t == "STEP_COMPLETED" and p.get("kind") == "MODEL_CALL":
-        calls = ", ".join(f"{c['name']}({json.dumps(c.get('arguments'))})" for c in p.get("tool_calls") or [])
-        return f"model {p.get('model')}: " + (f"calls {calls}" if calls else repr(p.get("content")))
-    if t == "STEP_COMPLETED" and p.get("kind") == "TOOL_CALL":
-        flag = " ERROR" if p.get("is_error") else ""
-        return f"tool {p.get('name')}({json.dumps(p.get('arguments'))}) ->{flag} {p.get('result')!r}"
-    if t == "PHASE_CHANGED":
-        return f"{p.get('from')} -> {p.get('to')}"
-    keys = ("output", "error", "reason", "worker", "source_run_id", "question")
-    return " ".join(f"{k}={p[k]!r}" for k in keys if p.get(k) is not None)
-
-
-def _print_event(ev: Event, as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(ev.to_json(), default=str) + "\n")
-        sys.stdout.flush()
-        return
-    step = f" step={ev.step}" if ev.step is not None else ""
-    out.print(f"{ev.seq:>5} {ev.type.value:<22}{step} {_event_summary(ev)}", markup=False)
-
-
-# --------------------------------------------------------------------------------------- runs
-
-
 @runs_app.command("list")
 def runs_list(
     ctx: typer.Context,
@@ -377,16 +141,6 @@ def runs_list(
     out.print(table)
     if len(records) == limit:
         out.print(f"next page: maestro runs list --before {records[-1].run_id}", markup=False)
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{int(seconds)}s"
-    if seconds < 7200:
-        return f"{int(seconds // 60)}m"
-    if seconds < 172800:
-        return f"{int(seconds // 3600)}h"
-    return f"{int(seconds // 86400)}d"
 
 
 @runs_app.command("show")
@@ -584,9 +338,6 @@ def runs_replay(ctx: typer.Context, run_id: str) -> None:
         raise typer.Exit(1)
 
 
-# -------------------------------------------------------------------------------------- worker
-
-
 @app.command()
 def worker(
     ctx: typer.Context,
@@ -625,9 +376,6 @@ def worker(
             sys.stderr.write(f"worker {w.owner} stopped after {w.claimed_total} claim(s)\n")
 
     _run(go())
-
-
-# ---------------------------------------------------------------------------------------- demo
 
 
 @app.command()
@@ -688,42 +436,3 @@ def demo(ctx: typer.Context) -> None:
         "(the CLI lives in .venv/bin: activate it with 'source .venv/bin/activate')",
         markup=False,
     )
-
-
-# ---------------------------------------------------------------------------------------- main
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI; any error becomes one line on stderr and a non-zero exit."""
-    logging.basicConfig(
-        level=os.environ.get("MAESTRO_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
-    )
-    command = typer.main.get_command(app)
-    try:
-        code = command.main(args=argv, prog_name="maestro", standalone_mode=False)
-    except MaestroError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        code = 1
-    except KeyboardInterrupt:
-        code = 130
-    except Exception as exc:
-        name = type(exc).__name__
-        if name == "Exit":  # typer/click Exit carries the exit code
-            code = getattr(exc, "exit_code", 0)
-        elif name == "Abort":
-            sys.stderr.write("error: aborted\n")
-            code = 130
-        elif hasattr(exc, "format_message"):  # click usage errors (typer vendors click)
-            sys.stderr.write(f"error: {exc.format_message()}\n")
-            code = int(getattr(exc, "exit_code", 2))
-        else:  # never a stack trace for users; MAESTRO_DEBUG=1 shows it
-            if os.environ.get("MAESTRO_DEBUG"):
-                raise
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            sys.stderr.write(f"error: unexpected {name}: {first}\n")
-            code = 1
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

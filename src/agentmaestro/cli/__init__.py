@@ -1,0 +1,61 @@
+"""The ``maestro`` command line.
+
+Every command takes ``--database-url`` (or ``MAESTRO_DATABASE_URL``; default: an SQLite file under
+``./.maestro/``) and ``--workspace``. Agents come from ``--agents-dir`` (or ``MAESTRO_AGENTS_DIR``,
+default ``./agents`` when it exists) plus the built-in demo agents. Errors print one line on
+stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from agentmaestro.cli import misc, runs  # noqa: F401  (registers the commands)
+from agentmaestro.cli._common import app
+from agentmaestro.errors import MaestroError
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI; any error becomes one line on stderr and a non-zero exit."""
+    logging.basicConfig(
+        level=os.environ.get("MAESTRO_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="maestro", standalone_mode=False)
+    except MaestroError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:
+        name = type(exc).__name__
+        if name == "Exit":  # typer/click Exit carries the exit code
+            code = getattr(exc, "exit_code", 0)
+        elif name == "Abort":
+            sys.stderr.write("error: aborted\n")
+            code = 130
+        elif hasattr(exc, "format_message"):  # click usage errors (typer vendors click)
+            sys.stderr.write(f"error: {exc.format_message()}\n")
+            code = int(getattr(exc, "exit_code", 2))
+        else:  # never a stack trace for users; MAESTRO_DEBUG=1 shows it
+            if os.environ.get("MAESTRO_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            sys.stderr.write(f"error: unexpected {name}: {first}\n")
+            code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,67 @@
+"""``maestro states``, ``maestro db ...`` and ``maestro agents ...``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agentmaestro.cli._common import (
+    _ctx,
+    _print_json,
+    agents_app,
+    app,
+    db_app,
+    out,
+)
+from agentmaestro.core.decide import render_decision_table
+from agentmaestro.core.states import render_table_mermaid, render_table_text
+from agentmaestro.store.base import Store
+from agentmaestro.store.dialects import redact_url
+
+
+@app.command()
+def states(
+    mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the status table as a Mermaid diagram.")] = False,
+) -> None:
+    """Print the run status transition table and the decision table."""
+    if mermaid:
+        out.print(render_table_mermaid(), markup=False)
+        return
+    out.print("Run status transitions (any other pair is rejected):\n", markup=False)
+    out.print(render_table_text(), markup=False)
+    out.print("\nDecision table for a RUNNING run (first match wins):\n", markup=False)
+    out.print(render_decision_table(), markup=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the database schema to the latest revision."""
+    c = _ctx(ctx)
+    store = Store(c.database_url)
+    try:
+        rev = store.upgrade()
+    finally:
+        store.close_sync()
+    out.print(f"database {redact_url(store.url)} is at revision {rev}", markup=False)
+
+
+@agents_app.command("list")
+def agents_list(ctx: typer.Context) -> None:
+    """List the agents this CLI (and a worker started here) can run."""
+    c = _ctx(ctx)
+    registry = c.agents()
+    if c.as_json:
+        _print_json([a.spec() for a in registry])
+        return
+    table = Table("name", "model", "tools", "description")
+    for a in registry:
+        table.add_row(a.name, a.model_name, ", ".join(a.tool_map()), a.description)
+    out.print(table)
+
+
+@agents_app.command("show")
+def agents_show(ctx: typer.Context, name: str) -> None:
+    """Show one agent's definition."""
+    _print_json(_ctx(ctx).resolve_agent(name).spec())
