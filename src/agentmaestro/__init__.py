@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agentmaestro.agents import Agent, AgentRegistry, load_agents_dir
+from agentmaestro.core.gate import GateDecision, GatePolicy
 from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.risk import RiskLevel
@@ -28,6 +29,8 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "EventType",
+    "GateDecision",
+    "GatePolicy",
     "HookEvent",
     "InvalidTransitionError",
     "MaestroError",

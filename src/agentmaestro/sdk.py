@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from agentmaestro.agents import Agent, AgentRegistry, adapt
 from agentmaestro.core.events import Event, RunState, apply_event
+from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import EventType, RunStatus, StepKind
 from agentmaestro.engine.worker import Worker, WorkerConfig
@@ -376,6 +377,74 @@ class Orchestrator:
         rec = await self.store.fork(run_id, at_seq=at_seq, workspace_id=self.workspace, by="sdk", policy=policy)
         await self._ensure_worker()
         return rec
+
+    # ----------------------------------------------------------------------- human decisions
+
+    def approvals(self, *, include_decided: bool = False) -> list[dict[str, Any]]:
+        """Tool calls waiting for approval in this workspace (all approvals with ``include_decided``)."""
+        statuses = None if include_decided else ("pending",)
+        return self._call(self.store.list_approvals(workspace_id=self.workspace, statuses=statuses))
+
+    def approve(
+        self, approval_id: str, *, reason: str = "", arguments: dict[str, Any] | None = None, by: str = "sdk"
+    ) -> dict[str, Any]:
+        """Approve a held tool call, optionally with edited arguments (the approval binds to them)."""
+        return self._call(self._resolve_approval(approval_id, True, reason, arguments, by))
+
+    async def approve_async(
+        self, approval_id: str, *, reason: str = "", arguments: dict[str, Any] | None = None, by: str = "sdk"
+    ) -> dict[str, Any]:
+        """Async twin of :meth:`approve`."""
+        return await self._acall(self._resolve_approval(approval_id, True, reason, arguments, by))
+
+    def reject(self, approval_id: str, *, reason: str, by: str = "sdk") -> dict[str, Any]:
+        """Reject a held tool call; the reason goes back to the model as the call's result."""
+        return self._call(self._resolve_approval(approval_id, False, reason, None, by))
+
+    async def reject_async(self, approval_id: str, *, reason: str, by: str = "sdk") -> dict[str, Any]:
+        """Async twin of :meth:`reject`."""
+        return await self._acall(self._resolve_approval(approval_id, False, reason, None, by))
+
+    async def _resolve_approval(
+        self, approval_id: str, approve: bool, reason: str, arguments: dict[str, Any] | None, by: str
+    ) -> dict[str, Any]:
+        row = await self.store.resolve_approval(
+            approval_id, approve=approve, by=by, reason=reason, arguments=arguments, workspace_id=self.workspace
+        )
+        await self._ensure_worker()
+        return row
+
+    def human_requests(self, *, include_resolved: bool = False) -> list[dict[str, Any]]:
+        """Runs waiting for a person (failed steps, uncertain tool calls)."""
+        statuses = None if include_resolved else ("pending",)
+        return self._call(self.store.list_human_requests(workspace_id=self.workspace, statuses=statuses))
+
+    def resolve(
+        self,
+        request_id: str,
+        action: Literal["retry", "answer", "abandon"],
+        *,
+        instructions: str | None = None,
+        answer: str | None = None,
+        by: str = "sdk",
+    ) -> dict[str, Any]:
+        """Answer an escalation: retry (with optional new instructions), answer in place of the step, or abandon."""
+        return self._call(self._resolve_human(request_id, action, instructions, answer, by))
+
+    async def _resolve_human(
+        self, request_id: str, action: str, instructions: str | None, answer: str | None, by: str
+    ) -> dict[str, Any]:
+        row = await self.store.resolve_human_request(
+            request_id, action=action, by=by, instructions=instructions, answer=answer, workspace_id=self.workspace
+        )
+        await self._ensure_worker()
+        return row
+
+    def set_gate(self, gate: GatePolicy | dict[str, Any]) -> GatePolicy:
+        """Set this workspace's risk gate rules (agents can tighten them, never loosen them)."""
+        policy = gate if isinstance(gate, GatePolicy) else GatePolicy.from_json(gate)
+        self._call(self.store.update_workspace_settings(self.workspace, {"gate": policy.to_json()}))
+        return policy
 
     # ---------------------------------------------------------------------------- lifecycle
 

@@ -184,6 +184,10 @@ def _print_report_line(rec: RunRecord) -> None:
         out.print(f"output: {st.output}", markup=False)
     if st.error:
         out.print(f"error: {st.error}", markup=False)
+    if rec.status is RunStatus.WAITING_FOR_APPROVAL:
+        out.print("waiting for approval: maestro approvals list", markup=False)
+    elif rec.status is RunStatus.WAITING_FOR_HUMAN:
+        out.print("waiting for a human: maestro escalations list", markup=False)
 
 
 def _event_summary(ev: Event) -> str:

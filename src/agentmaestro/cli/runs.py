@@ -383,7 +383,11 @@ def demo(ctx: typer.Context) -> None:
     """Run the offline demo agents (scripted models) and show what to do next."""
     c = _ctx(ctx)
     agents = load_agents_dir(builtin_agents_dir())
-    tasks = [("calculator", "What is (2 + 3) * 4?"), ("wordsmith", "Durable agents survive crashes and resume")]
+    tasks = [
+        ("calculator", "What is (2 + 3) * 4?"),
+        ("wordsmith", "Durable agents survive crashes and resume"),
+        ("janitor", "Free some disk space"),
+    ]
 
     async def go() -> list[RunRecord]:
         store = c.open_store()
@@ -431,6 +435,8 @@ def demo(ctx: typer.Context) -> None:
         f"  maestro runs events {first}        # the durable event log\n"
         f"  maestro runs replay {first}        # fold the log, compare with the snapshot\n"
         f"  maestro runs fork {first} --at 4 --wait\n"
+        "  maestro approvals list             # the janitor's DANGEROUS call waits for you\n"
+        "  maestro approvals approve APPROVAL_ID --wait\n"
         "  maestro run calculator 'What is (2 + 3) * 4?' --follow\n"
         "  maestro states                     # the transition and decision tables\n"
         "(the CLI lives in .venv/bin: activate it with 'source .venv/bin/activate')",

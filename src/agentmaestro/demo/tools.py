@@ -22,3 +22,11 @@ def multiply(a: float, b: float) -> float:
 def word_count(text: str) -> int:
     """Count the words in a text."""
     return len(text.split())
+
+
+@tool(risk=RiskLevel.DANGEROUS)
+def purge_logs(older_than_days: int) -> str:
+    """Delete log files older than the given number of days (demo: deletes nothing, reports a count)."""
+    if older_than_days < 1:
+        raise ValueError("older_than_days must be at least 1")
+    return f"purged 12 log files older than {older_than_days} days"

@@ -1,0 +1,260 @@
+"""``maestro approvals ...``, ``maestro escalations ...`` and ``maestro gate ...``: the human side."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from agentmaestro.cli._common import _Ctx, _ctx, _drive_here, _print_json, _run, app, out
+from agentmaestro.core.gate import GatePolicy
+from agentmaestro.errors import ConfigError
+from agentmaestro.store.base import Store
+
+approvals_app = typer.Typer(help="Tool calls waiting for a human decision.", no_args_is_help=True)
+escalations_app = typer.Typer(help="Runs waiting for a human after failures or uncertain steps.", no_args_is_help=True)
+gate_app = typer.Typer(help="The workspace's risk gate rules.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(escalations_app, name="escalations")
+app.add_typer(gate_app, name="gate")
+
+By = Annotated[str | None, typer.Option("--by", envvar="MAESTRO_USER", help="Who decides (default: your login).")]
+Wait = Annotated[bool, typer.Option("--wait", help="Continue the run here and wait for it to stop again.")]
+
+
+def _who(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
+async def _with_store(c: _Ctx, fn: Any) -> Any:
+    store = c.open_store()
+    try:
+        await store.ensure_workspace(c.workspace)
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def _expires(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    left = ts - time.time()
+    return "expired" if left <= 0 else f"in {int(left)}s"
+
+
+# ------------------------------------------------------------------------------------ approvals
+
+
+@approvals_app.command("list")
+def approvals_list(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", help="Include decided and expired approvals.")] = False,
+) -> None:
+    """List approvals (pending ones by default)."""
+    c = _ctx(ctx)
+    statuses = None if all_ else ("pending",)
+    rows = _run(_with_store(c, lambda s: s.list_approvals(workspace_id=c.workspace, statuses=statuses)))
+    if c.as_json:
+        _print_json(rows)
+        return
+    table = Table("approval_id", "run_id", "tool", "risk", "arguments", "reasons", "status", "expires")
+    for r in rows:
+        table.add_row(
+            r["approval_id"],
+            r["run_id"],
+            r["tool"],
+            r["risk"],
+            json.dumps(r["arguments"]),
+            "; ".join(r["reasons"]),
+            r["status"],
+            _expires(r["expires_at"]) if r["status"] == "pending" else "",
+        )
+    out.print(table)
+
+
+def _decide(
+    ctx: typer.Context, approval_id: str, *, approve: bool, by: str | None, reason: str, args: str | None, wait: bool
+) -> None:
+    c = _ctx(ctx)
+    arguments = None
+    if args is not None:
+        try:
+            arguments = json.loads(args)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--args is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
+        if not isinstance(arguments, dict):
+            raise ConfigError("--args must be a JSON object")
+    who = _who(by)
+
+    async def go(store: Store) -> tuple[dict[str, Any], int]:
+        row = await store.resolve_approval(
+            approval_id, approve=approve, by=who, reason=reason, arguments=arguments, workspace_id=c.workspace
+        )
+        if c.as_json and not wait:
+            _print_json(row)
+        elif not c.as_json:
+            out.print(f"{approval_id} {row['status']} by {who}; run {row['run_id']} continues", markup=False)
+        code = await _drive_here(c, store, c.agents(), row["run_id"], follow=False) if wait else 0
+        return row, code
+
+    _row, code = _run(_with_store(c, go))
+    raise typer.Exit(code)
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    ctx: typer.Context,
+    approval_id: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why.")] = "",
+    args: Annotated[str | None, typer.Option("--args", help="Approve with these edited arguments (JSON).")] = None,
+    by: By = None,
+    wait: Wait = False,
+) -> None:
+    """Approve a held tool call (optionally with edited arguments)."""
+    _decide(ctx, approval_id, approve=True, by=by, reason=reason, args=args, wait=wait)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    ctx: typer.Context,
+    approval_id: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why; the model is told.")] = "rejected",
+    by: By = None,
+    wait: Wait = False,
+) -> None:
+    """Reject a held tool call; the reason goes back to the model."""
+    _decide(ctx, approval_id, approve=False, by=by, reason=reason, args=None, wait=wait)
+
+
+# ---------------------------------------------------------------------------------- escalations
+
+
+@escalations_app.command("list")
+def escalations_list(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", help="Include resolved requests.")] = False,
+) -> None:
+    """List runs waiting for a human (pending requests by default)."""
+    c = _ctx(ctx)
+    statuses = None if all_ else ("pending",)
+    rows = _run(_with_store(c, lambda s: s.list_human_requests(workspace_id=c.workspace, statuses=statuses)))
+    if c.as_json:
+        _print_json(rows)
+        return
+    table = Table("request_id", "run_id", "kind", "question", "options", "status")
+    for r in rows:
+        table.add_row(r["request_id"], r["run_id"], r["kind"], r["question"], ", ".join(r["options"]), r["status"])
+    out.print(table)
+
+
+def _resolve(
+    ctx: typer.Context, request_id: str, action: str, by: str | None, wait: bool = False, **kw: str | None
+) -> None:
+    c = _ctx(ctx)
+    who = _who(by)
+
+    async def go(store: Store) -> int:
+        row = await store.resolve_human_request(request_id, action=action, by=who, workspace_id=c.workspace, **kw)
+        if c.as_json and not wait:
+            _print_json(row)
+        elif not c.as_json:
+            out.print(f"{request_id} resolved ({action}) by {who}; run {row['run_id']}", markup=False)
+        return await _drive_here(c, store, c.agents(), row["run_id"], follow=False) if wait else 0
+
+    raise typer.Exit(_run(_with_store(c, go)))
+
+
+@escalations_app.command("retry")
+def escalations_retry(
+    ctx: typer.Context,
+    request_id: str,
+    instructions: Annotated[str | None, typer.Option("--instructions", help="New instructions for the model.")] = None,
+    by: By = None,
+    wait: Wait = False,
+) -> None:
+    """Retry the step (optionally with new instructions for the model)."""
+    _resolve(ctx, request_id, "retry", by, wait, instructions=instructions)
+
+
+@escalations_app.command("answer")
+def escalations_answer(
+    ctx: typer.Context,
+    request_id: str,
+    answer: Annotated[str, typer.Argument(help="What the step should have produced.")],
+    by: By = None,
+    wait: Wait = False,
+) -> None:
+    """Answer in place of the failed or uncertain step."""
+    _resolve(ctx, request_id, "answer", by, wait, answer=answer)
+
+
+@escalations_app.command("abandon")
+def escalations_abandon(
+    ctx: typer.Context,
+    request_id: str,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why.")] = None,
+    by: By = None,
+) -> None:
+    """Give up: the run FAILS with who abandoned it and why."""
+    _resolve(ctx, request_id, "abandon", by, instructions=reason)
+
+
+# ------------------------------------------------------------------------------------------ gate
+
+
+@gate_app.command("show")
+def gate_show(ctx: typer.Context) -> None:
+    """Show the workspace's gate rules (defaults when never set)."""
+    c = _ctx(ctx)
+    settings = _run(_with_store(c, lambda s: s.workspace_settings(c.workspace)))
+    _print_json(GatePolicy.from_json(settings.get("gate")).to_json())
+
+
+@gate_app.command("set")
+def gate_set(
+    ctx: typer.Context,
+    level: Annotated[
+        list[str] | None, typer.Option("--level", help="LEVEL=DECISION, e.g. DANGEROUS=deny (repeatable).")
+    ] = None,
+    deny_tool: Annotated[list[str] | None, typer.Option("--deny-tool", help="Always deny this tool.")] = None,
+    allow_tool: Annotated[
+        list[str] | None, typer.Option("--allow-tool", help="Only these tools may run (repeatable).")
+    ] = None,
+    approval_ttl: Annotated[
+        float | None, typer.Option("--approval-ttl", min=0.001, help="Seconds before a pending approval is denied.")
+    ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Start from the defaults.")] = False,
+) -> None:
+    """Change the workspace's gate rules (validated before anything is stored)."""
+    c = _ctx(ctx)
+
+    async def go(store: Store) -> dict[str, Any]:
+        settings = await store.workspace_settings(c.workspace)
+        data = {} if reset else GatePolicy.from_json(settings.get("gate")).to_json()
+        levels = dict(data.get("levels") or {})
+        for item in level or []:
+            name, sep, decision = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--level {item!r} must look like LEVEL=DECISION, e.g. DANGEROUS=deny")
+            levels[name.strip().upper()] = decision.strip().lower()
+        data["levels"] = levels
+        if deny_tool:
+            data["deny_tools"] = sorted(set(data.get("deny_tools") or []) | set(deny_tool))
+        if allow_tool:
+            data["allow_tools"] = sorted(set(allow_tool))
+        if approval_ttl is not None:
+            data["approval_ttl_s"] = approval_ttl
+        policy = GatePolicy.from_json(data)  # raises before storing anything invalid
+        await store.update_workspace_settings(c.workspace, {"gate": policy.to_json()})
+        return policy.to_json()
+
+    _print_json(_run(_with_store(c, go)))

@@ -1,0 +1,58 @@
+"""The human side of the CLI: approvals, escalations and gate rules, through the real executable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+MAESTRO = str(Path(sys.executable).parent / "maestro")
+
+
+def sh(tmp: Path, url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([MAESTRO, "--database-url", url, *args], cwd=tmp, capture_output=True, text=True, timeout=120)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_approve_reject_and_gate(db_url: str, tmp_path: Path) -> None:
+    sh(tmp_path, db_url, "db", "upgrade")
+    out = sh(tmp_path, db_url, "run", "janitor", "tidy", "--wait").stdout
+    assert "WAITING_FOR_APPROVAL" in out and "maestro approvals list" in out
+    [appr] = json.loads(sh(tmp_path, db_url, "--json", "approvals", "list").stdout)
+    assert appr["tool"] == "purge_logs" and appr["risk"] == "DANGEROUS"
+
+    bad = sh(tmp_path, db_url, "approvals", "approve", appr["approval_id"], "--args", "[1]", ok=False)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:")
+
+    done = sh(
+        tmp_path,
+        db_url,
+        "approvals",
+        "approve",
+        appr["approval_id"],
+        "--args",
+        '{"older_than_days": 90}',
+        "--by",
+        "ann",
+        "--wait",
+    )
+    assert "COMPLETED" in done.stdout and "older than 90 days" in done.stdout
+
+    again = sh(tmp_path, db_url, "approvals", "approve", appr["approval_id"], ok=False)
+    assert again.returncode == 1 and "already approved" in again.stderr
+
+    sh(tmp_path, db_url, "run", "janitor", "tidy again", "--wait")
+    [appr2] = json.loads(sh(tmp_path, db_url, "--json", "approvals", "list").stdout)
+    rejected = sh(tmp_path, db_url, "approvals", "reject", appr2["approval_id"], "--reason", "not today", "--wait")
+    assert "COMPLETED" in rejected.stdout and "not today" in rejected.stdout
+
+    bad_gate = sh(tmp_path, db_url, "gate", "set", "--level", "DANGEROUS=maybe", ok=False)
+    assert bad_gate.returncode == 1 and bad_gate.stderr.count("\n") == 1
+    gate = json.loads(sh(tmp_path, db_url, "gate", "set", "--deny-tool", "purge_logs").stdout)
+    assert gate["deny_tools"] == ["purge_logs"]
+    denied = sh(tmp_path, db_url, "run", "janitor", "third", "--wait").stdout
+    assert "COMPLETED" in denied and "denied by policy" in denied
+    assert json.loads(sh(tmp_path, db_url, "--json", "escalations", "list").stdout) == []
