@@ -133,6 +133,12 @@ def ensure_workspace(conn: Connection, workspace_id: str, name: str | None, now:
         )
 
 
+def list_workspaces(conn: Connection) -> list[dict[str, Any]]:
+    """All workspaces."""
+    rows = conn.execute(select(workspaces).order_by(workspaces.c.workspace_id))
+    return [{"workspace_id": r.workspace_id, "name": r.name, "created_at": r.created_at} for r in rows]
+
+
 def upsert_agent(conn: Connection, workspace_id: str, name: str, spec: dict[str, Any], now: float) -> None:
     """Store (or replace) an agent definition."""
     found = conn.execute(

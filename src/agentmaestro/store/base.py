@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from agentmaestro.core.events import Event
 from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
 from agentmaestro.store import _interventions as _iv
-from agentmaestro.store import _ops
+from agentmaestro.store import _keys, _ops
 from agentmaestro.store.dialects import create_engines, default_database_url, normalize_url, redact_url
 from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, RunRecord, StepRow
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
@@ -172,6 +172,10 @@ class Store:
     async def ensure_workspace(self, workspace_id: str = DEFAULT_WORKSPACE, name: str | None = None) -> None:
         """Create the workspace if missing."""
         await self._write(_ops.ensure_workspace, workspace_id, name, time.time())
+
+    async def list_workspaces(self) -> list[dict[str, Any]]:
+        """All workspaces."""
+        return await self._read(_ops.list_workspaces)
 
     async def upsert_agent(self, workspace_id: str, name: str, spec: dict[str, Any]) -> None:
         """Store an agent definition."""
@@ -485,6 +489,30 @@ class Store:
     async def update_workspace_settings(self, workspace_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Merge ``changes`` into a workspace's settings."""
         return await self._write(_iv.update_workspace_settings, workspace_id, changes)
+
+    # ------------------------------------------------------------------------- API keys
+
+    async def create_key(
+        self, workspace_id: str, *, name: str, role: str, created_by: str | None = None
+    ) -> tuple[dict[str, Any], str]:
+        """Create an API key; returns its public row and the full key (shown once, stored hashed)."""
+        return await self._write(_keys.create_key, workspace_id, name, role, created_by, time.time())
+
+    async def verify_key(self, token: str) -> dict[str, Any] | None:
+        """The key's public row if ``token`` is valid and unrevoked, else None."""
+        return await self._write(_keys.verify_key, token, time.time())
+
+    async def list_keys(self, workspace_id: str) -> list[dict[str, Any]]:
+        """A workspace's keys, without secrets."""
+        return await self._read(_keys.list_keys, workspace_id)
+
+    async def revoke_key(self, workspace_id: str, key_id: str) -> dict[str, Any]:
+        """Revoke one of the workspace's keys."""
+        return await self._write(_keys.revoke_key, workspace_id, key_id, time.time())
+
+    async def count_keys(self) -> int:
+        """Unrevoked keys in all workspaces."""
+        return await self._read(_keys.count_keys)
 
     # ------------------------------------------------------------------ PostgreSQL NOTIFY
 

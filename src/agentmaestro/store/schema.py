@@ -165,3 +165,20 @@ human_requests = Table(
     Index("ix_human_requests_workspace_status", "workspace_id", "status"),
 )
 """Escalations waiting for a person: failed steps, uncertain tool calls."""
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(40), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(200), nullable=True),
+    Column("last_used_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
+    Index("ix_api_keys_workspace", "workspace_id"),
+)
+"""API keys: only a SHA-256 hash of the secret is stored; the key is shown once at creation."""

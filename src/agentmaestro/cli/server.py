@@ -1,0 +1,151 @@
+"""``maestro serve``, ``maestro keys ...`` and ``maestro workspaces ...``."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from agentmaestro.cli._common import _Ctx, _ctx, _print_json, _run, app, out
+from agentmaestro.engine.worker import WorkerConfig
+from agentmaestro.errors import ConfigError
+from agentmaestro.store.base import Store
+from agentmaestro.store.dialects import redact_url
+
+keys_app = typer.Typer(help="API keys (shown once, stored hashed).", no_args_is_help=True)
+workspaces_app = typer.Typer(help="Workspaces (tenants).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(workspaces_app, name="workspaces")
+
+_WORKSPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+async def _with_store(c: _Ctx, fn: Any) -> Any:
+    store = c.open_store()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+@workspaces_app.command("create")
+def workspaces_create(
+    ctx: typer.Context,
+    workspace_id: Annotated[str, typer.Argument(help="Lowercase id: letters, digits, '-' and '_'.")],
+    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+) -> None:
+    """Create a workspace."""
+    c = _ctx(ctx)
+    if not _WORKSPACE_RE.match(workspace_id):
+        raise ConfigError(f"workspace id {workspace_id!r} must be 1-64 lowercase letters, digits, '-' or '_'")
+
+    async def go(store: Store) -> None:
+        if any(w["workspace_id"] == workspace_id for w in await store.list_workspaces()):
+            raise ConfigError(f"workspace {workspace_id!r} already exists")
+        await store.ensure_workspace(workspace_id, name)
+
+    _run(_with_store(c, go))
+    out.print(f"workspace {workspace_id} created", markup=False)
+
+
+@workspaces_app.command("list")
+def workspaces_list(ctx: typer.Context) -> None:
+    """List workspaces."""
+    c = _ctx(ctx)
+    rows = _run(_with_store(c, lambda s: s.list_workspaces()))
+    if c.as_json:
+        _print_json(rows)
+        return
+    table = Table("workspace_id", "name")
+    for r in rows:
+        table.add_row(r["workspace_id"], r["name"])
+    out.print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", help="What the key is for.")],
+    role: Annotated[str, typer.Option("--role", help="viewer, operator or admin.")] = "operator",
+) -> None:
+    """Create an API key in the workspace; the key is printed once."""
+    c = _ctx(ctx)
+
+    async def go(store: Store) -> tuple[dict[str, Any], str]:
+        await store.ensure_workspace(c.workspace)
+        return await store.create_key(c.workspace, name=name, role=role, created_by="cli")
+
+    row, key = _run(_with_store(c, go))
+    if c.as_json:
+        _print_json({**row, "key": key})
+        return
+    out.print(f"{key}", markup=False)
+    sys.stderr.write(
+        f"created {row['role']} key {row['key_id']} in workspace {row['workspace_id']}; "
+        "it is shown only now, store it safely\n"
+    )
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """List the workspace's keys (never their secrets)."""
+    c = _ctx(ctx)
+    rows = _run(_with_store(c, lambda s: s.list_keys(c.workspace)))
+    if c.as_json:
+        _print_json(rows)
+        return
+    table = Table("key_id", "name", "role", "prefix", "revoked")
+    for r in rows:
+        table.add_row(r["key_id"], r["name"], r["role"], r["prefix"] + "…", "yes" if r["revoked_at"] else "")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(ctx: typer.Context, key_id: str) -> None:
+    """Revoke a key of the workspace."""
+    c = _ctx(ctx)
+    _run(_with_store(c, lambda s: s.revoke_key(c.workspace, key_id)))
+    out.print(f"key {key_id} revoked", markup=False)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0 picks a free one).")] = 8000,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run an embedded worker.")] = True,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Embedded worker concurrency.")] = 100,
+    bootstrap_key: Annotated[
+        bool, typer.Option("--bootstrap-key/--no-bootstrap-key", help="Create an admin key if none exists.")
+    ] = True,
+) -> None:
+    """Serve the REST API (and an embedded worker) until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from agentmaestro.server.app import create_app
+
+    c = _ctx(ctx)
+    agents = c.agents()
+
+    async def prepare(store: Store) -> str | None:
+        await store.ensure_workspace(c.workspace)
+        if bootstrap_key and await store.count_keys() == 0:
+            _row, key = await store.create_key(c.workspace, name="bootstrap-admin", role="admin", created_by="serve")
+            return str(key)
+        return None
+
+    key = _run(_with_store(c, prepare))
+    if key:
+        sys.stderr.write(f"created an admin API key for workspace {c.workspace!r} (shown once):\n  {key}\n")
+    sys.stderr.write(
+        f"serving {len(agents)} agent(s) on http://{host}:{port} (database {redact_url(c.database_url)}; "
+        f"embedded worker: {'on' if worker else 'off'}); API docs at /docs\n"
+    )
+    sys.stderr.flush()
+    application = create_app(
+        c.database_url, agents=agents, worker=worker, worker_config=WorkerConfig(concurrency=concurrency)
+    )
+    uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="on")

@@ -1,0 +1,95 @@
+"""The FastAPI application: the REST API and, by default, an embedded worker in the same process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from agentmaestro import __version__
+from agentmaestro.agents import AgentRegistry
+from agentmaestro.engine.worker import Worker, WorkerConfig
+from agentmaestro.server import errors
+from agentmaestro.server.routes import catalog, human, runs
+from agentmaestro.store.base import Store
+from agentmaestro.store.migrate import check_current
+
+log = logging.getLogger("agentmaestro.server")
+
+
+def create_app(
+    database_url: str | None = None,
+    *,
+    agents: AgentRegistry | None = None,
+    worker: bool = True,
+    worker_config: WorkerConfig | None = None,
+    store: Store | None = None,
+) -> FastAPI:
+    """Build the app.
+
+    Args:
+        database_url: Database to serve (default: ``MAESTRO_DATABASE_URL`` or ``./.maestro/maestro.db``).
+        agents: Agents the API may start and the embedded worker runs.
+        worker: Run an embedded worker (set False for an API tier beside ``maestro worker`` processes).
+        worker_config: Settings of the embedded worker.
+        store: An already open store to use instead of opening ``database_url`` (not closed by the app).
+    """
+    registry = agents or AgentRegistry()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = store is None
+        app.state.store = store or await asyncio.to_thread(Store.open, database_url)
+        await app.state.store.ensure_workspace()
+        app.state.worker = None
+        task: asyncio.Task[None] | None = None
+        if worker:
+            app.state.worker = Worker(app.state.store, registry, config=worker_config)
+            task = asyncio.create_task(app.state.worker.run())
+        try:
+            yield
+        finally:
+            if task is not None:
+                app.state.worker.stop()
+                await task
+            if own:
+                await app.state.store.close()
+
+    app = FastAPI(
+        title="AgentMaestro",
+        version=__version__,
+        description=(
+            "Control plane for durable, governed AI agent runs. Authenticate with `Authorization: Bearer <key>`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.agents = registry
+    errors.install(app)
+    app.include_router(runs.router)
+    app.include_router(human.router)
+    app.include_router(catalog.router)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness")
+    async def healthz() -> dict[str, Any]:
+        """The process is up."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness", responses={503: {"description": "not ready"}})
+    async def readyz() -> Any:
+        """The database answers and its schema is current."""
+        st: Store = app.state.store
+        try:
+            await st.count_runs_by_status(None)
+            await asyncio.to_thread(check_current, st._writer_engine)
+        except Exception as exc:
+            return JSONResponse(
+                errors.error_body("not_ready", f"{type(exc).__name__}: {exc}".splitlines()[0]), status_code=503
+            )
+        return {"status": "ready"}
+
+    return app

@@ -1,0 +1,56 @@
+"""/v1/agents and /v1/tools: what this server can run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from agentmaestro.agents import AgentRegistry
+from agentmaestro.server import schemas
+from agentmaestro.server.auth import Viewer
+from agentmaestro.server.errors import APIError
+
+router = APIRouter(prefix="/v1", tags=["agents and tools"])
+
+
+def _registry(request: Request) -> AgentRegistry:
+    registry: AgentRegistry = request.app.state.agents
+    return registry
+
+
+@router.get("/agents", response_model=list[schemas.Agent], summary="List agents")
+async def list_agents(principal: Viewer, request: Request) -> list[dict[str, Any]]:
+    """Agents this server's workers can run."""
+    return [a.spec() for a in _registry(request)]
+
+
+@router.get("/agents/{name}", response_model=schemas.Agent, summary="Get an agent")
+async def get_agent(name: str, principal: Viewer, request: Request) -> dict[str, Any]:
+    """One agent's definition."""
+    registry = _registry(request)
+    if name not in registry:
+        raise APIError(404, "not_found", f"agent {name!r} not found")
+    return registry.get(name).spec()
+
+
+@router.get("/tools", response_model=list[schemas.Tool], summary="List tools")
+async def list_tools(principal: Viewer, request: Request) -> list[dict[str, Any]]:
+    """Every tool some agent can call, with its risk level and schema."""
+    tools: dict[str, dict[str, Any]] = {}
+    for agent in _registry(request):
+        for t in agent.tool_map().values():
+            entry = tools.setdefault(
+                t.name,
+                {
+                    "name": t.name,
+                    "description": t.description,
+                    "risk": t.risk.name,
+                    "idempotent": t.idempotent,
+                    "timeout_s": t.timeout_s,
+                    "parameters": t.spec().parameters,
+                    "agents": [],
+                },
+            )
+            entry["agents"].append(agent.name)
+    return sorted(tools.values(), key=lambda t: t["name"])

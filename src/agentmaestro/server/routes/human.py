@@ -1,0 +1,71 @@
+"""/v1/approvals and /v1/human-requests: the decisions only people make."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from agentmaestro.server import schemas
+from agentmaestro.server.auth import Operator, Viewer, get_store
+from agentmaestro.store.base import Store
+
+router = APIRouter(prefix="/v1", tags=["approvals and human requests"])
+StoreDep = Annotated[Store, Depends(get_store)]
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+
+
+@router.get("/approvals", response_model=list[schemas.Approval], summary="List approvals")
+async def list_approvals(
+    principal: Viewer,
+    store: StoreDep,
+    status: Annotated[list[ApprovalStatus] | None, Query(description="Default: pending.")] = None,
+) -> list[dict[str, Any]]:
+    """Tool calls held for a decision in the caller's workspace."""
+    return await store.list_approvals(workspace_id=principal.workspace_id, statuses=status or ["pending"])
+
+
+@router.get("/approvals/{approval_id}", response_model=schemas.Approval, summary="Get an approval")
+async def get_approval(approval_id: str, principal: Viewer, store: StoreDep) -> dict[str, Any]:
+    """One approval."""
+    return await store.get_approval(approval_id, workspace_id=principal.workspace_id)
+
+
+@router.post("/approvals/{approval_id}", response_model=schemas.Approval, summary="Approve or reject")
+async def decide(
+    approval_id: str, body: schemas.ApprovalDecision, principal: Operator, store: StoreDep
+) -> dict[str, Any]:
+    """Approve (optionally with edited arguments: the approval binds to them) or reject with a reason."""
+    return await store.resolve_approval(
+        approval_id,
+        approve=body.decision == "approve",
+        by=principal.actor,
+        reason=body.reason,
+        arguments=body.arguments,
+        workspace_id=principal.workspace_id,
+    )
+
+
+@router.get("/human-requests", response_model=list[schemas.HumanRequest], summary="List human requests")
+async def list_requests(
+    principal: Viewer,
+    store: StoreDep,
+    status: Annotated[list[Literal["pending", "resolved"]] | None, Query(description="Default: pending.")] = None,
+) -> list[dict[str, Any]]:
+    """Runs waiting for a person in the caller's workspace."""
+    return await store.list_human_requests(workspace_id=principal.workspace_id, statuses=status or ["pending"])
+
+
+@router.post("/human-requests/{request_id}", response_model=schemas.HumanRequest, summary="Resolve a human request")
+async def resolve(
+    request_id: str, body: schemas.HumanResolution, principal: Operator, store: StoreDep
+) -> dict[str, Any]:
+    """Retry (with optional new instructions), answer in place of the step, or abandon the run."""
+    return await store.resolve_human_request(
+        request_id,
+        action=body.action,
+        by=principal.actor,
+        instructions=body.instructions,
+        answer=body.answer,
+        workspace_id=principal.workspace_id,
+    )

@@ -1,0 +1,151 @@
+"""/v1/runs: create, list, get, cancel, resume, restart, fork, events (JSON pages)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from agentmaestro.agents import AgentRegistry
+from agentmaestro.core.policy import StrictPolicy
+from agentmaestro.core.states import RunStatus
+from agentmaestro.server import schemas
+from agentmaestro.server.auth import Operator, Viewer, get_store
+from agentmaestro.server.errors import APIError
+from agentmaestro.store._ops import NewRun
+from agentmaestro.store.base import Store
+from agentmaestro.store.records import RunRecord, new_run_id
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+def _agents(request: Request) -> AgentRegistry:
+    registry: AgentRegistry = request.app.state.agents
+    return registry
+
+
+def _policy(base: StrictPolicy, override: schemas.PolicyIn | None) -> StrictPolicy:
+    if override is None:
+        return base
+    return base.merged(override.model_dump(exclude_unset=True))
+
+
+async def create_run(
+    store: Store,
+    registry: AgentRegistry,
+    workspace_id: str,
+    agent_name: str,
+    task: str,
+    policy: schemas.PolicyIn | None,
+) -> RunRecord:
+    """Create a run of a registered agent (shared by several routes)."""
+    if agent_name not in registry:
+        raise APIError(404, "not_found", f"agent {agent_name!r} not found; known agents: {', '.join(registry.names())}")
+    agent = registry.get(agent_name)
+    [rec] = await store.create_runs(
+        [
+            NewRun(
+                run_id=new_run_id(),
+                workspace_id=workspace_id,
+                agent_name=agent.name,
+                input=task,
+                spec=agent.spec(),
+                policy=_policy(agent.policy or StrictPolicy(), policy).to_json(),
+            )
+        ]
+    )
+    return rec
+
+
+@router.post("", status_code=201, response_model=schemas.Run, summary="Start a run")
+async def post_run(body: schemas.RunCreate, principal: Operator, store: StoreDep, request: Request) -> dict[str, Any]:
+    """Create a run of an agent; a worker picks it up at once."""
+    rec = await create_run(store, _agents(request), principal.workspace_id, body.agent, body.input, body.policy)
+    return rec.to_json()
+
+
+@router.get("", response_model=schemas.RunPage, summary="List runs")
+async def list_runs(
+    principal: Viewer,
+    store: StoreDep,
+    status: Annotated[list[RunStatus] | None, Query(description="Filter by status (repeatable).")] = None,
+    agent: Annotated[str | None, Query(max_length=200)] = None,
+    parent_run_id: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, Query(max_length=40, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """Runs of the caller's workspace, newest first, with cursor pagination."""
+    records = await store.list_runs(
+        workspace_id=principal.workspace_id,
+        statuses=[s.value for s in status] if status else None,
+        agent=agent,
+        parent_run_id=parent_run_id,
+        before=cursor,
+        limit=limit,
+    )
+    return {
+        "runs": [r.to_json() for r in records],
+        "next_cursor": records[-1].run_id if len(records) == limit else None,
+    }
+
+
+@router.get("/{run_id}", response_model=schemas.RunDetail, summary="Get a run with its steps")
+async def get_run(run_id: str, principal: Viewer, store: StoreDep) -> dict[str, Any]:
+    """A run's snapshot and its finished steps."""
+    rec = await store.get_run(run_id, principal.workspace_id)
+    steps = await store.steps(run_id)
+    return {**rec.to_json(), "steps_detail": [s.to_json() for s in steps]}
+
+
+@router.post("/{run_id}/cancel", response_model=schemas.Run, summary="Cancel a run")
+async def cancel_run(
+    run_id: str, principal: Operator, store: StoreDep, body: schemas.RunCancel | None = None
+) -> dict[str, Any]:
+    """Cancel at once if not running; a running run stops at its next step."""
+    reason = body.reason if body else "cancelled via API"
+    rec = await store.request_cancel(run_id, workspace_id=principal.workspace_id, reason=reason, by=principal.actor)
+    return rec.to_json()
+
+
+@router.post("/{run_id}/resume", response_model=schemas.Run, summary="Resume a failed or cancelled run")
+async def resume_run(
+    run_id: str, principal: Operator, store: StoreDep, body: schemas.RunResume | None = None
+) -> dict[str, Any]:
+    """Continue from the last completed step, optionally with new limits."""
+    policy = body.policy.model_dump(exclude_unset=True) if body and body.policy else None
+    rec = await store.resume(run_id, workspace_id=principal.workspace_id, by=principal.actor, policy=policy)
+    return rec.to_json()
+
+
+@router.post("/{run_id}/restart", status_code=201, response_model=schemas.Run, summary="Restart a run afresh")
+async def restart_run(run_id: str, principal: Operator, store: StoreDep, request: Request) -> dict[str, Any]:
+    """A new run of the same agent on the same input and limits."""
+    src = await store.get_run(run_id, principal.workspace_id)
+    policy = schemas.PolicyIn(**src.state.policy.to_json())
+    rec = await create_run(store, _agents(request), principal.workspace_id, src.agent_name, src.input, policy)
+    return rec.to_json()
+
+
+@router.post("/{run_id}/fork", status_code=201, response_model=schemas.Run, summary="Fork a run at an event")
+async def fork_run(run_id: str, body: schemas.RunFork, principal: Operator, store: StoreDep) -> dict[str, Any]:
+    """A new run whose history is a copy of this run's events up to ``at_seq``."""
+    policy = body.policy.model_dump(exclude_unset=True) if body.policy else None
+    rec = await store.fork(
+        run_id, at_seq=body.at_seq, workspace_id=principal.workspace_id, by=principal.actor, policy=policy
+    )
+    return rec.to_json()
+
+
+@router.get("/{run_id}/events", response_model=schemas.EventPage, summary="A run's events (JSON page)")
+async def list_events(
+    run_id: str,
+    principal: Viewer,
+    store: StoreDep,
+    after: Annotated[int, Query(ge=0, description="Only events with a greater seq.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """Events in order; continue with ``after=next_after``."""
+    await store.get_run(run_id, principal.workspace_id)
+    events = await store.events(run_id, after, limit)
+    return {"events": [e.to_json() for e in events], "next_after": events[-1].seq if events else after}
