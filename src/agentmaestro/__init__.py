@@ -18,7 +18,7 @@ from agentmaestro.errors import (
     ToolError,
 )
 from agentmaestro.models.scripted import ScriptedModel
-from agentmaestro.sdk import HookEvent, Orchestrator, RunReport
+from agentmaestro.sdk import HookEvent, MultiAgentOrchestrator, Orchestrator, RunReport
 from agentmaestro.tools.registry import Tool, ToolResult, tool
 
 __version__ = "0.1.0"
@@ -38,6 +38,7 @@ __all__ = [
     "ModelAPIError",
     "ModelRequest",
     "ModelResponse",
+    "MultiAgentOrchestrator",
     "NotFoundError",
     "Orchestrator",
     "Phase",

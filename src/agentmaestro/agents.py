@@ -14,10 +14,11 @@ from typing import Any
 
 import yaml
 
+from agentmaestro.core.decide import DELEGATE_TOOL
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.messages import ModelRequest, ModelResponse, Usage
 from agentmaestro.core.policy import StrictPolicy
-from agentmaestro.errors import ConfigError
+from agentmaestro.errors import ConfigError, ModelAPIError
 from agentmaestro.models.base import Model, resolve_model
 from agentmaestro.tools.registry import Tool, load_tool, tool
 
@@ -59,8 +60,11 @@ class Agent:
     """Failed attempts in a row (model or tool) before the run is escalated to a human."""
     retry_backoff_s: float = 1.0
     """First backoff between failed attempts; doubles each time (capped at 30 s)."""
+    delegates: Sequence[str | Agent] = ()
+    """Agents (or agent names) this agent may start as sub-agent runs through the built-in ``delegate`` tool."""
     _tools: dict[str, Tool] = field(init=False, repr=False)
     _model: Model | None = field(init=False, repr=False, default=None)
+    sub_agents: list[Agent] = field(init=False, repr=False, default_factory=list)
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -70,6 +74,12 @@ class Agent:
             if tt.name in built:
                 raise ConfigError(f"agent {self.name!r} lists tool {tt.name!r} twice")
             built[tt.name] = tt
+        self.sub_agents = [d for d in self.delegates if isinstance(d, Agent)]
+        self.delegates = [d.name if isinstance(d, Agent) else _check_name(d) for d in self.delegates]
+        if self.delegates:
+            if DELEGATE_TOOL in built:
+                raise ConfigError(f"agent {self.name!r}: the tool name {DELEGATE_TOOL!r} is reserved")
+            built[DELEGATE_TOOL] = delegate_tool([str(d) for d in self.delegates])
         self._tools = built
         if not isinstance(self.model, str) and not isinstance(self.model, Model):
             raise ConfigError(f"agent {self.name!r}: model must be a 'provider:name' string or a Model object")
@@ -109,6 +119,7 @@ class Agent:
             "policy": (self.policy or StrictPolicy()).to_json(),
             "gate": self.gate.to_json() if self.gate else None,
             "retry": {"max_attempts": self.max_attempts, "backoff_s": self.retry_backoff_s},
+            "delegates": [str(d) for d in self.delegates],
             "source": self.source,
         }
 
@@ -119,7 +130,7 @@ class Agent:
         """Build from a YAML/JSON mapping: name, model, instructions, tools (import paths), policy."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: an agent definition is a mapping")
-        known = {"name", "model", "instructions", "description", "tools", "policy", "gate", "retry"}
+        known = {"name", "model", "instructions", "description", "tools", "policy", "gate", "retry", "delegates"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -155,6 +166,7 @@ class Agent:
                 gate=gate,
                 max_attempts=retry.get("max_attempts", 4),
                 retry_backoff_s=retry.get("backoff_s", 1.0),
+                delegates=_names(data.get("delegates"), source),
             )
         except ConfigError as exc:
             msg = str(exc)
@@ -173,6 +185,37 @@ class Agent:
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML: {exc}") from None
         return cls.from_dict(data, source=str(p), base_dir=p.parent)
+
+
+def _names(value: Any, source: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{source}: delegates must be a list of agent names")
+    return [_check_name(v) for v in value]
+
+
+def delegate_tool(agents: list[str]) -> Tool:
+    """The built-in ``delegate`` tool: start a sub-agent run and wait for its answer.
+
+    The engine intercepts calls to it (the run waits in WAITING_FOR_CHILDREN without holding a
+    worker); the function itself never runs.
+    """
+
+    async def delegate(agent: str, task: str) -> str:
+        raise RuntimeError("delegate is executed by the engine, not called directly")
+
+    t = tool(
+        delegate,
+        name=DELEGATE_TOOL,
+        description=(
+            "Hand a self-contained task to another agent and get its final answer back. "
+            f"Available agents: {', '.join(agents)}."
+        ),
+        idempotent=True,
+    )
+    t.parameters["properties"]["agent"]["enum"] = list(agents)
+    return t
 
 
 class InvokeModel:
@@ -197,11 +240,14 @@ class InvokeModel:
         import anyio
 
         task = next((m.content or "" for m in request.messages if m.role == "user"), "")
-        if hasattr(self.target, "ainvoke"):
-            result = await self.target.ainvoke(task)
-        else:
-            fn = self.target.invoke
-            result = await fn(task) if inspect.iscoroutinefunction(fn) else await anyio.to_thread.run_sync(fn, task)
+        try:
+            if hasattr(self.target, "ainvoke"):
+                result = await self.target.ainvoke(task)
+            else:
+                fn = self.target.invoke
+                result = await fn(task) if inspect.iscoroutinefunction(fn) else await anyio.to_thread.run_sync(fn, task)
+        except Exception as exc:  # the step failed: retried, then escalated like any model step
+            raise ModelAPIError(f"{self._name}.invoke raised {type(exc).__name__}: {exc}", transient=False) from exc
         content = getattr(result, "content", result)
         return ModelResponse(content=str(content), usage=Usage(), model=self.name, finish_reason="stop")
 
@@ -213,7 +259,12 @@ def adapt(obj: Any, *, name: str | None = None) -> Agent:
     agent_name = name or getattr(obj, "name", None) or type(obj).__name__
     if not isinstance(agent_name, str):
         agent_name = type(obj).__name__
-    return Agent(name=_check_name(agent_name), model=InvokeModel(obj, name=agent_name))
+    return Agent(
+        name=_check_name(agent_name),
+        model=InvokeModel(obj, name=agent_name),
+        max_attempts=getattr(obj, "max_attempts", 4),
+        retry_backoff_s=getattr(obj, "retry_backoff_s", 1.0),
+    )
 
 
 class AgentRegistry:
@@ -225,8 +276,11 @@ class AgentRegistry:
             self.register(a)
 
     def register(self, agent: Agent) -> Agent:
-        """Add (or replace) an agent."""
+        """Add (or replace) an agent, and the sub-agents it was given as objects."""
         self._agents[agent.name] = agent
+        for sub in agent.sub_agents:
+            if self._agents.get(sub.name) is not sub:
+                self.register(sub)
         return agent
 
     def get(self, name: str) -> Agent:

@@ -55,14 +55,19 @@ class ModelAPIError(MaestroError):
 
     code = "model_error"
 
-    def __init__(self, message: str, *, status_code: int | None = None, body: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, body: str | None = None, transient: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.body = body
+        self._transient = transient
 
     @property
     def transient(self) -> bool:
         """True for errors worth retrying without spending an attempt: 429, 5xx, timeouts."""
+        if self._transient is not None:
+            return self._transient
         return self.status_code is None or self.status_code == 429 or self.status_code >= 500
 
 

@@ -493,3 +493,92 @@ class Orchestrator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class MultiAgentOrchestrator:
+    """Runs several agents on the same task concurrently and reports on each.
+
+    One agent failing (or raising) does not stop the others: its report says FAILED with the error.
+
+    Args:
+        max_concurrency: Most agent runs in flight at once.
+        orchestrator: An Orchestrator to run on; by default one is created (and closed) per call.
+        database_url: Database for the default Orchestrator.
+    """
+
+    def __init__(
+        self, max_concurrency: int = 4, *, orchestrator: Orchestrator | None = None, database_url: str | None = None
+    ) -> None:
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigError("max_concurrency must be a positive integer")
+        self.max_concurrency = max_concurrency
+        self._orch = orchestrator
+        self._database_url = database_url
+
+    def run_multi(
+        self,
+        agents: list[Agent | Any],
+        task: str,
+        *,
+        policy: StrictPolicy | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, RunReport]:
+        """Run every agent on ``task``; returns a report per agent name, in the given order."""
+        orch = self._orch or Orchestrator(self._database_url)
+        try:
+            return orch._call(self._run_all(orch, agents, task, policy, timeout))
+        finally:
+            if self._orch is None:
+                orch.close()
+
+    async def run_multi_async(
+        self,
+        agents: list[Agent | Any],
+        task: str,
+        *,
+        policy: StrictPolicy | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, RunReport]:
+        """Async twin of :meth:`run_multi`."""
+        orch = self._orch if self._orch is not None else await asyncio.to_thread(Orchestrator, self._database_url)
+        try:
+            return await orch._acall(self._run_all(orch, agents, task, policy, timeout))
+        finally:
+            if self._orch is None:
+                await orch.aclose()
+
+    async def _run_all(
+        self,
+        orch: Orchestrator,
+        agents: list[Agent | Any],
+        task: str,
+        policy: StrictPolicy | None,
+        timeout: float | None,
+    ) -> dict[str, RunReport]:
+        adapted = [adapt(a) for a in agents]
+        names = [a.name for a in adapted]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"agent names must be unique, got {names}")
+        gate = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(agent: Agent) -> RunReport:
+            async with gate:
+                started = asyncio.get_running_loop().time()
+                try:
+                    return await orch._run(agent, task, policy, timeout)
+                except Exception as exc:  # reported, never propagated: the others go on
+                    return RunReport(
+                        run_id="",
+                        agent=agent.name,
+                        status=RunStatus.FAILED,
+                        output=None,
+                        error=f"{type(exc).__name__}: {exc}",
+                        steps=0,
+                        tokens=0,
+                        tool_calls=0,
+                        cost_usd=0.0,
+                        duration_s=round(asyncio.get_running_loop().time() - started, 6),
+                    )
+
+        reports = await asyncio.gather(*(one(a) for a in adapted))
+        return {r.agent: r for r in reports}

@@ -18,6 +18,9 @@ from agentmaestro.core.policy import Violation
 from agentmaestro.core.states import Phase, RunStatus
 from agentmaestro.errors import InvalidTransitionError
 
+DELEGATE_TOOL: Final = "delegate"
+"""The built-in tool name through which an agent starts a sub-agent run."""
+
 
 class ActionKind(StrEnum):
     """What the engine does next for a running run."""
@@ -29,6 +32,7 @@ class ActionKind(StrEnum):
     POLICY_VIOLATION = "POLICY_VIOLATION"
     DENY_TOOL = "DENY_TOOL"
     REQUEST_APPROVAL = "REQUEST_APPROVAL"
+    SPAWN_CHILDREN = "SPAWN_CHILDREN"
     CALL_TOOL = "CALL_TOOL"
     CALL_MODEL = "CALL_MODEL"
 
@@ -162,6 +166,14 @@ DECISION_TABLE: Final[tuple[Rule, ...]] = (
         when=lambda s: _gate(s) is GateDecision.REQUIRE_APPROVAL and not _approved(s),
         build=lambda s: Action(
             kind=ActionKind.REQUEST_APPROVAL, phase=Phase.EXECUTE, tool_call=_first_call(s), verdict=s.verdict
+        ),
+    ),
+    Rule(
+        name="the pending tool call delegates to a sub-agent",
+        action=ActionKind.SPAWN_CHILDREN,
+        when=lambda s: bool(s.state.pending_tool_calls) and _first_call(s).name == DELEGATE_TOOL,
+        build=lambda s: Action(
+            kind=ActionKind.SPAWN_CHILDREN, phase=Phase.EXECUTE, tool_call=_first_call(s), verdict=s.verdict
         ),
     ),
     Rule(

@@ -142,6 +142,8 @@ class RunState:
     """Kind and error of the latest failed attempt."""
     human_request: HumanRequestState | None = None
     """An open escalation, while WAITING_FOR_HUMAN."""
+    children: tuple[tuple[str, str], ...] = ()
+    """(delegate call id, child run id) pairs the run waits for, while WAITING_FOR_CHILDREN."""
 
     @property
     def tokens(self) -> int:
@@ -185,6 +187,7 @@ class RunState:
             "max_attempts": self.max_attempts,
             "last_failure": self.last_failure,
             "human_request": self.human_request.to_json() if self.human_request else None,
+            "children": [list(c) for c in self.children],
         }
 
     @classmethod
@@ -217,6 +220,7 @@ class RunState:
             max_attempts=int(data.get("max_attempts", 4)),
             last_failure=data.get("last_failure"),
             human_request=HumanRequestState(**data["human_request"]) if data.get("human_request") else None,
+            children=tuple((str(a), str(b)) for a, b in data.get("children") or ()),
         )
 
 
@@ -292,6 +296,10 @@ def apply_event(state: RunState, event: Event) -> RunState:
         changes["output"] = p.get("output")
     elif t in (EventType.RUN_FAILED, EventType.RUN_CANCELLED, EventType.POLICY_VIOLATION):
         changes["error"] = p.get("reason") or p.get("error")
+    elif t is EventType.CHILDREN_SPAWNED:
+        changes["children"] = tuple((c["call_id"], c["run_id"]) for c in p["children"])
+    elif t is EventType.CHILDREN_FINISHED:
+        changes["children"] = ()
     elif t is EventType.RUN_RESUMED:
         changes["error"] = None
         changes["failures"] = 0

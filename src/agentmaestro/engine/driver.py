@@ -8,22 +8,22 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentmaestro import telemetry
-from agentmaestro.agents import Agent
-from agentmaestro.core.decide import Action, ActionKind, Snapshot, decide
+from agentmaestro.agents import Agent, AgentRegistry
+from agentmaestro.core.decide import DELEGATE_TOOL, Action, ActionKind, Snapshot, decide
 from agentmaestro.core.events import Event, RunState, apply_event, conversation, note_messages, step_messages
 from agentmaestro.core.gate import GateDecision, GatePolicy, Verdict, args_hash, combine, path_argument_risk
 from agentmaestro.core.messages import Message, ModelRequest, ToolCall
-from agentmaestro.core.policy import Violation
+from agentmaestro.core.policy import StrictPolicy, Violation
 from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, RunStatus, StepKind
 from agentmaestro.errors import LeaseLostError, MaestroError, ModelAPIError
 from agentmaestro.models.pricing import PriceTable
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import Claim, Commit, StepRow, new_id
+from agentmaestro.store.records import Claim, Commit, NewRun, StepRow, new_id, new_run_id
 from agentmaestro.tools.context import ToolContext
 from agentmaestro.tools.registry import ToolResult
 
@@ -31,6 +31,9 @@ log = logging.getLogger("agentmaestro.engine")
 
 EventListener = Callable[[str, str, list[Event]], Awaitable[None] | None]
 """Called after each commit with (run_id, agent name, committed events)."""
+
+MAX_DEPTH = 8
+"""Deepest sub-agent nesting (a guard against agents delegating in circles)."""
 
 TRANSIENT_RETRIES = 3
 """Retries of a model call that failed transiently (429, 5xx, timeout) before the step fails."""
@@ -47,6 +50,7 @@ class _Outcome:
     message_payloads: list[dict[str, Any]]
     approval: dict[str, Any] | None = None
     human_request: dict[str, Any] | None = None
+    children: list[NewRun] = field(default_factory=list)
 
 
 class RunDriver:
@@ -62,8 +66,12 @@ class RunDriver:
         listeners: list[EventListener],
         prices: PriceTable,
         transient_backoff_s: float = 0.5,
+        registry: AgentRegistry | None = None,
     ) -> None:
         rec = claim.record
+        self.registry = registry or AgentRegistry([agent])
+        self.parent_run_id = rec.parent_run_id
+        self.depth = int(rec.spec.get("depth", 0))
         self.store = store
         self.run_id = rec.run_id
         self.workspace_id = rec.workspace_id
@@ -200,6 +208,8 @@ class RunDriver:
             finished_at=now if state.status is not None and state.status.terminal else None,
             approval=outcome.approval,
             human_request=outcome.human_request,
+            children=tuple(outcome.children),
+            parent_run_id=self.parent_run_id,
         )
         try:
             result = await self.store.commit(commit)
@@ -270,6 +280,8 @@ class RunDriver:
             return self._denied(action)
         if kind is ActionKind.REQUEST_APPROVAL:
             return self._request_approval(action)
+        if kind is ActionKind.SPAWN_CHILDREN:
+            return self._spawn(action)
         prefix = self._phase_events(action)
         if action.kind is ActionKind.CALL_TOOL and action.tool_call is not None:
             tool = self.agent.tool_map().get(action.tool_call.name)
@@ -398,6 +410,78 @@ class RunDriver:
             steps=[],
             message_payloads=[],
             approval=row,
+        )
+
+    def _spawn(self, action: Action) -> _Outcome:
+        """Start sub-agent runs for the delegate calls at the head of the pending list."""
+        calls = []
+        for call in self.state.pending_tool_calls:
+            if call.name != DELEGATE_TOOL:
+                break
+            calls.append(call)
+        children: list[NewRun] = []
+        spawned: list[dict[str, Any]] = []
+        for call in calls:
+            problem = self._delegation_problem(call)
+            if problem is not None:
+                if spawned:
+                    break  # spawn the valid ones first; this call is answered on the way back
+                return self._tool_observation(action, call, problem)
+            target = self.registry.get(str(call.arguments["agent"]))
+            child_id = new_run_id()
+            spec = {**target.spec(), "depth": self.depth + 1}
+            children.append(
+                NewRun(
+                    run_id=child_id,
+                    workspace_id=self.workspace_id,
+                    agent_name=target.name,
+                    input=str(call.arguments["task"]),
+                    spec=spec,
+                    policy=(target.policy or StrictPolicy()).to_json(),
+                    parent_run_id=self.run_id,
+                )
+            )
+            spawned.append({"call_id": call.call_id, "run_id": child_id, "agent": target.name})
+        return _Outcome(
+            events=[
+                *self._phase_events(action),
+                {"type": EventType.CHILDREN_SPAWNED, "payload": {"children": spawned}},
+            ],
+            steps=[],
+            message_payloads=[],
+            children=children,
+        )
+
+    def _delegation_problem(self, call: ToolCall) -> str | None:
+        agent, task = call.arguments.get("agent"), call.arguments.get("task")
+        allowed = [str(d) for d in self.agent.delegates]
+        if not isinstance(agent, str) or not isinstance(task, str) or set(call.arguments) != {"agent", "task"}:
+            return "invalid arguments for tool 'delegate': expected {'agent': str, 'task': str}"
+        if agent not in allowed:
+            return f"agent {agent!r} is not one this agent may delegate to ({', '.join(allowed) or 'none'})"
+        if agent not in self.registry:
+            return f"agent {agent!r} is not available on this worker"
+        if self.depth + 1 > MAX_DEPTH:
+            return f"sub-agent depth limit {MAX_DEPTH} reached; answer without delegating"
+        return None
+
+    def _tool_observation(self, action: Action, call: ToolCall, message: str) -> _Outcome:
+        payload = {
+            "kind": StepKind.TOOL_CALL.value,
+            "name": call.name,
+            "call_id": call.call_id,
+            "arguments": call.arguments,
+            "result": message,
+            "is_error": True,
+        }
+        row = StepRow(step_index=self.state.steps, kind=StepKind.TOOL_CALL, name=call.name, status="error", seq=0)
+        return _Outcome(
+            events=[
+                *self._phase_events(action),
+                {"type": EventType.STEP_COMPLETED, "payload": payload, "step": self.state.steps},
+            ],
+            steps=[row],
+            message_payloads=[payload],
         )
 
     async def _cancelled(self) -> _Outcome:

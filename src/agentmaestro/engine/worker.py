@@ -157,6 +157,7 @@ class Worker:
             listeners=self.listeners,
             prices=self.prices,
             transient_backoff_s=self.config.transient_backoff_s,
+            registry=self.agents,
         )
         if self._stop.is_set():
             driver.stopping = True

@@ -288,6 +288,10 @@ def resolve_human_request(
         )
         extra["finished_at"] = now
     out = _append_guarded(conn, rec, events, now, **extra)
+    if action == "abandon" and rec.parent_run_id:
+        from agentmaestro.store._children import resume_parents
+
+        resume_parents(conn, [rec.parent_run_id], now)
     resolution = {"action": action, "instructions": instructions, "answer": answer}
     conn.execute(
         update(human_requests)

@@ -16,7 +16,9 @@ from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, sele
 from agentmaestro.core.events import Event, RunState, apply_event, fold
 from agentmaestro.core.states import EventType, RunStatus, StepKind
 from agentmaestro.errors import ConflictError, InvalidTransitionError, NotFoundError
-from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, RunRecord, StepRow
+from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, NewRun, RunRecord, StepRow
+
+__all__ = ["NewRun"]  # re-exported: historically defined here
 from agentmaestro.store.schema import (
     DEFAULT_WORKSPACE,
     agents,
@@ -167,21 +169,6 @@ def list_agents(conn: Connection, workspace_id: str) -> list[tuple[str, dict[str
 
 
 # ----------------------------------------------------------------------------------------- runs
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class NewRun:
-    """Input for :func:`create_runs`."""
-
-    run_id: str
-    workspace_id: str
-    agent_name: str
-    input: str
-    spec: dict[str, Any]
-    policy: dict[str, Any]
-    parent_run_id: str | None = None
-    max_attempts: int | None = None
-    """Attempts before escalation; default: the spec's ``retry.max_attempts`` (or 4)."""
 
 
 def create_runs(conn: Connection, new_runs: Sequence[NewRun], now: float) -> list[RunRecord]:
@@ -558,6 +545,18 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
     human_rows = [c.human_request for c, r in zip(commits, results, strict=True) if r is not None and c.human_request]
     if human_rows:
         conn.execute(insert(human_requests), human_rows)
+    children = [child for c, r in zip(commits, results, strict=True) if r is not None for child in c.children]
+    if children:
+        create_runs(conn, children, now)
+    parents = [
+        c.parent_run_id
+        for c, r in zip(commits, results, strict=True)
+        if r is not None and c.parent_run_id and c.state.status is not None and c.state.status.terminal
+    ]
+    if parents:
+        from agentmaestro.store._children import resume_parents
+
+        resume_parents(conn, parents, now)
     return results
 
 
@@ -575,7 +574,7 @@ def _append_guarded(conn: Connection, rec: RunRecord, events: Sequence[Event], n
 
 
 def request_cancel(
-    conn: Connection, run_id: str, workspace_id: str | None, reason: str, by: str, now: float
+    conn: Connection, run_id: str, workspace_id: str | None, reason: str, by: str, now: float, cascade: bool = True
 ) -> tuple[RunRecord, bool]:
     """Cancel a run. Returns (record, immediate).
 
@@ -593,6 +592,8 @@ def request_cancel(
         )
         if res.rowcount != 1:
             raise ConflictError(f"run {run_id!r} changed concurrently; try again")
+        if cascade:
+            _after_cancel(conn, rec, reason, by, now)
         return dataclasses.replace(rec, cancel_requested=True), False
     ev = Event(
         run_id=run_id,
@@ -604,7 +605,26 @@ def request_cancel(
     out = _append_guarded(
         conn, rec, [ev], now, finished_at=now, lease_owner=None, lease_expires_at=None, cancel_requested=False
     )
+    if cascade:
+        _after_cancel(conn, rec, reason, by, now)
+    elif rec.parent_run_id:
+        from agentmaestro.store._children import resume_parents
+
+        resume_parents(conn, [rec.parent_run_id], now)
     return dataclasses.replace(out, finished_at=now, lease_owner=None, lease_expires_at=None), True
+
+
+def _after_cancel(conn: Connection, rec: RunRecord, reason: str, by: str, now: float) -> None:
+    """Cancel the run's sub-agent runs, and resume its parent if it was the last child running."""
+    from agentmaestro.store._children import active_descendants, resume_parents
+
+    for child_id in active_descendants(conn, rec.run_id):
+        child = get_run(conn, child_id)
+        if child.status.terminal:
+            continue
+        request_cancel(conn, child_id, None, f"parent run {rec.run_id} cancelled: {reason}", by, now, cascade=False)
+    if rec.parent_run_id:
+        resume_parents(conn, [rec.parent_run_id], now)
 
 
 def resume_run(

@@ -320,13 +320,13 @@ class Store:
                     )
                 else:
                     fut.set_result(res)
-            self._notify_runs({c.run_id for c in commits})
+            self._notify_runs({c.run_id for c in commits}, runnable=any(c.release for c in commits))
 
     def _commit_batch(self, commits: list[Commit]) -> list[CommitResult | None]:
         with self._writer_engine.begin() as conn:
             out = _ops.apply_commits(conn, commits, time.time())
-            if any(c.release and c.state.status is not None and c.state.status.value == "PENDING" for c in commits):
-                self._pg_notify(conn)
+            if any(c.children or (c.parent_run_id and c.release) for c in commits):
+                self._pg_notify(conn)  # sub-agent runs created, or a parent may have been resumed
             return out
 
     # ------------------------------------------------------------------------- operator side

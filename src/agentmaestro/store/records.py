@@ -159,6 +159,21 @@ class StepRow:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NewRun:
+    """Input for :func:`create_runs`."""
+
+    run_id: str
+    workspace_id: str
+    agent_name: str
+    input: str
+    spec: dict[str, Any]
+    policy: dict[str, Any]
+    parent_run_id: str | None = None
+    max_attempts: int | None = None
+    """Attempts before escalation; default: the spec's ``retry.max_attempts`` (or 4)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Commit:
     """What a lease holder commits after one step: new snapshot, new events, finished steps.
 
@@ -190,6 +205,10 @@ class Commit:
     """An ``approvals`` row to insert with this commit (the run starts waiting for approval)."""
     human_request: dict[str, Any] | None = None
     """A ``human_requests`` row to insert with this commit (the run escalates to a person)."""
+    children: tuple[NewRun, ...] = ()
+    """Sub-agent runs to create with this commit (the run starts waiting for them)."""
+    parent_run_id: str | None = None
+    """The run's parent: resumed in the same transaction if this commit ends the last child."""
 
 
 @dataclass(frozen=True, kw_only=True)
