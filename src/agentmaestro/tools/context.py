@@ -35,6 +35,9 @@ class ToolContext:
     """An operator explicitly allowed DANGEROUS code execution without an OS sandbox."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for subprocesses (never secrets from the worker's own environment)."""
+    http_allow: tuple[str, ...] = ()
+    """Destinations ``http_fetch`` may reach although they are not public: host names, IPs or CIDRs, each optionally
+    with ``:port`` (e.g. ``"127.0.0.1:8080"``, ``"10.0.0.0/8"``); added to the ``MAESTRO_HTTP_ALLOW`` entries."""
 
     @classmethod
     def for_run(cls, *, run_id: str, workspace_id: str, agent: str, root: Path | None = None) -> ToolContext:

@@ -4,6 +4,10 @@
 a pydantic model), the description from the docstring. :meth:`Tool.invoke` validates a model's proposed arguments
 strictly, runs the function (sync functions in a worker thread) under a timeout, and always answers with a
 :class:`ToolResult`, never an exception: a bad call is something to tell the model, not a crash.
+
+A parameter annotated :class:`~agentmaestro.tools.context.ToolContext` (any name) is not an argument: it is left out
+of the schema and filled by :meth:`Tool.invoke` from its ``context``. ``risk_rules`` lets a tool raise the risk of one
+call from its arguments (:meth:`Tool.assess`); the result is never below the tool's own level.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import json
 import logging
 import re
 import time
+import types
 import typing
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, overload
+from typing import Annotated, Any, TypeAlias, overload
 
 import anyio.to_thread
 import pydantic
@@ -31,8 +36,10 @@ from pydantic_core import to_jsonable_python
 from agentmaestro.core.messages import ToolSpec
 from agentmaestro.core.risk import RiskLevel
 from agentmaestro.errors import ConfigError, ToolError
+from agentmaestro.tools.context import ToolContext
+from agentmaestro.tools.redact import redact
 
-__all__ = ["Tool", "ToolRegistry", "ToolResult", "load_tool", "tool"]
+__all__ = ["RiskRules", "Tool", "ToolRegistry", "ToolResult", "load_tool", "tool"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,9 @@ DEFAULT_MAX_OUTPUT_CHARS = 20_000
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MODEL_CONFIG = pydantic.ConfigDict(extra="forbid", protected_namespaces=())
 _MAX_ERRORS_SHOWN = 10
+
+RiskRules: TypeAlias = Callable[[Mapping[str, Any], ToolContext | None], tuple[RiskLevel | str | int, Iterable[str]]]
+"""``(arguments, context) -> (level, reasons)``: raises the risk of one call; see :meth:`Tool.assess`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +84,10 @@ class Tool:
         import_path: ``"module:qualname"`` when the function can be imported at module level by another process,
             else None.
         fn: The wrapped callable.
+        risk_rules: Optional ``(arguments, context) -> (level, reasons)`` hook used by :meth:`assess`.
+        redact_output: Whether secrets are redacted from the content before it is returned (see
+            :func:`agentmaestro.tools.redact.redact`).
+        needs_context: True when the function takes a :class:`ToolContext` parameter without a default.
     """
 
     name: str
@@ -85,6 +99,9 @@ class Tool:
     max_output_chars: int
     import_path: str | None
     fn: Callable[..., Any]
+    risk_rules: RiskRules | None
+    redact_output: bool
+    needs_context: bool
 
     def __init__(
         self,
@@ -96,6 +113,8 @@ class Tool:
         idempotent: bool = False,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        risk_rules: RiskRules | None = None,
+        redact_output: bool = False,
     ) -> None:
         """Wrap ``fn``; see :func:`tool` for the arguments.
 
@@ -114,6 +133,8 @@ class Tool:
         desc = (description if description is not None else _first_paragraph(doc)).strip()
         if not desc:
             raise ConfigError(f"tool {tool_name!r} needs a description: give it a docstring or description=...")
+        if risk_rules is not None and not callable(risk_rules):
+            raise ConfigError(f"tool {tool_name!r}: risk_rules must be callable, got {risk_rules!r}")
         if timeout_s <= 0:
             raise ConfigError(f"tool {tool_name!r}: timeout_s must be positive, got {timeout_s!r}")
         if max_output_chars <= 0:
@@ -131,8 +152,11 @@ class Tool:
         self.timeout_s = float(timeout_s)
         self.max_output_chars = max_output_chars
         self.import_path = _import_path(fn)
+        self.risk_rules = risk_rules
+        self.redact_output = redact_output
         self._is_async = _is_async_callable(fn)
         self._model, self._params = _arguments_model(fn, tool_name, _docstring_args(doc))
+        self.needs_context = any(p.context and p.default is inspect.Parameter.empty for p in self._params)
         self.parameters = _json_schema(self._model)
         self.__name__ = getattr(fn, "__name__", tool_name)
         self.__qualname__ = getattr(fn, "__qualname__", tool_name)
@@ -151,7 +175,32 @@ class Tool:
         """What the model is told about this tool."""
         return ToolSpec(name=self.name, description=self.description, parameters=copy.deepcopy(self.parameters))
 
-    async def invoke(self, arguments: dict[str, Any]) -> ToolResult:
+    def assess(self, arguments: Mapping[str, Any], context: ToolContext | None = None) -> tuple[RiskLevel, list[str]]:
+        """The risk of one call: the tool's level, raised (never lowered) by its ``risk_rules``.
+
+        A rule that raises or answers nonsense fails closed: the call is DANGEROUS, with a reason saying why.
+
+        Args:
+            arguments: The arguments as the model proposed them (not yet validated: rules must be defensive).
+            context: The call's context, when known.
+
+        Returns:
+            ``(level, reasons)``: the effective risk level and the rule's reasons (empty without rules).
+        """
+        if self.risk_rules is None:
+            return self.risk, []
+        try:
+            raw_level, raw_reasons = self.risk_rules(arguments, context)
+            level = RiskLevel.parse(raw_level)
+            reasons = [str(r) for r in raw_reasons]
+        except Exception as exc:
+            logger.warning("risk rules of tool %r failed", self.name, exc_info=True)
+            return RiskLevel.DANGEROUS, [
+                f"risk rules of {self.name!r} failed ({type(exc).__name__}): treated as DANGEROUS"
+            ]
+        return max(self.risk, level), reasons
+
+    async def invoke(self, arguments: dict[str, Any], context: ToolContext | None = None) -> ToolResult:
         """Validate ``arguments`` strictly, run the tool under its timeout and describe the outcome.
 
         Never raises for a failing call: invalid arguments, an exception from the tool and a timeout all come back
@@ -159,6 +208,8 @@ class Tool:
 
         Args:
             arguments: Decoded JSON arguments, as the model proposed them.
+            context: Facts about the call, passed to a parameter annotated ``ToolContext``; a tool that declares
+                one answers with an error result when it is missing.
 
         Returns:
             The result to hand back to the model.
@@ -166,6 +217,10 @@ class Tool:
         started = time.perf_counter()
 
         def done(content: str, *, is_error: bool = False, data: Any = None) -> ToolResult:
+            if self.redact_output:
+                redacted = redact(content)
+                if redacted != content:
+                    content, data = redacted, None
             text, truncated = _truncate(content, self.max_output_chars)
             return ToolResult(
                 content=text,
@@ -174,8 +229,12 @@ class Tool:
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
 
+        if self.needs_context and context is None:
+            return done(
+                f"tool {self.name!r} needs a ToolContext (run, workspace, work folder); none was given", is_error=True
+            )
         try:
-            args, kwargs = self._validate(arguments)
+            args, kwargs = self._validate(arguments, context)
         except pydantic.ValidationError as exc:
             return done(f"invalid arguments for tool {self.name!r}: {_format_errors(exc)}", is_error=True)
 
@@ -192,7 +251,7 @@ class Tool:
             return done(_describe_exception(self.name, exc), is_error=True)
         return done(_to_content(value), data=_plain_json_or_none(value))
 
-    def _validate(self, arguments: Any) -> tuple[list[Any], dict[str, Any]]:
+    def _validate(self, arguments: Any, context: ToolContext | None = None) -> tuple[list[Any], dict[str, Any]]:
         """Validate JSON-ish arguments strictly; return positional and keyword arguments for the function."""
         try:
             payload = json.dumps(arguments)
@@ -206,7 +265,10 @@ class Tool:
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         for param in self._params:
-            value = getattr(validated, param.field)
+            if param.context:
+                value = param.default if context is None else context
+            else:
+                value = getattr(validated, param.field)
             if param.positional_only:
                 args.append(value)
             else:
@@ -233,6 +295,8 @@ def tool(
     idempotent: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    risk_rules: RiskRules | None = None,
+    redact_output: bool = False,
 ) -> Tool: ...
 
 
@@ -246,6 +310,8 @@ def tool(
     idempotent: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    risk_rules: RiskRules | None = None,
+    redact_output: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -258,11 +324,14 @@ def tool(
     idempotent: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    risk_rules: RiskRules | None = None,
+    redact_output: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a :class:`Tool` from a function; usable as ``@tool`` and as ``@tool(risk=RiskLevel.DANGEROUS)``.
 
     Parameter types come from the type hints; ``Annotated[int, Field(description=...)]`` and a Google-style
-    ``Args:`` section in the docstring describe parameters. The returned tool is still callable like the function.
+    ``Args:`` section in the docstring describe parameters. A parameter annotated ``ToolContext`` receives the call's
+    context and is hidden from the model. The returned tool is still callable like the function.
 
     Args:
         fn: The function (sync or async) to wrap; omit it to get a decorator.
@@ -272,6 +341,10 @@ def tool(
         idempotent: Whether repeating a call is harmless.
         timeout_s: Seconds a call may take.
         max_output_chars: Content cap; longer output is truncated with a marker.
+        risk_rules: ``(arguments, context) -> (level, reasons)``, raising the risk of a call from its arguments
+            (for example shell patterns); the effective level is ``max(risk, level)``.
+        redact_output: Redact secrets (API keys, tokens, private keys, the worker's secret env values) from the
+            content before the model sees it.
 
     Returns:
         The tool, or a decorator producing it when ``fn`` is omitted.
@@ -289,6 +362,8 @@ def tool(
             idempotent=idempotent,
             timeout_s=timeout_s,
             max_output_chars=max_output_chars,
+            risk_rules=risk_rules,
+            redact_output=redact_output,
         )
 
     return wrap if fn is None else wrap(fn)
@@ -398,6 +473,10 @@ class _Param:
     field: str
     """Field name in the pydantic model (differs when the name would clash with pydantic)."""
     positional_only: bool
+    context: bool = False
+    """True for the parameter that receives the :class:`ToolContext` (not part of the model)."""
+    default: Any = inspect.Parameter.empty
+    """Default of a context parameter (``ctx: ToolContext | None = None`` makes the context optional)."""
 
 
 def _arguments_model(
@@ -422,6 +501,13 @@ def _arguments_model(
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise ConfigError(f"tool {tool_name!r}: *args and **kwargs are not supported ({p.name!r})")
         annotation = hints.get(p.name, Any)
+        if _is_context_annotation(annotation):
+            params.append(
+                _Param(
+                    name=p.name, field="", positional_only=p.kind is p.POSITIONAL_ONLY, context=True, default=p.default
+                )
+            )
+            continue
         field_name = p.name
         if p.name.startswith("_") or hasattr(pydantic.BaseModel, p.name):
             field_name = f"arg{index}"  # the schema still uses the real name, through the alias
@@ -452,6 +538,19 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)  # noqa: B004
     target = inspect.unwrap(target)
     return typing.get_type_hints(target, include_extras=True)
+
+
+def _is_context_annotation(annotation: Any) -> bool:
+    """True for ``ToolContext``, ``ToolContext | None`` and ``Annotated[ToolContext, ...]``."""
+    if annotation is ToolContext:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _is_context_annotation(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(members) == 1 and _is_context_annotation(members[0])
+    return False
 
 
 def _annotated_description(annotation: Any) -> bool:
@@ -565,6 +664,8 @@ def _format_errors(exc: pydantic.ValidationError) -> str:
 
 def _describe_exception(tool_name: str, exc: BaseException) -> str:
     message = str(exc).strip()
+    if isinstance(exc, ToolError) and message:
+        return f"{tool_name} failed: {message}"  # a tool's own, deliberate error message
     kind = type(exc).__name__
     return f"{tool_name} raised {kind}: {message}" if message else f"{tool_name} raised {kind}"
 
