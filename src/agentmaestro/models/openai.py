@@ -13,6 +13,12 @@ ollama      ``OLLAMA_BASE_URL`` (default: 127.0.0.1:11434/v1)      none needed
 
 A server on a loopback or private address needs no key. The ``openai`` SDK is imported on first use,
 so resolving other providers stays fast.
+
+Calls are rate limited per provider and endpoint when limits are set (``MAESTRO_RPM_OPENAI``,
+``MAESTRO_TPM_OPENROUTER``, ... or ``rpm=``/``tpm=``; see :mod:`agentmaestro.models.ratelimit`). While a delta sink
+is installed (:func:`agentmaestro.models.base.set_delta_sink`), calls that belong to a run are streamed
+(``stream_options={"include_usage": true}``) and their text is published as it arrives; the full response is
+still returned at the end.
 """
 
 from __future__ import annotations
@@ -26,10 +32,13 @@ from urllib.parse import urlsplit
 
 from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from agentmaestro.errors import ConfigError, ModelAPIError
-from agentmaestro.models.base import ModelFactory, register_provider
+from agentmaestro.models.base import ModelFactory, delta_publisher, register_provider
+from agentmaestro.models.ratelimit import UNLIMITED, estimate_tokens, limiter_for
 
 if TYPE_CHECKING:
-    from openai import OpenAIError
+    from collections.abc import Callable
+
+    from openai import AsyncOpenAI, OpenAIError
     from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionToolParam
 
 __all__ = ["OpenAIModel", "register"]
@@ -85,6 +94,8 @@ class OpenAIModel:
         provider: str = "openai",
         max_retries: int = 2,
         timeout_s: float = 60.0,
+        rpm: float | None = None,
+        tpm: float | None = None,
     ) -> None:
         """Configure a model; nothing is contacted until :meth:`complete`.
 
@@ -95,6 +106,8 @@ class OpenAIModel:
             provider: Provider prefix used in :attr:`name` and for the environment defaults.
             max_retries: Retries the SDK makes itself on connection errors, 408, 409, 429 and 5xx.
             timeout_s: Default timeout of one call in seconds; ``ModelRequest.timeout_s`` overrides it.
+            rpm: Requests per minute to this endpoint, shared by the process (default ``MAESTRO_RPM_<PROVIDER>``).
+            tpm: Tokens per minute to this endpoint, shared by the process (default ``MAESTRO_TPM_<PROVIDER>``).
         """
         if not model:
             raise ConfigError("OpenAIModel needs a model name")
@@ -102,6 +115,8 @@ class OpenAIModel:
         self.provider = provider
         self.max_retries = max_retries
         self.timeout_s = timeout_s
+        self.rpm = rpm
+        self.tpm = tpm
         self._endpoint = _ENDPOINTS.get(provider, _NO_DEFAULTS)
         env_url = os.environ.get(self._endpoint.base_url_env) if self._endpoint.base_url_env else None
         self.base_url: str | None = base_url or env_url or self._endpoint.default_base_url
@@ -116,7 +131,7 @@ class OpenAIModel:
         return f"OpenAIModel({self.model!r}, provider={self.provider!r}, base_url={self.base_url!r})"
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """Run one chat completion.
+        """Run one chat completion (streamed when a delta sink listens to this run).
 
         Raises:
             ConfigError: no API key is configured for a remote endpoint.
@@ -134,19 +149,96 @@ class OpenAIModel:
             key = "max_completion_tokens" if self._is_openai_api() else "max_tokens"
             kwargs[key] = request.max_output_tokens
         timeout = request.timeout_s if request.timeout_s is not None else self.timeout_s
+        publish = delta_publisher(request.run_id)
+        limiter = limiter_for(self.provider, self.base_url, rpm=self.rpm, tpm=self.tpm)
+        permit = await limiter.acquire(estimate_tokens(request)) if limiter is not None else UNLIMITED
         try:
             async with openai.AsyncOpenAI(
                 api_key=api_key, base_url=self.base_url, max_retries=self.max_retries, timeout=timeout
             ) as client:
-                completion = await client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    timeout=timeout,
-                    **kwargs,
-                )
+                if publish is None:
+                    completion = await client.chat.completions.create(
+                        model=self.model,
+                        messages=messages,
+                        timeout=timeout,
+                        **kwargs,
+                    )
+                    response = self._to_response(completion)
+                else:
+                    response = await self._stream(client, messages, kwargs, timeout, publish)
         except openai.OpenAIError as exc:
+            permit.settle(0)
             raise self._map_error(exc, api_key) from exc
-        return self._to_response(completion)
+        except BaseException:
+            permit.settle(0)
+            raise
+        permit.settle(response.usage.total_tokens)
+        return response
+
+    async def _stream(
+        self,
+        client: AsyncOpenAI,
+        messages: list[ChatCompletionMessageParam],
+        kwargs: dict[str, Any],
+        timeout: float,
+        publish: Callable[[str], None],
+    ) -> ModelResponse:
+        """Stream a completion, publishing text deltas; assemble text, tool calls and usage from the chunks."""
+        stream = await client.chat.completions.create(
+            model=self.model,
+            messages=messages,
+            timeout=timeout,
+            stream=True,
+            stream_options={"include_usage": True},
+            **kwargs,
+        )
+        text: list[str] = []
+        refusal: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        finish_reason: str | None = None
+        usage = Usage()
+        saw_choice = False
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = Usage(
+                        input_tokens=chunk.usage.prompt_tokens or 0, output_tokens=chunk.usage.completion_tokens or 0
+                    )
+                for choice in chunk.choices or ():
+                    if choice.index != 0:
+                        continue
+                    saw_choice = True
+                    delta = choice.delta
+                    if delta.content:
+                        text.append(delta.content)
+                        publish(delta.content)
+                    if delta.refusal:
+                        refusal.append(delta.refusal)
+                    for part in delta.tool_calls or ():
+                        slot = calls.setdefault(part.index, {"id": None, "name": "", "arguments": []})
+                        if part.id:
+                            slot["id"] = part.id
+                        if part.function is not None:
+                            if part.function.name:
+                                slot["name"] += part.function.name
+                            if part.function.arguments:
+                                slot["arguments"].append(part.function.arguments)
+                    if choice.finish_reason is not None:
+                        finish_reason = choice.finish_reason
+        if not saw_choice:
+            raise ModelAPIError(f"{self.name} streamed no choices", status_code=None)
+        tool_calls = tuple(
+            ToolCall(
+                call_id=slot["id"] or f"call_{index}",
+                name=slot["name"],
+                arguments=_decode_arguments("".join(slot["arguments"])),
+            )
+            for index, slot in sorted(calls.items())
+        )
+        content = "".join(text) if text else ("".join(refusal) if refusal else None)
+        return ModelResponse(
+            content=content, tool_calls=tool_calls, usage=usage, model=self.name, finish_reason=finish_reason
+        )
 
     def _resolve_api_key(self) -> str:
         if self._api_key:
