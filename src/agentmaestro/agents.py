@@ -126,8 +126,20 @@ class Agent:
     # ------------------------------------------------------------------------------- YAML
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "<agent>", base_dir: Path | None = None) -> Agent:
-        """Build from a YAML/JSON mapping: name, model, instructions, tools (import paths), policy."""
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        *,
+        source: str = "<agent>",
+        base_dir: Path | None = None,
+        mcp_tools: dict[str, list[Tool]] | None = None,
+    ) -> Agent:
+        """Build from a YAML/JSON mapping: name, model, instructions, tools, policy, gate, retry, delegates.
+
+        ``tools`` entries are import paths (``package.module:function``), built-in tools
+        (``builtin:read_file``), or MCP references: ``mcp:SERVER`` (every tool of a server in
+        ``mcp_tools``) or ``mcp:SERVER/TOOL``.
+        """
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: an agent definition is a mapping")
         known = {"name", "model", "instructions", "description", "tools", "policy", "gate", "retry", "delegates"}
@@ -149,7 +161,7 @@ class Agent:
         if not isinstance(tools_raw, list) or not all(isinstance(t, str) for t in tools_raw):
             raise ConfigError(f"{source}: tools must be a list of import paths like 'package.module:function'")
         try:
-            tools = [load_tool(t) for t in tools_raw]
+            tools = [t for ref in tools_raw for t in _resolve_tool_ref(ref, mcp_tools, source)]
             policy = StrictPolicy.from_json(data.get("policy"))
             gate = GatePolicy.from_json(data["gate"]) if data.get("gate") is not None else None
             retry = data.get("retry") or {}
@@ -175,7 +187,7 @@ class Agent:
             raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> Agent:
+    def from_yaml(cls, path: str | Path, *, mcp_tools: dict[str, list[Tool]] | None = None) -> Agent:
         """Load one agent from a YAML file."""
         p = Path(path)
         try:
@@ -184,7 +196,52 @@ class Agent:
             raise ConfigError(f"cannot read agent file {str(p)!r}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-        return cls.from_dict(data, source=str(p), base_dir=p.parent)
+        return cls.from_dict(data, source=str(p), base_dir=p.parent, mcp_tools=mcp_tools)
+
+
+def _resolve_tool_ref(ref: str, mcp_tools: dict[str, list[Tool]] | None, source: str) -> list[Tool]:
+    if ref.startswith("builtin:"):
+        from agentmaestro.tools.builtin import BUILTIN_TOOLS
+
+        name = ref[len("builtin:") :]
+        if name not in BUILTIN_TOOLS:
+            raise ConfigError(f"{source}: unknown built-in tool {name!r}; known: {', '.join(sorted(BUILTIN_TOOLS))}")
+        return [BUILTIN_TOOLS[name]]
+    if not ref.startswith("mcp:"):
+        return [load_tool(ref)]
+    server, _, name = ref[4:].partition("/")
+    available = (mcp_tools or {}).get(server)
+    if available is None:
+        known = ", ".join(sorted(mcp_tools or {})) or "none (add mcp_servers.yaml next to the agents)"
+        raise ConfigError(f"{source}: unknown MCP server {server!r} in {ref!r}; configured servers: {known}")
+    if not name:
+        return list(available)
+    wanted = f"{server}__{name}"
+    for t in available:
+        if t.name == wanted:
+            return [t]
+    raise ConfigError(f"{source}: MCP server {server!r} has no tool {name!r}")
+
+
+def load_mcp_servers(path: Path) -> dict[str, list[Tool]]:
+    """Start (list) the MCP servers configured in a YAML file; returns their tools by server name."""
+    import asyncio
+    import concurrent.futures
+
+    from agentmaestro.tools.mcp import load_mcp_tools, mcp_configs_from_yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+    configs = mcp_configs_from_yaml(text, source=str(path))
+
+    async def load_all() -> dict[str, list[Tool]]:
+        return {c.name: await load_mcp_tools(c) for c in configs}
+
+    # Listing tools is async; run it on its own loop (callers may be inside a running loop).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, load_all()).result()
 
 
 def _names(value: Any, source: str) -> list[str]:
@@ -305,14 +362,22 @@ class AgentRegistry:
         return len(self._agents)
 
 
+MCP_SERVERS_FILE = "mcp_servers.yaml"
+"""In an agents folder: the MCP servers whose tools the folder's agents may use (``mcp:SERVER``)."""
+
+
 def load_agents_dir(path: str | Path) -> AgentRegistry:
-    """Load every ``*.yaml``/``*.yml`` agent in a folder (not recursive)."""
+    """Load every ``*.yaml``/``*.yml`` agent in a folder (not recursive), and its ``mcp_servers.yaml``."""
     folder = Path(path)
     if not folder.is_dir():
         raise ConfigError(f"agents folder {str(folder)!r} does not exist")
     registry = AgentRegistry()
+    mcp_file = folder / MCP_SERVERS_FILE
+    mcp_tools = load_mcp_servers(mcp_file) if mcp_file.is_file() else None
     for file in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        agent = Agent.from_yaml(file)
+        if file.name == MCP_SERVERS_FILE:
+            continue
+        agent = Agent.from_yaml(file, mcp_tools=mcp_tools)
         if agent.name in registry:
             raise ConfigError(f"{file}: agent name {agent.name!r} is defined twice in {folder}")
         registry.register(agent)

@@ -455,6 +455,9 @@ class Orchestrator:
                 with contextlib.suppress(Exception):
                     await self._worker_task
         await self.store.close()
+        from agentmaestro.tools.mcp import close_mcp_sessions
+
+        await close_mcp_sessions()
 
     def close(self) -> None:
         """Stop the worker (finishing in-flight steps), close the database, stop the loop."""
