@@ -5,7 +5,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 MAESTRO_HOME ?= .maestro
 
-.PHONY: setup run demo test test-fast lint bench clean
+.PHONY: setup system-deps run demo test lint bench lock clean
+
+## OS packages: bubblewrap gives code-running tools an OS sandbox (no network, read-only root).
+## Installed when running as root with apt; otherwise a note (tools then refuse DANGEROUS code execution).
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || echo "note: could not install bubblewrap"; \
+	  else echo "note: install bubblewrap (apt-get install bubblewrap) to sandbox code-running tools"; fi; }
 
 $(STAMP): requirements/bootstrap.lock requirements/dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,12 +22,13 @@ $(STAMP): requirements/bootstrap.lock requirements/dev.lock pyproject.toml
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) system-deps
 
-## Set everything up, migrate the embedded SQLite database, run the demo.
+## Set everything up, migrate the embedded SQLite database, run the demo, then serve the API on :8000.
 run: setup
 	$(VENV)/bin/maestro db upgrade
 	$(VENV)/bin/maestro demo
+	$(VENV)/bin/maestro serve --port $${PORT:-8000}
 
 ## Set everything up and run the whole suite (PostgreSQL half when MAESTRO_TEST_PG_URL is set).
 test: setup
