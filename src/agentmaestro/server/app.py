@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from agentmaestro import __version__
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.engine.worker import Worker, WorkerConfig
-from agentmaestro.server import errors
-from agentmaestro.server.routes import catalog, human, runs
+from agentmaestro.server import errors, streams
+from agentmaestro.server.auth import FailureThrottle
+from agentmaestro.server.metrics import CONTENT_TYPE_LATEST, Metrics
+from agentmaestro.server.quotas import RateLimiter
+from agentmaestro.server.routes import admin, catalog, human, runs, usage
 from agentmaestro.store.base import Store
 from agentmaestro.store.migrate import check_current
 
@@ -29,6 +32,7 @@ def create_app(
     worker: bool = True,
     worker_config: WorkerConfig | None = None,
     store: Store | None = None,
+    rate_limit_per_min: int | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -38,8 +42,11 @@ def create_app(
         worker: Run an embedded worker (set False for an API tier beside ``maestro worker`` processes).
         worker_config: Settings of the embedded worker.
         store: An already open store to use instead of opening ``database_url`` (not closed by the app).
+        rate_limit_per_min: Requests per minute per API key (default: ``MAESTRO_RATE_LIMIT_PER_MIN`` or 600;
+            0 disables the limit).
     """
     registry = agents or AgentRegistry()
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +56,7 @@ def create_app(
         app.state.worker = None
         task: asyncio.Task[None] | None = None
         if worker:
-            app.state.worker = Worker(app.state.store, registry, config=worker_config)
+            app.state.worker = Worker(app.state.store, registry, config=worker_config, listeners=[metrics.on_events])
             task = asyncio.create_task(app.state.worker.run())
         try:
             yield
@@ -69,10 +76,16 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.agents = registry
+    app.state.metrics = metrics
+    app.state.rate_limiter = RateLimiter.from_env(rate_limit_per_min)
+    app.state.auth_failures = FailureThrottle()
     errors.install(app)
     app.include_router(runs.router)
     app.include_router(human.router)
     app.include_router(catalog.router)
+    app.include_router(streams.router)
+    app.include_router(admin.router)
+    app.include_router(usage.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz() -> dict[str, Any]:
@@ -92,4 +105,24 @@ def create_app(
             )
         return {"status": "ready"}
 
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics"}},
+    )
+    async def prometheus_metrics() -> Response:
+        """Runs by status and queue depth (from the database), steps, tool calls, latency, tokens, cost."""
+        body = await metrics.render(app.state.store)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.document(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

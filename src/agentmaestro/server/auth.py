@@ -1,16 +1,32 @@
-"""API keys and roles. Every request is scoped to the workspace of the key that made it."""
+"""API keys and roles. Every request is scoped to the workspace of the key that made it.
+
+A key is sent as ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``). Successful logins are
+audited at most once per key per minute; failed ones at most once per client and key per minute.
+Each key is rate limited (a token bucket per process, see :mod:`agentmaestro.server.quotas`).
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from agentmaestro.server.errors import APIError
+from agentmaestro.server.quotas import RateLimiter
 from agentmaestro.store.base import Store
+
+log = logging.getLogger("agentmaestro.server")
+
+# Declared for the OpenAPI document (and /docs "Authorize"); the header is parsed below.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer am_...`")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key, as an alternative header.")
 
 
 class Role(IntEnum):
@@ -46,14 +62,56 @@ def get_store(request: Request) -> Store:
     return store
 
 
-async def authenticate(request: Request) -> Principal:
-    """Resolve the ``Authorization: Bearer <key>`` header (or ``X-API-Key``) to a Principal."""
+class FailureThrottle:
+    """Remembers recent failed logins so that a flood of them is audited once a minute, not per request."""
+
+    def __init__(self, interval_s: float = 60.0, max_entries: int = 10_000) -> None:
+        self.interval_s = interval_s
+        self.max_entries = max_entries
+        self._last: dict[tuple[str, str], float] = {}
+
+    def allow(self, client: str, key_id: str, now: float | None = None) -> bool:
+        """True if this (client, key) failure should be recorded now."""
+        now = time.monotonic() if now is None else now
+        k = (client, key_id)
+        last = self._last.get(k)
+        if last is not None and now - last < self.interval_s:
+            return False
+        if len(self._last) >= self.max_entries:
+            self._last = {kk: t for kk, t in self._last.items() if now - t < self.interval_s}
+            if len(self._last) >= self.max_entries:
+                return False
+        self._last[k] = now
+        return True
+
+
+def _token(request: Request) -> str:
     header = request.headers.get("authorization", "")
-    token = ""
     if header.lower().startswith("bearer "):
-        token = header[7:].strip()
-    elif request.headers.get("x-api-key"):
-        token = request.headers["x-api-key"].strip()
+        return header[7:].strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+async def _audit_failure(request: Request, token: str, reason: str) -> None:
+    throttle: FailureThrottle | None = getattr(request.app.state, "auth_failures", None)
+    client = request.client.host if request.client else "unknown"
+    parts = token.split("_", 2)
+    key_id = parts[1][:64] if len(parts) == 3 else "?"
+    if throttle is None or not throttle.allow(client, key_id):
+        return
+    try:
+        await get_store(request).audit_auth_failure(token, client=client, reason=reason)
+    except Exception:  # auditing a failure must not turn a 401 into a 500
+        log.exception("could not audit a failed authentication")
+
+
+async def authenticate(
+    request: Request,
+    _b: Annotated[object, Depends(_bearer)] = None,
+    _k: Annotated[object, Depends(_api_key)] = None,
+) -> Principal:
+    """Resolve the ``Authorization: Bearer <key>`` header (or ``X-API-Key``) to a Principal."""
+    token = _token(request)
     if not token:
         raise APIError(
             401,
@@ -61,12 +119,24 @@ async def authenticate(request: Request) -> Principal:
             "missing API key (Authorization: Bearer <key>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    row = await get_store(request).verify_key(token)
+    row = await get_store(request).authenticate_key(token)
     if row is None:
+        await _audit_failure(request, token, "invalid or revoked API key")
         raise APIError(401, "unauthenticated", "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     principal = Principal(
         workspace_id=row["workspace_id"], key_id=row["key_id"], key_name=row["name"], role=Role[row["role"]]
     )
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        retry_after = limiter.take(principal.key_id)
+        if retry_after is not None:
+            raise APIError(
+                429,
+                "rate_limited",
+                f"rate limit of {limiter.per_minute} requests per minute for this API key exceeded; "
+                f"retry in {math.ceil(retry_after)}s",
+                headers={"Retry-After": str(math.ceil(retry_after))},
+            )
     request.state.principal = principal
     return principal
 

@@ -6,6 +6,7 @@ traceback and answered with a generic message.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -59,6 +60,62 @@ def _describe(errors: list[Any]) -> str:
         parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "additionalProperties": False,
+            "properties": {
+                "code": {"type": "string", "description": "Stable, machine-readable code, e.g. not_found."},
+                "message": {"type": "string", "description": "What went wrong, for people."},
+            },
+        }
+    },
+}
+"""JSON schema of every error response."""
+
+_ERROR_STATUSES = {
+    "400": "Bad request",
+    "401": "Missing, invalid or revoked API key",
+    "403": "The key's role does not allow this",
+    "404": "Not found (or in another workspace)",
+    "409": "Conflict with the resource's current state",
+    "422": "Invalid request",
+    "429": "Rate limit or quota exceeded (see Retry-After)",
+}
+
+
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """Describe the error responses of every ``/v1`` operation in an OpenAPI document, in place.
+
+    FastAPI documents its own 422 body (``{"detail": [...]}``); this API answers
+    ``{"error": {...}}`` instead, so that is replaced, and the other 4xx answers are added.
+    """
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Error"] = ERROR_SCHEMA
+    ref = {"$ref": "#/components/schemas/Error"}
+    for path, item in schema.get("paths", {}).items():
+        for method, op in item.items():
+            if method not in ("get", "put", "post", "patch", "delete") or not isinstance(op, dict):
+                continue
+            responses = op.setdefault("responses", {})
+            statuses = list(_ERROR_STATUSES) if path.startswith("/v1") else [s for s in ("422",) if s in responses]
+            for status in statuses:
+                responses[status] = {
+                    "description": _ERROR_STATUSES[status],
+                    "content": {"application/json": {"schema": ref}},
+                }
+    if '"#/components/schemas/HTTPValidationError"' not in json.dumps(schema):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+    return schema
 
 
 def install(app: FastAPI) -> None:

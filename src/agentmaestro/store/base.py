@@ -539,3 +539,177 @@ class Store:
             except Exception as exc:  # keep listening; polling covers the gap
                 log.warning("LISTEN connection failed: %s", exc)
                 self._closed.wait(1.0)
+
+    # =================================================================================
+    # Server: audit log, usage and quotas (appended; implementation in _audit.py and _usage.py)
+    # =================================================================================
+
+    async def audit(
+        self,
+        workspace_id: str,
+        *,
+        actor: str,
+        action: str,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Append one entry to the workspace's hash-chained audit log; returns it."""
+        from agentmaestro.store import _audit
+
+        now = time.time()
+        entry = _audit.NewEntry(at=now, actor=actor, action=action, target=target, detail=detail)
+        [row] = await self._write(_audit.append, workspace_id, [entry], now)
+        return row
+
+    async def audit_entries(
+        self,
+        workspace_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int = 100,
+        action: str | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """A page of the workspace's audit log (oldest first unless ``newest_first``)."""
+        from agentmaestro.store import _audit
+
+        return await self._read(
+            _audit.list_entries,
+            workspace_id,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            limit=limit,
+            action=action,
+            newest_first=newest_first,
+        )
+
+    async def verify_audit(self, workspace_id: str | None = None) -> list[Any]:
+        """Walk the audit chain of one workspace (or all); a ``ChainReport`` per chain."""
+        from agentmaestro.store import _audit
+
+        return await self._read(_audit.verify, workspace_id)
+
+    async def authenticate_key(self, token: str) -> dict[str, Any] | None:
+        """Like :meth:`verify_key`, and record a login in the audit log at most once per key per minute."""
+        from agentmaestro.store import _audit
+
+        def op(conn: Connection) -> dict[str, Any] | None:
+            now = time.time()
+            row = _keys.verify_key(conn, token, now)
+            if row is not None and (row["last_used_at"] is None or now - row["last_used_at"] > 60):
+                entry = _audit.NewEntry(
+                    at=now,
+                    actor=f"key:{row['name']}",
+                    action="auth.login",
+                    target=row["key_id"],
+                    detail={"role": row["role"]},
+                )
+                _audit.append(conn, row["workspace_id"], [entry], now)
+            return row
+
+        return await self._write(op)
+
+    async def audit_auth_failure(self, token: str, *, client: str | None, reason: str) -> None:
+        """Record a failed authentication in the workspace of the key it named (or the system chain)."""
+        from sqlalchemy import select
+
+        from agentmaestro.store import _audit
+        from agentmaestro.store.schema import api_keys
+
+        parts = token.split("_", 2)
+        key_id = parts[1][:64] if len(parts) == 3 and parts[0] == _keys.KEY_PREFIX else None
+
+        def op(conn: Connection) -> None:
+            now = time.time()
+            ws = None
+            if key_id:
+                ws = conn.execute(select(api_keys.c.workspace_id).where(api_keys.c.key_id == key_id)).scalar()
+            entry = _audit.NewEntry(
+                at=now,
+                actor=f"client:{client or 'unknown'}",
+                action="auth.failure",
+                target=key_id,
+                detail={"reason": reason},
+            )
+            _audit.append(conn, ws or _audit.SYSTEM_WORKSPACE, [entry], now)
+
+        await self._write(op)
+
+    async def create_key_audited(
+        self, workspace_id: str, *, name: str, role: str, actor: str
+    ) -> tuple[dict[str, Any], str]:
+        """Create an API key and record it in the audit log, in one transaction."""
+        from agentmaestro.store import _audit
+
+        def op(conn: Connection) -> tuple[dict[str, Any], str]:
+            now = time.time()
+            row, key = _keys.create_key(conn, workspace_id, name, role, actor, now)
+            entry = _audit.NewEntry(
+                at=now, actor=actor, action="key.create", target=row["key_id"], detail={"name": name, "role": role}
+            )
+            _audit.append(conn, workspace_id, [entry], now)
+            return row, key
+
+        return await self._write(op)
+
+    async def revoke_key_audited(self, workspace_id: str, key_id: str, *, actor: str) -> dict[str, Any]:
+        """Revoke an API key and record it in the audit log, in one transaction."""
+        from agentmaestro.store import _audit
+
+        def op(conn: Connection) -> dict[str, Any]:
+            now = time.time()
+            row = _keys.revoke_key(conn, workspace_id, key_id, now)
+            entry = _audit.NewEntry(
+                at=now, actor=actor, action="key.revoke", target=key_id, detail={"name": row["name"]}
+            )
+            _audit.append(conn, workspace_id, [entry], now)
+            return row
+
+        return await self._write(op)
+
+    async def update_settings_audited(
+        self, workspace_id: str, changes: dict[str, Any], *, actor: str
+    ) -> dict[str, Any]:
+        """Change workspace settings (``gate``, ``quotas``) and audit each change, in one transaction."""
+        from agentmaestro.store import _audit
+
+        def op(conn: Connection) -> dict[str, Any]:
+            now = time.time()
+            before = _iv.get_workspace_settings(conn, workspace_id)
+            after = _iv.update_workspace_settings(conn, workspace_id, changes)
+            entries = [
+                _audit.NewEntry(
+                    at=now,
+                    actor=actor,
+                    action="gate.update" if name == "gate" else f"{name}.update",
+                    target=workspace_id,
+                    detail={"before": before.get(name), "after": after.get(name)},
+                )
+                for name in sorted(changes)
+                if before.get(name) != after.get(name)
+            ]
+            _audit.append(conn, workspace_id, entries, now)
+            return after
+
+        return await self._write(op)
+
+    async def get_workspace(self, workspace_id: str) -> dict[str, Any]:
+        """One workspace: id, name, created_at, settings (NotFoundError if missing)."""
+        from agentmaestro.store import _usage
+
+        return await self._read(_usage.workspace_row, workspace_id)
+
+    async def usage(
+        self, workspace_id: str, *, since: float, until: float, group_by: str
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Tokens, calls and cost of the workspace's steps in [since, until) by agent, model or day; and totals."""
+        from agentmaestro.store import _usage
+
+        return await self._read(_usage.usage, workspace_id, since=since, until=until, group_by=group_by)
+
+    async def quota_usage(self, workspace_id: str, *, with_cost: bool = True) -> dict[str, Any]:
+        """Active runs, runs in the last hour and this month's cost: what quotas are checked against."""
+        from agentmaestro.store import _usage
+
+        return await self._read(_usage.quota_usage, workspace_id, time.time(), with_cost=with_cost)

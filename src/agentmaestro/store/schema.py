@@ -182,3 +182,40 @@ api_keys = Table(
     Index("ix_api_keys_workspace", "workspace_id"),
 )
 """API keys: only a SHA-256 hash of the secret is stored; the key is shown once at creation."""
+
+# --------------------------------------------------------------------------- audit log (0004)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(300), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(300), nullable=True),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_workspace_action", "workspace_id", "action"),
+)
+"""Security-relevant actions, append-only and hash-chained per workspace.
+
+``detail`` holds canonical JSON text (exactly what was hashed). ``hash`` is the SHA-256 of the
+canonical JSON of the entry including ``prev_hash``, the hash of the entry before it in the same
+workspace (64 zeros for the first). On PostgreSQL a trigger refuses UPDATE, DELETE and TRUNCATE.
+"""
+
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+"""The last entry of each audit chain: the row appenders lock (so two processes cannot fork a chain)
+and the anchor that makes a truncated tail detectable."""
+
+Index("ix_steps_workspace_created", steps.c.workspace_id, steps.c.created_at)
+"""Usage reports and the monthly budget sum a workspace's steps over a time range."""

@@ -36,7 +36,7 @@ async def decide(
     approval_id: str, body: schemas.ApprovalDecision, principal: Operator, store: StoreDep
 ) -> dict[str, Any]:
     """Approve (optionally with edited arguments: the approval binds to them) or reject with a reason."""
-    return await store.resolve_approval(
+    row = await store.resolve_approval(
         approval_id,
         approve=body.decision == "approve",
         by=principal.actor,
@@ -44,6 +44,15 @@ async def decide(
         arguments=body.arguments,
         workspace_id=principal.workspace_id,
     )
+    detail = {"run_id": row["run_id"], "tool": row["tool"], "reason": body.reason, "edited": body.arguments is not None}
+    await store.audit(
+        principal.workspace_id,
+        actor=principal.actor,
+        action=f"approval.{body.decision}",
+        target=approval_id,
+        detail=detail,
+    )
+    return row
 
 
 @router.get("/human-requests", response_model=list[schemas.HumanRequest], summary="List human requests")
@@ -61,7 +70,7 @@ async def resolve(
     request_id: str, body: schemas.HumanResolution, principal: Operator, store: StoreDep
 ) -> dict[str, Any]:
     """Retry (with optional new instructions), answer in place of the step, or abandon the run."""
-    return await store.resolve_human_request(
+    row = await store.resolve_human_request(
         request_id,
         action=body.action,
         by=principal.actor,
@@ -69,3 +78,8 @@ async def resolve(
         answer=body.answer,
         workspace_id=principal.workspace_id,
     )
+    detail = {"run_id": row["run_id"], "action": body.action}
+    await store.audit(
+        principal.workspace_id, actor=principal.actor, action="human_request.resolve", target=request_id, detail=detail
+    )
+    return row

@@ -12,6 +12,7 @@ from agentmaestro.core.states import RunStatus
 from agentmaestro.server import schemas
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.server.errors import APIError
+from agentmaestro.server.quotas import check_run_quota
 from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import RunRecord, new_run_id
@@ -43,6 +44,7 @@ async def create_run(
     if agent_name not in registry:
         raise APIError(404, "not_found", f"agent {agent_name!r} not found; known agents: {', '.join(registry.names())}")
     agent = registry.get(agent_name)
+    await check_run_quota(store, workspace_id)
     [rec] = await store.create_runs(
         [
             NewRun(
@@ -105,6 +107,9 @@ async def cancel_run(
     """Cancel at once if not running; a running run stops at its next step."""
     reason = body.reason if body else "cancelled via API"
     rec = await store.request_cancel(run_id, workspace_id=principal.workspace_id, reason=reason, by=principal.actor)
+    await store.audit(
+        principal.workspace_id, actor=principal.actor, action="run.cancel", target=run_id, detail={"reason": reason}
+    )
     return rec.to_json()
 
 
@@ -131,6 +136,7 @@ async def restart_run(run_id: str, principal: Operator, store: StoreDep, request
 async def fork_run(run_id: str, body: schemas.RunFork, principal: Operator, store: StoreDep) -> dict[str, Any]:
     """A new run whose history is a copy of this run's events up to ``at_seq``."""
     policy = body.policy.model_dump(exclude_unset=True) if body.policy else None
+    await check_run_quota(store, principal.workspace_id)
     rec = await store.fork(
         run_id, at_seq=body.at_seq, workspace_id=principal.workspace_id, by=principal.actor, policy=policy
     )

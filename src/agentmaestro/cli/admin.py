@@ -1,0 +1,90 @@
+"""``maestro audit verify|list``: check and read the hash-chained audit log."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from agentmaestro.cli._common import _ctx, _print_json, _run, app, out
+
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+def cli_actor() -> str:
+    """How a CLI user is named in the audit log: ``cli:<login>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ctx: typer.Context,
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", "-w", help="Only this workspace's chain (default: every chain).")
+    ] = None,
+) -> None:
+    """Walk the audit chain(s); report the first edited, deleted or reordered entry and exit 1."""
+    c = _ctx(ctx)
+
+    async def go() -> list[Any]:
+        store = c.open_store()
+        try:
+            return await store.verify_audit(workspace)
+        finally:
+            await store.close()
+
+    reports = _run(go())
+    broken = [r for r in reports if not r.ok]
+    if c.as_json:
+        _print_json({"ok": not broken, "chains": [r.to_json() for r in reports]})
+    else:
+        for r in reports:
+            if r.ok:
+                out.print(f"{r.workspace_id}: ok ({r.entries} entries)", markup=False)
+            else:
+                out.print(f"{r.workspace_id}: BROKEN at entry {r.broken_seq}: {r.reason}", markup=False)
+        if not reports:
+            out.print("no audit entries", markup=False)
+    if broken:
+        first = broken[0]
+        sys.stderr.write(
+            f"error: audit chain of workspace {first.workspace_id!r} is broken at entry {first.broken_seq}: "
+            f"{first.reason}\n"
+        )
+        raise typer.Exit(1)
+
+
+@audit_app.command("list")
+def audit_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="How many entries.")] = 50,
+    action: Annotated[str | None, typer.Option("--action", help="Only this action, e.g. key.create.")] = None,
+) -> None:
+    """The workspace's newest audit entries."""
+    c = _ctx(ctx)
+
+    async def go() -> list[dict[str, Any]]:
+        store = c.open_store()
+        try:
+            return await store.audit_entries(c.workspace, limit=limit, action=action, newest_first=True)
+        finally:
+            await store.close()
+
+    rows = _run(go())
+    if c.as_json:
+        _print_json(rows)
+        return
+    table = Table("seq", "at", "actor", "action", "target", "detail")
+    for r in rows:
+        table.add_row(
+            str(r["seq"]), f"{r['at']:.3f}", r["actor"], r["action"], r["target"] or "", json.dumps(r["detail"])
+        )
+    out.print(table)

@@ -1,0 +1,122 @@
+"""Per-workspace quotas (checked when a run is created) and the per-key rate limit.
+
+Quotas live in the workspace's settings under ``quotas``: ``max_concurrent_runs`` (runs not yet
+COMPLETED, FAILED or CANCELLED), ``runs_per_hour`` and ``monthly_budget_usd`` (the cost of the
+workspace's steps this calendar month, UTC). A missing or null limit is unlimited. Over quota, run
+creation answers 429 with a message that says which limit and, where a wait helps, ``Retry-After``.
+The checks read the database just before the insert, so two simultaneous requests can overshoot a
+limit by one; they are guards against runaway use, not billing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import threading
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentmaestro.errors import ConfigError
+from agentmaestro.server.errors import APIError
+from agentmaestro.store._usage import next_month_start
+from agentmaestro.store.base import Store
+
+DEFAULT_RATE_LIMIT_PER_MIN = 600
+RATE_LIMIT_ENV = "MAESTRO_RATE_LIMIT_PER_MIN"
+
+
+class Quotas(BaseModel):
+    """A workspace's limits; null means unlimited."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_concurrent_runs: int | None = Field(default=None, ge=0, le=1_000_000, description="Runs not yet finished.")
+    runs_per_hour: int | None = Field(default=None, ge=0, le=100_000_000, description="Runs created per rolling hour.")
+    monthly_budget_usd: float | None = Field(
+        default=None, ge=0, le=1e12, description="USD spent by the workspace's steps this calendar month (UTC)."
+    )
+
+
+def quotas_of(settings: dict[str, Any]) -> Quotas:
+    """The quotas stored in a workspace's settings (lenient: unknown or bad values are ignored)."""
+    raw = settings.get("quotas") or {}
+    if not isinstance(raw, dict):
+        return Quotas()
+    try:
+        return Quotas.model_validate({k: v for k, v in raw.items() if k in Quotas.model_fields})
+    except ValueError:
+        return Quotas()
+
+
+async def check_run_quota(store: Store, workspace_id: str) -> None:
+    """Raise a 429 APIError if creating one more run in the workspace would exceed a quota."""
+    q = quotas_of(await store.workspace_settings(workspace_id))
+    if q.max_concurrent_runs is None and q.runs_per_hour is None and q.monthly_budget_usd is None:
+        return
+    use = await store.quota_usage(workspace_id, with_cost=q.monthly_budget_usd is not None)
+    now = time.time()
+    if q.max_concurrent_runs is not None and use["active_runs"] >= q.max_concurrent_runs:
+        raise APIError(
+            429,
+            "quota_exceeded",
+            f"quota exceeded: workspace {workspace_id!r} has {use['active_runs']} unfinished runs "
+            f"(max_concurrent_runs={q.max_concurrent_runs}); wait for one to finish or cancel one",
+        )
+    if q.runs_per_hour is not None and use["runs_last_hour"] >= q.runs_per_hour:
+        oldest = use["oldest_in_hour"] or now
+        wait = max(1, math.ceil(oldest + 3600 - now))
+        raise APIError(
+            429,
+            "quota_exceeded",
+            f"quota exceeded: workspace {workspace_id!r} created {use['runs_last_hour']} runs in the last hour "
+            f"(runs_per_hour={q.runs_per_hour}); retry in {wait}s",
+            headers={"Retry-After": str(wait)},
+        )
+    if q.monthly_budget_usd is not None and use["month_cost_usd"] >= q.monthly_budget_usd:
+        reset = next_month_start(now)
+        when = dt.datetime.fromtimestamp(reset, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise APIError(
+            429,
+            "quota_exceeded",
+            f"quota exceeded: workspace {workspace_id!r} spent ${use['month_cost_usd']:.4f} this month "
+            f"(monthly_budget_usd={q.monthly_budget_usd:g}); the budget resets at {when}",
+            headers={"Retry-After": str(max(1, math.ceil(reset - now)))},
+        )
+
+
+class RateLimiter:
+    """A token bucket per API key, in memory (per process): ``per_minute`` requests, bursts up to that many."""
+
+    def __init__(self, per_minute: int) -> None:
+        if per_minute < 1:
+            raise ValueError("the rate limit must be at least 1 request per minute")
+        self.per_minute = per_minute
+        self._rate = per_minute / 60.0
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, per_minute: int | None = None) -> RateLimiter | None:
+        """``per_minute``, else ``MAESTRO_RATE_LIMIT_PER_MIN`` (default 600); 0 disables the limit."""
+        if per_minute is None:
+            raw = os.environ.get(RATE_LIMIT_ENV, "").strip()
+            try:
+                per_minute = int(raw) if raw else DEFAULT_RATE_LIMIT_PER_MIN
+            except ValueError:
+                raise ConfigError(f"{RATE_LIMIT_ENV} must be an integer, got {raw!r}") from None
+        return cls(per_minute) if per_minute > 0 else None
+
+    def take(self, key: str, now: float | None = None) -> float | None:
+        """Spend one token of ``key``'s bucket; None if allowed, else the seconds until one is available."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + (now - last) * self._rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return None
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self._rate

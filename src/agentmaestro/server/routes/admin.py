@@ -1,0 +1,230 @@
+"""/v1/workspace, /v1/keys and /v1/audit: the caller's workspace, its API keys and its audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentmaestro.core.gate import GatePolicy
+from agentmaestro.errors import ConfigError
+from agentmaestro.server.auth import Admin, Viewer, get_store
+from agentmaestro.server.errors import APIError
+from agentmaestro.server.quotas import Quotas, quotas_of
+from agentmaestro.store.base import Store
+
+router = APIRouter(prefix="/v1", tags=["workspace, keys and audit"])
+StoreDep = Annotated[Store, Depends(get_store)]
+
+RiskName = Literal["SAFE", "ELEVATED", "DANGEROUS"]
+Decision = Literal["allow", "require_approval", "deny"]
+ToolName = Annotated[str, Field(min_length=1, max_length=200)]
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class GateRules(_Strict):
+    """The workspace's risk gate: a decision per risk level, and tool allow and deny lists."""
+
+    levels: dict[RiskName, Decision] = Field(
+        default_factory=dict, description="Decision per risk level; omitted levels keep their defaults."
+    )
+    allow_tools: list[ToolName] | None = Field(
+        default=None, max_length=1000, description="If set, only these tools may run."
+    )
+    deny_tools: list[ToolName] = Field(default_factory=list, max_length=1000, description="Always denied.")
+    approval_ttl_s: float | None = Field(
+        default=3600.0, gt=0, le=1e9, description="Seconds before a pending approval is denied (null: never)."
+    )
+
+
+class SettingsPatch(_Strict):
+    """Change the workspace's gate rules and quotas.
+
+    Gate rules are replaced as a whole (null restores the defaults); quotas are merged field by field
+    (a null field removes that limit, a null object removes all limits).
+    """
+
+    gate: GateRules | None = None
+    quotas: Quotas | None = None
+
+
+class QuotaUse(BaseModel):
+    """Where the workspace stands against its quotas."""
+
+    active_runs: int
+    runs_last_hour: int
+    month_cost_usd: float
+
+
+class Caller(BaseModel):
+    """The key that made the request."""
+
+    key_id: str
+    key_name: str
+    role: Literal["viewer", "operator", "admin"]
+
+
+class Workspace(BaseModel):
+    """The caller's workspace: its effective gate rules, quotas and current use."""
+
+    workspace_id: str
+    name: str
+    created_at: float
+    gate: GateRules
+    quotas: Quotas
+    usage: QuotaUse
+    caller: Caller
+
+
+class KeyCreate(_Strict):
+    """A new API key."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE, description="What the key is for.")
+    role: Literal["viewer", "operator", "admin"] = "operator"
+
+
+class ApiKey(BaseModel):
+    """An API key, without its secret."""
+
+    key_id: str
+    workspace_id: str
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    prefix: str = Field(description="The key's first characters, to recognise it.")
+    created_at: float
+    created_by: str | None
+    last_used_at: float | None
+    revoked_at: float | None
+
+
+class ApiKeyCreated(ApiKey):
+    """A new key: ``key`` is shown only in this response and stored only as a hash."""
+
+    key: str
+
+
+class AuditEntry(BaseModel):
+    """One entry of the hash-chained audit log."""
+
+    workspace_id: str
+    seq: int
+    at: float
+    actor: str
+    action: str
+    target: str | None
+    detail: dict[str, Any]
+    prev_hash: str = Field(description="``hash`` of the entry before (64 zeros for the first).")
+    hash: str = Field(description="SHA-256 of the canonical JSON of the entry's other fields.")
+
+
+class AuditPage(BaseModel):
+    """Entries oldest first; pass ``next_after`` as ``after`` for the next page."""
+
+    entries: list[AuditEntry]
+    next_after: int
+
+
+class AuditChain(BaseModel):
+    """The result of walking the workspace's audit chain."""
+
+    workspace_id: str
+    entries: int
+    head_seq: int
+    ok: bool
+    broken_seq: int | None = Field(description="The first entry where the chain breaks.")
+    reason: str | None
+
+
+async def _workspace(store: Store, principal: Any) -> dict[str, Any]:
+    row = await store.get_workspace(principal.workspace_id)
+    settings = row["settings"]
+    use = await store.quota_usage(principal.workspace_id)
+    return {
+        "workspace_id": row["workspace_id"],
+        "name": row["name"],
+        "created_at": row["created_at"],
+        "gate": GatePolicy.from_json(settings.get("gate")).to_json(),
+        "quotas": quotas_of(settings).model_dump(),
+        "usage": {k: use[k] for k in ("active_runs", "runs_last_hour", "month_cost_usd")},
+        "caller": {"key_id": principal.key_id, "key_name": principal.key_name, "role": principal.role.name},
+    }
+
+
+@router.get("/workspace", response_model=Workspace, summary="The caller's workspace")
+async def get_workspace(principal: Viewer, store: StoreDep) -> dict[str, Any]:
+    """The workspace of the calling key: gate rules, quotas, current use, and who is calling."""
+    return await _workspace(store, principal)
+
+
+@router.patch("/workspace/settings", response_model=Workspace, summary="Change gate rules and quotas")
+async def patch_settings(body: SettingsPatch, principal: Admin, store: StoreDep) -> dict[str, Any]:
+    """Change the gate rules and quotas (admin); every change is recorded in the audit log."""
+    changes: dict[str, Any] = {}
+    fields = body.model_fields_set
+    if "gate" in fields:
+        if body.gate is None:
+            changes["gate"] = None
+        else:
+            try:
+                changes["gate"] = GatePolicy.from_json(body.gate.model_dump()).to_json()
+            except ConfigError as exc:
+                raise APIError(422, "invalid_request", f"gate: {exc}") from None
+    if "quotas" in fields:
+        if body.quotas is None:
+            changes["quotas"] = None
+        else:
+            current = quotas_of(await store.workspace_settings(principal.workspace_id)).model_dump()
+            current.update(body.quotas.model_dump(exclude_unset=True))
+            changes["quotas"] = current
+    if changes:
+        await store.update_settings_audited(principal.workspace_id, changes, actor=principal.actor)
+    return await _workspace(store, principal)
+
+
+@router.get("/keys", response_model=list[ApiKey], summary="List API keys")
+async def list_keys(principal: Admin, store: StoreDep) -> list[dict[str, Any]]:
+    """The workspace's keys, newest first (never their secrets)."""
+    return await store.list_keys(principal.workspace_id)
+
+
+@router.post("/keys", status_code=201, response_model=ApiKeyCreated, summary="Create an API key")
+async def create_key(body: KeyCreate, principal: Admin, store: StoreDep) -> dict[str, Any]:
+    """Create a key in the caller's workspace. The key is in this response only; store it safely."""
+    row, key = await store.create_key_audited(
+        principal.workspace_id, name=body.name, role=body.role, actor=principal.actor
+    )
+    return {**row, "key": key}
+
+
+@router.delete("/keys/{key_id}", response_model=ApiKey, summary="Revoke an API key")
+async def revoke_key(
+    key_id: Annotated[str, Path(min_length=1, max_length=64)], principal: Admin, store: StoreDep
+) -> dict[str, Any]:
+    """Revoke a key of the caller's workspace (another workspace's key answers 404)."""
+    return await store.revoke_key_audited(principal.workspace_id, key_id, actor=principal.actor)
+
+
+@router.get("/audit", response_model=AuditPage, summary="Read the audit log")
+async def list_audit(
+    principal: Admin,
+    store: StoreDep,
+    after: Annotated[int, Query(ge=0, le=2**62, description="Only entries with a greater seq.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    action: Annotated[str | None, Query(max_length=64, description="Only this action, e.g. key.create.")] = None,
+) -> dict[str, Any]:
+    """The workspace's audit entries, oldest first; continue with ``after=next_after``."""
+    rows = await store.audit_entries(principal.workspace_id, after_seq=after, limit=limit, action=action)
+    return {"entries": rows, "next_after": rows[-1]["seq"] if rows else after}
+
+
+@router.get("/audit/verify", response_model=AuditChain, summary="Verify the audit chain")
+async def verify_audit(principal: Admin, store: StoreDep) -> dict[str, Any]:
+    """Walk the workspace's chain: every entry must hash to its stored hash and link to the one before."""
+    [report] = await store.verify_audit(principal.workspace_id)
+    out: dict[str, Any] = report.to_json()
+    return out
