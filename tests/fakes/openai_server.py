@@ -12,7 +12,9 @@ Usage::
 
 Replies are served in order, one per ``POST /v1/chat/completions``; when none is left the server answers
 500 with a message saying so. ``server.requests`` holds every decoded JSON body, ``server.headers`` the
-matching request headers.
+matching request headers. A request with ``"stream": true`` gets a successful reply as server-sent
+``chat.completion.chunk`` events (text in ``chunk_chars`` pieces, tool-call arguments likewise, usage in a last
+chunk when ``stream_options.include_usage`` is set, then ``[DONE]``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -30,7 +33,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
@@ -51,8 +54,9 @@ class ScriptedReply:
 class FakeOpenAIServer:
     """An OpenAI-compatible chat-completions server in a background thread; a context manager."""
 
-    def __init__(self, *, model: str = "fake-model") -> None:
+    def __init__(self, *, model: str = "fake-model", chunk_chars: int = 4) -> None:
         self.model = model
+        self.chunk_chars = chunk_chars
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._replies: deque[ScriptedReply] = deque()
@@ -165,7 +169,38 @@ class FakeOpenAIServer:
             await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
         if isinstance(reply.body, str):
             return PlainTextResponse(reply.body, status_code=reply.status, headers=reply.headers)
+        if body.get("stream") and reply.status == 200:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(
+                self._chunks(reply.body, include_usage), media_type="text/event-stream", headers=reply.headers
+            )
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+    async def _chunks(self, completion: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+        base = {k: completion[k] for k in ("id", "created", "model")}
+        base["object"] = "chat.completion.chunk"
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
+
+        n = self.chunk_chars
+        message = completion["choices"][0]["message"]
+        yield chunk({"role": "assistant", "content": ""})
+        text = message.get("content") or ""
+        for i in range(0, len(text), n):
+            yield chunk({"content": text[i : i + n]})
+            await asyncio.sleep(0)
+        for index, call in enumerate(message.get("tool_calls") or []):
+            head = {"index": index, "id": call["id"], "type": "function"}
+            yield chunk({"tool_calls": [{**head, "function": {"name": call["function"]["name"], "arguments": ""}}]})
+            raw = call["function"]["arguments"]
+            for i in range(0, len(raw), n):
+                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": raw[i : i + n]}}]})
+        yield chunk({}, completion["choices"][0]["finish_reason"])
+        if include_usage and completion.get("usage"):
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': completion['usage']})}\n\n"
+        yield "data: [DONE]\n\n"
 
     def start(self) -> FakeOpenAIServer:
         """Bind a free port on 127.0.0.1 and serve in a daemon thread until :meth:`stop`."""
