@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from agentmaestro.cli._common import _Ctx, _ctx, _drive_here, _print_json, _run, app, out
+from agentmaestro.cli.admin import cli_actor
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.errors import ConfigError
 from agentmaestro.store.base import Store
@@ -99,6 +100,20 @@ def _decide(
         row = await store.resolve_approval(
             approval_id, approve=approve, by=who, reason=reason, arguments=arguments, workspace_id=c.workspace
         )
+        detail = {
+            "run_id": row["run_id"],
+            "tool": row["tool"],
+            "reason": reason,
+            "by": who,
+            "edited": arguments is not None,
+        }
+        await store.audit(
+            c.workspace,
+            actor=cli_actor(),
+            action="approval.approve" if approve else "approval.reject",
+            target=approval_id,
+            detail=detail,
+        )
         if c.as_json and not wait:
             _print_json(row)
         elif not c.as_json:
@@ -164,6 +179,10 @@ def _resolve(
 
     async def go(store: Store) -> int:
         row = await store.resolve_human_request(request_id, action=action, by=who, workspace_id=c.workspace, **kw)
+        detail = {"run_id": row["run_id"], "action": action, "by": who}
+        await store.audit(
+            c.workspace, actor=cli_actor(), action="human_request.resolve", target=request_id, detail=detail
+        )
         if c.as_json and not wait:
             _print_json(row)
         elif not c.as_json:
@@ -255,6 +274,8 @@ def gate_set(
             data["approval_ttl_s"] = approval_ttl
         policy = GatePolicy.from_json(data)  # raises before storing anything invalid
         await store.update_workspace_settings(c.workspace, {"gate": policy.to_json()})
+        detail = {"before": settings.get("gate"), "after": policy.to_json()}
+        await store.audit(c.workspace, actor=cli_actor(), action="gate.update", target=c.workspace, detail=detail)
         return policy.to_json()
 
     _print_json(_run(_with_store(c, go)))

@@ -32,6 +32,7 @@ from agentmaestro.cli._common import (
     out,
     runs_app,
 )
+from agentmaestro.cli.admin import cli_actor
 from agentmaestro.core.events import Event, fold
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus
@@ -231,7 +232,11 @@ def runs_cancel(
     async def go() -> RunRecord:
         store = c.open_store()
         try:
-            return await store.request_cancel(run_id, workspace_id=c.workspace, reason=reason, by="cli")
+            rec = await store.request_cancel(run_id, workspace_id=c.workspace, reason=reason, by="cli")
+            await store.audit(
+                c.workspace, actor=cli_actor(), action="run.cancel", target=run_id, detail={"reason": reason}
+            )
+            return rec
         finally:
             await store.close()
 

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from agentmaestro.cli._common import _Ctx, _ctx, _print_json, _run, app, out
+from agentmaestro.cli.admin import cli_actor
 from agentmaestro.engine.worker import WorkerConfig
 from agentmaestro.errors import ConfigError
 from agentmaestro.store.base import Store
@@ -46,6 +47,9 @@ def workspaces_create(
         if any(w["workspace_id"] == workspace_id for w in await store.list_workspaces()):
             raise ConfigError(f"workspace {workspace_id!r} already exists")
         await store.ensure_workspace(workspace_id, name)
+        await store.audit(
+            workspace_id, actor=cli_actor(), action="workspace.create", target=workspace_id, detail={"name": name}
+        )
 
     _run(_with_store(c, go))
     out.print(f"workspace {workspace_id} created", markup=False)
@@ -76,7 +80,7 @@ def keys_create(
 
     async def go(store: Store) -> tuple[dict[str, Any], str]:
         await store.ensure_workspace(c.workspace)
-        return await store.create_key(c.workspace, name=name, role=role, created_by="cli")
+        return await store.create_key_audited(c.workspace, name=name, role=role, actor=cli_actor())
 
     row, key = _run(_with_store(c, go))
     if c.as_json:
@@ -107,7 +111,7 @@ def keys_list(ctx: typer.Context) -> None:
 def keys_revoke(ctx: typer.Context, key_id: str) -> None:
     """Revoke a key of the workspace."""
     c = _ctx(ctx)
-    _run(_with_store(c, lambda s: s.revoke_key(c.workspace, key_id)))
+    _run(_with_store(c, lambda s: s.revoke_key_audited(c.workspace, key_id, actor=cli_actor())))
     out.print(f"key {key_id} revoked", markup=False)
 
 
@@ -121,19 +125,29 @@ def serve(
     bootstrap_key: Annotated[
         bool, typer.Option("--bootstrap-key/--no-bootstrap-key", help="Create an admin key if none exists.")
     ] = True,
+    tls_cert: Annotated[str | None, typer.Option("--tls-cert", help="Server certificate (PEM): serve HTTPS.")] = None,
+    tls_key: Annotated[str | None, typer.Option("--tls-key", help="Server private key (PEM).")] = None,
+    tls_client_ca: Annotated[
+        str | None, typer.Option("--tls-client-ca", help="CA (PEM) for client certificates: require mutual TLS.")
+    ] = None,
 ) -> None:
     """Serve the REST API (and an embedded worker) until SIGINT/SIGTERM."""
     import uvicorn
 
     from agentmaestro.server.app import create_app
+    from agentmaestro.server.tls import uvicorn_ssl_options
 
     c = _ctx(ctx)
+    ssl_options = uvicorn_ssl_options(tls_cert, tls_key, tls_client_ca)
+    scheme = "https" if ssl_options else "http"
     agents = c.agents()
 
     async def prepare(store: Store) -> str | None:
         await store.ensure_workspace(c.workspace)
         if bootstrap_key and await store.count_keys() == 0:
-            _row, key = await store.create_key(c.workspace, name="bootstrap-admin", role="admin", created_by="serve")
+            _row, key = await store.create_key_audited(
+                c.workspace, name="bootstrap-admin", role="admin", actor=f"serve:{cli_actor()[4:]}"
+            )
             return str(key)
         return None
 
@@ -141,11 +155,12 @@ def serve(
     if key:
         sys.stderr.write(f"created an admin API key for workspace {c.workspace!r} (shown once):\n  {key}\n")
     sys.stderr.write(
-        f"serving {len(agents)} agent(s) on http://{host}:{port} (database {redact_url(c.database_url)}; "
+        f"serving {len(agents)} agent(s) on {scheme}://{host}:{port}"
+        f"{' (client certificates required)' if tls_client_ca else ''} (database {redact_url(c.database_url)}; "
         f"embedded worker: {'on' if worker else 'off'}); API docs at /docs\n"
     )
     sys.stderr.flush()
     application = create_app(
         c.database_url, agents=agents, worker=worker, worker_config=WorkerConfig(concurrency=concurrency)
     )
-    uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="on")
+    uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="on", **ssl_options)
