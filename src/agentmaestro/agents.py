@@ -18,7 +18,7 @@ from agentmaestro.core.decide import DELEGATE_TOOL
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.messages import ModelRequest, ModelResponse, Usage
 from agentmaestro.core.policy import StrictPolicy
-from agentmaestro.errors import ConfigError, ModelAPIError
+from agentmaestro.errors import ConfigError, ModelAPIError, one_line
 from agentmaestro.models.base import Model, resolve_model
 from agentmaestro.tools.registry import Tool, load_tool, tool
 
@@ -195,7 +195,7 @@ class Agent:
         except OSError as exc:
             raise ConfigError(f"cannot read agent file {str(p)!r}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{p}: not valid YAML: {one_line(exc)}") from None
         return cls.from_dict(data, source=str(p), base_dir=p.parent, mcp_tools=mcp_tools)
 
 

@@ -92,3 +92,8 @@ class SchemaMismatchError(MaestroError):
     """The database schema is not at the revision this code expects (run `maestro db upgrade`)."""
 
     code = "schema_mismatch"
+
+
+def one_line(text: object) -> str:
+    """Collapse a (possibly multi-line) message to one line, for CLI and API errors."""
+    return " ".join(str(text).split())

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from agentmaestro.core.messages import ModelRequest, ModelResponse, ToolCall, Usage
-from agentmaestro.errors import ConfigError, ModelAPIError, ScriptExhaustedError
+from agentmaestro.errors import ConfigError, ModelAPIError, ScriptExhaustedError, one_line
 from agentmaestro.models.base import register_provider
 
 
@@ -123,7 +123,7 @@ def load_script(ref: str) -> Script:
     try:
         data = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{source}: not valid YAML/JSON: {exc}") from exc
+        raise ConfigError(f"{source}: not valid YAML/JSON: {one_line(exc)}") from None
     return Script.parse(data, source=source)
 
 

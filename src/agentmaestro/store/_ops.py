@@ -130,9 +130,13 @@ def ensure_workspace(conn: Connection, workspace_id: str, name: str | None, now:
     """Create the workspace if it does not exist."""
     exists = conn.execute(select(workspaces.c.workspace_id).where(workspaces.c.workspace_id == workspace_id)).first()
     if exists is None:
-        conn.execute(
-            insert(workspaces).values(workspace_id=workspace_id, name=name or workspace_id, created_at=now, settings={})
-        )
+        # ON CONFLICT DO NOTHING: another process may create the same workspace at the same moment.
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+        values = {"workspace_id": workspace_id, "name": name or workspace_id, "created_at": now, "settings": {}}
+        conn.execute(upsert(workspaces).values(**values).on_conflict_do_nothing(index_elements=["workspace_id"]))
 
 
 def list_workspaces(conn: Connection) -> list[dict[str, Any]]:
