@@ -16,7 +16,7 @@ import typer
 
 from agentmaestro.cli import admin, human, misc, runs, server  # noqa: F401  (registers the commands)
 from agentmaestro.cli._common import app
-from agentmaestro.errors import MaestroError
+from agentmaestro.errors import MaestroError, one_line
 
 __all__ = ["app", "main"]
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(args=argv, prog_name="maestro", standalone_mode=False)
     except MaestroError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {one_line(exc)}\n")
         code = 1
     except KeyboardInterrupt:
         code = 130
