@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import OperationalError
 
 from agentmaestro.core.events import Event
@@ -33,6 +33,30 @@ log = logging.getLogger("agentmaestro.store")
 T = TypeVar("T")
 
 NOTIFY_CHANNEL = "maestro_runs"
+# --- event notifications (live streams) ----------------------------------------------------------
+EVENTS_CHANNEL = "maestro_events"
+"""NOTIFY channel naming the runs that got new events (comma-separated run ids), sent on commit."""
+_EVENT_RUNS = "maestro.event_runs"
+_NOTIFY_PAYLOAD_MAX = 7000  # PostgreSQL caps a NOTIFY payload at 8000 bytes
+
+
+def _collect_event_runs(
+    conn: Connection, clause: Any, multiparams: Any, params: Any, _options: Any, _result: Any
+) -> None:
+    """``after_execute`` hook: remember which runs an ``INSERT INTO run_events`` wrote to.
+
+    Every path that appends events (commits, claims, cancels, approvals, forks, sub-agent runs)
+    inserts into ``run_events``, so collecting here covers them all; :meth:`Store._announce`
+    turns the set into wake-ups when the transaction commits.
+    """
+    if getattr(clause, "is_insert", False) and getattr(getattr(clause, "table", None), "name", "") == "run_events":
+        runs = conn.info.setdefault(_EVENT_RUNS, set())
+        for row in multiparams or (params,):
+            if isinstance(row, dict) and "run_id" in row:
+                runs.add(row["run_id"])
+
+
+# -------------------------------------------------------------------------------------------------
 RUNNABLE = "runnable"
 """Wake-up key: a run became claimable."""
 
@@ -96,6 +120,7 @@ class Store:
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
         self.max_batch = 2000
+        event.listen(self._writer_engine, "after_execute", _collect_event_runs)  # event notifications
 
     # ------------------------------------------------------------------------------- lifecycle
 
@@ -137,6 +162,8 @@ class Store:
     def close_sync(self) -> None:
         """Release connections and threads (pending commits must have been flushed)."""
         self._closed.set()
+        if self._listener is not None:
+            self._listener.join(timeout=3)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self._writer_engine.dispose()
@@ -145,9 +172,39 @@ class Store:
     # ------------------------------------------------------------------------------- plumbing
 
     def _tx(self, engine_kind: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        engine = self._writer_engine if engine_kind == "w" else self._reader_engine
-        with engine.begin() as conn:
-            return fn(conn, *args, **kwargs)
+        if engine_kind != "w":
+            with self._reader_engine.begin() as conn:
+                return fn(conn, *args, **kwargs)
+        with self._writer_engine.begin() as conn:
+            conn.info.pop(_EVENT_RUNS, None)
+            out = fn(conn, *args, **kwargs)
+            touched = self._announce(conn)
+        self._wake(touched)
+        return out
+
+    # --- event notifications (live streams) -------------------------------------------------------
+
+    def _announce(self, conn: Connection) -> set[str]:
+        """Inside a write transaction: the runs that got events; on PostgreSQL, NOTIFY them on commit."""
+        touched: set[str] = conn.info.pop(_EVENT_RUNS, None) or set()
+        if touched and self.dialect == "postgresql":
+            chunk: list[str] = []
+            size = 0
+            for run_id in sorted(touched):
+                if chunk and size + len(run_id) + 1 > _NOTIFY_PAYLOAD_MAX:
+                    conn.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": EVENTS_CHANNEL, "p": ",".join(chunk)})
+                    chunk, size = [], 0
+                chunk.append(run_id)
+                size += len(run_id) + 1
+            conn.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": EVENTS_CHANNEL, "p": ",".join(chunk)})
+        return touched
+
+    def _wake(self, run_ids: Collection[str]) -> None:
+        """After a commit: wake in-process waiters of the runs that got events (thread-safe)."""
+        if run_ids:
+            self.waiters.notify([*(f"run:{r}" for r in run_ids), "any"])
+
+    # ----------------------------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -237,7 +294,12 @@ class Store:
         return await self._read(_ops.list_steps, run_id)
 
     async def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
-        """Wait for an in-process change to ``run_id`` (or any run); False on timeout."""
+        """Wait until ``run_id`` (or any run) gets events or changes; False on timeout.
+
+        Wakes on commits of this process and, on PostgreSQL, of other processes (NOTIFY on
+        ``maestro_events``); on SQLite other processes' commits are only seen by polling.
+        """
+        self._ensure_listener()
         return await self.waiters.wait([f"run:{run_id}" if run_id else "any"], timeout)
 
     async def wait_runnable(self, timeout: float) -> bool:
@@ -324,10 +386,13 @@ class Store:
 
     def _commit_batch(self, commits: list[Commit]) -> list[CommitResult | None]:
         with self._writer_engine.begin() as conn:
+            conn.info.pop(_EVENT_RUNS, None)  # event notifications
             out = _ops.apply_commits(conn, commits, time.time())
             if any(c.children or (c.parent_run_id and c.release) for c in commits):
                 self._pg_notify(conn)  # sub-agent runs created, or a parent may have been resumed
-            return out
+            touched = self._announce(conn)  # event notifications
+        self._wake(touched)
+        return out
 
     # ------------------------------------------------------------------------- operator side
 
@@ -530,12 +595,13 @@ class Store:
             try:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    conn.execute(f"LISTEN {EVENTS_CHANNEL}")  # event notifications
                     while not self._closed.is_set():
-                        got = False
-                        for _n in conn.notifies(timeout=1.0, stop_after=1):
-                            got = True
-                        if got:
-                            self.waiters.notify([RUNNABLE])
+                        for n in conn.notifies(timeout=0.5):
+                            if n.channel == EVENTS_CHANNEL:
+                                self._wake([r for r in n.payload.split(",") if r])
+                            else:
+                                self.waiters.notify([RUNNABLE])
             except Exception as exc:  # keep listening; polling covers the gap
                 log.warning("LISTEN connection failed: %s", exc)
                 self._closed.wait(1.0)

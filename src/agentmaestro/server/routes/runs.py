@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus
-from agentmaestro.server import schemas
+from agentmaestro.server import schemas, streams
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.quotas import check_run_quota
@@ -143,15 +143,27 @@ async def fork_run(run_id: str, body: schemas.RunFork, principal: Operator, stor
     return rec.to_json()
 
 
-@router.get("/{run_id}/events", response_model=schemas.EventPage, summary="A run's events (JSON page)")
+@router.get(
+    "/{run_id}/events",
+    response_model=schemas.EventPage,
+    summary="A run's events (JSON page or live event stream)",
+    responses=streams.SSE_RESPONSES,
+)
 async def list_events(
     run_id: str,
     principal: Viewer,
     store: StoreDep,
+    sse: Annotated[streams.SSEOptions | None, Depends(streams.sse_options)],
     after: Annotated[int, Query(ge=0, description="Only events with a greater seq.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> dict[str, Any]:
-    """Events in order; continue with ``after=next_after``."""
+) -> Any:
+    """Events in order; continue with ``after=next_after``.
+
+    With ``Accept: text/event-stream``: a live Server-Sent Events stream that resumes after
+    ``Last-Event-ID`` (see docs/streams.md).
+    """
     await store.get_run(run_id, principal.workspace_id)
+    if sse is not None:
+        return streams.sse_response(store, run_id, principal, after, sse)
     events = await store.events(run_id, after, limit)
     return {"events": [e.to_json() for e in events], "next_after": events[-1].seq if events else after}
