@@ -115,7 +115,8 @@ async def build_report(store: Store, rec: RunRecord) -> RunReport:
         agent=rec.agent_name,
         status=rec.status,
         output=rec.state.output,
-        error=rec.state.error,
+        error=rec.state.error
+        or (str(rec.state.last_failure.get("error")) if rec.status.waiting and rec.state.last_failure else None),
         steps=rec.state.steps,
         tokens=rec.state.tokens,
         tool_calls=rec.state.tool_calls,
@@ -352,13 +353,22 @@ class Orchestrator:
 
     def cancel(self, run_id: str, *, reason: str = "cancelled by user") -> RunRecord:
         """Cancel a run (cooperatively if it is running)."""
-        return self._call(self.store.request_cancel(run_id, workspace_id=self.workspace, reason=reason, by="sdk"))
+        return self._call(self._cancel(run_id, reason))
 
     async def cancel_async(self, run_id: str, *, reason: str = "cancelled by user") -> RunRecord:
         """Async twin of :meth:`cancel`."""
-        return await self._acall(
-            self.store.request_cancel(run_id, workspace_id=self.workspace, reason=reason, by="sdk")
-        )
+        return await self._acall(self._cancel(run_id, reason))
+
+    async def _cancel(self, run_id: str, reason: str) -> RunRecord:
+        before = await self.store.get_run(run_id, self.workspace)
+        rec = await self.store.request_cancel(run_id, workspace_id=self.workspace, reason=reason, by="sdk")
+        await self._dispatch_since(rec, before.state.last_seq)
+        return rec
+
+    async def _dispatch_since(self, rec: RunRecord, after_seq: int) -> None:
+        """Hooks for events appended outside the worker (a cancel of a queued run, ...)."""
+        if self._hooks and rec.state.last_seq > after_seq:
+            await self._dispatch(rec.run_id, rec.agent_name, await self.store.events(rec.run_id, after_seq))
 
     def resume(self, run_id: str, *, policy: dict[str, Any] | None = None) -> RunRecord:
         """Resume a FAILED or CANCELLED run from its last completed step, optionally raising limits."""

@@ -456,7 +456,6 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(tmp_path: Path) -> No
     assert not (tmp_path / ".maestro").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Agent.from_yaml puts PyYAML's multi-line message on stderr as is")
 def test_invalid_yaml_error_is_one_line(tmp_path: Path) -> None:
     invalid = write(tmp_path / "invalid.yaml", "name: [unclosed\nmodel: scripted:x\n")
     one_line_error(Maestro(tmp_path, f"sqlite:///{tmp_path / 'm.db'}")("run", str(invalid), "x"), "not valid YAML")

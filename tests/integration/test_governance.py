@@ -305,7 +305,8 @@ async def test_model_failures_escalate_and_abandon_fails_the_run(db_url: str) ->
             await store.resolve_human_request(req["request_id"], action="abandon", by="ann", instructions="wrong model")
             assert await w.settle(run_id) is RunStatus.FAILED
         rec = await store.get_run(run_id)
-        assert rec.state.error == "abandoned by ann: wrong model"
+        assert (rec.state.error or "").startswith("abandoned by ann: wrong model (last error: ")
+        assert "bad request" in (rec.state.error or "")
         failed = [e for e in await store.events(run_id) if e.type is EventType.STEP_FAILED]
         assert len(failed) == 2
     finally:

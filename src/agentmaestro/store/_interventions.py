@@ -283,7 +283,11 @@ def resolve_human_request(
                 seq=_seq(rec, events),
                 type=EventType.RUN_FAILED,
                 created_at=now,
-                payload={"error": f"abandoned by {by}" + (f": {instructions}" if instructions else "")},
+                payload={
+                    "error": f"abandoned by {by}"
+                    + (f": {instructions}" if instructions else "")
+                    + (f" (last error: {rec.state.last_failure['error']})" if rec.state.last_failure else "")
+                },
             )
         )
         extra["finished_at"] = now
@@ -298,7 +302,7 @@ def resolve_human_request(
         .where(human_requests.c.request_id == request_id, human_requests.c.status == "pending")
         .values(status="resolved", resolved_at=now, resolved_by=by, resolution=resolution)
     )
-    return out, {**req, "status": "resolved", "resolved_by": by, "resolution": resolution}
+    return out, {**req, "status": "resolved", "resolved_by": by, "resolved_at": now, "resolution": resolution}
 
 
 # ------------------------------------------------------------------------------ workspace settings
