@@ -7,13 +7,20 @@ MAESTRO_HOME ?= .maestro
 
 .PHONY: setup system-deps run demo test lint bench lock clean
 
-## OS packages: bubblewrap gives code-running tools an OS sandbox (no network, read-only root).
-## Installed when running as root with apt; otherwise a note (tools then refuse DANGEROUS code execution).
+## OS packages: bubblewrap gives code-running tools an OS sandbox (no network, read-only root);
+## Debian's chromium runs the dashboard's browser tests. Installed when running as root with apt;
+## otherwise a note (code tools then refuse DANGEROUS execution; browser tests are skipped).
+SYSTEM_PACKAGES := bubblewrap chromium
 system-deps:
-	@command -v bwrap >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || echo "note: could not install bubblewrap"; \
-	  else echo "note: install bubblewrap (apt-get install bubblewrap) to sandbox code-running tools"; fi; }
+	@missing=""; command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing$$missing"; \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	        || echo "note: could not install$$missing"; \
+	    else echo "note: install$$missing (apt-get install$$missing)"; fi; \
+	  fi
 
 $(STAMP): requirements/bootstrap.lock requirements/dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
