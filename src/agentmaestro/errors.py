@@ -97,3 +97,29 @@ class SchemaMismatchError(MaestroError):
 def one_line(text: object) -> str:
     """Collapse a (possibly multi-line) message to one line, for CLI and API errors."""
     return " ".join(str(text).split())
+
+
+class AuthError(MaestroError):
+    """A server refused the credentials: a missing, wrong or revoked API key (401) or a role too low (403)."""
+
+    code = "unauthenticated"
+
+
+class RateLimitedError(MaestroError):
+    """A server asked to slow down (429): a per-key rate limit or a workspace quota.
+
+    Attributes:
+        retry_after: Seconds to wait before trying again, when the server said.
+    """
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerError(MaestroError):
+    """A server could not be reached, or failed (5xx)."""
+
+    code = "server_error"
