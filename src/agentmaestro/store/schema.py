@@ -219,3 +219,22 @@ and the anchor that makes a truncated tail detectable."""
 
 Index("ix_steps_workspace_created", steps.c.workspace_id, steps.c.created_at)
 """Usage reports and the monthly budget sum a workspace's steps over a time range."""
+
+budget_ledgers = Table(
+    "budget_ledgers",
+    metadata,
+    Column("ledger_id", String(120), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("limit_usd", Float, nullable=True),
+    Column("limit_tokens", Integer, nullable=True),
+    Column("spent_usd", Float, nullable=False, server_default=text("0")),
+    Column("spent_tokens", Integer, nullable=False, server_default=text("0")),
+    Column("reserved_usd", Float, nullable=False, server_default=text("0")),
+    Column("reserved_tokens", Integer, nullable=False, server_default=text("0")),
+    Column("updated_at", Float, nullable=False),
+)
+"""Hard budgets: one ledger per run tree (``run:<root id>``) and per workspace month (``ws:<id>:<YYYY-MM>``).
+
+A model call reserves its worst case first (refused if it could exceed the limit) and settles to
+the actual cost in the same transaction as its step.
+"""
