@@ -178,6 +178,23 @@ class RateLimiter:
         """Tokens per minute, or None when tokens are not limited."""
         return self._tokens.capacity if self._tokens else None
 
+    @property
+    def available_requests(self) -> float | None:
+        """Requests that could start now without waiting (negative: queued debt); None when unlimited."""
+        return self._level(self._requests)
+
+    @property
+    def available_tokens(self) -> float | None:
+        """Tokens that could be used now without waiting (negative: queued debt); None when unlimited."""
+        return self._level(self._tokens)
+
+    def _level(self, bucket: _Bucket | None) -> float | None:
+        if bucket is None:
+            return None
+        with self._lock:
+            bucket.refill(self._clock())
+            return bucket.level
+
     def configure(self, *, rpm: float | None, tpm: float | None) -> None:
         """Change the limits; the buckets keep their current level (capped at the new capacity).
 
