@@ -196,10 +196,10 @@ def test_100_subscribers_with_disconnects_get_every_event_once(db_url: str, agen
                 drops = sorted(rng.sample(range(2, 50), k=(i % 3))) if i % 3 else []
                 if i % 2:
                     jobs.append(sse_subscriber(client, run_id, drops))
-                    kinds.append(f"sse{drops}")
+                    kinds.append(f"{i}:sse{drops}")
                 else:
                     jobs.append(ws_subscriber(srv, key, run_id, drops, query_key=i % 4 == 0))
-                    kinds.append(f"ws{drops}")
+                    kinds.append(f"{i}:ws{drops}")
             started = time.monotonic()
             results = await asyncio.wait_for(asyncio.gather(*jobs), timeout=60)
             elapsed = time.monotonic() - started

@@ -1,0 +1,588 @@
+"""A Python client for the AgentMaestro REST API: :class:`AsyncClient` and its blocking twin :class:`Client`.
+
+Example::
+
+    from agentmaestro.client import Client
+
+    with Client("http://127.0.0.1:8000", api_key="am_...") as api:
+        run = api.create_run("calculator", "What is (2 + 3) * 4?")
+        for event in api.stream_events(run["run_id"]):  # Server-Sent Events, resumed if the connection drops
+            print(event["seq"], event["type"])
+        print(api.get_run(run["run_id"])["output"])
+
+Responses are the API's JSON objects (see ``/docs``). Errors raise :mod:`agentmaestro.errors`
+exceptions mapped from the API's ``{"error": {"code", "message"}}`` body: 404 NotFoundError, 409
+ConflictError, 400/422 ValidationError, 401/403 AuthError, 429 RateLimitedError, 5xx and
+unreachable servers ServerError.
+
+:class:`Client` runs an :class:`AsyncClient` on an event loop in a background thread (one blocking
+portal, as starlette's ``TestClient`` does), so the two share every method body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+
+import httpx
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from agentmaestro import __version__
+from agentmaestro.errors import (
+    AuthError,
+    ConflictError,
+    MaestroError,
+    NotFoundError,
+    RateLimitedError,
+    ServerError,
+    ValidationError,
+)
+
+__all__ = ["AsyncClient", "Client", "error_from_response"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+
+JSON = dict[str, Any]
+Follow = Literal["terminal", "waiting", "always"]
+
+STREAM_READ_TIMEOUT_S = 60.0
+"""Longest silence tolerated on an event stream (the server sends a keep-alive every 15 s)."""
+STREAM_RETRIES = 5
+"""Reconnections in a row (resuming with ``Last-Event-ID``) before a broken stream raises ServerError."""
+
+
+def error_from_response(response: httpx.Response) -> MaestroError:
+    """The :mod:`agentmaestro.errors` exception for an error response."""
+    status = response.status_code
+    message = ""
+    try:
+        body = response.json()
+        message = str(body["error"]["message"])
+    except Exception:
+        message = " ".join(response.text.split())[:300]
+    message = message or response.reason_phrase or f"HTTP {status}"
+    if status == 404:
+        return NotFoundError(message)
+    if status == 409:
+        return ConflictError(message)
+    if status in (400, 422):
+        return ValidationError(message)
+    if status in (401, 403):
+        return AuthError(message)
+    if status == 429:
+        retry = response.headers.get("retry-after")
+        try:
+            return RateLimitedError(message, retry_after=float(retry) if retry else None)
+        except ValueError:
+            return RateLimitedError(message)
+    if status >= 500:
+        return ServerError(f"server error {status}: {message}")
+    return MaestroError(f"HTTP {status}: {message}")
+
+
+def _clean(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class AsyncClient:
+    """Async client of one AgentMaestro server.
+
+    Args:
+        base_url: The server, e.g. ``http://127.0.0.1:8000``.
+        api_key: An API key (``am_...``); its workspace scopes every call.
+        timeout: Seconds per request (event streams tolerate longer silences).
+        transport: An httpx transport (e.g. ``httpx.ASGITransport(app)`` in tests).
+        verify: TLS verification: True, False, a CA bundle path or an ``ssl.SSLContext``.
+        cert: A client certificate (path, or (cert, key) paths) for mutual TLS.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: Any = True,
+        cert: Any = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        headers = {"User-Agent": f"agentmaestro-client/{__version__}"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        kwargs: dict[str, Any] = {"verify": verify}
+        if cert is not None:
+            kwargs["cert"] = cert
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport, **kwargs
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> Any:
+        """Call any route; the decoded JSON body (None for an empty one), or a mapped error."""
+        try:
+            response = await self._http.request(
+                method, path, params=_clean(params or {}), json=json_body if json_body is not None else None
+            )
+        except httpx.TransportError as exc:
+            raise ServerError(f"cannot reach {self.base_url}: {exc or type(exc).__name__}") from None
+        if response.is_error:
+            raise error_from_response(response)
+        if not response.content:
+            return None
+        if not response.headers.get("content-type", "").startswith("application/json"):
+            return response.text
+        return response.json()
+
+    # --------------------------------------------------------------------------------- ops
+
+    async def health(self) -> JSON:
+        """``GET /healthz``: the server is up."""
+        out: JSON = await self.request("GET", "/healthz")
+        return out
+
+    async def ready(self) -> JSON:
+        """``GET /readyz``: the database answers and its schema is current (ServerError if not)."""
+        out: JSON = await self.request("GET", "/readyz")
+        return out
+
+    # -------------------------------------------------------------------------------- runs
+
+    async def create_run(self, agent: str, input: str, *, policy: dict[str, Any] | None = None) -> JSON:
+        """Start a run of one of the server's agents; policy limits override the agent's."""
+        body: JSON = {"agent": agent, "input": input}
+        if policy:
+            body["policy"] = policy
+        out: JSON = await self.request("POST", "/v1/runs", json_body=body)
+        return out
+
+    async def list_runs(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        agent: str | None = None,
+        parent_run_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JSON:
+        """A page of runs, newest first: ``{"runs": [...], "next_cursor": ...}``."""
+        params = {
+            "status": list(status) if status else None,
+            "agent": agent,
+            "parent_run_id": parent_run_id,
+            "cursor": cursor,
+            "limit": limit,
+        }
+        out: JSON = await self.request("GET", "/v1/runs", params=params)
+        return out
+
+    async def get_run(self, run_id: str) -> JSON:
+        """A run's snapshot with its steps (``steps_detail``)."""
+        out: JSON = await self.request("GET", f"/v1/runs/{run_id}")
+        return out
+
+    async def cancel_run(self, run_id: str, *, reason: str | None = None) -> JSON:
+        """Cancel a run (at once if not running; at its next step if running)."""
+        body = {"reason": reason} if reason is not None else None
+        out: JSON = await self.request("POST", f"/v1/runs/{run_id}/cancel", json_body=body)
+        return out
+
+    async def resume_run(self, run_id: str, *, policy: dict[str, Any] | None = None) -> JSON:
+        """Resume a FAILED or CANCELLED run from its last completed step (optionally with new limits)."""
+        body = {"policy": policy} if policy else None
+        out: JSON = await self.request("POST", f"/v1/runs/{run_id}/resume", json_body=body)
+        return out
+
+    async def restart_run(self, run_id: str) -> JSON:
+        """A new run of the same agent on the same input and limits."""
+        out: JSON = await self.request("POST", f"/v1/runs/{run_id}/restart")
+        return out
+
+    async def fork_run(self, run_id: str, at_seq: int, *, policy: dict[str, Any] | None = None) -> JSON:
+        """A new run whose history is this run's events up to ``at_seq``."""
+        body: JSON = {"at_seq": at_seq}
+        if policy:
+            body["policy"] = policy
+        out: JSON = await self.request("POST", f"/v1/runs/{run_id}/fork", json_body=body)
+        return out
+
+    async def events(self, run_id: str, *, after: int = 0, limit: int = 200) -> JSON:
+        """A page of a run's events: ``{"events": [...], "next_after": seq}``."""
+        out: JSON = await self.request("GET", f"/v1/runs/{run_id}/events", params={"after": after, "limit": limit})
+        return out
+
+    async def all_events(self, run_id: str, *, after: int = 0) -> list[JSON]:
+        """Every event of a run after ``after`` (paging through)."""
+        out: list[JSON] = []
+        while True:
+            page = await self.events(run_id, after=after, limit=1000)
+            out += page["events"]
+            if not page["events"]:
+                return out
+            after = page["next_after"]
+
+    async def stream_events(self, run_id: str, *, after: int = 0, follow: Follow = "terminal") -> AsyncGenerator[JSON]:
+        """A run's events as they happen (Server-Sent Events), ending as ``follow`` says.
+
+        ``follow``: ``terminal`` ends when the run finishes; ``waiting`` also when it waits for an
+        approval, a person or sub-runs; ``always`` never ends. A dropped connection is resumed with
+        ``Last-Event-ID``, so every event arrives exactly once, in order.
+        """
+        last = after
+        failures = 0
+        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, STREAM_READ_TIMEOUT_S))
+        while True:
+            headers = {"Accept": "text/event-stream", "Last-Event-ID": str(last)}
+            try:
+                async with self._http.stream(
+                    "GET",
+                    f"/v1/runs/{run_id}/events",
+                    params={"after": after, "follow": follow},
+                    headers=headers,
+                    timeout=timeout,
+                ) as response:
+                    if response.is_error:
+                        await response.aread()
+                        raise error_from_response(response)
+                    async for kind, data in _sse(response):
+                        if kind == "end":
+                            return
+                        if kind == "error":
+                            raise ServerError(f"event stream failed: {data.get('message', data)}")
+                        failures = 0
+                        last = int(data["seq"])
+                        yield data
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > STREAM_RETRIES:
+                    raise ServerError(f"event stream from {self.base_url} broke: {exc or type(exc).__name__}") from None
+                await asyncio.sleep(min(2.0, 0.1 * 2**failures))
+                continue
+            # the server closed the stream without an end message (e.g. it is shutting down): resume
+            failures += 1
+            if failures > STREAM_RETRIES:
+                raise ServerError(f"event stream from {self.base_url} keeps closing early")
+            await asyncio.sleep(min(2.0, 0.1 * 2**failures))
+
+    async def wait(self, run_id: str, *, until: Literal["terminal", "waiting"] = "terminal") -> JSON:
+        """Block until the run finishes (or, with ``until="waiting"``, also waits for a person); the run."""
+        async for _event in self.stream_events(run_id, after=0, follow=until):
+            pass
+        return await self.get_run(run_id)
+
+    async def firehose(self, *, after: str | None = None) -> AsyncGenerator[tuple[JSON | None, str]]:
+        """Every event of the workspace as it happens (WebSocket ``/v1/ws``), each with its resume cursor.
+
+        The first item is ``(None, cursor)`` as soon as the subscription stands; then ``(event, cursor)``
+        per event. Pass the last cursor as ``after`` to continue after a disconnection: every event
+        arrives exactly once. Never ends by itself.
+        """
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+        url = self.base_url.replace("http", "ws", 1) + "/v1/ws" + (f"?after={after}" if after else "")
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            async with connect(url, additional_headers=headers, open_timeout=self.timeout) as ws:
+                while True:
+                    msg = json.loads(await ws.recv())
+                    if msg.get("kind") == "hello":
+                        yield None, msg["cursor"]
+                    elif msg.get("kind") == "event":
+                        yield msg["event"], msg["cursor"]
+        except ConnectionClosed as exc:
+            code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "connection lost")
+            if code == 1008:
+                raise AuthError(reason or "the server refused the API key") from None
+            if code == 4400:
+                raise ValidationError(reason or "invalid firehose cursor") from None
+            raise ServerError(f"firehose closed by the server ({code}: {reason or 'no reason'})") from None
+        except (OSError, InvalidStatus, InvalidURI) as exc:
+            raise ServerError(f"cannot reach {self.base_url}: {exc}") from None
+
+    # ----------------------------------------------------------------- approvals and people
+
+    async def list_approvals(self, *, status: Sequence[str] | None = None) -> list[JSON]:
+        """Tool calls held for a decision (pending ones unless ``status`` says otherwise)."""
+        out: list[JSON] = await self.request(
+            "GET", "/v1/approvals", params={"status": list(status) if status else None}
+        )
+        return out
+
+    async def get_approval(self, approval_id: str) -> JSON:
+        """One approval."""
+        out: JSON = await self.request("GET", f"/v1/approvals/{approval_id}")
+        return out
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        decision: Literal["approve", "reject"],
+        *,
+        reason: str = "",
+        arguments: dict[str, Any] | None = None,
+    ) -> JSON:
+        """Approve (optionally with edited arguments, which the approval then binds to) or reject."""
+        body: JSON = {"decision": decision, "reason": reason}
+        if arguments is not None:
+            body["arguments"] = arguments
+        out: JSON = await self.request("POST", f"/v1/approvals/{approval_id}", json_body=body)
+        return out
+
+    async def list_human_requests(self, *, status: Sequence[str] | None = None) -> list[JSON]:
+        """Runs waiting for a person (pending ones unless ``status`` says otherwise)."""
+        out: list[JSON] = await self.request(
+            "GET", "/v1/human-requests", params={"status": list(status) if status else None}
+        )
+        return out
+
+    async def resolve_human_request(
+        self,
+        request_id: str,
+        action: Literal["retry", "answer", "abandon"],
+        *,
+        instructions: str | None = None,
+        answer: str | None = None,
+    ) -> JSON:
+        """Retry the step (with optional new instructions), answer in its place, or abandon the run."""
+        body = _clean({"action": action, "instructions": instructions, "answer": answer})
+        out: JSON = await self.request("POST", f"/v1/human-requests/{request_id}", json_body=body)
+        return out
+
+    # ---------------------------------------------------------------------- agents and tools
+
+    async def list_agents(self) -> list[JSON]:
+        """Agents the server's workers can run."""
+        out: list[JSON] = await self.request("GET", "/v1/agents")
+        return out
+
+    async def get_agent(self, name: str) -> JSON:
+        """One agent's definition."""
+        out: JSON = await self.request("GET", f"/v1/agents/{name}")
+        return out
+
+    async def list_tools(self) -> list[JSON]:
+        """Every tool some agent can call, with its risk level and schema."""
+        out: list[JSON] = await self.request("GET", "/v1/tools")
+        return out
+
+    # ------------------------------------------------------------ workspace, keys, audit, usage
+
+    async def get_workspace(self) -> JSON:
+        """The key's workspace: gate rules, quotas, current use, and the calling key."""
+        out: JSON = await self.request("GET", "/v1/workspace")
+        return out
+
+    async def update_workspace_settings(
+        self, *, gate: dict[str, Any] | None = None, quotas: dict[str, Any] | None = None
+    ) -> JSON:
+        """Replace the gate rules and/or merge quota changes (admin)."""
+        body = _clean({"gate": gate, "quotas": quotas})
+        out: JSON = await self.request("PATCH", "/v1/workspace/settings", json_body=body)
+        return out
+
+    async def list_keys(self) -> list[JSON]:
+        """The workspace's API keys, without secrets (admin)."""
+        out: list[JSON] = await self.request("GET", "/v1/keys")
+        return out
+
+    async def create_key(self, name: str, *, role: Literal["viewer", "operator", "admin"] = "operator") -> JSON:
+        """Create an API key (admin); ``key`` in the answer is the secret, shown only now."""
+        out: JSON = await self.request("POST", "/v1/keys", json_body={"name": name, "role": role})
+        return out
+
+    async def revoke_key(self, key_id: str) -> JSON:
+        """Revoke a key of the workspace (admin)."""
+        out: JSON = await self.request("DELETE", f"/v1/keys/{key_id}")
+        return out
+
+    async def audit_log(self, *, after: int = 0, limit: int = 100, action: str | None = None) -> JSON:
+        """A page of the workspace's audit log, oldest first (admin): ``{"entries": [...], "next_after": seq}``."""
+        params = {"after": after, "limit": limit, "action": action}
+        out: JSON = await self.request("GET", "/v1/audit", params=params)
+        return out
+
+    async def verify_audit(self) -> JSON:
+        """Walk the workspace's audit chain (admin): ``ok``, and where it breaks if it does."""
+        out: JSON = await self.request("GET", "/v1/audit/verify")
+        return out
+
+    async def usage(
+        self,
+        *,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        group_by: Literal["agent", "model", "day"] = "agent",
+    ) -> JSON:
+        """Tokens, calls and cost of the workspace, grouped by agent, model or day."""
+        out: JSON = await self.request(
+            "GET", "/v1/usage", params={"since": since, "until": until, "group_by": group_by}
+        )
+        return out
+
+
+async def _sse(response: httpx.Response) -> AsyncGenerator[tuple[str, JSON]]:
+    """Parse a ``text/event-stream`` body into (event name, decoded data) pairs."""
+    event = "message"
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+
+
+# ------------------------------------------------------------------------------ the sync twin
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _named(method: F, fn: Callable[..., Any]) -> F:
+    """Give the blocking twin the async method's name and docstring."""
+    method.__name__ = fn.__name__
+    method.__qualname__ = f"Client.{fn.__name__}"
+    method.__doc__ = fn.__doc__
+    return method
+
+
+def _blocking(fn: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]]) -> Callable[Concatenate[Client, P], R]:
+    """The blocking form of an AsyncClient method: run it on the client's portal."""
+
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        out: R = self._portal.call(functools.partial(fn, self._async, *args, **kwargs))
+        return out
+
+    return _named(method, fn)
+
+
+def _blocking_iter(
+    fn: Callable[Concatenate[AsyncClient, P], AsyncGenerator[Y]],
+) -> Callable[Concatenate[Client, P], Iterator[Y]]:
+    """The blocking form of an AsyncClient async-generator method: a plain iterator."""
+
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[Y]:
+        agen = fn(self._async, *args, **kwargs)
+        try:
+            while True:
+                try:
+                    yield self._portal.call(agen.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                self._portal.call(agen.aclose)
+
+    return _named(method, fn)
+
+
+class Client:
+    """Blocking client: the same methods as :class:`AsyncClient`, run on a private event loop thread.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: Any = True,
+        cert: Any = None,
+    ) -> None:
+        self._stack = contextlib.ExitStack()
+        self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
+        try:
+            self._async = self._portal.call(
+                functools.partial(_make_async, base_url, api_key, timeout, transport, verify, cert)
+            )
+        except BaseException:
+            self._stack.close()
+            raise
+        self.base_url = self._async.base_url
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections and stop the loop thread."""
+        try:
+            self._portal.call(self._async.aclose)
+        finally:
+            self._stack.close()
+
+    request = _blocking(AsyncClient.request)
+    health = _blocking(AsyncClient.health)
+    ready = _blocking(AsyncClient.ready)
+    create_run = _blocking(AsyncClient.create_run)
+    list_runs = _blocking(AsyncClient.list_runs)
+    get_run = _blocking(AsyncClient.get_run)
+    cancel_run = _blocking(AsyncClient.cancel_run)
+    resume_run = _blocking(AsyncClient.resume_run)
+    restart_run = _blocking(AsyncClient.restart_run)
+    fork_run = _blocking(AsyncClient.fork_run)
+    events = _blocking(AsyncClient.events)
+    all_events = _blocking(AsyncClient.all_events)
+    stream_events = _blocking_iter(AsyncClient.stream_events)
+    wait = _blocking(AsyncClient.wait)
+    firehose = _blocking_iter(AsyncClient.firehose)
+    list_approvals = _blocking(AsyncClient.list_approvals)
+    get_approval = _blocking(AsyncClient.get_approval)
+    decide_approval = _blocking(AsyncClient.decide_approval)
+    list_human_requests = _blocking(AsyncClient.list_human_requests)
+    resolve_human_request = _blocking(AsyncClient.resolve_human_request)
+    list_agents = _blocking(AsyncClient.list_agents)
+    get_agent = _blocking(AsyncClient.get_agent)
+    list_tools = _blocking(AsyncClient.list_tools)
+    get_workspace = _blocking(AsyncClient.get_workspace)
+    update_workspace_settings = _blocking(AsyncClient.update_workspace_settings)
+    list_keys = _blocking(AsyncClient.list_keys)
+    create_key = _blocking(AsyncClient.create_key)
+    revoke_key = _blocking(AsyncClient.revoke_key)
+    audit_log = _blocking(AsyncClient.audit_log)
+    verify_audit = _blocking(AsyncClient.verify_audit)
+    usage = _blocking(AsyncClient.usage)
+
+
+async def _make_async(
+    base_url: str,
+    api_key: str | None,
+    timeout: float,
+    transport: httpx.AsyncBaseTransport | None,
+    verify: Any,
+    cert: Any,
+) -> AsyncClient:
+    return AsyncClient(base_url, api_key, timeout=timeout, transport=transport, verify=verify, cert=cert)
