@@ -60,6 +60,8 @@ class Agent:
     """Failed attempts in a row (model or tool) before the run is escalated to a human."""
     retry_backoff_s: float = 1.0
     """First backoff between failed attempts; doubles each time (capped at 30 s)."""
+    max_output_tokens: int | None = None
+    """Cap on each model answer (also the worst case a budget reserves per call; default 4096 there)."""
     delegates: Sequence[str | Agent] = ()
     """Agents (or agent names) this agent may start as sub-agent runs through the built-in ``delegate`` tool."""
     _tools: dict[str, Tool] = field(init=False, repr=False)
@@ -87,6 +89,9 @@ class Agent:
             resolve_model(self.model)  # fail early on unknown providers / missing scripts
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise ConfigError(f"agent {self.name!r}: max_attempts must be a positive integer")
+        mot = self.max_output_tokens
+        if mot is not None and (isinstance(mot, bool) or not isinstance(mot, int) or mot < 1):
+            raise ConfigError(f"agent {self.name!r}: max_output_tokens must be a positive integer")
         if not isinstance(self.retry_backoff_s, int | float) or self.retry_backoff_s < 0:
             raise ConfigError(f"agent {self.name!r}: retry backoff must be a non-negative number")
 
@@ -120,6 +125,7 @@ class Agent:
             "gate": self.gate.to_json() if self.gate else None,
             "retry": {"max_attempts": self.max_attempts, "backoff_s": self.retry_backoff_s},
             "delegates": [str(d) for d in self.delegates],
+            "max_output_tokens": self.max_output_tokens,
             "source": self.source,
         }
 
@@ -142,7 +148,18 @@ class Agent:
         """
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: an agent definition is a mapping")
-        known = {"name", "model", "instructions", "description", "tools", "policy", "gate", "retry", "delegates"}
+        known = {
+            "name",
+            "model",
+            "instructions",
+            "description",
+            "tools",
+            "policy",
+            "gate",
+            "retry",
+            "delegates",
+            "max_output_tokens",
+        }
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -179,6 +196,7 @@ class Agent:
                 max_attempts=retry.get("max_attempts", 4),
                 retry_backoff_s=retry.get("backoff_s", 1.0),
                 delegates=_names(data.get("delegates"), source),
+                max_output_tokens=data.get("max_output_tokens"),
             )
         except ConfigError as exc:
             msg = str(exc)

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from agentmaestro.errors import ConfigError
 
-LimitName = Literal["max_steps", "max_tokens", "max_tool_calls", "max_cost_usd", "timeout_s"]
+LimitName = Literal[
+    "max_steps", "max_tokens", "max_tool_calls", "max_cost_usd", "timeout_s", "budget_usd", "budget_tokens"
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,15 +39,35 @@ class Violation:
     """The configured limit."""
     observed: float
     """What the run has used."""
+    budget: str | None = None
+    """For budget limits: which budget (e.g. ``run tree run_...`` or ``workspace default 2026-11``)."""
+    requested: float | None = None
+    """For budget limits: the worst case of the call that was not made."""
 
     @property
     def reason(self) -> str:
         """A one-line human explanation."""
+        if self.budget is not None:
+            unit = "USD" if self.limit == "budget_usd" else "tokens"
+            return (
+                f"budget {self.budget} ({unit} limit {_fmt(self.limit_value)}) would be exceeded: "
+                f"{_fmt(self.observed)} spent or reserved, the next model call could use {_fmt(self.requested or 0)}; "
+                "the call was not made"
+            )
         return f"policy limit {self.limit}={_fmt(self.limit_value)} reached (used {_fmt(self.observed)})"
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form, as stored in POLICY_VIOLATION events."""
-        return {"limit": self.limit, "limit_value": self.limit_value, "observed": self.observed, "reason": self.reason}
+        out: dict[str, Any] = {
+            "limit": self.limit,
+            "limit_value": self.limit_value,
+            "observed": self.observed,
+            "reason": self.reason,
+        }
+        if self.budget is not None:
+            out["budget"] = self.budget
+            out["requested"] = self.requested
+        return out
 
 
 def _fmt(value: float) -> str:

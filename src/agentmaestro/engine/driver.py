@@ -22,6 +22,7 @@ from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, RunStatus, StepKind
 from agentmaestro.errors import LeaseLostError, MaestroError, ModelAPIError
 from agentmaestro.models.pricing import PriceTable
+from agentmaestro.store._budget import LedgerSpec
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import Claim, Commit, NewRun, StepRow, new_id, new_run_id
 from agentmaestro.tools.context import ToolContext
@@ -32,11 +33,21 @@ log = logging.getLogger("agentmaestro.engine")
 EventListener = Callable[[str, str, list[Event]], Awaitable[None] | None]
 """Called after each commit with (run_id, agent name, committed events)."""
 
+RESERVE_OUTPUT_TOKENS = 4096
+"""Worst-case completion size a budgeted call reserves when the agent sets no max_output_tokens."""
+
 MAX_DEPTH = 8
 """Deepest sub-agent nesting (a guard against agents delegating in circles)."""
 
 TRANSIENT_RETRIES = 3
 """Retries of a model call that failed transiently (429, 5xx, timeout) before the step fails."""
+
+
+def estimate_tokens(request: ModelRequest) -> int:
+    """A deliberately high estimate of a request's prompt tokens (about 3 characters per token)."""
+    chars = sum(len(m.content or "") + sum(len(str(c.arguments)) for c in m.tool_calls) for m in request.messages)
+    chars += sum(len(t.description) + len(str(t.parameters)) for t in request.tools)
+    return chars // 3 + 16 * len(request.messages) + 64
 
 
 class _StepCancelled(Exception):
@@ -51,6 +62,7 @@ class _Outcome:
     approval: dict[str, Any] | None = None
     human_request: dict[str, Any] | None = None
     children: list[NewRun] = field(default_factory=list)
+    budget_settle: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RunDriver:
@@ -71,7 +83,9 @@ class RunDriver:
         rec = claim.record
         self.registry = registry or AgentRegistry([agent])
         self.parent_run_id = rec.parent_run_id
+        self.spec = rec.spec
         self.depth = int(rec.spec.get("depth", 0))
+        self.ledgers: list[LedgerSpec] = []
         self.store = store
         self.run_id = rec.run_id
         self.workspace_id = rec.workspace_id
@@ -161,6 +175,35 @@ class RunDriver:
         policies = [self.workspace_gate] + ([self.agent.gate] if self.agent.gate else [])
         return combine(call.name, risk, policies, reasons)
 
+    def _budget_ledgers(self, settings: dict[str, Any]) -> list[LedgerSpec]:
+        """The budgets this run's model calls are charged to: its run tree's and its workspace's month."""
+        ledgers: list[LedgerSpec] = []
+        tree = self.spec.get("budget")
+        if tree is None and self.parent_run_id is None:
+            p = self.state.policy
+            if p.max_cost_usd is not None or p.max_tokens is not None:
+                tree = {
+                    "ledger_id": f"run:{self.run_id}",
+                    "label": f"of run tree {self.run_id}",
+                    "limit_usd": p.max_cost_usd,
+                    "limit_tokens": p.max_tokens,
+                }
+        if tree:
+            ledgers.append(LedgerSpec(workspace_id=self.workspace_id, **tree))
+        monthly = (settings.get("quotas") or {}).get("monthly_budget_usd")
+        if isinstance(monthly, int | float) and not isinstance(monthly, bool):
+            month = time.strftime("%Y-%m", time.gmtime())
+            ledgers.append(
+                LedgerSpec(
+                    ledger_id=f"ws:{self.workspace_id}:{month}",
+                    workspace_id=self.workspace_id,
+                    limit_usd=float(monthly),
+                    limit_tokens=None,
+                    label=f"of workspace {self.workspace_id} for {month}",
+                )
+            )
+        return ledgers
+
     def _approval_ttl(self) -> float | None:
         ttls = [g.approval_ttl_s for g in (self.workspace_gate, self.agent.gate) if g and g.approval_ttl_s]
         return min(ttls) if ttls else None
@@ -168,6 +211,7 @@ class RunDriver:
     async def _load_context(self) -> None:
         settings = await self.store.workspace_settings(self.workspace_id)
         self.workspace_gate = GatePolicy.from_json(settings.get("gate"))
+        self.ledgers = self._budget_ledgers(settings)
         system = self.agent.instructions or None
         if self.state.steps == 0:
             self.messages = conversation(system, self.task, [])
@@ -210,6 +254,7 @@ class RunDriver:
             human_request=outcome.human_request,
             children=tuple(outcome.children),
             parent_run_id=self.parent_run_id,
+            budget_settle=tuple(outcome.budget_settle),
         )
         try:
             result = await self.store.commit(commit)
@@ -430,6 +475,14 @@ class RunDriver:
             target = self.registry.get(str(call.arguments["agent"]))
             child_id = new_run_id()
             spec = {**target.spec(), "depth": self.depth + 1}
+            tree = next((lg for lg in self.ledgers if lg.ledger_id.startswith("run:")), None)
+            if tree is not None:  # sub-runs draw on the same run-tree budget
+                spec["budget"] = {
+                    "ledger_id": tree.ledger_id,
+                    "label": tree.label,
+                    "limit_usd": tree.limit_usd,
+                    "limit_tokens": tree.limit_tokens,
+                }
             children.append(
                 NewRun(
                     run_id=child_id,
@@ -529,12 +582,48 @@ class RunDriver:
     async def _call_model(self) -> _Outcome:
         step = self.state.steps
         model = self.agent.get_model()
+        tools = tuple(t.spec() for t in self.agent.tool_map().values())
+        max_out = self.agent.max_output_tokens or (RESERVE_OUTPUT_TOKENS if self.ledgers else None)
         request = ModelRequest(
             model=model.name.partition(":")[2],
             messages=tuple(self.messages),
-            tools=tuple(t.spec() for t in self.agent.tool_map().values()),
+            tools=tools,
             run_id=self.run_id,
+            max_output_tokens=max_out,
         )
+        settle: list[dict[str, Any]] = []
+        if self.ledgers:
+            est_in = estimate_tokens(request)
+            est_tokens = est_in + (max_out or RESERVE_OUTPUT_TOKENS)
+            price = self.prices.get(model.name)
+            est_usd = 0.0
+            if price is not None:
+                est_usd = (est_in * price.input_per_mtok + (max_out or 0) * price.output_per_mtok) / 1_000_000
+            refusal = await self.store.reserve_budget(self.ledgers, usd=est_usd, tokens=est_tokens)
+            if refusal is not None:
+                return self._violation(
+                    Violation(
+                        limit="budget_usd" if refusal.limit == "budget_usd" else "budget_tokens",
+                        limit_value=refusal.limit_value,
+                        observed=round(refusal.committed, 8),
+                        budget=refusal.ledger.label,
+                        requested=round(refusal.requested, 8),
+                    )
+                )
+            settle = [
+                {"ledger_id": lg.ledger_id, "reserved_usd": est_usd, "reserved_tokens": est_tokens}
+                for lg in self.ledgers
+            ]
+        outcome = await self._model_attempts(step, model, request)
+        if settle:
+            payload = next((e["payload"] for e in outcome.events if e["type"] is EventType.STEP_COMPLETED), None)
+            usage = (payload or {}).get("usage") or {}
+            spent_usd = float((payload or {}).get("cost_usd", 0.0))
+            spent_tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+            outcome.budget_settle = [{**e, "spent_usd": spent_usd, "spent_tokens": spent_tokens} for e in settle]
+        return outcome
+
+    async def _model_attempts(self, step: int, model: Any, request: ModelRequest) -> _Outcome:
         started = time.perf_counter()
         attempt = 0
         while True:

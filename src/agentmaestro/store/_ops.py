@@ -549,6 +549,11 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
     human_rows = [c.human_request for c, r in zip(commits, results, strict=True) if r is not None and c.human_request]
     if human_rows:
         conn.execute(insert(human_requests), human_rows)
+    settle = [e for c, r in zip(commits, results, strict=True) if r is not None for e in c.budget_settle]
+    if settle:
+        from agentmaestro.store._budget import settle as settle_budgets
+
+        settle_budgets(conn, settle, now)
     children = [child for c, r in zip(commits, results, strict=True) if r is not None for child in c.children]
     if children:
         create_runs(conn, children, now)

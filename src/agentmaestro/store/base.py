@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from agentmaestro.core.events import Event
 from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
+from agentmaestro.store import _budget
 from agentmaestro.store import _interventions as _iv
 from agentmaestro.store import _keys, _ops
 from agentmaestro.store.dialects import create_engines, default_database_url, normalize_url, redact_url
@@ -554,6 +555,22 @@ class Store:
     async def update_workspace_settings(self, workspace_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Merge ``changes`` into a workspace's settings."""
         return await self._write(_iv.update_workspace_settings, workspace_id, changes)
+
+    # -------------------------------------------------------------------------- budgets
+
+    async def reserve_budget(
+        self, ledgers: Sequence[_budget.LedgerSpec], *, usd: float, tokens: int
+    ) -> _budget.Refusal | None:
+        """Reserve a model call's worst case on every ledger, or on none; returns why it was refused."""
+        try:
+            await self._write(_budget.reserve, ledgers, usd, tokens, time.time())
+        except _budget._Refused as exc:
+            return exc.refusal
+        return None
+
+    async def budget_ledger(self, ledger_id: str) -> dict[str, Any] | None:
+        """A budget ledger's row (limits, spent, reserved)."""
+        return await self._read(_budget.get_ledger, ledger_id)
 
     # ------------------------------------------------------------------------- API keys
 

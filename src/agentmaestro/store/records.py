@@ -209,6 +209,8 @@ class Commit:
     """Sub-agent runs to create with this commit (the run starts waiting for them)."""
     parent_run_id: str | None = None
     """The run's parent: resumed in the same transaction if this commit ends the last child."""
+    budget_settle: tuple[dict[str, Any], ...] = ()
+    """Budget reservations to settle to actual spend with this commit."""
 
 
 @dataclass(frozen=True, kw_only=True)
