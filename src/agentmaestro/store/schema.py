@@ -238,3 +238,19 @@ budget_ledgers = Table(
 A model call reserves its worst case first (refused if it could exceed the limit) and settles to
 the actual cost in the same transaction as its step.
 """
+
+memories = Table(
+    "memories",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("scope", String(220), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("run_id", String(40), nullable=True),
+    Column("agent", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
+)
+"""Key-value memory per workspace (scope ``workspace``) or per agent (scope ``agent:<name>``), with the
+run that last wrote each entry (provenance). Never shared across workspaces."""
