@@ -220,11 +220,13 @@ class Agent:
 def _resolve_tool_ref(ref: str, mcp_tools: dict[str, list[Tool]] | None, source: str) -> list[Tool]:
     if ref.startswith("builtin:"):
         from agentmaestro.tools.builtin import BUILTIN_TOOLS
+        from agentmaestro.tools.memory import MEMORY_TOOLS
 
+        builtins = {**BUILTIN_TOOLS, **MEMORY_TOOLS}
         name = ref[len("builtin:") :]
-        if name not in BUILTIN_TOOLS:
-            raise ConfigError(f"{source}: unknown built-in tool {name!r}; known: {', '.join(sorted(BUILTIN_TOOLS))}")
-        return [BUILTIN_TOOLS[name]]
+        if name not in builtins:
+            raise ConfigError(f"{source}: unknown built-in tool {name!r}; known: {', '.join(sorted(builtins))}")
+        return [builtins[name]]
     if not ref.startswith("mcp:"):
         return [load_tool(ref)]
     server, _, name = ref[4:].partition("/")

@@ -26,6 +26,7 @@ from agentmaestro.store._budget import LedgerSpec
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import Claim, Commit, NewRun, StepRow, new_id, new_run_id
 from agentmaestro.tools.context import ToolContext
+from agentmaestro.tools.memory import StoreMemory
 from agentmaestro.tools.registry import ToolResult
 
 log = logging.getLogger("agentmaestro.engine")
@@ -107,7 +108,10 @@ class RunDriver:
         self._recovered_from = claim.recovered_from
         self._claim_events = list(claim.events)
         self.workspace_gate = GatePolicy()
-        self.context = ToolContext.for_run(run_id=self.run_id, workspace_id=self.workspace_id, agent=agent.name)
+        self.context = dataclasses.replace(
+            ToolContext.for_run(run_id=self.run_id, workspace_id=self.workspace_id, agent=agent.name),
+            memory=StoreMemory(store=store, workspace_id=self.workspace_id, agent=agent.name, run_id=self.run_id),
+        )
 
     # --------------------------------------------------------------------------- control
 

@@ -22,9 +22,8 @@ from sqlalchemy.exc import OperationalError
 
 from agentmaestro.core.events import Event
 from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
-from agentmaestro.store import _budget
+from agentmaestro.store import _budget, _keys, _memory, _ops
 from agentmaestro.store import _interventions as _iv
-from agentmaestro.store import _keys, _ops
 from agentmaestro.store.dialects import create_engines, default_database_url, normalize_url, redact_url
 from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, RunRecord, StepRow
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
@@ -555,6 +554,35 @@ class Store:
     async def update_workspace_settings(self, workspace_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Merge ``changes`` into a workspace's settings."""
         return await self._write(_iv.update_workspace_settings, workspace_id, changes)
+
+    # --------------------------------------------------------------------------- memory
+
+    async def memory_put(
+        self,
+        workspace_id: str,
+        scope: str,
+        key: str,
+        value: str,
+        *,
+        run_id: str | None = None,
+        agent: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a memory entry (scope ``workspace`` or ``agent:<name>``) with its provenance."""
+        return await self._write(_memory.put, workspace_id, scope, key, value, run_id, agent, time.time())
+
+    async def memory_get(self, workspace_id: str, scope: str, key: str) -> dict[str, Any]:
+        """One memory entry (NotFoundError if absent)."""
+        return await self._read(_memory.get, workspace_id, scope, key)
+
+    async def memory_list(
+        self, workspace_id: str, scope: str | None = None, prefix: str = "", limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Memory entries of a workspace."""
+        return await self._read(_memory.list_entries, workspace_id, scope, prefix, limit)
+
+    async def memory_delete(self, workspace_id: str, scope: str, key: str) -> bool:
+        """Delete a memory entry."""
+        return await self._write(_memory.remove, workspace_id, scope, key)
 
     # -------------------------------------------------------------------------- budgets
 

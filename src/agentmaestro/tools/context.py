@@ -5,6 +5,27 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
+
+
+class MemoryAccess(Protocol):
+    """What memory tools may do: read and write entries of their own workspace, as their run."""
+
+    async def put(self, scope: str, key: str, value: str) -> dict[str, Any]:
+        """Store an entry (scope ``workspace`` or ``agent``)."""
+        ...
+
+    async def get(self, scope: str, key: str) -> dict[str, Any]:
+        """Read an entry."""
+        ...
+
+    async def list(self, scope: str, prefix: str) -> list[dict[str, Any]]:
+        """List entries."""
+        ...
+
+    async def delete(self, scope: str, key: str) -> bool:
+        """Delete an entry."""
+        ...
 
 
 def default_workdir_root() -> Path:
@@ -35,6 +56,8 @@ class ToolContext:
     """An operator explicitly allowed DANGEROUS code execution without an OS sandbox."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for subprocesses (never secrets from the worker's own environment)."""
+    memory: MemoryAccess | None = None
+    """Key-value memory of the run's workspace and agent (set by the engine)."""
     http_allow: tuple[str, ...] = ()
     """Destinations ``http_fetch`` may reach although they are not public: host names, IPs or CIDRs, each optionally
     with ``:port`` (e.g. ``"127.0.0.1:8080"``, ``"10.0.0.0/8"``); added to the ``MAESTRO_HTTP_ALLOW`` entries."""
