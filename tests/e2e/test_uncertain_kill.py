@@ -1,0 +1,105 @@
+"""SIGKILL a worker in the middle of a non-idempotent tool call: the call is never re-run; a human decides."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agentmaestro.agents import Agent
+from agentmaestro.core.states import EventType, RunStatus
+from agentmaestro.store.base import Store
+from agentmaestro.store.records import NewRun, new_run_id
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT = ROOT / "tests" / "e2e" / "uncertain_agents" / "charger.yaml"
+MAESTRO = str(Path(sys.executable).with_name("maestro"))
+
+
+def worker(url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            MAESTRO,
+            "--database-url",
+            url,
+            "--agents-dir",
+            str(AGENT.parent),
+            "worker",
+            "--lease-ttl",
+            "1",
+            "--heartbeat-interval",
+            "0.2",
+            "--poll-interval",
+            "0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_sigkill_during_non_idempotent_call_escalates_to_a_human(db_url: str, tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = {**os.environ, "CHARGE_MARKER_DIR": str(markers), "PYTHONPATH": str(ROOT)}
+    store = Store.open(db_url)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        agent = Agent.from_yaml(AGENT)
+        await store.ensure_workspace()
+        [rec] = await store.create_runs(
+            [
+                NewRun(
+                    run_id=new_run_id(),
+                    workspace_id="default",
+                    agent_name="charger",
+                    input="pay",
+                    spec=agent.spec(),
+                    policy={},
+                )
+            ]
+        )
+        first = worker(db_url, env)
+        procs.append(first)
+        deadline = time.monotonic() + 30
+        while not list(markers.iterdir()):
+            assert time.monotonic() < deadline, "the tool never started"
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        second = worker(db_url, {**env, "CHARGE_SLEEP_S": "0"})
+        procs.append(second)
+        async with asyncio.timeout(30):
+            while (await store.get_run(rec.run_id)).status is not RunStatus.WAITING_FOR_HUMAN:
+                await asyncio.sleep(0.1)
+        assert len(list(markers.iterdir())) == 1, "the non-idempotent call ran twice"
+        [req] = await store.list_human_requests()
+        assert req["kind"] == "uncertain_tool_call" and req["detail"]["call"]["name"] == "charge_card"
+        events = await store.events(rec.run_id)
+        assert [e.type for e in events].count(EventType.STEP_STARTED) == 1
+        assert any(e.type is EventType.LEASE_RECOVERED for e in events)
+        # the human says it did go through: the run completes with that answer, still one charge
+        await store.resolve_human_request(req["request_id"], action="answer", answer="charged 42 (confirmed)", by="ops")
+        async with asyncio.timeout(30):
+            while (await store.get_run(rec.run_id)).status is not RunStatus.COMPLETED:
+                await asyncio.sleep(0.1)
+        assert (await store.get_run(rec.run_id)).state.output == "charged: charged 42 (confirmed)"
+        assert len(list(markers.iterdir())) == 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        await store.close()
