@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentmaestro.errors import (
@@ -24,6 +25,8 @@ from agentmaestro.errors import (
 )
 
 log = logging.getLogger("agentmaestro.server")
+
+_DATA_MESSAGE = "a value in the request cannot be stored or compared: a number out of range or a NUL character"
 
 
 class APIError(Exception):
@@ -133,9 +136,21 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(error_body("invalid_request", _describe(list(exc.errors()))), status_code=422)
 
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value from the request (a NUL character, a number out of range).
+        log.info("database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
+        return JSONResponse(error_body("invalid_request", _DATA_MESSAGE), status_code=422)
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        # SQLite cannot bind integers beyond 64 bits.
+        log.info("value out of range on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(error_body("invalid_request", _DATA_MESSAGE), status_code=422)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
 
     @app.exception_handler(Exception)

@@ -213,7 +213,7 @@ async def revoke_key(
 async def list_audit(
     principal: Admin,
     store: StoreDep,
-    after: Annotated[int, Query(ge=0, le=2**62, description="Only entries with a greater seq.")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1, description="Only entries with a greater seq.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     action: Annotated[str | None, Query(max_length=64, description="Only this action, e.g. key.create.")] = None,
 ) -> dict[str, Any]:

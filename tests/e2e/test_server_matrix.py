@@ -1,0 +1,263 @@
+"""Two workspaces x every route of the app: no cross-workspace reads or writes.
+
+Routes are enumerated from ``app.routes``, so a new route without an entry here fails the test.
+For each direction (attacker, victim): every route is called with the attacker's admin key and the
+victim's ids; routes naming a resource answer 404, lists and other answers hold no victim data, and
+the victim's rows are byte-for-byte unchanged afterwards. Then the victim's own key on the same
+routes gets past the scoping (no 404), so the 404s are not vacuous.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute, APIWebSocketRoute
+from sqlalchemy import create_engine, insert, text
+from starlette.routing import Mount
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from agentmaestro.agents import load_agents_dir
+from agentmaestro.cli._common import builtin_agents_dir
+from agentmaestro.store.dialects import normalize_url
+from agentmaestro.store.schema import human_requests
+from tests.e2e.test_server import auth, make_key, wait_status
+from tests.fakes.server import LiveServer
+
+WORKSPACES = ("default", "other")
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/runs"): {"agent": "calculator", "input": "1+1"},
+    ("POST", "/v1/runs/{run_id}/cancel"): {"reason": "matrix"},
+    ("POST", "/v1/runs/{run_id}/resume"): {},
+    ("POST", "/v1/runs/{run_id}/restart"): None,
+    ("POST", "/v1/runs/{run_id}/fork"): {"at_seq": 2},
+    ("POST", "/v1/approvals/{approval_id}"): {"decision": "approve"},
+    ("POST", "/v1/human-requests/{request_id}"): {"action": "abandon"},
+    ("PATCH", "/v1/workspace/settings"): {"quotas": {"runs_per_hour": 1000}, "gate": {"deny_tools": ["add"]}},
+    ("POST", "/v1/keys"): {"name": "matrix", "role": "viewer"},
+    ("DELETE", "/v1/keys/{key_id}"): None,
+}
+SHARED_CATALOG = {"/v1/agents/{name}"}
+"""Agents are the server's, not a workspace's: the same answer for every workspace."""
+NON_TENANT_PATHS = {"/", "/ui/{path:path}", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"}
+NON_TENANT_PREFIXES = ("/docs/",)
+
+
+@dataclass
+class Tenant:
+    """One workspace's keys and resources."""
+
+    workspace: str
+    admin: str
+    operator: str
+    ids: dict[str, str] = field(default_factory=dict)
+    """Path parameter name -> one of this workspace's ids."""
+    markers: set[str] = field(default_factory=set)
+    """Strings that only this workspace's data contains."""
+
+
+def _sql(url: str, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+    engine = create_engine(normalize_url(url))
+    try:
+        with engine.begin() as conn:
+            return [tuple(r) for r in conn.execute(text(statement), params)]
+    finally:
+        engine.dispose()
+
+
+def snapshot(url: str, ws: str) -> dict[str, Any]:
+    """Everything of a workspace that another one could try to change."""
+    q = {
+        "runs": "SELECT run_id, status, version, cancel_requested, cancel_reason FROM runs WHERE workspace_id = :w",
+        "events": "SELECT run_id, count(*) FROM run_events WHERE workspace_id = :w GROUP BY run_id",
+        "approvals": "SELECT approval_id, status, decided_by FROM approvals WHERE workspace_id = :w",
+        "human": "SELECT request_id, status, resolved_by FROM human_requests WHERE workspace_id = :w",
+        "keys": "SELECT key_id, name, role, revoked_at FROM api_keys WHERE workspace_id = :w",
+        "settings": "SELECT settings FROM workspaces WHERE workspace_id = :w",
+        "audit": "SELECT seq, action, actor FROM audit_log WHERE workspace_id = :w AND action NOT LIKE 'auth.%'",
+    }
+    return {name: sorted(map(str, _sql(url, sql, w=ws))) for name, sql in q.items()}
+
+
+def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
+    t = Tenant(workspace=ws, admin=make_key(url, ws, "admin"), operator=make_key(url, ws, "operator"))
+    throwaway = make_key(url, ws, "viewer")
+    op = auth(t.operator)
+    done = c.post("/v1/runs", json={"agent": "calculator", "input": f"{ws}: 2+3"}, headers=op).json()["run_id"]
+    waiting = c.post("/v1/runs", json={"agent": "janitor", "input": f"{ws}: tidy"}, headers=op).json()["run_id"]
+    wait_status(c, done, t.operator, {"COMPLETED"})
+    wait_status(c, waiting, t.operator, {"WAITING_FOR_APPROVAL"})
+    [approval] = c.get("/v1/approvals", headers=op).json()
+    request_id = f"hum_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(normalize_url(url))
+    with engine.begin() as conn:
+        conn.execute(
+            insert(human_requests).values(
+                request_id=request_id,
+                workspace_id=ws,
+                run_id=done,
+                kind="step_failed",
+                question="retry?",
+                detail={},
+                options=["retry", "answer", "abandon"],
+                status="pending",
+                created_at=time.time(),
+            )
+        )
+    engine.dispose()
+    c.post(f"/v1/runs/{done}/cancel", headers=op)  # an audit entry (409: already finished; not audited)
+    key_ids = {k["key_id"] for k in c.get("/v1/keys", headers=auth(t.admin)).json()}
+    t.ids = {
+        "run_id": waiting,
+        "approval_id": approval["approval_id"],
+        "request_id": request_id,
+        "key_id": throwaway.split("_")[1],
+        "name": "calculator",
+    }
+    t.markers = {done, waiting, approval["approval_id"], request_id, *key_ids, f'"workspace_id":"{ws}"'}
+    return t
+
+
+@pytest.fixture
+def tenants(db_url: str) -> Iterator[tuple[LiveServer, str, dict[str, Tenant]]]:
+    with (
+        LiveServer(db_url, load_agents_dir(builtin_agents_dir()), rate_limit_per_min=0) as srv,
+        httpx.Client(base_url=srv.url, timeout=10) as c,
+    ):
+        yield srv, db_url, {ws: seed(db_url, srv, c, ws) for ws in WORKSPACES}
+
+
+def _flat(routes: list[Any]) -> Iterator[tuple[str, Any]]:
+    """(path, route) for every route, looking inside included routers (FastAPI >= 0.16x wraps them)."""
+    for route in routes:
+        if hasattr(route, "effective_route_contexts"):
+            for ctx in route.effective_route_contexts():
+                yield ctx.path or getattr(ctx.original_route, "path", ""), ctx.original_route
+        else:
+            yield getattr(route, "path", ""), route
+
+
+def _routes(srv: LiveServer) -> list[tuple[str, str, bool]]:
+    """(method, path, is_websocket) for every /v1 route; asserts nothing else serves tenant data."""
+    out = []
+    for path, route in _flat(srv.app.routes):
+        if isinstance(route, Mount) or not path.startswith("/v1"):
+            assert path in NON_TENANT_PATHS or path.startswith(NON_TENANT_PREFIXES), f"unclassified route {path}"
+            continue
+        if isinstance(route, APIWebSocketRoute):
+            out.append(("WS", path, True))
+        else:
+            assert isinstance(route, APIRoute), route
+            out.extend((m, path, False) for m in sorted(route.methods or ()) if m != "HEAD")
+    return out
+
+
+def _url(path: str, ids: dict[str, str]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
+
+
+def _call(c: httpx.Client, method: str, path: str, ids: dict[str, str], key: str, **kw: Any) -> httpx.Response:
+    body = BODIES.get((method, path))
+    if method in ("POST", "PATCH", "PUT") and (method, path) not in BODIES:
+        raise AssertionError(f"no matrix body for {method} {path}: add one to BODIES")
+    return c.request(method, _url(path, ids), json=body, headers={**auth(key), **kw.pop("headers", {})}, **kw)
+
+
+def _workspace_ids(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        found = {str(value["workspace_id"])} if "workspace_id" in value else set()
+        return found.union(*(_workspace_ids(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_workspace_ids(v) for v in value))
+    return set()
+
+
+def _ws_messages(srv: LiveServer, path: str, key: str, seconds: float) -> tuple[list[dict[str, Any]], int | None]:
+    url = srv.url.replace("http://", "ws://") + path
+    messages: list[dict[str, Any]] = []
+    code = None
+    with connect(url, additional_headers=auth(key), open_timeout=10) as ws:
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    messages.append(json.loads(ws.recv(timeout=max(0.05, deadline - time.monotonic()))))
+                except TimeoutError:
+                    break
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+    return messages, code
+
+
+def test_no_cross_workspace_reads_or_writes(tenants: tuple[LiveServer, str, dict[str, Tenant]]) -> None:
+    srv, url, by_ws = tenants
+    routes = _routes(srv)
+    assert len(routes) >= 25, routes
+    checked: set[tuple[str, str]] = set()
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        for attacker_ws, victim_ws in (("default", "other"), ("other", "default")):
+            attacker, victim = by_ws[attacker_ws], by_ws[victim_ws]
+            before = snapshot(url, victim_ws)
+            for method, path, is_ws in routes:
+                label = f"{attacker_ws}->{victim_ws} {method} {path}"
+                names = re.findall(r"\{(\w+)\}", path)
+                if is_ws:
+                    # a victim's event stream ends at once; the firehose shows only the attacker's events
+                    if names:
+                        msgs, code = _ws_messages(srv, _url(path, victim.ids), attacker.admin, 3)
+                        assert msgs == [] and code == 4404, (label, msgs, code)
+                    else:
+                        with httpx.Client(base_url=srv.url, timeout=10) as victim_client:
+                            victim_client.post(
+                                "/v1/runs", json={"agent": "wordsmith", "input": "a b c"}, headers=auth(victim.operator)
+                            )
+                        msgs, _ = _ws_messages(srv, path + "?after=", attacker.admin, 1.5)
+                        assert msgs and msgs[0]["workspace_id"] == attacker_ws, (label, msgs[:1])
+                        text_ = json.dumps(msgs)
+                        assert not [m for m in victim.markers if m in text_], label
+                    checked.add((method, path))
+                    continue
+                r = _call(c, method, path, victim.ids, attacker.admin)
+                if names and path not in SHARED_CATALOG:
+                    assert r.status_code == 404, (label, r.status_code, r.text)
+                    assert r.json()["error"]["code"] == "not_found", label
+                    if path == "/v1/runs/{run_id}/events":
+                        sse = _call(
+                            c, method, path, victim.ids, attacker.admin, headers={"Accept": "text/event-stream"}
+                        )
+                        assert sse.status_code == 404, (label, "SSE", sse.status_code)
+                else:
+                    assert r.status_code < 300, (label, r.status_code, r.text)
+                    leaked = [m for m in victim.markers if m in r.text]
+                    assert not leaked, (label, leaked)
+                    if r.headers.get("content-type", "").startswith("application/json"):
+                        assert _workspace_ids(r.json()) <= {attacker_ws}, label
+                checked.add((method, path))
+            after = snapshot(url, victim_ws)
+            # the firehose probe above is the victim's own write; everything else must be unchanged
+            after["runs"] = [r for r in after["runs"] if r in before["runs"] or "wordsmith" in r]
+            assert {k: v for k, v in after.items() if k not in ("runs", "events")} == {
+                k: v for k, v in before.items() if k not in ("runs", "events")
+            }, f"{attacker_ws} changed {victim_ws}'s data"
+            old_runs = {r.split(",")[0] for r in before["runs"]}
+            assert [r for r in after["runs"] if r.split(",")[0] in old_runs] == before["runs"]
+            assert [e for e in after["events"] if e.split(",")[0] in old_runs] == [
+                e for e in before["events"] if e.split(",")[0] in old_runs
+            ]
+
+        # positive control: each workspace's own key gets past the scoping on the same ids
+        for ws, t in by_ws.items():
+            for method, path, is_ws in routes:
+                if is_ws or not re.search(r"\{\w+\}", path):
+                    continue
+                r = _call(c, method, path, t.ids, t.admin)
+                assert r.status_code != 404, (f"{ws} own {method} {path}", r.status_code, r.text)
+    assert checked == {(m, p) for m, p, _ in routes}
