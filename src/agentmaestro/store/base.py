@@ -321,16 +321,21 @@ class Store:
         """Lease up to ``limit`` runnable runs for ``owner``."""
         if limit <= 0:
             return []
-        claims = await self._write(
-            _ops.claim_runs,
-            owner=owner,
-            limit=limit,
-            lease_ttl=lease_ttl,
-            now=time.time(),
-            agent_names=agent_names,
-            run_ids=run_ids,
-            skip_locked=self.dialect == "postgresql",
-        )
+        def op(conn: Connection) -> list[Claim]:
+            # The clock is read in the writer thread, when the claim actually runs: a claim that
+            # waited behind other writes still gets a full lease.
+            return _ops.claim_runs(
+                conn,
+                owner=owner,
+                limit=limit,
+                lease_ttl=lease_ttl,
+                now=time.time(),
+                agent_names=agent_names,
+                run_ids=run_ids,
+                skip_locked=self.dialect == "postgresql",
+            )
+
+        claims = await self._write(op)
         if claims:
             self._notify_runs([c.record.run_id for c in claims])
         return claims
@@ -339,7 +344,11 @@ class Store:
         """Extend leases; report lost ones and pending cancel requests."""
         if not leases:
             return HeartbeatResult()
-        return await self._write(_ops.heartbeat, owner=owner, leases=leases, lease_ttl=lease_ttl, now=time.time())
+        def op(conn: Connection) -> HeartbeatResult:
+            # Read the clock when the renewal runs, not when it was queued behind commits.
+            return _ops.heartbeat(conn, owner=owner, leases=leases, lease_ttl=lease_ttl, now=time.time())
+
+        return await self._write(op)
 
     async def release(self, *, owner: str, leases: Sequence[tuple[str, int]]) -> None:
         """Give leases up so other workers can claim the runs at once."""
