@@ -218,9 +218,8 @@ def test_verify_is_fast(chain_template: Path) -> None:
     assert report.ok and time.perf_counter() - t0 < 10
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_postgres_refuses_update_delete_truncate(db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL trigger")
     Store.open(db_url).close_sync()
     with psycopg.connect(pg_dsn(db_url)) as conn:
         insert_chain(conn, "default", 1000)
