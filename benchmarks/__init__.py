@@ -1,0 +1,1 @@
+"""AgentMaestro benchmarks: ``python -m benchmarks.run`` (see ``benchmarks/run.py``)."""
