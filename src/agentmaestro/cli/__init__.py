@@ -1,9 +1,11 @@
 """The ``maestro`` command line.
 
 Every command takes ``--database-url`` (or ``MAESTRO_DATABASE_URL``; default: an SQLite file under
-``./.maestro/``) and ``--workspace``. Agents come from ``--agents-dir`` (or ``MAESTRO_AGENTS_DIR``,
-default ``./agents`` when it exists) plus the built-in demo agents. Errors print one line on
-stderr and exit non-zero.
+``./.maestro/``) and ``--workspace``; or ``--server URL --api-key KEY`` (``MAESTRO_SERVER``,
+``MAESTRO_API_KEY``) to work through a server's REST API instead (see ``cli/_backend.py``). Agents
+come from ``--agents-dir`` (or ``MAESTRO_AGENTS_DIR``, default ``./agents`` when it exists) plus the
+built-in demo agents. Errors print one line on stderr and exit non-zero (2 for a command that
+cannot work through a server).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import typer
 
 from agentmaestro.cli import admin, human, misc, runs, server  # noqa: F401  (registers the commands)
+from agentmaestro.cli._backend import LocalOnlyError
 from agentmaestro.cli._common import app
 from agentmaestro.errors import MaestroError, one_line
 
@@ -29,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="maestro", standalone_mode=False)
+    except LocalOnlyError as exc:  # e.g. `maestro --server URL worker`
+        sys.stderr.write(f"error: {one_line(exc)}\n")
+        code = 2
     except MaestroError as exc:
         sys.stderr.write(f"error: {one_line(exc)}\n")
         code = 1

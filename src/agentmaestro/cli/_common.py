@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -13,15 +13,21 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from agentmaestro.agents import Agent, AgentRegistry, load_agents_dir
+from agentmaestro.agents import Agent, AgentRegistry
+from agentmaestro.cli._backend import (
+    Backend,
+    LocalBackend,
+    LocalOnlyError,
+    RemoteBackend,
+    load_registry,
+    resolve_agent,
+    tls_context,
+)
 from agentmaestro.core.events import Event
 from agentmaestro.core.states import RunStatus
-from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import ConfigError
-from agentmaestro.sdk import build_report
 from agentmaestro.store.base import Store
-from agentmaestro.store.dialects import default_database_url
-from agentmaestro.store.records import RunRecord
+from agentmaestro.store.dialects import default_database_url, redact_url
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
 
 T = TypeVar("T")
@@ -48,33 +54,66 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 
 
 class _Ctx:
-    def __init__(self, database_url: str | None, workspace: str, agents_dir: Path | None, as_json: bool) -> None:
+    def __init__(
+        self,
+        database_url: str | None,
+        workspace: str,
+        agents_dir: Path | None,
+        as_json: bool,
+        server: str | None = None,
+        api_key: str | None = None,
+        tls: tuple[str | None, str | None, str | None] = (None, None, None),
+    ) -> None:
         self.database_url = database_url or default_database_url()
         self.workspace = workspace
         self.agents_dir = agents_dir
         self.as_json = as_json
+        self.server = server.rstrip("/") if server else None
+        self.api_key = api_key
+        self.tls = tls
+
+    def local_only(self, command: str) -> None:
+        """Refuse ``--server`` for a command that works next to the database (exit code 2)."""
+        if self.server:
+            raise LocalOnlyError(
+                f"`maestro {command}` works on a database, not through a server; drop --server (MAESTRO_SERVER)"
+            )
 
     def open_store(self, *, migrate: bool | None = None) -> Store:
+        self.local_only("this command")
         auto = self.database_url.startswith("sqlite") or "://" not in self.database_url
         return Store.open(self.database_url, migrate=auto if migrate is None else migrate)
 
+    def backend(self) -> Backend:
+        """The database (default) or, with ``--server``, the server's REST API."""
+        if self.server:
+            from agentmaestro.client import AsyncClient
+
+            if not self.server.startswith(("http://", "https://")):
+                raise ConfigError(f"--server must be an http:// or https:// URL, not {self.server!r}")
+            client = AsyncClient(self.server, self.api_key, verify=tls_context(*self.tls))
+            return RemoteBackend(client)
+        from agentmaestro.cli.admin import cli_actor
+
+        return LocalBackend(self.open_store, self.workspace, redact_url(self.database_url), self.agents, cli_actor())
+
+    def call(self, fn: Callable[[Backend], Awaitable[T]]) -> T:
+        """Run ``fn`` with a backend opened for it (and closed after)."""
+
+        async def go() -> T:
+            backend = self.backend()
+            try:
+                return await fn(backend)
+            finally:
+                await backend.close()
+
+        return asyncio.run(go())
+
     def agents(self) -> AgentRegistry:
-        registry = load_agents_dir(builtin_agents_dir())
-        folder = self.agents_dir
-        if folder is None and Path("agents").is_dir():
-            folder = Path("agents")
-        if folder is not None:
-            for agent in load_agents_dir(folder):
-                registry.register(agent)
-        return registry
+        return load_registry(self.agents_dir, builtin_agents_dir())
 
     def resolve_agent(self, ref: str) -> Agent:
-        path = Path(ref)
-        if ref.endswith((".yaml", ".yml")) or path.is_file():
-            if not path.is_file():
-                raise ConfigError(f"agent file {ref!r} does not exist")
-            return Agent.from_yaml(path)
-        return self.agents().get(ref)
+        return resolve_agent(ref, self.agents)
 
 
 def builtin_agents_dir() -> Path:
@@ -108,8 +147,26 @@ def _main(
         typer.Option("--agents-dir", envvar="MAESTRO_AGENTS_DIR", help="Folder of agent YAML files."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", envvar="MAESTRO_SERVER", help="Work through this server (URL) instead of a database."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="MAESTRO_API_KEY", help="API key for --server.")
+    ] = None,
+    tls_ca: Annotated[
+        str | None, typer.Option("--tls-ca", envvar="MAESTRO_TLS_CA", help="CA (PEM) to trust for an https server.")
+    ] = None,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option("--tls-client-cert", envvar="MAESTRO_TLS_CLIENT_CERT", help="Client certificate (PEM), mTLS."),
+    ] = None,
+    tls_key: Annotated[
+        str | None,
+        typer.Option("--tls-client-key", envvar="MAESTRO_TLS_CLIENT_KEY", help="Client certificate key (PEM)."),
+    ] = None,
 ) -> None:
-    ctx.obj = _Ctx(database_url, workspace, agents_dir, as_json)
+    ctx.obj = _Ctx(database_url, workspace, agents_dir, as_json, server or None, api_key, (tls_ca, tls_cert, tls_key))
 
 
 def _policy_overrides(
@@ -140,53 +197,55 @@ MaxCost = Annotated[float | None, typer.Option("--max-cost-usd", min=0, help="Po
 Timeout = Annotated[float | None, typer.Option("--timeout-s", min=0, help="Policy: most wall seconds.")]
 
 
-async def _drive_here(c: _Ctx, store: Store, agents: AgentRegistry, run_id: str, follow: bool) -> int:
-    """Run a dedicated in-process worker for one run until it stops; print the outcome."""
-    worker = Worker(store, agents, run_ids={run_id}, config=WorkerConfig(concurrency=1, poll_interval_s=0.2))
-    task = asyncio.ensure_future(worker.run())
-    seq = 0
-    try:
-        while True:
-            rec = await store.get_run(run_id, c.workspace)
-            if follow:
-                for ev in await store.events(run_id, seq):
-                    _print_event(ev, c.as_json)
-                    seq = ev.seq
-            if rec.status.terminal or rec.status.waiting:
-                break
-            if task.done():
-                await task  # surface a crash
-                break
-            await store.wait_for_change(run_id, 0.5)
-    finally:
-        worker.stop()
-        await task
-    rec = await store.get_run(run_id, c.workspace)
-    if follow:
-        for ev in await store.events(run_id, seq):
-            _print_event(ev, c.as_json)
-    report = await build_report(store, rec)
+def _outcome(run: dict[str, Any]) -> int:
+    """Exit code of a command that saw a run through: 0 if it completed or waits for a person."""
+    status = RunStatus(run["status"])
+    return 0 if status is RunStatus.COMPLETED or status.waiting else 1
+
+
+async def _see_through(c: _Ctx, b: Backend, run_id: str, follow: bool) -> int:
+    """Drive (locally) or follow (remotely) a run until it stops or waits; print the outcome."""
+    run = await b.drive(run_id, (lambda ev: _print_event(ev, c.as_json)) if follow else None)
     if c.as_json and not follow:
-        _print_json(report.to_json())
+        _print_json(_report_json(run, await b.events(run_id)))
     elif not c.as_json:
-        _print_report_line(rec)
-    return 0 if rec.status in (RunStatus.COMPLETED,) or rec.status.waiting else 1
+        _print_report_line(run)
+    return _outcome(run)
 
 
-def _print_report_line(rec: RunRecord) -> None:
-    st = rec.state
+def _report_json(run: dict[str, Any], events: list[Event]) -> dict[str, Any]:
+    """The RunReport of a run (as ``Orchestrator.run`` returns it), from its API form and events."""
+    from agentmaestro.sdk import state_history
+
+    end = run["finished_at"] or run["updated_at"]
+    return {
+        "run_id": run["run_id"],
+        "agent": run["agent"],
+        "status": run["status"],
+        "output": run["output"],
+        "error": run["error"],
+        "steps": run["steps"],
+        "tokens": run["tokens"],
+        "tool_calls": run["tool_calls"],
+        "cost_usd": round(run["cost_usd"], 8),
+        "duration_s": round(max(0.0, end - run["created_at"]), 6),
+        "state_history": state_history(events),
+    }
+
+
+def _print_report_line(run: dict[str, Any]) -> None:
     out.print(
-        f"{rec.run_id} {rec.status.value} steps={st.steps} tool_calls={st.tool_calls} tokens={st.tokens} "
-        f"cost_usd={st.cost_usd:.6f}",
+        f"{run['run_id']} {run['status']} steps={run['steps']} tool_calls={run['tool_calls']} tokens={run['tokens']} "
+        f"cost_usd={run['cost_usd']:.6f}",
         markup=False,
     )
-    if st.output is not None:
-        out.print(f"output: {st.output}", markup=False)
-    if st.error:
-        out.print(f"error: {st.error}", markup=False)
-    if rec.status is RunStatus.WAITING_FOR_APPROVAL:
+    if run["output"] is not None:
+        out.print(f"output: {run['output']}", markup=False)
+    if run["error"]:
+        out.print(f"error: {run['error']}", markup=False)
+    if run["status"] == RunStatus.WAITING_FOR_APPROVAL.value:
         out.print("waiting for approval: maestro approvals list", markup=False)
-    elif rec.status is RunStatus.WAITING_FOR_HUMAN:
+    elif run["status"] == RunStatus.WAITING_FOR_HUMAN.value:
         out.print("waiting for a human: maestro escalations list", markup=False)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from agentmaestro.cli._common import _ctx, _print_json, _run, app, out
+from agentmaestro.cli._common import _ctx, _print_json, app, out
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -31,33 +31,28 @@ def audit_verify(
         str | None, typer.Option("--workspace", "-w", help="Only this workspace's chain (default: every chain).")
     ] = None,
 ) -> None:
-    """Walk the audit chain(s); report the first edited, deleted or reordered entry and exit 1."""
+    """Walk the audit chain(s); report the first edited, deleted or reordered entry and exit 1.
+
+    With --server (an admin key): the key's workspace's chain, walked by the server.
+    """
     c = _ctx(ctx)
-
-    async def go() -> list[Any]:
-        store = c.open_store()
-        try:
-            return await store.verify_audit(workspace)
-        finally:
-            await store.close()
-
-    reports = _run(go())
-    broken = [r for r in reports if not r.ok]
+    reports = c.call(lambda b: b.verify_audit(workspace))
+    broken = [r for r in reports if not r["ok"]]
     if c.as_json:
-        _print_json({"ok": not broken, "chains": [r.to_json() for r in reports]})
+        _print_json({"ok": not broken, "chains": reports})
     else:
         for r in reports:
-            if r.ok:
-                out.print(f"{r.workspace_id}: ok ({r.entries} entries)", markup=False)
+            if r["ok"]:
+                out.print(f"{r['workspace_id']}: ok ({r['entries']} entries)", markup=False)
             else:
-                out.print(f"{r.workspace_id}: BROKEN at entry {r.broken_seq}: {r.reason}", markup=False)
+                out.print(f"{r['workspace_id']}: BROKEN at entry {r['broken_seq']}: {r['reason']}", markup=False)
         if not reports:
             out.print("no audit entries", markup=False)
     if broken:
         first = broken[0]
         sys.stderr.write(
-            f"error: audit chain of workspace {first.workspace_id!r} is broken at entry {first.broken_seq}: "
-            f"{first.reason}\n"
+            f"error: audit chain of workspace {first['workspace_id']!r} is broken at entry {first['broken_seq']}: "
+            f"{first['reason']}\n"
         )
         raise typer.Exit(1)
 
@@ -70,15 +65,7 @@ def audit_list(
 ) -> None:
     """The workspace's newest audit entries."""
     c = _ctx(ctx)
-
-    async def go() -> list[dict[str, Any]]:
-        store = c.open_store()
-        try:
-            return await store.audit_entries(c.workspace, limit=limit, action=action, newest_first=True)
-        finally:
-            await store.close()
-
-    rows = _run(go())
+    rows = c.call(lambda b: b.audit_entries(limit=limit, action=action))
     if c.as_json:
         _print_json(rows)
         return

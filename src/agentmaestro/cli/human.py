@@ -10,11 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentmaestro.cli._common import _Ctx, _ctx, _drive_here, _print_json, _run, app, out
-from agentmaestro.cli.admin import cli_actor
+from agentmaestro.cli._backend import Backend
+from agentmaestro.cli._common import _ctx, _print_json, _see_through, app, out
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.errors import ConfigError
-from agentmaestro.store.base import Store
 
 approvals_app = typer.Typer(help="Tool calls waiting for a human decision.", no_args_is_help=True)
 escalations_app = typer.Typer(help="Runs waiting for a human after failures or uncertain steps.", no_args_is_help=True)
@@ -23,7 +22,10 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(escalations_app, name="escalations")
 app.add_typer(gate_app, name="gate")
 
-By = Annotated[str | None, typer.Option("--by", envvar="MAESTRO_USER", help="Who decides (default: your login).")]
+By = Annotated[
+    str | None,
+    typer.Option("--by", envvar="MAESTRO_USER", help="Who decides (default: your login; with --server: the API key)."),
+]
 Wait = Annotated[bool, typer.Option("--wait", help="Continue the run here and wait for it to stop again.")]
 
 
@@ -34,15 +36,6 @@ def _who(by: str | None) -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "cli"
-
-
-async def _with_store(c: _Ctx, fn: Any) -> Any:
-    store = c.open_store()
-    try:
-        await store.ensure_workspace(c.workspace)
-        return await fn(store)
-    finally:
-        await store.close()
 
 
 def _expires(ts: float | None) -> str:
@@ -63,7 +56,7 @@ def approvals_list(
     """List approvals (pending ones by default)."""
     c = _ctx(ctx)
     statuses = None if all_ else ("pending",)
-    rows = _run(_with_store(c, lambda s: s.list_approvals(workspace_id=c.workspace, statuses=statuses)))
+    rows = c.call(lambda b: b.list_approvals(statuses))
     if c.as_json:
         _print_json(rows)
         return
@@ -96,33 +89,18 @@ def _decide(
             raise ConfigError("--args must be a JSON object")
     who = _who(by)
 
-    async def go(store: Store) -> tuple[dict[str, Any], int]:
-        row = await store.resolve_approval(
-            approval_id, approve=approve, by=who, reason=reason, arguments=arguments, workspace_id=c.workspace
-        )
-        detail = {
-            "run_id": row["run_id"],
-            "tool": row["tool"],
-            "reason": reason,
-            "by": who,
-            "edited": arguments is not None,
-        }
-        await store.audit(
-            c.workspace,
-            actor=cli_actor(),
-            action="approval.approve" if approve else "approval.reject",
-            target=approval_id,
-            detail=detail,
-        )
+    async def go(b: Backend) -> int:
+        row = await b.decide_approval(approval_id, approve=approve, by=who, reason=reason, arguments=arguments)
         if c.as_json and not wait:
             _print_json(row)
         elif not c.as_json:
-            out.print(f"{approval_id} {row['status']} by {who}; run {row['run_id']} continues", markup=False)
-        code = await _drive_here(c, store, c.agents(), row["run_id"], follow=False) if wait else 0
-        return row, code
+            out.print(
+                f"{approval_id} {row['status']} by {row['decided_by'] or who}; run {row['run_id']} continues",
+                markup=False,
+            )
+        return await _see_through(c, b, row["run_id"], follow=False) if wait else 0
 
-    _row, code = _run(_with_store(c, go))
-    raise typer.Exit(code)
+    raise typer.Exit(c.call(go))
 
 
 @approvals_app.command("approve")
@@ -161,7 +139,7 @@ def escalations_list(
     """List runs waiting for a human (pending requests by default)."""
     c = _ctx(ctx)
     statuses = None if all_ else ("pending",)
-    rows = _run(_with_store(c, lambda s: s.list_human_requests(workspace_id=c.workspace, statuses=statuses)))
+    rows = c.call(lambda b: b.list_human_requests(statuses))
     if c.as_json:
         _print_json(rows)
         return
@@ -177,19 +155,20 @@ def _resolve(
     c = _ctx(ctx)
     who = _who(by)
 
-    async def go(store: Store) -> int:
-        row = await store.resolve_human_request(request_id, action=action, by=who, workspace_id=c.workspace, **kw)
-        detail = {"run_id": row["run_id"], "action": action, "by": who}
-        await store.audit(
-            c.workspace, actor=cli_actor(), action="human_request.resolve", target=request_id, detail=detail
+    async def go(b: Backend) -> int:
+        row = await b.resolve_human_request(
+            request_id, action=action, by=who, instructions=kw.get("instructions"), answer=kw.get("answer")
         )
         if c.as_json and not wait:
             _print_json(row)
         elif not c.as_json:
-            out.print(f"{request_id} resolved ({action}) by {who}; run {row['run_id']}", markup=False)
-        return await _drive_here(c, store, c.agents(), row["run_id"], follow=False) if wait else 0
+            out.print(
+                f"{request_id} resolved ({action}) by {row.get('resolved_by') or who}; run {row['run_id']}",
+                markup=False,
+            )
+        return await _see_through(c, b, row["run_id"], follow=False) if wait else 0
 
-    raise typer.Exit(_run(_with_store(c, go)))
+    raise typer.Exit(c.call(go))
 
 
 @escalations_app.command("retry")
@@ -234,8 +213,7 @@ def escalations_abandon(
 def gate_show(ctx: typer.Context) -> None:
     """Show the workspace's gate rules (defaults when never set)."""
     c = _ctx(ctx)
-    settings = _run(_with_store(c, lambda s: s.workspace_settings(c.workspace)))
-    _print_json(GatePolicy.from_json(settings.get("gate")).to_json())
+    _print_json(GatePolicy.from_json(c.call(lambda b: b.gate())).to_json())
 
 
 @gate_app.command("set")
@@ -256,9 +234,8 @@ def gate_set(
     """Change the workspace's gate rules (validated before anything is stored)."""
     c = _ctx(ctx)
 
-    async def go(store: Store) -> dict[str, Any]:
-        settings = await store.workspace_settings(c.workspace)
-        data = {} if reset else GatePolicy.from_json(settings.get("gate")).to_json()
+    async def go(b: Backend) -> dict[str, Any]:
+        data = {} if reset else GatePolicy.from_json(await b.gate()).to_json()
         levels = dict(data.get("levels") or {})
         for item in level or []:
             name, sep, decision = item.partition("=")
@@ -273,9 +250,6 @@ def gate_set(
         if approval_ttl is not None:
             data["approval_ttl_s"] = approval_ttl
         policy = GatePolicy.from_json(data)  # raises before storing anything invalid
-        await store.update_workspace_settings(c.workspace, {"gate": policy.to_json()})
-        detail = {"before": settings.get("gate"), "after": policy.to_json()}
-        await store.audit(c.workspace, actor=cli_actor(), action="gate.update", target=c.workspace, detail=detail)
-        return policy.to_json()
+        return GatePolicy.from_json(await b.set_gate(policy.to_json())).to_json()
 
-    _print_json(_run(_with_store(c, go)))
+    _print_json(c.call(go))

@@ -39,6 +39,7 @@ def states(
 def db_upgrade(ctx: typer.Context) -> None:
     """Create or migrate the database schema to the latest revision."""
     c = _ctx(ctx)
+    c.local_only("db upgrade")
     store = Store(c.database_url)
     try:
         rev = store.upgrade()
@@ -49,19 +50,20 @@ def db_upgrade(ctx: typer.Context) -> None:
 
 @agents_app.command("list")
 def agents_list(ctx: typer.Context) -> None:
-    """List the agents this CLI (and a worker started here) can run."""
+    """List the agents this CLI (and a worker started here) can run; with --server, the server's agents."""
     c = _ctx(ctx)
-    registry = c.agents()
+    specs = c.call(lambda b: b.list_agents())
     if c.as_json:
-        _print_json([a.spec() for a in registry])
+        _print_json(specs)
         return
     table = Table("name", "model", "tools", "description")
-    for a in registry:
-        table.add_row(a.name, a.model_name, ", ".join(a.tool_map()), a.description)
+    for a in specs:
+        table.add_row(a["name"], a["model"], ", ".join(t["name"] for t in a["tools"]), a["description"])
     out.print(table)
 
 
 @agents_app.command("show")
 def agents_show(ctx: typer.Context, name: str) -> None:
-    """Show one agent's definition."""
-    _print_json(_ctx(ctx).resolve_agent(name).spec())
+    """Show one agent's definition (a name, or locally a YAML file)."""
+    c = _ctx(ctx)
+    _print_json(c.call(lambda b: b.get_agent(name)))

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentmaestro.agents import AgentRegistry, load_agents_dir
+from agentmaestro.agents import load_agents_dir
+from agentmaestro.cli._backend import Backend
 from agentmaestro.cli._common import (
     MaxCost,
     MaxSteps,
@@ -21,18 +22,17 @@ from agentmaestro.cli._common import (
     Timeout,
     _age,
     _ctx,
-    _drive_here,
     _policy_overrides,
     _print_event,
     _print_json,
     _print_report_line,
     _run,
+    _see_through,
     app,
     builtin_agents_dir,
     out,
     runs_app,
 )
-from agentmaestro.cli.admin import cli_actor
 from agentmaestro.core.events import Event, fold
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus
@@ -56,42 +56,28 @@ def run_cmd(
     max_cost_usd: MaxCost = None,
     timeout_s: Timeout = None,
 ) -> None:
-    """Start a run. Without --wait/--follow it is queued for a worker (`maestro worker`)."""
+    """Start a run. Without --wait/--follow it is queued for a worker (`maestro worker`).
+
+    With --server the server's workers run it; --wait and --follow then follow its event stream.
+    """
     c = _ctx(ctx)
-    a = c.resolve_agent(agent)
     overrides = _policy_overrides(max_steps, max_tokens, max_tool_calls, max_cost_usd, timeout_s)
-    policy = (a.policy or StrictPolicy()).merged(overrides)
 
-    async def go() -> int:
-        store = c.open_store()
-        try:
-            await store.ensure_workspace(c.workspace)
-            await store.upsert_agent(c.workspace, a.name, a.spec())
-            [rec] = await store.create_runs(
-                [
-                    NewRun(
-                        run_id=new_run_id(),
-                        workspace_id=c.workspace,
-                        agent_name=a.name,
-                        input=task,
-                        spec=a.spec(),
-                        policy=policy.to_json(),
-                    )
-                ]
-            )
-            if not (wait or follow):
-                if c.as_json:
-                    _print_json(rec.to_json())
-                else:
-                    out.print(f"{rec.run_id} PENDING (start a worker to run it: maestro worker)", markup=False)
-                return 0
-            if not c.as_json and not follow:
-                out.print(f"{rec.run_id} started", markup=False)
-            return await _drive_here(c, store, AgentRegistry([a]), rec.run_id, follow)
-        finally:
-            await store.close()
+    async def go(b: Backend) -> int:
+        run = await b.start_run(agent, task, overrides)
+        if not (wait or follow):
+            if c.as_json:
+                _print_json(run)
+            elif c.server:
+                out.print(f"{run['run_id']} PENDING (queued on {c.server})", markup=False)
+            else:
+                out.print(f"{run['run_id']} PENDING (start a worker to run it: maestro worker)", markup=False)
+            return 0
+        if not c.as_json and not follow:
+            out.print(f"{run['run_id']} started", markup=False)
+        return await _see_through(c, b, run["run_id"], follow)
 
-    raise typer.Exit(_run(go()))
+    raise typer.Exit(c.call(go))
 
 
 @runs_app.command("list")
@@ -111,37 +97,26 @@ def runs_list(
         if s not in RunStatus.__members__:
             raise ConfigError(f"unknown status {s!r}; expected one of {', '.join(RunStatus.__members__)}")
 
-    async def go() -> list[RunRecord]:
-        store = c.open_store()
-        try:
-            return await store.list_runs(
-                workspace_id=c.workspace, statuses=statuses or None, agent=agent, before=before, limit=limit
-            )
-        finally:
-            await store.close()
-
-    records = _run(go())
+    runs = c.call(lambda b: b.list_runs(statuses=statuses, agent=agent, before=before, limit=limit))
     if c.as_json:
-        _print_json(
-            {"runs": [r.to_json() for r in records], "next": records[-1].run_id if len(records) == limit else None}
-        )
+        _print_json({"runs": runs, "next": runs[-1]["run_id"] if len(runs) == limit else None})
         return
     table = Table("run_id", "agent", "status", "phase", "steps", "tokens", "cost_usd", "age")
     now = time.time()
-    for r in records:
+    for r in runs:
         table.add_row(
-            r.run_id,
-            r.agent_name,
-            r.status.value,
-            r.state.phase.value,
-            str(r.state.steps),
-            str(r.state.tokens),
-            f"{r.state.cost_usd:.6f}",
-            _age(now - r.created_at),
+            r["run_id"],
+            r["agent"],
+            r["status"],
+            r["phase"],
+            str(r["steps"]),
+            str(r["tokens"]),
+            f"{r['cost_usd']:.6f}",
+            _age(now - r["created_at"]),
         )
     out.print(table)
-    if len(records) == limit:
-        out.print(f"next page: maestro runs list --before {records[-1].run_id}", markup=False)
+    if len(runs) == limit:
+        out.print(f"next page: maestro runs list --before {runs[-1]['run_id']}", markup=False)
 
 
 @runs_app.command("show")
@@ -152,20 +127,10 @@ def runs_show(
 ) -> None:
     """Show a run's snapshot (and its steps)."""
     c = _ctx(ctx)
-
-    async def go() -> tuple[RunRecord, list[Any]]:
-        store = c.open_store()
-        try:
-            rec = await store.get_run(run_id, c.workspace)
-            rows = await store.steps(run_id) if steps else []
-            return rec, rows
-        finally:
-            await store.close()
-
-    rec, rows = _run(go())
-    data = rec.to_json()
+    data = c.call(lambda b: b.get_run(run_id))
+    rows = data.pop("steps_detail", [])
     if steps:
-        data["steps_detail"] = [s.to_json() for s in rows]
+        data["steps_detail"] = rows
     if c.as_json:
         _print_json(data)
         return
@@ -177,14 +142,14 @@ def runs_show(
         table = Table("step", "kind", "name", "status", "tokens", "cost_usd", "ms", "seq")
         for s in rows:
             table.add_row(
-                str(s.step_index),
-                s.kind.value,
-                s.name or "",
-                s.status,
-                str(s.input_tokens + s.output_tokens),
-                f"{s.cost_usd:.6f}",
-                f"{s.duration_ms:.1f}",
-                str(s.seq),
+                str(s["step"]),
+                s["kind"],
+                s["name"] or "",
+                s["status"],
+                str(s["input_tokens"] + s["output_tokens"]),
+                f"{s['cost_usd']:.6f}",
+                f"{s['duration_ms']:.1f}",
+                str(s["seq"]),
             )
         out.print(table)
 
@@ -199,25 +164,15 @@ def runs_events(
     """Print a run's event log."""
     c = _ctx(ctx)
 
-    async def go() -> None:
-        store = c.open_store()
-        try:
-            seq = after
-            while True:
-                rec = await store.get_run(run_id, c.workspace)
-                for ev in await store.events(run_id, seq):
-                    _print_event(ev, c.as_json)
-                    seq = ev.seq
-                if not follow or rec.status.terminal or rec.status.waiting:
-                    if follow:
-                        for ev in await store.events(run_id, seq):
-                            _print_event(ev, c.as_json)
-                    return
-                await store.wait_for_change(run_id, 0.5)
-        finally:
-            await store.close()
+    async def go(b: Backend) -> None:
+        if not follow:
+            for ev in await b.events(run_id, after):
+                _print_event(ev, c.as_json)
+            return
+        async for ev in b.follow(run_id, after):
+            _print_event(ev, c.as_json)
 
-    _run(go())
+    c.call(go)
 
 
 @runs_app.command("cancel")
@@ -228,22 +183,10 @@ def runs_cancel(
 ) -> None:
     """Cancel a run (at once if not running; at its next step if running)."""
     c = _ctx(ctx)
-
-    async def go() -> RunRecord:
-        store = c.open_store()
-        try:
-            rec = await store.request_cancel(run_id, workspace_id=c.workspace, reason=reason, by="cli")
-            await store.audit(
-                c.workspace, actor=cli_actor(), action="run.cancel", target=run_id, detail={"reason": reason}
-            )
-            return rec
-        finally:
-            await store.close()
-
-    rec = _run(go())
+    run = c.call(lambda b: b.cancel_run(run_id, reason))
     if c.as_json:
-        _print_json(rec.to_json())
-    elif rec.status is RunStatus.CANCELLED:
+        _print_json(run)
+    elif run["status"] == RunStatus.CANCELLED.value:
         out.print(f"{run_id} CANCELLED", markup=False)
     else:
         out.print(f"{run_id} cancel requested; its worker stops it at the next step", markup=False)
@@ -264,18 +207,14 @@ def runs_resume(
     c = _ctx(ctx)
     overrides = _policy_overrides(max_steps, max_tokens, max_tool_calls, max_cost_usd, timeout_s)
 
-    async def go() -> int:
-        store = c.open_store()
-        try:
-            rec = await store.resume(run_id, workspace_id=c.workspace, by="cli", policy=overrides or None)
-            if not wait:
-                out.print(f"{rec.run_id} {rec.status.value} (resumed; a worker will continue it)", markup=False)
-                return 0
-            return await _drive_here(c, store, c.agents(), run_id, follow=False)
-        finally:
-            await store.close()
+    async def go(b: Backend) -> int:
+        run = await b.resume_run(run_id, overrides)
+        if not wait:
+            out.print(f"{run['run_id']} {run['status']} (resumed; a worker will continue it)", markup=False)
+            return 0
+        return await _see_through(c, b, run_id, follow=False)
 
-    raise typer.Exit(_run(go()))
+    raise typer.Exit(c.call(go))
 
 
 @runs_app.command("fork")
@@ -294,48 +233,48 @@ def runs_fork(
     c = _ctx(ctx)
     overrides = _policy_overrides(max_steps, max_tokens, max_tool_calls, max_cost_usd, timeout_s)
 
-    async def go() -> int:
-        store = c.open_store()
-        try:
-            rec = await store.fork(run_id, at_seq=at, workspace_id=c.workspace, by="cli", policy=overrides or None)
-            if c.as_json and not wait:
-                _print_json(rec.to_json())
-            elif not wait:
-                out.print(f"{rec.run_id} PENDING (fork of {run_id} at seq {at})", markup=False)
-            if not wait:
-                return 0
-            out.print(f"{rec.run_id} forked from {run_id} at seq {at}", markup=False)
-            return await _drive_here(c, store, c.agents(), rec.run_id, follow=False)
-        finally:
-            await store.close()
+    async def go(b: Backend) -> int:
+        run = await b.fork_run(run_id, at, overrides)
+        if c.as_json and not wait:
+            _print_json(run)
+        elif not wait:
+            out.print(f"{run['run_id']} PENDING (fork of {run_id} at seq {at})", markup=False)
+        if not wait:
+            return 0
+        out.print(f"{run['run_id']} forked from {run_id} at seq {at}", markup=False)
+        return await _see_through(c, b, run["run_id"], follow=False)
 
-    raise typer.Exit(_run(go()))
+    raise typer.Exit(c.call(go))
+
+
+def _comparable(value: Any) -> Any:
+    return round(value, 8) if isinstance(value, float) else value
 
 
 @runs_app.command("replay")
 def runs_replay(ctx: typer.Context, run_id: str) -> None:
-    """Fold a run's events from scratch and check they reproduce its stored snapshot."""
+    """Fold a run's events from scratch and check they reproduce its stored snapshot.
+
+    Locally the whole stored state is compared; with --server, the fields the API shows.
+    """
     c = _ctx(ctx)
 
-    async def go() -> tuple[RunRecord, list[Event]]:
-        store = c.open_store()
-        try:
-            return await store.get_run(run_id, c.workspace), await store.events(run_id)
-        finally:
-            await store.close()
+    async def go(b: Backend) -> tuple[dict[str, Any], list[Event]]:
+        return await b.snapshot(run_id), await b.events(run_id)
 
-    rec, events = _run(go())
-    replayed = fold(events).to_json()
-    stored = rec.state.to_json()
+    stored, events = c.call(go)
+    state = fold(events)
+    replayed = {**state.to_json(), "tokens": state.tokens}
     diffs = {
-        k: (stored.get(k), replayed.get(k)) for k in stored.keys() | replayed.keys() if stored.get(k) != replayed.get(k)
+        k: (stored[k], replayed[k])
+        for k in stored.keys() & replayed.keys()
+        if _comparable(stored[k]) != _comparable(replayed[k])
     }
+    status = stored["status"]
     if c.as_json:
         _print_json({"run_id": run_id, "events": len(events), "match": not diffs, "differences": diffs})
     elif not diffs:
-        out.print(
-            f"{run_id}: {len(events)} events replay to the stored snapshot (status {rec.status.value})", markup=False
-        )
+        out.print(f"{run_id}: {len(events)} events replay to the stored snapshot (status {status})", markup=False)
     else:
         for k, (s, r) in sorted(diffs.items()):
             sys.stderr.write(f"{run_id}: {k}: stored {s!r} != replayed {r!r}\n")
@@ -355,6 +294,7 @@ def worker(
 ) -> None:
     """Run a worker process: claim and execute runs until SIGINT/SIGTERM."""
     c = _ctx(ctx)
+    c.local_only("worker")
     agents = c.agents()
     config = WorkerConfig(
         concurrency=concurrency,
@@ -387,6 +327,7 @@ def worker(
 def demo(ctx: typer.Context) -> None:
     """Run the offline demo agents (scripted models) and show what to do next."""
     c = _ctx(ctx)
+    c.local_only("demo")
     agents = load_agents_dir(builtin_agents_dir())
     tasks = [
         ("calculator", "What is (2 + 3) * 4?"),
@@ -433,7 +374,7 @@ def demo(ctx: typer.Context) -> None:
         return
     out.print(f"AgentMaestro demo (database {redact_url(c.database_url)}):\n", markup=False)
     for r in finished:
-        _print_report_line(r)
+        _print_report_line(r.to_json())
     first = finished[0].run_id
     out.print(
         "\nNext:\n"

@@ -40,26 +40,18 @@ def workspaces_create(
 ) -> None:
     """Create a workspace."""
     c = _ctx(ctx)
+    c.local_only("workspaces create")
     if not _WORKSPACE_RE.match(workspace_id):
         raise ConfigError(f"workspace id {workspace_id!r} must be 1-64 lowercase letters, digits, '-' or '_'")
-
-    async def go(store: Store) -> None:
-        if any(w["workspace_id"] == workspace_id for w in await store.list_workspaces()):
-            raise ConfigError(f"workspace {workspace_id!r} already exists")
-        await store.ensure_workspace(workspace_id, name)
-        await store.audit(
-            workspace_id, actor=cli_actor(), action="workspace.create", target=workspace_id, detail={"name": name}
-        )
-
-    _run(_with_store(c, go))
+    c.call(lambda b: b.create_workspace(workspace_id, name))
     out.print(f"workspace {workspace_id} created", markup=False)
 
 
 @workspaces_app.command("list")
 def workspaces_list(ctx: typer.Context) -> None:
-    """List workspaces."""
+    """List workspaces (with --server: the API key's workspace)."""
     c = _ctx(ctx)
-    rows = _run(_with_store(c, lambda s: s.list_workspaces()))
+    rows = c.call(lambda b: b.list_workspaces())
     if c.as_json:
         _print_json(rows)
         return
@@ -77,12 +69,7 @@ def keys_create(
 ) -> None:
     """Create an API key in the workspace; the key is printed once."""
     c = _ctx(ctx)
-
-    async def go(store: Store) -> tuple[dict[str, Any], str]:
-        await store.ensure_workspace(c.workspace)
-        return await store.create_key_audited(c.workspace, name=name, role=role, actor=cli_actor())
-
-    row, key = _run(_with_store(c, go))
+    row, key = c.call(lambda b: b.create_key(name, role))
     if c.as_json:
         _print_json({**row, "key": key})
         return
@@ -97,7 +84,7 @@ def keys_create(
 def keys_list(ctx: typer.Context) -> None:
     """List the workspace's keys (never their secrets)."""
     c = _ctx(ctx)
-    rows = _run(_with_store(c, lambda s: s.list_keys(c.workspace)))
+    rows = c.call(lambda b: b.list_keys())
     if c.as_json:
         _print_json(rows)
         return
@@ -111,7 +98,7 @@ def keys_list(ctx: typer.Context) -> None:
 def keys_revoke(ctx: typer.Context, key_id: str) -> None:
     """Revoke a key of the workspace."""
     c = _ctx(ctx)
-    _run(_with_store(c, lambda s: s.revoke_key_audited(c.workspace, key_id, actor=cli_actor())))
+    c.call(lambda b: b.revoke_key(key_id))
     out.print(f"key {key_id} revoked", markup=False)
 
 
@@ -138,6 +125,7 @@ def serve(
     from agentmaestro.server.tls import uvicorn_ssl_options
 
     c = _ctx(ctx)
+    c.local_only("serve")
     ssl_options = uvicorn_ssl_options(tls_cert, tls_key, tls_client_ca)
     scheme = "https" if ssl_options else "http"
     agents = c.agents()
