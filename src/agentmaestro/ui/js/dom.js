@@ -1,5 +1,5 @@
 // DOM helpers. Everything the dashboard shows is built with these: data becomes text nodes
-// (textContent), never HTML. There is no innerHTML anywhere in the dashboard (a test checks).
+// (textContent), never HTML: no HTML-parsing sink is used anywhere in the dashboard (a test checks).
 
 const PROPS = new Set(["value", "checked", "selected", "disabled", "indeterminate"]);
 
