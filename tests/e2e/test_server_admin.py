@@ -401,3 +401,20 @@ def test_tls_options_validation(tmp_path: Path) -> None:
     (tmp_path / "k.pem").write_text("not a key")
     with pytest.raises(ConfigError, match="cannot load"):
         uvicorn_ssl_options(tmp_path / "c.pem", tmp_path / "k.pem")
+
+
+def test_failure_throttle_and_token_bucket() -> None:
+    from agentmaestro.server.auth import FailureThrottle
+    from agentmaestro.server.quotas import RateLimiter
+
+    t = FailureThrottle(interval_s=60, per_client=3)
+    assert [t.allow("a", "k", 0), t.allow("a", "k", 30), t.allow("a", "k", 61)] == [True, False, True]
+    assert [t.allow("b", str(i), 0) for i in range(5)] == [True, True, True, False, False]  # made-up key ids
+    assert t.allow("b", "new", 61) and t.allow("c", "0", 0)
+
+    bucket = RateLimiter(per_minute=60)
+    assert all(bucket.take("k", 0.0) is None for _ in range(60))  # a full burst
+    wait = bucket.take("k", 0.0)
+    assert wait == pytest.approx(1.0)
+    assert bucket.take("k", 1.0) is None and bucket.take("other", 1.0) is None
+    assert RateLimiter.from_env(0) is None

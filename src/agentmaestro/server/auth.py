@@ -63,25 +63,37 @@ def get_store(request: Request) -> Store:
 
 
 class FailureThrottle:
-    """Remembers recent failed logins so that a flood of them is audited once a minute, not per request."""
+    """Decides which failed logins to audit, so that a flood of them cannot flood the audit log.
 
-    def __init__(self, interval_s: float = 60.0, max_entries: int = 10_000) -> None:
+    A (client, key id) pair is recorded at most once per ``interval_s``, and one client at most
+    ``per_client`` times per ``interval_s`` whatever key ids it makes up.
+    """
+
+    def __init__(self, interval_s: float = 60.0, per_client: int = 10, max_entries: int = 10_000) -> None:
         self.interval_s = interval_s
+        self.per_client = per_client
         self.max_entries = max_entries
         self._last: dict[tuple[str, str], float] = {}
+        self._clients: dict[str, tuple[float, int]] = {}
 
     def allow(self, client: str, key_id: str, now: float | None = None) -> bool:
         """True if this (client, key) failure should be recorded now."""
         now = time.monotonic() if now is None else now
-        k = (client, key_id)
-        last = self._last.get(k)
+        if len(self._last) >= self.max_entries or len(self._clients) >= self.max_entries:
+            self._last = {k: t for k, t in self._last.items() if now - t < self.interval_s}
+            self._clients = {c: w for c, w in self._clients.items() if now - w[0] < self.interval_s}
+            if len(self._last) >= self.max_entries or len(self._clients) >= self.max_entries:
+                return False
+        last = self._last.get((client, key_id))
         if last is not None and now - last < self.interval_s:
             return False
-        if len(self._last) >= self.max_entries:
-            self._last = {kk: t for kk, t in self._last.items() if now - t < self.interval_s}
-            if len(self._last) >= self.max_entries:
-                return False
-        self._last[k] = now
+        start, count = self._clients.get(client, (now, 0))
+        if now - start >= self.interval_s:
+            start, count = now, 0
+        if count >= self.per_client:
+            return False
+        self._clients[client] = (start, count + 1)
+        self._last[(client, key_id)] = now
         return True
 
 
