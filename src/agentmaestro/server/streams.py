@@ -37,7 +37,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agentmaestro.core.events import Event
 from agentmaestro.core.states import RunStatus
-from agentmaestro.errors import MaestroError, NotFoundError
+from agentmaestro.errors import MaestroError, NotFoundError, one_line
 from agentmaestro.server.auth import Principal, Role
 from agentmaestro.server.errors import APIError
 from agentmaestro.store._ops import event_from_row
@@ -57,6 +57,8 @@ BATCH = 500
 """Most events read per query."""
 FIREHOSE_LAG_S = 5.0
 """Upper bound assumed for (commit latency + clock skew between writers) in the firehose cursor."""
+FIREHOSE_MIN_INTERVAL_S = 0.05
+"""Shortest time between two reads of one firehose subscriber (a workspace wakes it on every commit)."""
 
 Follow = Literal["terminal", "waiting", "always"]
 """When a per-run stream ends: at a terminal status (default); also when the run waits for an
@@ -66,6 +68,7 @@ WS_POLICY_VIOLATION = 1008
 WS_NOT_FOUND = 4404
 WS_BAD_REQUEST = 4400
 WS_TRY_AGAIN = 1013
+WS_INTERNAL_ERROR = 1011
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -288,6 +291,7 @@ async def follow_workspace(
                 yield None
                 last_yield = time.monotonic()
             await wake
+            await asyncio.sleep(FIREHOSE_MIN_INTERVAL_S)  # coalesce the wake-ups of a busy workspace
         finally:
             await _settle(wake)
 
@@ -419,6 +423,12 @@ async def _ws_principal(websocket: WebSocket) -> Principal | None:
     return principal
 
 
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.client_state is WebSocketState.CONNECTED:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await websocket.close(code, reason)
+
+
 async def _pump(websocket: WebSocket, produce: Callable[[], AsyncIterator[dict[str, Any]]]) -> None:
     """Send the producer's messages until it ends or the client goes away (whichever comes first)."""
     async with anyio.create_task_group() as tg:
@@ -435,10 +445,14 @@ async def _pump(websocket: WebSocket, produce: Callable[[], AsyncIterator[dict[s
             try:
                 async for message in produce():
                     await websocket.send_text(json.dumps(message, separators=(",", ":"), default=str))
-                if websocket.client_state is WebSocketState.CONNECTED:
-                    await websocket.close(1000)
+                await _close(websocket, 1000, "")
             except (WebSocketDisconnect, RuntimeError, OSError):
                 pass  # the client went away
+            except MaestroError as exc:  # e.g. the run disappeared
+                await _close(websocket, WS_INTERNAL_ERROR, one_line(exc)[:120])
+            except Exception:
+                log.exception("event stream %s failed", websocket.url.path)
+                await _close(websocket, WS_INTERNAL_ERROR, "internal error")
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch_disconnect)
