@@ -237,6 +237,12 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
+def moved_to_new_run(page: Any, old_run_id: str) -> str:
+    """Wait until the page shows another run's page; its run id."""
+    page.wait_for_url(lambda url: "#/runs/run_" in url and not url.endswith(old_run_id))
+    return str(page.url.rsplit("/", 1)[1])
+
+
 def expect() -> Any:
     from playwright.sync_api import expect as _expect
 
@@ -284,10 +290,6 @@ def test_approval_flow_live(db_url: str, pages: Callable[[str], Pages]) -> None:
         shot(watcher, "runs")
         shot(starter, "run-waiting")
 
-        # Both live connections drop; each resumes from where it was.
-        starter.evaluate("window.__maestro.dropRunStream()")
-        watcher.evaluate("window.__maestro.dropFirehose()")
-
         go(watcher, "#/queue")
         card = watcher.locator(".queue-item").filter(has_text="purge_logs")
         check(card).to_contain_text("DANGEROUS")
@@ -296,6 +298,10 @@ def test_approval_flow_live(db_url: str, pages: Callable[[str], Pages]) -> None:
         check(card).to_contain_text("janitor: Tidy the disk, please.")
         card.get_by_label("Reason (recorded in the audit log)").fill("45 days is enough")
         shot(watcher, "human-queue")
+
+        # Both live connections drop; each resumes from where it was.
+        starter.evaluate("window.__maestro.dropRunStream()")
+        watcher.evaluate("window.__maestro.dropFirehose()")
         card.get_by_label("Edit arguments (JSON object)").fill("{not json")
         card.get_by_role("button", name="Approve with these arguments").click()
         check(card.get_by_role("alert")).to_contain_text("Not valid JSON")
@@ -316,6 +322,7 @@ def test_approval_flow_live(db_url: str, pages: Callable[[str], Pages]) -> None:
             events = c.get(f"/v1/runs/{run_id}/events").json()["events"]
         assert seqs == [e["seq"] for e in events]  # every event, in order, none twice
         check(starter.get_by_text("Finished (COMPLETED)")).to_be_visible()
+        check(starter.locator(f'.graph-node[data-node-id="{run_id}"]')).to_have_attribute("data-status", "COMPLETED")
         shot(starter, "run-completed")
 
         go(watcher, "#/runs")
@@ -423,6 +430,58 @@ def test_sub_run_tree_and_task_graph(shared: tuple[LiveServer, dict[str, str]], 
     check(page.locator("#node-title")).to_contain_text("mid")
     check(page.locator('.panel li[data-type="RUN_COMPLETED"]')).to_contain_text("mid got leaf did part B")
     shot(page, "task-graph")
+
+
+# ------------------------------------------------------------------------------ run actions
+
+
+@needs_chromium
+def test_run_actions_resume_fork_restart_cancel(
+    shared: tuple[LiveServer, dict[str, str]], pages: Callable[[str], Pages]
+) -> None:
+    check = expect()
+    srv, keys = shared
+    with api(srv, keys["operator"]) as c:
+        body = {"agent": "calculator", "input": "What is (2 + 3) * 4?", "policy": {"max_steps": 1}}
+        run_id = c.post("/v1/runs", json=body).json()["run_id"]
+        wait_status(c, run_id, {"FAILED"})
+        page = pages(srv.url).open(keys["operator"], f"#/runs/{run_id}")
+        status = page.locator(".run-head [data-status]")
+        check(status).to_have_attribute("data-status", "FAILED")
+        check(page.locator('.timeline li[data-type="POLICY_VIOLATION"]')).to_contain_text("Policy violation: max_steps")
+
+        # Resume with a higher limit: the timeline picks up again.
+        page.get_by_text("Resume with new limits").click()
+        page.get_by_label("Max steps").fill("10")
+        page.get_by_role("button", name="Resume", exact=True).click()
+        check(status).to_have_attribute("data-status", "COMPLETED")
+        check(page.locator('.timeline li[data-type="RUN_RESUMED"]')).to_contain_text("Resumed by key:ui-operator")
+        check(page.get_by_test_id("run-output")).to_contain_text("20")
+
+        # Fork at the first step after the resume (so with the raised limit): a new run with that
+        # history, which completes on its own.
+        events = c.get(f"/v1/runs/{run_id}/events").json()["events"]
+        resumed = next(e["seq"] for e in events if e["type"] == "RUN_RESUMED")
+        at = next(e["seq"] for e in events if e["type"] == "STEP_COMPLETED" and e["seq"] > resumed)
+        page.get_by_role("button", name=f"Fork a new run from event {at}", exact=True).click()
+        fork_id = moved_to_new_run(page, run_id)
+        check(page.locator('.timeline li[data-type="RUN_FORKED"]')).to_contain_text(f"at event {at} by key:ui-operator")
+        check(status).to_have_attribute("data-status", "COMPLETED")
+
+        page.get_by_role("button", name="Restart afresh").click()
+        restart_id = moved_to_new_run(page, fork_id)
+        assert restart_id != run_id
+        assert wait_status(c, restart_id, {"COMPLETED"})["input"] == "What is (2 + 3) * 4?"
+
+        waiting = c.post("/v1/runs", json={"agent": "janitor", "input": "to be cancelled"}).json()["run_id"]
+        wait_status(c, waiting, {"WAITING_FOR_APPROVAL"})
+        go(page, f"#/runs/{waiting}")
+        check(status).to_have_attribute("data-status", "WAITING_FOR_APPROVAL")
+        page.get_by_label("Cancel reason").fill("not today")
+        page.get_by_role("button", name="Cancel run").click()
+        check(status).to_have_attribute("data-status", "CANCELLED")
+        check(page.locator('.timeline li[data-type="RUN_CANCELLED"]')).to_contain_text("not today")
+        assert page.get_by_role("button", name="Cancel run").count() == 0
 
 
 # ------------------------------------------------------------------------------ escalations

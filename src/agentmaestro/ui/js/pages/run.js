@@ -151,6 +151,8 @@ export function render(main, { params }, ctx) {
       if (!alive) return;
       run = fresh;
       drawHeader();
+      const node = graph && graph.nodes.find((n) => n.id === runId);
+      if (node && node.status !== run.status) loadTreeSoon();
     } catch (err) {
       if (alive) ctx.fail(err, "Cannot load the run");
     }

@@ -7,12 +7,18 @@
 import { get } from "../api.js";
 import { append, clear, field, fmtCost, fmtInt, h } from "../dom.js";
 
-const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const PALETTE = [
+  "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+  "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf",
+];
 
-function colour(name) {
-  let hash = 0;
-  for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return PALETTE[hash % PALETTE.length];
+/** A colour per agent or model name, the same in every chart of the page. */
+function palette() {
+  const given = new Map();
+  return (name) => {
+    if (!given.has(name)) given.set(name, PALETTE[given.size % PALETTE.length]);
+    return given.get(name);
+  };
 }
 
 function utcDay(offset) {
@@ -38,6 +44,8 @@ async function pool(items, limit, fn) {
 export function render(main, _route, ctx) {
   let alive = true;
   const charts = [];
+  const agentColour = palette();
+  const modelColour = palette();
   const range = h("select", { name: "range" },
     h("option", { value: "7" }, "Last 7 days"),
     h("option", { value: "14" }, "Last 14 days"),
@@ -86,7 +94,7 @@ export function render(main, _route, ctx) {
   }
 
   /** A stacked bar chart of `metric` per day by key, with the same data as a table. */
-  function chartPanel(title, days, perDay, metric, format) {
+  function chartPanel(title, days, perDay, metric, format, colour) {
     const keys = [...new Set(perDay.flatMap((groups) => groups.map((g) => g.key)))].sort();
     const values = (key) => perDay.map((groups) => (groups.find((g) => g.key === key) || {})[metric] || 0);
     const canvas = h("canvas", { role: "img", "aria-label": `${title}: bar chart; the table below has the numbers` });
@@ -146,10 +154,10 @@ export function render(main, _route, ctx) {
         tile("Spend", fmtCost(t.cost_usd)), tile("Tokens", fmtInt(t.tokens)), tile("Runs", fmtInt(t.runs)),
         tile("Steps", fmtInt(t.steps)), tile("Model calls", fmtInt(t.model_calls)), tile("Tool calls", fmtInt(t.tool_calls)));
       append(clear(grid),
-        chartPanel("Spend per day by agent", days, agentDays, "cost_usd", fmtCost),
-        chartPanel("Tokens per day by agent", days, agentDays, "tokens", fmtInt),
-        chartPanel("Spend per day by model", days, modelDays, "cost_usd", fmtCost),
-        chartPanel("Tokens per day by model", days, modelDays, "tokens", fmtInt));
+        chartPanel("Spend per day by agent", days, agentDays, "cost_usd", fmtCost, agentColour),
+        chartPanel("Tokens per day by agent", days, agentDays, "tokens", fmtInt, agentColour),
+        chartPanel("Spend per day by model", days, modelDays, "cost_usd", fmtCost, modelColour),
+        chartPanel("Tokens per day by model", days, modelDays, "tokens", fmtInt, modelColour));
       append(clear(totals), totalsTable("By agent", byAgent), totalsTable("By model", byModel));
       status.textContent = `${days[0]} to ${days[days.length - 1]} (UTC).`;
     } catch (err) {
