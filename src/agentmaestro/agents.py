@@ -7,6 +7,7 @@ was started with. Workers execute runs of the agents they have registered.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +176,9 @@ class Agent:
             if candidate.is_file():
                 model = f"scripted:{candidate.resolve()}"
         tools_raw = data.get("tools") or []
+        if base_dir is not None and str(base_dir.resolve()) not in sys.path:
+            # Tools of a YAML agent may live next to it (``tools.py`` beside ``agent.yaml``).
+            sys.path.append(str(base_dir.resolve()))
         if not isinstance(tools_raw, list) or not all(isinstance(t, str) for t in tools_raw):
             raise ConfigError(f"{source}: tools must be a list of import paths like 'package.module:function'")
         try:
