@@ -233,6 +233,7 @@ def go(page: Any, route: str) -> None:
 
 def shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("document.getElementById('toasts').replaceChildren()")
     page.wait_for_timeout(150)  # let charts and layout settle
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
