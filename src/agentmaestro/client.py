@@ -244,7 +244,7 @@ class AsyncClient:
         """A run's events as they happen (Server-Sent Events), ending as ``follow`` says.
 
         ``follow``: ``terminal`` ends when the run finishes; ``waiting`` also when it waits for an
-        approval, a person or sub-runs; ``always`` never ends. A dropped connection is resumed with
+        approval or a person; ``always`` never ends. A dropped connection is resumed with
         ``Last-Event-ID``, so every event arrives exactly once, in order.
         """
         last = after

@@ -19,7 +19,7 @@ from agentmaestro.client import AsyncClient
 from agentmaestro.core.events import Event
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.policy import StrictPolicy
-from agentmaestro.core.states import EventType, RunStatus
+from agentmaestro.core.states import EventType
 from agentmaestro.errors import ConfigError, MaestroError
 from agentmaestro.store.base import Store
 
@@ -48,12 +48,6 @@ def event_from_json(data: JSON) -> Event:
         created_at=float(data.get("created_at") or 0.0),
         step=data.get("step"),
     )
-
-
-def stopped(run: JSON) -> bool:
-    """True once a run is terminal or waits for a person (or for sub-runs)."""
-    status = RunStatus(run["status"])
-    return status.terminal or status.waiting
 
 
 class Backend(Protocol):

@@ -80,7 +80,11 @@ class _Ctx:
             )
 
     def open_store(self, *, migrate: bool | None = None) -> Store:
-        self.local_only("this command")
+        if self.server:  # a command without an API equivalent
+            import click
+
+            current = click.get_current_context(silent=True)
+            self.local_only(current.command_path.removeprefix("maestro ") if current else "this command")
         auto = self.database_url.startswith("sqlite") or "://" not in self.database_url
         return Store.open(self.database_url, migrate=auto if migrate is None else migrate)
 

@@ -62,7 +62,7 @@ FIREHOSE_MIN_INTERVAL_S = 0.05
 
 Follow = Literal["terminal", "waiting", "always"]
 """When a per-run stream ends: at a terminal status (default); also when the run waits for an
-approval, a person or sub-agent runs; or never."""
+approval or a person (not for sub-runs, which continue by themselves); or never."""
 
 WS_POLICY_VIOLATION = 1008
 WS_NOT_FOUND = 4404
@@ -87,10 +87,13 @@ class End:
         return {"run_id": self.run_id, "status": self.status, "last_seq": self.last_seq}
 
 
+_NEEDS_A_PERSON = frozenset({RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN})
+
+
 def _finished(status: RunStatus, follow: Follow) -> bool:
     if follow == "always":
         return False
-    return status.terminal or (follow == "waiting" and status.waiting)
+    return status.terminal or (follow == "waiting" and status in _NEEDS_A_PERSON)
 
 
 async def _next_wakeup(store: Store, key: str | None, timeout: float) -> asyncio.Task[bool]:
@@ -320,7 +323,7 @@ async def sse_options(
         Follow,
         Query(
             description="Event stream only: end at a terminal status (`terminal`), also when the run waits "
-            "for a person or sub-runs (`waiting`), or never (`always`)."
+            "for an approval or a person (`waiting`), or never (`always`)."
         ),
     ] = "terminal",
     last_event_id: Annotated[
