@@ -165,6 +165,10 @@ class AsyncClient:
         out: JSON = await self.request("GET", "/readyz")
         return out
 
+    async def metrics(self) -> str:
+        """``GET /metrics``: the Prometheus exposition text."""
+        return str(await self.request("GET", "/metrics"))
+
     # -------------------------------------------------------------------------------- runs
 
     async def create_run(self, agent: str, input: str, *, policy: dict[str, Any] | None = None) -> JSON:
@@ -547,6 +551,7 @@ class Client:
     request = _blocking(AsyncClient.request)
     health = _blocking(AsyncClient.health)
     ready = _blocking(AsyncClient.ready)
+    metrics = _blocking(AsyncClient.metrics)
     create_run = _blocking(AsyncClient.create_run)
     list_runs = _blocking(AsyncClient.list_runs)
     get_run = _blocking(AsyncClient.get_run)

@@ -51,6 +51,7 @@ def test_sync_client_runs_events_approvals_and_catalog(server: tuple[LiveServer,
     srv, keys = server
     with Client(srv.url, keys["operator"], timeout=20) as api:
         assert api.health()["status"] == "ok" and api.ready() == {"status": "ready"}
+        assert "# TYPE" in api.metrics()
         assert {"calculator", "janitor", "wordsmith"} <= {a["name"] for a in api.list_agents()}
         assert api.get_agent("calculator")["model"] == "scripted:calculator"
         assert "purge_logs" in {t["name"] for t in api.list_tools()}
