@@ -1,7 +1,7 @@
 // The dashboard shell: sign-in, role, navigation, routing, the live firehose and the queue counts.
 
 import { ApiError, firehose, get, session } from "./api.js";
-import { clear, field, h } from "./dom.js";
+import { clear, field, h, throttle } from "./dom.js";
 import * as runsPage from "./pages/runs.js";
 import * as runPage from "./pages/run.js";
 import * as queuePage from "./pages/queue.js";
@@ -146,7 +146,7 @@ function startLive() {
   stream = firehose({
     onEvent: (ev) => {
       ctx.bus.dispatchEvent(new CustomEvent("event", { detail: ev }));
-      if (COUNT_EVENTS.has(ev.type)) refreshCounts();
+      if (COUNT_EVENTS.has(ev.type)) refreshCountsSoon();
     },
     onState: setLiveState,
   });
@@ -160,6 +160,7 @@ function stopLive() {
   clearInterval(countsTimer);
 }
 
+const refreshCountsSoon = throttle(() => refreshCounts(), 1000);
 let countsInFlight = false;
 async function refreshCounts() {
   if (countsInFlight || !session.key) return;

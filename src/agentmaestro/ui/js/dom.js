@@ -175,3 +175,43 @@ export function debounce(fn, ms) {
   wrapped.cancel = () => clearTimeout(timer);
   return wrapped;
 }
+
+/**
+ * Run `fn` at most once per `ms`: the first call runs it after `delay` ms, calls during the wait are
+ * folded into that one, and a call while it runs schedules one more. Keeps a busy workspace from
+ * turning every event into a request.
+ */
+export function throttle(fn, ms, delay = 150) {
+  let timer = null;
+  let running = false;
+  let again = false;
+  let last = 0;
+  const wrapped = () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    if (timer) return;
+    const wait = Math.max(delay, ms - (Date.now() - last));
+    timer = setTimeout(async () => {
+      timer = null;
+      running = true;
+      last = Date.now();
+      try {
+        await fn();
+      } finally {
+        running = false;
+        if (again) {
+          again = false;
+          wrapped();
+        }
+      }
+    }, wait);
+  };
+  wrapped.cancel = () => {
+    clearTimeout(timer);
+    timer = null;
+    again = false;
+  };
+  return wrapped;
+}

@@ -7,7 +7,7 @@
 
 import { get } from "../api.js";
 import {
-  STATUS_COLOUR, append, clear, debounce, field, fmtCost, fmtInt, h, kv, link, runHref, runLink, statusBadge, svg,
+  STATUS_COLOUR, append, clear, field, fmtCost, fmtInt, h, kv, link, runHref, runLink, statusBadge, svg, throttle,
 } from "../dom.js";
 import { eventItem } from "./timeline.js";
 
@@ -197,7 +197,7 @@ export function render(main, { params }, ctx) {
     }
   }
 
-  const reload = debounce(load, 400);
+  const reload = throttle(load, 2000, 400);
   const onEvent = (e) => {
     if (graph && graph.nodes.some((n) => n.id === e.detail.run_id)) reload();
   };

@@ -3,7 +3,7 @@
 // escalation with instructions, answer it in place of the step, or abandon the run.
 
 import { get, post } from "../api.js";
-import { append, clear, debounce, fmtAge, fmtTime, h, pre, riskBadge, runLink } from "../dom.js";
+import { append, clear, fmtAge, fmtTime, h, pre, riskBadge, runLink, throttle } from "../dom.js";
 
 export function render(main, _route, ctx) {
   let alive = true;
@@ -153,7 +153,7 @@ export function render(main, _route, ctx) {
     }
   }
 
-  const loadSoon = debounce(load, 150);
+  const loadSoon = throttle(load, 1000);
   const onEvent = (e) => {
     if (/^(APPROVAL_|HUMAN_INPUT_|RUN_)/.test(e.detail.type)) loadSoon();
   };

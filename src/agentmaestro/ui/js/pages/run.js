@@ -3,7 +3,7 @@
 
 import { followRun, get, post } from "../api.js";
 import {
-  TERMINAL, append, clear, debounce, field, fmtCost, fmtDuration, fmtInt, fmtTime, h, link, runLink, statusBadge,
+  TERMINAL, append, clear, fmtCost, fmtDuration, fmtInt, fmtTime, h, link, runLink, statusBadge, throttle,
 } from "../dom.js";
 import { SOURCES, drawGraph, legend } from "./graph.js";
 import { limitsFieldset, readLimits } from "./newrun.js";
@@ -157,7 +157,7 @@ export function render(main, { params }, ctx) {
       if (alive) ctx.fail(err, "Cannot load the run");
     }
   }
-  const refreshSoon = debounce(refresh, 150);
+  const refreshSoon = throttle(refresh, 1000);
 
   // ----------------------------------------------------------------------------- sub-run tree
 
@@ -172,7 +172,7 @@ export function render(main, { params }, ctx) {
       if (alive) ctx.fail(err, "Cannot load the sub-run tree");
     }
   }
-  const loadTreeSoon = debounce(loadTree, 300);
+  const loadTreeSoon = throttle(loadTree, 2000, 300);
 
   // ----------------------------------------------------------------------------- timeline
 

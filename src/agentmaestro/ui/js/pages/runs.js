@@ -3,7 +3,7 @@
 
 import { get } from "../api.js";
 import {
-  RUN_STATUSES, append, clear, debounce, field, fmtAge, fmtCost, fmtInt, h, runLink, statusBadge,
+  RUN_STATUSES, append, clear, field, fmtAge, fmtCost, fmtInt, h, runLink, statusBadge, throttle,
 } from "../dom.js";
 
 const PAGE = 50;
@@ -139,32 +139,43 @@ export function render(main, { query }, ctx) {
     }
   }
 
-  // Live updates: re-read the runs the firehose mentions, a few at a time.
+  // Live updates: re-read the runs the firehose mentions, at most once a second: one run by itself,
+  // more than a few through one list call (so a busy workspace costs one request a second).
   const pending = new Set();
-  const flush = debounce(async () => {
+  const flush = throttle(async () => {
     const ids = [...pending];
     pending.clear();
-    if (ids.length > 20) return load(true);
+    const known = new Set(rows.map((r) => r.run_id));
+    let fetched;
+    try {
+      if (ids.length <= 3) {
+        fetched = (await Promise.all(ids.map((id) => get(`/v1/runs/${encodeURIComponent(id)}`).catch(() => null)))).filter(Boolean);
+      } else {
+        const page = await get("/v1/runs", { ...serverFilters(), limit: Math.min(500, Math.max(PAGE, rows.length)) });
+        fetched = page.runs;
+        if (!alive) return;
+        if (page.runs.length >= rows.length) cursor = page.next_cursor;
+      }
+    } catch {
+      return; // the next event or the poll tries again
+    }
+    if (!alive) return;
     let added = 0;
-    await Promise.all(ids.map(async (id) => {
-      try {
-        const run = await get(`/v1/runs/${encodeURIComponent(id)}`);
-        const i = rows.findIndex((r) => r.run_id === id);
-        if (i >= 0) rows[i] = run;
-        else if (matchesServerFilters(run)) {
-          rows.unshift(run);
-          fresh.add(id);
+    for (const run of fetched) {
+      const i = rows.findIndex((r) => r.run_id === run.run_id);
+      if (i >= 0) rows[i] = run;
+      else if (matchesServerFilters(run)) {
+        rows.push(run);
+        if (!known.has(run.run_id)) {
+          fresh.add(run.run_id);
           added += 1;
         }
-      } catch {
-        /* gone or not visible: ignore */
       }
-    }));
-    if (!alive) return;
+    }
     rows.sort((a, b) => b.created_at - a.created_at);
     draw();
     if (added) ctx.announce(`${added} new run${added === 1 ? "" : "s"}`);
-  }, 150);
+  }, 1000);
 
   const onEvent = (e) => {
     const ev = e.detail;
