@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import httpx
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from agentmaestro import __version__
 from agentmaestro.errors import (
@@ -482,8 +482,7 @@ def _blocking(fn: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]])
     """The blocking form of an AsyncClient method: run it on the client's portal."""
 
     def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        out: R = self._portal.call(functools.partial(fn, self._async, *args, **kwargs))
-        return out
+        return self._portal.call(fn(self._async, *args, **kwargs))
 
     return _named(method, fn)
 
@@ -498,14 +497,58 @@ def _blocking_iter(
         try:
             while True:
                 try:
-                    yield self._portal.call(agen.__anext__)
+                    yield self._portal.call(agen.__anext__())
                 except StopAsyncIteration:
                     return
         finally:
             with contextlib.suppress(Exception):
-                self._portal.call(agen.aclose)
+                self._portal.call(agen.aclose())
 
     return _named(method, fn)
+
+
+class _Portal:
+    """An event loop on a daemon thread, and a way to run coroutines on it and wait for the result.
+
+    Like anyio's blocking portal (starlette's ``TestClient`` uses one), except that the thread is a
+    daemon and is stopped when the owner is garbage collected, so a client that was never closed
+    cannot keep the interpreter from exiting.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="agentmaestro-client", daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Awaitable[R]) -> R:
+        """Run ``coro`` on the loop and block until it finishes (Ctrl-C cancels it)."""
+        wrapper = _await(coro)
+        try:
+            future = asyncio.run_coroutine_threadsafe(wrapper, self.loop)
+        except RuntimeError:  # the loop is closed
+            wrapper.close()
+            if isinstance(coro, Coroutine):
+                coro.close()
+            raise MaestroError("the client is closed") from None
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    @staticmethod
+    def stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+        """Stop the loop and its thread (idempotent)."""
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+            if not loop.is_running():
+                loop.close()
+
+
+async def _await(aw: Awaitable[R]) -> R:
+    return await aw
 
 
 class Client:
@@ -524,14 +567,12 @@ class Client:
         verify: Any = True,
         cert: Any = None,
     ) -> None:
-        self._stack = contextlib.ExitStack()
-        self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
+        self._portal = _Portal()
+        self._finalizer = weakref.finalize(self, _Portal.stop, self._portal.loop, self._portal.thread)
         try:
-            self._async = self._portal.call(
-                functools.partial(_make_async, base_url, api_key, timeout, transport, verify, cert)
-            )
+            self._async = self._portal.call(_make_async(base_url, api_key, timeout, transport, verify, cert))
         except BaseException:
-            self._stack.close()
+            self._finalizer()
             raise
         self.base_url = self._async.base_url
 
@@ -543,10 +584,12 @@ class Client:
 
     def close(self) -> None:
         """Close the connections and stop the loop thread."""
+        if not self._finalizer.alive:
+            return
         try:
-            self._portal.call(self._async.aclose)
+            self._portal.call(self._async.aclose())
         finally:
-            self._stack.close()
+            self._finalizer()
 
     request = _blocking(AsyncClient.request)
     health = _blocking(AsyncClient.health)

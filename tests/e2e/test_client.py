@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ from agentmaestro.client import AsyncClient, Client
 from agentmaestro.errors import (
     AuthError,
     ConflictError,
+    MaestroError,
     NotFoundError,
     RateLimitedError,
     ServerError,
@@ -193,3 +196,15 @@ def test_async_client_and_firehose(server: tuple[LiveServer, dict[str, str]]) ->
                 await anext(wrong.firehose())
 
     asyncio.run(scenario())
+
+
+def test_client_lifecycle_closed_and_never_closed() -> None:
+    api = Client(f"http://127.0.0.1:{free_port()}", "am_x")
+    api.close()
+    api.close()  # idempotent
+    with pytest.raises(MaestroError, match="closed"):
+        api.health()
+    # a client that is never closed does not keep the interpreter from exiting
+    script = "from agentmaestro.client import Client\napi = Client('http://127.0.0.1:9', 'am_x')\nprint('made')\n"
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "made\n", proc.stderr
