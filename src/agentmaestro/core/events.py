@@ -144,6 +144,8 @@ class RunState:
     """An open escalation, while WAITING_FOR_HUMAN."""
     children: tuple[tuple[str, str], ...] = ()
     """(delegate call id, child run id) pairs the run waits for, while WAITING_FOR_CHILDREN."""
+    workflow: dict[str, Any] | None = None
+    """For workflow runs: node statuses and outputs, refinement iteration (see :func:`apply_workflow`)."""
 
     @property
     def tokens(self) -> int:
@@ -188,6 +190,7 @@ class RunState:
             "last_failure": self.last_failure,
             "human_request": self.human_request.to_json() if self.human_request else None,
             "children": [list(c) for c in self.children],
+            **({"workflow": self.workflow} if self.workflow is not None else {}),
         }
 
     @classmethod
@@ -221,6 +224,7 @@ class RunState:
             last_failure=data.get("last_failure"),
             human_request=HumanRequestState(**data["human_request"]) if data.get("human_request") else None,
             children=tuple((str(a), str(b)) for a, b in data.get("children") or ()),
+            workflow=data.get("workflow"),
         )
 
 
@@ -312,7 +316,68 @@ def apply_event(state: RunState, event: Event) -> RunState:
             changes["policy"] = StrictPolicy.from_json(p["policy"])
     if t in _TERMINATING:
         changes["phase"] = Phase.TERMINATE
+    workflow = apply_workflow(state.workflow, event)
+    if workflow is not state.workflow:
+        changes["workflow"] = workflow
     return dataclasses.replace(state, **changes)
+
+
+# ------------------------------------------------------------------------------- workflow runs
+#
+# A workflow run (spec kind "workflow") records its decisions in a ``workflow`` section of the
+# payload of CHILDREN_SPAWNED (nodes started), STEP_COMPLETED (kind MESSAGE, the result) and
+# RUN_FAILED; the results of its nodes arrive with CHILDREN_FINISHED. The folded state is
+# ``{"nodes": {id: {status, run_id, output, error, runs}}, "iteration": n, "refine_done": bool}``
+# with node status pending | running | completed | failed | skipped (absent means pending).
+
+_WORKFLOW_EVENTS = frozenset(
+    {EventType.CHILDREN_SPAWNED, EventType.STEP_COMPLETED, EventType.RUN_FAILED, EventType.CHILDREN_FINISHED}
+)
+
+
+def apply_workflow(wf: dict[str, Any] | None, event: Event) -> dict[str, Any] | None:
+    """The workflow section of a run's state after ``event`` (the same object when untouched)."""
+    p = event.payload
+    if event.type not in _WORKFLOW_EVENTS:
+        return wf
+    if event.type is EventType.CHILDREN_FINISHED:
+        if wf is None:
+            return None
+        nodes = dict(wf["nodes"])
+        for r in p.get("results") or ():
+            ok = r.get("status") == RunStatus.COMPLETED.value
+            nodes[r["call_id"]] = {
+                **nodes.get(r["call_id"], {}),
+                "status": "completed" if ok else "failed",
+                "output": r.get("output"),
+                "error": None if ok else (r.get("error") or f"child run {r.get('status')}"),
+            }
+        return {**wf, "nodes": nodes}
+    section = p.get("workflow")
+    if not isinstance(section, dict):
+        return wf
+    out: dict[str, Any] = dict(wf) if wf is not None else {"nodes": {}, "iteration": 0, "refine_done": False}
+    nodes = dict(out["nodes"])
+    for node_id in section.get("reset") or ():
+        nodes[node_id] = {**nodes.get(node_id, {}), "status": "pending"}
+    for node_id in section.get("skipped") or ():
+        nodes[node_id] = {**nodes.get(node_id, {}), "status": "skipped"}
+    if section.get("refine_done"):
+        out["refine_done"] = True
+    if "iteration" in section:
+        out["iteration"] = int(section["iteration"])
+    if event.type is EventType.CHILDREN_SPAWNED:
+        for c in p.get("children") or ():
+            prev = nodes.get(c["call_id"], {})
+            nodes[c["call_id"]] = {
+                **prev,
+                "status": "running",
+                "run_id": c["run_id"],
+                "error": None,
+                "runs": int(prev.get("runs", 0)) + 1,
+            }
+    out["nodes"] = nodes
+    return out
 
 
 def _expect_step(state: RunState, event: Event) -> None:

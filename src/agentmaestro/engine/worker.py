@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
@@ -17,6 +18,10 @@ from agentmaestro.errors import ConflictError
 from agentmaestro.models.pricing import PriceTable
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import Claim, new_worker_id
+
+if TYPE_CHECKING:
+    from agentmaestro.engine.workflow import WorkflowDriver
+    from agentmaestro.workflows.spec import WorkflowRegistry
 
 log = logging.getLogger("agentmaestro.worker")
 
@@ -42,7 +47,7 @@ class WorkerConfig:
 
 
 class Worker:
-    """Runs the agents in ``agents`` for any runs in ``store`` (or only ``run_ids``)."""
+    """Runs the agents in ``agents`` and workflows in ``workflows`` for runs in ``store`` (or only ``run_ids``)."""
 
     def __init__(
         self,
@@ -54,10 +59,12 @@ class Worker:
         run_ids: Collection[str] | None = None,
         listeners: list[EventListener] | None = None,
         prices: PriceTable | None = None,
+        workflows: WorkflowRegistry | None = None,
     ) -> None:
         telemetry.configure_from_env()
         self.store = store
         self.agents = agents
+        self.workflows = workflows
         self.config = config or WorkerConfig()
         if self.config.concurrency < 1:
             raise ValueError("worker concurrency must be at least 1")
@@ -65,7 +72,7 @@ class Worker:
         self.run_ids = set(run_ids) if run_ids is not None else None
         self.listeners: list[EventListener] = list(listeners or [])
         self.prices = prices or PriceTable.default()
-        self._drivers: dict[str, RunDriver] = {}
+        self._drivers: dict[str, RunDriver | WorkflowDriver] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -115,7 +122,7 @@ class Worker:
                 owner=self.owner,
                 limit=free,
                 lease_ttl=self.config.lease_ttl_s,
-                agent_names=self.agents.names(),
+                agent_names=self.agents.names() + (self.workflows.names() if self.workflows is not None else []),
                 run_ids=pending,
             )
         except ConflictError:
@@ -148,6 +155,15 @@ class Worker:
         if claim.recovered_from:
             self.recovered_total += 1
             log.info("run %s: recovered from expired lease of %s", rec.run_id, claim.recovered_from)
+        driver: RunDriver | WorkflowDriver
+        if rec.spec.get("kind") == "workflow":
+            from agentmaestro.engine.workflow import WorkflowDriver
+
+            driver = WorkflowDriver(
+                store=self.store, claim=claim, agents=self.agents, owner=self.owner, listeners=self.listeners
+            )
+            self._begin(driver)
+            return
         agent = self.agents.get(rec.agent_name)
         driver = RunDriver(
             store=self.store,
@@ -159,13 +175,16 @@ class Worker:
             transient_backoff_s=self.config.transient_backoff_s,
             registry=self.agents,
         )
+        self._begin(driver)
+
+    def _begin(self, driver: RunDriver | WorkflowDriver) -> None:
         if self._stop.is_set():
             driver.stopping = True
-        self._drivers[rec.run_id] = driver
-        task = asyncio.create_task(self._drive(driver), name=f"run {rec.run_id}")
-        self._tasks[rec.run_id] = task
+        self._drivers[driver.run_id] = driver
+        task = asyncio.create_task(self._drive(driver), name=f"run {driver.run_id}")
+        self._tasks[driver.run_id] = task
 
-    async def _drive(self, driver: RunDriver) -> None:
+    async def _drive(self, driver: RunDriver | WorkflowDriver) -> None:
         try:
             await driver.drive()
         except asyncio.CancelledError:

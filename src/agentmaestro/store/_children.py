@@ -32,7 +32,9 @@ def resume_parents(conn: Connection, parent_ids: Iterable[str], now: float) -> l
     """For each parent waiting for children, resume it if all of them are terminal.
 
     Appends CHILDREN_FINISHED plus one STEP_COMPLETED per delegate call (the child's output, or its
-    error) and leaves the parent RUNNING without a lease, ready for any worker. Returns the resumed ids.
+    error) and leaves the parent RUNNING without a lease, ready for any worker. A workflow parent
+    (spec kind ``workflow``) gets CHILDREN_FINISHED only: its reducer records the node results.
+    Returns the resumed ids.
     """
     resumed: list[str] = []
     for parent_id in dict.fromkeys(parent_ids):
@@ -54,7 +56,8 @@ def resume_parents(conn: Connection, parent_ids: Iterable[str], now: float) -> l
             )
         ]
         calls = {c.call_id: c for c in parent.state.pending_tool_calls}
-        for i, r in enumerate(results):
+        delegate_results = [] if parent.spec.get("kind") == "workflow" else results
+        for i, r in enumerate(delegate_results):
             call = calls.get(r["call_id"])
             ok = r["status"] == RunStatus.COMPLETED.value
             events.append(
