@@ -97,7 +97,9 @@ function renderSignIn(message) {
       "p",
       { class: "muted" },
       "Paste an API key. It stays in this browser tab only (session storage) and is sent as a bearer " +
-        "token with each request. `maestro serve` prints an admin key on first start; `maestro keys create` makes more.",
+        "token with each request. ",
+      h("code", null, "maestro serve"), " prints an admin key on its first start; ",
+      h("code", null, "maestro keys create"), " makes more.",
     ),
     field("API key", input),
     error,
