@@ -151,4 +151,14 @@ def serve(
     application = create_app(
         c.database_url, agents=agents, worker=worker, worker_config=WorkerConfig(concurrency=concurrency)
     )
-    uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="on", **ssl_options)
+    # Open event streams (SSE) never finish by themselves: give requests 5 s to end on SIGTERM/SIGINT, then
+    # cancel them (subscribers resume elsewhere with Last-Event-ID).
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        **ssl_options,
+    )
