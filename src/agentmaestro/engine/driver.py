@@ -16,7 +16,7 @@ from agentmaestro.agents import Agent, AgentRegistry
 from agentmaestro.core.decide import DELEGATE_TOOL, Action, ActionKind, Snapshot, decide
 from agentmaestro.core.events import Event, RunState, apply_event, conversation, note_messages, step_messages
 from agentmaestro.core.gate import GateDecision, GatePolicy, Verdict, args_hash, combine, path_argument_risk
-from agentmaestro.core.messages import Message, ModelRequest, ToolCall
+from agentmaestro.core.messages import Message, ModelRequest, ToolCall, ToolSpec
 from agentmaestro.core.policy import StrictPolicy, Violation
 from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, RunStatus, StepKind
@@ -42,6 +42,17 @@ MAX_DEPTH = 8
 
 TRANSIENT_RETRIES = 3
 """Retries of a model call that failed transiently (429, 5xx, timeout) before the step fails."""
+
+
+_CONTEXT_SUPPORT: dict[type, bool] = {}
+
+
+def _accepts_context(tool: Any) -> bool:
+    """Whether ``tool.invoke`` takes a ``context`` argument (cached per tool class)."""
+    cls = type(tool)
+    if cls not in _CONTEXT_SUPPORT:
+        _CONTEXT_SUPPORT[cls] = "context" in inspect.signature(tool.invoke).parameters
+    return _CONTEXT_SUPPORT[cls]
 
 
 def estimate_tokens(request: ModelRequest) -> int:
@@ -87,6 +98,7 @@ class RunDriver:
         self.spec = rec.spec
         self.depth = int(rec.spec.get("depth", 0))
         self.ledgers: list[LedgerSpec] = []
+        self._tool_specs: tuple[ToolSpec, ...] | None = None
         self.store = store
         self.run_id = rec.run_id
         self.workspace_id = rec.workspace_id
@@ -238,6 +250,20 @@ class RunDriver:
             )
             state = apply_event(state, ev)
             events.append(ev)
+        if events and state.status is RunStatus.RUNNING and state.final_output is not None:
+            # The step gave the final answer: when the table says COMPLETE next, record it in the
+            # same commit instead of a separate one.
+            nxt = decide(Snapshot(state=state, now=now, cancel_requested=self.cancel_requested))
+            if nxt.kind is ActionKind.COMPLETE:
+                done = Event(
+                    run_id=self.run_id,
+                    seq=state.last_seq + 1,
+                    type=EventType.RUN_COMPLETED,
+                    payload={"output": nxt.output},
+                    created_at=now,
+                )
+                state = apply_event(state, done)
+                events.append(done)
         steps = [
             StepRow(**{**s.__dict__, "seq": next(e.seq for e in events if e.step == s.step_index), "created_at": now})
             for s in outcome.steps
@@ -586,7 +612,9 @@ class RunDriver:
     async def _call_model(self) -> _Outcome:
         step = self.state.steps
         model = self.agent.get_model()
-        tools = tuple(t.spec() for t in self.agent.tool_map().values())
+        if self._tool_specs is None:
+            self._tool_specs = tuple(t.spec() for t in self.agent.tool_map().values())
+        tools = self._tool_specs
         max_out = self.agent.max_output_tokens or (RESERVE_OUTPUT_TOKENS if self.ledgers else None)
         request = ModelRequest(
             model=model.name.partition(":")[2],
@@ -712,7 +740,7 @@ class RunDriver:
                 result = ToolResult(content=f"unknown tool {call.name!r}; available tools: {known}", is_error=True)
             elif "_raw" in call.arguments and len(call.arguments) == 1:
                 result = ToolResult(content=f"arguments for tool {call.name!r} are not valid JSON", is_error=True)
-            elif "context" in inspect.signature(tool.invoke).parameters:
+            elif _accepts_context(tool):
                 result = await tool.invoke(dict(call.arguments), context=self._call_context(step, call))
             else:
                 result = await tool.invoke(dict(call.arguments))

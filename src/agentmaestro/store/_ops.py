@@ -423,34 +423,21 @@ def claim_runs(
 def heartbeat(
     conn: Connection, *, owner: str, leases: Sequence[tuple[str, int]], lease_ttl: float, now: float
 ) -> HeartbeatResult:
-    """Extend the leases this worker still holds; report lost ones and cancel requests."""
+    """Extend every lease this worker holds (one statement); report lost leases and cancel requests."""
+    held_where = (runs.c.lease_owner == owner, runs.c.status == RunStatus.RUNNING.value)
+    conn.execute(update(runs).where(*held_where).values(lease_expires_at=now + lease_ttl))
+    held = {
+        r.run_id: r
+        for r in conn.execute(select(runs.c.run_id, runs.c.lease_epoch, runs.c.cancel_requested).where(*held_where))
+    }
     lost: set[str] = set()
     cancel: set[str] = set()
-    for i in range(0, len(leases), _CHUNK):
-        chunk = dict(leases[i : i + _CHUNK])
-        ids = list(chunk)
-        conn.execute(
-            update(runs)
-            .where(
-                runs.c.run_id.in_(ids),
-                runs.c.lease_owner == owner,
-                runs.c.status == RunStatus.RUNNING.value,
-            )
-            .values(lease_expires_at=now + lease_ttl)
-        )
-        rows = conn.execute(
-            select(runs.c.run_id, runs.c.lease_owner, runs.c.lease_epoch, runs.c.status, runs.c.cancel_requested).where(
-                runs.c.run_id.in_(ids)
-            )
-        ).all()
-        seen = set()
-        for r in rows:
-            seen.add(r.run_id)
-            if r.lease_owner != owner or r.lease_epoch != chunk[r.run_id] or r.status != RunStatus.RUNNING.value:
-                lost.add(r.run_id)
-            elif r.cancel_requested:
-                cancel.add(r.run_id)
-        lost.update(set(ids) - seen)
+    for run_id, epoch in leases:
+        row = held.get(run_id)
+        if row is None or row.lease_epoch != epoch:
+            lost.add(run_id)
+        elif row.cancel_requested:
+            cancel.add(run_id)
     return HeartbeatResult(lost=frozenset(lost), cancel_requested=frozenset(cancel))
 
 
