@@ -11,9 +11,10 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from agentmaestro.agents import Agent, AgentRegistry, adapt
@@ -27,6 +28,7 @@ from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import RunRecord, StepRow, new_run_id
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
+from agentmaestro.workflows.spec import Workflow, WorkflowRegistry, load_folder_agents, load_workflow
 
 log = logging.getLogger("agentmaestro.sdk")
 
@@ -151,6 +153,7 @@ class Orchestrator:
     ) -> None:
         self.workspace = workspace
         self.registry = AgentRegistry()
+        self.workflows = WorkflowRegistry()
         self._hooks: dict[str, list[Hook]] = {}
         self._with_worker = worker
         self._config = config or WorkerConfig()
@@ -249,7 +252,9 @@ class Orchestrator:
     async def _ensure_worker(self) -> None:
         if not self._with_worker or self._worker is not None:
             return
-        self._worker = Worker(self.store, self.registry, config=self._config, listeners=[self._dispatch])
+        self._worker = Worker(
+            self.store, self.registry, config=self._config, listeners=[self._dispatch], workflows=self.workflows
+        )
         self._worker_task = asyncio.ensure_future(self._worker.run())
 
     # -------------------------------------------------------------------------------- runs
@@ -307,6 +312,60 @@ class Orchestrator:
     ) -> RunReport:
         """Async twin of :meth:`run`."""
         return await self._acall(self._run(agent, task, policy, timeout))
+
+    def run_workflow(
+        self,
+        workflow: Workflow | str | Path,
+        task: str,
+        *,
+        agents: Iterable[Agent | Any] = (),
+        timeout: float | None = None,
+    ) -> RunReport:
+        """Run a workflow (a :class:`Workflow` or a YAML file, whose folder's ``agents/`` are loaded too).
+
+        Its nodes run as child runs of the agents in ``agents`` and those already registered.
+        Blocks until the workflow ends (or waits with a node that needs a person).
+        """
+        for a in agents:
+            self.register(a)
+        if not isinstance(workflow, Workflow):
+            path = Path(workflow)
+            load_folder_agents(path.parent, self.registry)
+            for a in list(self.registry):
+                self.register(a)
+            workflow = load_workflow(path, agents=self.registry)
+        return self._call(self._run_workflow(workflow, task, timeout))
+
+    async def _run_workflow(self, wf: Workflow, task: str, timeout: float | None) -> RunReport:
+        missing = [n for n in wf.agent_names() if n not in self.registry]
+        if missing:
+            raise ConfigError(f"workflow {wf.name!r} uses unregistered agent(s): {', '.join(missing)}")
+        self.workflows.register(wf)
+        [rec] = await self.store.create_runs(
+            [
+                NewRun(
+                    run_id=new_run_id(),
+                    workspace_id=self.workspace,
+                    agent_name=wf.name,
+                    input=task,
+                    spec=wf.to_spec(),
+                    policy=wf.policy.to_overrides() if wf.policy else {},
+                )
+            ]
+        )
+        await self._ensure_worker()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            rec = await self.store.get_run(rec.run_id, self.workspace)
+            if rec.status.terminal or rec.status in (RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN):
+                return await build_report(self.store, rec)
+            children = await self.store.list_runs(workspace_id=self.workspace, parent_run_id=rec.run_id, limit=1000)
+            if any(c.status in (RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN) for c in children):
+                return await build_report(self.store, rec)
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"workflow run {rec.run_id} still {rec.status.value} after {timeout}s")
+            await self.store.wait_for_change(None, 0.2)
 
     def start(self, agent: Agent | Any, task: str, *, policy: StrictPolicy | None = None) -> str:
         """Create a run and return its id at once (the worker executes it)."""

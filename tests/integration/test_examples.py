@@ -45,7 +45,7 @@ def anthropic_server() -> Iterator[FakeAnthropicServer]:
 
 def test_every_example_has_a_readme() -> None:
     folders = sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-    assert [p.name for p in folders] == ["anthropic_researcher", "langchain_agent", "openai_calculator"]
+    assert [p.name for p in folders] == ["anthropic_researcher", "langchain_agent", "openai_calculator", "workflows"]
     for folder in folders:
         text = (folder / "README.md").read_text(encoding="utf-8")
         assert "offline" in text.lower() and "for real" in text.lower()

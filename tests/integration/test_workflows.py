@@ -19,8 +19,6 @@ from agentmaestro.store.base import Store
 from agentmaestro.store.records import NewRun, new_run_id
 from agentmaestro.workflows.spec import Workflow, WorkflowRegistry, load_workflows_dir
 
-pytestmark = pytest.mark.anyio
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workflows"
 TERMINAL = (EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED)
 
@@ -67,6 +65,7 @@ def spawned(events: list[Event]) -> list[list[str]]:
     return [[c["call_id"] for c in e.payload["children"]] for e in events if e.type is EventType.CHILDREN_SPAWNED]
 
 
+@pytest.mark.anyio
 async def test_examples_run_end_to_end(db_url: str) -> None:
     store = Store.open(db_url)
     try:
@@ -127,6 +126,7 @@ def quick(name: str, latency: float = 0.0) -> Agent:
     return Agent(name=name, model=ScriptedModel([{"content": "done: {{input}}", "latency_s": latency}]))
 
 
+@pytest.mark.anyio
 async def test_fifty_node_dag_respects_dependencies_and_the_concurrency_cap(db_url: str) -> None:
     # A binary tree of 49 nodes (wide levels) plus one node that joins all the leaves.
     nodes: list[dict[str, Any]] = [{"id": "n0", "agent": "step", "input": "n0"}]
@@ -174,6 +174,7 @@ async def test_fifty_node_dag_respects_dependencies_and_the_concurrency_cap(db_u
         await store.close()
 
 
+@pytest.mark.anyio
 async def test_stopping_and_restarting_the_worker_resumes_without_rerunning_nodes(db_url: str) -> None:
     chain = [{"id": f"s{i}", "agent": "slow", "input": f"s{i}"} for i in range(6)]
     for i in range(1, 6):
@@ -220,6 +221,7 @@ async def test_stopping_and_restarting_the_worker_resumes_without_rerunning_node
         await store.close()
 
 
+@pytest.mark.anyio
 async def test_failures_and_skips(db_url: str) -> None:
     broken = Agent(name="broken", model=ScriptedModel([{"error": "boom"}]), max_attempts=1)
     ok = quick("ok")
@@ -275,3 +277,12 @@ async def test_failures_and_skips(db_url: str) -> None:
         await assert_replays(store, ids[1])
     finally:
         await store.close()
+
+
+def test_sdk_run_workflow(db_url: str) -> None:
+    from agentmaestro import Orchestrator
+
+    with Orchestrator(db_url) as orch:
+        report = orch.run_workflow(EXAMPLES / "routing.yaml", "Please refund the double charge", timeout=30)
+    assert str(report.status) == "COMPLETED"
+    assert str(report.output).startswith("billing: SUMMARY of [ANSWER to [billing team: Please refund")
