@@ -154,7 +154,7 @@ async def list_events(
     principal: Viewer,
     store: StoreDep,
     sse: Annotated[streams.SSEOptions | None, Depends(streams.sse_options)],
-    after: Annotated[int, Query(ge=0, description="Only events with a greater seq.")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**31 - 1, description="Only events with a greater seq.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> Any:
     """Events in order; continue with ``after=next_after``.

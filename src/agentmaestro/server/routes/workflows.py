@@ -11,23 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.server.errors import APIError
+from agentmaestro.server.quotas import check_run_quota
+from agentmaestro.server.schemas import Strict
 from agentmaestro.store.records import NewRun, new_run_id
 from agentmaestro.workflows.spec import Workflow, WorkflowRegistry, load_workflows_dir, validate_text
 
 router = APIRouter(prefix="/v1", tags=["workflows"])
 
 
-class ValidateBody(BaseModel):
+class ValidateBody(Strict):
     """A workflow document to check."""
 
     yaml: str = Field(max_length=1_000_000, description="The workflow as YAML (or JSON) text.")
 
 
-class RunBody(BaseModel):
+class RunBody(Strict):
     """Input of a new workflow run."""
 
     input: str = Field(max_length=1_000_000)
@@ -89,6 +91,7 @@ async def run_workflow(name: str, body: RunBody, principal: Operator, request: R
         raise APIError(404, "not_found", f"workflow {name!r} not found")
     wf = registry.get(name)
     store = get_store(request)
+    await check_run_quota(store, principal.workspace_id)
     [rec] = await store.create_runs(
         [
             NewRun(
