@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 MAESTRO = Path(sys.executable).parent / "maestro"
 TIMEOUT_S = 120
 _RUN_ID = re.compile(r"\b(run_[0-9a-f]{24})\b")

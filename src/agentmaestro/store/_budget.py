@@ -74,9 +74,7 @@ def _ensure(conn: Connection, spec: LedgerSpec, now: float) -> None:
     )
 
 
-def reserve(
-    conn: Connection, ledgers: Sequence[LedgerSpec], usd: float, tokens: int, now: float
-) -> Refusal | None:
+def reserve(conn: Connection, ledgers: Sequence[LedgerSpec], usd: float, tokens: int, now: float) -> Refusal | None:
     """Reserve ``usd`` and ``tokens`` on every ledger, or on none (returns why)."""
     for spec in ledgers:
         _ensure(conn, spec, now)

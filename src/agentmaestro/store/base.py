@@ -321,6 +321,7 @@ class Store:
         """Lease up to ``limit`` runnable runs for ``owner``."""
         if limit <= 0:
             return []
+
         def op(conn: Connection) -> list[Claim]:
             # The clock is read in the writer thread, when the claim actually runs: a claim that
             # waited behind other writes still gets a full lease.
@@ -344,6 +345,7 @@ class Store:
         """Extend leases; report lost ones and pending cancel requests."""
         if not leases:
             return HeartbeatResult()
+
         def op(conn: Connection) -> HeartbeatResult:
             # Read the clock when the renewal runs, not when it was queued behind commits.
             return _ops.heartbeat(conn, owner=owner, leases=leases, lease_ttl=lease_ttl, now=time.time())
