@@ -307,12 +307,15 @@ class AsyncClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
             async with connect(url, additional_headers=headers, open_timeout=self.timeout) as ws:
-                while True:
-                    msg = json.loads(await ws.recv())
-                    if msg.get("kind") == "hello":
-                        yield None, msg["cursor"]
-                    elif msg.get("kind") == "event":
-                        yield msg["event"], msg["cursor"]
+                try:
+                    while True:
+                        msg = json.loads(await ws.recv())
+                        if msg.get("kind") == "hello":
+                            yield None, msg["cursor"]
+                        elif msg.get("kind") == "event":
+                            yield msg["event"], msg["cursor"]
+                finally:
+                    await _close_draining(ws)
         except ConnectionClosed as exc:
             code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "connection lost")
             if code == 1008:
@@ -442,6 +445,27 @@ class AsyncClient:
             "GET", "/v1/usage", params={"since": since, "until": until, "group_by": group_by}
         )
         return out
+
+
+async def _close_draining(ws: Any) -> None:
+    """Close a WebSocket while dropping the messages still queued for it.
+
+    With a full receive queue the client stops reading from the socket, so it would never see the
+    server's answer to its close frame and would wait for the close timeout (10 s).
+    """
+
+    async def drain() -> None:
+        with contextlib.suppress(Exception):
+            async for _message in ws:
+                pass
+
+    task = asyncio.ensure_future(drain())
+    try:
+        await ws.close()
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
 
 
 async def _sse(response: httpx.Response) -> AsyncGenerator[tuple[str, JSON]]:
