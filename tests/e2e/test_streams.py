@@ -150,6 +150,10 @@ async def sse_subscriber(
             assert hung_up, "the stream ended without an end message"
 
 
+# max_queue=None: a subscriber that hangs up with messages still queued must not wait for the close
+# timeout (with a full queue the client stops reading and never sees the server's close reply).
+
+
 async def ws_subscriber(
     srv: LiveServer, key: str, run_id: str, drops: list[int], *, query_key: bool = False
 ) -> list[int]:
@@ -162,7 +166,7 @@ async def ws_subscriber(
         headers = {} if query_key else auth(key)
         if query_key:
             url += f"&key={key}"
-        async with connect(url, additional_headers=headers, open_timeout=20) as ws:
+        async with connect(url, additional_headers=headers, open_timeout=20, max_queue=None) as ws:
             async for raw in ws:
                 msg = json.loads(raw)
                 if msg["kind"] == "end":
@@ -368,7 +372,7 @@ def test_firehose_two_runs_every_event_once_and_resumable(db_url: str, agents_di
         """Firehose messages until ``stop_after`` events, or until every run in ``run_ids`` ended."""
         url = f"{ws_url(srv)}/v1/ws" + (f"?after={cursor}" if cursor else "")
         got: list[dict[str, Any]] = []
-        async with connect(url, additional_headers=auth(key), open_timeout=20) as ws:
+        async with connect(url, additional_headers=auth(key), open_timeout=20, max_queue=None) as ws:
             hello = json.loads(await ws.recv())
             assert hello["kind"] == "hello" and hello["workspace_id"] == "default"
             last = hello["cursor"]
