@@ -22,7 +22,7 @@ export function render(main, { params }, ctx) {
   const actions = h("div", { class: "actions", role: "group", "aria-label": "Run actions" });
   let actionsFor = null; // the status the actions were drawn for (redrawn only when it changes)
   append(header, info, actions);
-  const streamState = h("span", { class: "muted", role: "status" });
+  const streamState = h("span", { class: "muted stream-state", role: "status" });
   const showSystem = h("input", { type: "checkbox", id: "show-system" });
   const timeline = h("ol", { class: "timeline hide-system", role: "log", "aria-live": "polite", "aria-label": "Event timeline" });
   const tree = h("div", { class: "graph-wrap" });
