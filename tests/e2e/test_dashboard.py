@@ -433,6 +433,88 @@ def test_sub_run_tree_and_task_graph(shared: tuple[LiveServer, dict[str, str]], 
     shot(page, "task-graph")
 
 
+# ------------------------------------------------------------------------------ a workflow graph
+
+RELEASE_WORKFLOW = """\
+name: release
+description: Build, then two checks in parallel, then a cleanup that needs approval.
+nodes:
+  - id: build
+    agent: leaf
+  - id: unit_tests
+    agent: leaf
+    depends_on: [build]
+  - id: lint
+    agent: leaf
+    depends_on: [build]
+  - id: cleanup
+    agent: janitor
+    depends_on: [unit_tests, lint]
+"""
+
+
+@needs_chromium
+def test_workflow_graph_follows_its_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pages: Callable[[str], Pages]
+) -> None:
+    check = expect()
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "release.yaml").write_text(RELEASE_WORKFLOW)
+    monkeypatch.setenv("MAESTRO_WORKFLOWS_DIR", str(folder))
+    url = f"sqlite:///{tmp_path / 'maestro.db'}"
+    keys = make_keys(url)
+    with LiveServer(url, registry()) as srv, api(srv, keys["operator"]) as c:
+        page = pages(srv.url).open(keys["operator"], "#/catalog")
+        check(page.locator('[data-workflow="release"]')).to_contain_text("build, unit_tests, lint, cleanup")
+        page.get_by_label("Workflow YAML").fill(
+            "name: broken\nnodes:\n  - id: a\n    agent: nobody\n    depends_on: [zz]\n"
+        )
+        page.get_by_role("button", name="Validate").click()
+        check(page.locator("ul.problems")).to_contain_text("line 4")
+        check(page.locator("ul.problems")).to_contain_text("nobody")
+        page.get_by_label("Workflow YAML").fill(RELEASE_WORKFLOW)
+        page.get_by_role("button", name="Validate").click()
+        check(page.get_by_text("Valid: workflow release.")).to_be_visible()
+
+        page.get_by_role("link", name="Run release").click()
+        page.get_by_label("Input").fill("v1.2")
+        page.get_by_role("button", name="Start run").click()
+        root_id = moved_to_new_run(page, "-")
+        check(page.locator("#tree-title")).to_have_text("Workflow release")
+        deadline = time.monotonic() + 20
+        while not c.get("/v1/approvals").json():
+            assert time.monotonic() < deadline, "the cleanup node never asked for approval"
+            time.sleep(0.05)
+
+        go(page, f"#/graph/{root_id}")
+        nodes = page.locator(".graph-node")
+        check(nodes).to_have_count(4)
+        check(page.locator(".graph-edge.depends_on")).to_have_count(4)
+        for node_id in ("build", "unit_tests", "lint"):
+            check(page.locator(f'[data-node-id="node:{node_id}"]')).to_have_attribute("data-status", "completed")
+        cleanup = page.locator('[data-node-id="node:cleanup"]')
+        check(cleanup).to_have_attribute("data-status", "waiting_human")
+        check(page.get_by_text("Workflow release run")).to_be_visible()
+        cleanup.click()
+        check(page.locator("#node-title")).to_contain_text("cleanup (janitor)")
+        check(page.locator('.panel li[data-type="APPROVAL_REQUESTED"]')).to_contain_text("purge_logs")
+        shot(page, "task-graph-workflow")
+
+        [approval] = c.get("/v1/approvals").json()
+        c.post(f"/v1/approvals/{approval['approval_id']}", json={"decision": "approve"}).raise_for_status()
+        check(cleanup).to_have_attribute("data-status", "completed")  # live, through the firehose
+        assert wait_status(c, root_id, {"COMPLETED"})["output"]
+
+        go(page, f"#/runs/{root_id}")
+        check(page.locator("#tree-title")).to_have_text("Workflow release")
+        check(page.locator(".graph-node")).to_have_count(4)
+        page.locator('[data-node-id="node:lint"]').click()  # a node opens its run
+        moved_to_new_run(page, root_id)
+        check(page.locator(".facts")).to_contain_text("leaf")
+        check(page.locator('.graph-node.current[data-node-id="node:lint"]')).to_have_count(1)
+
+
 # ------------------------------------------------------------------------------ run actions
 
 

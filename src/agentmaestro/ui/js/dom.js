@@ -81,6 +81,11 @@ export const STATUS_COLOUR = {
   COMPLETED: "green",
   FAILED: "red",
   CANCELLED: "dim",
+  // workflow node statuses (core/events.py apply_workflow), and "waiting_human" for a node whose run waits
+  pending: "grey",
+  running: "blue",
+  completed: "green",
+  skipped: "dim",
   planned: "grey",
   ready: "slate",
   active: "blue",

@@ -1,12 +1,17 @@
-// Agents and tools: the definitions this server can run, tools with their risk levels.
+// Agents, tools and workflows: the definitions this server can run, tools with their risk levels,
+// and a form to validate a workflow YAML (POST /v1/workflows/validate).
 
-import { get } from "../api.js";
+import { get, post } from "../api.js";
 import { append, clear, h, kv, link, pre, riskBadge } from "../dom.js";
 
 export function render(main, _route, ctx) {
   let alive = true;
   const agentsBox = h("div", { class: "grid-cards" });
   const toolsBody = h("tbody");
+  const workflowsBox = h("div", { class: "grid-cards" });
+  const yaml = h("textarea", { id: "workflow-yaml", name: "yaml", rows: "10", spellcheck: "false",
+    placeholder: "name: my-flow\nnodes:\n  - id: first\n    agent: calculator" });
+  const verdict = h("div", { role: "status", "aria-live": "polite" });
   append(main,
     h("h1", null, "Agents & tools"),
     h("section", { "aria-labelledby": "agents-title" }, h("h2", { id: "agents-title" }, "Agents"), agentsBox),
@@ -15,7 +20,43 @@ export function render(main, _route, ctx) {
         h("caption", { class: "visually-hidden" }, "Tools with their risk levels"),
         h("thead", null, h("tr", null, ["Tool", "Risk", "Idempotent", "Timeout", "Used by", "Description", "Arguments"].map((c) => h("th", { scope: "col" }, c)))),
         toolsBody)),
+    h("section", { "aria-labelledby": "workflows-title" }, h("h2", { id: "workflows-title" }, "Workflows"), workflowsBox,
+      h("form", { class: "panel", "aria-labelledby": "validate-title", onsubmit: validate },
+        h("h3", { id: "validate-title" }, "Validate a workflow"),
+        h("label", { for: "workflow-yaml" }, "Workflow YAML"), yaml,
+        h("div", { class: "actions" }, h("button", { type: "submit" }, "Validate")),
+        verdict)),
   );
+
+  async function validate(e) {
+    e.preventDefault();
+    try {
+      const report = await post("/v1/workflows/validate", { yaml: yaml.value });
+      clear(verdict);
+      if (report.valid) {
+        append(verdict, h("p", { class: "ok-text" }, `Valid: workflow ${report.name}.`));
+      } else {
+        append(verdict, h("p", { class: "error-text" }, `${report.problems.length} problem${report.problems.length === 1 ? "" : "s"}:`),
+          h("ul", { class: "problems" }, report.problems.map((p) => h("li", null,
+            p.line ? `line ${p.line}: ` : "", p.path ? h("code", null, p.path) : null, p.path ? ": " : "", p.message))));
+      }
+    } catch (err) {
+      ctx.fail(err, "Cannot validate");
+    }
+  }
+
+  function workflowCard(w) {
+    return h("article", { class: "panel", "aria-labelledby": `workflow-${w.name}`, "data-workflow": w.name },
+      h("h3", { id: `workflow-${w.name}` }, w.name),
+      h("p", null, w.description || h("span", { class: "muted" }, "(no description)")),
+      kv([["Nodes", w.nodes.join(", ")], ["Agents", w.agents.join(", ")], w.source ? ["Defined in", h("code", null, w.source)] : null]),
+      ctx.can("operator") ? h("p", null, link(`#/new?workflow=${encodeURIComponent(w.name)}`, `Run ${w.name}`, { class: "button secondary" })) : null);
+  }
+
+  get("/v1/workflows").then((list) => {
+    if (!alive) return;
+    append(clear(workflowsBox), list.length ? list.map(workflowCard) : h("p", { class: "muted" }, "No workflows on this server (they are read from MAESTRO_WORKFLOWS_DIR, default ./workflows)."));
+  }).catch((err) => ctx.fail(err, "Cannot list workflows"));
 
   function agentCard(a) {
     const policy = Object.entries(a.policy || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k}=${v}`).join(", ");

@@ -1,9 +1,11 @@
 // Task graph: a DAG laid out by dagre and drawn as SVG, nodes coloured by status.
 //
-// Today the graph of a run is its sub-agent run tree (runs started through the `delegate` tool have a
-// parent_run_id). A graph comes from a *source*: {load(id) -> {nodes, edges}}. Workflows will add a
-// source whose nodes are tasks (statuses planned, ready, active, ... already have colours) and whose
-// edges are dependencies (kind "depends_on", drawn dashed); the view does not change.
+// A graph comes from a *source*: {load(root run) -> {nodes, edges}}. Two exist:
+// - "workflow": a workflow run's nodes (from the workflow's definition, GET /v1/workflows/{name})
+//   with their dependencies as dashed arrows, each node's status folded from the run's events (the
+//   same rules as core/events.py apply_workflow) and refined by its child run's status;
+// - "runs": the sub-agent run tree (runs started through the `delegate` tool have a parent_run_id).
+// `loadGraph(runId)` walks up to the run's root and picks the source that fits it.
 
 import { get } from "../api.js";
 import {
@@ -17,14 +19,8 @@ const MAX_NODES = 300;
 export const SOURCES = {
   runs: {
     label: "Sub-agent runs",
-    /** The whole tree that `runId` belongs to: walk up to the root, then down through the children. */
-    async load(runId) {
-      let root = await get(`/v1/runs/${encodeURIComponent(runId)}`);
-      const seen = new Set([root.run_id]);
-      while (root.parent_run_id && !seen.has(root.parent_run_id)) {
-        seen.add(root.parent_run_id);
-        root = await get(`/v1/runs/${encodeURIComponent(root.parent_run_id)}`);
-      }
+    /** The tree under `root`, breadth first. */
+    async load(root) {
       const nodes = [runNode(root)];
       const edges = [];
       let frontier = [root.run_id];
@@ -49,14 +45,128 @@ export const SOURCES = {
         }
         frontier = next;
       }
-      return { rootId: root.run_id, nodes, edges, truncated };
+      return { kind: "runs", rootId: root.run_id, nodes, edges, truncated };
+    },
+  },
+  workflow: {
+    label: "Workflow",
+    /** The workflow's nodes and dependencies, with each node's status. */
+    async load(root, definition) {
+      const events = await allEvents(root.run_id);
+      const state = foldWorkflow(events);
+      const children = await childRuns(root.run_id);
+      const nodes = definition.nodes.map((n) => {
+        const st = state[n.id] || { status: "pending" };
+        const run = st.run_id ? children.get(st.run_id) : undefined;
+        const status = nodeStatus(st.status, run);
+        return {
+          id: `node:${n.id}`,
+          label: n.id,
+          sublabel: `${n.agent} · ${status.replaceAll("_", " ")}${st.runs > 1 ? ` · attempt ${st.runs}` : ""}`,
+          status,
+          runId: st.run_id || null,
+          href: st.run_id ? runHref(st.run_id) : null,
+          run,
+          task: { id: n.id, agent: n.agent, ...st },
+        };
+      });
+      const edges = definition.nodes.flatMap((n) => (n.depends_on || []).map((dep) => ({ from: `node:${dep}`, to: `node:${n.id}`, kind: "depends_on" })));
+      return { kind: "workflow", name: definition.name, rootId: root.run_id, root, nodes, edges, truncated: false };
     },
   },
 };
 
+/** A workflow node's status for colouring: the folded status, or what its run is waiting for. */
+function nodeStatus(status, run) {
+  if (status === "running" && run && (run.status === "WAITING_FOR_APPROVAL" || run.status === "WAITING_FOR_HUMAN")) return "waiting_human";
+  return status;
+}
+
+async function allEvents(runId) {
+  const out = [];
+  let after = 0;
+  for (;;) {
+    const page = await get(`/v1/runs/${encodeURIComponent(runId)}/events`, { after, limit: 1000 });
+    out.push(...page.events);
+    if (page.events.length < 1000) return out;
+    after = page.next_after;
+  }
+}
+
+async function childRuns(runId) {
+  const runs = new Map();
+  let cursor;
+  do {
+    const page = await get("/v1/runs", { parent_run_id: runId, limit: 500, cursor });
+    for (const r of page.runs) runs.set(r.run_id, r);
+    cursor = page.next_cursor;
+  } while (cursor && runs.size < MAX_NODES * 4);
+  return runs;
+}
+
+/** Node states of a workflow run from its events: {id: {status, run_id, output, error, runs}}. */
+export function foldWorkflow(events) {
+  const nodes = {};
+  for (const ev of events) {
+    const p = ev.payload || {};
+    if (ev.type === "CHILDREN_FINISHED") {
+      for (const r of p.results || []) {
+        if (!nodes[r.call_id]) continue;
+        const ok = r.status === "COMPLETED";
+        Object.assign(nodes[r.call_id], { status: ok ? "completed" : "failed", output: r.output, error: ok ? null : r.error || `child run ${r.status}` });
+      }
+      continue;
+    }
+    const section = p.workflow;
+    if (!section || !["CHILDREN_SPAWNED", "STEP_COMPLETED", "RUN_FAILED"].includes(ev.type)) continue;
+    for (const id of section.reset || []) nodes[id] = { ...(nodes[id] || {}), status: "pending" };
+    for (const id of section.skipped || []) nodes[id] = { ...(nodes[id] || {}), status: "skipped" };
+    if (ev.type === "CHILDREN_SPAWNED") {
+      for (const c of p.children || []) {
+        const prev = nodes[c.call_id] || {};
+        nodes[c.call_id] = { ...prev, status: "running", run_id: c.run_id, error: null, runs: (prev.runs || 0) + 1 };
+      }
+    }
+  }
+  return nodes;
+}
+
+/** The graph `runId` belongs to: the workflow of its root run if it is one, else its sub-run tree. */
+export async function loadGraph(runId) {
+  let root = await get(`/v1/runs/${encodeURIComponent(runId)}`);
+  const seen = new Set([root.run_id]);
+  while (root.parent_run_id && !seen.has(root.parent_run_id)) {
+    seen.add(root.parent_run_id);
+    root = await get(`/v1/runs/${encodeURIComponent(root.parent_run_id)}`);
+  }
+  const definition = await workflowDefinition(root);
+  return definition ? SOURCES.workflow.load(root, definition) : SOURCES.runs.load(root);
+}
+
+let workflowNames = null; // {at, names: Promise<Set>} (re-read after a minute)
+const definitions = new Map();
+
+/** The definition of the workflow `run` runs, or null if it is an agent run. */
+async function workflowDefinition(run) {
+  if (!workflowNames || Date.now() - workflowNames.at > 60_000) {
+    workflowNames = { at: Date.now(), names: get("/v1/workflows").then((list) => new Set(list.map((w) => w.name)), () => new Set()) };
+  }
+  if (!(await workflowNames.names).has(run.agent)) return null;
+  if (!definitions.has(run.agent)) {
+    definitions.set(run.agent, get(`/v1/workflows/${encodeURIComponent(run.agent)}`).then((w) => w.definition, () => null));
+  }
+  const definition = await definitions.get(run.agent);
+  if (!definition) return null;
+  // A workflow and an agent could share a name: a workflow run records workflow decisions.
+  const first = await get(`/v1/runs/${encodeURIComponent(run.run_id)}/events`, { limit: 1000 });
+  const spawned = first.events.filter((e) => e.type === "CHILDREN_SPAWNED");
+  return spawned.length === 0 || spawned.some((e) => e.payload && e.payload.workflow) ? definition : null;
+}
+
 function runNode(run) {
   return {
     id: run.run_id,
+    runId: run.run_id,
     label: run.agent,
     sublabel: `${run.run_id.slice(-8)} · ${run.status.toLowerCase().replaceAll("_", " ")}`,
     status: run.status,
@@ -95,7 +205,7 @@ export function drawGraph(container, graph, { current, onSelect, selected } = {}
   const { width, height } = g.graph();
   const root = svg("svg", {
     width: Math.max(width, 200), height: Math.max(height, 60), viewBox: `0 0 ${Math.max(width, 200)} ${Math.max(height, 60)}`,
-    role: "group", "aria-label": `Graph of ${graph.nodes.length} runs`,
+    role: "group", "aria-label": graph.kind === "workflow" ? `Workflow ${graph.name}: ${graph.nodes.length} nodes` : `Graph of ${graph.nodes.length} runs`,
   });
   root.appendChild(svg("defs", null, svg("marker", {
     id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse",
@@ -108,11 +218,12 @@ export function drawGraph(container, graph, { current, onSelect, selected } = {}
   for (const n of graph.nodes) {
     const pos = g.node(n.id);
     const colour = STATUS_COLOUR[n.status] || "grey";
+    const isCurrent = current !== undefined && (n.id === current || n.runId === current);
     const node = svg("g", {
-      class: ["graph-node", n.id === current ? "current" : null, n.id === selected ? "selected" : null],
+      class: ["graph-node", isCurrent ? "current" : null, n.id === selected ? "selected" : null],
       transform: `translate(${pos.x - pos.width / 2}, ${pos.y - pos.height / 2})`,
-      tabindex: "0", role: "button", "data-node-id": n.id, "data-status": n.status,
-      "aria-label": `${n.label}, ${n.status}${n.id === current ? ", this run" : ""}`,
+      tabindex: "0", role: "button", "data-node-id": n.id, "data-run-id": n.runId || n.id, "data-status": n.status,
+      "aria-label": `${n.label}, ${n.status.replaceAll("_", " ")}${isCurrent ? ", this run" : ""}`,
     },
     svg("title", null, `${n.label} · ${n.id} · ${n.status}`),
     svg("rect", { width: pos.width, height: pos.height, class: `fill-${colour}` }),
@@ -138,16 +249,16 @@ export function render(main, { params }, ctx) {
   if (!runId) return renderPicker(main, ctx);
   let alive = true;
   let graph = null;
-  let selected = runId;
+  let selected = null;
 
   const wrap = h("div", { class: "graph-wrap" });
   const legendBox = h("div");
+  const about = h("p", { class: "muted" });
   const detail = h("section", { class: "panel", "aria-labelledby": "node-title" });
   const note = h("p", { class: "muted" });
   append(main,
     h("h1", null, "Task graph"),
-    h("p", { class: "muted" }, "The sub-agent run tree of ", runLink(runId),
-      ": each node is a run, each arrow a delegation. Select a node for its conversation."),
+    about,
     h("div", { class: "grid-2" },
       h("section", { "aria-label": "Graph" }, legendBox, wrap, note),
       detail));
@@ -155,11 +266,29 @@ export function render(main, { params }, ctx) {
   async function showNode(node) {
     selected = node.id;
     draw();
-    const run = node.run;
-    append(clear(detail),
-      h("h2", { id: "node-title" }, run.agent, " ", statusBadge(run.status)),
+    const task = node.task;
+    clear(detail);
+    if (!node.runId) {
+      append(detail,
+        h("h2", { id: "node-title" }, task ? task.id : node.label, " ", statusBadge(node.status)),
+        kv([["Agent", task ? task.agent : ""], ["Run", "not started"]]),
+        h("p", { class: "muted" }, node.status === "skipped" ? "Skipped: its condition was false or a dependency failed." : "Waits for its dependencies."));
+      return;
+    }
+    let run = node.run;
+    try {
+      run = run || (await get(`/v1/runs/${encodeURIComponent(node.runId)}`));
+    } catch (err) {
+      ctx.fail(err, "Cannot load the run");
+      return;
+    }
+    if (!alive || selected !== node.id) return;
+    append(detail,
+      h("h2", { id: "node-title" }, task ? `${task.id} (${run.agent})` : run.agent, " ", statusBadge(node.status)),
       kv([
         ["Run", runLink(run.run_id)],
+        ["Run status", run.status],
+        task && task.runs > 1 ? ["Attempts", String(task.runs)] : null,
         ["Steps", fmtInt(run.steps)],
         ["Tokens", fmtInt(run.tokens)],
         ["Cost", fmtCost(run.cost_usd)],
@@ -182,16 +311,25 @@ export function render(main, { params }, ctx) {
     if (!graph) return;
     drawGraph(wrap, graph, { current: runId, selected, onSelect: showNode });
     clear(legendBox).appendChild(legend(graph.nodes));
-    note.textContent = graph.truncated ? `Only the first ${MAX_NODES} runs are shown.` : `${graph.nodes.length} runs.`;
+    if (graph.kind === "workflow") {
+      note.textContent = `${graph.nodes.length} nodes.`;
+    } else {
+      note.textContent = graph.truncated ? `Only the first ${MAX_NODES} runs are shown.` : `${graph.nodes.length} runs.`;
+    }
   }
 
   async function load() {
     try {
-      graph = await SOURCES.runs.load(runId);
+      graph = await loadGraph(runId);
       if (!alive) return;
-      draw();
-      const node = graph.nodes.find((n) => n.id === selected) || graph.nodes[0];
+      append(clear(about), graph.kind === "workflow"
+        ? ["Workflow ", h("code", null, graph.name), " run ", runLink(graph.rootId),
+          ": each node is a task run as a child run; dashed arrows are dependencies. Select a node for its conversation."]
+        : ["The sub-agent run tree of ", runLink(graph.rootId),
+          ": each node is a run, each arrow a delegation. Select a node for its conversation."]);
+      const node = graph.nodes.find((n) => n.id === selected) || graph.nodes.find((n) => n.runId === runId) || graph.nodes[0];
       if (node && !detail.firstChild) showNode(node);
+      else draw();
     } catch (err) {
       ctx.fail(err, "Cannot load the graph");
     }
@@ -199,7 +337,8 @@ export function render(main, { params }, ctx) {
 
   const reload = throttle(load, 2000, 400);
   const onEvent = (e) => {
-    if (graph && graph.nodes.some((n) => n.id === e.detail.run_id)) reload();
+    const id = e.detail.run_id;
+    if (graph && (id === graph.rootId || graph.nodes.some((n) => n.runId === id))) reload();
   };
   ctx.bus.addEventListener("event", onEvent);
   load();
@@ -216,7 +355,7 @@ function renderPicker(main, ctx) {
   append(main,
     h("h1", null, "Task graph"),
     h("p", { class: "muted" },
-      "Shows the sub-agent run tree of a run as a graph. Workflow task graphs will appear here once workflows exist."),
+      "Shows a workflow run's tasks and dependencies, or an agent run's sub-agent tree, as a graph."),
     h("form", {
       class: "toolbar", onsubmit: (e) => {
         e.preventDefault();

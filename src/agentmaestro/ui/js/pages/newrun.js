@@ -41,14 +41,20 @@ export function readLimits(fieldset) {
 }
 
 export function render(main, { query }, ctx) {
-  main.appendChild(h("h1", null, "New run"));
+  append(main, h("h1", null, "New run"));
   if (!ctx.can("operator")) {
-    main.appendChild(h("p", { class: "notice" }, "Your key is a viewer key: starting runs needs the operator role."));
+    append(main, h("p", { class: "notice" }, "Your key is a viewer key: starting runs needs the operator role."));
     return null;
   }
   let alive = true;
   let agents = [];
-  const agent = h("select", { name: "agent", required: true });
+  let workflows = [];
+  const kindAgent = h("input", { type: "radio", name: "kind", value: "agent", id: "kind-agent", checked: query.get("workflow") === null });
+  const kindWorkflow = h("input", { type: "radio", name: "kind", value: "workflow", id: "kind-workflow", checked: query.get("workflow") !== null });
+  const agent = h("select", { name: "agent" });
+  const workflow = h("select", { name: "workflow" });
+  const agentField = field("Agent", agent);
+  const workflowField = field("Workflow", workflow);
   const about = h("div", { class: "panel", "aria-live": "polite" });
   const input = h("textarea", { name: "input", rows: "6", placeholder: "What should the agent do?" });
   let limits = limitsFieldset("Limits (optional)");
@@ -58,17 +64,37 @@ export function render(main, { query }, ctx) {
 
   const form = h("form", { class: "panel", "aria-labelledby": "new-run-title", onsubmit: start },
     h("h2", { id: "new-run-title", class: "visually-hidden" }, "Run settings"),
-    field("Agent", agent),
+    h("fieldset", { class: "row" }, h("legend", null, "Run"),
+      kindAgent, h("label", { for: "kind-agent" }, "an agent"),
+      kindWorkflow, h("label", { for: "kind-workflow" }, "a workflow")),
+    agentField,
+    workflowField,
     about,
-    field("Input", input, "The task, passed to the agent as the user's message."),
+    field("Input", input, "The task, passed to the agent (or the workflow's nodes) as the user's message."),
     limitsSlot,
     error,
     submit);
-  main.appendChild(form);
+  append(main, form);
+
+  const isWorkflow = () => kindWorkflow.checked;
 
   function describe() {
-    const a = agents.find((x) => x.name === agent.value);
+    agentField.hidden = isWorkflow();
+    workflowField.hidden = !isWorkflow();
+    limitsSlot.hidden = isWorkflow(); // a workflow's limits are in its definition
     clear(about);
+    if (isWorkflow()) {
+      const w = workflows.find((x) => x.name === workflow.value);
+      if (!w) {
+        append(about, h("p", { class: "muted" }, workflows.length ? "" : "This server has no workflows (MAESTRO_WORKFLOWS_DIR)."));
+        return;
+      }
+      append(about,
+        h("p", null, w.description || "(no description)"),
+        kv([["Nodes", w.nodes.join(", ")], ["Agents", w.agents.join(", ")], w.source ? ["Defined in", h("code", null, w.source)] : null]));
+      return;
+    }
+    const a = agents.find((x) => x.name === agent.value);
     if (!a) return;
     append(about,
       h("p", null, a.description || "(no description)"),
@@ -85,13 +111,19 @@ export function render(main, { query }, ctx) {
   async function start(e) {
     e.preventDefault();
     error.textContent = "";
-    const policy = readLimits(limits);
-    if (policy === null) return;
+    let run;
     submit.disabled = true;
     try {
-      const body = { agent: agent.value, input: input.value };
-      if (Object.keys(policy).length) body.policy = policy;
-      const run = await post("/v1/runs", body);
+      if (isWorkflow()) {
+        if (!workflow.value) throw new Error("pick a workflow");
+        run = await post(`/v1/workflows/${encodeURIComponent(workflow.value)}/runs`, { input: input.value });
+      } else {
+        const policy = readLimits(limits);
+        if (policy === null) return;
+        const body = { agent: agent.value, input: input.value };
+        if (Object.keys(policy).length) body.policy = policy;
+        run = await post("/v1/runs", body);
+      }
       ctx.toast(`Started ${run.run_id}`);
       ctx.navigate(`#/runs/${encodeURIComponent(run.run_id)}`);
     } catch (err) {
@@ -101,13 +133,16 @@ export function render(main, { query }, ctx) {
     }
   }
 
-  agent.addEventListener("change", describe);
-  get("/v1/agents").then((list) => {
+  for (const control of [agent, workflow, kindAgent, kindWorkflow]) control.addEventListener("change", describe);
+  Promise.all([get("/v1/agents"), get("/v1/workflows").catch(() => [])]).then(([agentList, workflowList]) => {
     if (!alive) return;
-    agents = list;
-    for (const a of list) agent.appendChild(h("option", { value: a.name, selected: query.get("agent") === a.name }, a.name));
+    agents = agentList;
+    workflows = workflowList;
+    for (const a of agents) agent.appendChild(h("option", { value: a.name, selected: query.get("agent") === a.name }, a.name));
+    for (const w of workflows) workflow.appendChild(h("option", { value: w.name, selected: query.get("workflow") === w.name }, w.name));
     describe();
   }).catch((err) => ctx.fail(err, "Cannot list agents"));
+  describe();
   return () => {
     alive = false;
   };

@@ -5,7 +5,7 @@ import { followRun, get, post } from "../api.js";
 import {
   TERMINAL, append, clear, fmtCost, fmtDuration, fmtInt, fmtTime, h, link, runLink, statusBadge, throttle,
 } from "../dom.js";
-import { SOURCES, drawGraph, legend } from "./graph.js";
+import { drawGraph, legend, loadGraph } from "./graph.js";
 import { limitsFieldset, readLimits } from "./newrun.js";
 import { eventItem } from "./timeline.js";
 
@@ -28,6 +28,7 @@ export function render(main, { params }, ctx) {
   const tree = h("div", { class: "graph-wrap" });
   const treeLegend = h("div");
   const treeNote = h("p", { class: "muted" });
+  const treeTitle = h("h2", { id: "tree-title" }, "Sub-run tree");
 
   append(main,
     header,
@@ -39,7 +40,7 @@ export function render(main, { params }, ctx) {
           h("span", { class: "row" }, showSystem, h("label", { for: "show-system" }, "Show system events"))),
         timeline),
       h("section", { class: "panel", "aria-labelledby": "tree-title" },
-        h("h2", { id: "tree-title" }, "Sub-run tree"),
+        treeTitle,
         treeLegend, tree, treeNote,
         h("p", null, link(`#/graph/${encodeURIComponent(runId)}`, "Open in the task graph")))),
   );
@@ -151,8 +152,8 @@ export function render(main, { params }, ctx) {
       if (!alive) return;
       run = fresh;
       drawHeader();
-      const node = graph && graph.nodes.find((n) => n.id === runId);
-      if (node && node.status !== run.status) loadTreeSoon();
+      const node = graph && graph.nodes.find((n) => n.runId === runId);
+      if (node && node.run && node.run.status !== run.status) loadTreeSoon();
     } catch (err) {
       if (alive) ctx.fail(err, "Cannot load the run");
     }
@@ -163,11 +164,19 @@ export function render(main, { params }, ctx) {
 
   async function loadTree() {
     try {
-      graph = await SOURCES.runs.load(runId);
+      graph = await loadGraph(runId);
       if (!alive) return;
+      treeTitle.textContent = graph.kind === "workflow" ? `Workflow ${graph.name}` : "Sub-run tree";
       clear(treeLegend).appendChild(legend(graph.nodes));
-      drawGraph(tree, graph, { current: runId, onSelect: (n) => n.id !== runId && ctx.navigate(n.href) });
-      treeNote.textContent = graph.nodes.length > 1 ? `${graph.nodes.length} runs in this tree.` : "This run has no sub-runs.";
+      drawGraph(tree, graph, {
+        current: runId,
+        onSelect: (n) => {
+          if (n.href && n.runId !== runId) ctx.navigate(n.href);
+          else if (!n.runId) ctx.announce(`${n.label} has not started`);
+        },
+      });
+      if (graph.kind === "workflow") treeNote.textContent = `${graph.nodes.length} nodes; dashed arrows are dependencies.`;
+      else treeNote.textContent = graph.nodes.length > 1 ? `${graph.nodes.length} runs in this tree.` : "This run has no sub-runs.";
     } catch (err) {
       if (alive) ctx.fail(err, "Cannot load the sub-run tree");
     }
@@ -204,7 +213,7 @@ export function render(main, { params }, ctx) {
 
   const onFirehose = (e) => {
     const ev = e.detail;
-    if (graph && ev.run_id !== runId && graph.nodes.some((n) => n.id === ev.run_id)) loadTreeSoon();
+    if (graph && ev.run_id !== runId && (ev.run_id === graph.rootId || graph.nodes.some((n) => n.runId === ev.run_id))) loadTreeSoon();
     // A run resumed elsewhere (CLI, another tab): follow it again.
     if (ev.run_id === runId && ev.type === "RUN_RESUMED" && streamState.dataset.state === "ended") startStream();
   };
