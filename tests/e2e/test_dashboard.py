@@ -268,7 +268,7 @@ def test_approval_flow_live(db_url: str, pages: Callable[[str], Pages]) -> None:
         watcher.evaluate("window.__noReload = true")
 
         starter = p.open(keys["operator"], "#/new")
-        starter.get_by_label("Agent").select_option("janitor")
+        starter.get_by_label("Agent", exact=True).select_option("janitor")
         check(starter.get_by_text("Purges old log files")).to_be_visible()
         starter.get_by_label("Input").fill("Tidy the disk, please.")
         starter.get_by_label("Max steps").fill("6")
