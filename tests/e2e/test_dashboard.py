@@ -2,7 +2,8 @@
 
 The main flow (start a run that needs approval, watch it appear live, approve it in the human queue,
 watch it complete) runs on SQLite and on PostgreSQL; the rest on SQLite. The tests also write the
-screenshots in docs/screenshots/ (overwritten on every run).
+screenshots (into docs/screenshots/ when MAESTRO_UPDATE_SCREENSHOTS=1, else into a temporary folder,
+so an ordinary test run leaves the working tree clean).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,7 +39,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("MAESTRO_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "agentmaestro-screenshots"
+)
 VIEWPORT = {"width": 1280, "height": 800}
 TIMEOUT_MS = 20_000
 
