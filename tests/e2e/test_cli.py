@@ -298,8 +298,11 @@ def test_cli_lifecycle(db_url: str, tmp_path: Path) -> None:
     assert listing["next"] is None
     mine = {waited_id, followed_id, queued_id, cancel_id, capped_id, fork_id}
     assert mine <= set(runs) and set(demo_runs) <= set(runs)
-    assert len(runs) == len(demo_runs) + 8  # + the runs from a YAML file and from --agents-dir
-    unfinished = {rid: r["status"] for rid, r in runs.items() if r["status"] != "COMPLETED"}
+    demo_workflow_nodes = 3  # the demo's tidy-and-report workflow runs each node as a child run
+    assert len(runs) == len(demo_runs) + demo_workflow_nodes + 8  # + the runs from a YAML file and from --agents-dir
+    unfinished = {
+        rid: r["status"] for rid, r in runs.items() if r["status"] != "COMPLETED" and not r.get("parent_run_id")
+    }
     assert unfinished == {cancel_id: "CANCELLED", **{rid: st for rid, st in demo_runs.items() if st != "COMPLETED"}}
     ids = [r["run_id"] for r in listing["runs"]]
     assert ids == sorted(ids, reverse=True)  # newest first (run ids sort by creation time)
@@ -307,11 +310,13 @@ def test_cli_lifecycle(db_url: str, tmp_path: Path) -> None:
     assert [r["run_id"] for r in ok(cancelled_only).json()["runs"]] == [cancel_id]
 
     words_runs = [r["run_id"] for r in listing["runs"] if r["agent"] == "wordsmith"]
-    assert len(words_runs) == 3
+    assert len(words_runs) == 4  # demo, queued, to be cancelled, and the demo workflow's node
     first = ok(page1).json()
     assert [r["run_id"] for r in first["runs"]] == words_runs[:2] and first["next"] == words_runs[1]
     second = ok(m("--json", "runs", "list", "--agent", "wordsmith", "--limit", "2", "--before", first["next"])).json()
-    assert [r["run_id"] for r in second["runs"]] == words_runs[2:] and second["next"] is None
+    assert [r["run_id"] for r in second["runs"]] == words_runs[2:4] and second["next"] == words_runs[3]
+    third = ok(m("--json", "runs", "list", "--agent", "wordsmith", "--limit", "2", "--before", second["next"])).json()
+    assert third["runs"] == [] and third["next"] is None
 
     ok(text_list)
     assert listing["runs"][0]["run_id"] in text_list.out

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -291,11 +292,18 @@ def worker(
     heartbeat_interval: Annotated[
         float | None, typer.Option("--heartbeat-interval", min=0.01, help="Heartbeat seconds (default ttl/3).")
     ] = None,
+    workflows_dir: Annotated[
+        Path | None,
+        typer.Option("--workflows-dir", envvar="MAESTRO_WORKFLOWS_DIR", help="Folder of workflow YAML files."),
+    ] = None,
 ) -> None:
-    """Run a worker process: claim and execute runs until SIGINT/SIGTERM."""
+    """Run a worker process: claim and execute runs (agents and workflows) until SIGINT/SIGTERM."""
+    from agentmaestro.cli.workflows import discover
+
     c = _ctx(ctx)
     c.local_only("worker")
     agents = c.agents()
+    workflows = discover(agents, workflows_dir)
     config = WorkerConfig(
         concurrency=concurrency,
         lease_ttl_s=lease_ttl,
@@ -305,12 +313,13 @@ def worker(
 
     async def go() -> None:
         store = c.open_store()
-        w = Worker(store, agents, config=config)
+        w = Worker(store, agents, config=config, workflows=workflows)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, w.stop)
         sys.stderr.write(
-            f"worker {w.owner} started: {len(agents)} agent(s), concurrency {concurrency}, "
+            f"worker {w.owner} started: {len(agents)} agent(s), {len(workflows)} workflow(s), "
+            f"concurrency {concurrency}, "
             f"database {redact_url(store.url)}\n"
         )
         sys.stderr.flush()
@@ -328,7 +337,11 @@ def demo(ctx: typer.Context) -> None:
     """Run the offline demo agents (scripted models) and show what to do next."""
     c = _ctx(ctx)
     c.local_only("demo")
+    from agentmaestro.cli.workflows import builtin_workflows_dir
+    from agentmaestro.workflows.spec import load_workflows_dir
+
     agents = load_agents_dir(builtin_agents_dir())
+    workflows = load_workflows_dir(builtin_workflows_dir(), agents)
     tasks = [
         ("calculator", "What is (2 + 3) * 4?"),
         ("wordsmith", "Durable agents survive crashes and resume"),
@@ -353,14 +366,42 @@ def demo(ctx: typer.Context) -> None:
                         policy=(a.policy or StrictPolicy()).to_json(),
                     )
                 )
+            wf = workflows.get("tidy-and-report")
+            new.append(
+                NewRun(
+                    run_id=new_run_id(),
+                    workspace_id=c.workspace,
+                    agent_name=wf.name,
+                    input="Durable agents survive crashes",
+                    spec=wf.to_spec(workflows.source(wf.name)),
+                    policy={},
+                )
+            )
             records = await store.create_runs(new)
             ids = {r.run_id for r in records}
-            w = Worker(store, agents, run_ids=ids, config=WorkerConfig(concurrency=4, poll_interval_s=0.1))
+            w = Worker(
+                store,
+                agents,
+                workflows=workflows,
+                run_ids=ids,
+                follow_children=True,
+                config=WorkerConfig(concurrency=8, poll_interval_s=0.1),
+            )
             task = asyncio.ensure_future(w.run())
-            while True:
-                current = [await store.get_run(i, c.workspace) for i in ids]
-                if all(r.status.terminal or r.status.waiting for r in current):
-                    break
+            wf_id = records[-1].run_id
+
+            async def settled() -> bool:
+                for i in ids:
+                    r = await store.get_run(i, c.workspace)
+                    if i == wf_id and r.status is RunStatus.WAITING_FOR_CHILDREN:
+                        kids = await store.list_runs(workspace_id=c.workspace, parent_run_id=i, limit=100)
+                        if not any(k.status.waiting and k.status is not RunStatus.WAITING_FOR_CHILDREN for k in kids):
+                            return False
+                    elif not (r.status.terminal or r.status.waiting):
+                        return False
+                return True
+
+            while not await settled():
                 await store.wait_for_change(None, 0.5)
             w.stop()
             await task
@@ -381,7 +422,7 @@ def demo(ctx: typer.Context) -> None:
         f"  maestro runs events {first}        # the durable event log\n"
         f"  maestro runs replay {first}        # fold the log, compare with the snapshot\n"
         f"  maestro runs fork {first} --at 4 --wait\n"
-        "  maestro approvals list             # the janitor's DANGEROUS call waits for you\n"
+        "  maestro approvals list             # the janitor's DANGEROUS calls wait for you (one in the workflow)\n"
         "  maestro approvals approve APPROVAL_ID --wait\n"
         "  maestro run calculator 'What is (2 + 3) * 4?' --follow\n"
         "  maestro states                     # the transition and decision tables\n"

@@ -129,6 +129,9 @@ def serve(
     ssl_options = uvicorn_ssl_options(tls_cert, tls_key, tls_client_ca)
     scheme = "https" if ssl_options else "http"
     agents = c.agents()
+    from agentmaestro.cli.workflows import discover
+
+    workflows = discover(agents, None)
 
     async def prepare(store: Store) -> str | None:
         await store.ensure_workspace(c.workspace)
@@ -143,13 +146,19 @@ def serve(
     if key:
         sys.stderr.write(f"created an admin API key for workspace {c.workspace!r} (shown once):\n  {key}\n")
     sys.stderr.write(
-        f"serving {len(agents)} agent(s) on {scheme}://{host}:{port}"
+        f"serving {len(agents)} agent(s) and {len(workflows)} workflow(s) on {scheme}://{host}:{port}"
         f"{' (client certificates required)' if tls_client_ca else ''} (database {redact_url(c.database_url)}; "
-        f"embedded worker: {'on' if worker else 'off'}); API docs at /docs\n"
+        f"embedded worker: {'on' if worker else 'off'})\n"
+        f"  dashboard: {scheme}://{host}:{port}/   API docs: {scheme}://{host}:{port}/docs\n"
+        + ("" if key else "  sign in with an existing key, or create one: maestro keys create --name me --role admin\n")
     )
     sys.stderr.flush()
     application = create_app(
-        c.database_url, agents=agents, worker=worker, worker_config=WorkerConfig(concurrency=concurrency)
+        c.database_url,
+        agents=agents,
+        worker=worker,
+        worker_config=WorkerConfig(concurrency=concurrency),
+        workflow_registry=workflows,
     )
     # Open event streams (SSE) never finish by themselves: give requests 5 s to end on SIGTERM/SIGINT, then
     # cancel them (subscribers resume elsewhere with Last-Event-ID).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,14 +47,26 @@ def _no_server(ctx: typer.Context, command: str) -> None:
         raise ConfigError(f"`maestro workflows {command}` works next to the database; drop --server (MAESTRO_SERVER)")
 
 
+def builtin_workflows_dir() -> Path:
+    """Folder of the built-in demo workflows shipped with the package."""
+    return Path(str(resources.files("agentmaestro.demo").joinpath("workflows")))
+
+
 def discover(agents: AgentRegistry, folder: Path | None) -> WorkflowRegistry:
-    """The workflows of ``folder`` (or ``./workflows`` when it exists); loads their agents into ``agents``."""
+    """The built-in demo workflows plus those of ``folder`` (or ``$MAESTRO_WORKFLOWS_DIR``, or ``./workflows``).
+
+    Loads the folder's ``agents/`` into ``agents``; a workflow of the folder replaces a built-in one
+    of the same name.
+    """
+    registry = load_workflows_dir(builtin_workflows_dir(), agents)
     if folder is None:
         env = os.environ.get("MAESTRO_WORKFLOWS_DIR")
         folder = Path(env) if env else (Path("workflows") if Path("workflows").is_dir() else None)
     if folder is None:
-        return WorkflowRegistry()
-    return load_workflows_dir(folder, agents)
+        return registry
+    for wf in (user := load_workflows_dir(folder, agents)):
+        registry.register(wf, user.source(wf.name))
+    return registry
 
 
 def resolve(ref: str, agents: AgentRegistry, folder: Path | None) -> tuple[Workflow, WorkflowRegistry]:

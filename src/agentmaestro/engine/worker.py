@@ -51,7 +51,10 @@ class WorkerConfig:
 
 
 class Worker:
-    """Runs the agents in ``agents`` and workflows in ``workflows`` for runs in ``store`` (or only ``run_ids``)."""
+    """Runs the agents in ``agents`` and workflows in ``workflows`` for runs in ``store``.
+
+    With ``run_ids`` the worker only claims those runs (and, with ``follow_children``, their sub-runs).
+    """
 
     def __init__(
         self,
@@ -64,8 +67,10 @@ class Worker:
         listeners: list[EventListener] | None = None,
         prices: PriceTable | None = None,
         workflows: WorkflowRegistry | None = None,
+        follow_children: bool = False,
     ) -> None:
         telemetry.configure_from_env()
+        self.follow_children = follow_children
         self.store = store
         self.agents = agents
         self.workflows = workflows
@@ -120,6 +125,11 @@ class Worker:
         if free <= 0:
             return 0
         if self.run_ids is not None:
+            if self.follow_children:
+                # A worker dedicated to some runs also runs their sub-runs (workflow nodes, delegations).
+                for parent in list(self.run_ids):
+                    for child in await self.store.list_runs(workspace_id=None, parent_run_id=parent, limit=500):
+                        self.run_ids.add(child.run_id)
             pending = self.run_ids - set(self._tasks)
             if not pending:
                 return 0

@@ -22,6 +22,7 @@ from agentmaestro.server.routes import admin, catalog, human, runs, usage, workf
 from agentmaestro.server.ui import router as ui_router
 from agentmaestro.store.base import Store
 from agentmaestro.store.migrate import check_current
+from agentmaestro.workflows.spec import WorkflowRegistry
 
 log = logging.getLogger("agentmaestro.server")
 
@@ -34,6 +35,7 @@ def create_app(
     worker_config: WorkerConfig | None = None,
     store: Store | None = None,
     rate_limit_per_min: int | None = None,
+    workflow_registry: WorkflowRegistry | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -45,6 +47,8 @@ def create_app(
         store: An already open store to use instead of opening ``database_url`` (not closed by the app).
         rate_limit_per_min: Requests per minute per API key (default: ``MAESTRO_RATE_LIMIT_PER_MIN`` or 600;
             0 disables the limit).
+        workflow_registry: Workflows the API lists and runs, and the embedded worker executes (default:
+                found in ``$MAESTRO_WORKFLOWS_DIR`` or ``./workflows`` on first use).
     """
     registry = agents or AgentRegistry()
     metrics = Metrics()
@@ -57,7 +61,13 @@ def create_app(
         app.state.worker = None
         task: asyncio.Task[None] | None = None
         if worker:
-            app.state.worker = Worker(app.state.store, registry, config=worker_config, listeners=[metrics.on_events])
+            app.state.worker = Worker(
+                app.state.store,
+                registry,
+                config=worker_config,
+                listeners=[metrics.on_events],
+                workflows=workflow_registry,
+            )
             task = asyncio.create_task(app.state.worker.run())
         try:
             yield
@@ -77,6 +87,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.agents = registry
+    if workflow_registry is not None:
+        app.state.workflows = workflow_registry
     app.state.metrics = metrics
     app.state.rate_limiter = RateLimiter.from_env(rate_limit_per_min)
     app.state.auth_failures = FailureThrottle()

@@ -146,20 +146,17 @@ def list_workspaces(conn: Connection) -> list[dict[str, Any]]:
 
 
 def upsert_agent(conn: Connection, workspace_id: str, name: str, spec: dict[str, Any], now: float) -> None:
-    """Store (or replace) an agent definition."""
-    found = conn.execute(
-        select(agents.c.name).where(agents.c.workspace_id == workspace_id, agents.c.name == name)
-    ).first()
-    if found is None:
-        conn.execute(
-            insert(agents).values(workspace_id=workspace_id, name=name, spec=spec, created_at=now, updated_at=now)
-        )
+    """Store (or replace) an agent definition (one statement: safe when processes race)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
     else:
-        conn.execute(
-            update(agents)
-            .where(agents.c.workspace_id == workspace_id, agents.c.name == name)
-            .values(spec=spec, updated_at=now)
+        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+    stmt = upsert(agents).values(workspace_id=workspace_id, name=name, spec=spec, created_at=now, updated_at=now)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["workspace_id", "name"], set_={"spec": stmt.excluded.spec, "updated_at": now}
         )
+    )
 
 
 def list_agents(conn: Connection, workspace_id: str) -> list[tuple[str, dict[str, Any], float]]:
