@@ -56,3 +56,20 @@ def test_approve_reject_and_gate(db_url: str, tmp_path: Path) -> None:
     denied = sh(tmp_path, db_url, "run", "janitor", "third", "--wait").stdout
     assert "COMPLETED" in denied and "denied by policy" in denied
     assert json.loads(sh(tmp_path, db_url, "--json", "escalations", "list").stdout) == []
+
+
+def test_runs_show_tree(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tree.db'}"
+    sh(tmp_path, url, "demo")
+    runs = json.loads(sh(tmp_path, url, "--json", "runs", "list", "--agent", "tidy-and-report").stdout)["runs"]
+    wf = runs[0]["run_id"]
+    text = sh(tmp_path, url, "runs", "show", wf, "--tree").stdout.splitlines()
+    assert text[0].startswith(f"{wf} tidy-and-report WAITING_FOR_CHILDREN")
+    assert sorted(line.split()[1] for line in text[1:]) == ["calculator", "janitor", "wordsmith"]
+    assert all(line.startswith("  run_") for line in text[1:])
+    tree = json.loads(sh(tmp_path, url, "--json", "runs", "show", wf, "--tree").stdout)["tree"]
+    assert {c["agent"]: c["status"] for c in tree["children"]} == {
+        "wordsmith": "COMPLETED",
+        "calculator": "COMPLETED",
+        "janitor": "WAITING_FOR_APPROVAL",
+    }

@@ -71,6 +71,9 @@ class Backend(Protocol):
     async def get_run(self, run_id: str) -> JSON:
         """A run with its steps (``steps_detail``)."""
 
+    async def children(self, run_id: str) -> list[JSON]:
+        """The run's direct sub-runs (delegations, workflow nodes), oldest first."""
+
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         """A run's events after ``after``."""
 
@@ -226,6 +229,11 @@ class LocalBackend:
         """The run and its steps."""
         rec = await self.store.get_run(run_id, self.workspace)
         return {**rec.to_json(), "steps_detail": [s.to_json() for s in await self.store.steps(run_id)]}
+
+    async def children(self, run_id: str) -> list[JSON]:
+        """Direct sub-runs, oldest first."""
+        records = await self.store.list_runs(workspace_id=self.workspace, parent_run_id=run_id, limit=1000)
+        return [r.to_json() for r in reversed(records)]
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         """Events from the log."""
@@ -440,6 +448,12 @@ class RemoteBackend:
     async def get_run(self, run_id: str) -> JSON:
         """The run with its steps."""
         return await self.client.get_run(run_id)
+
+    async def children(self, run_id: str) -> list[JSON]:
+        """Direct sub-runs, oldest first."""
+        page = await self.client.list_runs(parent_run_id=run_id, limit=500)
+        runs: list[JSON] = page["runs"]
+        return list(reversed(runs))
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         """Every event after ``after``."""

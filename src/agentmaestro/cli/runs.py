@@ -125,15 +125,28 @@ def runs_show(
     ctx: typer.Context,
     run_id: str,
     steps: Annotated[bool, typer.Option("--steps", help="Also list the steps.")] = False,
+    tree: Annotated[bool, typer.Option("--tree", help="Show the sub-run tree below the run.")] = False,
 ) -> None:
-    """Show a run's snapshot (and its steps)."""
+    """Show a run's snapshot (and its steps, and its tree of sub-runs)."""
     c = _ctx(ctx)
     data = c.call(lambda b: b.get_run(run_id))
     rows = data.pop("steps_detail", [])
     if steps:
         data["steps_detail"] = rows
+    if tree:
+
+        async def build(b: Backend, run: dict[str, Any], depth: int) -> dict[str, Any]:
+            if depth > 20:
+                return {**_brief(run), "children": []}
+            kids = await b.children(run["run_id"])
+            return {**_brief(run), "children": [await build(b, k, depth + 1) for k in kids]}
+
+        data["tree"] = c.call(lambda b: build(b, data, 0))
     if c.as_json:
         _print_json(data)
+        return
+    if tree:
+        _print_tree(data["tree"], "")
         return
     for key in ("run_id", "agent", "status", "phase", "input", "output", "error", "steps", "tool_calls", "tokens"):
         out.print(f"{key:>12}: {data[key]}", markup=False)
@@ -153,6 +166,20 @@ def runs_show(
                 str(s["seq"]),
             )
         out.print(table)
+
+
+def _brief(run: dict[str, Any]) -> dict[str, Any]:
+    return {k: run.get(k) for k in ("run_id", "agent", "status", "steps", "tokens", "cost_usd", "output", "error")}
+
+
+def _print_tree(node: dict[str, Any], indent: str) -> None:
+    out.print(
+        f"{indent}{node['run_id']} {node['agent']} {node['status']} steps={node['steps']} "
+        f"tokens={node['tokens']} cost_usd={node['cost_usd']:.6f}",
+        markup=False,
+    )
+    for child in node["children"]:
+        _print_tree(child, indent + "  ")
 
 
 @runs_app.command("events")
