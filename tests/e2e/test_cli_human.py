@@ -73,3 +73,11 @@ def test_runs_show_tree(tmp_path: Path) -> None:
         "calculator": "COMPLETED",
         "janitor": "WAITING_FOR_APPROVAL",
     }
+
+
+def test_tools_list(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tools.db'}"
+    rows = json.loads(sh(tmp_path, url, "--json", "tools", "list").stdout)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["purge_logs"]["risk"] == "DANGEROUS" and by_name["purge_logs"]["agents"] == ["janitor"]
+    assert by_name["add"]["idempotent"] is True

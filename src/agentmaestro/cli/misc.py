@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -67,3 +67,27 @@ def agents_show(ctx: typer.Context, name: str) -> None:
     """Show one agent's definition (a name, or locally a YAML file)."""
     c = _ctx(ctx)
     _print_json(c.call(lambda b: b.get_agent(name)))
+
+
+tools_app = typer.Typer(help="Tools the agents can call.", no_args_is_help=True)
+app.add_typer(tools_app, name="tools")
+
+
+@tools_app.command("list")
+def tools_list(ctx: typer.Context) -> None:
+    """List every tool some agent can call, with its risk level (with --server, the server's)."""
+    c = _ctx(ctx)
+    specs = c.call(lambda b: b.list_agents())
+    tools: dict[str, dict[str, Any]] = {}
+    for a in specs:
+        for t in a["tools"]:
+            entry = tools.setdefault(t["name"], {**t, "agents": []})
+            entry["agents"].append(a["name"])
+    rows = sorted(tools.values(), key=lambda t: t["name"])
+    if c.as_json:
+        _print_json(rows)
+        return
+    table = Table("name", "risk", "idempotent", "agents")
+    for t in rows:
+        table.add_row(t["name"], str(t.get("risk", "")), "yes" if t.get("idempotent") else "no", ", ".join(t["agents"]))
+    out.print(table)
