@@ -262,6 +262,18 @@ async def run_sandboxed(
     )
 
 
+def _interpreter_paths() -> list[str]:
+    """Folders the sandboxed Python needs: the interpreter's prefixes and this package's source root."""
+    candidates = {
+        os.path.realpath(sys.prefix),
+        os.path.realpath(sys.base_prefix),
+        os.path.dirname(os.path.realpath(sys.executable)),
+        os.path.dirname(os.path.abspath(sys.executable)),
+        str(Path(__file__).resolve().parents[2]),
+    }
+    return sorted(p for p in candidates if os.path.isdir(p))
+
+
 def _bwrap_flags(workdir: Path | None, hide: Sequence[Path | str] = ()) -> list[str]:
     """Options for bwrap: read-only ``/``, fresh ``/dev``, ``/proc`` and ``/tmp``, writable ``workdir`` only."""
     flags = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
@@ -269,6 +281,12 @@ def _bwrap_flags(workdir: Path | None, hide: Sequence[Path | str] = ()) -> list[
         real = os.path.realpath(path)
         if real != "/" and os.path.isdir(real) and (workdir is None or real != str(workdir)):
             flags += ["--tmpfs", real]
+    masked = ["/tmp", *(os.path.realpath(p) for p in hide)]
+    for path in _interpreter_paths():
+        # The Python running the sandboxed code (a virtualenv, the package's source) may itself live
+        # under /tmp or a hidden folder: keep it visible, read-only.
+        if any(path == m or path.startswith(m.rstrip("/") + "/") for m in masked):
+            flags += ["--ro-bind", path, path]
     if workdir is not None:
         # After the tmpfs mounts, so that a work folder under /tmp (or under a hidden folder) stays visible.
         flags += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
