@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select, update
 
+from agentmaestro.store.dialects import upsert_insert
 from agentmaestro.store.schema import budget_ledgers
 
 
@@ -52,12 +53,8 @@ class Refusal:
 def _ensure(conn: Connection, spec: LedgerSpec, now: float) -> None:
     row = conn.execute(select(budget_ledgers.c.ledger_id).where(budget_ledgers.c.ledger_id == spec.ledger_id)).first()
     if row is None:
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
         conn.execute(
-            upsert(budget_ledgers)
+            upsert_insert(conn, budget_ledgers)
             .values(
                 ledger_id=spec.ledger_id,
                 workspace_id=spec.workspace_id,

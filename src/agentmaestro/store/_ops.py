@@ -19,6 +19,7 @@ from agentmaestro.errors import ConflictError, InvalidTransitionError, NotFoundE
 from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, NewRun, RunRecord, StepRow
 
 __all__ = ["NewRun"]  # re-exported: historically defined here
+from agentmaestro.store.dialects import upsert_insert
 from agentmaestro.store.schema import (
     DEFAULT_WORKSPACE,
     agents,
@@ -131,12 +132,10 @@ def ensure_workspace(conn: Connection, workspace_id: str, name: str | None, now:
     exists = conn.execute(select(workspaces.c.workspace_id).where(workspaces.c.workspace_id == workspace_id)).first()
     if exists is None:
         # ON CONFLICT DO NOTHING: another process may create the same workspace at the same moment.
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
         values = {"workspace_id": workspace_id, "name": name or workspace_id, "created_at": now, "settings": {}}
-        conn.execute(upsert(workspaces).values(**values).on_conflict_do_nothing(index_elements=["workspace_id"]))
+        conn.execute(
+            upsert_insert(conn, workspaces).values(**values).on_conflict_do_nothing(index_elements=["workspace_id"])
+        )
 
 
 def list_workspaces(conn: Connection) -> list[dict[str, Any]]:
@@ -147,11 +146,9 @@ def list_workspaces(conn: Connection) -> list[dict[str, Any]]:
 
 def upsert_agent(conn: Connection, workspace_id: str, name: str, spec: dict[str, Any], now: float) -> None:
     """Store (or replace) an agent definition (one statement: safe when processes race)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
-    stmt = upsert(agents).values(workspace_id=workspace_id, name=name, spec=spec, created_at=now, updated_at=now)
+    stmt = upsert_insert(conn, agents).values(
+        workspace_id=workspace_id, name=name, spec=spec, created_at=now, updated_at=now
+    )
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["workspace_id", "name"], set_={"spec": stmt.excluded.spec, "updated_at": now}

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -97,3 +97,14 @@ def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> Engine:
         conn.exec_driver_sql(begin)
 
     return engine
+
+
+def upsert_insert(conn: Connection, table: Table) -> Any:
+    """An INSERT for ``table`` that supports ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
