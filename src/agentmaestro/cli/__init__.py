@@ -61,7 +61,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
