@@ -75,3 +75,15 @@ def audit_list(
             str(r["seq"]), f"{r['at']:.3f}", r["actor"], r["action"], r["target"] or "", json.dumps(r["detail"])
         )
     out.print(table)
+
+
+secret_key_app = typer.Typer(help="The keyring that encrypts credentials and signs links.", no_args_is_help=True)
+app.add_typer(secret_key_app, name="secret-key")
+
+
+@secret_key_app.command("generate")
+def secret_key_generate() -> None:
+    """Print a new Fernet key for MAESTRO_SECRET_KEYS (put it first; keep old keys after it to rotate)."""
+    from agentmaestro.crypto import generate_key
+
+    sys.stdout.write(generate_key() + "\n")

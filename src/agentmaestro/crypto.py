@@ -1,0 +1,137 @@
+"""Encryption at rest and signed tokens, from one keyring of Fernet keys.
+
+Keys come from ``MAESTRO_SECRET_KEYS`` (comma-separated Fernet keys, newest first), else
+``MAESTRO_SECRET_KEY``, else the file ``$MAESTRO_HOME/secret.key`` (one key per line, newest first),
+which is created with mode 0600 on first use so the embedded default works out of the box.
+
+Rotation: put a new key first and keep the old ones after it. Everything encrypted with an old key
+still decrypts; :meth:`Keyring.rotate` re-encrypts a token with the newest key, and signatures made
+with an old key still verify until that key is removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import threading
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from agentmaestro.errors import ConfigError
+
+__all__ = ["DecryptionError", "Keyring", "generate_key", "keyring"]
+
+KEYS_ENV = "MAESTRO_SECRET_KEYS"
+KEY_ENV = "MAESTRO_SECRET_KEY"
+KEY_FILE = "secret.key"
+
+
+class DecryptionError(ConfigError):
+    """A ciphertext was not made by any key of the keyring (wrong or removed key, or tampering)."""
+
+
+def generate_key() -> str:
+    """A new random Fernet key (url-safe base64 text)."""
+    return Fernet.generate_key().decode()
+
+
+class Keyring:
+    """Fernet keys, newest first: encrypt with the newest, decrypt and verify with any."""
+
+    def __init__(self, keys: list[str]) -> None:
+        """Build a keyring; raises ConfigError naming the bad key's position when one is not a Fernet key."""
+        if not keys:
+            raise ConfigError("no secret keys configured")
+        fernets = []
+        for i, key in enumerate(keys):
+            try:
+                fernets.append(Fernet(key.strip().encode()))
+            except (ValueError, TypeError):
+                raise ConfigError(
+                    f"secret key #{i + 1} is not a Fernet key (32 url-safe base64-encoded bytes); "
+                    "make one with `maestro secret-key generate`"
+                ) from None
+        self._keys = [k.strip() for k in keys]
+        self._multi = MultiFernet(fernets)
+        # Signing keys are derived, so a signature never reveals or reuses the encryption key itself.
+        self._mac_keys = [
+            hashlib.sha256(b"agentmaestro-sign:" + base64.urlsafe_b64decode(k)).digest() for k in self._keys
+        ]
+
+    @classmethod
+    def from_env(cls, home: str | Path | None = None) -> Keyring:
+        """The keyring configured by the environment (see the module docstring)."""
+        many = os.environ.get(KEYS_ENV, "").strip()
+        if many:
+            return cls([k for k in many.split(",") if k.strip()])
+        one = os.environ.get(KEY_ENV, "").strip()
+        if one:
+            return cls([one])
+        path = Path(home or os.environ.get("MAESTRO_HOME", ".maestro")) / KEY_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                pass
+            else:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(generate_key() + "\n")
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        return cls(lines)
+
+    @property
+    def key_id(self) -> str:
+        """A short, non-secret fingerprint of the newest key (to tell which key encrypted what)."""
+        return hashlib.sha256(self._keys[0].encode()).hexdigest()[:12]
+
+    def encrypt(self, plaintext: str | bytes) -> str:
+        """Encrypt with the newest key; the token is url-safe text and carries its creation time."""
+        data = plaintext.encode() if isinstance(plaintext, str) else plaintext
+        return self._multi.encrypt(data).decode()
+
+    def decrypt(self, token: str) -> str:
+        """Decrypt a token made by any key of the keyring; raises DecryptionError otherwise."""
+        try:
+            return self._multi.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise DecryptionError("cannot decrypt: the value was encrypted with a key that is not configured") from None
+
+    def rotate(self, token: str) -> str:
+        """Re-encrypt a token with the newest key (for key rotation)."""
+        try:
+            return self._multi.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise DecryptionError("cannot rotate: the value was encrypted with a key that is not configured") from None
+
+    def sign(self, message: str | bytes) -> str:
+        """An HMAC-SHA256 signature (url-safe base64, no padding) of ``message`` with the newest key."""
+        data = message.encode() if isinstance(message, str) else message
+        digest = hmac.new(self._mac_keys[0], data, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def verify(self, message: str | bytes, signature: str) -> bool:
+        """Whether ``signature`` was made by :meth:`sign` with any key of the keyring (constant time)."""
+        data = message.encode() if isinstance(message, str) else message
+        ok = False
+        for key in self._mac_keys:
+            digest = base64.urlsafe_b64encode(hmac.new(key, data, hashlib.sha256).digest()).rstrip(b"=").decode()
+            ok |= hmac.compare_digest(digest, signature)
+        return ok
+
+
+_cached: tuple[tuple[str, str, str], Keyring] | None = None
+_lock = threading.Lock()
+
+
+def keyring() -> Keyring:
+    """The process keyring from the environment, cached until the environment changes."""
+    global _cached
+    marker = (os.environ.get(KEYS_ENV, ""), os.environ.get(KEY_ENV, ""), os.environ.get("MAESTRO_HOME", ".maestro"))
+    with _lock:
+        if _cached is None or _cached[0] != marker:
+            _cached = (marker, Keyring.from_env())
+        return _cached[1]

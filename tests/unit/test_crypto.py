@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from agentmaestro.crypto import DecryptionError, Keyring, generate_key
+from agentmaestro.errors import ConfigError
+
+
+def test_encrypt_decrypt_and_rotate() -> None:
+    old, new = generate_key(), generate_key()
+    token = Keyring([old]).encrypt("s3cret")
+    assert "s3cret" not in token
+    both = Keyring([new, old])
+    assert both.decrypt(token) == "s3cret"
+    rotated = both.rotate(token)
+    assert Keyring([new]).decrypt(rotated) == "s3cret"
+    with pytest.raises(DecryptionError):
+        Keyring([new]).decrypt(token)
+
+
+def test_signatures_verify_with_old_keys_until_removed() -> None:
+    old, new = generate_key(), generate_key()
+    sig = Keyring([old]).sign("approve:a1:exp")
+    assert Keyring([new, old]).verify("approve:a1:exp", sig)
+    assert not Keyring([new, old]).verify("approve:a2:exp", sig)
+    assert not Keyring([new]).verify("approve:a1:exp", sig)
+
+
+def test_bad_key_is_a_clear_config_error() -> None:
+    with pytest.raises(ConfigError, match="secret key #2 is not a Fernet key"):
+        Keyring([generate_key(), "nope"])
+
+
+def test_key_file_is_created_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAESTRO_SECRET_KEYS", raising=False)
+    monkeypatch.delenv("MAESTRO_SECRET_KEY", raising=False)
+    ring = Keyring.from_env(tmp_path)
+    path = tmp_path / "secret.key"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert Keyring.from_env(tmp_path).decrypt(ring.encrypt("x")) == "x"
+
+
+def test_env_keys_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = generate_key(), generate_key()
+    monkeypatch.setenv("MAESTRO_SECRET_KEYS", f"{a}, {b}")
+    ring = Keyring.from_env(tmp_path)
+    assert Keyring([a]).decrypt(ring.encrypt("y")) == "y"
+    assert not (tmp_path / "secret.key").exists()
