@@ -54,9 +54,10 @@ class ScriptedReply:
 class FakeOpenAIServer:
     """An OpenAI-compatible chat-completions server in a background thread; a context manager."""
 
-    def __init__(self, *, model: str = "fake-model", chunk_chars: int = 4) -> None:
+    def __init__(self, *, model: str = "fake-model", chunk_chars: int = 4, chunk_delay_s: float = 0.0) -> None:
         self.model = model
         self.chunk_chars = chunk_chars
+        self.chunk_delay_s = chunk_delay_s  # pause between streamed text chunks (a model generating tokens)
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._replies: deque[ScriptedReply] = deque()
@@ -190,7 +191,7 @@ class FakeOpenAIServer:
         text = message.get("content") or ""
         for i in range(0, len(text), n):
             yield chunk({"content": text[i : i + n]})
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.chunk_delay_s)
         for index, call in enumerate(message.get("tool_calls") or []):
             head = {"index": index, "id": call["id"], "type": "function"}
             yield chunk({"tool_calls": [{**head, "function": {"name": call["function"]["name"], "arguments": ""}}]})

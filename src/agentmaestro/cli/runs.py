@@ -37,6 +37,7 @@ from agentmaestro.cli._common import (
 from agentmaestro.core.events import Event, fold
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus
+from agentmaestro.engine import deltas
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import ConfigError
 from agentmaestro.store._ops import NewRun
@@ -350,9 +351,15 @@ def worker(
             f"database {redact_url(store.url)}\n"
         )
         sys.stderr.flush()
+        # On PostgreSQL, model text deltas reach live viewers on any API server through NOTIFY.
+        publish_deltas = store.dialect == "postgresql"
+        if publish_deltas:
+            deltas.BUS.install(pg_url=store.url)
         try:
             await w.run()
         finally:
+            if publish_deltas:
+                deltas.BUS.uninstall()
             await store.close()
             sys.stderr.write(f"worker {w.owner} stopped after {w.claimed_total} claim(s)\n")
 

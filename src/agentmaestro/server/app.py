@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from agentmaestro import __version__
 from agentmaestro.agents import AgentRegistry
+from agentmaestro.engine import deltas
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.server import errors, streams
 from agentmaestro.server.auth import FailureThrottle
@@ -58,6 +59,10 @@ def create_app(
         own = store is None
         app.state.store = store or await asyncio.to_thread(Store.open, database_url)
         await app.state.store.ensure_workspace()
+        # Live model text deltas for viewers (engine/deltas.py): NOTIFY across processes on PostgreSQL.
+        pg = app.state.store.dialect == "postgresql"
+        deltas.BUS.install(pg_url=app.state.store.url if pg else None)
+        app.state.store.listen_deltas(deltas.BUS.on_notify)
         app.state.worker = None
         task: asyncio.Task[None] | None = None
         if worker:
@@ -75,6 +80,7 @@ def create_app(
             if task is not None:
                 app.state.worker.stop()
                 await task
+            deltas.BUS.uninstall()
             if own:
                 await app.state.store.close()
 

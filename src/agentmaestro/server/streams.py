@@ -37,6 +37,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agentmaestro.core.events import Event
 from agentmaestro.core.states import RunStatus
+from agentmaestro.engine.deltas import BUS as DELTA_BUS
 from agentmaestro.errors import MaestroError, NotFoundError, one_line
 from agentmaestro.server.auth import Principal, Role
 from agentmaestro.server.errors import APIError
@@ -85,6 +86,74 @@ class End:
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form."""
         return {"run_id": self.run_id, "status": self.status, "last_seq": self.last_seq}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delta:
+    """Live text of a model answer as it streams in (``?deltas=true``); never stored, best-effort."""
+
+    run_id: str
+    """The run."""
+    text: str
+    """The next piece of the answer."""
+    lost: bool = False
+    """Earlier pieces were dropped because this subscriber fell behind."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {"run_id": self.run_id, "text": self.text, **({"lost": True} if self.lost else {})}
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+_DONE = object()
+
+
+async def with_deltas(
+    stream: AsyncGenerator[Event | End | None], run_id: str
+) -> AsyncGenerator[Event | End | Delta | None]:
+    """``stream`` (a :func:`follow_run`) interleaved with the run's live model text deltas.
+
+    Events keep their order and exactly-once delivery; deltas go in between as they arrive and stop
+    with the stream. Closing this generator closes ``stream``.
+    """
+    sub = DELTA_BUS.subscribe(run_id)
+    out: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def pump_events() -> None:
+        try:
+            async for item in stream:
+                await out.put(item)
+        except Exception as exc:
+            await out.put(_Failed(exc))
+        await out.put(_DONE)
+
+    async def pump_deltas() -> None:
+        while True:
+            text = await sub.get()
+            lost, sub.lost = sub.lost, False
+            await out.put(Delta(run_id=run_id, text=text, lost=lost))
+
+    tasks = [asyncio.create_task(pump_events()), asyncio.create_task(pump_deltas())]
+    try:
+        while True:
+            item = await out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        sub.close()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await stream.aclose()
 
 
 _NEEDS_A_PERSON = frozenset({RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN})
@@ -310,6 +379,8 @@ class SSEOptions:
     """The ``Last-Event-ID`` header: resume after this seq."""
     follow: Follow
     """When the stream ends."""
+    deltas: bool = False
+    """Also send live model text deltas (``event: delta`` messages without an id)."""
 
 
 def wants_sse(request: Request) -> bool:
@@ -326,6 +397,13 @@ async def sse_options(
             "for an approval or a person (`waiting`), or never (`always`)."
         ),
     ] = "terminal",
+    deltas: Annotated[
+        bool,
+        Query(
+            description="Event stream only: also send the live text of model answers as they stream in "
+            "(`event: delta` messages without an id; best-effort, never stored)."
+        ),
+    ] = False,
     last_event_id: Annotated[
         str | None,
         Header(
@@ -345,7 +423,7 @@ async def sse_options(
             raise APIError(422, "invalid_request", "Last-Event-ID must be an event seq (an integer)") from None
         if seq < 0:
             raise APIError(422, "invalid_request", "Last-Event-ID must not be negative")
-    return SSEOptions(last_event_id=seq, follow=follow)
+    return SSEOptions(last_event_id=seq, follow=follow, deltas=deltas)
 
 
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -375,13 +453,16 @@ def sse_response(store: Store, run_id: str, principal: Principal, after: int, op
 
     async def body() -> AsyncIterator[bytes]:
         yield b"retry: 1000\n\n"
-        stream = follow_run(
+        events = follow_run(
             store, run_id, principal.workspace_id, after=start, follow=options.follow, tick_s=KEEPALIVE_S
         )
+        stream = with_deltas(events, run_id) if options.deltas else events
         try:
             async for item in stream:
                 if item is None:
                     yield b": keep-alive\n\n"
+                elif isinstance(item, Delta):
+                    yield f"event: delta\ndata: {json.dumps(item.to_json(), separators=(',', ':'))}\n\n".encode()
                 elif isinstance(item, End):
                     yield f"event: end\ndata: {json.dumps(item.to_json())}\n\n".encode()
                 else:
@@ -468,8 +549,13 @@ async def run_ws(
     run_id: str,
     after: Annotated[int, Query(ge=0)] = 0,
     follow: Follow = "terminal",
+    deltas: bool = False,
 ) -> None:
-    """A run's events as WebSocket messages: ``{"kind": "event", "event": {...}}`` then ``{"kind": "end", ...}``."""
+    """A run's events as WebSocket messages: ``{"kind": "event", "event": {...}}`` then ``{"kind": "end", ...}``.
+
+    With ``?deltas=true`` also ``{"kind": "delta", "run_id", "text"}`` messages: the live text of model
+    answers as it streams in (best-effort, never stored; the MODEL_CALL event carries the whole answer).
+    """
     await websocket.accept()
     principal = await _ws_principal(websocket)
     if principal is None:
@@ -482,10 +568,13 @@ async def run_ws(
         return
 
     async def produce() -> AsyncIterator[dict[str, Any]]:
-        stream = follow_run(store, run_id, principal.workspace_id, after=after, follow=follow)
+        events = follow_run(store, run_id, principal.workspace_id, after=after, follow=follow)
+        stream = with_deltas(events, run_id) if deltas else events
         try:
             async for item in stream:
-                if isinstance(item, End):
+                if isinstance(item, Delta):
+                    yield {"kind": "delta", **item.to_json()}
+                elif isinstance(item, End):
                     yield {"kind": "end", **item.to_json()}
                 elif item is not None:
                     yield {"kind": "event", "event": item.to_json()}

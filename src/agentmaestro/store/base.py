@@ -37,6 +37,8 @@ NOTIFY_CHANNEL = "maestro_runs"
 EVENTS_CHANNEL = "maestro_events"
 """NOTIFY channel naming the runs that got new events (comma-separated run ids), sent on commit."""
 _EVENT_RUNS = "maestro.event_runs"
+DELTAS_CHANNEL = "maestro_deltas"
+"""NOTIFY channel of live model text deltas (see engine/deltas.py); listened to only by API servers."""
 _NOTIFY_PAYLOAD_MAX = 7000  # PostgreSQL caps a NOTIFY payload at 8000 bytes
 
 
@@ -118,6 +120,7 @@ class Store:
         self._pending: list[tuple[Commit, asyncio.Future[CommitResult]]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._listener: threading.Thread | None = None
+        self._delta_listener: Callable[[str], None] | None = None  # model text deltas (engine/deltas.py)
         self._closed = threading.Event()
         self.max_batch = 2000
         event.listen(self._writer_engine, "after_execute", _collect_event_runs)  # event notifications
@@ -643,6 +646,16 @@ class Store:
         self._listener = threading.Thread(target=self._listen, name="maestro-pg-listen", daemon=True)
         self._listener.start()
 
+    def listen_deltas(self, callback: Callable[[str], None]) -> None:
+        """On PostgreSQL, pass every ``maestro_deltas`` NOTIFY payload to ``callback`` (from the listener thread).
+
+        Only processes that serve live viewers call this, so workers never receive delta traffic.
+        """
+        if self.dialect != "postgresql":
+            return
+        self._delta_listener = callback
+        self._ensure_listener()
+
     def _listen(self) -> None:
         import psycopg
 
@@ -652,10 +665,17 @@ class Store:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     conn.execute(f"LISTEN {EVENTS_CHANNEL}")  # event notifications
+                    deltas = False
                     while not self._closed.is_set():
+                        if not deltas and self._delta_listener is not None:
+                            conn.execute(f"LISTEN {DELTAS_CHANNEL}")
+                            deltas = True
                         for n in conn.notifies(timeout=0.5):
                             if n.channel == EVENTS_CHANNEL:
                                 self._wake([r for r in n.payload.split(",") if r])
+                            elif n.channel == DELTAS_CHANNEL:
+                                if self._delta_listener is not None:
+                                    self._delta_listener(n.payload)
                             else:
                                 self.waiters.notify([RUNNABLE])
             except Exception as exc:  # keep listening; polling covers the gap

@@ -123,7 +123,7 @@ async function readSSE(body, onMessage) {
  * Handlers: onEvent(event), onEnd({status, last_seq}), onState("connecting" | "live" |
  * "reconnecting" | "ended" | "error", detail).
  */
-export function followRun(runId, { after = 0, onEvent, onEnd, onState = () => {} }) {
+export function followRun(runId, { after = 0, onEvent, onEnd, onDelta, onState = () => {} }) {
   let last = after;
   let stopped = false;
   let controller = null;
@@ -138,7 +138,7 @@ export function followRun(runId, { after = 0, onEvent, onEnd, onState = () => {}
       try {
         const headers = { ...authHeaders(), Accept: "text/event-stream" };
         if (last > 0) headers["Last-Event-ID"] = String(last);
-        const res = await fetch(withParams(`/v1/runs/${encodeURIComponent(runId)}/events`, { follow: "terminal" }), {
+        const res = await fetch(withParams(`/v1/runs/${encodeURIComponent(runId)}/events`, { follow: "terminal", deltas: onDelta ? "true" : undefined }), {
           headers,
           signal: controller.signal,
           credentials: "omit",
@@ -160,6 +160,11 @@ export function followRun(runId, { after = 0, onEvent, onEnd, onState = () => {}
             if (msg.event === "end") {
               ended = JSON.parse(msg.data);
               return "stop";
+            }
+            if (msg.event === "delta") {
+              // Live text of a model answer (best-effort, never stored; the event carries it all).
+              onDelta(JSON.parse(msg.data));
+              return undefined;
             }
             if (msg.event === "error") {
               fatal = JSON.parse(msg.data).message;

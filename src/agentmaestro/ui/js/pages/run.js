@@ -185,12 +185,31 @@ export function render(main, { params }, ctx) {
 
   // ----------------------------------------------------------------------------- timeline
 
+  let typing = null;
+  let typingText = null;
+  function dropTyping() {
+    if (typing) typing.remove();
+    typing = null;
+  }
+
   function startStream() {
     const after = stream ? stream.lastSeq : 0;
     if (stream) stream.close();
     stream = followRun(runId, {
       after,
+      onDelta: (d) => {
+        // The model's answer as it streams in: one "typing" bubble, replaced by the event when it lands.
+        if (!typing) {
+          typingText = h("div", { class: "text" });
+          typing = h("li", { class: "ev assistant streaming", "aria-live": "polite" },
+            h("div", { class: "ev-meta" }, h("span", null, "streaming…")),
+            h("div", { class: "bubble" }, h("div", { class: "who" }, "Model · answering"), typingText));
+          timeline.appendChild(typing);
+        }
+        typingText.textContent += d.text; // text, never HTML
+      },
       onEvent: (ev) => {
+        dropTyping();
         const canFork = ctx.can("operator");
         timeline.appendChild(eventItem(ev, { fork: canFork ? fork : undefined }));
         refreshSoon();
@@ -206,7 +225,10 @@ export function render(main, { params }, ctx) {
         }[state];
         streamState.textContent = text || state;
         streamState.dataset.state = state;
-        if (state === "ended") refresh();
+        if (state === "ended") {
+          dropTyping();
+          refresh();
+        }
       },
     });
   }
