@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -87,6 +88,8 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self.claimed_total = 0
         self.recovered_total = 0
+        self._stored_names: list[str] = []
+        self._stored_checked = float("-inf")
 
     @property
     def in_flight(self) -> int:
@@ -140,7 +143,9 @@ class Worker:
                 owner=self.owner,
                 limit=free,
                 lease_ttl=self.config.lease_ttl_s,
-                agent_names=self.agents.names() + (self.workflows.names() if self.workflows is not None else []),
+                agent_names=self.agents.names()
+                + (self.workflows.names() if self.workflows is not None else [])
+                + await self._stored_workflow_names(),
                 run_ids=pending,
             )
         except ConflictError:
@@ -150,7 +155,23 @@ class Worker:
             return 0
         for claim in claims:
             self._start(claim)
+        if not claims:
+            self._stored_checked = min(self._stored_checked, time.monotonic() - self.config.poll_interval_s + 0.2)
         return len(claims)
+
+    async def _stored_workflow_names(self) -> list[str]:
+        """Names of workflows stored in any workspace: their runs carry their definition, so any worker runs them.
+
+        Refreshed at most once per poll interval (sooner after a claim that found nothing).
+        """
+        now = time.monotonic()
+        if now - self._stored_checked >= self.config.poll_interval_s:
+            self._stored_checked = now
+            try:
+                self._stored_names = await self.store.stored_workflow_names()
+            except Exception:
+                log.exception("cannot list stored workflows; using the last known names")
+        return self._stored_names
 
     async def _idle_wait(self) -> None:
         self._slot_freed.clear()

@@ -855,3 +855,38 @@ class Store:
         from agentmaestro.store import _usage
 
         return await self._read(_usage.quota_usage, workspace_id, time.time(), with_cost=with_cost)
+
+    # =================================================================================
+    # Stored workflows (per workspace; implementation in _workflows.py, docs/workflows.md)
+    # =================================================================================
+
+    async def save_workflow(self, workspace_id: str, name: str, yaml_text: str, *, actor: str) -> dict[str, Any]:
+        """Insert or replace a workspace's workflow ``name`` (audited); the stored row with its version."""
+        from agentmaestro.store import _workflows
+
+        return await self._write(_workflows.save, workspace_id, name, yaml_text, actor, time.time())
+
+    async def get_workflow(self, workspace_id: str, name: str) -> dict[str, Any]:
+        """One stored workflow of a workspace (NotFoundError if absent)."""
+        from agentmaestro.store import _workflows
+
+        return await self._read(_workflows.get, workspace_id, name)
+
+    async def list_workflows(self, workspace_id: str) -> list[dict[str, Any]]:
+        """A workspace's stored workflows, by name."""
+        from agentmaestro.store import _workflows
+
+        return await self._read(_workflows.list_rows, workspace_id)
+
+    async def delete_workflow(self, workspace_id: str, name: str, *, actor: str) -> dict[str, Any]:
+        """Delete a stored workflow (audited); the deleted row (NotFoundError if absent)."""
+        from agentmaestro.store import _workflows
+
+        return await self._write(_workflows.remove, workspace_id, name, actor, time.time())
+
+    async def stored_workflow_names(self) -> list[str]:
+        """Names of stored workflows across workspaces (the worker claims their runs)."""
+        from agentmaestro.store import _workflows
+
+        return await self._read(_workflows.names)
+

@@ -254,3 +254,23 @@ memories = Table(
 )
 """Key-value memory per workspace (scope ``workspace``) or per agent (scope ``agent:<name>``), with the
 run that last wrote each entry (provenance). Never shared across workspaces."""
+
+# --- stored workflows (per workspace; docs/workflows.md) --------------------------------------------
+
+stored_workflows = Table(
+    "stored_workflows",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("yaml", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("deleted_at", Float, nullable=True),
+    ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
+)
+"""Workflows saved through the API or CLI, one row per name in a workspace (``version`` counts saves).
+A stored workflow shadows a folder workflow of the same name, in its workspace only. Deleting one sets
+``deleted_at`` (so runs already started can still be claimed by name, and versions keep counting)."""
