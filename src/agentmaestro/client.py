@@ -447,6 +447,66 @@ class AsyncClient:
         return out
 
 
+    # ---------------------------------------------------------------------------- knowledge
+
+    async def list_knowledge_collections(self) -> list[JSON]:
+        """The workspace's knowledge collections (docs/knowledge.md)."""
+        out: list[JSON] = await self.request("GET", "/v1/knowledge/collections")
+        return out
+
+    async def create_knowledge_collection(
+        self, name: str, *, embedder: str | None = None, description: str = ""
+    ) -> JSON:
+        """Create a knowledge collection (operator); ``embedder`` defaults to the server's."""
+        body = _clean({"name": name, "embedder": embedder, "description": description})
+        out: JSON = await self.request("POST", "/v1/knowledge/collections", json_body=body)
+        return out
+
+    async def get_knowledge_collection(self, name: str) -> JSON:
+        """One knowledge collection, with document and chunk counts."""
+        out: JSON = await self.request("GET", f"/v1/knowledge/collections/{name}")
+        return out
+
+    async def delete_knowledge_collection(self, name: str) -> JSON:
+        """Delete a knowledge collection with its documents and vectors (operator)."""
+        out: JSON = await self.request("DELETE", f"/v1/knowledge/collections/{name}")
+        return out
+
+    async def ingest_knowledge(
+        self, collection: str, source: str, *, text: str | None = None, content: bytes | None = None
+    ) -> JSON:
+        """Ingest a text, or a text file's bytes (``content``), under ``source`` (operator).
+
+        ``status`` in the answer is ``ingested``, ``updated`` or ``unchanged`` (same content: skipped).
+        """
+        import base64
+
+        if (text is None) == (content is None):
+            raise ValidationError("give exactly one of text and content")
+        body: JSON = {"source": source}
+        if text is not None:
+            body["text"] = text
+        else:
+            body["content_base64"] = base64.b64encode(content or b"").decode("ascii")
+        out: JSON = await self.request("POST", f"/v1/knowledge/collections/{collection}/documents", json_body=body)
+        return out
+
+    async def list_knowledge_documents(self, collection: str) -> list[JSON]:
+        """Documents of a knowledge collection."""
+        out: list[JSON] = await self.request("GET", f"/v1/knowledge/collections/{collection}/documents")
+        return out
+
+    async def delete_knowledge_document(self, collection: str, document_id: str) -> JSON:
+        """Delete a document and its vectors (operator)."""
+        out: JSON = await self.request("DELETE", f"/v1/knowledge/collections/{collection}/documents/{document_id}")
+        return out
+
+    async def search_knowledge(self, collection: str, query: str, *, k: int = 5) -> JSON:
+        """Passages closest to ``query``, best first, each with a ``citation`` like ``[1] guide.md, lines 3-9``."""
+        body = {"query": query, "k": k}
+        out: JSON = await self.request("POST", f"/v1/knowledge/collections/{collection}/search", json_body=body)
+        return out
+
 async def _close_draining(ws: Any) -> None:
     """Close a WebSocket while dropping the messages still queued for it.
 
@@ -647,6 +707,14 @@ class Client:
     audit_log = _blocking(AsyncClient.audit_log)
     verify_audit = _blocking(AsyncClient.verify_audit)
     usage = _blocking(AsyncClient.usage)
+    list_knowledge_collections = _blocking(AsyncClient.list_knowledge_collections)
+    create_knowledge_collection = _blocking(AsyncClient.create_knowledge_collection)
+    get_knowledge_collection = _blocking(AsyncClient.get_knowledge_collection)
+    delete_knowledge_collection = _blocking(AsyncClient.delete_knowledge_collection)
+    ingest_knowledge = _blocking(AsyncClient.ingest_knowledge)
+    list_knowledge_documents = _blocking(AsyncClient.list_knowledge_documents)
+    delete_knowledge_document = _blocking(AsyncClient.delete_knowledge_document)
+    search_knowledge = _blocking(AsyncClient.search_knowledge)
 
 
 async def _make_async(

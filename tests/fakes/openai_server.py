@@ -20,7 +20,10 @@ chunk when ``stream_options.include_usage`` is set, then ``[DONE]``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
+import re
 import socket
 import threading
 import time
@@ -69,6 +72,9 @@ class FakeOpenAIServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.embedding_dim = 64
+        """Length of the vectors ``POST /v1/embeddings`` answers (change it to provoke a dimension mismatch)."""
+        self.embedding_requests: list[dict[str, Any]] = []
 
     # -- scripting -------------------------------------------------------------------------------
 
@@ -177,6 +183,31 @@ class FakeOpenAIServer:
             )
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
+    def embed(self, text: str) -> list[float]:
+        """Deterministic embedding: hashed bag of lower-cased words, L2-normalised (shared words -> close vectors)."""
+        vec = [0.0] * self.embedding_dim
+        for word in re.findall(r"[a-z0-9]+", text.lower()):
+            vec[int(hashlib.sha256(word.encode()).hexdigest(), 16) % self.embedding_dim] += 1.0
+        norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+        return [v / norm for v in vec]
+
+    async def _embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        with self._lock:
+            self.embedding_requests.append(body)
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        data = [{"object": "embedding", "index": i, "embedding": self.embed(t)} for i, t in enumerate(texts)]
+        tokens = sum(len(t.split()) for t in texts)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", self.model),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
     async def _chunks(self, completion: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
         base = {k: completion[k] for k in ("id", "created", "model")}
         base["object"] = "chat.completion.chunk"
@@ -205,7 +236,12 @@ class FakeOpenAIServer:
 
     def start(self) -> FakeOpenAIServer:
         """Bind a free port on 127.0.0.1 and serve in a daemon thread until :meth:`stop`."""
-        app = Starlette(routes=[Route("/v1/chat/completions", self._chat_completions, methods=["POST"])])
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            ]
+        )
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))

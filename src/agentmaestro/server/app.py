@@ -20,6 +20,7 @@ from agentmaestro.server.auth import FailureThrottle
 from agentmaestro.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from agentmaestro.server.quotas import RateLimiter
 from agentmaestro.server.routes import admin, catalog, human, runs, usage, workflows
+from agentmaestro.server.routes import knowledge as knowledge_routes
 from agentmaestro.server.ui import router as ui_router
 from agentmaestro.store.base import Store
 from agentmaestro.store.migrate import check_current
@@ -106,6 +107,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(usage.router)
     app.include_router(workflows.router)
+    app.include_router(knowledge_routes.router)  # knowledge collections and search (docs/knowledge.md)
     app.include_router(ui_router)  # the dashboard at / (docs/dashboard.md)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")

@@ -890,3 +890,58 @@ class Store:
 
         return await self._read(_workflows.names)
 
+    # =================================================================================
+    # Knowledge (RAG) metadata (per workspace; implementation in _knowledge.py, docs/knowledge.md)
+    # =================================================================================
+
+    async def knowledge_create_collection(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Insert a knowledge collection row (ConflictError if its name is taken in the workspace)."""
+        from agentmaestro.store import _knowledge
+
+        return await self._write(_knowledge.create_collection, values)
+
+    async def knowledge_collection(self, workspace_id: str, name: str) -> dict[str, Any]:
+        """One knowledge collection with document and chunk counts (NotFoundError if absent)."""
+        from agentmaestro.store import _knowledge
+
+        return await self._read(_knowledge.get_collection, workspace_id, name)
+
+    async def knowledge_collections(self, workspace_id: str) -> list[dict[str, Any]]:
+        """The workspace's knowledge collections, by name."""
+        from agentmaestro.store import _knowledge
+
+        return await self._read(_knowledge.list_collections, workspace_id)
+
+    async def knowledge_delete_collection(self, workspace_id: str, name: str) -> dict[str, Any]:
+        """Delete a knowledge collection's rows; the deleted collection (NotFoundError if absent)."""
+        from agentmaestro.store import _knowledge
+
+        return await self._write(_knowledge.delete_collection, workspace_id, name)
+
+    async def knowledge_document_by_source(
+        self, workspace_id: str, collection_id: str, source: str
+    ) -> dict[str, Any] | None:
+        """The document ingested from ``source`` into a collection, if any."""
+        from agentmaestro.store import _knowledge
+
+        return await self._read(_knowledge.document_by_source, workspace_id, collection_id, source)
+
+    async def knowledge_put_document(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Insert or update a document row."""
+        from agentmaestro.store import _knowledge
+
+        return await self._write(_knowledge.put_document, values)
+
+    async def knowledge_documents(self, workspace_id: str, collection_id: str) -> list[dict[str, Any]]:
+        """Documents of a collection, by source."""
+        from agentmaestro.store import _knowledge
+
+        return await self._read(_knowledge.list_documents, workspace_id, collection_id)
+
+    async def knowledge_delete_document(
+        self, workspace_id: str, collection_id: str, document_id: str
+    ) -> dict[str, Any]:
+        """Delete a document row; the deleted row (NotFoundError if absent)."""
+        from agentmaestro.store import _knowledge
+
+        return await self._write(_knowledge.delete_document, workspace_id, collection_id, document_id)

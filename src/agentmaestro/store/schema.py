@@ -274,3 +274,45 @@ stored_workflows = Table(
 """Workflows saved through the API or CLI, one row per name in a workspace (``version`` counts saves).
 A stored workflow shadows a folder workflow of the same name, in its workspace only. Deleting one sets
 ``deleted_at`` (so runs already started can still be claimed by name, and versions keep counting)."""
+
+# --- knowledge (RAG): collections and documents; the vectors live in Qdrant (docs/knowledge.md) -------------
+
+knowledge_collections = Table(
+    "knowledge_collections",
+    metadata,
+    Column("collection_id", String(40), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("embedder", String(200), nullable=False),
+    Column("dimension", Integer, nullable=False),
+    Column("created_by", String(300), nullable=True),
+    Column("created_by_run", String(40), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
+    Index("ix_knowledge_collections_workspace_name", "workspace_id", "name", unique=True),
+)
+"""Knowledge collections of a workspace: the embedder and vector dimension every document and query uses.
+Each has its own Qdrant collection (``km_<collection_id>``), so workspaces never share vectors."""
+
+knowledge_documents = Table(
+    "knowledge_documents",
+    metadata,
+    Column("document_id", String(40), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("collection_id", String(40), nullable=False),
+    Column("source", String(1000), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("chars", Integer, nullable=False),
+    Column("chunk_count", Integer, nullable=False),
+    Column("created_by", String(300), nullable=True),
+    Column("created_by_run", String(40), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    ForeignKeyConstraint(["collection_id"], ["knowledge_collections.collection_id"]),
+    Index("ix_knowledge_documents_collection_source", "collection_id", "source", unique=True),
+    Index("ix_knowledge_documents_workspace_collection", "workspace_id", "collection_id"),
+)
+"""Documents ingested into a collection: the SHA-256 of their text (an unchanged file is not ingested again),
+their chunk count and who ingested them (a user or key, and the run when an agent did)."""
