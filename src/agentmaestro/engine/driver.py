@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agentmaestro import telemetry
@@ -124,6 +125,8 @@ class RunDriver:
             ToolContext.for_run(run_id=self.run_id, workspace_id=self.workspace_id, agent=agent.name),
             memory=StoreMemory(store=store, workspace_id=self.workspace_id, agent=agent.name, run_id=self.run_id),
         )
+        if rec.spec.get("workdir"):  # an objective's task works in its own git worktree
+            self.context = dataclasses.replace(self.context, workdir=Path(str(rec.spec["workdir"])).resolve())
 
     # --------------------------------------------------------------------------- control
 

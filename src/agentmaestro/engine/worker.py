@@ -22,6 +22,7 @@ from agentmaestro.store.base import Store
 from agentmaestro.store.records import Claim, new_worker_id
 
 if TYPE_CHECKING:
+    from agentmaestro.engine.objective import _Leased
     from agentmaestro.engine.workflow import WorkflowDriver
     from agentmaestro.workflows.spec import WorkflowRegistry
 
@@ -82,7 +83,7 @@ class Worker:
         self.run_ids = set(run_ids) if run_ids is not None else None
         self.listeners: list[EventListener] = list(listeners or [])
         self.prices = prices or PriceTable.default()
-        self._drivers: dict[str, RunDriver | WorkflowDriver] = {}
+        self._drivers: dict[str, RunDriver | WorkflowDriver | _Leased] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -145,7 +146,8 @@ class Worker:
                 lease_ttl=self.config.lease_ttl_s,
                 agent_names=self.agents.names()
                 + (self.workflows.names() if self.workflows is not None else [])
-                + await self._stored_workflow_names(),
+                + await self._stored_workflow_names()
+                + ["objective", "objective.escalation"],
                 run_ids=pending,
             )
         except ConflictError:
@@ -194,7 +196,18 @@ class Worker:
         if claim.recovered_from:
             self.recovered_total += 1
             log.info("run %s: recovered from expired lease of %s", rec.run_id, claim.recovered_from)
-        driver: RunDriver | WorkflowDriver
+        driver: RunDriver | WorkflowDriver | _Leased
+        if rec.spec.get("kind") in ("objective", "objective_escalation"):
+            from agentmaestro.engine.objective import EscalationDriver, ObjectiveDriver
+
+            if rec.spec["kind"] == "objective":
+                driver = ObjectiveDriver(
+                    store=self.store, claim=claim, agents=self.agents, owner=self.owner, listeners=self.listeners
+                )
+            else:
+                driver = EscalationDriver(store=self.store, claim=claim, owner=self.owner, listeners=self.listeners)
+            self._begin(driver)
+            return
         if rec.spec.get("kind") == "workflow":
             from agentmaestro.engine.workflow import WorkflowDriver
 
@@ -216,14 +229,14 @@ class Worker:
         )
         self._begin(driver)
 
-    def _begin(self, driver: RunDriver | WorkflowDriver) -> None:
+    def _begin(self, driver: RunDriver | WorkflowDriver | _Leased) -> None:
         if self._stop.is_set():
             driver.stopping = True
         self._drivers[driver.run_id] = driver
         task = asyncio.create_task(self._drive(driver), name=f"run {driver.run_id}")
         self._tasks[driver.run_id] = task
 
-    async def _drive(self, driver: RunDriver | WorkflowDriver) -> None:
+    async def _drive(self, driver: RunDriver | WorkflowDriver | _Leased) -> None:
         try:
             await driver.drive()
         except asyncio.CancelledError:

@@ -38,14 +38,24 @@ def resume_parents(conn: Connection, parent_ids: Iterable[str], now: float) -> l
     """
     resumed: list[str] = []
     for parent_id in dict.fromkeys(parent_ids):
+        # Lock the parent row first (PostgreSQL; SQLite has one writer): a child finishing while its
+        # objective parent commits a new wait cannot be missed by both transactions.
+        conn.execute(select(runs.c.run_id).where(runs.c.run_id == parent_id).with_for_update())
         parent = get_run(conn, parent_id)
         if parent.status is not RunStatus.WAITING_FOR_CHILDREN or not parent.state.children:
             continue
         child_ids = [c for _, c in parent.state.children]
         rows = {r.run_id: r for r in conn.execute(select(runs).where(runs.c.run_id.in_(child_ids)))}
-        if any(rows.get(c) is None or rows[c].status not in TERMINAL for c in child_ids):
+        done = [
+            (call_id, c)
+            for call_id, c in parent.state.children
+            if rows.get(c) is not None and rows[c].status in TERMINAL
+        ]
+        # An objective (spec kind "objective") resumes as soon as any child ends, so its dispatcher
+        # can fill the freed slot; other parents wait for all of them.
+        if not done or (parent.spec.get("kind") != "objective" and len(done) < len(child_ids)):
             continue
-        results = [{"call_id": call_id, **_child_result(rows[c])} for call_id, c in parent.state.children]
+        results = [{"call_id": call_id, **_child_result(rows[c])} for call_id, c in done]
         events: list[Event] = [
             Event(
                 run_id=parent_id,
@@ -56,7 +66,7 @@ def resume_parents(conn: Connection, parent_ids: Iterable[str], now: float) -> l
             )
         ]
         calls = {c.call_id: c for c in parent.state.pending_tool_calls}
-        delegate_results = [] if parent.spec.get("kind") == "workflow" else results
+        delegate_results = [] if parent.spec.get("kind") in ("workflow", "objective") else results
         for i, r in enumerate(delegate_results):
             call = calls.get(r["call_id"])
             ok = r["status"] == RunStatus.COMPLETED.value

@@ -543,6 +543,13 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
         for c, r in zip(commits, results, strict=True)
         if r is not None and c.parent_run_id and c.state.status is not None and c.state.status.terminal
     ]
+    # A run that just started waiting may wait for a child that already ended (objectives re-wait
+    # for the children still in flight): check it in the same transaction.
+    parents += [
+        c.run_id
+        for c, r in zip(commits, results, strict=True)
+        if r is not None and c.state.status is RunStatus.WAITING_FOR_CHILDREN
+    ]
     if parents:
         from agentmaestro.store._children import resume_parents
 

@@ -945,3 +945,36 @@ class Store:
         from agentmaestro.store import _knowledge
 
         return await self._write(_knowledge.delete_document, workspace_id, collection_id, document_id)
+
+    # =================================================================================
+    # Objectives: task graph commands (implementation in _objectives.py; engine/objective.py)
+    # =================================================================================
+
+    async def get_objective(self, run_id: str, *, workspace_id: str | None = None) -> tuple[RunRecord, Any]:
+        """An objective run and its folded task graph (:class:`agentmaestro.core.tasks.Graph`)."""
+        from agentmaestro.store import _objectives
+
+        return await self._read(_objectives.get_objective, run_id, workspace_id)
+
+    async def objective_command(
+        self, run_id: str, plan: Callable[[Any], Any], *, workspace_id: str | None = None, by: str = "operator"
+    ) -> tuple[RunRecord, Any]:
+        """Apply task graph changes (``plan(graph) -> changes``) to a waiting objective and wake it up.
+
+        Child runs of tasks the changes took out of flight (abandoned) are cancelled.
+        """
+        from agentmaestro.store import _objectives
+
+        def op(conn: Connection) -> tuple[RunRecord, Any, list[str]]:
+            out = _objectives.command(conn, run_id, workspace_id, plan, by, time.time())
+            self._pg_notify(conn)
+            return out
+
+        rec, graph, cancel = await self._write(op)
+        self._notify_runs([run_id], runnable=True)
+        for child in cancel:
+            try:
+                await self.request_cancel(child, reason=f"task abandoned in objective {run_id}", by=by)
+            except ConflictError:
+                pass  # it ended meanwhile
+        return rec, graph

@@ -1,0 +1,177 @@
+"""Starting objectives and changing their task graphs: shared by the API, the CLI and the SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentmaestro.core.tasks import Graph, TaskStatus, validate_dependency_change
+from agentmaestro.errors import ValidationError
+from agentmaestro.store.base import Store
+from agentmaestro.store.records import NewRun, RunRecord, new_run_id
+
+__all__ = ["ObjectiveConfig", "abandon_task", "change_dependencies", "objective_json", "replan", "start_objective"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectiveConfig:
+    """How an objective runs."""
+
+    goal: str
+    """What to achieve."""
+    planner: str = "planner"
+    """The agent that plans (emits the task graph)."""
+    strategist: str = "strategist"
+    """The agent that reviews each task's result against its acceptance criteria (QA)."""
+    workers: tuple[str, ...] = ()
+    """Worker types (agents) the planner may use; default: every agent but the planner and strategist."""
+    max_concurrent_workers: int = 5
+    """Most worker runs at once."""
+    max_attempts: int = 4
+    """Attempts per task (QA rejections and failures) before it goes to a person."""
+    repo: str | None = None
+    """A git repository: each task works in its own worktree and branch; approved work is merged."""
+    base_branch: str | None = None
+    """The branch approved work is merged into (default: the repository's current branch)."""
+    policy: dict[str, Any] | None = None
+    """Limits of the objective run; ``max_cost_usd`` / ``max_tokens`` are a budget shared by all its runs."""
+
+    def spec(self) -> dict[str, Any]:
+        """The objective run's spec."""
+        if not self.goal.strip():
+            raise ValidationError("the goal must not be empty")
+        if not 1 <= self.max_concurrent_workers <= 100:
+            raise ValidationError("max_concurrent_workers must be between 1 and 100")
+        if not 1 <= self.max_attempts <= 20:
+            raise ValidationError("max_attempts must be between 1 and 20")
+        spec: dict[str, Any] = {
+            "kind": "objective",
+            "goal": self.goal,
+            "planner": self.planner,
+            "strategist": self.strategist,
+            "max_concurrent_workers": self.max_concurrent_workers,
+            "max_attempts": self.max_attempts,
+            "depth": 0,
+        }
+        if self.workers:
+            spec["workers"] = list(self.workers)
+        if self.repo:
+            from agentmaestro.objectives.git import Repo
+
+            repo = Repo(self.repo, run_id="check", base_branch=self.base_branch)  # clear errors now
+            spec["repo"] = str(repo.path)
+            spec["base_branch"] = repo.base_branch
+        return spec
+
+
+async def start_objective(store: Store, config: ObjectiveConfig, *, workspace_id: str = "default") -> RunRecord:
+    """Create an objective run (PENDING); a worker with the planner and strategist agents executes it."""
+    spec = config.spec()
+    await store.ensure_workspace(workspace_id)
+    [rec] = await store.create_runs(
+        [
+            NewRun(
+                run_id=new_run_id(),
+                workspace_id=workspace_id,
+                agent_name="objective",
+                input=config.goal,
+                spec=spec,
+                policy=dict(config.policy or {}),
+            )
+        ]
+    )
+    return rec
+
+
+def objective_json(rec: RunRecord, graph: Graph) -> dict[str, Any]:
+    """The API's view of an objective: the run and its tasks."""
+    spec = rec.spec
+    return {
+        "run_id": rec.run_id,
+        "goal": str(spec.get("goal") or rec.input),
+        "status": rec.status.value,
+        "output": rec.state.output,
+        "error": rec.state.error,
+        "planner": spec.get("planner"),
+        "strategist": spec.get("strategist"),
+        "max_concurrent_workers": spec.get("max_concurrent_workers"),
+        "max_attempts": spec.get("max_attempts"),
+        "repo": spec.get("repo"),
+        "created_at": rec.created_at,
+        "updated_at": rec.updated_at,
+        "counts": graph.counts(),
+        "tasks": graph.to_json()["tasks"],
+    }
+
+
+async def change_dependencies(
+    store: Store,
+    run_id: str,
+    task_id: str,
+    *,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    workspace_id: str | None = None,
+    by: str = "operator",
+) -> dict[str, Any]:
+    """Add or remove dependencies of a task not started yet (no cycles); returns the objective."""
+    if not add and not remove:
+        raise ValidationError("give dependencies to add or to remove")
+
+    def plan(graph: Graph) -> list[dict[str, Any]]:
+        problems = validate_dependency_change(graph, task_id, list(add), list(remove))
+        if problems:
+            raise ValidationError("; ".join(problems))
+        changes: list[dict[str, Any]] = [{"op": "deps", "task": task_id, "add": list(add), "remove": list(remove)}]
+        task = graph.tasks[task_id]
+        # A ready task that now waits for an unfinished dependency goes back to planned.
+        if task.status is TaskStatus.READY and any(
+            graph.tasks[d].status is not TaskStatus.COMPLETE for d in add if d in graph.tasks
+        ):
+            changes.append({"op": "status", "task": task_id, "to": "planned"})
+        return changes
+
+    rec, graph = await store.objective_command(run_id, plan, workspace_id=workspace_id, by=by)
+    return objective_json(rec, graph)
+
+
+async def abandon_task(
+    store: Store, run_id: str, task_id: str, *, reason: str | None = None, workspace_id: str | None = None, by: str
+) -> dict[str, Any]:
+    """Abandon a task (its run is cancelled); the planner re-plans the tasks that depended on it."""
+
+    def plan(graph: Graph) -> list[dict[str, Any]]:
+        task = graph.tasks.get(task_id)
+        if task is None:
+            raise ValidationError(f"unknown task {task_id!r}")
+        if task.status.terminal:
+            raise ValidationError(f"task {task_id!r} is already {task.status.value}")
+        why = f"abandoned by {by}" + (f": {reason}" if reason else "")
+        return [
+            {"op": "status", "task": task_id, "to": "abandoned", "reason": why},
+            {"op": "replan", "reason": why, "tasks": [task_id]},
+        ]
+
+    rec, graph = await store.objective_command(run_id, plan, workspace_id=workspace_id, by=by)
+    return objective_json(rec, graph)
+
+
+async def replan(
+    store: Store, run_id: str, *, reason: str | None = None, workspace_id: str | None = None, by: str
+) -> dict[str, Any]:
+    """Ask the planner to re-plan every task not started yet."""
+
+    def plan(graph: Graph) -> list[dict[str, Any]]:
+        return [
+            {"op": "replan", "reason": f"re-plan requested by {by}" + (f": {reason}" if reason else ""), "tasks": []}
+        ]
+
+    rec, graph = await store.objective_command(run_id, plan, workspace_id=workspace_id, by=by)
+    return objective_json(rec, graph)
+
+
+async def get_objective(store: Store, run_id: str, *, workspace_id: str | None = None) -> dict[str, Any]:
+    """One objective with its tasks."""
+    rec, graph = await store.get_objective(run_id, workspace_id=workspace_id)
+    return objective_json(rec, graph)
