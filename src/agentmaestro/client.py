@@ -412,9 +412,15 @@ class AsyncClient:
         out: list[JSON] = await self.request("GET", "/v1/keys")
         return out
 
-    async def create_key(self, name: str, *, role: Literal["viewer", "operator", "admin"] = "operator") -> JSON:
-        """Create an API key (admin); ``key`` in the answer is the secret, shown only now."""
-        out: JSON = await self.request("POST", "/v1/keys", json_body={"name": name, "role": role})
+    async def create_key(
+        self, name: str, *, role: Literal["viewer", "operator", "admin"] = "operator", user: str | None = None
+    ) -> JSON:
+        """Create an API key (admin), optionally owned by the user with email ``user`` (stored as its SHA-256).
+
+        ``key`` in the answer is the secret, shown only now.
+        """
+        body: JSON = {"name": name, "role": role, **({"user": user} if user else {})}
+        out: JSON = await self.request("POST", "/v1/keys", json_body=body)
         return out
 
     async def revoke_key(self, key_id: str) -> JSON:
@@ -438,7 +444,7 @@ class AsyncClient:
         *,
         since: str | float | None = None,
         until: str | float | None = None,
-        group_by: Literal["agent", "model", "day"] = "agent",
+        group_by: Literal["agent", "model", "day", "user"] = "agent",
     ) -> JSON:
         """Tokens, calls and cost of the workspace, grouped by agent, model or day."""
         out: JSON = await self.request(

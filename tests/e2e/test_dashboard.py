@@ -632,6 +632,7 @@ def test_keys_usage_and_catalog_pages(shared: tuple[LiveServer, dict[str, str]],
     check(page.locator(".tile").first).to_contain_text("Spend")
     check(page.get_by_text("Budget and quotas")).to_be_visible()
     check(page.get_by_role("table", name="By agent", exact=True)).to_contain_text("calculator")
+    check(page.get_by_role("table", name="By user", exact=True)).to_contain_text("key:")
     shot(page, "costs-and-usage")
 
     go(page, "#/catalog")

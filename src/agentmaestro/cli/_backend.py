@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
@@ -129,8 +130,8 @@ class Backend(Protocol):
     async def list_keys(self) -> list[JSON]:
         """The workspace's API keys."""
 
-    async def create_key(self, name: str, role: str) -> tuple[JSON, str]:
-        """A new key's public row and its secret."""
+    async def create_key(self, name: str, role: str, user: str | None = None) -> tuple[JSON, str]:
+        """A new key's public row and its secret (owned by the user with email ``user``, if given)."""
 
     async def revoke_key(self, key_id: str) -> JSON:
         """Revoke a key."""
@@ -146,6 +147,9 @@ class Backend(Protocol):
 
     async def verify_audit(self, workspace_id: str | None) -> list[JSON]:
         """Walk audit chains: one report per chain."""
+
+    async def usage(self, *, since: float | None, until: float | None, group_by: str) -> JSON:
+        """Usage and cost of the workspace (the ``GET /v1/usage`` report)."""
 
 
 # --------------------------------------------------------------------------------------- local
@@ -210,6 +214,7 @@ class LocalBackend:
                     input=task,
                     spec=a.spec(),
                     policy=policy.to_json(),
+                    created_by=self._actor,
                 )
             ]
         )
@@ -376,10 +381,12 @@ class LocalBackend:
         """Keys of the workspace."""
         return await self.store.list_keys(self.workspace)
 
-    async def create_key(self, name: str, role: str) -> tuple[JSON, str]:
+    async def create_key(self, name: str, role: str, user: str | None = None) -> tuple[JSON, str]:
         """Create (and audit) a key."""
         await self.store.ensure_workspace(self.workspace)
-        return await self.store.create_key_audited(self.workspace, name=name, role=role, actor=self._actor)
+        return await self.store.create_key_audited(
+            self.workspace, name=name, role=role, actor=self._actor, user_email=user
+        )
 
     async def revoke_key(self, key_id: str) -> JSON:
         """Revoke (and audit) a key."""
@@ -403,6 +410,25 @@ class LocalBackend:
     async def verify_audit(self, workspace_id: str | None) -> list[JSON]:
         """One chain, or every chain in the database."""
         return [r.to_json() for r in await self.store.verify_audit(workspace_id)]
+
+    async def usage(self, *, since: float | None, until: float | None, group_by: str) -> JSON:
+        """The same report as ``GET /v1/usage``, from the database."""
+        from agentmaestro.store._usage import month_start
+
+        now = time.time()
+        start = month_start(now) if since is None else since
+        end = now if until is None else until
+        if end < start:
+            raise ConfigError("--until must not be before --since")
+        groups, total = await self.store.usage(self.workspace, since=start, until=end, group_by=group_by)
+        return {
+            "workspace_id": self.workspace,
+            "since": start,
+            "until": end,
+            "group_by": group_by,
+            "groups": groups,
+            "total": total,
+        }
 
 
 def resolve_agent(ref: str, agents: Callable[[], AgentRegistry]) -> Agent:
@@ -538,11 +564,11 @@ class RemoteBackend:
         """Keys of the key's workspace (admin key)."""
         return await self.client.list_keys()
 
-    async def create_key(self, name: str, role: str) -> tuple[JSON, str]:
+    async def create_key(self, name: str, role: str, user: str | None = None) -> tuple[JSON, str]:
         """Create a key (admin key)."""
         if role not in ("viewer", "operator", "admin"):
             raise ConfigError(f"role must be viewer, operator or admin, not {role!r}")
-        row = await self.client.create_key(name, role=cast(KeyRole, role))
+        row = await self.client.create_key(name, role=cast(KeyRole, role), user=user)
         key = str(row.pop("key"))
         return row, key
 
@@ -558,6 +584,10 @@ class RemoteBackend:
     async def create_workspace(self, workspace_id: str, name: str | None) -> None:
         """Not offered by the API."""
         raise LocalOnlyError("workspaces are created next to the database (maestro workspaces create without --server)")
+
+    async def usage(self, *, since: float | None, until: float | None, group_by: str) -> JSON:
+        """``GET /v1/usage``."""
+        return await self.client.usage(since=since, until=until, group_by=cast(Any, group_by))
 
     async def audit_entries(self, *, limit: int, action: str | None) -> list[JSON]:
         """The newest ``limit`` entries (the API pages oldest first, so this reads to the end)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import json
 import sys
@@ -87,3 +88,49 @@ def secret_key_generate() -> None:
     from agentmaestro.crypto import generate_key
 
     sys.stdout.write(generate_key() + "\n")
+
+
+def _when(value: str | None, option: str) -> float | None:
+    """A CLI time: Unix seconds, or an ISO 8601 date/time (UTC when it has no offset)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO date/time or Unix seconds", param_hint=option) from None
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+
+
+@app.command("usage")
+def usage(
+    ctx: typer.Context,
+    by: Annotated[
+        str, typer.Option("--by", help="Group by agent, model, day or user (who started the run tree).")
+    ] = "agent",
+    since: Annotated[str | None, typer.Option("--since", help="Start (default: start of this month, UTC).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="End, exclusive (default: now).")] = None,
+) -> None:
+    """Tokens, calls and cost of the workspace, grouped by agent, model, day or user."""
+    if by not in ("agent", "model", "day", "user"):
+        raise typer.BadParameter(f"must be agent, model, day or user, not {by!r}", param_hint="--by")
+    start, end = _when(since, "--since"), _when(until, "--until")
+    c = _ctx(ctx)
+    report = c.call(lambda b: b.usage(since=start, until=end, group_by=by))
+    if c.as_json:
+        _print_json(report)
+        return
+    table = Table(by, "runs", "model calls", "tool calls", "tokens", "cost (USD)")
+    for g in [*report["groups"], {**report["total"], "key": "total"}]:
+        table.add_row(
+            g["key"] or "(not recorded)",
+            str(g["runs"]),
+            str(g["model_calls"]),
+            str(g["tool_calls"]),
+            str(g["tokens"]),
+            f"{g['cost_usd']:.6f}",
+        )
+    out.print(table)

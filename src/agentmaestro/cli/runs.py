@@ -398,6 +398,7 @@ def demo(ctx: typer.Context) -> None:
                         input=text,
                         spec=a.spec(),
                         policy=(a.policy or StrictPolicy()).to_json(),
+                        created_by="demo",
                     )
                 )
             wf = workflows.get("tidy-and-report")
@@ -409,6 +410,7 @@ def demo(ctx: typer.Context) -> None:
                     input="Durable agents survive crashes",
                     spec=wf.to_spec(workflows.source(wf.name)),
                     policy={},
+                    created_by="demo",
                 )
             )
             records = await store.create_runs(new)

@@ -66,10 +66,14 @@ def keys_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="What the key is for.")],
     role: Annotated[str, typer.Option("--role", help="viewer, operator or admin.")] = "operator",
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="Email of the person the key belongs to (only its SHA-256 is stored)."),
+    ] = None,
 ) -> None:
     """Create an API key in the workspace; the key is printed once."""
     c = _ctx(ctx)
-    row, key = c.call(lambda b: b.create_key(name, role))
+    row, key = c.call(lambda b: b.create_key(name, role, user))
     if c.as_json:
         _print_json({**row, "key": key})
         return
@@ -88,9 +92,10 @@ def keys_list(ctx: typer.Context) -> None:
     if c.as_json:
         _print_json(rows)
         return
-    table = Table("key_id", "name", "role", "prefix", "revoked")
+    table = Table("key_id", "name", "role", "prefix", "user", "revoked")
     for r in rows:
-        table.add_row(r["key_id"], r["name"], r["role"], r["prefix"] + "…", "yes" if r["revoked_at"] else "")
+        user = f"{r['user_hash'][:12]}…" if r.get("user_hash") else ""
+        table.add_row(r["key_id"], r["name"], r["role"], r["prefix"] + "…", user, "yes" if r["revoked_at"] else "")
     out.print(table)
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
@@ -49,11 +49,24 @@ class Principal:
     """The key's name."""
     role: Role
     """The key's role."""
+    user_hash: str | None = None
+    """SHA-256 of the email of the person the key belongs to, if it has one."""
 
     @property
     def actor(self) -> str:
-        """How this caller is named in events and the audit log."""
-        return f"key:{self.key_name}"
+        """How this caller is named in events, runs and the audit log: ``user:<user_hash>`` or ``key:<name>``."""
+        return f"user:{self.user_hash}" if self.user_hash else f"key:{self.key_name}"
+
+    @classmethod
+    def from_key(cls, row: dict[str, Any]) -> Principal:
+        """The caller a verified key row stands for."""
+        return cls(
+            workspace_id=row["workspace_id"],
+            key_id=row["key_id"],
+            key_name=row["name"],
+            role=Role[row["role"]],
+            user_hash=row.get("user_hash"),
+        )
 
 
 def get_store(request: Request) -> Store:
@@ -135,9 +148,7 @@ async def authenticate(
     if row is None:
         await _audit_failure(request, token, "invalid or revoked API key")
         raise APIError(401, "unauthenticated", "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    principal = Principal(
-        workspace_id=row["workspace_id"], key_id=row["key_id"], key_name=row["name"], role=Role[row["role"]]
-    )
+    principal = Principal.from_key(row)
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
         retry_after = limiter.take(principal.key_id)

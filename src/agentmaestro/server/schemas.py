@@ -57,6 +57,10 @@ class Run(BaseModel):
     workspace_id: str
     agent: str
     parent_run_id: str | None
+    created_by: str | None = Field(
+        default=None,
+        description="Who started the run tree: `user:<SHA-256 of the email>`, `key:<name>`, `cli:<login>` or null.",
+    )
     input: str
     status: str
     phase: str

@@ -39,7 +39,7 @@ from agentmaestro.core.events import Event
 from agentmaestro.core.states import RunStatus
 from agentmaestro.engine.deltas import BUS as DELTA_BUS
 from agentmaestro.errors import MaestroError, NotFoundError, one_line
-from agentmaestro.server.auth import Principal, Role
+from agentmaestro.server.auth import Principal
 from agentmaestro.server.errors import APIError
 from agentmaestro.store._ops import event_from_row
 from agentmaestro.store.base import Store
@@ -497,9 +497,7 @@ async def _ws_principal(websocket: WebSocket) -> Principal | None:
     if row is None:
         await websocket.close(WS_POLICY_VIOLATION, "missing API key" if not token else "invalid or revoked API key")
         return None
-    principal = Principal(
-        workspace_id=row["workspace_id"], key_id=row["key_id"], key_name=row["name"], role=Role[row["role"]]
-    )
+    principal = Principal.from_key(row)
     limiter = getattr(websocket.app.state, "rate_limiter", None)
     if limiter is not None and limiter.take(principal.key_id) is not None:
         await websocket.close(WS_TRY_AGAIN, "rate limit exceeded for this API key")

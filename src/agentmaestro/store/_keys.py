@@ -20,6 +20,18 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+def user_hash(email: str) -> str:
+    """How a user is identified: SHA-256 (hex) of the email, trimmed and lower-cased. The email is never stored.
+
+    Raises ValidationError for something that is not an email address.
+    """
+    e = email.strip().lower()
+    local, _, domain = e.partition("@")
+    if not local or not domain or "." not in domain or any(c.isspace() for c in e) or len(e) > 320:
+        raise ValidationError(f"not an email address: {email.strip()[:80]!r}")
+    return hashlib.sha256(e.encode("utf-8")).hexdigest()
+
+
 def _public(row: Any) -> dict[str, Any]:
     m = dict(row._mapping)
     m.pop("secret_hash", None)
@@ -28,9 +40,15 @@ def _public(row: Any) -> dict[str, Any]:
 
 
 def create_key(
-    conn: Connection, workspace_id: str, name: str, role: str, created_by: str | None, now: float
+    conn: Connection,
+    workspace_id: str,
+    name: str,
+    role: str,
+    created_by: str | None,
+    now: float,
+    user_email: str | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Create a key; returns (its public row, the full key to show once)."""
+    """Create a key (owned by the user with ``user_email``, if given); returns (its public row, the full key)."""
     if role not in ROLES:
         raise ValidationError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     if not name or len(name) > 200:
@@ -45,6 +63,7 @@ def create_key(
         "name": name,
         "role": role,
         "secret_hash": _hash(secret),
+        "user_hash": user_hash(user_email) if user_email else None,
         "created_at": now,
         "created_by": created_by,
     }

@@ -57,6 +57,7 @@ def record_from_row(row: Row[Any]) -> RunRecord:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         finished_at=m["finished_at"],
+        created_by=m.get("created_by"),
     )
 
 
@@ -174,7 +175,13 @@ def create_runs(conn: Connection, new_runs: Sequence[NewRun], now: float) -> lis
     run_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     records: list[RunRecord] = []
+    parents = {n.parent_run_id for n in new_runs if n.parent_run_id and n.created_by is None}
+    inherited: dict[str, str | None] = {}
+    if parents:  # sub-runs are on behalf of whoever started the tree
+        q = select(runs.c.run_id, runs.c.created_by).where(runs.c.run_id.in_(sorted(parents)))
+        inherited = {r.run_id: r.created_by for r in conn.execute(q)}
     for n in new_runs:
+        created_by = n.created_by if n.created_by is not None else inherited.get(n.parent_run_id or "")
         created = Event(
             run_id=n.run_id,
             seq=1,
@@ -195,6 +202,7 @@ def create_runs(conn: Connection, new_runs: Sequence[NewRun], now: float) -> lis
                 "workspace_id": n.workspace_id,
                 "agent_name": n.agent_name,
                 "parent_run_id": n.parent_run_id,
+                "created_by": created_by,
                 "input": n.input,
                 "spec": n.spec,
                 "version": 1,
@@ -224,6 +232,7 @@ def create_runs(conn: Connection, new_runs: Sequence[NewRun], now: float) -> lis
                 created_at=now,
                 updated_at=now,
                 finished_at=None,
+                created_by=created_by,
             )
         )
     if run_rows:
@@ -682,6 +691,7 @@ def fork_run(
             workspace_id=src.workspace_id,
             agent_name=src.agent_name,
             parent_run_id=src.parent_run_id,
+            created_by=by,
             input=src.input,
             spec=src.spec,
             version=1,

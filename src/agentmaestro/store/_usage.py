@@ -16,8 +16,8 @@ from agentmaestro.core.states import RunStatus, StepKind
 from agentmaestro.errors import NotFoundError, ValidationError
 from agentmaestro.store.schema import runs, steps, workspaces
 
-GroupBy = Literal["agent", "model", "day"]
-GROUP_BY: tuple[GroupBy, ...] = ("agent", "model", "day")
+GroupBy = Literal["agent", "model", "day", "user"]
+GROUP_BY: tuple[GroupBy, ...] = ("agent", "model", "day", "user")
 TERMINAL = [s.value for s in RunStatus if s.terminal]
 
 
@@ -74,9 +74,11 @@ def _figures(m: dict[str, Any]) -> dict[str, Any]:
 def usage(
     conn: Connection, workspace_id: str, *, since: float, until: float, group_by: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Tokens, calls and cost per agent, model or UTC day (largest cost first; days in date order), and totals.
+    """Tokens, calls and cost per agent, model, UTC day or user (largest cost first; days in date order), and totals.
 
     Grouped by model, only model calls count (tool calls have no model); the totals count every step.
+    Grouped by user, the key is who started the run tree (``user:<sha256 of email>``, ``key:<name>``,
+    ``cli:<login>``; ``""`` for runs started without one, e.g. from the Python SDK).
     """
     if group_by not in GROUP_BY:
         raise ValidationError(f"group_by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
@@ -85,6 +87,8 @@ def usage(
         key = runs.c.agent_name
     elif group_by == "model":
         key = steps.c.name
+    elif group_by == "user":
+        key = runs.c.created_by
     else:
         key = _day(conn)
     scope = (

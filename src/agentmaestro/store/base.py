@@ -617,10 +617,13 @@ class Store:
     # ------------------------------------------------------------------------- API keys
 
     async def create_key(
-        self, workspace_id: str, *, name: str, role: str, created_by: str | None = None
+        self, workspace_id: str, *, name: str, role: str, created_by: str | None = None, user_email: str | None = None
     ) -> tuple[dict[str, Any], str]:
-        """Create an API key; returns its public row and the full key (shown once, stored hashed)."""
-        return await self._write(_keys.create_key, workspace_id, name, role, created_by, time.time())
+        """Create an API key; returns its public row and the full key (shown once, stored hashed).
+
+        With ``user_email`` the key belongs to that user, identified by the SHA-256 of the email.
+        """
+        return await self._write(_keys.create_key, workspace_id, name, role, created_by, time.time(), user_email)
 
     async def verify_key(self, token: str) -> dict[str, Any] | None:
         """The key's public row if ``token`` is valid and unrevoked, else None."""
@@ -742,7 +745,7 @@ class Store:
             if row is not None and (row["last_used_at"] is None or now - row["last_used_at"] > 60):
                 entry = _audit.NewEntry(
                     at=now,
-                    actor=f"key:{row['name']}",
+                    actor=f"user:{row['user_hash']}" if row.get("user_hash") else f"key:{row['name']}",
                     action="auth.login",
                     target=row["key_id"],
                     detail={"role": row["role"]},
@@ -779,17 +782,16 @@ class Store:
         await self._write(op)
 
     async def create_key_audited(
-        self, workspace_id: str, *, name: str, role: str, actor: str
+        self, workspace_id: str, *, name: str, role: str, actor: str, user_email: str | None = None
     ) -> tuple[dict[str, Any], str]:
-        """Create an API key and record it in the audit log, in one transaction."""
+        """Create an API key (optionally owned by a user) and record it in the audit log, in one transaction."""
         from agentmaestro.store import _audit
 
         def op(conn: Connection) -> tuple[dict[str, Any], str]:
             now = time.time()
-            row, key = _keys.create_key(conn, workspace_id, name, role, actor, now)
-            entry = _audit.NewEntry(
-                at=now, actor=actor, action="key.create", target=row["key_id"], detail={"name": name, "role": role}
-            )
+            row, key = _keys.create_key(conn, workspace_id, name, role, actor, now, user_email)
+            detail = {"name": name, "role": role, **({"user_hash": row["user_hash"]} if row["user_hash"] else {})}
+            entry = _audit.NewEntry(at=now, actor=actor, action="key.create", target=row["key_id"], detail=detail)
             _audit.append(conn, workspace_id, [entry], now)
             return row, key
 

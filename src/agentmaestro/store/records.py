@@ -65,6 +65,8 @@ class RunRecord:
     """Last change."""
     finished_at: float | None
     """When the run reached a terminal status."""
+    created_by: str | None = None
+    """Who started it: ``user:<sha256 of email>``, ``key:<name>``, ``cli:<login>``; sub-runs inherit it."""
 
     @property
     def status(self) -> RunStatus:
@@ -80,6 +82,7 @@ class RunRecord:
             "workspace_id": self.workspace_id,
             "agent": self.agent_name,
             "parent_run_id": self.parent_run_id,
+            "created_by": self.created_by,
             "input": self.input,
             "status": self.status.value,
             "phase": st.phase.value,
@@ -171,6 +174,8 @@ class NewRun:
     parent_run_id: str | None = None
     max_attempts: int | None = None
     """Attempts before escalation; default: the spec's ``retry.max_attempts`` (or 4)."""
+    created_by: str | None = None
+    """Who started it (see RunRecord.created_by); None for a sub-run inherits its parent's."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -58,6 +58,7 @@ runs = Table(
     Column("workspace_id", String(64), nullable=False),
     Column("agent_name", String(200), nullable=False),
     Column("parent_run_id", String(40), nullable=True),
+    Column("created_by", String(300), nullable=True),  # user:<sha256 of email> | key:<name> | cli:<login>
     Column("input", Text, nullable=False),
     Column("spec", Json, nullable=False),
     # Snapshot: the folded state (JSON) plus the columns that queries filter and sort on.
@@ -174,6 +175,7 @@ api_keys = Table(
     Column("name", String(200), nullable=False),
     Column("role", String(16), nullable=False),
     Column("secret_hash", String(64), nullable=False),
+    Column("user_hash", String(64), nullable=True),  # SHA-256 of the owner's normalised email; never the email
     Column("created_at", Float, nullable=False),
     Column("created_by", String(200), nullable=True),
     Column("last_used_at", Float, nullable=True),

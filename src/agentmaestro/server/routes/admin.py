@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentmaestro.core.gate import GatePolicy
-from agentmaestro.errors import ConfigError
+from agentmaestro.errors import ConfigError, ValidationError
 from agentmaestro.server.auth import Admin, Viewer, get_store
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.quotas import Quotas, quotas_of
+from agentmaestro.store._keys import user_hash
 from agentmaestro.store.base import Store
 
 router = APIRouter(prefix="/v1", tags=["workspace, keys and audit"])
@@ -86,6 +87,22 @@ class KeyCreate(_Strict):
 
     name: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE, description="What the key is for.")
     role: Literal["viewer", "operator", "admin"] = "operator"
+    user: str | None = Field(
+        default=None,
+        max_length=320,
+        description="The email of the person the key belongs to. Only its SHA-256 is stored (``user_hash``); "
+        "runs started and actions taken with the key are attributed to ``user:<user_hash>``.",
+    )
+
+    @field_validator("user")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                user_hash(value)
+            except ValidationError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class ApiKey(BaseModel):
@@ -98,6 +115,7 @@ class ApiKey(BaseModel):
     prefix: str = Field(description="The key's first characters, to recognise it.")
     created_at: float
     created_by: str | None
+    user_hash: str | None = Field(default=None, description="SHA-256 of the owner's email, if the key has one.")
     last_used_at: float | None
     revoked_at: float | None
 
@@ -196,7 +214,7 @@ async def list_keys(principal: Admin, store: StoreDep) -> list[dict[str, Any]]:
 async def create_key(body: KeyCreate, principal: Admin, store: StoreDep) -> dict[str, Any]:
     """Create a key in the caller's workspace. The key is in this response only; store it safely."""
     row, key = await store.create_key_audited(
-        principal.workspace_id, name=body.name, role=body.role, actor=principal.actor
+        principal.workspace_id, name=body.name, role=body.role, actor=principal.actor, user_email=body.user
     )
     return {**row, "key": key}
 

@@ -39,8 +39,10 @@ async def create_run(
     agent_name: str,
     task: str,
     policy: schemas.PolicyIn | None,
+    *,
+    created_by: str | None = None,
 ) -> RunRecord:
-    """Create a run of a registered agent (shared by several routes)."""
+    """Create a run of a registered agent (shared by several routes); ``created_by`` is the caller's actor."""
     if agent_name not in registry:
         raise APIError(404, "not_found", f"agent {agent_name!r} not found; known agents: {', '.join(registry.names())}")
     agent = registry.get(agent_name)
@@ -54,6 +56,7 @@ async def create_run(
                 input=task,
                 spec=agent.spec(),
                 policy=_policy(agent.policy or StrictPolicy(), policy).to_json(),
+                created_by=created_by,
             )
         ]
     )
@@ -63,7 +66,9 @@ async def create_run(
 @router.post("", status_code=201, response_model=schemas.Run, summary="Start a run")
 async def post_run(body: schemas.RunCreate, principal: Operator, store: StoreDep, request: Request) -> dict[str, Any]:
     """Create a run of an agent; a worker picks it up at once."""
-    rec = await create_run(store, _agents(request), principal.workspace_id, body.agent, body.input, body.policy)
+    rec = await create_run(
+        store, _agents(request), principal.workspace_id, body.agent, body.input, body.policy, created_by=principal.actor
+    )
     return rec.to_json()
 
 
@@ -128,7 +133,9 @@ async def restart_run(run_id: str, principal: Operator, store: StoreDep, request
     """A new run of the same agent on the same input and limits."""
     src = await store.get_run(run_id, principal.workspace_id)
     policy = schemas.PolicyIn(**src.state.policy.to_json())
-    rec = await create_run(store, _agents(request), principal.workspace_id, src.agent_name, src.input, policy)
+    rec = await create_run(
+        store, _agents(request), principal.workspace_id, src.agent_name, src.input, policy, created_by=principal.actor
+    )
     return rec.to_json()
 
 

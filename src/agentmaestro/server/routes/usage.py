@@ -43,7 +43,7 @@ class UsageReport(BaseModel):
     workspace_id: str
     since: float
     until: float
-    group_by: Literal["agent", "model", "day"]
+    group_by: Literal["agent", "model", "day", "user"]
     groups: list[UsageGroup]
     total: UsageTotals
 
@@ -68,9 +68,12 @@ async def get_usage(
         Query(description="ISO 8601 time or date (UTC if no offset), or Unix seconds. Default: start of this month."),
     ] = None,
     until: Annotated[dt.datetime | None, Query(description="End (exclusive). Default: now.")] = None,
-    group_by: Annotated[Literal["agent", "model", "day"], Query()] = "agent",
+    group_by: Annotated[Literal["agent", "model", "day", "user"], Query()] = "agent",
 ) -> dict[str, Any]:
-    """Tokens, model and tool calls, and cost from the workspace's steps, grouped by agent, model or day.
+    """Tokens, model and tool calls, and cost from the workspace's steps, grouped by agent, model, day or user.
+
+    By user, the key is who started the run tree: ``user:<SHA-256 of the email>`` for keys that belong to
+    a user, ``key:<name>`` for other keys, ``cli:<login>`` from the local CLI, ``""`` when unknown.
 
     Grouped by model, only model calls count (tool calls have no model); the totals count every step.
     Steps a fork copied from its source run count once, in the source.

@@ -1,8 +1,10 @@
-// Costs and usage: spend and tokens per day by agent and by model (charts, each with a table),
+// Costs and usage: spend and tokens per day by agent, model and user (charts, each with a table),
 // totals, and the workspace's quotas against their limits.
 //
-// GET /v1/usage groups by one of agent, model or day. A per-day series by agent is composed from one
-// call per day and grouping (14 calls for 7 days), run a few at a time.
+// GET /v1/usage groups by one of agent, model, day or user. A per-day series by agent is composed
+// from one call per day and grouping (21 calls for 7 days), run a few at a time. Users are known
+// only by the SHA-256 of their email (`user:<hash>`); runs started by keys without a user show the
+// key's name (`key:<name>`), the local CLI `cli:<login>`.
 
 import { get } from "../api.js";
 import { append, clear, field, fmtCost, fmtInt, h } from "../dom.js";
@@ -28,6 +30,10 @@ function utcDay(offset) {
 
 const iso = (d) => d.toISOString().replace(".000Z", "Z");
 
+/** How a usage group's key reads: users by a short hash, "(not recorded)" for unattributed runs. */
+const who = (key) => (!key ? "(not recorded)" : key.startsWith("user:") ? `user ${key.slice(5, 17)}…` : key);
+const byWho = (groups) => groups.map((g) => ({ ...g, key: who(g.key) }));
+
 /** Run `fn` over `items`, `limit` at a time. */
 async function pool(items, limit, fn) {
   const out = new Array(items.length);
@@ -46,6 +52,7 @@ export function render(main, _route, ctx) {
   const charts = [];
   const agentColour = palette();
   const modelColour = palette();
+  const userColour = palette();
   const range = h("select", { name: "range" },
     h("option", { value: "7" }, "Last 7 days"),
     h("option", { value: "14" }, "Last 14 days"),
@@ -139,15 +146,18 @@ export function render(main, _route, ctx) {
     const since = iso(starts[0]);
     status.textContent = "Loading…";
     try {
-      const [byAgent, byModel] = await Promise.all([
+      const [byAgent, byModel, byUser] = await Promise.all([
         get("/v1/usage", { since, group_by: "agent" }),
         get("/v1/usage", { since, group_by: "model" }),
+        get("/v1/usage", { since, group_by: "user" }),
       ]);
-      const calls = starts.flatMap((d) => ["agent", "model"].map((g) => ({ since: iso(d), until: iso(new Date(d.getTime() + 86400000)), group_by: g })));
+      const groupings = ["agent", "model", "user"];
+      const calls = starts.flatMap((d) => groupings.map((g) => ({ since: iso(d), until: iso(new Date(d.getTime() + 86400000)), group_by: g })));
       const reports = await pool(calls, 4, (params) => get("/v1/usage", params));
       if (!alive) return;
-      const agentDays = reports.filter((_, i) => i % 2 === 0).map((r) => r.groups);
-      const modelDays = reports.filter((_, i) => i % 2 === 1).map((r) => r.groups);
+      const agentDays = reports.filter((_, i) => i % 3 === 0).map((r) => r.groups);
+      const modelDays = reports.filter((_, i) => i % 3 === 1).map((r) => r.groups);
+      const userDays = reports.filter((_, i) => i % 3 === 2).map((r) => byWho(r.groups));
       charts.splice(0).forEach((c) => c.destroy());
       const t = byAgent.total;
       append(clear(tiles),
@@ -157,8 +167,11 @@ export function render(main, _route, ctx) {
         chartPanel("Spend per day by agent", days, agentDays, "cost_usd", fmtCost, agentColour),
         chartPanel("Tokens per day by agent", days, agentDays, "tokens", fmtInt, agentColour),
         chartPanel("Spend per day by model", days, modelDays, "cost_usd", fmtCost, modelColour),
-        chartPanel("Tokens per day by model", days, modelDays, "tokens", fmtInt, modelColour));
-      append(clear(totals), totalsTable("By agent", byAgent), totalsTable("By model", byModel));
+        chartPanel("Tokens per day by model", days, modelDays, "tokens", fmtInt, modelColour),
+        chartPanel("Spend per day by user", days, userDays, "cost_usd", fmtCost, userColour),
+        chartPanel("Tokens per day by user", days, userDays, "tokens", fmtInt, userColour));
+      append(clear(totals), totalsTable("By agent", byAgent), totalsTable("By model", byModel),
+        totalsTable("By user", { ...byUser, groups: byWho(byUser.groups) }));
       status.textContent = `${days[0]} to ${days[days.length - 1]} (UTC).`;
     } catch (err) {
       status.textContent = "";
