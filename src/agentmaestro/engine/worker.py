@@ -50,6 +50,8 @@ class WorkerConfig:
     tune_gc: bool = True
     """Freeze start-up objects and collect garbage less often (measured: -23% CPU per step at 200
     concurrent runs, -42% at 10,000; see benchmarks/README.md)."""
+    webhooks: bool = True
+    """Also produce and deliver webhook notifications (integrations/webhooks.py; settings from the environment)."""
 
 
 class Worker:
@@ -111,6 +113,12 @@ class Worker:
                 gc.set_threshold(50_000, 20, 100)
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="maestro-heartbeat")
         sweeper = asyncio.create_task(self._sweep_loop(), name="maestro-sweeper")
+        dispatcher = None  # outgoing webhooks: one dispatcher per worker process
+        if self.config.webhooks:
+            from agentmaestro.integrations.webhooks import Dispatcher
+
+            dispatcher = Dispatcher(self.store)
+            hooks = asyncio.create_task(dispatcher.run(), name="maestro-webhooks")
         try:
             while not self._stop.is_set():
                 claimed = await self._claim_some()
@@ -119,6 +127,10 @@ class Worker:
                 await self._idle_wait()
         finally:
             await self._shutdown()
+            if dispatcher is not None:
+                dispatcher.stop()
+                with contextlib.suppress(Exception):
+                    await hooks
             for t in (heartbeat, sweeper):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

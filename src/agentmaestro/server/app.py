@@ -21,6 +21,7 @@ from agentmaestro.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from agentmaestro.server.quotas import RateLimiter
 from agentmaestro.server.routes import admin, catalog, human, runs, usage, workflows
 from agentmaestro.server.routes import knowledge as knowledge_routes
+from agentmaestro.server.routes import webhooks as webhooks_routes
 from agentmaestro.server.ui import router as ui_router
 from agentmaestro.store.base import Store
 from agentmaestro.store.migrate import check_current
@@ -75,11 +76,16 @@ def create_app(
                 workflows=workflow_registry,
             )
             task = asyncio.create_task(app.state.worker.run())
+        else:  # outgoing webhooks (docs/notifications.md): the embedded worker runs them, else the API tier does
+            from agentmaestro.integrations.webhooks import Dispatcher
+
+            app.state.webhooks = Dispatcher(app.state.store)
+            task = asyncio.create_task(app.state.webhooks.run())
         try:
             yield
         finally:
             if task is not None:
-                app.state.worker.stop()
+                (app.state.worker or app.state.webhooks).stop()
                 await task
             deltas.BUS.uninstall()
             if own:
@@ -108,6 +114,7 @@ def create_app(
     app.include_router(usage.router)
     app.include_router(workflows.router)
     app.include_router(knowledge_routes.router)  # knowledge collections and search (docs/knowledge.md)
+    app.include_router(webhooks_routes.router)  # outgoing webhooks and approval links (docs/notifications.md)
     app.include_router(ui_router)  # the dashboard at / (docs/dashboard.md)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")

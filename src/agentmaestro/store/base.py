@@ -980,3 +980,31 @@ class Store:
             except ConflictError:
                 pass  # it ended meanwhile
         return rec, graph
+
+    # =================================================================================
+    # Webhooks and notifications (implementation in _webhooks.py; integrations/webhooks.py)
+    # =================================================================================
+
+    async def webhook_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one of :mod:`agentmaestro.store._webhooks`'s read functions (``fn(conn, *args)``)."""
+        return await self._read(fn, *args)
+
+    async def webhook_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one of :mod:`agentmaestro.store._webhooks`'s write functions (``fn(conn, *args)``)."""
+        return await self._write(fn, *args)
+
+    async def claim_webhook_deliveries(self, *, owner: str, limit: int, claim_ttl: float) -> list[dict[str, Any]]:
+        """Claim due webhook deliveries for ``owner`` (guarded: never two dispatchers on one delivery)."""
+        from agentmaestro.store import _webhooks
+
+        def op(conn: Connection) -> list[dict[str, Any]]:
+            return _webhooks.claim(
+                conn,
+                owner=owner,
+                now=time.time(),
+                limit=limit,
+                claim_ttl=claim_ttl,
+                skip_locked=self.dialect == "postgresql",
+            )
+
+        return await self._write(op)

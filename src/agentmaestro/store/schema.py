@@ -318,3 +318,70 @@ knowledge_documents = Table(
 )
 """Documents ingested into a collection: the SHA-256 of their text (an unchanged file is not ingested again),
 their chunk count and who ingested them (a user or key, and the run when an agent did)."""
+
+# --------------------------------------------------------------- webhooks and notifications (0007)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("webhook_id", String(40), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("url_enc", Text, nullable=True),
+    Column("url_display", String(500), nullable=False),
+    Column("events", Json, nullable=False),
+    Column("config", Json, nullable=False),
+    Column("secret_enc", Text, nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("link_base_url", String(500), nullable=True),
+    Column("link_ttl_s", Float, nullable=False),
+    Column("active_since", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(300), nullable=True),
+    Column("updated_at", Float, nullable=False),
+    ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
+    Index("ix_webhooks_workspace_id", "workspace_id"),
+)
+"""Outgoing webhooks of a workspace (``json``, ``slack``, ``telegram``). The target URL, the signing secret
+(``json``) and the bot token (``telegram``) are stored encrypted with the keyring and never returned."""
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("delivery_id", String(40), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("webhook_id", String(40), nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("dedupe_key", String(200), nullable=False),
+    Column("run_id", String(40), nullable=True),
+    Column("payload", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_by", String(120), nullable=True),
+    Column("claimed_until", Float, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True),
+    ForeignKeyConstraint(["webhook_id"], ["webhooks.webhook_id"], ondelete="CASCADE"),
+    Index("ix_webhook_deliveries_webhook_id_dedupe_key", "webhook_id", "dedupe_key", unique=True),
+    Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_workspace_id_created_at", "workspace_id", "created_at"),
+)
+"""The outbox: one row per (webhook, notification), unique on ``dedupe_key`` so that producers in many
+processes enqueue each notification once. ``status``: pending -> sending (claimed) -> delivered | pending
+(retry later) | failed. The payload holds no secrets and no tool arguments."""
+
+webhook_cursors = Table(
+    "webhook_cursors",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("watermark", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
+)
+"""How far the notification producer has followed each workspace's run events: every event created at or
+before ``watermark`` has had its deliveries enqueued."""

@@ -1,0 +1,163 @@
+"""How a notification becomes an HTTP request: generic signed JSON, a Slack incoming webhook, a Telegram message.
+
+Everything here is pure: a :class:`Outgoing` request is built from the notification (the stored payload,
+which holds no secrets), the decrypted target (URL, signing secret, bot token) and the approval links.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentmaestro import __version__
+from agentmaestro.integrations.notify_signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_body
+
+__all__ = ["Outgoing", "Target", "render", "summary"]
+
+USER_AGENT = f"AgentMaestro-Webhooks/{__version__}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """Where and how to send: the webhook's format with its decrypted URL and secret."""
+
+    format: str
+    """``json``, ``slack`` or ``telegram``."""
+    url: str | None = None
+    """The endpoint (``json`` and ``slack``)."""
+    secret: str | None = None
+    """The signing secret (``json``) or the bot token (``telegram``)."""
+    chat_id: str | None = None
+    """Telegram chat."""
+    api_base: str = "https://api.telegram.org"
+    """Telegram Bot API base URL."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outgoing:
+    """One HTTP request to make."""
+
+    url: str
+    """Where to POST."""
+    body: bytes
+    """The exact bytes (signed for ``json``)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Request headers."""
+
+
+def envelope(delivery: dict[str, Any], links: dict[str, Any] | None) -> dict[str, Any]:
+    """The generic JSON document of a delivery: ids, event, run and data, and approval links if any."""
+    doc = {
+        "id": delivery["delivery_id"],
+        "event": delivery["event"],
+        "webhook_id": delivery["webhook_id"],
+        "workspace_id": delivery["workspace_id"],
+        **delivery["payload"],
+    }
+    if links:
+        doc["links"] = links
+    return doc
+
+
+def summary(event: str, payload: dict[str, Any]) -> str:
+    """A one-line, human description of a notification (plain text)."""
+    run = payload.get("run") or {}
+    data = payload.get("data") or {}
+    who = f"run {run.get('run_id')} (agent {run.get('agent')})"
+    if event == "approval.requested":
+        reasons = "; ".join(str(r) for r in data.get("reasons") or [])
+        text = f"Approval needed: {who} wants to call {data.get('tool')} ({data.get('risk')})"
+        return text + (f". {reasons}" if reasons else "")
+    if event == "run.completed":
+        out = data.get("output")
+        return f"Completed: {who}" + (f": {out}" if out else "")
+    if event == "run.failed":
+        return f"Failed: {who}: {data.get('error')}"
+    if event == "budget.reached":
+        return f"Budget reached: {who}: {data.get('reason')}"
+    return str(data.get("message") or f"{event} from AgentMaestro")
+
+
+def _json(target: Target, delivery: dict[str, Any], links: dict[str, Any] | None, now: float) -> Outgoing:
+    assert target.url is not None and target.secret is not None
+    body = json.dumps(envelope(delivery, links), separators=(",", ":"), sort_keys=True).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        EVENT_HEADER: delivery["event"],
+        DELIVERY_HEADER: delivery["delivery_id"],
+        SIGNATURE_HEADER: sign_body(target.secret, body, int(now)),
+    }
+    return Outgoing(url=target.url, body=body, headers=headers)
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _slack(target: Target, delivery: dict[str, Any], links: dict[str, Any] | None) -> Outgoing:
+    assert target.url is not None
+    text = summary(delivery["event"], delivery["payload"])
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(text)[:2900]}},
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": _slack_escape(f"{delivery['event']} · {delivery['delivery_id']}")}],
+        },
+    ]
+    if links:
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Approve"},
+                        "style": "primary",
+                        "url": links["approve"],
+                    },
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Reject"},
+                        "style": "danger",
+                        "url": links["reject"],
+                    },
+                ],
+            }
+        )
+    body = json.dumps({"text": text[:3000], "blocks": blocks}).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    return Outgoing(url=target.url, body=body, headers=headers)
+
+
+def _telegram(target: Target, delivery: dict[str, Any], links: dict[str, Any] | None) -> Outgoing:
+    assert target.secret is not None and target.chat_id is not None
+    text = html.escape(summary(delivery["event"], delivery["payload"]), quote=False)[:3900]
+    message: dict[str, Any] = {
+        "chat_id": target.chat_id,
+        "text": text,
+        "parse_mode": "HTML",
+        "disable_web_page_preview": True,
+    }
+    if links:
+        message["reply_markup"] = {
+            "inline_keyboard": [
+                [{"text": "Approve", "url": links["approve"]}, {"text": "Reject", "url": links["reject"]}]
+            ]
+        }
+    url = f"{target.api_base.rstrip('/')}/bot{target.secret}/sendMessage"
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    return Outgoing(url=url, body=json.dumps(message).encode(), headers=headers)
+
+
+def render(target: Target, delivery: dict[str, Any], links: dict[str, Any] | None, now: float) -> Outgoing:
+    """The request that delivers ``delivery`` to ``target`` (``links``: approve/reject links, for approvals)."""
+    if target.format == "json":
+        return _json(target, delivery, links, now)
+    if target.format == "slack":
+        return _slack(target, delivery, links)
+    if target.format == "telegram":
+        return _telegram(target, delivery, links)
+    raise ValueError(f"unknown webhook format {target.format!r}")
