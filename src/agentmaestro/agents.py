@@ -224,10 +224,14 @@ class Agent:
 def _resolve_tool_ref(ref: str, mcp_tools: dict[str, list[Tool]] | None, source: str) -> list[Tool]:
     if ref.startswith("builtin:"):
         from agentmaestro.tools.builtin import BUILTIN_TOOLS
+        from agentmaestro.tools.builtin.integrations import INTEGRATION_TOOLS, integration_tool
         from agentmaestro.tools.memory import MEMORY_TOOLS
 
-        builtins = {**BUILTIN_TOOLS, **MEMORY_TOOLS}
+        builtins = {**BUILTIN_TOOLS, **MEMORY_TOOLS, **INTEGRATION_TOOLS}
         name = ref[len("builtin:") :]
+        bound = integration_tool(name)  # slack_post_message, notion_create_page, rest_call with ?bindings
+        if bound is not None:
+            return [bound]
         if name not in builtins:
             raise ConfigError(f"{source}: unknown built-in tool {name!r}; known: {', '.join(sorted(builtins))}")
         return [builtins[name]]

@@ -385,3 +385,46 @@ webhook_cursors = Table(
 )
 """How far the notification producer has followed each workspace's run events: every event created at or
 before ``watermark`` has had its deliveries enqueued."""
+# --------------------------------------------------------------------------- credentials (0008)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("provider", String(100), nullable=True),
+    Column("scopes", Json, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("hint", String(16), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("refresh_error", Text, nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(300), nullable=True),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(300), nullable=True),
+    ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
+)
+"""Named credentials of a workspace. ``secret`` is a Fernet token (see ``agentmaestro.crypto``) of the JSON secret
+fields; ``hint`` is a masked tail (``…abcd``); ``key_id`` the fingerprint of the key that encrypted it."""
+
+oauth_states = Table(
+    "oauth_states",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("provider", String(100), nullable=False),
+    Column("credential", String(100), nullable=False),
+    Column("verifier", Text, nullable=False),
+    Column("redirect_url", Text, nullable=False),
+    Column("scopes", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(300), nullable=True),
+    Column("expires_at", Float, nullable=False),
+    ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
+    Index("ix_oauth_states_expires", "expires_at"),
+)
+"""Pending OAuth authorizations: the SHA-256 of ``state`` (single use: deleted when consumed), the PKCE verifier
+(encrypted), bound to the workspace that started it."""

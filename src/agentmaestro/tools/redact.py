@@ -2,16 +2,19 @@
 
 :func:`redact` replaces well-known credential shapes (OpenAI/Anthropic ``sk-`` keys, AWS access key ids, GitHub and
 Slack tokens, ``Bearer`` tokens, PEM private keys) and the values of the worker's own secret-looking environment
-variables (names containing KEY, SECRET, TOKEN, PASSWORD, ...) with ``[REDACTED]``.
+variables (names containing KEY, SECRET, TOKEN, PASSWORD, ...) with ``[REDACTED]``, and every value registered with
+:func:`register_secret` (credentials handed to tools at execution time).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 
-__all__ = ["REDACTED", "redact", "secret_env_values"]
+__all__ = ["REDACTED", "redact", "register_secret", "secret_env_values"]
 
 REDACTED = "[REDACTED]"
 
@@ -54,6 +57,31 @@ def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+_registered: OrderedDict[str, None] = OrderedDict()
+_registered_lock = threading.Lock()
+_MAX_REGISTERED = 2000
+
+
+def register_secret(value: str) -> None:
+    """Redact ``value`` from every later tool output of this process (credentials fetched for a tool call).
+
+    Values shorter than 8 characters are ignored (too common to redact safely); the newest 2,000 are kept.
+    """
+    value = value.strip() if isinstance(value, str) else ""
+    if len(value) < _MIN_SECRET_LEN:
+        return
+    with _registered_lock:
+        _registered[value] = None
+        _registered.move_to_end(value)
+        while len(_registered) > _MAX_REGISTERED:
+            _registered.popitem(last=False)
+
+
+def _registered_values() -> list[str]:
+    with _registered_lock:
+        return sorted(_registered, key=len, reverse=True)
+
+
 def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     """Replace secrets in ``text`` with ``[REDACTED]``.
 
@@ -66,7 +94,7 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     """
     if not text:
         return text
-    for value in secret_env_values(environ):
+    for value in [*_registered_values(), *secret_env_values(environ)]:
         if value in text:
             text = text.replace(value, REDACTED)
     for pattern, replacement in _PATTERNS:
