@@ -51,6 +51,9 @@ SHARED_CATALOG = {"/v1/agents/{name}", "/v1/workflows/{name}", "/v1/workflows/{n
 """Agents and workflows are the server's, not a workspace's: ``{name}`` names no workspace's row."""
 NON_TENANT_PATHS = {"/", "/ui/{path:path}", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"}
 NON_TENANT_PREFIXES = ("/docs/",)
+AUTHENTICATED_NON_REST = {"/mcp"}
+"""MCP (streamable HTTP): API keys and workspace scoping as for /v1; tests/e2e/test_mcp_server.py calls its tools
+with another workspace's ids."""
 
 
 @dataclass
@@ -152,7 +155,8 @@ def _routes(srv: LiveServer) -> list[tuple[str, str, bool]]:
     out = []
     for path, route in _flat(srv.app.routes):
         if isinstance(route, Mount) or not path.startswith("/v1"):
-            assert path in NON_TENANT_PATHS or path.startswith(NON_TENANT_PREFIXES), f"unclassified route {path}"
+            known = NON_TENANT_PATHS | AUTHENTICATED_NON_REST
+            assert path in known or path.startswith(NON_TENANT_PREFIXES), f"unclassified route {path}"
             continue
         if isinstance(route, APIWebSocketRoute):
             out.append(("WS", path, True))
@@ -203,6 +207,8 @@ def test_no_cross_workspace_reads_or_writes(tenants: tuple[LiveServer, str, dict
     srv, url, by_ws = tenants
     routes = _routes(srv)
     assert len(routes) >= 25, routes
+    for path in AUTHENTICATED_NON_REST:  # no key, no answer
+        assert httpx.post(srv.url + path, json={}, timeout=10).json()["error"]["code"] == "unauthenticated"
     checked: set[tuple[str, str]] = set()
     with httpx.Client(base_url=srv.url, timeout=10) as c:
         for attacker_ws, victim_ws in (("default", "other"), ("other", "default")):

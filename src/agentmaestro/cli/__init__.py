@@ -18,6 +18,7 @@ import typer
 
 from agentmaestro.cli import admin, human, knowledge, misc, runs, server, workflows  # noqa: F401  (registers the commands)
 from agentmaestro.cli import credentials as _credentials  # noqa: F401  (maestro credentials, maestro oauth)
+from agentmaestro.cli import mcp as _mcp  # noqa: F401  (maestro mcp: docs/mcp.md)
 from agentmaestro.cli._backend import LocalOnlyError
 from agentmaestro.cli._common import app
 from agentmaestro.errors import MaestroError, one_line

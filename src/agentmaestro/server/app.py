@@ -15,6 +15,7 @@ from agentmaestro import __version__
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.engine import deltas
 from agentmaestro.engine.worker import Worker, WorkerConfig
+from agentmaestro.integrations.mcp_http import mount_mcp
 from agentmaestro.server import errors, streams
 from agentmaestro.server.auth import FailureThrottle
 from agentmaestro.server.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -83,7 +84,8 @@ def create_app(
             app.state.webhooks = Dispatcher(app.state.store)
             task = asyncio.create_task(app.state.webhooks.run())
         try:
-            yield
+            async with app.state.mcp.running():  # the /mcp endpoint's session manager (docs/mcp.md)
+                yield
         finally:
             if task is not None:
                 (app.state.worker or app.state.webhooks).stop()
@@ -118,6 +120,7 @@ def create_app(
     app.include_router(knowledge_routes.router)  # knowledge collections and search (docs/knowledge.md)
     app.include_router(webhooks_routes.router)  # outgoing webhooks and approval links (docs/notifications.md)
     app.include_router(ui_router)  # the dashboard at / (docs/dashboard.md)
+    mount_mcp(app)  # MCP (streamable HTTP) at /mcp, behind the API keys (docs/mcp.md)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz() -> dict[str, Any]:
