@@ -46,8 +46,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("DELETE", "/v1/keys/{key_id}"): None,
     ("POST", "/v1/workflows/validate"): {"yaml": "name: matrix"},
     ("POST", "/v1/workflows/{name}/runs"): {"input": "matrix"},
+    ("POST", "/v1/chat/completions"): {"model": "calculator", "messages": [{"role": "user", "content": "1+1"}]},
 }
-SHARED_CATALOG = {"/v1/agents/{name}", "/v1/workflows/{name}", "/v1/workflows/{name}/runs"}
+SHARED_CATALOG = {"/v1/agents/{name}", "/v1/workflows/{name}", "/v1/workflows/{name}/runs", "/v1/models/{name}"}
 """Agents and workflows are the server's, not a workspace's: ``{name}`` names no workspace's row."""
 NON_TENANT_PATHS = {"/", "/ui/{path:path}", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"}
 NON_TENANT_PREFIXES = ("/docs/",)

@@ -1,0 +1,290 @@
+"""The OpenAI-compatible chat endpoint, driven by the official ``openai`` SDK against a real server.
+
+The demo agents use scripted models, so every answer is deterministic; every test runs on SQLite and
+on PostgreSQL (the chat request is a durable run in the store).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from agentmaestro.agents import load_agents_dir
+from agentmaestro.cli._common import builtin_agents_dir
+from agentmaestro.cli.workflows import builtin_workflows_dir
+from agentmaestro.integrations.chat import build_input, select_target, split_conversation, text_pieces
+from agentmaestro.integrations.chat_tool import TOOL_AGENT_PREFIX
+from agentmaestro.workflows.spec import load_workflows_dir
+from tests.e2e.test_server import auth, make_key, wait_status
+from tests.fakes.server import LiveServer
+
+SLOW_SCRIPT = "latency_s: 1.0\nturns:\n  - content: slow answer\n"
+SLOW_AGENT = "name: sloth\nmodel: scripted:../scripts/sloth.yaml\ninstructions: Take your time.\n"
+
+
+class Chat:
+    """A live server, keys for it, and OpenAI clients pointed at it."""
+
+    def __init__(self, srv: LiveServer, keys: dict[str, str]) -> None:
+        self.srv = srv
+        self.keys = keys
+        self.client = openai.OpenAI(base_url=srv.url + "/v1", api_key=keys["operator"], max_retries=0, timeout=30)
+        self.http = httpx.Client(base_url=srv.url, timeout=30)
+
+    def run(self, run_id: str) -> dict[str, object]:
+        r = self.http.get(f"/v1/runs/{run_id}", headers=auth(self.keys["viewer"]))
+        assert r.status_code == 200, r.text
+        body: dict[str, object] = r.json()
+        return body
+
+
+@pytest.fixture
+def chat(db_url: str, tmp_path: Path) -> Iterator[Chat]:
+    keys = {role: make_key(db_url, "default", role) for role in ("viewer", "operator")}
+    agents_dir = tmp_path / "agents"
+    agents_dir.mkdir()
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "sloth.yaml").write_text(SLOW_SCRIPT)
+    (agents_dir / "sloth.yaml").write_text(SLOW_AGENT)
+    agents = load_agents_dir(builtin_agents_dir())
+    for extra in load_agents_dir(agents_dir):
+        agents.register(extra)
+    workflows = load_workflows_dir(builtin_workflows_dir(), agents)
+    with LiveServer(db_url, agents, workflow_registry=workflows, rate_limit_per_min=0) as srv:
+        c = Chat(srv, keys)
+        try:
+            yield c
+        finally:
+            c.http.close()
+            c.client.close()
+
+
+def test_models_and_a_plain_completion(chat: Chat) -> None:
+    ids = [m.id for m in chat.client.models.list()]
+    assert {"agent:calculator", "agent:janitor", "agent:wordsmith", "workflow:tidy-and-report"} <= set(ids)
+    assert not [i for i in ids if TOOL_AGENT_PREFIX in i]
+    assert chat.client.models.retrieve("calculator").id == "agent:calculator"
+    assert chat.client.models.retrieve("workflow:tidy-and-report").owned_by == "agentmaestro"
+
+    done = chat.client.chat.completions.create(
+        model="agent:calculator", messages=[{"role": "user", "content": "What is (2 + 3) * 4?"}]
+    )
+    extra = done.model_extra or {}
+    run_id = extra["maestro"]["run_id"]
+    assert done.id == f"chatcmpl-{run_id}" and done.object == "chat.completion"
+    assert done.model == "agent:calculator"
+    [choice] = done.choices
+    assert choice.finish_reason == "stop" and choice.message.role == "assistant"
+    run = chat.run(run_id)
+    assert run["status"] == "COMPLETED" and choice.message.content == run["output"] and "20" in str(run["output"])
+    assert done.usage is not None and done.usage.total_tokens == run["tokens"] and done.usage.prompt_tokens > 0
+    assert extra["maestro"]["status"] == "COMPLETED" and extra["maestro"]["finished"] is True
+    assert extra["maestro"]["dashboard_url"] == f"{chat.srv.url}/#/runs/{run_id}"
+    assert run["input"] == "What is (2 + 3) * 4?"  # a lone message is the run's input as it is
+    assert run["created_by"] == "key:default-operator"
+    listed = chat.http.get("/v1/runs", params={"agent": "calculator"}, headers=auth(chat.keys["viewer"])).json()
+    assert run_id in [r["run_id"] for r in listed["runs"]]
+
+
+def test_streaming_completion(chat: Chat) -> None:
+    stream = chat.client.chat.completions.create(
+        model="calculator",
+        messages=[{"role": "user", "content": "What is (2 + 3) * 4?"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    run_id = chunks[0].id.removeprefix("chatcmpl-")
+    assert all(c.object == "chat.completion.chunk" and c.id == f"chatcmpl-{run_id}" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    run = chat.run(run_id)
+    assert run["status"] == "COMPLETED" and text == run["output"]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    events = [(c.model_extra or {}).get("maestro", {}).get("event") for c in chunks if c.choices]
+    assert "STEP_COMPLETED" in events and "RUN_COMPLETED" in events  # frames followed the run's events live
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == run["tokens"]
+
+    # on the wire: the stream ends with the [DONE] sentinel
+    body = {"model": "wordsmith", "messages": [{"role": "user", "content": "one two three"}], "stream": True}
+    with chat.http.stream("POST", "/v1/chat/completions", json=body, headers=auth(chat.keys["operator"])) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    last = json.loads(lines[-2][6:])
+    assert last["choices"][0]["finish_reason"] == "stop" and last["maestro"]["status"] == "COMPLETED"
+
+
+def test_inline_agent_history_and_instructions(chat: Chat) -> None:
+    done = chat.client.chat.completions.create(
+        model="agent:calculator",
+        messages=[
+            {"role": "system", "content": "Answer in one line."},
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "Hi! What shall I count?"},
+            {"role": "user", "content": [{"type": "text", "text": "@agent wordsmith count these four words"}]},
+        ],
+    )
+    maestro = (done.model_extra or {})["maestro"]
+    assert done.model == "agent:wordsmith" and maestro["target"] == "agent:wordsmith"
+    run = chat.run(maestro["run_id"])
+    assert run["agent"] == "wordsmith" and run["status"] == "COMPLETED"
+    assert done.choices[0].message.content == run["output"]
+    task = str(run["input"])
+    assert "[Instructions from the chat client]\nAnswer in one line." in task
+    assert "user: hello\nassistant: Hi! What shall I count?" in task
+    assert task.endswith("[Current message]\ncount these four words")
+
+
+def test_tool_command_is_a_governed_run(chat: Chat) -> None:
+    done = chat.client.chat.completions.create(
+        model="agent:wordsmith", messages=[{"role": "user", "content": '@tool add {"a": 2, "b": 3}'}]
+    )
+    maestro = (done.model_extra or {})["maestro"]
+    assert maestro["target"] == "tool:add" and maestro["status"] == "COMPLETED"
+    assert done.choices[0].message.content == "5.0"
+    run = chat.run(maestro["run_id"])
+    assert run["agent"] == "chat-tool.add" and run["tool_calls"] == 1
+    events = chat.http.get(f"/v1/runs/{maestro['run_id']}/events", headers=auth(chat.keys["viewer"])).json()
+    steps = [e["payload"] for e in events["events"] if e["type"] == "STEP_COMPLETED"]
+    assert [(s["kind"], s.get("name")) for s in steps if s["kind"] == "TOOL_CALL"] == [("TOOL_CALL", "add")]
+
+    # A DANGEROUS tool passes the gate like any call: held for approval, then run once approved.
+    held = chat.client.chat.completions.create(
+        model="agent:calculator", messages=[{"role": "user", "content": '@tool purge_logs {"older_than_days": 7}'}]
+    )
+    maestro = (held.model_extra or {})["maestro"]
+    assert maestro["status"] == "WAITING_FOR_APPROVAL"
+    [pending] = maestro["pending"]
+    assert pending["tool"] == "purge_logs" and pending["risk"] == "DANGEROUS"
+    assert pending["arguments"] == {"older_than_days": 7}
+    text = held.choices[0].message.content or ""
+    assert pending["id"] in text and f"{chat.srv.url}/#/queue" in text and "DANGEROUS" in text
+    decided = chat.http.post(
+        f"/v1/approvals/{pending['id']}", json={"decision": "approve"}, headers=auth(chat.keys["operator"])
+    )
+    assert decided.status_code == 200, decided.text
+    finished = wait_status(chat.http, maestro["run_id"], chat.keys["viewer"], {"COMPLETED"})
+    assert finished["output"] == "purged 12 log files older than 7 days"
+
+
+def test_run_waiting_for_approval_says_so(chat: Chat) -> None:
+    held = chat.client.chat.completions.create(
+        model="janitor", messages=[{"role": "user", "content": "Tidy the disk."}]
+    )
+    maestro = (held.model_extra or {})["maestro"]
+    run_id = maestro["run_id"]
+    assert maestro["status"] == "WAITING_FOR_APPROVAL" and maestro["finished"] is False
+    assert chat.run(run_id)["status"] == "WAITING_FOR_APPROVAL"
+    approvals = chat.http.get("/v1/approvals", headers=auth(chat.keys["viewer"])).json()
+    [approval] = [a for a in approvals if a["run_id"] == run_id]
+    assert approval["status"] == "pending"
+    [pending] = maestro["pending"]
+    assert pending["kind"] == "approval" and pending["id"] == approval["approval_id"]
+    text = held.choices[0].message.content or ""
+    assert "`purge_logs`" in text and "risk DANGEROUS" in text and "Reason: " in text
+    assert approval["approval_id"] in text
+    assert f"{chat.srv.url}/#/queue" in text and f"{chat.srv.url}/#/runs/{run_id}" in text
+    assert held.choices[0].finish_reason == "stop"
+
+    # the same through a workflow: its janitor node's approval is reported from the sub-run
+    flow = chat.client.chat.completions.create(
+        model="agent:calculator", messages=[{"role": "user", "content": "@flow tidy-and-report a short note"}]
+    )
+    maestro = (flow.model_extra or {})["maestro"]
+    assert maestro["target"] == "workflow:tidy-and-report" and maestro["status"] == "WAITING_FOR_CHILDREN"
+    assert chat.run(maestro["run_id"])["created_by"] == "key:default-operator"
+    [pending] = maestro["pending"]
+    assert pending["tool"] == "purge_logs" and pending["run_id"] != maestro["run_id"]
+    assert "in sub-run" in (flow.choices[0].message.content or "")
+
+
+def test_max_wait_answers_with_the_run_so_far(chat: Chat, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAESTRO_CHAT_MAX_WAIT_S", "0.2")
+    monkeypatch.setenv("MAESTRO_PUBLIC_URL", "https://maestro.example.com/")
+    slow = chat.client.chat.completions.create(model="sloth", messages=[{"role": "user", "content": "hurry"}])
+    maestro = (slow.model_extra or {})["maestro"]
+    assert maestro["status"] in ("PENDING", "RUNNING") and maestro["finished"] is False
+    text = slow.choices[0].message.content or ""
+    assert "is still" in text and f"https://maestro.example.com/#/runs/{maestro['run_id']}" in text
+    assert wait_status(chat.http, maestro["run_id"], chat.keys["viewer"], {"COMPLETED"})["output"] == "slow answer"
+
+
+def test_errors_in_openai_shapes(chat: Chat) -> None:
+    user = [{"role": "user", "content": "hi"}]
+    wrong = openai.OpenAI(base_url=chat.srv.url + "/v1", api_key="am_nope_wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as auth_err:
+        wrong.chat.completions.create(model="calculator", messages=user)  # type: ignore[arg-type]
+    assert auth_err.value.status_code == 401 and auth_err.value.code == "unauthenticated"
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    viewer = openai.OpenAI(base_url=chat.srv.url + "/v1", api_key=chat.keys["viewer"], max_retries=0)
+    assert viewer.models.list().data  # viewers may list
+    with pytest.raises(openai.PermissionDeniedError):
+        viewer.chat.completions.create(model="calculator", messages=user)  # type: ignore[arg-type]
+
+    with pytest.raises(openai.NotFoundError) as missing:
+        chat.client.chat.completions.create(model="agent:nobody", messages=user)  # type: ignore[arg-type]
+    assert missing.value.code == "model_not_found" and "agent:calculator" in missing.value.message
+    for model in ("workflow:nothing", "nobody"):
+        with pytest.raises(openai.NotFoundError):
+            chat.client.models.retrieve(model)
+    with pytest.raises(openai.NotFoundError):
+        chat.client.chat.completions.create(
+            model="calculator", messages=[{"role": "user", "content": "@tool no_such_tool {}"}]
+        )
+    with pytest.raises(openai.NotFoundError):
+        chat.client.chat.completions.create(
+            model="calculator", messages=[{"role": "user", "content": "@tool delegate {}"}]
+        )
+    with pytest.raises(openai.NotFoundError):  # the single-tool agents are not chat targets themselves
+        chat.client.chat.completions.create(
+            model=f"{TOOL_AGENT_PREFIX}add", messages=[{"role": "user", "content": "{}"}]
+        )
+    for bad in ("@tool add [1, 2]", "@agent", "@tool add {nope"):
+        with pytest.raises(openai.BadRequestError) as bad_err:
+            chat.client.chat.completions.create(model="calculator", messages=[{"role": "user", "content": bad}])
+        assert bad_err.value.code == "invalid_request"
+    with pytest.raises(openai.BadRequestError):
+        chat.client.chat.completions.create(model="calculator", messages=[{"role": "system", "content": "no user"}])
+    image = [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]
+    with pytest.raises(openai.BadRequestError):
+        chat.client.chat.completions.create(model="calculator", messages=[{"role": "user", "content": image}])  # type: ignore[list-item, misc]
+
+    op = auth(chat.keys["operator"])
+    for body in ({}, {"model": "calculator"}, {"model": "calculator", "messages": []}, {"model": 3, "messages": user}):
+        r = chat.http.post("/v1/chat/completions", json=body, headers=op)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", (body, r.text)
+    r = chat.http.post("/v1/chat/completions", json={"model": "calculator", "messages": user, "n": 2}, headers=op)
+    assert r.status_code == 422
+    r = chat.http.post("/v1/chat/completions", content=b"{not json", headers={**op, "Content-Type": "application/json"})
+    assert r.status_code == 422 and set(r.json()["error"]) == {"code", "message"}
+
+
+def test_conversation_helpers() -> None:
+    """The pure parts: target selection, the run input, answer pieces."""
+    assert select_target("workflow:w", "hi").model_id == "workflow:w"
+    assert select_target("flow:w", "hi").model_id == "workflow:w"
+    assert select_target("plain", "hi").model_id == "agent:plain"
+    t = select_target("agent:a", "  @flow build   make it\nnow")
+    assert (t.kind, t.name, t.text, t.inline) == ("workflow", "build", "make it\nnow", True)
+    t = select_target("agent:a", '@tool x {"k": [1]}')
+    assert (t.kind, t.arguments, json.loads(t.text)) == ("tool", {"k": [1]}, {"k": [1]})
+    assert select_target("agent:a", "@tool x").arguments == {}
+    assert select_target("agent:a", "email me @agent x").model_id == "agent:a"  # only a leading command counts
+    from agentmaestro.integrations.chat import Turn
+
+    turns = [Turn(role="user", text=f"message {i} " + "x" * 50) for i in range(100)] + [Turn(role="user", text="now")]
+    system, history, current = split_conversation(turns)
+    task = build_input(system, history, current, limit=2000)
+    assert len(task) <= 2000 and task.endswith("[Current message]\nnow") and "earlier message(s) left out" in task
+    assert "message 99" in task and "message 0 " not in task
+    text = "a few words that are cut into pieces " * 10
+    assert "".join(text_pieces(text, 16)) == text and max(map(len, text_pieces(text, 16))) <= 16
