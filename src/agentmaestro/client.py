@@ -452,6 +452,81 @@ class AsyncClient:
         )
         return out
 
+    # ------------------------------------------------------------------ webhooks and notifications
+
+    async def list_webhooks(self) -> list[JSON]:
+        """The workspace's outgoing webhooks, without their secrets."""
+        out: list[JSON] = await self.request("GET", "/v1/webhooks")
+        return out
+
+    async def get_webhook(self, webhook_id: str) -> JSON:
+        """One webhook."""
+        out: JSON = await self.request("GET", f"/v1/webhooks/{webhook_id}")
+        return out
+
+    async def create_webhook(
+        self,
+        name: str,
+        *,
+        events: Sequence[str],
+        format: Literal["json", "slack", "telegram"] = "json",
+        url: str | None = None,
+        telegram: dict[str, Any] | None = None,
+        enabled: bool = True,
+        link_ttl_s: float | None = None,
+    ) -> JSON:
+        """Create a webhook (admin); a ``json`` webhook's ``signing_secret`` is in this answer only.
+
+        ``telegram``: ``{"bot_token": ..., "chat_id": ..., "api_base": ...}`` for format ``telegram``.
+        """
+        body = _clean(
+            {
+                "name": name,
+                "format": format,
+                "url": url,
+                "telegram": telegram,
+                "events": list(events),
+                "enabled": enabled,
+                "link_ttl_s": link_ttl_s,
+            }
+        )
+        out: JSON = await self.request("POST", "/v1/webhooks", json_body=body)
+        return out
+
+    async def update_webhook(self, /, webhook_id: str, **changes: Any) -> JSON:
+        """Change a webhook (admin): ``name``, ``url``, ``telegram``, ``events``, ``enabled``, ``link_ttl_s``."""
+        out: JSON = await self.request("PATCH", f"/v1/webhooks/{webhook_id}", json_body=changes)
+        return out
+
+    async def delete_webhook(self, webhook_id: str) -> JSON:
+        """Delete a webhook and its delivery log (admin)."""
+        out: JSON = await self.request("DELETE", f"/v1/webhooks/{webhook_id}")
+        return out
+
+    async def test_webhook(self, webhook_id: str) -> JSON:
+        """Queue a ``webhook.test`` delivery (admin); returns the delivery to follow."""
+        out: JSON = await self.request("POST", f"/v1/webhooks/{webhook_id}/test")
+        return out
+
+    async def list_webhook_deliveries(
+        self, webhook_id: str, *, status: Sequence[str] | None = None, limit: int = 100
+    ) -> list[JSON]:
+        """A webhook's delivery log, newest first."""
+        params = {"status": list(status) if status else None, "limit": limit}
+        out: list[JSON] = await self.request("GET", f"/v1/webhooks/{webhook_id}/deliveries", params=params)
+        return out
+
+    async def get_webhook_delivery(self, webhook_id: str, delivery_id: str) -> JSON:
+        """One delivery: status, attempts, last response code or error."""
+        out: JSON = await self.request("GET", f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}")
+        return out
+
+    async def redeliver_webhook_delivery(self, webhook_id: str, delivery_id: str) -> JSON:
+        """Queue a delivered or failed delivery again, with the same id (admin)."""
+        path = f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
+        out: JSON = await self.request("POST", path)
+        return out
+
 
     # ---------------------------------------------------------------------------- knowledge
 
@@ -758,6 +833,15 @@ class Client:
     rotate_credentials = _blocking(AsyncClient.rotate_credentials)
     oauth_start = _blocking(AsyncClient.oauth_start)
     usage = _blocking(AsyncClient.usage)
+    list_webhooks = _blocking(AsyncClient.list_webhooks)
+    get_webhook = _blocking(AsyncClient.get_webhook)
+    create_webhook = _blocking(AsyncClient.create_webhook)
+    update_webhook = _blocking(AsyncClient.update_webhook)
+    delete_webhook = _blocking(AsyncClient.delete_webhook)
+    test_webhook = _blocking(AsyncClient.test_webhook)
+    list_webhook_deliveries = _blocking(AsyncClient.list_webhook_deliveries)
+    get_webhook_delivery = _blocking(AsyncClient.get_webhook_delivery)
+    redeliver_webhook_delivery = _blocking(AsyncClient.redeliver_webhook_delivery)
     list_knowledge_collections = _blocking(AsyncClient.list_knowledge_collections)
     create_knowledge_collection = _blocking(AsyncClient.create_knowledge_collection)
     get_knowledge_collection = _blocking(AsyncClient.get_knowledge_collection)
