@@ -626,44 +626,6 @@ class AsyncClient:
         out: JSON = await self.request("POST", "/v1/integrations/oauth/start", json_body=body)
         return out
 
-    # credentials and OAuth (docs/credentials.md)
-
-    async def list_credentials(self) -> list[JSON]:
-        """The workspace's credentials: metadata and masked hints, never secrets (viewer)."""
-        out: list[JSON] = await self.request("GET", "/v1/credentials")
-        return out
-
-    async def get_credential(self, name: str) -> JSON:
-        """One credential's metadata (viewer)."""
-        out: JSON = await self.request("GET", f"/v1/credentials/{name}")
-        return out
-
-    async def set_credential(self, name: str, kind: str, **fields: Any) -> JSON:
-        """Create or replace a credential (admin); the answer holds a masked hint, never the secret.
-
-        ``fields``: ``value`` for api_key/token, ``username`` and ``password`` for basic, ``access_token``
-        (``refresh_token``, ``expires_at``) for oauth2; ``provider`` and ``scopes`` for any kind.
-        """
-        body: JSON = {"name": name, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
-        out: JSON = await self.request("POST", "/v1/credentials", json_body=body)
-        return out
-
-    async def delete_credential(self, name: str) -> JSON:
-        """Delete a credential (admin)."""
-        out: JSON = await self.request("DELETE", f"/v1/credentials/{name}")
-        return out
-
-    async def rotate_credentials(self) -> JSON:
-        """Re-encrypt the workspace's credentials with the server's newest key (admin): ``{"rotated", "key_id"}``."""
-        out: JSON = await self.request("POST", "/v1/credentials/rotate")
-        return out
-
-    async def oauth_start(self, provider: str, name: str, *, scopes: Sequence[str] | None = None) -> JSON:
-        """Start an OAuth authorization (operator): open ``authorization_url``; the tokens become credential ``name``."""
-        body: JSON = {"provider": provider, "name": name, **({"scopes": list(scopes)} if scopes else {})}
-        out: JSON = await self.request("POST", "/v1/integrations/oauth/start", json_body=body)
-        return out
-
 
 async def _close_draining(ws: Any) -> None:
     """Close a WebSocket while dropping the messages still queued for it.
@@ -864,12 +826,6 @@ class Client:
     revoke_key = _blocking(AsyncClient.revoke_key)
     audit_log = _blocking(AsyncClient.audit_log)
     verify_audit = _blocking(AsyncClient.verify_audit)
-    list_credentials = _blocking(AsyncClient.list_credentials)
-    get_credential = _blocking(AsyncClient.get_credential)
-    set_credential = _blocking(AsyncClient.set_credential)
-    delete_credential = _blocking(AsyncClient.delete_credential)
-    rotate_credentials = _blocking(AsyncClient.rotate_credentials)
-    oauth_start = _blocking(AsyncClient.oauth_start)
     list_credentials = _blocking(AsyncClient.list_credentials)
     get_credential = _blocking(AsyncClient.get_credential)
     set_credential = _blocking(AsyncClient.set_credential)

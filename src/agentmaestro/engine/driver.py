@@ -23,7 +23,6 @@ from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, RunStatus, StepKind
 from agentmaestro.errors import LeaseLostError, MaestroError, ModelAPIError
 from agentmaestro.integrations.credentials import StoreCredentials
-from agentmaestro.integrations.credentials import StoreCredentials
 from agentmaestro.models.pricing import PriceTable
 from agentmaestro.store._budget import LedgerSpec
 from agentmaestro.store.base import Store
@@ -126,7 +125,6 @@ class RunDriver:
         self.context = dataclasses.replace(
             ToolContext.for_run(run_id=self.run_id, workspace_id=self.workspace_id, agent=agent.name),
             memory=StoreMemory(store=store, workspace_id=self.workspace_id, agent=agent.name, run_id=self.run_id),
-            credentials=StoreCredentials(store=store, workspace_id=self.workspace_id, run_id=self.run_id),
             credentials=StoreCredentials(store=store, workspace_id=self.workspace_id, run_id=self.run_id),
         )
         if rec.spec.get("workdir"):  # an objective's task works in its own git worktree

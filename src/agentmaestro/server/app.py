@@ -21,7 +21,6 @@ from agentmaestro.server.auth import FailureThrottle
 from agentmaestro.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from agentmaestro.server.quotas import RateLimiter
 from agentmaestro.server.routes import admin, catalog, human, runs, usage, workflows
-from agentmaestro.server.routes import credentials as credentials_routes
 from agentmaestro.server.routes import chat as chat_routes
 from agentmaestro.server.routes import credentials as credentials_routes
 from agentmaestro.server.routes import knowledge as knowledge_routes
@@ -118,7 +117,6 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(usage.router)
     app.include_router(workflows.router)
-    app.include_router(credentials_routes.router)  # credentials and OAuth (docs/credentials.md)
     app.include_router(chat_routes.router)  # OpenAI-compatible chat (docs/chat-api.md)
     app.include_router(credentials_routes.router)  # credentials and OAuth (docs/credentials.md)
     app.include_router(knowledge_routes.router)  # knowledge collections and search (docs/knowledge.md)

@@ -36,14 +36,6 @@ class CredentialAccess(Protocol):
         ...
 
 
-class CredentialAccess(Protocol):
-    """What tools may do with the workspace's credentials: read one by name at execution time (never the model)."""
-
-    async def get(self, name: str) -> dict[str, Any]:
-        """The credential ``name`` of the run's workspace: ``kind``, ``provider``, ``scopes``, ``secret`` fields."""
-        ...
-
-
 def default_workdir_root() -> Path:
     """Where run work folders live: ``$MAESTRO_HOME/work`` (default ``./.maestro/work``)."""
     return Path(os.environ.get("MAESTRO_HOME", ".maestro")) / "work"
@@ -74,8 +66,6 @@ class ToolContext:
     """Extra environment for subprocesses (never secrets from the worker's own environment)."""
     memory: MemoryAccess | None = None
     """Key-value memory of the run's workspace and agent (set by the engine)."""
-    credentials: CredentialAccess | None = None
-    """Named credentials of the run's workspace, decrypted for tools only (set by the engine; docs/credentials.md)."""
     credentials: CredentialAccess | None = None
     """Named credentials of the run's workspace, decrypted for tools only (set by the engine; docs/credentials.md)."""
     http_allow: tuple[str, ...] = ()

@@ -82,31 +82,6 @@ def _registered_values() -> list[str]:
         return sorted(_registered, key=len, reverse=True)
 
 
-_registered: OrderedDict[str, None] = OrderedDict()
-_registered_lock = threading.Lock()
-_MAX_REGISTERED = 2000
-
-
-def register_secret(value: str) -> None:
-    """Redact ``value`` from every later tool output of this process (credentials fetched for a tool call).
-
-    Values shorter than 8 characters are ignored (too common to redact safely); the newest 2,000 are kept.
-    """
-    value = value.strip() if isinstance(value, str) else ""
-    if len(value) < _MIN_SECRET_LEN:
-        return
-    with _registered_lock:
-        _registered[value] = None
-        _registered.move_to_end(value)
-        while len(_registered) > _MAX_REGISTERED:
-            _registered.popitem(last=False)
-
-
-def _registered_values() -> list[str]:
-    with _registered_lock:
-        return sorted(_registered, key=len, reverse=True)
-
-
 def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     """Replace secrets in ``text`` with ``[REDACTED]``.
 
