@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +16,7 @@ from agentmaestro.cli.admin import cli_actor
 from agentmaestro.engine.worker import WorkerConfig
 from agentmaestro.errors import ConfigError
 from agentmaestro.store.base import Store
-from agentmaestro.store.dialects import redact_url
+from agentmaestro.store.dialects import DEFAULT_HOME, redact_url
 
 keys_app = typer.Typer(help="API keys (shown once, stored hashed).", no_args_is_help=True)
 workspaces_app = typer.Typer(help="Workspaces (tenants).", no_args_is_help=True)
@@ -107,6 +109,21 @@ def keys_revoke(ctx: typer.Context, key_id: str) -> None:
     out.print(f"key {key_id} revoked", markup=False)
 
 
+BOOTSTRAP_KEY_FILE = "bootstrap-admin.key"
+"""Where ``maestro serve`` keeps the admin key it creates on first start (under ``$MAESTRO_HOME``, mode 0600)."""
+
+
+def _save_bootstrap_key(path: Path, key: str) -> None:
+    """Write the bootstrap key readable only by its owner (so later starts can show it again)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+    except OSError as exc:  # not fatal: the key is printed anyway
+        sys.stderr.write(f"note: could not save the key to {path}: {exc}\n")
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -138,18 +155,32 @@ def serve(
 
     workflows = discover(agents, None)
 
-    async def prepare(store: Store) -> str | None:
+    key_file = Path(os.environ.get("MAESTRO_HOME", DEFAULT_HOME)) / BOOTSTRAP_KEY_FILE
+
+    async def prepare(store: Store) -> tuple[str | None, bool]:
+        """(a key to show, whether it was just created)."""
         await store.ensure_workspace(c.workspace)
         if bootstrap_key and await store.count_keys() == 0:
             _row, key = await store.create_key_audited(
                 c.workspace, name="bootstrap-admin", role="admin", actor=f"serve:{cli_actor()[4:]}"
             )
-            return str(key)
-        return None
+            _save_bootstrap_key(key_file, str(key))
+            return str(key), True
+        if bootstrap_key and key_file.is_file():  # the key made on first start, if it still works
+            saved = key_file.read_text().strip()
+            row = await store.verify_key(saved) if saved else None
+            if row is not None and row["workspace_id"] == c.workspace:
+                return saved, False
+        return None, False
 
-    key = _run(_with_store(c, prepare))
-    if key:
-        sys.stderr.write(f"created an admin API key for workspace {c.workspace!r} (shown once):\n  {key}\n")
+    key, created = _run(_with_store(c, prepare))
+    if key and created:
+        sys.stderr.write(
+            f"created an admin API key for workspace {c.workspace!r} (also saved, readable only by you, "
+            f"in {key_file}):\n  {key}\n"
+        )
+    elif key:
+        sys.stderr.write(f"admin API key for workspace {c.workspace!r} (from {key_file}):\n  {key}\n")
     sys.stderr.write(
         f"serving {len(agents)} agent(s) and {len(workflows)} workflow(s) on {scheme}://{host}:{port}"
         f"{' (client certificates required)' if tls_client_ca else ''} (database {redact_url(c.database_url)}; "
