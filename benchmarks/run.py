@@ -7,8 +7,12 @@ Figures (each scenario runs in a fresh interpreter, see ``benchmarks/scenarios.p
 2. concurrency: 1,000 and 10,000 concurrent runs of 5 steps whose model calls wait 50 ms; wall time
    against the ideal (model calls x 50 ms), run creation timed separately, peak RSS per scenario.
 3. bytes: one run grown to 500 steps; database bytes added per step around step 10 and step 500.
+4. http: a real ``maestro serve`` process on 127.0.0.1 loaded from the scenario's process over 32
+   keep-alive connections: 2,000 ``POST /v1/runs`` (demo ``calculator`` runs, executed by the embedded
+   worker) and 5,000 ``GET /v1/runs/{id}``; requests/s, p50/p90/p99/max latency, errors, server CPU
+   and RSS; then every created run must complete.
 
-Options: ``--quick`` (small sizes, a smoke run), ``--only NAME`` (throughput, concurrency, bytes;
+Options: ``--quick`` (small sizes, a smoke run), ``--only NAME`` (throughput, concurrency, bytes, http;
 repeatable), ``--output PATH``. A full run writes ``benchmarks/RESULTS.md``; a partial one
 (``--quick`` or ``--only``) writes ``benchmarks/RESULTS.partial.md`` unless ``--output`` is given.
 The exit status is 0 when every scenario ran, even if a target was missed (marked MISSED);
@@ -41,7 +45,7 @@ from benchmarks.scenarios import DEFAULT_PG_URL, RESULT_PREFIX, pg_admin_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
-NAMES = ("throughput", "concurrency", "bytes")
+NAMES = ("throughput", "concurrency", "bytes", "http")
 
 THROUGHPUT_TARGET = 3000.0
 """Durable steps/s on SQLite (best of 3)."""
@@ -64,6 +68,10 @@ class Plan:
     target_runs: int = 1000
     bytes_steps: int = 500
     bytes_window: int = 20
+    http_creates: int = 2000
+    http_reads: int = 5000
+    http_warmup: int = 100
+    http_concurrency: int = 32
     timeout_s: float = 300.0
 
 
@@ -73,6 +81,9 @@ QUICK = Plan(
     throughput_reps=1,
     concurrency=(("sqlite", 200), ("postgresql", 200)),
     bytes_steps=100,
+    http_creates=200,
+    http_reads=500,
+    http_warmup=20,
     timeout_s=120.0,
 )
 
@@ -286,6 +297,22 @@ def run_bytes(plan: Plan, dbs: list[str]) -> list[Outcome]:
     return outs
 
 
+def run_http(plan: Plan, dbs: list[str]) -> list[Outcome]:
+    outs = []
+    for db in dbs:
+        argv = scenario_argv(
+            "http",
+            db,
+            creates=plan.http_creates,
+            reads=plan.http_reads,
+            warmup=plan.http_warmup,
+            concurrency=plan.http_concurrency,
+            timeout=plan.timeout_s,
+        )
+        outs.append(run_scenario("http", db, argv, plan.timeout_s))
+    return outs
+
+
 # ----------------------------------------------------------------------------------- report
 
 
@@ -491,6 +518,82 @@ def bytes_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[s
     return lines
 
 
+def http_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[str]:
+    lines = [
+        "## 4. HTTP load",
+        "",
+        "A real server process, `.venv/bin/maestro --database-url <fresh database> serve --host 127.0.0.1 "
+        "--port <free port>` (embedded worker on, default concurrency 100; per-key rate limit off with "
+        "`MAESTRO_RATE_LIMIT_PER_MIN=0`; an operator API key), loaded from the scenario's own process (a "
+        f"second process: one asyncio loop, `httpx.AsyncClient`, {plan.http_concurrency} keep-alive "
+        "connections on 127.0.0.1, each sending its next request as soon as its previous answer is read). "
+        f"Each operation is preceded by {plan.http_warmup} unmeasured requests. *create*: `POST /v1/runs` "
+        "of the built-in `calculator` agent (scripted model, 5 steps); the embedded worker executes the runs "
+        "while the load goes on. *read*: `GET /v1/runs/{id}` (run and its steps) of the runs just created, "
+        "round robin. Latency = from sending the request to having read the whole answer, as the client "
+        "sees it; requests/s = measured requests / phase wall time. Any non-2xx answer or transport error "
+        "counts as an error; a figure counts only with 0 errors. Server CPU = the server process's CPU time "
+        "(all threads, including the embedded worker running the runs) during the phase, per request; "
+        "client CPU likewise for the load generator. Both processes share the machine's CPUs.",
+        "",
+        "| database | operation | requests | connections | duration s | requests/s | p50 ms | p90 ms | p99 ms "
+        "| max ms | errors | server CPU ms/req | client CPU ms/req | server RSS MiB after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for o in outs:
+        r = o.result
+        if r is None:
+            lines.append(f"| {_db_label(o.db)} | - | failed: {o.error} ||||||||||||")
+            summary.append(f"http {_db_label(o.db)}: FAILED ({o.error})")
+            continue
+        for op in ("create", "read"):
+            p = r[op]
+            lines.append(
+                f"| {_db_label(o.db)} | {op} | {p['requests']:,} | {p['concurrency']} | {p['duration_s']:.2f} "
+                f"| {p['requests_per_s']:,.0f} | {p['p50_ms']:.1f} | {p['p90_ms']:.1f} | {p['p99_ms']:.1f} "
+                f"| {p['max_ms']:.1f} | {p['errors']} | {p['server_cpu_ms_per_request']:.2f} "
+                f"| {p['client_cpu_ms_per_request']:.2f} | {p['server_rss_mb']:.0f} |"
+            )
+        v = r["verify"]
+        c, rd = r["create"], r["read"]
+        summary.append(
+            f"http {_db_label(o.db)} ({r['concurrency']} connections): create {c['requests_per_s']:,.0f} req/s "
+            f"(p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms), read {rd['requests_per_s']:,.0f} req/s "
+            f"(p50 {rd['p50_ms']:.1f} ms, p99 {rd['p99_ms']:.1f} ms); errors {v['errors']}; "
+            f"runs completed {v['completed']:,}/{v['runs']:,}" + ("" if o.ok else " (NOT VERIFIED)")
+        )
+    lines += [
+        "",
+        "Runs created (measured + warm-up) and the embedded worker: statuses when the create phase ended, "
+        "when the read phase ended, and after waiting for the rest (drain s, at most the timeout); every run "
+        "must be COMPLETED with the demo's answer and 5 steps.",
+        "",
+        "| database | runs | after create phase | after read phase | completed at end | drain s "
+        "| server ready s | server RSS ready / peak MiB | server CPU total s | load avg | verified |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+
+    def counts(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} {n:,}" for k, n in d.items())
+
+    for o in outs:
+        r = o.result
+        if r is None:
+            continue
+        v = r["verify"]
+        lines.append(
+            f"| {_db_label(o.db)} | {v['runs']:,} | {counts(r['runs_after_create_phase'])} "
+            f"| {counts(r['runs_after_read_phase'])} | {v['completed']:,} | {r['drain_s']:.2f} "
+            f"| {r['server_ready_s']:.1f} | {r['server_rss_ready_mb']:.0f} / {r['server_peak_rss_mb']:.0f} "
+            f"| {r['server_cpu_total_s']:.1f} | {r['loadavg_before']:.1f} | {'yes' if o.ok else 'NO'} |"
+        )
+    servers = [o.result["server_command"] for o in outs if o.result]
+    lines += ["", "Server processes (started by the scenario; the port is picked at random):", ""]
+    lines += ["```sh", *servers, "```", ""] if servers else []
+    lines += ["Commands:", "", *_commands(outs), *_failures(outs), ""]
+    return lines
+
+
 def render(
     facts: dict[str, Any], plan: Plan, top_command: str, sections: list[list[str]], notes: list[str], total_s: float
 ) -> str:
@@ -609,6 +712,11 @@ def main(argv: list[str] | None = None) -> int:
         outs = run_bytes(plan, dbs)
         all_outs += outs
         sections.append(bytes_section(outs, plan, summary))
+    if "http" in selected:
+        print("[http]", flush=True)
+        outs = run_http(plan, dbs)
+        all_outs += outs
+        sections.append(http_section(outs, plan, summary))
     facts["loadavg_end"] = _loadavg()
     total_s = time.perf_counter() - started
 

@@ -575,7 +575,21 @@ async def scenario_bytes(args: argparse.Namespace, db: BenchDatabase) -> dict[st
     return out
 
 
-SCENARIOS = {"throughput": scenario_throughput, "concurrency": scenario_concurrency, "bytes": scenario_bytes}
+async def scenario_http(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
+    """Run creation and run reads over HTTP against a real ``maestro serve`` process (see ``http_load``)."""
+    from benchmarks.http_load import scenario_http as run_http
+
+    return await run_http(args, db)
+
+
+SCENARIOS = {
+    "throughput": scenario_throughput,
+    "concurrency": scenario_concurrency,
+    "bytes": scenario_bytes,
+    "http": scenario_http,
+}
+HTTP_CONCURRENCY = 32
+"""Default number of concurrent connections of the ``http`` scenario."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -584,14 +598,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     p.add_argument("--runs", type=int, default=200, help="number of runs")
     p.add_argument("--steps", type=int, default=10, help="steps per run")
-    p.add_argument("--concurrency", type=int, default=None, help="worker concurrency (default: --runs)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help=f"worker concurrency (default: --runs); http: concurrent connections (default {HTTP_CONCURRENCY})",
+    )
     p.add_argument("--latency", type=float, default=0.0, help="seconds each model call waits")
     p.add_argument("--window", type=int, default=20, help="bytes: steps per measuring window")
     p.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     p.add_argument("--profile", action="store_true", help="print a cProfile of the measured phase to stderr")
+    p.add_argument("--creates", type=int, default=2000, help="http: measured POST /v1/runs requests")
+    p.add_argument("--reads", type=int, default=5000, help="http: measured GET /v1/runs/{id} requests")
+    p.add_argument("--warmup", type=int, default=100, help="http: unmeasured requests before each operation")
     args = p.parse_args(argv)
     if args.concurrency is None:
-        args.concurrency = args.runs
+        args.concurrency = HTTP_CONCURRENCY if args.kind == "http" else args.runs
     return args
 
 
