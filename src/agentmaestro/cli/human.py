@@ -5,13 +5,14 @@ from __future__ import annotations
 import getpass
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from agentmaestro.cli._backend import Backend
-from agentmaestro.cli._common import _ctx, _print_json, _see_through, app, out
+from agentmaestro.cli._common import _Ctx, _ctx, _print_json, _see_through, app, out
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.errors import ConfigError
 
@@ -88,16 +89,28 @@ def _decide(
         if not isinstance(arguments, dict):
             raise ConfigError("--args must be a JSON object")
     who = _who(by)
+    _act_then_wait(
+        c,
+        lambda b: b.decide_approval(approval_id, approve=approve, by=who, reason=reason, arguments=arguments),
+        lambda row: f"{approval_id} {row['status']} by {row['decided_by'] or who}; run {row['run_id']} continues",
+        wait,
+    )
+
+
+def _act_then_wait(
+    c: _Ctx,
+    act: Callable[[Backend], Awaitable[dict[str, Any]]],
+    describe: Callable[[dict[str, Any]], str],
+    wait: bool,
+) -> None:
+    """Record a human decision, report it (one line, or its JSON), and with ``--wait`` see the run through."""
 
     async def go(b: Backend) -> int:
-        row = await b.decide_approval(approval_id, approve=approve, by=who, reason=reason, arguments=arguments)
+        row = await act(b)
         if c.as_json and not wait:
             _print_json(row)
         elif not c.as_json:
-            out.print(
-                f"{approval_id} {row['status']} by {row['decided_by'] or who}; run {row['run_id']} continues",
-                markup=False,
-            )
+            out.print(describe(row), markup=False)
         return await _see_through(c, b, row["run_id"], follow=False) if wait else 0
 
     raise typer.Exit(c.call(go))
@@ -152,23 +165,15 @@ def escalations_list(
 def _resolve(
     ctx: typer.Context, request_id: str, action: str, by: str | None, wait: bool = False, **kw: str | None
 ) -> None:
-    c = _ctx(ctx)
     who = _who(by)
-
-    async def go(b: Backend) -> int:
-        row = await b.resolve_human_request(
+    _act_then_wait(
+        _ctx(ctx),
+        lambda b: b.resolve_human_request(
             request_id, action=action, by=who, instructions=kw.get("instructions"), answer=kw.get("answer")
-        )
-        if c.as_json and not wait:
-            _print_json(row)
-        elif not c.as_json:
-            out.print(
-                f"{request_id} resolved ({action}) by {row.get('resolved_by') or who}; run {row['run_id']}",
-                markup=False,
-            )
-        return await _see_through(c, b, row["run_id"], follow=False) if wait else 0
-
-    raise typer.Exit(c.call(go))
+        ),
+        lambda row: f"{request_id} resolved ({action}) by {row.get('resolved_by') or who}; run {row['run_id']}",
+        wait,
+    )
 
 
 @escalations_app.command("retry")
