@@ -28,6 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 from agentmaestro.agents import load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
 from agentmaestro.cli.workflows import builtin_workflows_dir
+from agentmaestro.store.base import Store
 from agentmaestro.workflows.spec import load_workflows_dir
 from tests.e2e.test_server import make_key
 from tests.fakes.server import LiveServer
@@ -136,11 +137,12 @@ async def approval_flow(client: Client) -> dict[str, Any]:
     [stored] = (await call(client, "list_approvals", status="approved", run_id=run_id))["approvals"]
     assert stored["approved_arguments"] == {"older_than_days": 90}
     again = await refused(client, "resolve_approval", approval_id=pending["approval_id"], decision="reject")
-    assert "approved" in again or "already" in again or "not pending" in again, again
+    assert again.endswith(f"approval {pending['approval_id']!r} is already approved"), again
 
     done = await call(client, "wait_run", run_id=run_id, timeout_s=60)
     assert done["status"] == "COMPLETED" and done["timed_out"] is False, done
-    assert "Cleanup finished" in done["output"] and done["usage"]["tool_calls"] == 1 and done["error"] is None
+    assert "older than 90 days" in done["output"], done  # the edited arguments ran
+    assert done["usage"]["tool_calls"] == 1 and done["usage"]["tokens"] > 0 and done["error"] is None
     assert done["pending_approvals"] == []
     assert (await call(client, "get_run", run_id=run_id))["output"] == done["output"]
 
@@ -184,9 +186,15 @@ async def test_stdio_on_a_database(tmp_path: Path) -> None:
             assert cancelled["run_id"] == wf["run_id"]
         policy = await refused(client, "start_run", target="tidy-and-report", input="x", policy={"max_steps": 1})
         assert "workflow" in policy
-    # the runs are in the database: the CLI sees them
-    async with stdio(tmp_path, "--database-url", db, "--workspace", "default") as client:
-        assert (await call(client, "get_run", run_id=done["run_id"]))["status"] == "COMPLETED"
+    # the run is in the database, its decision audited under the local user
+    store = Store.open(db)
+    try:
+        assert (await store.get_run(done["run_id"], "default")).status.value == "COMPLETED"
+        entries = await store.audit_entries("default", limit=100)
+        assert {e["action"] for e in entries} >= {"approval.approve", "workflow.run"}, entries
+        assert all(e["actor"].startswith("cli:") for e in entries if e["action"] == "approval.approve"), entries
+    finally:
+        await store.close()
 
 
 @pytest.fixture
