@@ -175,15 +175,15 @@ async def test_stdio_on_a_database(tmp_path: Path) -> None:
     async with stdio(tmp_path, "--database-url", db) as client:
         assert client.server_info is not None and client.server_info.name == "agentmaestro"
         done = await approval_flow(client)
-        # a cancel through MCP: a queued run (no worker picks it up first: it is cancelled before it starts)
+        # a workflow: it settles when its janitor node waits; the node's approval is listed with it
         wf = await call(client, "start_run", target="tidy-and-report", input="Durable agents", kind="workflow")
         assert wf["agent"] == "tidy-and-report"
         settled = await call(client, "wait_run", run_id=wf["run_id"], timeout_s=60)
-        assert settled["status"] in ("WAITING_FOR_CHILDREN", "COMPLETED"), settled
-        if settled["status"] == "WAITING_FOR_CHILDREN":  # a node waits for an approval: it is listed with the run
-            assert settled["pending_approvals"] and settled["timed_out"] is False
-            cancelled = await call(client, "cancel_run", run_id=wf["run_id"], reason="enough")
-            assert cancelled["run_id"] == wf["run_id"]
+        assert settled["status"] == "WAITING_FOR_CHILDREN" and settled["timed_out"] is False, settled
+        [node_approval] = settled["pending_approvals"]
+        assert node_approval["tool"] == "purge_logs" and node_approval["run_id"] != wf["run_id"]
+        cancelled = await call(client, "cancel_run", run_id=wf["run_id"], reason="enough")
+        assert cancelled["status"] == "CANCELLED", cancelled
         policy = await refused(client, "start_run", target="tidy-and-report", input="x", policy={"max_steps": 1})
         assert "workflow" in policy
     # the run is in the database, its decision audited under the local user
