@@ -452,6 +452,50 @@ class AsyncClient:
         )
         return out
 
+    # ---------------------------------------------------------------------------- workflows
+
+    async def list_workflows(self) -> list[JSON]:
+        """Workflows the workspace can run: the server's folder ones and the workspace's stored ones (``source``)."""
+        out: list[JSON] = await self.request("GET", "/v1/workflows")
+        return out
+
+    async def get_workflow(self, name: str) -> JSON:
+        """One workflow: definition, source and, when stored, its YAML and version."""
+        out: JSON = await self.request("GET", f"/v1/workflows/{name}")
+        return out
+
+    async def validate_workflow(self, yaml_text: str) -> JSON:
+        """Check a workflow document: ``valid`` and every problem with its line."""
+        out: JSON = await self.request("POST", "/v1/workflows/validate", json_body={"yaml": yaml_text})
+        return out
+
+    async def save_workflow(self, yaml_text: str) -> JSON:
+        """Store a workflow in the workspace (operator); a new version when the name exists. 422 if invalid."""
+        out: JSON = await self.request("POST", "/v1/workflows", json_body={"yaml": yaml_text})
+        return out
+
+    async def delete_workflow(self, name: str) -> JSON:
+        """Delete a stored workflow of the workspace (operator)."""
+        out: JSON = await self.request("DELETE", f"/v1/workflows/{name}")
+        return out
+
+    async def run_workflow(self, name: str, input: str) -> JSON:
+        """Start a run of a workflow (operator); follow it like any run."""
+        path = f"/v1/workflows/{name}/runs"
+        out: JSON = await self.request("POST", path, json_body={"input": input})
+        return out
+
+    async def generate_workflow(
+        self, goal: str, *, model: str | None = None, save: bool = False, max_repairs: int | None = None
+    ) -> JSON:
+        """Have a model write a workflow for ``goal`` (operator): YAML, validation report and attempts.
+
+        Stored only with ``save=True``; still invalid after the repairs raises the 422 as a ValidationError.
+        """
+        body = _clean({"goal": goal, "model": model, "save": save, "max_repairs": max_repairs})
+        out: JSON = await self.request("POST", "/v1/workflows/generate", json_body=body)
+        return out
+
     # ------------------------------------------------------------------ webhooks and notifications
 
     async def list_webhooks(self) -> list[JSON]:
@@ -833,6 +877,13 @@ class Client:
     rotate_credentials = _blocking(AsyncClient.rotate_credentials)
     oauth_start = _blocking(AsyncClient.oauth_start)
     usage = _blocking(AsyncClient.usage)
+    list_workflows = _blocking(AsyncClient.list_workflows)
+    get_workflow = _blocking(AsyncClient.get_workflow)
+    validate_workflow = _blocking(AsyncClient.validate_workflow)
+    save_workflow = _blocking(AsyncClient.save_workflow)
+    delete_workflow = _blocking(AsyncClient.delete_workflow)
+    run_workflow = _blocking(AsyncClient.run_workflow)
+    generate_workflow = _blocking(AsyncClient.generate_workflow)
     list_webhooks = _blocking(AsyncClient.list_webhooks)
     get_webhook = _blocking(AsyncClient.get_webhook)
     create_webhook = _blocking(AsyncClient.create_webhook)

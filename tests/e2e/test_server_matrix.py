@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,10 +47,16 @@ BODIES: dict[tuple[str, str], Any] = {
     ("DELETE", "/v1/keys/{key_id}"): None,
     ("POST", "/v1/workflows/validate"): {"yaml": "name: matrix"},
     ("POST", "/v1/workflows/{name}/runs"): {"input": "matrix"},
+    ("DELETE", "/v1/workflows/{name}"): None,
+    ("POST", "/v1/workflows"): {"yaml": "name: matrix-wf\nnodes:\n  - {id: a, agent: calculator}\n"},
+    ("POST", "/v1/workflows/generate"): {"goal": "matrix", "save": True},
     ("POST", "/v1/chat/completions"): {"model": "calculator", "messages": [{"role": "user", "content": "1+1"}]},
 }
-SHARED_CATALOG = {"/v1/agents/{name}", "/v1/workflows/{name}", "/v1/workflows/{name}/runs", "/v1/models/{name}"}
-"""Agents and workflows are the server's, not a workspace's: ``{name}`` names no workspace's row."""
+SHARED_CATALOG = {"/v1/agents/{name}", "/v1/models/{name}"}
+"""Agents are the server's, not a workspace's: ``{name}`` names no workspace's row. Workflows may be stored per
+workspace: each stores ``wf-<workspace>``, the ``name`` id, so ``/v1/workflows/{name}`` is scoped."""
+PLANNER_SCRIPT = "turns:\n  - content: 'name: generated-wf\n\n      nodes: [{id: a, agent: calculator}]'\n"
+"""A scripted planner for POST /v1/workflows/generate (one valid answer)."""
 NON_TENANT_PATHS = {"/", "/ui/{path:path}", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"}
 NON_TENANT_PREFIXES = ("/docs/",)
 AUTHENTICATED_NON_REST = {"/mcp"}
@@ -89,6 +96,7 @@ def snapshot(url: str, ws: str) -> dict[str, Any]:
         "keys": "SELECT key_id, name, role, revoked_at FROM api_keys WHERE workspace_id = :w",
         "settings": "SELECT settings FROM workspaces WHERE workspace_id = :w",
         "audit": "SELECT seq, action, actor FROM audit_log WHERE workspace_id = :w AND action NOT LIKE 'auth.%'",
+        "workflows": "SELECT name, version, yaml, deleted_at FROM stored_workflows WHERE workspace_id = :w",
     }
     return {name: sorted(map(str, _sql(url, sql, w=ws))) for name, sql in q.items()}
 
@@ -120,20 +128,26 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
         )
     engine.dispose()
     c.post(f"/v1/runs/{done}/cancel", headers=op)  # an audit entry (409: already finished; not audited)
+    wf_yaml = f"name: wf-{ws}\ndescription: wf-of-{ws}\nnodes:\n  - {{id: a, agent: calculator, input: '1+1'}}\n"
+    assert c.post("/v1/workflows", json={"yaml": wf_yaml}, headers=op).status_code == 200
     key_ids = {k["key_id"] for k in c.get("/v1/keys", headers=auth(t.admin)).json()}
     t.ids = {
         "run_id": waiting,
         "approval_id": approval["approval_id"],
         "request_id": request_id,
         "key_id": throwaway.split("_")[1],
-        "name": "calculator",
+        "name": f"wf-{ws}",
     }
-    t.markers = {done, waiting, approval["approval_id"], request_id, *key_ids, f'"workspace_id":"{ws}"'}
+    t.markers = {done, waiting, approval["approval_id"], request_id, *key_ids, f'"workspace_id":"{ws}"', f"wf-of-{ws}"}
     return t
 
 
 @pytest.fixture
-def tenants(db_url: str) -> Iterator[tuple[LiveServer, str, dict[str, Tenant]]]:
+def tenants(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[tuple[LiveServer, str, dict[str, Tenant]]]:
+    (tmp_path / "planner.yaml").write_text(PLANNER_SCRIPT, encoding="utf-8")
+    monkeypatch.setenv("MAESTRO_MODEL_PLANNER", f"scripted:{tmp_path / 'planner.yaml'}")
     with (
         LiveServer(db_url, load_agents_dir(builtin_agents_dir()), rate_limit_per_min=0) as srv,
         httpx.Client(base_url=srv.url, timeout=10) as c,

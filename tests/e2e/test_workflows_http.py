@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from agentmaestro.agents import load_agents_dir
-from tests.e2e.test_server import auth, make_key
+from tests.e2e.test_server import auth, make_key, wait_status
 from tests.fakes.server import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,3 +71,94 @@ def test_cli_validate_and_run(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "COMPLETED workflow=refine-paragraph" in res.stdout and "(iteration 2)" in res.stdout
+
+
+STORED = """\
+name: research-summary
+description: A workspace's own version of the folder workflow.
+nodes:
+  - id: only
+    agent: summarizer
+    input: "Stored: {{ input }}"
+"""
+
+
+def test_stored_workflows_per_workspace(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAESTRO_WORKFLOWS_DIR", str(EXAMPLES))
+    keys = {role: make_key(db_url, "default", role) for role in ("viewer", "operator")}
+    other = make_key(db_url, "other", "admin")
+    with LiveServer(db_url, load_agents_dir(EXAMPLES / "agents")) as srv, httpx.Client(base_url=srv.url) as c:
+        viewer, operator = auth(keys["viewer"]), auth(keys["operator"])
+        assert c.post("/v1/workflows", json={"yaml": STORED}, headers=viewer).status_code == 403
+        bad = c.post("/v1/workflows", json={"yaml": STORED.replace("summarizer", "ghost")}, headers=operator)
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_workflow"
+        assert "<workflow>:5: nodes[0].agent: unknown agent 'ghost'" in bad.json()["error"]["message"]
+
+        saved = c.post("/v1/workflows", json={"yaml": STORED}, headers=operator).json()
+        assert (saved["name"], saved["source"], saved["version"], saved["yaml"]) == (
+            "research-summary",
+            "stored",
+            1,
+            STORED,
+        )
+        assert c.post("/v1/workflows", json={"yaml": STORED}, headers=operator).json()["version"] == 2
+        mine = {w["name"]: w["source"] for w in c.get("/v1/workflows", headers=viewer).json()}
+        theirs = {w["name"]: w["source"] for w in c.get("/v1/workflows", headers=auth(other)).json()}
+        assert mine["research-summary"] == "stored" and theirs["research-summary"] == "folder"  # shadowed here only
+
+        run = c.post("/v1/workflows/research-summary/runs", json={"input": "x"}, headers=operator).json()
+        done = wait_status(c, run["run_id"], keys["operator"], {"COMPLETED", "FAILED"})
+        assert done["status"] == "COMPLETED" and done["output"].startswith("SUMMARY of [Stored: x]")
+        # the other workspace runs the folder's version and cannot delete this one
+        theirs_run = c.post("/v1/workflows/research-summary/runs", json={"input": "y"}, headers=auth(other)).json()
+        assert wait_status(c, theirs_run["run_id"], other, {"COMPLETED"})["output"].startswith("SUMMARY of [Summarise")
+
+        gone = c.delete("/v1/workflows/research-summary", headers=operator)
+        assert gone.status_code == 200 and gone.json() == {"name": "research-summary", "version": 2, "deleted": True}
+        folder_one = c.delete("/v1/workflows/research-summary", headers=operator)
+        assert folder_one.status_code == 409  # what is left is the server's folder workflow
+        assert c.delete("/v1/workflows/nope", headers=operator).status_code == 404
+        assert c.get("/v1/workflows/research-summary", headers=viewer).json()["source"] == "folder"
+
+
+def test_generate_over_http_and_cli_through_the_server(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MAESTRO_WORKFLOWS_DIR", str(EXAMPLES))
+    monkeypatch.setenv("MAESTRO_MODEL_PLANNER", f"scripted:{EXAMPLES / 'generate' / 'planner.yaml'}")
+    keys = {role: make_key(db_url, "default", role) for role in ("viewer", "operator")}
+    with LiveServer(db_url, load_agents_dir(EXAMPLES / "agents")) as srv, httpx.Client(base_url=srv.url) as c:
+        operator = auth(keys["operator"])
+        assert c.post("/v1/workflows/generate", json={"goal": "x"}, headers=auth(keys["viewer"])).status_code == 403
+        named = c.post("/v1/workflows/generate", json={"goal": "x", "model": "scripted:/etc/passwd"}, headers=operator)
+        assert named.status_code == 400 and named.json()["error"]["code"] == "invalid_model"
+
+        review = c.post("/v1/workflows/generate", json={"goal": "triage tickets"}, headers=operator).json()
+        assert review["valid"] and review["name"] == "ticket-triage" and review["saved"] is None
+        assert [a["valid"] for a in review["attempts"]] == [False, True]
+        first = {p["message"] for p in review["attempts"][0]["problems"]}
+        assert any(m.startswith("'classify_ticket' is a tool, not an agent") for m in first), first
+        assert "unknown node 'clasify'; nodes: classify, answer" in first
+        assert c.get("/v1/workflows/ticket-triage", headers=operator).status_code == 404  # returned, not saved
+
+        stuck = c.post("/v1/workflows/generate", json={"goal": "triage", "max_repairs": 0}, headers=operator)
+        assert stuck.status_code == 422 and stuck.json()["error"]["code"] == "invalid_workflow"
+        assert "still invalid after 0 repair(s)" in stuck.json()["error"]["message"]
+
+        # the CLI through the server: generate --save, list, run --wait, rm
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAESTRO_")}
+        env.update(PYTHONPATH=str(ROOT), MAESTRO_SERVER=srv.url, MAESTRO_API_KEY=keys["operator"])
+        script = (
+            "set -e; m=$0; $m workflows generate 'triage tickets' --save -o t.yaml; $m workflows list; "
+            "$m workflows run ticket-triage 'refund my invoice' --wait; $m workflows rm ticket-triage; "
+            "$m workflows rm ticket-triage"
+        )
+        maestro = str(Path(sys.executable).parent / "maestro")
+        res = subprocess.run(["sh", "-c", script, maestro], env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert res.returncode == 1, res.stderr  # the second rm: not found
+        assert f"saved as version 1 in {srv.url}; written to t.yaml" in res.stderr
+        assert (tmp_path / "t.yaml").read_text().startswith("name: ticket-triage")
+        assert "ticket-triage" in res.stdout and "stored" in res.stdout
+        assert "COMPLETED workflow=ticket-triage" in res.stdout
+        assert f"deleted workflow 'ticket-triage' (version 1) from {srv.url}" in res.stdout
+        assert res.stderr.strip().endswith("error: workflow 'ticket-triage' not found")
