@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import httpx2
@@ -75,11 +75,14 @@ def stdio(tmp_path: Path, *args: str) -> Client:
 
 
 @contextlib.asynccontextmanager
-async def http(url: str, key: str) -> AsyncIterator[Client]:
-    """An MCP client of ``url`` (streamable HTTP) that sends ``key`` as its bearer token."""
+async def http(url: str, key: str, mode: Literal["auto", "legacy"] = "auto") -> AsyncIterator[Client]:
+    """An MCP client of ``url`` (streamable HTTP) that sends ``key`` as its bearer token.
+
+    ``auto`` speaks the SDK's newest protocol (2026-07-28, no handshake); ``legacy`` the 2025 handshake.
+    """
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120)) as client:
-        async with Client(streamable_http_client(url, http_client=client), cache=None) as mcp:
+        async with Client(streamable_http_client(url, http_client=client), mode=mode, cache=None) as mcp:
             yield mcp
 
 
@@ -244,8 +247,9 @@ async def test_streamable_http(served: tuple[str, dict[str, str]]) -> None:
         held = await call(client, "wait_run", run_id=waiting["run_id"], timeout_s=60)
         [approval] = held["pending_approvals"]
 
-    # a viewer reads but cannot start, cancel or decide
-    async with http(f"{url}/mcp", keys["viewer"]) as client:
+    # a viewer reads but cannot start, cancel or decide (and the 2025 protocol works the same)
+    async with http(f"{url}/mcp", keys["viewer"], mode="legacy") as client:
+        assert client.protocol_version.startswith("2025")
         assert (await call(client, "get_run", run_id=done["run_id"]))["status"] == "COMPLETED"
         assert "operator role" in await refused(client, "start_run", target="janitor", input="x")
         assert "operator role" in await refused(client, "cancel_run", run_id=waiting["run_id"])

@@ -51,6 +51,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/workflows"): {"yaml": "name: matrix-wf\nnodes:\n  - {id: a, agent: calculator}\n"},
     ("POST", "/v1/workflows/generate"): {"goal": "matrix", "save": True},
     ("POST", "/v1/chat/completions"): {"model": "calculator", "messages": [{"role": "user", "content": "1+1"}]},
+    ("POST", "/v1/knowledge/collections"): {"name": "matrix-kb", "embedder": "lexical"},
+    ("POST", "/v1/knowledge/collections/{collection}/documents"): {"source": "matrix.md", "text": "matrix probe"},
+    ("POST", "/v1/knowledge/collections/{collection}/search"): {"query": "handbook secret"},
 }
 SHARED_CATALOG = {"/v1/agents/{name}", "/v1/models/{name}"}
 """Agents are the server's, not a workspace's: ``{name}`` names no workspace's row. Workflows may be stored per
@@ -97,6 +100,8 @@ def snapshot(url: str, ws: str) -> dict[str, Any]:
         "settings": "SELECT settings FROM workspaces WHERE workspace_id = :w",
         "audit": "SELECT seq, action, actor FROM audit_log WHERE workspace_id = :w AND action NOT LIKE 'auth.%'",
         "workflows": "SELECT name, version, yaml, deleted_at FROM stored_workflows WHERE workspace_id = :w",
+        "knowledge": "SELECT name, embedder, dimension, updated_at FROM knowledge_collections WHERE workspace_id = :w",
+        "knowledge_docs": "SELECT document_id, content_hash FROM knowledge_documents WHERE workspace_id = :w",
     }
     return {name: sorted(map(str, _sql(url, sql, w=ws))) for name, sql in q.items()}
 
@@ -130,6 +135,10 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
     c.post(f"/v1/runs/{done}/cancel", headers=op)  # an audit entry (409: already finished; not audited)
     wf_yaml = f"name: wf-{ws}\ndescription: wf-of-{ws}\nnodes:\n  - {{id: a, agent: calculator, input: '1+1'}}\n"
     assert c.post("/v1/workflows", json={"yaml": wf_yaml}, headers=op).status_code == 200
+    kb = {"name": f"kb-{ws}", "embedder": "lexical"}
+    assert c.post("/v1/knowledge/collections", json=kb, headers=op).status_code == 201
+    doc = {"source": "handbook.md", "text": f"kb-secret-{ws}: the handbook secret of {ws}"}
+    document_id = c.post(f"/v1/knowledge/collections/kb-{ws}/documents", json=doc, headers=op).json()["document_id"]
     key_ids = {k["key_id"] for k in c.get("/v1/keys", headers=auth(t.admin)).json()}
     t.ids = {
         "run_id": waiting,
@@ -137,8 +146,11 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
         "request_id": request_id,
         "key_id": throwaway.split("_")[1],
         "name": f"wf-{ws}",
+        "collection": f"kb-{ws}",
+        "document_id": document_id,
     }
     t.markers = {done, waiting, approval["approval_id"], request_id, *key_ids, f'"workspace_id":"{ws}"', f"wf-of-{ws}"}
+    t.markers |= {f"kb-{ws}", f"kb-secret-{ws}", document_id}
     return t
 
 
@@ -148,6 +160,7 @@ def tenants(
 ) -> Iterator[tuple[LiveServer, str, dict[str, Tenant]]]:
     (tmp_path / "planner.yaml").write_text(PLANNER_SCRIPT, encoding="utf-8")
     monkeypatch.setenv("MAESTRO_MODEL_PLANNER", f"scripted:{tmp_path / 'planner.yaml'}")
+    monkeypatch.setenv("MAESTRO_QDRANT_URL", ":memory:")  # the knowledge index (docs/knowledge.md)
     with (
         LiveServer(db_url, load_agents_dir(builtin_agents_dir()), rate_limit_per_min=0) as srv,
         httpx.Client(base_url=srv.url, timeout=10) as c,

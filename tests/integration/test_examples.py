@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,7 +46,13 @@ def anthropic_server() -> Iterator[FakeAnthropicServer]:
 
 def test_every_example_has_a_readme() -> None:
     folders = sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-    assert [p.name for p in folders] == ["anthropic_researcher", "langchain_agent", "openai_calculator", "workflows"]
+    assert [p.name for p in folders] == [
+        "anthropic_researcher",
+        "knowledge_team",
+        "langchain_agent",
+        "openai_calculator",
+        "workflows",
+    ]
     for folder in folders:
         text = (folder / "README.md").read_text(encoding="utf-8")
         assert "offline" in text.lower() and "for real" in text.lower()
@@ -118,3 +125,32 @@ def test_langchain_agent_offline(tmp_path: Path) -> None:
     assert "bookings: ['HTL-0001']" in result.stdout
     assert "reference HTL-0001" in result.stdout
     assert "no price known" not in result.stderr
+
+
+def test_knowledge_team_offline(tmp_path: Path) -> None:
+    """The README's commands: build the collection, ingest (twice: unchanged), run the three-agent workflow."""
+    env = _env(tmp_path)
+    steps = [
+        (["knowledge", "create", "team-docs", "--embedder", "lexical"], "created team-docs (embedder lexical"),
+        (["knowledge", "ingest", "team-docs", "examples/knowledge_team/docs"], "ingested  examples/knowledge_team"),
+        (["knowledge", "ingest", "team-docs", "examples/knowledge_team/docs"], "unchanged examples/knowledge_team"),
+    ]
+    for args, expected in steps:
+        result = _run([str(MAESTRO), *args], env)
+        assert result.returncode == 0 and expected in result.stdout, (args, result.stdout, result.stderr)
+    assert (tmp_path / "qdrant").is_dir(), "the embedded index lives next to the SQLite database"
+    question = "How do I return a lantern and get a refund?"
+    result = _run([str(MAESTRO), "workflows", "run", "examples/knowledge_team/team.yaml", question, "--wait"], env)
+    assert result.returncode == 0, result.stderr
+    assert "COMPLETED workflow=knowledge-team" in result.stdout
+    assert "output: APPROVED: every sentence is cited" in result.stdout
+    cited = "[1] examples/knowledge_team/docs/returns.md, lines 3-6 (Returns and refunds > Return window)"
+    assert cited in result.stdout
+    assert "Traceback" not in result.stderr
+    runs = _run([str(MAESTRO), "--json", "runs", "list", "--limit", "10"], env)
+    assert runs.returncode == 0, runs.stderr
+    assert sorted(r["agent"] for r in json.loads(runs.stdout)["runs"] if r["agent"].startswith("kb-")) == [
+        "kb-researcher",
+        "kb-reviewer",
+        "kb-writer",
+    ]

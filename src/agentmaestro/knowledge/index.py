@@ -20,6 +20,8 @@ shared by everything in the process that uses the same location.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import os
 import threading
 import uuid
@@ -33,6 +35,7 @@ from urllib.parse import urlsplit
 from agentmaestro.errors import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger("agentmaestro.knowledge")
 
 _INDEXES: dict[str, VectorIndex] = {}
 _INDEXES_LOCK = threading.Lock()
@@ -64,8 +67,16 @@ def index_at(location: str) -> VectorIndex:
     with _INDEXES_LOCK:
         index = _INDEXES.get(key)
         if index is None:
+            if not _INDEXES:
+                atexit.register(_close_all)
             index = _INDEXES[key] = VectorIndex(key)
         return index
+
+
+def _close_all() -> None:
+    """Release every index at exit (embedded Qdrant unlocks its folder), while imports still work."""
+    for index in list(_INDEXES.values()):
+        index.close()
 
 
 class VectorIndex:
@@ -100,7 +111,8 @@ class VectorIndex:
             self._client = QdrantClient(location=":memory:")
         else:
             try:
-                self._client = QdrantClient(path=self.location)
+                # Every call runs on this index's one thread; the flag only lets close() run at exit from the main one.
+                self._client = QdrantClient(path=self.location, force_disable_check_same_thread=True)
             except RuntimeError as exc:
                 if "already accessed" not in str(exc):
                     raise
@@ -110,6 +122,15 @@ class VectorIndex:
                     "server and set MAESTRO_QDRANT_URL for every process"
                 ) from None
         return self._client
+
+    def close(self) -> None:
+        """Close the client (releasing an embedded folder's lock); the next call opens it again."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing at exit is best effort
+                log.debug("closing Qdrant at %s failed", self.where, exc_info=True)
 
     async def _call(self, fn: Callable[[Any], T]) -> T:
         def run() -> T:
