@@ -1,7 +1,9 @@
 // Agents, tools and workflows: the definitions this server can run, tools with their risk levels,
-// and a form to validate a workflow YAML (POST /v1/workflows/validate).
+// the workspace's workflows (the server's folder ones and the stored ones), a form to validate a
+// workflow YAML (POST /v1/workflows/validate) and, for operators, to store it (POST /v1/workflows)
+// or have a model write one from a goal (POST /v1/workflows/generate; returned for review).
 
-import { get, post } from "../api.js";
+import { ApiError, del, get, post } from "../api.js";
 import { append, clear, h, kv, link, pre, riskBadge } from "../dom.js";
 
 export function render(main, _route, ctx) {
@@ -12,6 +14,12 @@ export function render(main, _route, ctx) {
   const yaml = h("textarea", { id: "workflow-yaml", name: "yaml", rows: "10", spellcheck: "false",
     placeholder: "name: my-flow\nnodes:\n  - id: first\n    agent: calculator" });
   const verdict = h("div", { role: "status", "aria-live": "polite" });
+  const operator = ctx.can("operator");
+  const goal = h("textarea", { id: "workflow-goal", name: "goal", rows: "3",
+    placeholder: "Research a topic, then summarise the notes for engineers." });
+  const saveGenerated = h("input", { type: "checkbox", id: "workflow-generate-save", name: "save" });
+  const generateButton = h("button", { type: "submit" }, "Generate");
+  const generated = h("div", { role: "status", "aria-live": "polite" });
   append(main,
     h("h1", null, "Agents & tools"),
     h("section", { "aria-labelledby": "agents-title" }, h("h2", { id: "agents-title" }, "Agents"), agentsBox),
@@ -24,9 +32,73 @@ export function render(main, _route, ctx) {
       h("form", { class: "panel", "aria-labelledby": "validate-title", onsubmit: validate },
         h("h3", { id: "validate-title" }, "Validate a workflow"),
         h("label", { for: "workflow-yaml" }, "Workflow YAML"), yaml,
-        h("div", { class: "actions" }, h("button", { type: "submit" }, "Validate")),
-        verdict)),
+        h("div", { class: "actions" }, h("button", { type: "submit" }, "Validate"),
+          operator ? h("button", { type: "button", class: "secondary", onclick: save }, "Save to workspace") : null),
+        verdict),
+      operator ? h("form", { class: "panel", "aria-labelledby": "generate-title", onsubmit: generate },
+        h("h3", { id: "generate-title" }, "Generate a workflow from a goal"),
+        h("p", { class: "hint" }, "A model (the server's planner role) writes the workflow; it is validated and repaired at most twice, then shown above for review."),
+        h("label", { for: "workflow-goal" }, "Goal"), goal,
+        h("div", { class: "actions" }, generateButton,
+          h("label", { for: "workflow-generate-save" }, saveGenerated, " Save when valid")),
+        generated) : null),
   );
+
+  function showProblems(box, problems) {
+    append(box, h("p", { class: "error-text" }, `${problems.length} problem${problems.length === 1 ? "" : "s"}:`),
+      h("ul", { class: "problems" }, problems.map((p) => h("li", null,
+        p.line ? `line ${p.line}: ` : "", p.path ? h("code", null, p.path) : null, p.path ? ": " : "", p.message))));
+  }
+
+  async function save() {
+    try {
+      const report = await post("/v1/workflows/validate", { yaml: yaml.value });
+      clear(verdict);
+      if (!report.valid) {
+        showProblems(verdict, report.problems);
+        return;
+      }
+      const saved = await post("/v1/workflows", { yaml: yaml.value });
+      append(verdict, h("p", { class: "ok-text" }, `Saved: workflow ${saved.name}, version ${saved.version}.`));
+      ctx.announce(`Saved workflow ${saved.name}`);
+      loadWorkflows();
+    } catch (err) {
+      ctx.fail(err, "Cannot save");
+    }
+  }
+
+  async function generate(e) {
+    e.preventDefault();
+    clear(generated);
+    generateButton.disabled = true;
+    append(generated, h("p", { class: "muted" }, "Writing the workflow…"));
+    try {
+      const result = await post("/v1/workflows/generate", { goal: goal.value, save: saveGenerated.checked });
+      clear(generated);
+      const repairs = result.attempts.length - 1;
+      append(generated, h("p", { class: "ok-text" },
+        `Generated workflow ${result.name} with ${result.model} (${repairs} repair${repairs === 1 ? "" : "s"}).`,
+        result.saved ? ` Saved as version ${result.saved.version}.` : " Review it above, then save it."));
+      if (repairs) {
+        append(generated, h("details", null, h("summary", null, "Problems the model repaired"),
+          result.attempts.filter((a) => !a.valid).map((a) => h("div", null, h("p", null, `Attempt ${a.number}:`),
+            h("ul", { class: "problems" }, a.problems.map((p) => h("li", null, p.line ? `line ${p.line}: ` : "", p.message)))))));
+      }
+      yaml.value = result.yaml;
+      clear(verdict);
+      if (result.saved) loadWorkflows();
+      ctx.announce(`Generated workflow ${result.name}`);
+    } catch (err) {
+      clear(generated);
+      if (err instanceof ApiError && err.status === 422) {
+        append(generated, h("p", { class: "error-text" }, err.message));
+      } else {
+        ctx.fail(err, "Cannot generate");
+      }
+    } finally {
+      generateButton.disabled = false;
+    }
+  }
 
   async function validate(e) {
     e.preventDefault();
@@ -36,27 +108,55 @@ export function render(main, _route, ctx) {
       if (report.valid) {
         append(verdict, h("p", { class: "ok-text" }, `Valid: workflow ${report.name}.`));
       } else {
-        append(verdict, h("p", { class: "error-text" }, `${report.problems.length} problem${report.problems.length === 1 ? "" : "s"}:`),
-          h("ul", { class: "problems" }, report.problems.map((p) => h("li", null,
-            p.line ? `line ${p.line}: ` : "", p.path ? h("code", null, p.path) : null, p.path ? ": " : "", p.message))));
+        showProblems(verdict, report.problems);
       }
     } catch (err) {
       ctx.fail(err, "Cannot validate");
     }
   }
 
-  function workflowCard(w) {
-    return h("article", { class: "panel", "aria-labelledby": `workflow-${w.name}`, "data-workflow": w.name },
-      h("h3", { id: `workflow-${w.name}` }, w.name),
-      h("p", null, w.description || h("span", { class: "muted" }, "(no description)")),
-      kv([["Nodes", w.nodes.join(", ")], ["Agents", w.agents.join(", ")], w.source ? ["Defined in", h("code", null, w.source)] : null]),
-      ctx.can("operator") ? h("p", null, link(`#/new?workflow=${encodeURIComponent(w.name)}`, `Run ${w.name}`, { class: "button secondary" })) : null);
+  function deleteButtons(w) {
+    const confirm = h("button", { type: "button", class: "danger small", hidden: true, onclick: async () => {
+      try {
+        await del(`/v1/workflows/${encodeURIComponent(w.name)}`);
+        ctx.toast(`Deleted ${w.name}`);
+        ctx.announce(`Deleted workflow ${w.name}`);
+        loadWorkflows();
+      } catch (err) {
+        ctx.fail(err, "Cannot delete");
+      }
+    } }, `Confirm: delete ${w.name}`);
+    const keep = h("button", { type: "button", class: "secondary small", hidden: true, onclick: () => {
+      confirm.hidden = true; keep.hidden = true; ask.hidden = false; ask.focus();
+    } }, "Keep");
+    const ask = h("button", { type: "button", class: "secondary small", onclick: () => {
+      ask.hidden = true; confirm.hidden = false; keep.hidden = false; confirm.focus();
+    } }, "Delete");
+    return [ask, " ", confirm, " ", keep];
   }
 
-  get("/v1/workflows").then((list) => {
-    if (!alive) return;
-    append(clear(workflowsBox), list.length ? list.map(workflowCard) : h("p", { class: "muted" }, "No workflows on this server (they are read from MAESTRO_WORKFLOWS_DIR, default ./workflows)."));
-  }).catch((err) => ctx.fail(err, "Cannot list workflows"));
+  function workflowCard(w) {
+    const stored = w.source === "stored";
+    return h("article", { class: "panel", "aria-labelledby": `workflow-${w.name}`, "data-workflow": w.name, "data-source": w.source },
+      h("h3", { id: `workflow-${w.name}` }, w.name),
+      h("p", null, w.description || h("span", { class: "muted" }, "(no description)")),
+      kv([
+        ["Nodes", w.nodes.join(", ")],
+        ["Agents", w.agents.join(", ")],
+        ["Source", stored ? `stored in this workspace, version ${w.version}` : "the server's workflows folder"],
+        stored ? ["Saved by", `${w.updated_by}`] : (w.location ? ["Defined in", h("code", null, w.location)] : null),
+      ]),
+      operator ? h("p", { class: "actions" }, link(`#/new?workflow=${encodeURIComponent(w.name)}`, `Run ${w.name}`, { class: "button secondary" }),
+        stored ? deleteButtons(w) : null) : null);
+  }
+
+  function loadWorkflows() {
+    get("/v1/workflows").then((list) => {
+      if (!alive) return;
+      append(clear(workflowsBox), list.length ? list.map(workflowCard) : h("p", { class: "muted" }, "No workflows yet: the server reads them from MAESTRO_WORKFLOWS_DIR (default ./workflows); operators can save or generate one below."));
+    }).catch((err) => ctx.fail(err, "Cannot list workflows"));
+  }
+  loadWorkflows();
 
   function agentCard(a) {
     const policy = Object.entries(a.policy || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k}=${v}`).join(", ");
