@@ -41,7 +41,7 @@ from tests.e2e.test_server import make_key
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
 REAL_ID_EXAMPLES = 10
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
-PUBLIC = {"GET /healthz", "GET /readyz", "GET /metrics"}
+PUBLIC = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/integrations/oauth/callback"}
 _SETTINGS = dict(
     deadline=None,
     database=None,
@@ -104,12 +104,16 @@ class Fuzz:
                 )
             )
         engine.dispose()
+        credential = {"name": "fuzz", "kind": "token", "value": "fuzz-token-value"}
+        admin_key = {"Authorization": f"Bearer {self.admin}"}
+        self.client.request("POST", "/v1/credentials", json=credential, headers=admin_key)
         return {
             "run_id": done,
             "approval_id": approval["approval_id"],
             "request_id": request_id,
             "key_id": throwaway.split("_")[1],
             "name": "calculator",
+            "credential": "fuzz",
         }
 
     def close(self) -> None:

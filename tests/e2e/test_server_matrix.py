@@ -28,6 +28,7 @@ from websockets.sync.client import connect
 
 from agentmaestro.agents import load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
+from agentmaestro.integrations.oauth import Provider
 from agentmaestro.store.dialects import normalize_url
 from agentmaestro.store.schema import human_requests
 from tests.e2e.test_server import auth, make_key, wait_status
@@ -44,6 +45,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/human-requests/{request_id}"): {"action": "abandon"},
     ("PATCH", "/v1/workspace/settings"): {"quotas": {"runs_per_hour": 1000}, "gate": {"deny_tools": ["add"]}},
     ("POST", "/v1/keys"): {"name": "matrix", "role": "viewer"},
+    ("POST", "/v1/credentials"): {"name": "matrix", "kind": "token", "value": "matrix-token-value"},
+    ("POST", "/v1/credentials/rotate"): None,
+    ("POST", "/v1/integrations/oauth/start"): {"provider": "matrix", "name": "matrix"},
     ("DELETE", "/v1/keys/{key_id}"): None,
     ("POST", "/v1/workflows/validate"): {"yaml": "name: matrix"},
     ("POST", "/v1/workflows/{name}/runs"): {"input": "matrix"},
@@ -62,6 +66,8 @@ PLANNER_SCRIPT = "turns:\n  - content: 'name: generated-wf\n\n      nodes: [{id:
 """A scripted planner for POST /v1/workflows/generate (one valid answer)."""
 NON_TENANT_PATHS = {"/", "/ui/{path:path}", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"}
 NON_TENANT_PREFIXES = ("/docs/",)
+STATE_BOUND = {"/v1/integrations/oauth/callback"}
+"""Authorized by a single-use OAuth state, not a key: without one it answers 4xx and touches nothing."""
 AUTHENTICATED_NON_REST = {"/mcp"}
 """MCP (streamable HTTP): API keys and workspace scoping as for /v1; tests/e2e/test_mcp_server.py calls its tools
 with another workspace's ids."""
@@ -98,6 +104,7 @@ def snapshot(url: str, ws: str) -> dict[str, Any]:
         "human": "SELECT request_id, status, resolved_by FROM human_requests WHERE workspace_id = :w",
         "keys": "SELECT key_id, name, role, revoked_at FROM api_keys WHERE workspace_id = :w",
         "settings": "SELECT settings FROM workspaces WHERE workspace_id = :w",
+        "credentials": "SELECT name, kind, secret, key_id, version FROM credentials WHERE workspace_id = :w",
         "audit": "SELECT seq, action, actor FROM audit_log WHERE workspace_id = :w AND action NOT LIKE 'auth.%'",
         "workflows": "SELECT name, version, yaml, deleted_at FROM stored_workflows WHERE workspace_id = :w",
         "knowledge": "SELECT name, embedder, dimension, updated_at FROM knowledge_collections WHERE workspace_id = :w",
@@ -139,18 +146,23 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
     assert c.post("/v1/knowledge/collections", json=kb, headers=op).status_code == 201
     doc = {"source": "handbook.md", "text": f"kb-secret-{ws}: the handbook secret of {ws}"}
     document_id = c.post(f"/v1/knowledge/collections/kb-{ws}/documents", json=doc, headers=op).json()["document_id"]
+    credential = f"cred-{ws}"  # a credential of this workspace (its name and value are markers)
+    body = {"name": credential, "kind": "token", "value": f"secret-of-{ws}-0000"}
+    assert c.post("/v1/credentials", json=body, headers=auth(t.admin)).status_code == 201
     key_ids = {k["key_id"] for k in c.get("/v1/keys", headers=auth(t.admin)).json()}
     t.ids = {
         "run_id": waiting,
         "approval_id": approval["approval_id"],
         "request_id": request_id,
         "key_id": throwaway.split("_")[1],
+        "credential": credential,
         "name": f"wf-{ws}",
         "collection": f"kb-{ws}",
         "document_id": document_id,
     }
     t.markers = {done, waiting, approval["approval_id"], request_id, *key_ids, f'"workspace_id":"{ws}"', f"wf-of-{ws}"}
     t.markers |= {f"kb-{ws}", f"kb-secret-{ws}", document_id}
+    t.markers |= {credential, f"secret-of-{ws}"}
     return t
 
 
@@ -165,6 +177,15 @@ def tenants(
         LiveServer(db_url, load_agents_dir(builtin_agents_dir()), rate_limit_per_min=0) as srv,
         httpx.Client(base_url=srv.url, timeout=10) as c,
     ):
+        srv.app.state.oauth_providers = {  # for POST /v1/integrations/oauth/start (no request leaves the host)
+            "matrix": Provider(
+                name="matrix",
+                client_id="matrix",
+                authorize_url="https://auth.invalid/authorize",
+                token_url="https://auth.invalid/token",
+                redirect_url=f"{srv.url}/v1/integrations/oauth/callback",
+            )
+        }
         yield srv, db_url, {ws: seed(db_url, srv, c, ws) for ws in WORKSPACES}
 
 
@@ -271,7 +292,7 @@ def test_no_cross_workspace_reads_or_writes(tenants: tuple[LiveServer, str, dict
                         )
                         assert sse.status_code == 404, (label, "SSE", sse.status_code)
                 else:
-                    limit = 500 if path in SHARED_CATALOG else 300
+                    limit = 500 if path in SHARED_CATALOG or path in STATE_BOUND else 300
                     assert r.status_code < limit, (label, r.status_code, r.text)
                     leaked = [m for m in victim.markers if m in r.text]
                     assert not leaked, (label, leaked)
