@@ -104,6 +104,10 @@ class Fuzz:
                 )
             )
         engine.dispose()
+        kb = {"name": "fuzz-kb", "embedder": "lexical"}
+        self._call("POST", "/v1/knowledge/collections", json=kb)
+        doc = {"source": "fuzz.md", "text": "# Fuzz\n\nSeeded knowledge."}
+        document_id = self._call("POST", "/v1/knowledge/collections/fuzz-kb/documents", json=doc)["document_id"]
         credential = {"name": "fuzz", "kind": "token", "value": "fuzz-token-value"}
         admin_key = {"Authorization": f"Bearer {self.admin}"}
         self.client.request("POST", "/v1/credentials", json=credential, headers=admin_key)
@@ -113,6 +117,8 @@ class Fuzz:
             "request_id": request_id,
             "key_id": throwaway.split("_")[1],
             "name": "calculator",
+            "collection": "fuzz-kb",
+            "document_id": document_id,
             "credential": "fuzz",
         }
 
@@ -122,7 +128,8 @@ class Fuzz:
 
 
 @pytest.fixture
-def fuzz(db_url: str, tmp_path: Path) -> Iterator[Fuzz]:
+def fuzz(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fuzz]:
+    monkeypatch.setenv("MAESTRO_QDRANT_URL", ":memory:")  # the knowledge index (docs/knowledge.md)
     f = Fuzz(db_url)
     try:
         yield f

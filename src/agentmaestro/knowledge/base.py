@@ -7,6 +7,7 @@ search also filters on the workspace, so a workspace never sees another's passag
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -285,7 +286,9 @@ class KnowledgeBase:
                 content_hash=digest,
             )
         markdown = Path(source).suffix.lower() in _MARKDOWN_SUFFIXES
-        chunks = chunk_text(text, max_chars=self.max_chars, overlap_chars=self.overlap_chars, markdown=markdown)
+        chunks = await asyncio.to_thread(
+            chunk_text, text, max_chars=self.max_chars, overlap_chars=self.overlap_chars, markdown=markdown
+        )
         vectors = await self._embed(coll, [f"{c.heading}\n{c.text}" if c.heading else c.text for c in chunks])
         document_id = existing["document_id"] if existing is not None else f"doc_{uuid.uuid4().hex[:20]}"
         qname = _qdrant_name(coll["collection_id"])

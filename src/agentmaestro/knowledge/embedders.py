@@ -80,8 +80,10 @@ class LexicalEmbedder:
         return [v / norm for v in vec] if norm else vec
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        """Vectors of the texts."""
-        return [self.vector(t) for t in texts]
+        """Vectors of the texts (computed off the event loop when there is much text)."""
+        if sum(len(t) for t in texts) < 20_000:
+            return [self.vector(t) for t in texts]
+        return await asyncio.to_thread(lambda: [self.vector(t) for t in texts])
 
 
 class OpenAIEmbedder:

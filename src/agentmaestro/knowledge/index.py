@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import importlib
 import logging
 import os
 import threading
@@ -88,6 +89,8 @@ class VectorIndex:
         self.remote = "://" in location
         self._client: Any = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maestro-qdrant")
+        # qdrant-client takes seconds to import: start now, on the index's own thread, so no event loop waits for it
+        self._thread.submit(_warm_up)
 
     @property
     def where(self) -> str:
@@ -149,9 +152,10 @@ class VectorIndex:
 
     async def create(self, name: str, dimension: int) -> None:
         """Create a collection (nothing if it exists)."""
-        from qdrant_client import models
 
         def op(client: Any) -> None:
+            from qdrant_client import models
+
             if not client.collection_exists(name):
                 client.create_collection(
                     name, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE)
@@ -170,11 +174,11 @@ class VectorIndex:
 
     async def upsert(self, name: str, points: list[tuple[str, list[float], dict[str, Any]]]) -> None:
         """Write points ``(id, vector, payload)``; ids are UUID strings."""
-        from qdrant_client import models
-
-        structs = [models.PointStruct(id=pid, vector=vec, payload=payload) for pid, vec, payload in points]
 
         def op(client: Any) -> None:
+            from qdrant_client import models
+
+            structs = [models.PointStruct(id=pid, vector=vec, payload=payload) for pid, vec, payload in points]
             for i in range(0, len(structs), 256):
                 client.upsert(name, points=structs[i : i + 256], wait=True)
 
@@ -182,27 +186,32 @@ class VectorIndex:
 
     async def delete_where(self, name: str, must: dict[str, str]) -> None:
         """Delete the points whose payload matches every ``key: value``."""
-        from qdrant_client import models
-
-        flt = _filter(must)
 
         def op(client: Any) -> None:
+            from qdrant_client import models
+
             if client.collection_exists(name):
-                client.delete(name, points_selector=models.FilterSelector(filter=flt), wait=True)
+                client.delete(name, points_selector=models.FilterSelector(filter=_filter(must)), wait=True)
 
         await self._call(op)
 
     async def search(self, name: str, vector: list[float], k: int, must: dict[str, str]) -> list[Hit]:
         """The ``k`` nearest points whose payload matches every ``key: value``, best first."""
-        flt = _filter(must)
 
         def op(client: Any) -> list[Hit]:
             if not client.collection_exists(name):
                 return []
-            result = client.query_points(name, query=vector, query_filter=flt, limit=k, with_payload=True)
+            result = client.query_points(name, query=vector, query_filter=_filter(must), limit=k, with_payload=True)
             return [Hit(score=float(p.score), payload=dict(p.payload or {})) for p in result.points]
 
         return await self._call(op)
+
+
+def _warm_up() -> None:
+    try:
+        importlib.import_module("qdrant_client")
+    except ImportError:  # reported by the first call
+        pass
 
 
 def _filter(must: dict[str, str]) -> Any:
