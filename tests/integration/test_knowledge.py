@@ -19,7 +19,7 @@ from agentmaestro.knowledge import KnowledgeBase, MiniLMEmbedder, VectorIndex, c
 from agentmaestro.knowledge.index import default_location
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import NewRun, new_run_id
-from agentmaestro.tools.builtin.knowledge import search_knowledge
+from agentmaestro.tools.builtin.knowledge import add_knowledge, search_knowledge
 from tests.fakes.openai_server import FakeOpenAIServer
 
 pytestmark = pytest.mark.anyio
@@ -266,5 +266,31 @@ async def test_search_knowledge_tool_in_a_run(db_url: str) -> None:
         results = [str(e.payload.get("result")) for e in events if e.payload.get("name") == "search_knowledge"]
         assert results and "no knowledge collection 'handbook'; available: none" in results[0]
         assert "hardware" not in str(run.state.output)
+    finally:
+        await store.close()
+
+
+async def test_add_knowledge_tool_records_its_run(db_url: str) -> None:
+    from agentmaestro.knowledge import use_knowledge
+
+    store = Store.open(db_url)
+    try:
+        kb = KnowledgeBase(store, VectorIndex(":memory:"))
+        use_knowledge(store, kb)
+        await kb.create_collection("default", "notes", embedder="lexical")
+        note = {"collection": "notes", "source": "notes/q3.md", "text": "# Q3\n\nThe Q3 launch moved to October."}
+        turns = [
+            {"tool_calls": [{"name": "add_knowledge", "arguments": note}]},
+            {"tool_calls": [{"name": "add_knowledge", "arguments": note}]},
+            {"content": "{{last_tool_result}}"},
+        ]
+        agent = Agent(name="scribe", model=ScriptedModel(turns), tools=[add_knowledge])
+        run = await _run(store, agent, "default")
+        assert run.status is RunStatus.COMPLETED, run.state.error
+        assert run.state.output == "unchanged 'notes/q3.md' in 'notes' (1 chunks)"
+        [doc] = await kb.list_documents("default", "notes")
+        assert (doc["created_by"], doc["created_by_run"]) == ("agent:scribe", run.run_id)
+        assert (await kb.search("default", "notes", "when is the Q3 launch"))[0].source == "notes/q3.md"
+        assert add_knowledge.risk.name == "ELEVATED" and search_knowledge.risk.name == "SAFE"
     finally:
         await store.close()
