@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import shlex
 import signal
 import socket
@@ -45,6 +46,8 @@ STEPS_PER_RUN = 5
 """The scripted calculator: 3 model calls (add, multiply, answer) + 2 tool calls."""
 BOOTSTRAP_KEY_FILE = "bootstrap-admin.key"
 """Where ``maestro serve`` saves the admin key it creates on a fresh database (under ``$MAESTRO_HOME``)."""
+_API_KEY_RE = re.compile(r"\b(am_[0-9a-f]+_)[A-Za-z0-9_-]+")
+"""An API key (``am_<key id>_<secret>``); the server prints its bootstrap admin key."""
 READY_TIMEOUT_S = 120.0
 """Start-up allowance for the server (imports and migrations; slow on a busy 2-core machine)."""
 
@@ -88,11 +91,12 @@ class ServerProcess:
     started_s: float = 0.0
 
     def log_tail(self, lines: int = 15) -> str:
+        """The last lines the server printed, API keys redacted."""
         try:
             text = Path(self.log_path).read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return _API_KEY_RE.sub(r"\1<redacted>", "\n".join(text.strip().splitlines()[-lines:]))
 
     def stop(self) -> int | None:
         """SIGTERM (graceful: the embedded worker releases its leases), then SIGKILL after 30 s."""
@@ -264,6 +268,7 @@ async def drive(
                 resp, problem = None, f"{type(exc).__name__}: {exc}"
             elapsed_ms = (time.perf_counter() - t0) * 1000.0
             if problem:
+                problem = f"request {i}, after {elapsed_ms:.0f} ms: {problem}"
                 if phase is None:
                     warm_errors.append(problem)
                 else:
@@ -444,6 +449,7 @@ async def scenario_http(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         server_cpu_total = _server_cpu_s(srv)
         server_peak_rss = _vm_hwm_mb(srv.pid)
         server_threads = srv.num_threads()
+        log_tail = server.log_tail(20)
     exit_status = server.proc.returncode
     check = check_runs(db.url, created)
     errors = creation.errors + reading.errors
@@ -474,6 +480,7 @@ async def scenario_http(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         "server_cpu_total_s": server_cpu_total,
         "server_threads": server_threads,
         "server_exit_status": exit_status,
+        "server_log_tail": log_tail,
         "create": creation.summary(),
         "read": reading.summary(),
         "measured_create_ids": len(create_ids),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ def test_http_scenario_end_to_end_on_sqlite() -> None:
     assert "serve --host 127.0.0.1 --port" in r["server_command"]
     assert "MAESTRO_RATE_LIMIT_PER_MIN=0" in r["server_command"]
     assert r["timed_out"] is False
+    assert "<redacted>" in r["server_log_tail"]  # the bootstrap admin key the server prints
+    assert not re.search(r"am_[0-9a-f]+_[A-Za-z0-9_-]{20,}", line), "an API key leaked into the result"
 
     out = Outcome(name="http", db="sqlite", argv=argv, result=r)
     summary: list[str] = []
