@@ -644,7 +644,7 @@ class AsyncClient:
         out: JSON = await self.request("GET", f"/v1/credentials/{name}")
         return out
 
-    async def set_credential(self, name: str, kind: str, **fields: Any) -> JSON:
+    async def set_credential(self, /, name: str, kind: str, **fields: Any) -> JSON:
         """Create or replace a credential (admin); the answer holds a masked hint, never the secret.
 
         ``fields``: ``value`` for api_key/token, ``username`` and ``password`` for basic, ``access_token``

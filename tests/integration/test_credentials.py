@@ -357,3 +357,77 @@ def test_cli_set_list_rm_rotate_never_print_the_secret(
 async def _migrate(db_url: str) -> None:
     store = Store.open(db_url)
     await store.close()
+
+
+# ------------------------------------------------------------------------------------ config, confinement, redaction
+
+
+def test_oauth_providers_from_yaml_and_environment(tmp_path: Any) -> None:
+    from agentmaestro.integrations.oauth import authorization_url, load_providers
+
+    config = tmp_path / "oauth.yaml"
+    config.write_text(
+        "providers:\n  gh:\n    client_id: abc\n    client_secret_env: GH_SECRET\n"
+        "    authorize_url: https://auth.example/authorize?audience=x\n    token_url: https://auth.example/token\n"
+        "    scopes: [repo, 'read:org']\n    redirect_url: https://m.example/v1/integrations/oauth/callback\n"
+    )
+    env = {
+        "MAESTRO_OAUTH_CONFIG": str(config),
+        "GH_SECRET": "s3cret-value",
+        "MAESTRO_OAUTH_LINEAR_CLIENT_ID": "lin",
+        "MAESTRO_OAUTH_LINEAR_AUTHORIZE_URL": "https://linear.example/oauth/authorize",
+        "MAESTRO_OAUTH_LINEAR_TOKEN_URL": "https://linear.example/oauth/token",
+        "MAESTRO_OAUTH_LINEAR_SCOPES": "read,write",
+        "MAESTRO_OAUTH_REDIRECT_URL": "https://m.example/cb",
+        "MAESTRO_OAUTH_LINEAR_TOKEN_AUTH": "post",
+    }
+    providers = load_providers(environ=env)
+    gh, linear = providers["gh"], providers["linear"]
+    assert gh.client_secret == "s3cret-value" and "s3cret" not in repr(gh) and gh.scopes == ("repo", "read:org")
+    assert (linear.scopes, linear.redirect_url, linear.token_auth) == (
+        ("read", "write"),
+        "https://m.example/cb",
+        "post",
+    )
+    url = authorization_url(gh, state="st", challenge="ch", scopes=gh.scopes)
+    assert url.startswith("https://auth.example/authorize?audience=x&response_type=code&client_id=abc")
+    assert "scope=repo%20read%3Aorg" in url and "code_challenge_method=S256" in url
+    for bad, message in (
+        ({"MAESTRO_OAUTH_X_CLIENT_ID": "x"}, "needs redirect_url"),
+        ({"MAESTRO_OAUTH_X_CLIENT_ID": "x", "MAESTRO_OAUTH_REDIRECT_URL": "ftp://x"}, "must be an http"),
+        ({"MAESTRO_OAUTH_CONFIG": str(tmp_path / "missing.yaml")}, "cannot read OAuth config"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_providers(environ=bad)
+
+
+def test_rest_call_stays_under_its_base_url() -> None:
+    from agentmaestro.errors import ToolError
+    from agentmaestro.tools.builtin.integrations import confined_url
+
+    base = "https://api.example/v1"
+    assert confined_url(base, "users/1") == "https://api.example/v1/users/1"
+    assert confined_url(base, "/users/1/") == "https://api.example/v1/users/1/"
+    assert confined_url(base, "") == base
+    for escape in (
+        "../admin",
+        "users/../../x",
+        "users/%2e%2e/%2E%2E/x",
+        "https://evil.example/x",
+        "//evil.example/x",
+        "users?id=1",
+        "a\\b",
+        "users/./1",
+        "a//b",
+        "x y",
+    ):
+        with pytest.raises(ToolError):
+            confined_url(base, escape)
+
+
+def test_registered_secrets_are_redacted() -> None:
+    from agentmaestro.tools.redact import redact, register_secret
+
+    register_secret("opaque-token-without-a-known-shape-42")
+    register_secret("short")  # too short to redact safely: ignored
+    assert redact("got opaque-token-without-a-known-shape-42 back; short") == "got [REDACTED] back; short"
