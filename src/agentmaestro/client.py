@@ -670,6 +670,70 @@ class AsyncClient:
         out: JSON = await self.request("POST", "/v1/integrations/oauth/start", json_body=body)
         return out
 
+    # --------------------------------------------------------------------------- objectives
+
+    async def create_objective(
+        self,
+        goal: str,
+        *,
+        planner: str | None = None,
+        strategist: str | None = None,
+        workers: Sequence[str] | None = None,
+        max_concurrent_workers: int | None = None,
+        max_attempts: int | None = None,
+        repo: str | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> JSON:
+        """Start an objective (operator): a planner turns ``goal`` into tasks run as child runs."""
+        body = _clean(
+            {
+                "goal": goal,
+                "planner": planner,
+                "strategist": strategist,
+                "workers": list(workers) if workers is not None else None,
+                "max_concurrent_workers": max_concurrent_workers,
+                "max_attempts": max_attempts,
+                "repo": repo,
+                "policy": policy,
+            }
+        )
+        out: JSON = await self.request("POST", "/v1/objectives", json_body=body)
+        return out
+
+    async def list_objectives(self, *, limit: int = 50) -> list[JSON]:
+        """The workspace's objectives with their tasks, newest first."""
+        out: list[JSON] = await self.request("GET", "/v1/objectives", params={"limit": limit})
+        return out
+
+    async def get_objective(self, objective_id: str) -> JSON:
+        """One objective and its task graph."""
+        out: JSON = await self.request("GET", f"/v1/objectives/{objective_id}")
+        return out
+
+    async def change_task_dependencies(
+        self, objective_id: str, task_id: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> JSON:
+        """Add or remove dependencies of a task not started yet (a cycle is refused with a 400)."""
+        path = f"/v1/objectives/{objective_id}/tasks/{task_id}/dependencies"
+        out: JSON = await self.request("POST", path, json_body={"add": list(add), "remove": list(remove)})
+        return out
+
+    async def abandon_task(self, objective_id: str, task_id: str, *, reason: str | None = None) -> JSON:
+        """Abandon a task; the planner re-plans the tasks that depended on it."""
+        path = f"/v1/objectives/{objective_id}/tasks/{task_id}/abandon"
+        out: JSON = await self.request("POST", path, json_body=_clean({"reason": reason}))
+        return out
+
+    async def replan_objective(self, objective_id: str, *, reason: str | None = None) -> JSON:
+        """Ask the planner to re-plan every task not started yet."""
+        path = f"/v1/objectives/{objective_id}/replan"
+        out: JSON = await self.request("POST", path, json_body=_clean({"reason": reason}))
+        return out
+
+    async def restart_objective(self, objective_id: str) -> JSON:
+        """Continue a FAILED or CANCELLED objective from its last checkpoint (its event log)."""
+        out: JSON = await self.request("POST", f"/v1/objectives/{objective_id}/restart")
+        return out
 
 async def _close_draining(ws: Any) -> None:
     """Close a WebSocket while dropping the messages still queued for it.
@@ -901,7 +965,13 @@ class Client:
     list_knowledge_documents = _blocking(AsyncClient.list_knowledge_documents)
     delete_knowledge_document = _blocking(AsyncClient.delete_knowledge_document)
     search_knowledge = _blocking(AsyncClient.search_knowledge)
-
+    create_objective = _blocking(AsyncClient.create_objective)
+    list_objectives = _blocking(AsyncClient.list_objectives)
+    get_objective = _blocking(AsyncClient.get_objective)
+    change_task_dependencies = _blocking(AsyncClient.change_task_dependencies)
+    abandon_task = _blocking(AsyncClient.abandon_task)
+    replan_objective = _blocking(AsyncClient.replan_objective)
+    restart_objective = _blocking(AsyncClient.restart_objective)
 
 async def _make_async(
     base_url: str,

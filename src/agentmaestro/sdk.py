@@ -367,6 +367,63 @@ class Orchestrator:
                 raise TimeoutError(f"workflow run {rec.run_id} still {rec.status.value} after {timeout}s")
             await self.store.wait_for_change(None, 0.2)
 
+    def objective(
+        self,
+        goal: str,
+        *,
+        agents: Iterable[Agent | Any] = (),
+        planner: str = "planner",
+        strategist: str = "strategist",
+        workers: Iterable[str] = (),
+        max_concurrent_workers: int = 5,
+        max_attempts: int = 4,
+        repo: str | Path | None = None,
+        timeout: float | None = None,
+    ) -> RunReport:
+        """Hand ``goal`` to the ``planner`` agent; its tasks run as child runs, reviewed by ``strategist``.
+
+        See docs/objectives.md. Blocks until the objective ends, or until every run in flight waits for a
+        person (an escalated task: ``maestro escalations``). ``repo``: a git repository in which every task
+        works in its own worktree; approved work is merged into its current branch.
+        """
+        from agentmaestro.objectives.service import ObjectiveConfig
+
+        for a in agents:
+            self.register(a)
+        config = ObjectiveConfig(
+            goal=goal,
+            planner=planner,
+            strategist=strategist,
+            workers=tuple(workers),
+            max_concurrent_workers=max_concurrent_workers,
+            max_attempts=max_attempts,
+            repo=str(repo) if repo is not None else None,
+        )
+        return self._call(self._objective(config, timeout))
+
+    async def _objective(self, config: Any, timeout: float | None) -> RunReport:
+        from agentmaestro.objectives.service import start_objective
+
+        missing = [n for n in (config.planner, config.strategist, *config.workers) if n not in self.registry]
+        if missing:
+            raise ConfigError(f"objective uses unregistered agent(s): {', '.join(missing)}")
+        rec = await start_objective(self.store, config, workspace_id=self.workspace)
+        await self._ensure_worker()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        waiting = (RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN)
+        while True:
+            rec = await self.store.get_run(rec.run_id, self.workspace)
+            if rec.status.terminal:
+                return await build_report(self.store, rec)
+            children = await self.store.list_runs(workspace_id=self.workspace, parent_run_id=rec.run_id, limit=1000)
+            live = [c for c in children if not c.status.terminal]
+            if rec.status is RunStatus.WAITING_FOR_CHILDREN and live and all(c.status in waiting for c in live):
+                return await build_report(self.store, rec)
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"objective {rec.run_id} still {rec.status.value} after {timeout}s")
+            await self.store.wait_for_change(None, 0.2)
+
     def start(self, agent: Agent | Any, task: str, *, policy: StrictPolicy | None = None) -> str:
         """Create a run and return its id at once (the worker executes it)."""
         return self._call(self._start(agent, task, policy, None))

@@ -111,12 +111,19 @@ class Fuzz:
         credential = {"name": "fuzz", "kind": "token", "value": "fuzz-token-value"}
         admin_key = {"Authorization": f"Bearer {self.admin}"}
         self.client.request("POST", "/v1/credentials", json=credential, headers=admin_key)
+        # an objective whose planner (janitor) waits for an approval: it waits, and nothing fails in the background
+        objective = self._call(
+            "POST", "/v1/objectives", json={"goal": "fuzz", "planner": "janitor", "strategist": "calculator"}
+        )["run_id"]
+        self._wait(objective, {"WAITING_FOR_CHILDREN"})
         return {
             "run_id": done,
             "approval_id": approval["approval_id"],
             "request_id": request_id,
             "key_id": throwaway.split("_")[1],
             "name": "calculator",
+            "objective_id": objective,
+            "task_id": "t1",
             "collection": "fuzz-kb",
             "document_id": document_id,
             "credential": "fuzz",

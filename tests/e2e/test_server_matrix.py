@@ -50,6 +50,16 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/integrations/oauth/start"): {"provider": "matrix", "name": "matrix"},
     ("DELETE", "/v1/keys/{key_id}"): None,
     ("POST", "/v1/workflows/validate"): {"yaml": "name: matrix"},
+    ("POST", "/v1/objectives"): {
+        "goal": "matrix",
+        "planner": "wordsmith",
+        "strategist": "calculator",
+        "policy": {"max_steps": 0},  # ends at once (POLICY_VIOLATION): nothing keeps running
+    },
+    ("POST", "/v1/objectives/{objective_id}/tasks/{task_id}/dependencies"): {"add": ["t0"]},
+    ("POST", "/v1/objectives/{objective_id}/tasks/{task_id}/abandon"): {"reason": "matrix"},
+    ("POST", "/v1/objectives/{objective_id}/replan"): {},
+    ("POST", "/v1/objectives/{objective_id}/restart"): None,
     ("POST", "/v1/workflows/{name}/runs"): {"input": "matrix"},
     ("DELETE", "/v1/workflows/{name}"): None,
     ("POST", "/v1/workflows"): {"yaml": "name: matrix-wf\nnodes:\n  - {id: a, agent: calculator}\n"},
@@ -140,6 +150,11 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
         )
     engine.dispose()
     c.post(f"/v1/runs/{done}/cancel", headers=op)  # an audit entry (409: already finished; not audited)
+    # an objective whose planner (wordsmith) never gives a valid plan: it ends FAILED, and stays so
+    objective = c.post(
+        "/v1/objectives", json={"goal": f"{ws}: plan", "planner": "wordsmith", "strategist": "calculator"}, headers=op
+    ).json()["run_id"]
+    wait_status(c, objective, t.operator, {"FAILED"})
     wf_yaml = f"name: wf-{ws}\ndescription: wf-of-{ws}\nnodes:\n  - {{id: a, agent: calculator, input: '1+1'}}\n"
     assert c.post("/v1/workflows", json={"yaml": wf_yaml}, headers=op).status_code == 200
     kb = {"name": f"kb-{ws}", "embedder": "lexical"}
@@ -151,6 +166,8 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
     assert c.post("/v1/credentials", json=body, headers=auth(t.admin)).status_code == 201
     key_ids = {k["key_id"] for k in c.get("/v1/keys", headers=auth(t.admin)).json()}
     t.ids = {
+        "objective_id": objective,
+        "task_id": "t1",
         "run_id": waiting,
         "approval_id": approval["approval_id"],
         "request_id": request_id,
@@ -163,6 +180,7 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
     t.markers = {done, waiting, approval["approval_id"], request_id, *key_ids, f'"workspace_id":"{ws}"', f"wf-of-{ws}"}
     t.markers |= {f"kb-{ws}", f"kb-secret-{ws}", document_id}
     t.markers |= {credential, f"secret-of-{ws}"}
+    t.markers.add(objective)
     return t
 
 

@@ -17,7 +17,7 @@ from agentmaestro import Agent
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.core.events import Event, fold
 from agentmaestro.core.messages import ModelRequest, ModelResponse, ToolCall, Usage
-from agentmaestro.core.states import EventType, RunStatus
+from agentmaestro.core.states import RunStatus
 from agentmaestro.core.tasks import fold_graph
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import ValidationError
@@ -58,7 +58,9 @@ def accept_all(task: str, _r: ModelRequest) -> str:
     return json.dumps({"accept": True, "feedback": "looks right"})
 
 
-def registry(planner: Reply, strategist: Reply, worker: Reply | None = None, tools: list[Any] | None = None) -> AgentRegistry:
+def registry(
+    planner: Reply, strategist: Reply, worker: Reply | None = None, tools: list[Any] | None = None
+) -> AgentRegistry:
     return AgentRegistry(
         [
             Agent(name="planner", model=FnModel("planner", planner), instructions="Plan."),
@@ -81,7 +83,11 @@ async def until(store: Store, check: Callable[[], Awaitable[bool]], timeout: flo
 
 
 async def run_objective(
-    store: Store, agents: AgentRegistry, config: ObjectiveConfig, *, stop_when: Callable[[], Awaitable[bool]] | None = None
+    store: Store,
+    agents: AgentRegistry,
+    config: ObjectiveConfig,
+    *,
+    stop_when: Callable[[], Awaitable[bool]] | None = None,
 ) -> str:
     rec = await service.start_objective(store, config)
     worker = Worker(store, agents, config=WorkerConfig(poll_interval_s=0.05, concurrency=50))
@@ -170,6 +176,7 @@ async def test_invalid_plan_is_repaired_then_fails_clearly(db_url: str) -> None:
 async def test_qa_rejection_retries_with_accumulated_context(db_url: str) -> None:
     store = Store.open(db_url)
     try:
+
         def qa(task: str, _r: ModelRequest) -> str:
             ok = "version 3" in task
             return json.dumps({"accept": ok, "feedback": "fine" if ok else "needs more work"})
@@ -194,6 +201,7 @@ async def test_qa_rejection_retries_with_accumulated_context(db_url: str) -> Non
 async def test_four_rejections_escalate_and_a_person_retries_with_modifications(db_url: str) -> None:
     store = Store.open(db_url)
     try:
+
         def qa(task: str, _r: ModelRequest) -> str:
             ok = "use tabs" in task
             return json.dumps({"accept": ok, "feedback": "ok" if ok else "wrong style"})
@@ -443,3 +451,44 @@ async def test_git_worktrees_merge_approved_work_and_conflicts_go_to_a_person(db
         assert sorted(t["status"] for t in tasks.values()) == ["abandoned", "complete", "complete"]
     finally:
         await store.close()
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "objectives"
+
+
+def test_example_builds_a_program_in_a_git_repository(tmp_path: Path) -> None:
+    """examples/objectives through the CLI: plan, three tasks in worktrees, QA, merges, clean-up."""
+    import os
+    import sys
+
+    repo = make_repo(tmp_path)
+    env = {**os.environ, "MAESTRO_HOME": str(tmp_path / "home")}
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    maestro = str(Path(sys.executable).parent / "maestro")
+    cmd = [maestro, "--database-url", db, "--agents-dir", str(EXAMPLE / "agents")]
+    done = subprocess.run(
+        [*cmd, "objective", "Build a greeting CLI", "--repo", str(repo), "--wait"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "COMPLETED objective: Build a greeting CLI" in done.stdout
+    assert "3 of 3 task(s) complete" in done.stdout
+    ran = subprocess.run([sys.executable, "main.py", "Ada"], cwd=repo, capture_output=True, text=True, check=True)
+    assert ran.stdout == "Hello, Ada!\n"
+    tests = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=repo, capture_output=True, text=True)
+    assert tests.returncode == 0, tests.stderr
+    log = git(repo, "log", "--oneline", "main")
+    for task in ("library", "cli", "tests"):
+        assert f"Merge task {task}" in log
+    assert git(repo, "branch", "--list", "maestro/*") == ""
+    listed = subprocess.run([*cmd, "--json", "objectives", "list"], capture_output=True, text=True, env=env)
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["counts"] == {"complete": 3}
+
+    bad = subprocess.run([*cmd, "objective", "x", "--planner", "ghost"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "ghost" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    nogit = subprocess.run([*cmd, "objective", "x", "--repo", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert nogit.returncode == 1 and "is not a git repository" in nogit.stderr

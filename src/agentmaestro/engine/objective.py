@@ -254,6 +254,10 @@ class ObjectiveDriver(_Leased):
         if self.cancel_requested:
             self._cleanup()
             return [{"type": EventType.RUN_CANCELLED, "payload": {"reason": await self._cancel_reason()}}], [], [], None
+        violation = self.state.policy.check(self.state.usage(time.time()))
+        if violation is not None:  # the objective's own limits: wall time and moves (steps)
+            self._cleanup()
+            return [{"type": EventType.POLICY_VIOLATION, "payload": violation.to_json()}], [], [], None
         missing = [a for a in (self.planner, self.strategist) if a not in self.agents]
         if missing:
             return self._fail(f"agent(s) {', '.join(missing)} not available on this worker")
@@ -323,7 +327,10 @@ class _Move_:
             await self.handle(r)
         if self.ending is not None:
             return
-        if not self.g.tasks and not self.g.helpers and self.g.plan_attempts == 0:
+        if not self.g.tasks and not self.g.helpers:
+            # The first move, or a restart after the planner gave up: plan (again) from scratch.
+            if self.g.plan_attempts:
+                self.emit({"op": "plan_attempts", "n": 0})
             self.start_planner(errors=[], previous=None)
         if self.g.replan and not self.g.helpers:
             self.start_replan()
@@ -491,6 +498,10 @@ class _Move_:
         self.notes.append(f"{task.task_id} complete")
 
     def human_result(self, task: Task, r: dict[str, Any], ok: bool) -> None:
+        if r["status"] == RunStatus.CANCELLED.value:
+            # The question was withdrawn (the objective was cancelled, then restarted): try the task again.
+            self.emit({"op": "status", "task": task.task_id, "to": "ready"})
+            return
         decision: dict[str, Any] = {"action": "abandon"}
         if ok:
             try:

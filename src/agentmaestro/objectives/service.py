@@ -77,7 +77,7 @@ async def start_objective(store: Store, config: ObjectiveConfig, *, workspace_id
                 agent_name="objective",
                 input=config.goal,
                 spec=spec,
-                policy=dict(config.policy or {}),
+                policy={"max_steps": None, **(config.policy or {})},
             )
         ]
     )

@@ -24,6 +24,7 @@ from agentmaestro.server.routes import admin, catalog, human, runs, usage, workf
 from agentmaestro.server.routes import chat as chat_routes
 from agentmaestro.server.routes import credentials as credentials_routes
 from agentmaestro.server.routes import knowledge as knowledge_routes
+from agentmaestro.server.routes import objectives as objectives_routes
 from agentmaestro.server.routes import webhooks as webhooks_routes
 from agentmaestro.server.ui import router as ui_router
 from agentmaestro.store.base import Store
@@ -121,6 +122,7 @@ def create_app(
     app.include_router(credentials_routes.router)  # credentials and OAuth (docs/credentials.md)
     app.include_router(knowledge_routes.router)  # knowledge collections and search (docs/knowledge.md)
     app.include_router(webhooks_routes.router)  # outgoing webhooks and approval links (docs/notifications.md)
+    app.include_router(objectives_routes.router)  # objectives: planned task graphs (docs/objectives.md)
     app.include_router(ui_router)  # the dashboard at / (docs/dashboard.md)
     mount_mcp(app)  # MCP (streamable HTTP) at /mcp, behind the API keys (docs/mcp.md)
 
