@@ -145,6 +145,8 @@ def test_generate_over_http_and_cli_through_the_server(
         assert stuck.status_code == 422 and stuck.json()["error"]["code"] == "invalid_workflow"
         assert "still invalid after 0 repair(s)" in stuck.json()["error"]["message"]
 
+        if not db_url.startswith("sqlite"):
+            return  # the CLI part does not depend on the database: once is enough
         # the CLI through the server: generate --save, list, run --wait, rm
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAESTRO_")}
         env.update(PYTHONPATH=str(ROOT), MAESTRO_SERVER=srv.url, MAESTRO_API_KEY=keys["operator"])
