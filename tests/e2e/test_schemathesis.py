@@ -116,6 +116,10 @@ class Fuzz:
             "POST", "/v1/objectives", json={"goal": "fuzz", "planner": "janitor", "strategist": "calculator"}
         )["run_id"]
         self._wait(objective, {"WAITING_FOR_CHILDREN"})
+        admin = {"Authorization": f"Bearer {self.admin}"}
+        hook = {"name": "fuzz", "url": "http://127.0.0.1:9/hook", "events": ["run.failed"]}
+        webhook_id = self.client.request("POST", "/v1/webhooks", json=hook, headers=admin).json()["webhook_id"]
+        delivery = self.client.request("POST", f"/v1/webhooks/{webhook_id}/test", headers=admin).json()
         return {
             "run_id": done,
             "approval_id": approval["approval_id"],
@@ -127,6 +131,8 @@ class Fuzz:
             "collection": "fuzz-kb",
             "document_id": document_id,
             "credential": "fuzz",
+            "webhook_id": webhook_id,
+            "delivery_id": delivery["delivery_id"],
         }
 
     def close(self) -> None:

@@ -43,6 +43,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/runs/{run_id}/fork"): {"at_seq": 2},
     ("POST", "/v1/approvals/{approval_id}"): {"decision": "approve"},
     ("POST", "/v1/human-requests/{request_id}"): {"action": "abandon"},
+    ("POST", "/v1/webhooks"): {"name": "matrix", "url": "http://127.0.0.1:9/matrix", "events": ["run.failed"]},
+    ("PATCH", "/v1/webhooks/{webhook_id}"): {"name": "matrix renamed", "events": ["run.completed"]},
+    ("POST", "/v1/webhooks/{webhook_id}/test"): None,
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): None,
+    ("POST", "/v1/approvals/{approval_id}/link"): None,
     ("PATCH", "/v1/workspace/settings"): {"quotas": {"runs_per_hour": 1000}, "gate": {"deny_tools": ["add"]}},
     ("POST", "/v1/keys"): {"name": "matrix", "role": "viewer"},
     ("POST", "/v1/credentials"): {"name": "matrix", "kind": "token", "value": "matrix-token-value"},
@@ -76,6 +81,10 @@ PLANNER_SCRIPT = "turns:\n  - content: 'name: generated-wf\n\n      nodes: [{id:
 """A scripted planner for POST /v1/workflows/generate (one valid answer)."""
 NON_TENANT_PATHS = {"/", "/ui/{path:path}", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"}
 NON_TENANT_PREFIXES = ("/docs/",)
+TOKEN_ROUTES = {"/v1/approvals/{approval_id}/link"}
+"""Approval links take a signed token instead of a key: the matrix signs one for the caller's workspace naming
+the other workspace's approval (404), and for its own (past the scoping)."""
+_KEY_WS: dict[str, str] = {}
 STATE_BOUND = {"/v1/integrations/oauth/callback"}
 """Authorized by a single-use OAuth state, not a key: without one it answers 4xx and touches nothing."""
 AUTHENTICATED_NON_REST = {"/mcp"}
@@ -114,6 +123,8 @@ def snapshot(url: str, ws: str) -> dict[str, Any]:
         "human": "SELECT request_id, status, resolved_by FROM human_requests WHERE workspace_id = :w",
         "keys": "SELECT key_id, name, role, revoked_at FROM api_keys WHERE workspace_id = :w",
         "settings": "SELECT settings FROM workspaces WHERE workspace_id = :w",
+        "webhooks": "SELECT webhook_id, name, events, enabled, updated_at FROM webhooks WHERE workspace_id = :w",
+        "deliveries": "SELECT delivery_id, webhook_id FROM webhook_deliveries WHERE workspace_id = :w",
         "credentials": "SELECT name, kind, secret, key_id, version FROM credentials WHERE workspace_id = :w",
         "audit": "SELECT seq, action, actor FROM audit_log WHERE workspace_id = :w AND action NOT LIKE 'auth.%'",
         "workflows": "SELECT name, version, yaml, deleted_at FROM stored_workflows WHERE workspace_id = :w",
@@ -181,6 +192,15 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
     t.markers |= {f"kb-{ws}", f"kb-secret-{ws}", document_id}
     t.markers |= {credential, f"secret-of-{ws}"}
     t.markers.add(objective)
+    # a webhook (its target refuses connections: the delivery stays in the log) and a test delivery
+    hook = c.post(
+        "/v1/webhooks", json={"name": f"{ws} hook", "url": "http://127.0.0.1:9/hook", "events": ["run.failed"]},
+        headers=auth(t.admin),
+    ).json()
+    delivery = c.post(f"/v1/webhooks/{hook['webhook_id']}/test", headers=auth(t.admin)).json()
+    t.ids.update(webhook_id=hook["webhook_id"], delivery_id=delivery["delivery_id"])
+    t.markers |= {hook["webhook_id"], delivery["delivery_id"]}
+    _KEY_WS[t.admin] = ws
     return t
 
 
@@ -241,6 +261,11 @@ def _call(c: httpx.Client, method: str, path: str, ids: dict[str, str], key: str
     body = BODIES.get((method, path))
     if method in ("POST", "PATCH", "PUT") and (method, path) not in BODIES:
         raise AssertionError(f"no matrix body for {method} {path}: add one to BODIES")
+    if path in TOKEN_ROUTES:
+        from agentmaestro.integrations.notify_signing import link_token
+
+        token = link_token(ids["approval_id"], "approve", _KEY_WS[key], channel="matrix", ttl_s=600)
+        kw["params"] = {"token": token}
     return c.request(method, _url(path, ids), json=body, headers={**auth(key), **kw.pop("headers", {})}, **kw)
 
 
@@ -331,7 +356,7 @@ def test_no_cross_workspace_reads_or_writes(tenants: tuple[LiveServer, str, dict
 
         # positive control: each workspace's own key gets past the scoping on the same ids
         for ws, t in by_ws.items():
-            for method, path, is_ws in routes:
+            for method, path, is_ws in sorted(routes, key=lambda r: r[0] == "DELETE"):  # deletions last
                 if is_ws or not re.search(r"\{\w+\}", path) or path in SHARED_CATALOG:
                     continue
                 r = _call(c, method, path, t.ids, t.admin)

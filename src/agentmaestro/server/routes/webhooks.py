@@ -285,7 +285,9 @@ async def _check(
     try:
         claim = read_link_token(token, approval_id=approval_id)
     except LinkTokenError as exc:
-        raise APIError(403, exc.code, str(exc)) from None
+        if exc.code == "link_expired" or "another approval" in str(exc):
+            raise APIError(403, exc.code, str(exc)) from None
+        raise APIError(401, "unauthenticated", str(exc)) from None  # not made by this server
     approval = await store.get_approval(approval_id, workspace_id=claim.workspace_id)
     return claim, approval
 
