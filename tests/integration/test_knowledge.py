@@ -167,6 +167,13 @@ async def test_bad_input_is_a_clear_error(kb: KnowledgeBase, tmp_path: Path) -> 
     with pytest.raises(ValidationError, match="k must be"):
         await kb.search("default", "x", "q", k=0)
     assert await kb.list_documents("default", "x") == []
+    # two requests racing for one name: one collection, one ConflictError (never a database error)
+    results = await asyncio.gather(
+        kb.create_collection("default", "race", embedder="lexical"),
+        kb.create_collection("default", "race", embedder="lexical"),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["ConflictError", "dict"]
 
 
 async def test_openai_embeddings_and_dimension_mismatch(kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from agentmaestro.errors import ConflictError, NotFoundError
 from agentmaestro.store.schema import knowledge_collections as kc
@@ -40,7 +41,10 @@ def create_collection(conn: Connection, values: dict[str, Any]) -> dict[str, Any
     ).first()
     if found is not None:
         raise ConflictError(f"knowledge collection {values['name']!r} already exists")
-    conn.execute(kc.insert().values(**values))
+    try:
+        conn.execute(kc.insert().values(**values))
+    except IntegrityError:  # created concurrently
+        raise ConflictError(f"knowledge collection {values['name']!r} already exists") from None
     return get_collection(conn, values["workspace_id"], values["name"])
 
 
@@ -77,7 +81,10 @@ def put_document(conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
     """Insert a document, or update the one with the same ``document_id`` (a changed file ingested again)."""
     found = conn.execute(select(kd.c.document_id).where(kd.c.document_id == values["document_id"])).first()
     if found is None:
-        conn.execute(kd.insert().values(**values))
+        try:
+            conn.execute(kd.insert().values(**values))
+        except IntegrityError:  # the same source ingested concurrently
+            raise ConflictError(f"{values['source']!r} is being ingested by another request; try again") from None
     else:
         changes = {k: v for k, v in values.items() if k not in ("document_id", "created_at")}
         conn.execute(update(kd).where(kd.c.document_id == values["document_id"]).values(**changes))
