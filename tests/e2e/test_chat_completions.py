@@ -6,6 +6,7 @@ on PostgreSQL (the chat request is a durable run in the store).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +20,16 @@ from agentmaestro.cli._common import builtin_agents_dir
 from agentmaestro.cli.workflows import builtin_workflows_dir
 from agentmaestro.integrations.chat import build_input, select_target, split_conversation, text_pieces
 from agentmaestro.integrations.chat_tool import TOOL_AGENT_PREFIX
+from agentmaestro.store.base import Store
 from agentmaestro.workflows.spec import load_workflows_dir
-from tests.e2e.test_server import auth, make_key, wait_status
+from tests.e2e.test_server import auth, wait_status
 from tests.fakes.server import LiveServer
 
+ROLES = ("viewer", "operator")
 SLOW_SCRIPT = "latency_s: 1.0\nturns:\n  - content: slow answer\n"
 SLOW_AGENT = "name: sloth\nmodel: scripted:../scripts/sloth.yaml\ninstructions: Take your time.\n"
+FAILING_SCRIPT = "turns:\n  - error: the provider is down\n"
+FAILING_AGENT = "name: fumbler\nmodel: scripted:../scripts/fumbler.yaml\nretry: {max_attempts: 1, backoff_s: 0}\n"
 
 
 class Chat:
@@ -43,14 +48,25 @@ class Chat:
         return body
 
 
+async def _make_keys(url: str) -> dict[str, str]:
+    store = Store.open(url)
+    try:
+        await store.ensure_workspace("default")
+        return {role: (await store.create_key("default", name=f"default-{role}", role=role))[1] for role in ROLES}
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 def chat(db_url: str, tmp_path: Path) -> Iterator[Chat]:
-    keys = {role: make_key(db_url, "default", role) for role in ("viewer", "operator")}
+    keys = asyncio.run(_make_keys(db_url))
     agents_dir = tmp_path / "agents"
     agents_dir.mkdir()
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "sloth.yaml").write_text(SLOW_SCRIPT)
     (agents_dir / "sloth.yaml").write_text(SLOW_AGENT)
+    (tmp_path / "scripts" / "fumbler.yaml").write_text(FAILING_SCRIPT)
+    (agents_dir / "fumbler.yaml").write_text(FAILING_AGENT)
     agents = load_agents_dir(builtin_agents_dir())
     for extra in load_agents_dir(agents_dir):
         agents.register(extra)
@@ -109,6 +125,10 @@ def test_streaming_completion(chat: Chat) -> None:
     assert finishes == ["stop"]
     events = [(c.model_extra or {}).get("maestro", {}).get("event") for c in chunks if c.choices]
     assert "STEP_COMPLETED" in events and "RUN_COMPLETED" in events  # frames followed the run's events live
+    progress = "".join(
+        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices
+    )
+    assert "Tool `add` " in progress and "Model scripted:calculator asks for `add`." in progress
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.total_tokens == run["tokens"]
 
@@ -204,6 +224,29 @@ def test_run_waiting_for_approval_says_so(chat: Chat) -> None:
     [pending] = maestro["pending"]
     assert pending["tool"] == "purge_logs" and pending["run_id"] != maestro["run_id"]
     assert "in sub-run" in (flow.choices[0].message.content or "")
+
+    # streamed: the same notice arrives as content deltas, then the finish frame
+    chunks = list(
+        chat.client.chat.completions.create(
+            model="janitor", messages=[{"role": "user", "content": "Tidy again."}], stream=True
+        )
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    run_id = chunks[0].id.removeprefix("chatcmpl-")
+    assert "waiting for approval" in streamed and "`purge_logs`" in streamed and f"#/runs/{run_id}" in streamed
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert (chunks[-1].model_extra or {})["maestro"]["status"] == "WAITING_FOR_APPROVAL"
+
+
+def test_run_waiting_for_a_person_says_so(chat: Chat) -> None:
+    stuck = chat.client.chat.completions.create(model="fumbler", messages=[{"role": "user", "content": "try"}])
+    maestro = (stuck.model_extra or {})["maestro"]
+    assert maestro["status"] == "WAITING_FOR_HUMAN"
+    [pending] = maestro["pending"]
+    requests = chat.http.get("/v1/human-requests", headers=auth(chat.keys["viewer"])).json()
+    assert pending["kind"] == "human" and pending["id"] in [r["request_id"] for r in requests]
+    text = stuck.choices[0].message.content or ""
+    assert "waiting for a person" in text and pending["id"] in text and f"{chat.srv.url}/#/queue" in text
 
 
 def test_max_wait_answers_with_the_run_so_far(chat: Chat, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -253,3 +253,49 @@ def text_pieces(text: str, size: int = 48) -> list[str]:
         pieces.append(text[start:end])
         start = end
     return pieces
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def progress_line(event_type: str, payload: dict[str, Any]) -> str | None:
+    """One line saying what a run event means, for a chat client's progress display; None for bookkeeping events.
+
+    Streamed as ``reasoning_content`` (shown as the model's "thinking" by clients such as Open WebUI), so the
+    ``content`` deltas stay exactly the answer.
+    """
+    if event_type == "STEP_COMPLETED":
+        if payload.get("kind") == "MODEL_CALL":
+            calls = payload.get("tool_calls") or []
+            if calls:
+                names = ", ".join(f"`{c.get('name')}`" for c in calls if isinstance(c, dict))
+                return f"Model {payload.get('model', '')} asks for {names}."
+            return f"Model {payload.get('model', '')} answered."
+        if payload.get("kind") == "TOOL_CALL":
+            outcome = "failed" if payload.get("is_error") else "returned"
+            args = _short(payload.get("arguments") or {})
+            return f"Tool `{payload.get('name')}` {args} {outcome}: {_short(payload.get('result', ''))}"
+        return None
+    if event_type == "STEP_FAILED":
+        return f"A step failed: {_short(payload.get('error', 'no reason recorded'))}"
+    if event_type == "APPROVAL_REQUESTED":
+        call = payload.get("call") or {}
+        return (
+            f"Tool `{call.get('name')}` (risk {payload.get('risk')}) waits for approval {payload.get('approval_id')}."
+        )
+    if event_type == "APPROVAL_GRANTED":
+        return "Approved."
+    if event_type == "APPROVAL_REJECTED":
+        return "Rejected."
+    if event_type == "HUMAN_INPUT_REQUESTED":
+        return f"Waiting for a person: {_short(payload.get('question', ''))}"
+    if event_type == "CHILDREN_SPAWNED":
+        return "Started sub-runs."
+    if event_type == "CHILDREN_FINISHED":
+        return "Sub-runs finished."
+    if event_type == "POLICY_VIOLATION":
+        return f"Policy violation: {_short(payload.get('reason') or payload.get('message') or payload)}"
+    return None

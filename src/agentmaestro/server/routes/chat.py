@@ -69,7 +69,9 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = Field(default=None, max_length=1_000_000)
+    content: (
+        Annotated[str, Field(max_length=1_000_000)] | Annotated[list[ContentPart], Field(max_length=1000)] | None
+    ) = None
     name: str | None = Field(default=None, max_length=200)
 
 
@@ -523,8 +525,9 @@ async def _stream(
 ) -> AsyncIterator[bytes]:
     """The streamed answer as ``chat.completion.chunk`` frames.
 
-    The role first, then one empty-delta frame per run event (with a ``maestro`` note naming it), the
-    answer as content deltas, the finish frame, optionally the usage frame, and ``[DONE]``.
+    The role first, then one frame per run event (a ``maestro`` note naming it, and a progress line as
+    ``reasoning_content`` for the events that mean something to a person), the answer as content deltas,
+    the finish frame, optionally the usage frame, and ``[DONE]``.
     """
     base = {
         "id": _completion_id(rec.run_id),
@@ -550,7 +553,8 @@ async def _stream(
                 name = item.payload.get("name") if item.type.value == "STEP_COMPLETED" else None
                 if isinstance(name, str):
                     note["name"] = name
-                yield chunk({}, maestro=note)
+                line = chat.progress_line(item.type.value, item.payload)
+                yield chunk({"reasoning_content": line + "\n"} if line else {}, maestro=note)
                 last_sent = time.monotonic()
             elif time.monotonic() - last_sent >= KEEPALIVE_S:
                 yield b": keep-alive\n\n"
