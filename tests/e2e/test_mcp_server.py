@@ -288,3 +288,38 @@ async def test_streamable_http(served: tuple[str, dict[str, str]]) -> None:
             await client.list_tools()
     [error] = leaves(refusal.value)
     assert isinstance(error, MCPError), error
+
+
+# ------------------------------------------------------------------------------------------ in process
+
+
+async def test_wait_run_reports_progress_and_times_out(tmp_path: Path) -> None:
+    """No worker: the run stays PENDING, so wait_run reports its progress and then says it timed out."""
+    from agentmaestro.integrations.mcp_planes import Caller, StorePlane
+    from agentmaestro.integrations.mcp_server import build_server
+    from agentmaestro.server.auth import Role
+
+    store = Store.open(f"sqlite:///{tmp_path / 'maestro.db'}")
+    agents = load_agents_dir(builtin_agents_dir())
+    workflows = load_workflows_dir(builtin_workflows_dir(), agents)
+    caller = Caller(workspace_id="default", role=Role.operator, actor="key:test")
+    server = build_server(StorePlane(lambda: store, lambda: agents, lambda: workflows, lambda: caller))
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    try:
+        await store.ensure_workspace("default")
+        async with Client(server, cache=None) as client:
+            run = await call(client, "start_run", target="calculator", input="1+1", policy={"max_steps": 3})
+            result = await client.call_tool(
+                "wait_run", {"run_id": run["run_id"], "timeout_s": 0.3}, progress_callback=on_progress
+            )
+            assert not result.is_error and result.structured_content is not None
+            assert result.structured_content["status"] == "PENDING" and result.structured_content["timed_out"] is True
+            assert seen and seen[0][1] == 0.3 and seen[0][2] == "PENDING after 1 events", seen
+            stored = await store.get_run(run["run_id"], "default")
+            assert stored.state.policy.max_steps == 3  # the policy override was applied
+    finally:
+        await store.close()

@@ -19,7 +19,7 @@ from agentmaestro.agents import AgentRegistry
 from agentmaestro.client import AsyncClient
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import AuthError, ConfigError, NotFoundError
-from agentmaestro.integrations.mcp_server import JSON, RunKind
+from agentmaestro.integrations.mcp_server import JSON, OnWait, RunKind
 from agentmaestro.server.auth import Role
 from agentmaestro.server.quotas import check_run_quota
 from agentmaestro.server.routes.runs import create_run
@@ -147,14 +147,17 @@ class StorePlane:
             return any(ch.status in _PERSON for ch in children)
         return False
 
-    async def wait_run(self, run_id: str, timeout_s: float) -> tuple[JSON, bool]:
+    async def wait_run(self, run_id: str, timeout_s: float, on_wait: OnWait | None = None) -> tuple[JSON, bool]:
         """Wake on every change of the run (and, for a workflow, of any run) until it settles or time is up."""
         store, workspace = self._store(), self._caller().workspace_id
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
+        deadline = start + timeout_s
         while True:
             rec = await store.get_run(run_id, workspace)
             if await self._settled(run_id, rec.status, workspace):
                 return rec.to_json(), False
+            if on_wait is not None:
+                await on_wait(rec.to_json(), time.monotonic() - start)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return rec.to_json(), True
@@ -241,13 +244,16 @@ class ClientPlane:
             return any(RunStatus(ch["status"]) in _PERSON for ch in page["runs"])
         return False
 
-    async def wait_run(self, run_id: str, timeout_s: float) -> tuple[JSON, bool]:
+    async def wait_run(self, run_id: str, timeout_s: float, on_wait: OnWait | None = None) -> tuple[JSON, bool]:
         """Check the run after each of its events (the server's event stream) until it settles or time is up."""
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
+        deadline = start + timeout_s
         while True:
             run = await self.client.get_run(run_id)
             if await self._settled(run):
                 return run, False
+            if on_wait is not None:
+                await on_wait(run, time.monotonic() - start)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return run, True

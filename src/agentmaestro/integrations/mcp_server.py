@@ -47,6 +47,7 @@ __all__ = [
 log = logging.getLogger("agentmaestro.mcp")
 
 JSON = dict[str, Any]
+OnWait = Callable[[JSON, float], Awaitable[None]]
 RunKind = Literal["auto", "agent", "workflow"]
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired", "all"]
 
@@ -221,8 +222,11 @@ class ControlPlane(Protocol):
         """Up to ``limit`` events of a run after ``after``."""
         ...
 
-    async def wait_run(self, run_id: str, timeout_s: float) -> tuple[JSON, bool]:
-        """Wait until the run is terminal or waits for a person; the run and whether the timeout passed first."""
+    async def wait_run(self, run_id: str, timeout_s: float, on_wait: OnWait | None = None) -> tuple[JSON, bool]:
+        """Wait until the run is terminal or waits for a person; the run and whether the timeout passed first.
+
+        ``on_wait(run, elapsed_s)`` is awaited each time the run is seen still going.
+        """
         ...
 
     async def cancel_run(self, run_id: str, reason: str) -> JSON:
@@ -396,13 +400,23 @@ def build_server(plane: ControlPlane, *, name: str = "agentmaestro") -> MCPServe
     @_one_line_errors
     async def wait_run(
         run_id: RunId,
+        ctx: Context[Any, Any],
         timeout_s: Annotated[float, Field(ge=0, le=300, description="Most seconds to wait.")] = 30.0,
     ) -> RunInfo:
         """Wait until a run finishes (COMPLETED, FAILED, CANCELLED) or waits for a person (an approval or an answer).
 
-        Returns the run; timed_out is true if the timeout passed first (call it again to keep waiting).
+        Returns the run; timed_out is true if the timeout passed first (call it again to keep waiting). Reports
+        progress (seconds waited, the run's status) when the client asks for it.
         """
-        run, timed_out = await plane.wait_run(run_id, timeout_s)
+        reported: list[float] = []
+
+        async def progress(run: JSON, elapsed_s: float) -> None:
+            if reported and elapsed_s - reported[-1] < 1.0:  # at most one notification a second
+                return
+            reported.append(elapsed_s)
+            await ctx.report_progress(round(elapsed_s, 3), timeout_s, f"{run['status']} after {run['last_seq']} events")
+
+        run, timed_out = await plane.wait_run(run_id, timeout_s, progress)
         return RunInfo.from_json(run, await pending_for(run), timed_out=timed_out)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True))
