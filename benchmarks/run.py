@@ -8,9 +8,9 @@ Figures (each scenario runs in a fresh interpreter, see ``benchmarks/scenarios.p
    against the ideal (model calls x 50 ms), run creation timed separately, peak RSS per scenario.
 3. bytes: one run grown to 500 steps; database bytes added per step around step 10 and step 500.
 4. http: a real ``maestro serve`` process on 127.0.0.1 loaded from the scenario's process over 32
-   keep-alive connections: 2,000 ``POST /v1/runs`` (demo ``calculator`` runs, executed by the embedded
-   worker) and 5,000 ``GET /v1/runs/{id}``; requests/s, p50/p90/p99/max latency, errors, server CPU
-   and RSS; then every created run must complete.
+   keep-alive connections: 2,000 ``POST /v1/runs`` (demo ``calculator`` runs, executed by the
+   embedded worker) and, once those runs are finished, 5,000 ``GET /v1/runs/{id}``; requests/s,
+   p50/p90/p99/max latency, errors, server CPU and RSS; every created run must complete.
 
 Options: ``--quick`` (small sizes, a smoke run), ``--only NAME`` (throughput, concurrency, bytes, http;
 repeatable), ``--output PATH``. A full run writes ``benchmarks/RESULTS.md``; a partial one
@@ -528,13 +528,14 @@ def http_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[st
         f"second process: one asyncio loop, `httpx.AsyncClient`, {plan.http_concurrency} keep-alive "
         "connections on 127.0.0.1, each sending its next request as soon as its previous answer is read). "
         f"Each operation is preceded by {plan.http_warmup} unmeasured requests. *create*: `POST /v1/runs` "
-        "of the built-in `calculator` agent (scripted model, 5 steps); the embedded worker executes the runs "
-        "while the load goes on. *read*: `GET /v1/runs/{id}` (run and its steps) of the runs just created, "
-        "round robin. Latency = from sending the request to having read the whole answer, as the client "
-        "sees it; requests/s = measured requests / phase wall time. Any non-2xx answer or transport error "
-        "counts as an error; a figure counts only with 0 errors. Server CPU = the server process's CPU time "
-        "(all threads, including the embedded worker running the runs) during the phase, per request; "
-        "client CPU likewise for the load generator. Both processes share the machine's CPUs.",
+        "of the built-in `calculator` agent (scripted model, 5 steps); the embedded worker executes the "
+        "runs while the load goes on. *read*: `GET /v1/runs/{id}` (run and its steps) of the runs just "
+        "created, round robin, once the worker has finished them. Latency = from sending the request to "
+        "having read the whole answer, as the client sees it; requests/s = measured requests / phase wall "
+        "time. Any non-2xx answer or transport error counts as an error; a figure counts only with 0 "
+        "errors. Server CPU = the server process's CPU time (all threads, including the embedded worker "
+        "running the runs) during the phase, per request; client CPU likewise for the load generator. "
+        "Both processes share the machine's CPUs.",
         "",
         "| database | operation | requests | connections | duration s | requests/s | p50 ms | p90 ms | p99 ms "
         "| max ms | errors | server CPU ms/req | client CPU ms/req | server RSS MiB after |",
@@ -564,13 +565,14 @@ def http_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[st
         )
     lines += [
         "",
-        "Runs created (measured + warm-up) and the embedded worker: statuses when the create phase ended, "
-        "when the read phase ended, and after waiting for the rest (drain s, at most the timeout); every run "
-        "must be COMPLETED with the demo's answer and 5 steps.",
+        "The runs created (measured + warm-up) and the embedded worker: their statuses when the create phase "
+        "ended, then the wait until the worker had finished them all (drain s; the read phase starts after it, "
+        "so every read sees a finished run); at the end every run must be COMPLETED with the demo's answer "
+        "and 5 steps. Server ready s = from starting the process to `/readyz` answering 200.",
         "",
-        "| database | runs | after create phase | after read phase | completed at end | drain s "
+        "| database | runs | after create phase | drain s | completed at end "
         "| server ready s | server RSS ready / peak MiB | server CPU total s | load avg | verified |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def counts(d: dict[str, int]) -> str:
@@ -583,7 +585,7 @@ def http_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[st
         v = r["verify"]
         lines.append(
             f"| {_db_label(o.db)} | {v['runs']:,} | {counts(r['runs_after_create_phase'])} "
-            f"| {counts(r['runs_after_read_phase'])} | {v['completed']:,} | {r['drain_s']:.2f} "
+            f"| {r['drain_s']:.2f} | {v['completed']:,} "
             f"| {r['server_ready_s']:.1f} | {r['server_rss_ready_mb']:.0f} / {r['server_peak_rss_mb']:.0f} "
             f"| {r['server_cpu_total_s']:.1f} | {r['loadavg_before']:.1f} | {'yes' if o.ok else 'NO'} |"
         )
