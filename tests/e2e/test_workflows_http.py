@@ -140,6 +140,9 @@ def test_generate_over_http_and_cli_through_the_server(
         assert any(m.startswith("'classify_ticket' is a tool, not an agent") for m in first), first
         assert "unknown node 'clasify'; nodes: classify, answer" in first
         assert c.get("/v1/workflows/ticket-triage", headers=operator).status_code == 404  # returned, not saved
+        admin = auth(make_key(db_url, "default", "admin"))
+        [audited] = c.get("/v1/audit", params={"action": "workflow.generate"}, headers=admin).json()["entries"]
+        assert audited["target"] == "ticket-triage" and audited["detail"]["attempts"] == 2
 
         stuck = c.post("/v1/workflows/generate", json={"goal": "triage", "max_repairs": 0}, headers=operator)
         assert stuck.status_code == 422 and stuck.json()["error"]["code"] == "invalid_workflow"

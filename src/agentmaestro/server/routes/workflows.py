@@ -185,10 +185,17 @@ async def generate_workflow(body: GenerateBody, principal: Operator, request: Re
     except gen.GenerationError as exc:
         raise APIError(422, "invalid_workflow", str(exc)) from None
     out = result.to_json()
+    store = get_store(request)
     if body.save:
-        store = get_store(request)
         entry = await stored.save(store, principal.workspace_id, result.yaml, agents=agents, actor=principal.actor)
         out["saved"] = entry.detail()
+    await store.audit(
+        principal.workspace_id,
+        actor=principal.actor,
+        action="workflow.generate",
+        target=result.workflow.name if result.workflow else None,
+        detail={"model": result.model, "attempts": len(result.attempts), "saved": body.save},
+    )
     return out
 
 
