@@ -43,8 +43,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/runs/{run_id}/fork"): {"at_seq": 2},
     ("POST", "/v1/approvals/{approval_id}"): {"decision": "approve"},
     ("POST", "/v1/human-requests/{request_id}"): {"action": "abandon"},
-    ("POST", "/v1/webhooks"): {"name": "matrix", "url": "http://127.0.0.1:9/matrix", "events": ["run.failed"]},
-    ("PATCH", "/v1/webhooks/{webhook_id}"): {"name": "matrix renamed", "events": ["run.completed"]},
+    ("POST", "/v1/webhooks"): {"name": "matrix", "url": "http://127.0.0.1:9/matrix", "events": ["budget.reached"]},
+    ("PATCH", "/v1/webhooks/{webhook_id}"): {"name": "matrix renamed", "events": ["budget.reached"]},
     ("POST", "/v1/webhooks/{webhook_id}/test"): None,
     ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): None,
     ("POST", "/v1/approvals/{approval_id}/link"): None,
@@ -124,7 +124,7 @@ def snapshot(url: str, ws: str) -> dict[str, Any]:
         "keys": "SELECT key_id, name, role, revoked_at FROM api_keys WHERE workspace_id = :w",
         "settings": "SELECT settings FROM workspaces WHERE workspace_id = :w",
         "webhooks": "SELECT webhook_id, name, events, enabled, updated_at FROM webhooks WHERE workspace_id = :w",
-        "deliveries": "SELECT delivery_id, webhook_id FROM webhook_deliveries WHERE workspace_id = :w",
+        "deliveries": "SELECT delivery_id FROM webhook_deliveries WHERE workspace_id = :w AND event = 'webhook.test'",
         "credentials": "SELECT name, kind, secret, key_id, version FROM credentials WHERE workspace_id = :w",
         "audit": "SELECT seq, action, actor FROM audit_log WHERE workspace_id = :w AND action NOT LIKE 'auth.%'",
         "workflows": "SELECT name, version, yaml, deleted_at FROM stored_workflows WHERE workspace_id = :w",
@@ -194,7 +194,7 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
     t.markers.add(objective)
     # a webhook (its target refuses connections: the delivery stays in the log) and a test delivery
     hook = c.post(
-        "/v1/webhooks", json={"name": f"{ws} hook", "url": "http://127.0.0.1:9/hook", "events": ["run.failed"]},
+        "/v1/webhooks", json={"name": f"{ws} hook", "url": "http://127.0.0.1:9/hook", "events": ["budget.reached"]},
         headers=auth(t.admin),
     ).json()
     delivery = c.post(f"/v1/webhooks/{hook['webhook_id']}/test", headers=auth(t.admin)).json()
