@@ -4,10 +4,14 @@
 // - "workflow": a workflow run's nodes (from the workflow's definition, GET /v1/workflows/{name})
 //   with their dependencies as dashed arrows, each node's status folded from the run's events (the
 //   same rules as core/events.py apply_workflow) and refined by its child run's status;
+// - "objective": an objective run's tasks (GET /v1/objectives/{id}: folded from its events by the
+//   server with core/tasks.py), coloured by task status, dependencies as dashed arrows;
 // - "runs": the sub-agent run tree (runs started through the `delegate` tool have a parent_run_id).
 // `loadGraph(runId)` walks up to the run's root and picks the source that fits it.
+// On an objective's graph, *link mode* adds or removes a dependency by clicking two nodes (through
+// POST /v1/objectives/{id}/tasks/{task}/dependencies, which refuses cycles and started tasks).
 
-import { get } from "../api.js";
+import { api, get } from "../api.js";
 import {
   STATUS_COLOUR, append, clear, field, fmtCost, fmtInt, h, kv, link, runHref, runLink, statusBadge, svg, throttle,
 } from "../dom.js";
@@ -46,6 +50,29 @@ export const SOURCES = {
         frontier = next;
       }
       return { kind: "runs", rootId: root.run_id, nodes, edges, truncated };
+    },
+  },
+  objective: {
+    label: "Objective",
+    /** The objective's tasks and their dependencies. */
+    async load(root) {
+      const obj = await get(`/v1/objectives/${encodeURIComponent(root.run_id)}`);
+      const nodes = obj.tasks.map((t) => {
+        const last = t.attempts.length ? t.attempts[t.attempts.length - 1] : null;
+        const runId = t.run_id || (last && last.run_id) || null;
+        const attempt = t.attempts.length > 1 ? ` · attempt ${t.attempts.length}` : "";
+        return {
+          id: `task:${t.task_id}`,
+          label: t.task_id,
+          sublabel: `${t.worker} · ${t.status.replaceAll("_", " ")}${attempt}`,
+          status: t.status,
+          runId,
+          href: runId ? runHref(runId) : null,
+          objectiveTask: t,
+        };
+      });
+      const edges = obj.tasks.flatMap((t) => t.depends_on.map((dep) => ({ from: `task:${dep}`, to: `task:${t.task_id}`, kind: "depends_on" })));
+      return { kind: "objective", name: obj.goal, objective: obj, rootId: root.run_id, root, nodes, edges, truncated: false };
     },
   },
   workflow: {
@@ -139,6 +166,7 @@ export async function loadGraph(runId) {
     seen.add(root.parent_run_id);
     root = await get(`/v1/runs/${encodeURIComponent(root.parent_run_id)}`);
   }
+  if (root.agent === "objective") return SOURCES.objective.load(root);
   const definition = await workflowDefinition(root);
   return definition ? SOURCES.workflow.load(root, definition) : SOURCES.runs.load(root);
 }
@@ -205,7 +233,9 @@ export function drawGraph(container, graph, { current, onSelect, selected } = {}
   const { width, height } = g.graph();
   const root = svg("svg", {
     width: Math.max(width, 200), height: Math.max(height, 60), viewBox: `0 0 ${Math.max(width, 200)} ${Math.max(height, 60)}`,
-    role: "group", "aria-label": graph.kind === "workflow" ? `Workflow ${graph.name}: ${graph.nodes.length} nodes` : `Graph of ${graph.nodes.length} runs`,
+    role: "group",
+    "aria-label": graph.kind === "workflow" ? `Workflow ${graph.name}: ${graph.nodes.length} nodes`
+      : graph.kind === "objective" ? `Objective: ${graph.nodes.length} tasks` : `Graph of ${graph.nodes.length} runs`,
   });
   root.appendChild(svg("defs", null, svg("marker", {
     id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse",
@@ -250,8 +280,25 @@ export function render(main, { params }, ctx) {
   let alive = true;
   let graph = null;
   let selected = null;
+  let linking = false; // link mode (objectives): the first click picks the dependency, the second the dependant
+  let linkFrom = null;
 
   const wrap = h("div", { class: "graph-wrap" });
+  const linkStatus = h("p", { class: "muted", role: "status", "aria-live": "polite", "data-testid": "link-status" });
+  const linkButton = h("button", {
+    type: "button", "aria-pressed": "false", hidden: true, "data-testid": "link-mode",
+    onclick: () => setLinking(!linking),
+  }, "Link mode: add or remove a dependency");
+  function setLinking(on) {
+    linking = on;
+    linkFrom = null;
+    linkButton.setAttribute("aria-pressed", String(on));
+    linkButton.classList.toggle("active", on);
+    linkStatus.textContent = on
+      ? "Link mode: click the task to depend on, then the task that depends on it (an existing dependency is removed)."
+      : "";
+    draw();
+  }
   const legendBox = h("div");
   const about = h("p", { class: "muted" });
   const detail = h("section", { class: "panel", "aria-labelledby": "node-title" });
@@ -260,12 +307,79 @@ export function render(main, { params }, ctx) {
     h("h1", null, "Task graph"),
     about,
     h("div", { class: "grid-2" },
-      h("section", { "aria-label": "Graph" }, legendBox, wrap, note),
+      h("section", { "aria-label": "Graph" }, h("div", { class: "toolbar" }, linkButton), linkStatus, legendBox, wrap, note),
       detail));
 
+  async function linkClick(node) {
+    if (!linkFrom) {
+      linkFrom = node;
+      selected = node.id;
+      draw();
+      linkStatus.textContent = `Dependency: ${node.label}. Now click the task that depends on it.`;
+      return;
+    }
+    const from = linkFrom.objectiveTask.task_id;
+    const to = node.objectiveTask.task_id;
+    linkFrom = null;
+    if (from === to) {
+      linkStatus.textContent = "Pick two different tasks.";
+      return;
+    }
+    const exists = node.objectiveTask.depends_on.includes(from);
+    const body = exists ? { remove: [from] } : { add: [from] };
+    const path = `/v1/objectives/${encodeURIComponent(graph.rootId)}/tasks/${encodeURIComponent(to)}/dependencies`;
+    try {
+      await api("POST", path, body);
+      linkStatus.textContent = exists ? `Removed: ${to} no longer depends on ${from}.` : `Added: ${to} now depends on ${from}.`;
+      ctx.announce(linkStatus.textContent);
+    } catch (err) {
+      linkStatus.textContent = `Refused: ${err.message}`;
+    }
+    await load();
+  }
+
+  async function showObjectiveTask(node) {
+    const t = node.objectiveTask;
+    clear(detail);
+    append(detail,
+      h("h2", { id: "node-title" }, t.task_id, " ", statusBadge(t.status)),
+      kv([
+        ["Title", t.title],
+        ["Worker", t.worker],
+        ["Depends on", t.depends_on.join(", ") || "nothing"],
+        ["Attempts", String(t.attempts.length)],
+        t.reason ? ["Reason", t.reason] : null,
+        t.escalation ? ["Waiting for", `a person (${t.escalation.kind}): see Queue`] : null,
+      ]),
+      h("h3", null, "Instructions"), h("p", { class: "output-box" }, t.instructions),
+      t.acceptance.length ? [h("h3", null, "Acceptance criteria"), h("ul", null, t.acceptance.map((a) => h("li", null, a)))] : null,
+      t.notes.length ? [h("h3", null, "From people"), h("ul", null, t.notes.map((a) => h("li", null, a)))] : null,
+      h("h3", null, "Attempts"),
+      t.attempts.length
+        ? h("ol", { class: "attempts", "aria-label": `Attempts of ${t.task_id}` }, t.attempts.map((a) => h("li", null,
+          runLink(a.run_id), " ", statusBadge(a.status),
+          a.output ? h("p", { class: "output-box" }, String(a.output).slice(0, 2000)) : null,
+          a.feedback ? h("p", null, h("strong", null, "QA: "), a.feedback) : null,
+          a.error ? h("p", { class: "error-text" }, a.error) : null)))
+        : h("p", { class: "muted" }, "Not started."));
+    if (!node.runId) return;
+    append(detail, h("h3", null, "Conversation"), h("p", null, link(runHref(node.runId), "Open the run page")));
+    const list = h("ol", { class: "timeline hide-system", "aria-label": `Events of ${node.runId}` });
+    detail.appendChild(list);
+    try {
+      const page = await get(`/v1/runs/${encodeURIComponent(node.runId)}/events`, { limit: 1000 });
+      if (!alive || selected !== node.id) return;
+      for (const ev of page.events) list.appendChild(eventItem(ev));
+    } catch (err) {
+      ctx.fail(err, "Cannot load the run's events");
+    }
+  }
+
   async function showNode(node) {
+    if (linking && node.objectiveTask) return linkClick(node);
     selected = node.id;
     draw();
+    if (node.objectiveTask) return showObjectiveTask(node);
     const task = node.task;
     clear(detail);
     if (!node.runId) {
@@ -311,7 +425,10 @@ export function render(main, { params }, ctx) {
     if (!graph) return;
     drawGraph(wrap, graph, { current: runId, selected, onSelect: showNode });
     clear(legendBox).appendChild(legend(graph.nodes));
-    if (graph.kind === "workflow") {
+    linkButton.hidden = graph.kind !== "objective";
+    if (graph.kind === "objective") {
+      note.textContent = `${graph.nodes.length} tasks; dashed arrows are dependencies.`;
+    } else if (graph.kind === "workflow") {
       note.textContent = `${graph.nodes.length} nodes.`;
     } else {
       note.textContent = graph.truncated ? `Only the first ${MAX_NODES} runs are shown.` : `${graph.nodes.length} runs.`;
@@ -322,12 +439,16 @@ export function render(main, { params }, ctx) {
     try {
       graph = await loadGraph(runId);
       if (!alive) return;
-      append(clear(about), graph.kind === "workflow"
+      append(clear(about), graph.kind === "objective"
+        ? ["Objective ", runLink(graph.rootId), ` (${graph.objective.status.toLowerCase().replaceAll("_", " ")}): `, graph.objective.goal,
+          ". Each task runs as child runs (worker, then QA review); dashed arrows are dependencies. Select a task for its attempts and conversation."]
+        : graph.kind === "workflow"
         ? ["Workflow ", h("code", null, graph.name), " run ", runLink(graph.rootId),
           ": each node is a task run as a child run; dashed arrows are dependencies. Select a node for its conversation."]
         : ["The sub-agent run tree of ", runLink(graph.rootId),
           ": each node is a run, each arrow a delegation. Select a node for its conversation."]);
       const node = graph.nodes.find((n) => n.id === selected) || graph.nodes.find((n) => n.runId === runId) || graph.nodes[0];
+      if (node && node.objectiveTask && selected === node.id && !linking) showObjectiveTask(node);
       if (node && !detail.firstChild) showNode(node);
       else draw();
     } catch (err) {
@@ -339,6 +460,7 @@ export function render(main, { params }, ctx) {
   const onEvent = (e) => {
     const id = e.detail.run_id;
     if (graph && (id === graph.rootId || graph.nodes.some((n) => n.runId === id))) reload();
+    else if (graph && graph.kind === "objective" && e.detail.parent_run_id === graph.rootId) reload();
   };
   ctx.bus.addEventListener("event", onEvent);
   load();
@@ -355,7 +477,7 @@ function renderPicker(main, ctx) {
   append(main,
     h("h1", null, "Task graph"),
     h("p", { class: "muted" },
-      "Shows a workflow run's tasks and dependencies, or an agent run's sub-agent tree, as a graph."),
+      "Shows a workflow run's or an objective's tasks and dependencies, or an agent run's sub-agent tree, as a graph."),
     h("form", {
       class: "toolbar", onsubmit: (e) => {
         e.preventDefault();

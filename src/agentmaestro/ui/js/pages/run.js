@@ -166,7 +166,7 @@ export function render(main, { params }, ctx) {
     try {
       graph = await loadGraph(runId);
       if (!alive) return;
-      treeTitle.textContent = graph.kind === "workflow" ? `Workflow ${graph.name}` : "Sub-run tree";
+      treeTitle.textContent = graph.kind === "workflow" ? `Workflow ${graph.name}` : graph.kind === "objective" ? "Objective tasks" : "Sub-run tree";
       clear(treeLegend).appendChild(legend(graph.nodes));
       drawGraph(tree, graph, {
         current: runId,
@@ -175,7 +175,7 @@ export function render(main, { params }, ctx) {
           else if (!n.runId) ctx.announce(`${n.label} has not started`);
         },
       });
-      if (graph.kind === "workflow") treeNote.textContent = `${graph.nodes.length} nodes; dashed arrows are dependencies.`;
+      if (graph.kind === "workflow" || graph.kind === "objective") treeNote.textContent = `${graph.nodes.length} ${graph.kind === "objective" ? "tasks" : "nodes"}; dashed arrows are dependencies.`;
       else treeNote.textContent = graph.nodes.length > 1 ? `${graph.nodes.length} runs in this tree.` : "This run has no sub-runs.";
     } catch (err) {
       if (alive) ctx.fail(err, "Cannot load the sub-run tree");
