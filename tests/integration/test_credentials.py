@@ -342,6 +342,17 @@ def test_cli_set_list_rm_rotate_never_print_the_secret(
     assert {r["key_id"] for r in raw(db_url)} == {Keyring([new]).key_id}
     code, out, _ = cli(capsys, monkeypatch, db_url, "credentials", "rm", "gh")
     assert code == 0 and "deleted credential 'gh'" in out
+    for field, value in (
+        ("CLIENT_ID", "cid"),
+        ("AUTHORIZE_URL", "https://auth.example/authorize"),
+        ("TOKEN_URL", "https://auth.example/token"),
+        ("REDIRECT_URL", "https://m.example/cb"),
+    ):
+        monkeypatch.setenv(f"MAESTRO_OAUTH_EXAMPLE_{field}", value)
+    code, out, _ = cli(capsys, monkeypatch, db_url, "--json", "oauth", "start", "example", "--name", "ex")
+    started = json.loads(out)
+    assert code == 0 and started["authorization_url"].startswith("https://auth.example/authorize?response_type=code")
+    assert "code_challenge=" in started["authorization_url"] and started["name"] == "ex"
     # errors: one line on stderr, non-zero exit
     for args, stdin, message in (
         (("credentials", "rm", "gh"), None, "credential 'gh' not found"),
