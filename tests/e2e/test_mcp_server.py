@@ -241,6 +241,10 @@ def served(db_url: str) -> Iterator[tuple[str, dict[str, str]]]:
 
 async def test_streamable_http(served: tuple[str, dict[str, str]]) -> None:
     url, keys = served
+    stored = {"yaml": "name: other-only\nnodes:\n  - {id: a, agent: calculator, input: '1+1'}\n"}
+    async with httpx.AsyncClient(timeout=10) as c:  # a workflow stored in the other workspace only
+        r = await c.post(f"{url}/v1/workflows", json=stored, headers={"Authorization": f"Bearer {keys['other']}"})
+        assert r.status_code == 200, r.text
     async with http(f"{url}/mcp", keys["operator"]) as client:
         done = await approval_flow(client)
         waiting = await call(client, "start_run", target="janitor", input="tidy again")
@@ -267,11 +271,17 @@ async def test_streamable_http(served: tuple[str, dict[str, str]]) -> None:
         ]:
             assert "not found" in await refused(client, tool, **args), tool
         assert (await call(client, "list_approvals", status="all"))["approvals"] == []
+        assert "other-only" in {w["name"] for w in (await call(client, "list_workflows"))["workflows"]}
+        own = await call(client, "start_run", target="other-only", input="its own", kind="workflow")
+        assert (await call(client, "wait_run", run_id=own["run_id"], timeout_s=60))["status"] == "COMPLETED"
         with pytest.raises(MCPError):
             await client.read_resource(f"maestro://runs/{done['run_id']}")
 
-    # nothing of that changed the waiting run; its own operator still can
+    # nothing of that changed the waiting run; its own operator still can, and sees no other workspace's workflow
     async with http(f"{url}/mcp", keys["operator"]) as client:
+        assert "other-only" not in {w["name"] for w in (await call(client, "list_workflows"))["workflows"]}
+        assert "not found" in await refused(client, "start_run", target="other-only", input="x")
+        assert "not found" in await refused(client, "get_run", run_id=own["run_id"])
         still = await call(client, "get_run", run_id=waiting["run_id"])
         assert still["status"] == "WAITING_FOR_APPROVAL" and len(still["pending_approvals"]) == 1
         cancelled = await call(client, "cancel_run", run_id=waiting["run_id"], reason="not today")

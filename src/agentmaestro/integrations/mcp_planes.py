@@ -11,7 +11,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 
@@ -25,7 +24,7 @@ from agentmaestro.server.quotas import check_run_quota
 from agentmaestro.server.routes.runs import create_run
 from agentmaestro.server.schemas import PolicyIn
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import NewRun, new_run_id
+from agentmaestro.workflows import stored
 from agentmaestro.workflows.spec import WorkflowRegistry
 
 __all__ = ["Caller", "ClientPlane", "StorePlane"]
@@ -48,15 +47,6 @@ class Caller:
         """Refuse ``action`` to a viewer."""
         if self.role < Role.operator:
             raise AuthError(f"{action} needs the operator role; this API key is a {self.role.name}")
-
-
-def _summary(wf: Any, source: str | None) -> JSON:
-    return {
-        "name": wf.name,
-        "description": wf.description,
-        "nodes": [n.id for n in wf.nodes],
-        "agents": wf.agent_names(),
-    }
 
 
 def _kind(name: str, kind: RunKind, agents: set[str], workflows: set[str]) -> str:
@@ -97,35 +87,26 @@ class StorePlane:
         return [a.spec() for a in self._agents()]
 
     async def list_workflows(self) -> list[JSON]:
-        """The workflows' summaries."""
-        registry = self._workflows()
-        return [_summary(wf, registry.source(wf.name)) for wf in registry]
+        """The workflows the workspace can run: the folder's and its stored ones (as ``GET /v1/workflows``)."""
+        entries = await stored.visible(self._store(), self._caller().workspace_id, self._workflows())
+        return [e.summary() for e in entries]
 
     async def start_run(self, name: str, task: str, kind: RunKind, policy: PolicyIn | None) -> JSON:
         """Create the run (quota checked); a worker picks it up."""
         caller = self._caller()
         caller.require_operator("start_run")
-        store, agents, workflows = self._store(), self._agents(), self._workflows()
-        if _kind(name, kind, set(agents.names()), {wf.name for wf in workflows}) == "agent":
+        store, agents, folder = self._store(), self._agents(), self._workflows()
+        workflows = {e.name for e in await stored.visible(store, caller.workspace_id, folder)}
+        if _kind(name, kind, set(agents.names()), workflows) == "agent":
             return (await create_run(store, agents, caller.workspace_id, name, task, policy)).to_json()
         if policy is not None:
             raise ConfigError("policy limits apply to agent runs; a workflow's limits come from its definition")
-        wf = workflows.get(name)
+        entry = await stored.find(store, caller.workspace_id, name, folder)
         await check_run_quota(store, caller.workspace_id)
-        [rec] = await store.create_runs(
-            [
-                NewRun(
-                    run_id=new_run_id(),
-                    workspace_id=caller.workspace_id,
-                    agent_name=wf.name,
-                    input=task,
-                    spec=wf.to_spec(workflows.source(name)),
-                    policy=wf.policy.to_overrides() if wf.policy else {},
-                )
-            ]
-        )
+        rec = await stored.start(store, caller.workspace_id, entry, task)
+        detail = {"name": name, "source": entry.source, "version": entry.version}
         await store.audit(
-            caller.workspace_id, actor=caller.actor, action="workflow.run", target=rec.run_id, detail={"name": name}
+            caller.workspace_id, actor=caller.actor, action="workflow.run", target=rec.run_id, detail=detail
         )
         return rec.to_json()
 
