@@ -364,3 +364,19 @@ def test_retry_policy_backoff_with_jitter() -> None:
     assert all(lo <= d <= hi for d, (lo, hi) in zip(delays, bounds, strict=True)), delays
     assert policy.delay(1, retry_after=7.0) >= 7.0 and policy.delay(1, retry_after=99.0) <= 10.0
     assert [policy.retryable(c) for c in (None, 408, 429, 500, 503, 400, 404, 301)] == [True] * 5 + [False] * 3
+
+
+async def test_a_worker_runs_the_dispatcher(store: Store, rx: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAESTRO_WEBHOOK_POLL_S", "0.02")
+    hook, secret = await add(store, rx, events=["run.completed"])
+    calc = _calc_agent()
+    run_id = await start(store, calc)
+    worker = Worker(store, AgentRegistry([calc]), config=WorkerConfig(poll_interval_s=0.02))  # webhooks on: the default
+    task = asyncio.create_task(worker.run())
+    try:
+        [req] = await asyncio.to_thread(rx.wait_for, 1)
+    finally:
+        worker.stop()
+        await task
+    assert secret and verify_signature(secret, req.headers["x-maestro-signature"], req.body)
+    assert req.json()["run"]["run_id"] == run_id and req.json()["webhook_id"] == hook["webhook_id"]
