@@ -492,3 +492,17 @@ def test_example_builds_a_program_in_a_git_repository(tmp_path: Path) -> None:
     assert len(bad.stderr.strip().splitlines()) == 1
     nogit = subprocess.run([*cmd, "objective", "x", "--repo", str(tmp_path)], capture_output=True, text=True, env=env)
     assert nogit.returncode == 1 and "is not a git repository" in nogit.stderr
+
+
+def test_orchestrator_objective(tmp_path: Path) -> None:
+    """The embedded SDK: Orchestrator.objective plans, runs and reviews; unknown agents are refused."""
+    from agentmaestro import Orchestrator
+    from agentmaestro.errors import ConfigError
+
+    agents = registry(plan_of(TWO), accept_all)
+    with Orchestrator(f"sqlite:///{tmp_path / 'sdk.db'}") as orch:
+        report = orch.objective("write a and b", agents=list(agents), timeout=30)
+        assert report.status == "COMPLETED", report
+        assert "2 of 2 task(s) complete" in (report.output or "")
+        with pytest.raises(ConfigError, match="unregistered agent"):
+            orch.objective("x", planner="ghost")
