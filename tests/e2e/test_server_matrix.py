@@ -171,7 +171,9 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
     kb = {"name": f"kb-{ws}", "embedder": "lexical"}
     assert c.post("/v1/knowledge/collections", json=kb, headers=op).status_code == 201
     doc = {"source": "handbook.md", "text": f"kb-secret-{ws}: the handbook secret of {ws}"}
-    document_id = c.post(f"/v1/knowledge/collections/kb-{ws}/documents", json=doc, headers=op).json()["document_id"]
+    # the first ingest of a process imports qdrant-client (seconds on a busy machine)
+    ingested = c.post(f"/v1/knowledge/collections/kb-{ws}/documents", json=doc, headers=op, timeout=120)
+    document_id = ingested.json()["document_id"]
     credential = f"cred-{ws}"  # a credential of this workspace (its name and value are markers)
     body = {"name": credential, "kind": "token", "value": f"secret-of-{ws}-0000"}
     assert c.post("/v1/credentials", json=body, headers=auth(t.admin)).status_code == 201
