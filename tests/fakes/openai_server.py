@@ -15,6 +15,9 @@ Replies are served in order, one per ``POST /v1/chat/completions``; when none is
 matching request headers. A request with ``"stream": true`` gets a successful reply as server-sent
 ``chat.completion.chunk`` events (text in ``chunk_chars`` pieces, tool-call arguments likewise, usage in a last
 chunk when ``stream_options.include_usage`` is set, then ``[DONE]``).
+
+``POST /v1/embeddings`` answers deterministic vectors (a hashed bag of words of ``embedding_dim`` buckets,
+L2-normalised, so texts sharing words are close); ``embedding_requests`` records the bodies.
 """
 
 from __future__ import annotations
