@@ -173,3 +173,31 @@ def test_replan_cancel_and_restart_with_the_client(server: tuple[LiveServer, dic
             approve = {t["task_id"]: t for t in body["tasks"]}["approve"]
             assert len(approve["attempts"]) == 2 and approve["attempts"][0]["status"] == "failed"
             assert client.get_objective(oid)["run_id"] == oid
+
+
+def test_cli_through_the_server(server: tuple[LiveServer, dict[str, str]]) -> None:
+    """`maestro --server URL objectives ...` goes through the REST API; errors are one line on stderr."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    srv, keys = server
+    maestro = str(Path(sys.executable).parent / "maestro")
+    env = {**os.environ, "MAESTRO_SERVER": srv.url, "MAESTRO_API_KEY": keys["operator"]}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([maestro, *args], capture_output=True, text=True, env=env, timeout=60)
+
+    started = cli("--json", "objective", "tidy up", "--max-workers", "2")
+    assert started.returncode == 0, started.stderr
+    oid = json.loads(started.stdout)["run_id"]
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        wait_for(c, oid, keys["viewer"], settled)
+    shown = cli("objectives", "show", oid)
+    assert shown.returncode == 0 and "approve" in shown.stdout and "active" in shown.stdout
+    cycle = cli("objectives", "deps", oid, "sum", "--add", "report")
+    assert cycle.returncode == 1
+    assert cycle.stderr.strip() == "error: dependency cycle: sum -> report -> sum"
+    listed = cli("--json", "objectives", "list")
+    assert [o["run_id"] for o in json.loads(listed.stdout)] == [oid]

@@ -506,3 +506,44 @@ def test_orchestrator_objective(tmp_path: Path) -> None:
         assert "2 of 2 task(s) complete" in (report.output or "")
         with pytest.raises(ConfigError, match="unregistered agent"):
             orch.objective("x", planner="ghost")
+
+
+@pytest.mark.anyio
+async def test_stopping_the_worker_mid_objective_loses_nothing(db_url: str) -> None:
+    """A worker stopped mid-objective and a new one started: completed tasks are not run again."""
+    store = Store.open(db_url)
+    try:
+        chain = [
+            {
+                "id": f"s{i}",
+                "title": f"S{i}",
+                "instructions": "go",
+                "worker": "coder",
+                "depends_on": [f"s{i - 1}"] if i else [],
+            }
+            for i in range(6)
+        ]
+        agents = registry(plan_of(chain), accept_all)
+        rec = await service.start_objective(store, ObjectiveConfig(goal="chain"))
+
+        async def two_done() -> bool:
+            tasks = graph_of(await store.events(rec.run_id))
+            return sum(t["status"] == "complete" for t in tasks.values()) >= 2
+
+        for stop_when in (two_done, lambda: _terminal(store, rec.run_id)):
+            worker = Worker(store, agents, config=WorkerConfig(poll_interval_s=0.05))
+            task = asyncio.ensure_future(worker.run())
+            try:
+                await until(store, stop_when)
+            finally:
+                worker.stop()
+                await task
+        final = await store.get_run(rec.run_id)
+        assert final.status is RunStatus.COMPLETED, final.state.error
+        tasks = graph_of(await store.events(rec.run_id))
+        assert all(len(t["attempts"]) == 1 for t in tasks.values())
+        coder = agents.get("coder").get_model()
+        assert isinstance(coder, FnModel)
+        assert sorted(t.splitlines()[0] for t in coder.tasks) == [f"Task s{i}: S{i}" for i in range(6)]
+    finally:
+        await store.close()
