@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
-from agentmaestro.agents import load_agents_dir
+from agentmaestro.agents import Agent, AgentRegistry, load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
 from agentmaestro.cli.workflows import builtin_workflows_dir
+from agentmaestro.engine.deltas import BUS
 from agentmaestro.integrations.chat import build_input, select_target, split_conversation, text_pieces
 from agentmaestro.integrations.chat_tool import TOOL_AGENT_PREFIX
+from agentmaestro.models.openai import OpenAIModel
 from agentmaestro.store.base import Store
 from agentmaestro.workflows.spec import load_workflows_dir
 from tests.e2e.test_server import auth, wait_status
+from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.server import LiveServer
 
 ROLES = ("viewer", "operator")
@@ -331,3 +336,40 @@ def test_conversation_helpers() -> None:
     assert "message 99" in task and "message 0 " not in task
     text = "a few words that are cut into pieces " * 10
     assert "".join(text_pieces(text, 16)) == text and max(map(len, text_pieces(text, 16))) <= 16
+
+
+LIVE_ANSWER = "Durable agents stream their answers, one small piece at a time."
+
+
+def test_streamed_answer_shows_live_model_text(db_url: str) -> None:
+    """A model that streams (OpenAI adapter): its text arrives live as reasoning, then the answer as content."""
+    with FakeOpenAIServer(model="gpt-4.1-mini", chunk_chars=4, chunk_delay_s=0.01) as fake:
+        model = OpenAIModel("gpt-4.1-mini", base_url=fake.base_url, api_key="sk-test-123456789", max_retries=0)
+        agents = AgentRegistry([Agent(name="streamer", model=model, instructions="Answer.")])
+        key = asyncio.run(_make_keys(db_url))["operator"]
+        fake.reply_text(LIVE_ANSWER, usage=(12, 14), delay_s=60)  # held until released below
+        with (
+            LiveServer(db_url, agents, rate_limit_per_min=0) as srv,
+            openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0, timeout=30) as client,
+        ):
+            stream = client.chat.completions.create(
+                model="streamer", messages=[{"role": "user", "content": "go"}], stream=True
+            )
+            chunks: list[ChatCompletionChunk] = []
+            for chunk in stream:
+                if not chunks:  # the run exists: let the model answer once the chat stream listens to it
+                    run_id = chunk.id.removeprefix("chatcmpl-")
+                    deadline = time.monotonic() + 20
+                    while BUS.subscribers(run_id) == 0 or not fake.requests:
+                        assert time.monotonic() < deadline, "the chat stream never subscribed to the run's deltas"
+                        time.sleep(0.01)
+                    fake.reset()
+                chunks.append(chunk)
+    reasoning = [(c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices]
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content == LIVE_ANSWER
+    first_content = next(i for i, c in enumerate(chunks) if c.choices and c.choices[0].delta.content)
+    live = "".join(reasoning[:first_content])
+    assert LIVE_ANSWER[:20] in live, live  # the text arrived piece by piece before the answer
+    assert sum(1 for r in reasoning if r and r in LIVE_ANSWER) >= 3
+    assert "\nModel openai:gpt-4.1-mini answered.\n" in live

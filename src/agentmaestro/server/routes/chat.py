@@ -382,16 +382,21 @@ async def _pending(store: Store, rec: RunRecord) -> list[dict[str, Any]]:
     return out
 
 
-async def _follow(store: Store, rec: RunRecord, max_wait: float) -> AsyncGenerator[Event | None | _Outcome]:
+async def _follow(
+    store: Store, rec: RunRecord, max_wait: float, *, deltas: bool = False
+) -> AsyncGenerator[Event | streams.Delta | None | _Outcome]:
     """The run's events as they are committed (``None`` while quiet), then one :class:`_Outcome`.
 
-    Stops when the run ends, waits for a person (itself or a sub-run), or ``max_wait`` seconds have passed.
+    With ``deltas``, also the live text of its model answers as they stream in (best-effort, see
+    docs/streams.md). Stops when the run ends, waits for a person (itself or a sub-run), or ``max_wait``
+    seconds have passed.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + max_wait
     ws = rec.workspace_id
-    stream = streams.follow_run(store, rec.run_id, ws, follow="waiting", tick_s=TICK_S)
+    events = streams.follow_run(store, rec.run_id, ws, follow="waiting", tick_s=TICK_S)
+    stream = streams.with_deltas(events, rec.run_id) if deltas else events
     timed_out = False
     pending: list[dict[str, Any]] = []
     try:
@@ -526,8 +531,9 @@ async def _stream(
     """The streamed answer as ``chat.completion.chunk`` frames.
 
     The role first, then one frame per run event (a ``maestro`` note naming it, and a progress line as
-    ``reasoning_content`` for the events that mean something to a person), the answer as content deltas,
-    the finish frame, optionally the usage frame, and ``[DONE]``.
+    ``reasoning_content`` for the events that mean something to a person) and the live text of model
+    answers as ``reasoning_content`` while they stream in, the answer as content deltas, the finish
+    frame, optionally the usage frame, and ``[DONE]``.
     """
     base = {
         "id": _completion_id(rec.run_id),
@@ -544,16 +550,23 @@ async def _stream(
     yield chunk({"role": "assistant", "content": ""}, maestro={"run_id": rec.run_id, "status": rec.status.value})
     last_sent = time.monotonic()
     outcome: _Outcome | None = None
+    line_open = False  # live model text was sent as reasoning and its line is not ended yet
     try:
-        async for item in _follow(store, rec, max_wait):
+        async for item in _follow(store, rec, max_wait, deltas=True):
             if isinstance(item, _Outcome):
                 outcome = item
+            elif isinstance(item, streams.Delta):
+                yield chunk({"reasoning_content": item.text})
+                line_open = not item.text.endswith("\n")
+                last_sent = time.monotonic()
             elif isinstance(item, Event):
                 note = {"run_id": item.run_id, "seq": item.seq, "event": item.type.value, "step": item.step}
                 name = item.payload.get("name") if item.type.value == "STEP_COMPLETED" else None
                 if isinstance(name, str):
                     note["name"] = name
                 line = chat.progress_line(item.type.value, item.payload)
+                if line and line_open:
+                    line, line_open = "\n" + line, False
                 yield chunk({"reasoning_content": line + "\n"} if line else {}, maestro=note)
                 last_sent = time.monotonic()
             elif time.monotonic() - last_sent >= KEEPALIVE_S:
