@@ -88,6 +88,15 @@ def test_validate_plan_reports_every_problem() -> None:
     ]
 
 
+def test_replan_tasks_may_depend_on_live_existing_tasks_only() -> None:
+    g = apply_changes(graph(("a", []), ("b", ["a"])), [{"op": "status", "task": "b", "to": "abandoned"}])
+    new = [{"id": "c", "title": "c", "instructions": "x", "worker": "coder", "depends_on": ["a"]}]
+    assert validate_plan(new, {"coder"}, existing=g.tasks)[1] == []
+    new[0]["depends_on"] = ["b"]
+    assert validate_plan(new, {"coder"}, existing=g.tasks)[1] == ["task 'c'.depends_on: task 'b' is abandoned"]
+    assert "duplicate id" in validate_plan(plan(("a", [])), {"coder"}, existing=g.tasks)[1][0]
+
+
 def test_find_cycle() -> None:
     assert find_cycle({"a": ["b"], "b": ["c"], "c": []}) is None
     assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]

@@ -288,6 +288,8 @@ def validate_plan(
                 problems.append(f"task {t['id']!r}.depends_on: a task cannot depend on itself")
             elif d not in ids and d not in existing:
                 problems.append(f"task {t['id']!r}.depends_on: unknown task {d!r}")
+            elif d in existing and existing[d].status is TaskStatus.ABANDONED:
+                problems.append(f"task {t['id']!r}.depends_on: task {d!r} is abandoned")
     graph = {k: list(v.depends_on) for k, v in existing.items()}
     graph.update({t["id"]: t["depends_on"] for t in tasks})
     cycle = find_cycle(graph)
