@@ -185,7 +185,8 @@ def serve(
         f"serving {len(agents)} agent(s) and {len(workflows)} workflow(s) on {scheme}://{host}:{port}"
         f"{' (client certificates required)' if tls_client_ca else ''} (database {redact_url(c.database_url)}; "
         f"embedded worker: {'on' if worker else 'off'})\n"
-        f"  dashboard: {scheme}://{host}:{port}/   API docs: {scheme}://{host}:{port}/docs\n"
+        f"  dashboard: {scheme}://{host}:{port}/   API docs: {scheme}://{host}:{port}/docs   "
+        f"MCP: {scheme}://{host}:{port}/mcp\n"
         + ("" if key else "  sign in with an existing key, or create one: maestro keys create --name me --role admin\n")
     )
     sys.stderr.flush()

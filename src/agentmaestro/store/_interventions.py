@@ -150,7 +150,8 @@ def resolve_approval(
         .where(approvals.c.approval_id == approval_id, approvals.c.status == "pending")
         .values(status=status, decided_at=now, decided_by=by, decision_reason=reason, approved_arguments=final_args)
     )
-    return out, {**appr, "status": status, "decided_by": by, "decision_reason": reason, "decided_at": now}
+    decided = {"status": status, "decided_by": by, "decision_reason": reason, "decided_at": now}
+    return out, {**appr, **decided, "approved_arguments": final_args}
 
 
 def _expire_one(conn: Connection, appr: dict[str, Any], rec: RunRecord, now: float) -> RunRecord:
