@@ -151,7 +151,12 @@ def test_approve_from_a_link_end_to_end(live: tuple[LiveServer, str, WebhookRece
 
         completed = [r for r in rx.wait_for(2) if r.json()["event"] == "run.completed"]
         assert completed and completed[0].json()["run"]["run_id"] == run_id
-        deliveries = c.get(f"/v1/webhooks/{hook['webhook_id']}/deliveries", headers=auth(viewer)).json()
+        deadline = time.monotonic() + 20  # the receiver may have answered before the outcome was recorded
+        while True:
+            deliveries = c.get(f"/v1/webhooks/{hook['webhook_id']}/deliveries", headers=auth(viewer)).json()
+            if all(d["status"] == "delivered" for d in deliveries) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         assert sorted(d["event"] for d in deliveries) == ["approval.requested", "run.completed"]
         assert all(d["status"] == "delivered" and d["attempts"] == 1 for d in deliveries)
         assert token not in json.dumps(deliveries)  # links are signed at send time, never stored

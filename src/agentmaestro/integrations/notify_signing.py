@@ -130,7 +130,11 @@ def read_link_token(token: str, *, approval_id: str, now: float | None = None) -
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != _LINK_PREFIX or len(token) > 2000:
         raise LinkTokenError("this approval link is not valid")
-    if not keyring().verify(f"{parts[0]}.{parts[1]}", parts[2]):
+    try:
+        signed = keyring().verify(f"{parts[0]}.{parts[1]}", parts[2])
+    except UnicodeEncodeError:
+        signed = False
+    if not signed:
         raise LinkTokenError("this approval link is not valid (bad signature)")
     try:
         body = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))

@@ -182,10 +182,26 @@ class WebhookSpec:
     """Lifetime of approve/reject links."""
 
 
+def _text(value: str, what: str) -> str:
+    """``value`` if it is storable text (no NUL, no lone surrogates); ValidationError otherwise."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} is not valid text") from None
+    if "\x00" in value:
+        raise ValidationError(f"{what} must not contain NUL characters")
+    return value
+
+
 def _check_url(url: str, what: str) -> str:
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+    url = _text(url.strip(), what)
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and len(url) <= 2000
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        ok = False
+    if not ok:
         raise ValidationError(f"{what} must be an http:// or https:// URL")
     return url
 
@@ -230,6 +246,8 @@ def _target_columns(
         raise ValidationError("a telegram webhook takes bot_token and chat_id, not a url")
     if not bot_token or not chat_id:
         raise ValidationError("a telegram webhook needs bot_token and chat_id")
+    _text(bot_token, "bot_token")
+    _text(chat_id, "chat_id")
     base = _check_url(api_base or DEFAULT_TELEGRAM_API, "api_base").rstrip("/")
     return {
         "url_enc": None,
@@ -249,7 +267,7 @@ async def create_webhook(
     """
     if spec.format not in FORMATS:
         raise ValidationError(f"format must be one of {', '.join(FORMATS)}")
-    name = spec.name.strip()
+    name = _text(spec.name.strip(), "name")
     if not name or len(name) > 200:
         raise ValidationError("name must be 1-200 characters")
     cols = _target_columns(spec.format, spec.url, spec.bot_token, spec.chat_id, spec.api_base)
@@ -298,7 +316,7 @@ async def update_webhook(
     fmt = current["format"]
     cols: dict[str, Any] = {}
     if "name" in changes:
-        name = str(changes["name"]).strip()
+        name = _text(str(changes["name"]).strip(), "name")
         if not name or len(name) > 200:
             raise ValidationError("name must be 1-200 characters")
         cols["name"] = name
@@ -315,12 +333,12 @@ async def update_webhook(
         if fmt == "telegram":
             if "url" in target_keys:
                 raise ValidationError("a telegram webhook takes bot_token and chat_id, not a url")
-            chat = changes.get("chat_id") or current["config"]["chat_id"]
+            chat = _text(str(changes.get("chat_id") or current["config"]["chat_id"]), "chat_id")
             base = changes.get("api_base") or current["config"]["api_base"]
             cols["config"] = {"chat_id": str(chat), "api_base": _check_url(str(base), "api_base").rstrip("/")}
             cols["url_display"] = f"telegram chat {chat}"
             if changes.get("bot_token"):
-                cols["secret_enc"] = keyring().encrypt(str(changes["bot_token"]))
+                cols["secret_enc"] = keyring().encrypt(_text(str(changes["bot_token"]), "bot_token"))
         else:
             if target_keys - {"url"}:
                 raise ValidationError("bot_token, chat_id and api_base are for telegram webhooks")
