@@ -373,3 +373,14 @@ def test_streamed_answer_shows_live_model_text(db_url: str) -> None:
     assert LIVE_ANSWER[:20] in live, live  # the text arrived piece by piece before the answer
     assert sum(1 for r in reasoning if r and r in LIVE_ANSWER) >= 3
     assert "\nModel openai:gpt-4.1-mini answered.\n" in live
+
+
+def test_tool_command_needs_the_embedded_worker(db_url: str) -> None:
+    key = asyncio.run(_make_keys(db_url))["operator"]
+    with (
+        LiveServer(db_url, load_agents_dir(builtin_agents_dir()), worker=False) as srv,
+        openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0) as client,
+    ):
+        with pytest.raises(openai.ConflictError) as err:
+            client.chat.completions.create(model="calculator", messages=[{"role": "user", "content": "@tool add {}"}])
+        assert err.value.code == "no_worker"

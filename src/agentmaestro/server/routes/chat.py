@@ -308,6 +308,13 @@ async def _start(
         raise APIError(400, "invalid_request", str(exc)) from None
     registry = _agents(request)
     if target.kind == "tool":
+        if getattr(request.app.state, "worker", None) is None:
+            raise APIError(
+                409,
+                "no_worker",
+                "@tool runs are executed by the server's embedded worker, and this server runs none "
+                "(started with --no-worker); use @agent with an agent that has the tool",
+            )
         agent = ensure_tool_agent(registry, target.name)
         if agent is None:
             raise APIError(404, "model_not_found", f"no agent of this server has a tool called {target.name!r}")
