@@ -104,6 +104,7 @@ def test_approval_over_http(server: tuple[LiveServer, dict[str, str]]) -> None:
         )
         assert ok.status_code == 200 and ok.json()["status"] == "approved"
         assert ok.json()["decided_by"] == "key:default-operator"
+        assert ok.json()["approved_arguments"] == {"older_than_days": 45}
         done = wait_status(c, run_id, keys["viewer"], {"COMPLETED"})
         assert "45 days" in done["output"]
         again = c.post(
