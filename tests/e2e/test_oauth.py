@@ -264,3 +264,25 @@ def test_cli_through_the_server(
     assert code == 0 and "deleted credential 'github'" in out
     code, out, err = cli("credentials", "rm", "github")
     assert code == 1 and "credential 'github' not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_concurrent_refreshes_share_the_winners_tokens(world: World) -> None:
+    from agentmaestro.integrations.credentials import StoreCredentials
+    from agentmaestro.store.base import Store
+
+    w = world
+    assert authorize(w, "fake").status_code == 200
+
+    async def go() -> list[dict[str, Any]]:
+        store = Store.open(w.db_url)
+        try:
+            creds = [StoreCredentials(store=store, workspace_id="default", run_id=f"run-{i}") for i in range(3)]
+            return list(await asyncio.gather(*(c.get("fake") for c in creds)))
+        finally:
+            await store.close()
+
+    got = asyncio.run(go())
+    for cred in got:  # every caller ends up with a live token, although refresh tokens work once
+        assert w.authz.access_tokens[cred["secret"]["access_token"]] > time.time()
+    assert w.get("/v1/credentials/fake", "viewer").json()["refresh_error"] is None
+    assert [r["grant_type"] for r in w.authz.token_requests].count("refresh_token") >= 1

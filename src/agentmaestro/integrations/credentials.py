@@ -9,9 +9,11 @@ credential (another workspace's is not found), with an OAuth access token refres
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,16 @@ log = logging.getLogger("agentmaestro.credentials")
 
 REFRESH_MARGIN_S = 120.0
 """An OAuth access token expiring within this many seconds is refreshed before it is used."""
+
+_refresh_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _refresh_lock(workspace_id: str, name: str) -> asyncio.Lock:
+    """One refresh at a time per credential in this process (other processes are kept apart by the row version)."""
+    locks = _refresh_locks.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault((workspace_id, name), asyncio.Lock())
 
 
 def authorization_header(credential: Mapping[str, Any], *, scheme: str | None = None) -> str:
@@ -62,11 +74,32 @@ async def refresh_if_needed(
     A failed refresh is recorded on the credential (``refresh_error``, visible in ``maestro credentials list``); the
     old token is still used while it is valid, and a ToolError says what to do once it is not.
     """
+
+    def fresh(r: dict[str, Any]) -> bool:
+        expires_at = r.get("expires_at")
+        return r["kind"] != "oauth2" or expires_at is None or expires_at - time.time() > margin_s
+
+    if not force and fresh(row):
+        return row
+    async with _refresh_lock(workspace_id, row["name"]):
+        latest = dict(await store.credential_reveal(workspace_id, row["name"]))
+        if latest["version"] != row["version"] and fresh(latest):
+            return latest  # refreshed by another call while this one waited
+        return await _refresh(store, workspace_id, latest, actor=actor, providers=providers, force=force)
+
+
+async def _refresh(
+    store: Any,
+    workspace_id: str,
+    row: dict[str, Any],
+    *,
+    actor: str,
+    providers: Mapping[str, Any] | None,
+    force: bool,
+) -> dict[str, Any]:
     from agentmaestro.integrations import oauth
 
     expires_at = row.get("expires_at")
-    if row["kind"] != "oauth2" or (not force and (expires_at is None or expires_at - time.time() > margin_s)):
-        return row
     name = row["name"]
     expired = expires_at is not None and expires_at <= time.time()
     refresh_token = row["secret"].get("refresh_token")
@@ -78,6 +111,9 @@ async def refresh_if_needed(
         provider = oauth.get_provider(row["provider"], providers)
         tokens = await oauth.refresh_tokens(provider, refresh_token, scopes=row.get("scopes") or ())
     except MaestroError as exc:
+        current = await store.credential_reveal(workspace_id, name)
+        if current["version"] != row["version"] and (current["expires_at"] or 0) > time.time():
+            return dict(current)  # another worker refreshed it meanwhile (and used up the old refresh token)
         message = f"token refresh failed: {exc}"
         log.warning("credential %r of workspace %r: %s", name, workspace_id, message)
         await store.credential_refresh_failed(workspace_id, name, message)
