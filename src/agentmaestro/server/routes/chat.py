@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -195,7 +196,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-# ------------------------------------------------------------------------------------------- models
+# --------------------------------------------------------------------------------------- model list
 
 
 def _agents(request: Request) -> AgentRegistry:
@@ -266,8 +267,8 @@ def _text(message: ChatMessage, *, current: bool) -> str:
         return message.content
     texts = []
     for part in message.content:
-        if part.type == "text" and part.text is not None:
-            texts.append(part.text)
+        if part.type == "text":
+            texts.append(part.text or "")
         elif current:
             raise APIError(400, "invalid_request", f"only text content is supported, not {part.type!r} parts")
         else:
@@ -295,7 +296,7 @@ def _max_wait() -> float:
         value = float(raw) if raw else DEFAULT_MAX_WAIT_S
     except ValueError:
         value = DEFAULT_MAX_WAIT_S
-    return value if value >= 0 else DEFAULT_MAX_WAIT_S
+    return value if math.isfinite(value) and value >= 0 else DEFAULT_MAX_WAIT_S
 
 
 async def _start(
