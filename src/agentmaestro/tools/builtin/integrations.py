@@ -284,7 +284,7 @@ def rest_call_tool(
     return Tool(
         rest_call,
         name=name,
-        description=description or f"Call the REST API at {base} (authenticated for you): method, endpoint, query, body.",
+        description=description or f"Call the REST API at {base} (authenticated for you).",
         risk=RiskLevel.SAFE,
         idempotent=False,
         timeout_s=TIMEOUT_S + 5,
