@@ -16,8 +16,7 @@ Per operation: requests, concurrency, duration, requests/s, latency p50/p90/p99/
 just before the request is sent until its body has been read), errors (any non-2xx answer or
 transport error is one), and the server process's CPU time and RSS (psutil). At the end the
 scenario checks, in the database, that every created run COMPLETED with the demo's answer and 5
-steps. ``verify.ok`` requires zero
-errors and every run completed.
+steps. ``verify.ok`` requires zero errors and every run completed.
 """
 
 from __future__ import annotations
@@ -49,6 +48,9 @@ BOOTSTRAP_KEY_FILE = "bootstrap-admin.key"
 """Where ``maestro serve`` saves the admin key it creates on a fresh database (under ``$MAESTRO_HOME``)."""
 _API_KEY_RE = re.compile(r"\b(am_[0-9a-f]+_)[A-Za-z0-9_-]+")
 """An API key (``am_<key id>_<secret>``); the server prints its bootstrap admin key."""
+CLIENT_KEEPALIVE_S = 2.0
+"""The load generator drops connections idle this long: well under uvicorn's 5 s keep-alive timeout, so
+that it never sends a request on a connection the server is closing at that very moment."""
 READY_TIMEOUT_S = 120.0
 """Start-up allowance for the server (imports and migrations; slow on a busy 2-core machine)."""
 
@@ -89,7 +91,6 @@ class ServerProcess:
     log_path: str
     home: str
     url: str
-    started_s: float = 0.0
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines the server printed, API keys redacted."""
@@ -266,7 +267,9 @@ async def drive(
                 ok = 200 <= resp.status_code < 300
                 problem = "" if ok else f"HTTP {resp.status_code}: {resp.text[:200]}"
             except httpx.HTTPError as exc:
-                resp, problem = None, f"{type(exc).__name__}: {exc}"
+                cause = exc.__cause__ or exc.__context__
+                problem = f"{type(exc).__name__}: {exc}" + (f" ({cause!r})" if cause is not None else "")
+                resp = None
             elapsed_ms = (time.perf_counter() - t0) * 1000.0
             if problem:
                 problem = f"request {i}, after {elapsed_ms:.0f} ms: {problem}"
@@ -413,36 +416,44 @@ async def scenario_http(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         key = await operator_key(server)
         srv = psutil.Process(server.proc.pid)
         rss_ready = srv.memory_info().rss / (1024.0 * 1024.0)
-        limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
         created: list[str] = []
 
         def remember(resp: Any) -> None:
             created.append(str(resp.json()["run_id"]))
 
-        async with httpx.AsyncClient(
-            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=60.0
-        ) as client:
+        def connections() -> httpx.AsyncClient:
+            """``conc`` keep-alive connections, a fresh pool per operation (none idles across the pauses)."""
+            limits = httpx.Limits(
+                max_connections=conc, max_keepalive_connections=conc, keepalive_expiry=CLIENT_KEEPALIVE_S
+            )
+            return httpx.AsyncClient(
+                base_url=server.url, headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=60.0
+            )
+
+        # 1. run creation: warm-up (counted among the runs to check, not in the figures), then measured
+        async with connections() as client:
             body = {"agent": AGENT, "input": TASK}
 
             async def create(_i: int) -> Any:
                 return await client.post("/v1/runs", json=body)
 
-            # 1. run creation: warm-up (counted among the runs to check, not in the figures), then measured
             await drive(create, args.warmup, conc, None, remember)
             creation = Phase("create", conc)
             measured_from = len(created)
             await measure(creation, srv, create, args.creates, remember)
-            create_ids = created[measured_from:]
-            done_after_create = _status_counts(await asyncio.to_thread(run_statuses, db.url, created), created)
+        create_ids = created[measured_from:]
+        done_after_create = _status_counts(await asyncio.to_thread(run_statuses, db.url, created), created)
 
-            # 2. the embedded worker finishes the backlog (so that the reads below all see finished runs)
-            drain_s, drain_timed_out = await wait_runs(db.url, created, args.timeout)
+        # 2. the embedded worker finishes the backlog (so that the reads below all see finished runs)
+        drain_s, drain_timed_out = await wait_runs(db.url, created, args.timeout)
 
-            # 3. reads of the runs created above, round robin
+        # 3. reads of the runs created above, round robin
+        reading = Phase("read", conc)
+        async with connections() as client:
+
             async def read(i: int) -> Any:
                 return await client.get(f"/v1/runs/{created[i % len(created)]}")
 
-            reading = Phase("read", conc)
             if args.reads:
                 await drive(read, args.warmup, conc, None)
                 await measure(reading, srv, read, args.reads)
@@ -458,14 +469,9 @@ async def scenario_http(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     if errors:
         problems.insert(0, f"{errors} request error(s): {(creation.error_samples + reading.error_samples)[:2]}")
     ok = errors == 0 and check["problem_count"] == 0 and not drain_timed_out
-    server_cmd = [
-        "MAESTRO_RATE_LIMIT_PER_MIN=0",
-        f"MAESTRO_HOME={server.home}",
-        ".venv/bin/maestro",
-        "--database-url",
-        _shown_url(db.url),
-        *server.argv[3:],
-    ]
+    server_cmd = "MAESTRO_RATE_LIMIT_PER_MIN=0 MAESTRO_HOME=$(mktemp -d) " + shlex.join(
+        [".venv/bin/maestro", "--database-url", _shown_url(db.url), *server.argv[3:]]
+    )
     return {
         "creates": args.creates,
         "reads": args.reads,
@@ -473,7 +479,7 @@ async def scenario_http(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         "concurrency": conc,
         "agent": AGENT,
         "steps_per_run": STEPS_PER_RUN,
-        "server_command": shlex.join(server_cmd),
+        "server_command": server_cmd,
         "db_upgrade_s": upgrade_s,
         "server_ready_s": ready_s,
         "server_rss_ready_mb": rss_ready,
