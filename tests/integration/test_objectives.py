@@ -223,10 +223,19 @@ async def test_four_rejections_escalate_and_a_person_retries_with_modifications(
         assert tasks["a"]["status"] == "waiting_human"
         assert tasks["c"]["status"] == "waiting_human"  # c (also rejected 4 times) waits too
 
-        for r in await store.list_human_requests(workspace_id="default"):
-            await store.resolve_human_request(
-                r["request_id"], action="retry", by="ann", instructions="use tabs", answer=None, workspace_id="default"
-            )
+        await store.resolve_human_request(
+            req["request_id"], action="retry", by="ann", instructions="use tabs", answer=None, workspace_id="default"
+        )
+        # c: a person answers with the instructions of a new task that replaces it
+        [other] = await store.list_human_requests(workspace_id="default")
+        await store.resolve_human_request(
+            other["request_id"],
+            action="answer",
+            by="ann",
+            instructions=None,
+            answer="write c, use tabs",
+            workspace_id="default",
+        )
         worker = Worker(store, agents, config=WorkerConfig(poll_interval_s=0.05))
         wt = asyncio.ensure_future(worker.run())
         try:
@@ -236,8 +245,11 @@ async def test_four_rejections_escalate_and_a_person_retries_with_modifications(
             await wt
         rec = await store.get_run(run_id)
         assert rec.status is RunStatus.COMPLETED, rec.state.error
-        a = graph_of(await store.events(run_id))["a"]
+        tasks = graph_of(await store.events(run_id))
+        a = tasks["a"]
         assert a["notes"] == ["use tabs"] and a["attempts"][-1]["status"] == "accepted" and len(a["attempts"]) == 5
+        assert tasks["c"]["status"] == "abandoned" and tasks["c"]["reason"] == "replaced by c-h1 (ann)"
+        assert tasks["c-h1"]["status"] == "complete" and tasks["c-h1"]["instructions"] == "write c, use tabs"
     finally:
         await store.close()
 
