@@ -121,6 +121,20 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _needs_key(request: Request) -> bool:
+    """Whether the matched route authenticates its caller (has ``auth.authenticate`` among its dependencies)."""
+    from agentmaestro.server.auth import authenticate
+
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    stack = [dependant] if dependant is not None else []
+    while stack:
+        d = stack.pop()
+        if d.call is authenticate:
+            return True
+        stack.extend(d.dependencies)
+    return False
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers."""
 
@@ -133,7 +147,16 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.code, str(exc)), status_code=status_for(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI decodes the body before it runs dependencies: check the key first, so that a caller
+        # without a valid key learns that (401), not what is wrong with its body.
+        if _needs_key(request):
+            from agentmaestro.server.auth import authenticate
+
+            try:
+                await authenticate(request)
+            except APIError as denied:
+                return await _api(request, denied)
         return JSONResponse(error_body("invalid_request", _describe(list(exc.errors()))), status_code=422)
 
     @app.exception_handler(DataError)
