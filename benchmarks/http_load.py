@@ -214,6 +214,14 @@ class Phase:
     client_cpu_s: float = 0.0
     server_cpu_s: float = 0.0
     server_rss_mb: float = 0.0
+    started: float = 0.0
+    slowest: tuple[float, float, int] = (0.0, 0.0, -1)
+    """(latency ms, when it was sent in s since the phase began, request index)."""
+
+    def record(self, i: int, sent: float, elapsed_ms: float) -> None:
+        self.latencies_ms.append(elapsed_ms)
+        if elapsed_ms > self.slowest[0]:
+            self.slowest = (elapsed_ms, sent - self.started, i)
 
     def record_error(self, text: str) -> None:
         self.errors += 1
@@ -232,6 +240,8 @@ class Phase:
             "p90_ms": percentile(lat, 90),
             "p99_ms": percentile(lat, 99),
             "max_ms": lat[-1] if lat else 0.0,
+            "max_sent_at_s": self.slowest[1],
+            "max_request": self.slowest[2],
             "mean_ms": sum(lat) / n if n else 0.0,
             "errors": self.errors,
             "error_samples": self.error_samples,
@@ -279,7 +289,7 @@ async def drive(
                     phase.record_error(problem)
                 continue
             if phase is not None:
-                phase.latencies_ms.append(elapsed_ms)
+                phase.record(i, t0, elapsed_ms)
             if on_ok is not None:
                 on_ok(resp)
 
@@ -315,7 +325,7 @@ async def measure(
     """Run one measured phase and fill in its duration, client and server CPU, and server RSS."""
     cpu0 = time.process_time()
     srv0 = _server_cpu_s(server_proc)
-    t0 = time.perf_counter()
+    t0 = phase.started = time.perf_counter()
     await drive(send, total, phase.concurrency, phase, on_ok)
     phase.duration_s = time.perf_counter() - t0
     phase.client_cpu_s = time.process_time() - cpu0

@@ -592,8 +592,12 @@ def http_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[st
     servers = [o.result["server_command"] for o in outs if o.result]
     lines += ["", "Server processes (started by the scenario; the port is picked at random):", ""]
     lines += ["```sh", *servers, "```", ""] if servers else []
-    lines += ["Commands:", "", *_commands(outs), *_failures(outs), ""]
-    return lines
+    lines += ["Commands:", "", *_commands(outs), *_failures(outs)]
+    for o in outs:
+        if not o.ok and o.result and o.result.get("server_log_tail"):
+            lines += ["", f"  Server output ({_db_label(o.db)}, last lines):", "", "  ```"]
+            lines += [*("  " + ln for ln in o.result["server_log_tail"].splitlines()), "  ```"]
+    return [*lines, ""]
 
 
 def render(
