@@ -296,7 +296,7 @@ def test_errors_in_openai_shapes(chat: Chat) -> None:
         chat.client.chat.completions.create(
             model=f"{TOOL_AGENT_PREFIX}add", messages=[{"role": "user", "content": "{}"}]
         )
-    for bad in ("@tool add [1, 2]", "@agent", "@tool add {nope"):
+    for bad in ("@tool add [1, 2]", "@agent", "@tool add {nope", '@tool add {"a": "\\u0000", "b": 1}'):
         with pytest.raises(openai.BadRequestError) as bad_err:
             chat.client.chat.completions.create(model="calculator", messages=[{"role": "user", "content": bad}])
         assert bad_err.value.code == "invalid_request"

@@ -89,7 +89,19 @@ def select_target(model: str, current: str) -> Target:
     arguments = parse_arguments(rest)
     if arguments is None:
         raise ChatInputError(f'@tool {name}: the arguments must be a JSON object, e.g. @tool {name} {{"x": 1}}')
+    if _has_nul(arguments):
+        raise ChatInputError(f"@tool {name}: the arguments must not contain NUL characters")
     return Target(kind="tool", name=name, text=json.dumps(arguments), arguments=arguments, inline=True)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def split_conversation(turns: Sequence[Turn]) -> tuple[list[str], list[Turn], str]:
