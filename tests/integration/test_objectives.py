@@ -271,8 +271,13 @@ async def test_abandon_replans_dependants_and_dependency_edits_are_validated(db_
         ]
         new = [{"id": "y2", "title": "Y2", "instructions": "y again", "worker": "coder", "depends_on": ["x"]}]
 
+        replans: list[str] = []
+
         def planner(task: str, _r: ModelRequest) -> str:
-            return json.dumps(new if "Re-plan" in task else plan)
+            if "Re-plan" not in task:
+                return json.dumps(plan)
+            replans.append(task)
+            return json.dumps(plan if len(replans) == 1 else new)  # the first re-plan reuses ids: invalid
 
         async def slow_then(task: str) -> None:
             if "Slow" in task:
@@ -324,6 +329,8 @@ async def test_abandon_replans_dependants_and_dependency_edits_are_validated(db_
             "y2": "complete",
         }
         assert tasks["y"]["reason"] == "re-planned"
+        assert len(replans) == 2 and "task 'slow': duplicate id" in replans[1]
+        assert all("replace: slow (abandoned by ann: too slow)" in r for r in replans)
         slow_run = await store.get_run(tasks["slow"]["attempts"][0]["run_id"])
         assert "task abandoned in objective" in (slow_run.cancel_reason or "")  # its run was asked to stop
     finally:

@@ -428,7 +428,10 @@ def apply_change(graph: Graph, change: Mapping[str, Any]) -> Graph:
         tasks[task.task_id] = dataclasses.replace(task, depends_on=deps)
         return dataclasses.replace(graph, tasks=tasks)
     if op == "helper":
-        helpers = {**graph.helpers, change["call_id"]: {"run_id": change["run_id"], "kind": change.get("kind")}}
+        helper = {"run_id": change["run_id"], "kind": change.get("kind")}
+        if change.get("context"):
+            helper["context"] = list(change["context"])
+        helpers = {**graph.helpers, change["call_id"]: helper}
         return dataclasses.replace(graph, helpers=helpers)
     if op == "helper_done":
         helpers = {k: v for k, v in graph.helpers.items() if k != change["call_id"]}

@@ -401,7 +401,7 @@ class _Move_:
         helper = next(((c, h) for c, h in self.g.helpers.items() if h["run_id"] == run_id), None)
         if helper is not None:
             self.emit({"op": "helper_done", "call_id": helper[0]})
-            self.plan_result(r, replan=helper[1].get("kind") == "replan")
+            self.plan_result(r, replan=helper[1].get("kind") == "replan", context=helper[1].get("context"))
             return
         task = next((t for t in self.g.tasks.values() if t.run_id == run_id), None)
         if task is None:
@@ -414,7 +414,7 @@ class _Move_:
         elif task.status is TaskStatus.WAITING_HUMAN:
             self.human_result(task, r, ok)
 
-    def plan_result(self, r: dict[str, Any], *, replan: bool) -> None:
+    def plan_result(self, r: dict[str, Any], *, replan: bool, context: list[dict[str, Any]] | None = None) -> None:
         d = self.d
         errors: list[str]
         tasks: list[dict[str, Any]] = []
@@ -445,7 +445,7 @@ class _Move_:
             return
         self.notes.append(f"plan rejected: {'; '.join(errors)[:300]}")
         if replan:
-            self.start_replan(errors=errors, previous=r.get("output"))
+            self.start_replan(errors=errors, previous=r.get("output"), context=context)
         else:
             self.start_planner(errors=errors, previous=r.get("output"))
 
@@ -631,7 +631,13 @@ class _Move_:
         self.emit({"op": "plan_attempts", "n": self.g.plan_attempts + 1})
         self.emit({"op": "helper", "call_id": f"plan:{self.g.plan_attempts}", "run_id": run_id, "kind": "plan"})
 
-    def start_replan(self, *, errors: list[str] | None = None, previous: str | None = None) -> None:
+    def start_replan(
+        self,
+        *,
+        errors: list[str] | None = None,
+        previous: str | None = None,
+        context: list[dict[str, Any]] | None = None,
+    ) -> None:
         d = self.d
         requests = list(self.g.replan)
         if requests:
@@ -656,7 +662,7 @@ class _Move_:
                 if not t.status.started:
                     self.emit({"op": "status", "task": tid, "to": "abandoned", "reason": "re-planned"})
             self.emit({"op": "replan_started"})
-            self._replan_context = requests
+            context = requests
             if not affected and all(req.get("tasks") for req in requests):
                 return  # nothing depended on the abandoned task(s): nothing to re-plan
             self.emit({"op": "plan_attempts", "n": 0})
@@ -666,13 +672,14 @@ class _Move_:
             d.goal,
             d.workers(),
             graph=self.g,
-            replan=getattr(self, "_replan_context", None) or [{"reason": "re-plan", "tasks": []}],
+            replan=context or [{"reason": "re-plan", "tasks": []}],
             errors=errors or [],
             previous=previous,
         )
         self.children.append(self._child(run_id, planner.name, text, planner))
         self.emit({"op": "plan_attempts", "n": self.g.plan_attempts + 1})
-        self.emit({"op": "helper", "call_id": f"replan:{self.g.plan_attempts}", "run_id": run_id, "kind": "replan"})
+        call_id = f"replan:{self.g.plan_attempts}"
+        self.emit({"op": "helper", "call_id": call_id, "run_id": run_id, "kind": "replan", "context": context or []})
 
     def start_worker(self, task: Task) -> None:
         d = self.d
