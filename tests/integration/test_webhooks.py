@@ -380,3 +380,14 @@ async def test_a_worker_runs_the_dispatcher(store: Store, rx: WebhookReceiver, m
         await task
     assert secret and verify_signature(secret, req.headers["x-maestro-signature"], req.body)
     assert req.json()["run"]["run_id"] == run_id and req.json()["webhook_id"] == hook["webhook_id"]
+
+
+async def test_producer_pages_through_many_events(store: Store, rx: WebhookReceiver) -> None:
+    hook, _ = await add(store, rx, events=["run.completed"])
+    calc = _calc_agent()
+    runs = [await start(store, calc) for _ in range(7)]
+    await settle(store, [calc], runs)
+    assert await wh.produce(store, lag_s=2.0, page=2) == 7
+    assert await wh.produce(store, lag_s=2.0, page=2) == 0  # the rescanned window enqueues nothing twice
+    rows = await store.webhook_read(sql.list_deliveries, "default", hook["webhook_id"], None, 100)
+    assert sorted(r["run_id"] for r in rows) == sorted(runs)

@@ -462,8 +462,9 @@ async def produce(store: Store, *, lag_s: float, page: int = 500) -> int:
         started = time.time()
         hooks = await store.webhook_read(sql.enabled_webhooks, workspace_id)
         since = (watermark if watermark is not None else oldest) - lag_s
+        after: tuple[float, str, int] | None = None
         while hooks:
-            rows = await store.webhook_read(sql.scan_events, workspace_id, since, _SOURCE_TYPES, page)
+            rows = await store.webhook_read(sql.scan_events, workspace_id, since, _SOURCE_TYPES, page, after)
             new = []
             for r in rows:
                 for event, payload in notifications_for(r):
@@ -484,7 +485,8 @@ async def produce(store: Store, *, lag_s: float, page: int = 500) -> int:
                     added += await store.webhook_write(sql.enqueue, fresh)
             if len(rows) < page:
                 break
-            since = rows[-1]["created_at"]
+            last = rows[-1]
+            after = (last["created_at"], last["run_id"], last["seq"])
         await store.webhook_write(sql.advance_cursor, workspace_id, started - lag_s, started)
     return added
 

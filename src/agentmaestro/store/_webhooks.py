@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, true, tuple_, update
 
 from agentmaestro.errors import ConflictError, NotFoundError
 from agentmaestro.store.dialects import upsert_insert
@@ -114,12 +114,18 @@ def enabled_webhooks(conn: Connection, workspace_id: str) -> list[dict[str, Any]
 
 
 def scan_events(
-    conn: Connection, workspace_id: str, since: float, types: Collection[str], limit: int
+    conn: Connection,
+    workspace_id: str,
+    since: float,
+    types: Collection[str],
+    limit: int,
+    after: tuple[float, str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Events of ``types`` created after ``since`` in the workspace, oldest first, with their run's columns.
 
     Runs are found by ``runs.updated_at`` (a run's snapshot is written with each of its events), as the
-    workspace firehose does; the caller rescans a lag window, so late commits are not missed.
+    workspace firehose does; the caller rescans a lag window, so late commits are not missed. ``after`` is the
+    ``(created_at, run_id, seq)`` of the previous page's last event (one commit gives many events one time).
     """
     q = (
         select(
@@ -144,6 +150,11 @@ def scan_events(
             runs.c.updated_at > since,
             run_events.c.created_at > since,
             run_events.c.type.in_(list(types)),
+        )
+        .where(
+            true()
+            if after is None
+            else tuple_(run_events.c.created_at, run_events.c.run_id, run_events.c.seq) > tuple_(*after)
         )
         .order_by(run_events.c.created_at, run_events.c.run_id, run_events.c.seq)
         .limit(limit)
@@ -172,7 +183,7 @@ def enqueue(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     for row in rows:
         stmt = upsert_insert(conn, webhook_deliveries).values(**row)
         stmt = stmt.on_conflict_do_nothing(index_elements=["webhook_id", "dedupe_key"])
-        added += conn.execute(stmt).rowcount or 0
+        added += len(conn.execute(stmt.returning(webhook_deliveries.c.delivery_id)).all())
     return added
 
 
