@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -231,7 +232,8 @@ async def test_final_errors_and_giving_up(store: Store, rx: WebhookReceiver) -> 
     assert row["status"] == "delivered" and row["delivery_id"] == bad["delivery_id"]
 
 
-async def test_slack_and_telegram_formats(store: Store, rx: WebhookReceiver) -> None:
+async def test_slack_and_telegram_formats(store: Store, rx: WebhookReceiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     slack_url = f"{rx.url}/services/T000/B000/XXXXSECRETXXXX"
     slack, slack_secret = await add(store, rx, "slack", url=slack_url, events=["approval.requested"])
     bot = "123456:ABC-telegram-bot-token"
@@ -267,6 +269,8 @@ async def test_slack_and_telegram_formats(store: Store, rx: WebhookReceiver) -> 
         for row in await store.webhook_read(sql.list_deliveries, "default", hook["webhook_id"], None, 10):
             text = json.dumps(row)
             assert bot not in text and "XXXXSECRETXXXX" not in text and SECRET_ARG not in text
+    assert "sendMessage" in caplog.text  # httpx logged the requests, without the secrets
+    assert bot not in caplog.text and "XXXXSECRETXXXX" not in caplog.text
 
 
 async def test_two_dispatchers_send_each_delivery_once(db_url: str, store: Store, rx: WebhookReceiver) -> None:

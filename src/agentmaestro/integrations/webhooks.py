@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -509,6 +510,27 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(raw))
     except ValueError:
         return None
+
+
+_URL_SECRETS = re.compile(r"(/bot)[^/\s]+(/)|(/services/)[^\s\"']+")
+
+
+class _ScrubTargetSecrets(logging.Filter):
+    """Keep Telegram bot tokens and Slack webhook paths out of httpx's request log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _URL_SECRETS.sub(lambda m: f"{m[1] or m[3]}[REDACTED]{m[2] or ''}", str(a))
+                if isinstance(a, str | httpx.URL)
+                else a
+                for a in record.args
+            )
+        return True
+
+
+_SCRUB = _ScrubTargetSecrets()
+logging.getLogger("httpx").addFilter(_SCRUB)
 
 
 class Dispatcher:
