@@ -566,3 +566,31 @@ async def test_stopping_the_worker_mid_objective_loses_nothing(db_url: str) -> N
         assert sorted(t.splitlines()[0] for t in coder.tasks) == [f"Task s{i}: S{i}" for i in range(6)]
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_abandoning_an_escalated_task_answers_its_question(db_url: str) -> None:
+    store = Store.open(db_url)
+    try:
+        reject = lambda t, _r: json.dumps({"accept": False, "feedback": "no"})  # noqa: E731
+        agents = registry(plan_of(TWO[:1]), reject)
+
+        async def escalated() -> bool:
+            return bool(await store.list_human_requests(workspace_id="default"))
+
+        run_id = await run_objective(store, agents, ObjectiveConfig(goal="g", max_attempts=1), stop_when=escalated)
+        view = await until_ok(lambda: service.abandon_task(store, run_id, "a", by="ann"))
+        assert {t["task_id"]: t["status"] for t in view["tasks"]} == {"a": "abandoned"}
+        assert await store.list_human_requests(workspace_id="default") == []
+        [req] = await store.list_human_requests(workspace_id="default", statuses=["resolved"])
+        assert req["resolved_by"] == "ann" and req["resolution"]["action"] == "abandon"
+        worker = Worker(store, agents, config=WorkerConfig(poll_interval_s=0.05))
+        wt = asyncio.ensure_future(worker.run())
+        try:
+            await until(store, lambda: _terminal(store, run_id))
+        finally:
+            worker.stop()
+            await wt
+        assert (await store.get_run(run_id)).status is RunStatus.COMPLETED
+    finally:
+        await store.close()

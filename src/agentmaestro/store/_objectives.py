@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, update
 
 from agentmaestro.core.events import Event
 from agentmaestro.core.states import EventType, RunStatus
@@ -19,6 +19,7 @@ from agentmaestro.core.tasks import Graph, apply_changes, fold_graph
 from agentmaestro.errors import ConflictError, InvalidTransitionError, NotFoundError, ValidationError
 from agentmaestro.store._ops import _append_guarded, get_run, list_events
 from agentmaestro.store.records import RunRecord
+from agentmaestro.store.schema import human_requests
 
 Planner = Callable[[Graph], Sequence[dict[str, Any]]]
 """Given the current graph: the changes to make (raise ValidationError to refuse)."""
@@ -56,4 +57,16 @@ def command(
         payload={"results": [], "objective": {"changes": changes, "by": by}},
     )
     out = _append_guarded(conn, rec, [ev], now, lease_owner=None, lease_expires_at=None)
-    return out, new_graph, sorted(before - after)
+    gone = sorted(before - after)
+    if gone:  # a task waiting for a person was abandoned: its question is answered
+        conn.execute(
+            update(human_requests)
+            .where(human_requests.c.run_id.in_(gone), human_requests.c.status == "pending")
+            .values(
+                status="resolved",
+                resolved_at=now,
+                resolved_by=by,
+                resolution={"action": "abandon", "instructions": "the task was abandoned", "answer": None},
+            )
+        )
+    return out, new_graph, gone
