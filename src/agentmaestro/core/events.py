@@ -472,3 +472,37 @@ def step_messages(payload: dict[str, Any]) -> list[Message]:
             )
         ]
     return []
+
+
+NUL_REPLACEMENT = "\ufffd"
+
+
+def scrub_nul(value: Any) -> Any:
+    """``value`` with every NUL character in its strings (keys included) replaced by U+FFFD.
+
+    Model answers and tool output can contain NUL (a command printing binary data); PostgreSQL
+    cannot store it in text or JSONB, and a step that cannot be committed would be retried forever.
+    The engine scrubs event payloads the same way on every database, so replays agree. Returns
+    ``value`` itself when there is nothing to replace (no copy on the hot path).
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
+    if isinstance(value, dict):
+        out = None
+        for k, v in value.items():
+            k2, v2 = scrub_nul(k), scrub_nul(v)
+            if out is None and (k2 is not k or v2 is not v):
+                out = {}
+                for k0, v0 in value.items():
+                    if k0 is k:
+                        break
+                    out[k0] = v0
+            if out is not None:
+                out[k2] = v2
+        return value if out is None else out
+    if isinstance(value, list | tuple):
+        items = [scrub_nul(v) for v in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return type(value)(items) if isinstance(value, tuple) else items
+    return value

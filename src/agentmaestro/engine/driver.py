@@ -15,7 +15,15 @@ from typing import Any
 from agentmaestro import telemetry
 from agentmaestro.agents import Agent, AgentRegistry
 from agentmaestro.core.decide import DELEGATE_TOOL, Action, ActionKind, Snapshot, decide
-from agentmaestro.core.events import Event, RunState, apply_event, conversation, note_messages, step_messages
+from agentmaestro.core.events import (
+    Event,
+    RunState,
+    apply_event,
+    conversation,
+    note_messages,
+    scrub_nul,
+    step_messages,
+)
 from agentmaestro.core.gate import GateDecision, GatePolicy, Verdict, args_hash, combine, path_argument_risk
 from agentmaestro.core.messages import Message, ModelRequest, ToolCall, ToolSpec
 from agentmaestro.core.policy import StrictPolicy, Violation
@@ -249,7 +257,7 @@ class RunDriver:
                 run_id=self.run_id,
                 seq=state.last_seq + 1,
                 type=spec["type"],
-                payload=spec.get("payload", {}),
+                payload=scrub_nul(spec.get("payload", {})),  # model/tool text may carry NUL (PostgreSQL refuses it)
                 created_at=now,
                 step=spec.get("step"),
             )
