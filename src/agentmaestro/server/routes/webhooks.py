@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyQuery
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from agentmaestro.errors import ConflictError, MaestroError, NotFoundError
 from agentmaestro.integrations import webhooks as wh
@@ -32,6 +34,7 @@ DeliveryId = Annotated[str, Path(min_length=1, max_length=64)]
 EventName = Literal["approval.requested", "run.failed", "run.completed", "budget.reached"]
 DeliveryStatus = Literal["pending", "sending", "delivered", "failed"]
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+_BodyT = TypeVar("_BodyT", bound=BaseModel)
 _URL = r"^https?://[^\x00-\x20\x7f]+$"
 
 
@@ -142,13 +145,65 @@ class LinkInfo(BaseModel):
 
 # ------------------------------------------------------------------------------------ webhooks
 
+# The bodies of the two admin writes are parsed after the key is checked (FastAPI parses a declared body
+# before any dependency, so a request without a key and with a malformed body would answer 4xx, not 401).
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    out: dict[str, Any] = walk(schema)
+    return out
+
+
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    content = {"application/json": {"schema": _inline_schema(model)}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+async def _parse(request: Request, model: type[_BodyT]) -> _BodyT:
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise APIError(422, "invalid_request", "body: not a JSON document") from None
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+async def _create_body(request: Request, principal: Admin) -> WebhookCreate:
+    return await _parse(request, WebhookCreate)
+
+
+async def _patch_body(request: Request, principal: Admin) -> WebhookPatch:
+    return await _parse(request, WebhookPatch)
+
 
 def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@router.post("/webhooks", status_code=201, response_model=WebhookCreated, summary="Create a webhook")
-async def create_webhook(body: WebhookCreate, request: Request, principal: Admin, store: StoreDep) -> dict[str, Any]:
+@router.post(
+    "/webhooks",
+    status_code=201,
+    response_model=WebhookCreated,
+    summary="Create a webhook",
+    openapi_extra=_body_doc(WebhookCreate),
+)
+async def create_webhook(
+    body: Annotated[WebhookCreate, Depends(_create_body)], request: Request, principal: Admin, store: StoreDep
+) -> dict[str, Any]:
     """Create a webhook in the caller's workspace (admin). A json webhook's signing secret is in this answer only."""
     tg = body.telegram
     spec = wh.WebhookSpec(
@@ -180,8 +235,12 @@ async def get_webhook(webhook_id: WebhookId, principal: Viewer, store: StoreDep)
     return await store.webhook_read(sql.get_webhook, principal.workspace_id, webhook_id)
 
 
-@router.patch("/webhooks/{webhook_id}", response_model=Webhook, summary="Change a webhook")
-async def patch_webhook(webhook_id: WebhookId, body: WebhookPatch, principal: Admin, store: StoreDep) -> dict[str, Any]:
+@router.patch(
+    "/webhooks/{webhook_id}", response_model=Webhook, summary="Change a webhook", openapi_extra=_body_doc(WebhookPatch)
+)
+async def patch_webhook(
+    webhook_id: WebhookId, body: Annotated[WebhookPatch, Depends(_patch_body)], principal: Admin, store: StoreDep
+) -> dict[str, Any]:
     """Change a webhook's name, target, events, link lifetime, or enable/disable it (admin; audited)."""
     changes: dict[str, Any] = {k: v for k, v in body.model_dump(exclude_unset=True).items() if k != "telegram"}
     if body.telegram is not None:
