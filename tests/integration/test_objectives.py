@@ -20,7 +20,7 @@ from agentmaestro.core.messages import ModelRequest, ModelResponse, ToolCall, Us
 from agentmaestro.core.states import RunStatus
 from agentmaestro.core.tasks import fold_graph
 from agentmaestro.engine.worker import Worker, WorkerConfig
-from agentmaestro.errors import ValidationError
+from agentmaestro.errors import ConflictError, ValidationError
 from agentmaestro.objectives import service
 from agentmaestro.objectives.service import ObjectiveConfig
 from agentmaestro.store.base import Store
@@ -444,6 +444,8 @@ async def test_git_worktrees_merge_approved_work_and_conflicts_go_to_a_person(db
         )
         [req] = await store.list_human_requests(workspace_id="default")
         assert req["detail"]["task_id"] in ("hello", "clash")
+        with pytest.raises(ConflictError, match="clean up after it ends"):
+            await service.cleanup_worktrees(store, run_id)
         assert req["detail"]["conflicts"] == ["hello.py"]
         assert "<<<<<<<" in req["detail"]["diff"] or "hello.py" in req["detail"]["diff"]
         assert git(repo, "status", "--porcelain") == ""  # the failed merge was aborted
@@ -505,6 +507,9 @@ def test_example_builds_a_program_in_a_git_repository(tmp_path: Path) -> None:
     assert git(repo, "branch", "--list", "maestro/*") == ""
     listed = subprocess.run([*cmd, "--json", "objectives", "list"], capture_output=True, text=True, env=env)
     assert listed.returncode == 0 and json.loads(listed.stdout)[0]["counts"] == {"complete": 3}
+    oid = json.loads(listed.stdout)[0]["run_id"]
+    cleaned = subprocess.run([*cmd, "objectives", "cleanup", oid], capture_output=True, text=True, env=env)
+    assert cleaned.returncode == 0 and "worktrees and task branches removed" in cleaned.stdout, cleaned.stderr
 
     bad = subprocess.run([*cmd, "objective", "x", "--planner", "ghost"], capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "ghost" in bad.stderr
@@ -592,5 +597,30 @@ async def test_abandoning_an_escalated_task_answers_its_question(db_url: str) ->
             worker.stop()
             await wt
         assert (await store.get_run(run_id)).status is RunStatus.COMPLETED
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_cleanup_after_a_cancel_while_waiting(db_url: str, tmp_path: Path) -> None:
+    """Cancelled while it waits, an objective leaves its worktrees; `objectives cleanup` removes them."""
+    store = Store.open(db_url)
+    try:
+        repo = make_repo(tmp_path)
+        reject = lambda t, _r: json.dumps({"accept": False, "feedback": "no"})  # noqa: E731
+        files = {"a": ("a.txt", "a\n")}
+        agents = registry(plan_of(TWO[:1]), reject, writer(files), tools=[filesystem.write_file])
+
+        async def escalated() -> bool:
+            return bool(await store.list_human_requests(workspace_id="default"))
+
+        config = ObjectiveConfig(goal="g", repo=str(repo), max_attempts=1)
+        run_id = await run_objective(store, agents, config, stop_when=escalated)
+        assert git(repo, "branch", "--list", "maestro/*").strip()
+        await store.request_cancel(run_id, reason="stop")
+        assert (await store.get_run(run_id)).status is RunStatus.CANCELLED
+        out = await service.cleanup_worktrees(store, run_id)
+        assert out["cleaned"] and git(repo, "branch", "--list", "maestro/*") == ""
+        assert len(git(repo, "worktree", "list").splitlines()) == 1
     finally:
         await store.close()

@@ -320,3 +320,15 @@ def objectives_restart(
         obj = _local(c, local)
     _print(c, obj)
     _exit_code(obj, wait)
+
+
+@objectives_app.command("cleanup")
+def objectives_cleanup(ctx: typer.Context, objective_id: str) -> None:
+    """Remove the git worktrees and task branches of an objective that ended (e.g. cancelled while waiting)."""
+    c = _ctx(ctx)
+    c.local_only("objectives cleanup")
+    out_ = _local(c, lambda store: service.cleanup_worktrees(store, objective_id, workspace_id=c.workspace))
+    if c.as_json:
+        _print_json(out_)
+    else:
+        out.print(f"{objective_id}: worktrees and task branches removed from {out_['repo']}", markup=False)

@@ -175,3 +175,23 @@ async def get_objective(store: Store, run_id: str, *, workspace_id: str | None =
     """One objective with its tasks."""
     rec, graph = await store.get_objective(run_id, workspace_id=workspace_id)
     return objective_json(rec, graph)
+
+
+async def cleanup_worktrees(store: Store, run_id: str, *, workspace_id: str | None = None) -> dict[str, Any]:
+    """Remove the git worktrees and task branches of an objective that has ended.
+
+    The objective's worker does this itself when the objective completes, fails or is cancelled while it
+    decides; an objective cancelled while it waits (``maestro runs cancel``) leaves them for this.
+    """
+    from agentmaestro.errors import ConflictError
+    from agentmaestro.objectives.git import Repo
+
+    rec, _graph = await store.get_objective(run_id, workspace_id=workspace_id)
+    if not rec.status.terminal:
+        raise ConflictError(f"objective {run_id!r} is {rec.status.value}; clean up after it ends")
+    repo_path = rec.spec.get("repo")
+    if not repo_path:
+        raise ValidationError(f"objective {run_id!r} has no git repository")
+    repo = Repo(repo_path, run_id=run_id, base_branch=rec.spec.get("base_branch"))
+    repo.cleanup()
+    return {"run_id": run_id, "repo": str(repo.path), "cleaned": True}
