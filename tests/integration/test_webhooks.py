@@ -395,3 +395,40 @@ async def test_producer_pages_through_many_events(store: Store, rx: WebhookRecei
     assert await wh.produce(store, lag_s=2.0, page=2) == 0  # the rescanned window enqueues nothing twice
     rows = await store.webhook_read(sql.list_deliveries, "default", hook["webhook_id"], None, 100)
     assert sorted(r["run_id"] for r in rows) == sorted(runs)
+
+
+async def test_a_dead_dispatchers_claim_is_taken_over(store: Store, rx: WebhookReceiver) -> None:
+    hook, _ = await add(store, rx)
+    # a live claim is not taken over
+    live = await wh.send_test(store, "default", hook["webhook_id"])
+    [held] = await store.claim_webhook_deliveries(owner="alive", limit=10, claim_ttl=60.0)
+    assert held["delivery_id"] == live["delivery_id"]
+    # dispatcher "dead" claims a delivery and never finishes it; its claim has already expired
+    queued = await wh.send_test(store, "default", hook["webhook_id"])
+    [claimed] = await store.claim_webhook_deliveries(owner="dead", limit=10, claim_ttl=-1.0)
+    assert claimed["delivery_id"] == queued["delivery_id"] and claimed["status"] == "sending"
+    b = wh.Dispatcher(store, FAST, owner="b")
+    async with asyncio.timeout(20):
+        while (await store.webhook_read(sql.get_delivery, "default", hook["webhook_id"], queued["delivery_id"]))[
+            "status"
+        ] != "delivered":
+            await b.run_once()
+    rows = await store.webhook_read(sql.list_deliveries, "default", hook["webhook_id"], None, 10)
+    by_id = {r["delivery_id"]: r for r in rows}
+    assert by_id[queued["delivery_id"]]["status"] == "delivered" and by_id[queued["delivery_id"]]["attempts"] == 2
+    assert by_id[live["delivery_id"]]["status"] == "sending"
+    # the dead dispatcher's late answer is not recorded: its claim is gone
+    late = await store.webhook_write(
+        lambda conn: sql.finish(
+            conn,
+            queued["delivery_id"],
+            owner="dead",
+            status="failed",
+            status_code=500,
+            error="late",
+            next_attempt_at=None,
+            now=time.time(),
+        )
+    )
+    assert late is False
+    assert [r.headers["x-maestro-delivery"] for r in rx.requests] == [queued["delivery_id"]]
