@@ -55,6 +55,12 @@ def test_workflow_routes(server: tuple[LiveServer, dict[str, str]]) -> None:
             assert time.monotonic() < deadline, run
             time.sleep(0.05)
         assert run["output"].startswith("SUMMARY of [Summarise these notes: NOTES on [Research this topic: queues]")
+        # restart: a new run of the workflow from the definition the first one started with
+        again = c.post(f"/v1/runs/{run_id}/restart", headers=auth(keys["operator"]))
+        assert again.status_code == 201, again.text
+        assert again.json()["agent"] == "research-summary" and again.json()["run_id"] != run_id
+        done = wait_status(c, again.json()["run_id"], keys["viewer"], {"COMPLETED", "FAILED"})
+        assert done["status"] == "COMPLETED" and done["output"] == run["output"]
 
 
 def test_cli_validate_and_run(tmp_path: Path) -> None:

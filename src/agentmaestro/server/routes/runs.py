@@ -130,8 +130,25 @@ async def resume_run(
 
 @router.post("/{run_id}/restart", status_code=201, response_model=schemas.Run, summary="Restart a run afresh")
 async def restart_run(run_id: str, principal: Operator, store: StoreDep, request: Request) -> dict[str, Any]:
-    """A new run of the same agent on the same input and limits."""
+    """A new run of the same agent (or workflow, or objective) on the same input and limits."""
     src = await store.get_run(run_id, principal.workspace_id)
+    if src.spec.get("kind") in ("workflow", "objective"):
+        # Not in the agent registry: start again from the definition the run was started with.
+        await check_run_quota(store, principal.workspace_id)
+        [rec] = await store.create_runs(
+            [
+                NewRun(
+                    run_id=new_run_id(),
+                    workspace_id=principal.workspace_id,
+                    agent_name=src.agent_name,
+                    input=src.input,
+                    spec=src.spec,
+                    policy=src.state.policy.to_json(),
+                    created_by=principal.actor,
+                )
+            ]
+        )
+        return rec.to_json()
     policy = schemas.PolicyIn(**src.state.policy.to_json())
     rec = await create_run(
         store, _agents(request), principal.workspace_id, src.agent_name, src.input, policy, created_by=principal.actor
