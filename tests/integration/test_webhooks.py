@@ -432,3 +432,19 @@ async def test_a_dead_dispatchers_claim_is_taken_over(store: Store, rx: WebhookR
     )
     assert late is False
     assert [r.headers["x-maestro-delivery"] for r in rx.requests] == [queued["delivery_id"]]
+
+
+def test_telegram_links_to_a_loopback_server_go_in_the_text() -> None:
+    from agentmaestro.integrations.notify_formats import Target, render
+
+    delivery = {
+        "delivery_id": "dlv_1",
+        "event": "approval.requested",
+        "webhook_id": "wh_1",
+        "workspace_id": "default",
+        "payload": {"run": {"run_id": "run_1", "agent": "ops"}, "data": {"tool": "<rm>", "risk": "DANGEROUS"}},
+    }
+    links = {"approve": "http://127.0.0.1:8000/v1/approvals/a/link?token=x&y", "reject": "http://127.0.0.1:8000/r"}
+    msg = json.loads(render(Target(format="telegram", secret="1:x", chat_id="5"), delivery, links, 0).body)
+    assert "reply_markup" not in msg and "&lt;rm&gt;" in msg["text"]
+    assert '<a href="http://127.0.0.1:8000/v1/approvals/a/link?token=x&amp;y">Approve</a>' in msg["text"]

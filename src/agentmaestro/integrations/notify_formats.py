@@ -10,6 +10,7 @@ import html
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from agentmaestro import __version__
 from agentmaestro.integrations.notify_signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_body
@@ -17,6 +18,7 @@ from agentmaestro.integrations.notify_signing import DELIVERY_HEADER, EVENT_HEAD
 __all__ = ["Outgoing", "Target", "render", "summary"]
 
 USER_AGENT = f"AgentMaestro-Webhooks/{__version__}"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +143,12 @@ def _telegram(target: Target, delivery: dict[str, Any], links: dict[str, Any] | 
         "parse_mode": "HTML",
         "disable_web_page_preview": True,
     }
-    if links:
+    if links and urlsplit(str(links["approve"])).hostname in _LOOPBACK:
+        # Telegram refuses buttons that point at a loopback address: send the links as text instead
+        e = html.escape
+        approve, reject = e(str(links["approve"])), e(str(links["reject"]))
+        message["text"] = f'{text}\n\n<a href="{approve}">Approve</a> · <a href="{reject}">Reject</a>'
+    elif links:
         message["reply_markup"] = {
             "inline_keyboard": [
                 [{"text": "Approve", "url": links["approve"]}, {"text": "Reject", "url": links["reject"]}]
