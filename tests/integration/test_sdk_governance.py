@@ -42,3 +42,22 @@ def test_approve_with_edited_arguments_and_escalation_answer(db_url: str, tmp_pa
         r3 = orch.run(agent, "again", timeout=30)
         assert r3.status is RunStatus.COMPLETED and "denied by policy" in (r3.output or "")
         assert DONE == [30]
+
+
+def test_cancelling_a_waiting_run_empties_its_queue_entries(db_url: str) -> None:
+    DONE.clear()
+    script = [{"tool_calls": [{"name": "purge", "arguments": {"days": 1}}]}, {"content": "{{last_tool_result}}"}]
+    agent = Agent(name="purger", model=ScriptedModel(script), tools=[purge])
+    broken = Agent(name="broken", model=ScriptedModel([{"error": "bad"}]), max_attempts=1, retry_backoff_s=0)
+    with Orchestrator(database_url=db_url, config=WorkerConfig(poll_interval_s=0.05)) as orch:
+        held = orch.run(agent, "clean up", timeout=30)
+        stuck = orch.run(broken, "x", timeout=30)
+        assert held.status is RunStatus.WAITING_FOR_APPROVAL and stuck.status is RunStatus.WAITING_FOR_HUMAN
+        orch.cancel(held.run_id, reason="not today")
+        orch.cancel(stuck.run_id, reason="not today")
+        assert orch.approvals() == [] and orch.human_requests() == []
+        [appr] = orch.approvals(include_decided=True)
+        assert appr["status"] == "expired" and "run cancelled: not today" in appr["decision_reason"]
+        [req] = orch.human_requests(include_resolved=True)
+        assert req["status"] == "resolved" and req["resolution"]["action"] == "cancelled"
+        assert DONE == []

@@ -611,6 +611,7 @@ def request_cancel(
     out = _append_guarded(
         conn, rec, [ev], now, finished_at=now, lease_owner=None, lease_expires_at=None, cancel_requested=False
     )
+    _close_open_requests(conn, run_id, reason, by, now)
     if cascade:
         _after_cancel(conn, rec, reason, by, now)
     elif rec.parent_run_id:
@@ -618,6 +619,21 @@ def request_cancel(
 
         resume_parents(conn, [rec.parent_run_id], now)
     return dataclasses.replace(out, finished_at=now, lease_owner=None, lease_expires_at=None), True
+
+
+def _close_open_requests(conn: Connection, run_id: str, reason: str, by: str, now: float) -> None:
+    """A cancelled run's pending approval and escalation leave the human queue (nothing left to decide)."""
+    why = f"run cancelled: {reason}"
+    conn.execute(
+        update(approvals)
+        .where(approvals.c.run_id == run_id, approvals.c.status == "pending")
+        .values(status="expired", decided_at=now, decided_by=by, decision_reason=why)
+    )
+    conn.execute(
+        update(human_requests)
+        .where(human_requests.c.run_id == run_id, human_requests.c.status == "pending")
+        .values(status="resolved", resolved_at=now, resolved_by=by, resolution={"action": "cancelled", "reason": why})
+    )
 
 
 def _after_cancel(conn: Connection, rec: RunRecord, reason: str, by: str, now: float) -> None:
