@@ -7,9 +7,9 @@ SSE and WebSocket streams with ``?deltas=true``).
 
 * SQLite (one process): deltas go straight from the model call to this process's subscribers.
 * PostgreSQL (many processes): deltas are sent with ``NOTIFY maestro_deltas`` from one background
-  thread, those that queued up while it was busy coalesced per run into one notification; every process that listens (the store's LISTEN connection) hands them to
-  its own subscribers. So a viewer connected to any API server sees the deltas of a run executed by
-  any worker process.
+  thread, those that queued up while it was busy coalesced per run into one notification; every
+  process that listens (the store's LISTEN connection) hands them to its own subscribers. So a
+  viewer connected to any API server sees the deltas of a run executed by any worker process.
 
 Deltas are best-effort by design: a viewer that connects mid-call sees the rest of that call, a slow
 viewer may miss some (it is told so with ``lost``), and the complete text always arrives in the
