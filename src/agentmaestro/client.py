@@ -571,7 +571,6 @@ class AsyncClient:
         out: JSON = await self.request("POST", path)
         return out
 
-
     # ---------------------------------------------------------------------------- knowledge
 
     async def list_knowledge_collections(self) -> list[JSON]:
@@ -665,7 +664,10 @@ class AsyncClient:
         return out
 
     async def oauth_start(self, provider: str, name: str, *, scopes: Sequence[str] | None = None) -> JSON:
-        """Start an OAuth authorization (operator): open ``authorization_url``; the tokens become credential ``name``."""
+        """Start an OAuth authorization (operator): open ``authorization_url`` to approve.
+
+        The tokens become credential ``name``: the callback stores them encrypted in the workspace's credential store.
+        """
         body: JSON = {"provider": provider, "name": name, **({"scopes": list(scopes)} if scopes else {})}
         out: JSON = await self.request("POST", "/v1/integrations/oauth/start", json_body=body)
         return out
@@ -734,6 +736,7 @@ class AsyncClient:
         """Continue a FAILED or CANCELLED objective from its last checkpoint (its event log)."""
         out: JSON = await self.request("POST", f"/v1/objectives/{objective_id}/restart")
         return out
+
 
 async def _close_draining(ws: Any) -> None:
     """Close a WebSocket while dropping the messages still queued for it.
@@ -972,6 +975,7 @@ class Client:
     abandon_task = _blocking(AsyncClient.abandon_task)
     replan_objective = _blocking(AsyncClient.replan_objective)
     restart_objective = _blocking(AsyncClient.restart_objective)
+
 
 async def _make_async(
     base_url: str,

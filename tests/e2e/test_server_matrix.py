@@ -196,7 +196,8 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
     t.markers.add(objective)
     # a webhook (its target refuses connections: the delivery stays in the log) and a test delivery
     hook = c.post(
-        "/v1/webhooks", json={"name": f"{ws} hook", "url": "http://127.0.0.1:9/hook", "events": ["budget.reached"]},
+        "/v1/webhooks",
+        json={"name": f"{ws} hook", "url": "http://127.0.0.1:9/hook", "events": ["budget.reached"]},
         headers=auth(t.admin),
     ).json()
     delivery = c.post(f"/v1/webhooks/{hook['webhook_id']}/test", headers=auth(t.admin)).json()

@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("agentmaestro.webhooks")
+_JITTER = random.Random()
+"""Jitter source of retries: private, so the process-wide ``random`` state is never touched."""
 
 EventName = Literal["approval.requested", "run.failed", "run.completed", "budget.reached"]
 EVENT_TYPES: tuple[str, ...] = ("approval.requested", "run.failed", "run.completed", "budget.reached")
@@ -98,7 +100,7 @@ class RetryPolicy:
     def delay(self, attempts: int, retry_after: float | None = None, rand: random.Random | None = None) -> float:
         """Seconds to wait after ``attempts`` failed attempts (at least ``retry_after`` when the receiver asked)."""
         base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** max(0, attempts - 1))
-        wait = base * (1.0 - self.jitter * (rand or random).random())
+        wait = base * (1.0 - self.jitter * (rand or _JITTER).random())
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.max_backoff_s))
         return wait
