@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -411,6 +413,32 @@ async def test_sigkill_mid_run_loses_nothing(db_url: str, tmp_path: Path, pycach
 # --------------------------------------------------------------------------------- SIGSTOP test
 
 
+async def stop_outside_a_write(worker: Any, db_url: str) -> float:
+    """SIGSTOP ``worker``; on SQLite, at a moment it holds no write transaction; the time it stopped.
+
+    A process frozen inside an SQLite write transaction keeps the file's write lock, and every other
+    writer waits for it (SQLite has one writer at a time, whatever the engine does). That is not the
+    stall this test is about, so on SQLite the worker is resumed and stopped again until the lock is
+    free. PostgreSQL locks rows, not the database, so the first stop is kept.
+    """
+    for _ in range(50):
+        stopped_at = time.time()
+        worker.send(signal.SIGSTOP)
+        if not db_url.startswith("sqlite"):
+            return stopped_at
+        conn = sqlite3.connect(db_url.removeprefix("sqlite:///"), timeout=0.3, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return stopped_at
+        except sqlite3.OperationalError:
+            worker.send(signal.SIGCONT)
+            await asyncio.sleep(random.uniform(0.01, 0.05))
+        finally:
+            conn.close()
+    raise AssertionError("the worker held the SQLite write lock at every one of 50 stops")
+
+
 async def test_stalled_worker_cannot_commit(db_url: str, tmp_path: Path, pycache: Path) -> None:
     """SIGSTOP the worker holding the runs past its lease, let another take over, then SIGCONT it.
 
@@ -439,8 +467,7 @@ async def test_stalled_worker_cannot_commit(db_url: str, tmp_path: Path, pycache
         claimed = await asyncio.wait_for(all_claimed(), 30)
         owners = Counter(r.lease_owner for r in claimed)
         stalled, other = (first, second) if owners[first.worker_id] >= owners[second.worker_id] else (second, first)
-        stopped_at = time.time()
-        stalled.send(signal.SIGSTOP)
+        stopped_at = await stop_outside_a_write(stalled, db_url)
         await asyncio.sleep(0.2)  # let a commit it had already sent to PostgreSQL finish
         held = {r.run_id: r for r in await running(store) if r.lease_owner == stalled.worker_id}
         assert held, "the stalled worker holds no run"

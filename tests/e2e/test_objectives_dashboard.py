@@ -1,5 +1,6 @@
 """An objective's task graph in the dashboard (playwright driving Debian's chromium): nodes coloured by
-task status, a node's attempts and conversation, and link mode editing a dependency (a cycle refused)."""
+task status, a node's attempts and conversation, link mode editing a dependency (a cycle refused), and
+starting an objective from the New run page."""
 
 from __future__ import annotations
 
@@ -104,6 +105,20 @@ def test_task_graph_link_mode_edits_a_dependency(browser: Any, tmp_path: Path) -
             assert deps(c, oid)["report"] == ["sum"]
             ex(page.locator(".graph-edge.depends_on")).to_have_count(3)
             shot(page, "objective-graph")
+
+            # New run: an objective from the dashboard opens its run page, with the task graph.
+            page.goto(srv.url + "/#/new")
+            page.get_by_label("an objective").check()
+            ex(page.get_by_label("Planner")).to_have_value("planner")
+            ex(page.get_by_label("Strategist")).to_have_value("strategist")
+            page.get_by_label("Input").fill("tidy up and add, again")
+            page.get_by_label("Workers at once").fill("2")
+            shot(page, "new-objective")
+            page.get_by_role("button", name="Start run").click()
+            page.wait_for_url(lambda u: "#/runs/run_" in u and not u.endswith(oid))
+            new_id = page.url.rsplit("/", 1)[1]
+            started = c.get(f"/v1/objectives/{new_id}").json()
+            assert started["goal"] == "tidy up and add, again" and started["planner"] == "planner"
         finally:
             # the refused cycle is a 400 answer the browser logs; anything else is a page bug
             errors = [e for e in pages.errors if "status of 400" not in e]

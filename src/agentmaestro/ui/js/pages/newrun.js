@@ -1,4 +1,5 @@
-// New run: pick an agent, give the input, optionally tighten or raise its limits, start.
+// New run: pick an agent, a workflow or an objective (a goal for a planner, optionally on a git
+// repository of the server), give the input, optionally tighten or raise an agent's limits, start.
 
 import { get, post } from "../api.js";
 import { append, clear, field, h, kv, riskBadge } from "../dom.js";
@@ -49,8 +50,20 @@ export function render(main, { query }, ctx) {
   let alive = true;
   let agents = [];
   let workflows = [];
-  const kindAgent = h("input", { type: "radio", name: "kind", value: "agent", id: "kind-agent", checked: query.get("workflow") === null });
-  const kindWorkflow = h("input", { type: "radio", name: "kind", value: "workflow", id: "kind-workflow", checked: query.get("workflow") !== null });
+  const wanted = query.get("objective") !== null ? "objective" : query.get("workflow") !== null ? "workflow" : "agent";
+  const kindAgent = h("input", { type: "radio", name: "kind", value: "agent", id: "kind-agent", checked: wanted === "agent" });
+  const kindWorkflow = h("input", { type: "radio", name: "kind", value: "workflow", id: "kind-workflow", checked: wanted === "workflow" });
+  const kindObjective = h("input", { type: "radio", name: "kind", value: "objective", id: "kind-objective", checked: wanted === "objective" });
+  const planner = h("select", { name: "planner" });
+  const strategist = h("select", { name: "strategist" });
+  const maxWorkers = h("input", { type: "number", name: "max_concurrent_workers", min: "1", max: "100", step: "1", value: "5" });
+  const repo = h("input", { type: "text", name: "repo", placeholder: "optional: a git repository on the server", autocomplete: "off" });
+  const objectiveFields = h("fieldset", { class: "limits-set" }, h("legend", null, "Objective"),
+    h("div", { class: "limits" },
+      field("Planner", planner, "Turns the goal into tasks."),
+      field("Strategist", strategist, "Reviews each task against its acceptance criteria."),
+      field("Workers at once", maxWorkers),
+      field("Repository", repo, "Each task works in its own git worktree; approved work is merged (MAESTRO_OBJECTIVE_REPOS on the server).")));
   const agent = h("select", { name: "agent" });
   const workflow = h("select", { name: "workflow" });
   const agentField = field("Agent", agent);
@@ -66,9 +79,11 @@ export function render(main, { query }, ctx) {
     h("h2", { id: "new-run-title", class: "visually-hidden" }, "Run settings"),
     h("fieldset", { class: "row" }, h("legend", null, "Run"),
       kindAgent, h("label", { for: "kind-agent" }, "an agent"),
-      kindWorkflow, h("label", { for: "kind-workflow" }, "a workflow")),
+      kindWorkflow, h("label", { for: "kind-workflow" }, "a workflow"),
+      kindObjective, h("label", { for: "kind-objective" }, "an objective")),
     agentField,
     workflowField,
+    objectiveFields,
     about,
     field("Input", input, "The task, passed to the agent (or the workflow's nodes) as the user's message."),
     limitsSlot,
@@ -77,12 +92,19 @@ export function render(main, { query }, ctx) {
   append(main, form);
 
   const isWorkflow = () => kindWorkflow.checked;
+  const isObjective = () => kindObjective.checked;
 
   function describe() {
-    agentField.hidden = isWorkflow();
+    agentField.hidden = isWorkflow() || isObjective();
     workflowField.hidden = !isWorkflow();
-    limitsSlot.hidden = isWorkflow(); // a workflow's limits are in its definition
+    objectiveFields.hidden = !isObjective();
+    limitsSlot.hidden = isWorkflow() || isObjective(); // workflows and objectives carry their own limits
+    input.placeholder = isObjective() ? "The goal: what should the planned tasks achieve?" : "What should the agent do?";
     clear(about);
+    if (isObjective()) {
+      append(about, h("p", null, "A planner turns the goal into a task graph; worker agents do the tasks, the strategist reviews each one, rejected tasks are retried and then escalated to the human queue."));
+      return;
+    }
     if (isWorkflow()) {
       const w = workflows.find((x) => x.name === workflow.value);
       if (!w) {
@@ -114,7 +136,11 @@ export function render(main, { query }, ctx) {
     let run;
     submit.disabled = true;
     try {
-      if (isWorkflow()) {
+      if (isObjective()) {
+        const body = { goal: input.value, planner: planner.value, strategist: strategist.value, max_concurrent_workers: Number(maxWorkers.value || 5) };
+        if (repo.value.trim()) body.repo = repo.value.trim();
+        run = await post("/v1/objectives", body);
+      } else if (isWorkflow()) {
         if (!workflow.value) throw new Error("pick a workflow");
         run = await post(`/v1/workflows/${encodeURIComponent(workflow.value)}/runs`, { input: input.value });
       } else {
@@ -133,13 +159,17 @@ export function render(main, { query }, ctx) {
     }
   }
 
-  for (const control of [agent, workflow, kindAgent, kindWorkflow]) control.addEventListener("change", describe);
+  for (const control of [agent, workflow, kindAgent, kindWorkflow, kindObjective]) control.addEventListener("change", describe);
   Promise.all([get("/v1/agents"), get("/v1/workflows").catch(() => [])]).then(([agentList, workflowList]) => {
     if (!alive) return;
     agents = agentList;
     workflows = workflowList;
     for (const a of agents) agent.appendChild(h("option", { value: a.name, selected: query.get("agent") === a.name }, a.name));
     for (const w of workflows) workflow.appendChild(h("option", { value: w.name, selected: query.get("workflow") === w.name }, w.name));
+    for (const a of agents) {
+      planner.appendChild(h("option", { value: a.name, selected: a.name === "planner" }, a.name));
+      strategist.appendChild(h("option", { value: a.name, selected: a.name === "strategist" }, a.name));
+    }
     describe();
   }).catch((err) => ctx.fail(err, "Cannot list agents"));
   describe();
