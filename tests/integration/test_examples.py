@@ -50,6 +50,7 @@ def test_every_example_has_a_readme() -> None:
         "anthropic_researcher",
         "knowledge_team",
         "langchain_agent",
+        "objectives",
         "openai_calculator",
         "workflows",
     ]
