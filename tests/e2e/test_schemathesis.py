@@ -38,8 +38,8 @@ from agentmaestro.store.dialects import normalize_url
 from agentmaestro.store.schema import human_requests
 from tests.e2e.test_server import make_key
 
-EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
-REAL_ID_EXAMPLES = 10
+EXAMPLES = {GenerationMode.POSITIVE: 15, GenerationMode.NEGATIVE: 10}
+REAL_ID_EXAMPLES = 8
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 PUBLIC = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/integrations/oauth/callback"}
 _SETTINGS = dict(
