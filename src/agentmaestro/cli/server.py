@@ -139,6 +139,10 @@ def serve(
     tls_client_ca: Annotated[
         str | None, typer.Option("--tls-client-ca", help="CA (PEM) for client certificates: require mutual TLS.")
     ] = None,
+    workflows_dir: Annotated[
+        Path | None,
+        typer.Option("--workflows-dir", envvar="MAESTRO_WORKFLOWS_DIR", help="Folder of workflow YAML files."),
+    ] = None,
 ) -> None:
     """Serve the REST API (and an embedded worker) until SIGINT/SIGTERM."""
     import uvicorn
@@ -153,7 +157,7 @@ def serve(
     agents = c.agents()
     from agentmaestro.cli.workflows import discover
 
-    workflows = discover(agents, None)
+    workflows = discover(agents, workflows_dir)
 
     key_file = Path(os.environ.get("MAESTRO_HOME", DEFAULT_HOME)) / BOOTSTRAP_KEY_FILE
 
