@@ -87,7 +87,7 @@ def _check(messages: list[tuple[str, Any]], run_id: str) -> None:
     assert len(live) >= 3, f"only {len(live)} deltas arrived before the answer event"
     assert all(d["run_id"] == run_id for d in every)
     # ... in order, with nothing invented (deltas are best-effort: the tail may race the event).
-    assert ANSWER.startswith("".join(d["text"] for d in every))
+    assert "".join(d["text"] for d in every) in ANSWER
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(seqs) + 1))
     assert ends and ends[-1]["status"] == "COMPLETED" and ends[-1]["last_seq"] == seqs[-1]
@@ -179,7 +179,7 @@ def test_dashboard_shows_the_answer_as_it_streams(
     streaming = page.locator("li.ev.streaming .text")
     expect()(streaming).not_to_have_text("")  # partial answer, as text
     partial = streaming.text_content() or ""
-    assert ANSWER.startswith(partial)
+    assert partial and partial in ANSWER  # best-effort: a page (re)connecting mid-answer shows the rest
     final = page.locator("li.ev.final .text")
     expect()(final).to_have_text(ANSWER)
     expect()(page.locator("li.ev.streaming")).to_have_count(0)  # replaced by the durable event
