@@ -183,3 +183,26 @@ def test_approval_events_bind_edited_arguments() -> None:
     assert st.approval.status == "approved" and st.approval.args_hash == args_hash("rm", edited)
     done = apply_event(st, ev(6, E.STEP_COMPLETED, step=1, kind="TOOL_CALL", call_id="c1", result="ok"))
     assert done.approval is None and not done.pending_tool_calls
+
+
+def test_fold_changes_only_declared_fields() -> None:
+    """apply_event copies fields without re-running ``__init__``: every key it sets must be a RunState field."""
+    import inspect
+    import re
+
+    from agentmaestro.core import events as events_module
+
+    source = inspect.getsource(events_module.apply_event)
+    keys = set(re.findall(r'changes\["(\w+)"\]', source)) | set(
+        re.findall(r'changes: dict\[str, Any\] = \{"(\w+)"', source)
+    )
+    fields = {f.name for f in dataclasses.fields(RunState)}
+    assert keys and keys <= fields, keys - fields
+    call = ToolCall(call_id="c1", name="add", arguments={"a": 1})
+    st = fold([ev(1, E.RUN_CREATED), ev(2, E.RUN_STARTED)])
+    st = apply_event(st, ev(3, E.PHASE_CHANGED, to="PLAN"))
+    st = apply_event(
+        st, ev(4, E.STEP_COMPLETED, step=0, kind="MODEL_CALL", content=None, tool_calls=[call.to_json()], usage={})
+    )
+    assert set(vars(st)) == fields
+    assert st == dataclasses.replace(st) and st.pending_tool_calls == (call,)

@@ -319,7 +319,19 @@ def apply_event(state: RunState, event: Event) -> RunState:
     workflow = apply_workflow(state.workflow, event)
     if workflow is not state.workflow:
         changes["workflow"] = workflow
-    return dataclasses.replace(state, **changes)
+    return _evolve(state, changes)
+
+
+def _evolve(state: RunState, changes: dict[str, Any]) -> RunState:
+    """``dataclasses.replace(state, **changes)`` without re-running ``__init__`` (the fold's hot path).
+
+    RunState has no ``__post_init__`` and no derived attributes, so copying the fields is all
+    ``replace`` would do; ``changes`` holds field names only (a test compares both on every event type).
+    """
+    new = object.__new__(RunState)
+    new.__dict__.update(state.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 # ------------------------------------------------------------------------------- workflow runs
@@ -487,10 +499,21 @@ def scrub_nul(value: Any) -> Any:
     """
     if isinstance(value, str):
         return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
+    # Hot path: one C-level pass. ``repr`` writes a NUL inside a string as the four characters
+    # ``\x00``, so their absence proves there is nothing to scrub (their presence may be a literal
+    # backslash sequence: the exact walk below decides).
+    if "\\x00" not in repr(value):
+        return value
+    return _scrub(value)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
     if isinstance(value, dict):
         out = None
         for k, v in value.items():
-            k2, v2 = scrub_nul(k), scrub_nul(v)
+            k2, v2 = _scrub(k), _scrub(v)
             if out is None and (k2 is not k or v2 is not v):
                 out = {}
                 for k0, v0 in value.items():
@@ -501,7 +524,7 @@ def scrub_nul(value: Any) -> Any:
                 out[k2] = v2
         return value if out is None else out
     if isinstance(value, list | tuple):
-        items = [scrub_nul(v) for v in value]
+        items = [_scrub(v) for v in value]
         if all(a is b for a, b in zip(items, value, strict=True)):
             return value
         return type(value)(items) if isinstance(value, tuple) else items

@@ -155,10 +155,11 @@ def path_argument_risk(arguments: Mapping[str, Any], workdir: str) -> tuple[Risk
     and any ``..`` component count as outside.
     """
     reasons: list[str] = []
-    root = PurePosixPath(workdir)
+    root: PurePosixPath | None = None  # built only when a path-like argument is present (hot path)
     for key, value in arguments.items():
         if key.lower() not in PATH_ARGUMENT_NAMES or not isinstance(value, str):
             continue
+        root = root or PurePosixPath(workdir)
         p = PurePosixPath(value)
         if ".." in p.parts or "\x00" in value:
             reasons.append(f"argument {key!r} escapes the work folder ({value!r})")

@@ -13,7 +13,9 @@ call from its arguments (:meth:`Tool.assess`); the result is never below the too
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
+import functools
 import importlib
 import inspect
 import json
@@ -24,10 +26,10 @@ import types
 import typing
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeAlias, overload
 
-import anyio.to_thread
 import pydantic
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import PydanticJsonSchemaWarning
@@ -42,6 +44,19 @@ from agentmaestro.tools.redact import redact
 __all__ = ["RiskRules", "Tool", "ToolRegistry", "ToolResult", "load_tool", "tool"]
 
 logger = logging.getLogger(__name__)
+
+TOOL_THREADS = 40
+"""Threads running synchronous tools in one process (as many as anyio's default limiter allowed)."""
+_tool_pool: ThreadPoolExecutor | None = None
+
+
+def _tool_threads() -> ThreadPoolExecutor:
+    """The process-wide pool for synchronous tools (a plain executor: anyio's per-call machinery cost ~3x more)."""
+    global _tool_pool
+    if _tool_pool is None:
+        _tool_pool = ThreadPoolExecutor(max_workers=TOOL_THREADS, thread_name_prefix="maestro-tool")
+    return _tool_pool
+
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
@@ -279,7 +294,9 @@ class Tool:
         if self._is_async:
             return await self.fn(*args, **kwargs)
         # The thread cannot be killed on timeout; it is abandoned and finishes in the background.
-        value = await anyio.to_thread.run_sync(lambda: self.fn(*args, **kwargs), abandon_on_cancel=True)
+        # The caller's context variables (tracing, ...) go along, as with asyncio.to_thread.
+        call = functools.partial(contextvars.copy_context().run, self.fn, *args, **kwargs)
+        value = await asyncio.get_running_loop().run_in_executor(_tool_threads(), call)
         if inspect.isawaitable(value):
             value = await value
         return value
