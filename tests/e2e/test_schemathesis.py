@@ -143,6 +143,7 @@ class Fuzz:
 @pytest.fixture
 def fuzz(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fuzz]:
     monkeypatch.setenv("MAESTRO_QDRANT_URL", ":memory:")  # the knowledge index (docs/knowledge.md)
+    monkeypatch.setenv("MAESTRO_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")  # the seeded webhook posts to 127.0.0.1:9
     f = Fuzz(db_url)
     try:
         yield f

@@ -214,6 +214,7 @@ def tenants(
     (tmp_path / "planner.yaml").write_text(PLANNER_SCRIPT, encoding="utf-8")
     monkeypatch.setenv("MAESTRO_MODEL_PLANNER", f"scripted:{tmp_path / 'planner.yaml'}")
     monkeypatch.setenv("MAESTRO_QDRANT_URL", ":memory:")  # the knowledge index (docs/knowledge.md)
+    monkeypatch.setenv("MAESTRO_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")  # the seeded webhook posts to 127.0.0.1:9
     with (
         LiveServer(db_url, load_agents_dir(builtin_agents_dir()), rate_limit_per_min=0) as srv,
         httpx.Client(base_url=srv.url, timeout=10) as c,

@@ -31,6 +31,7 @@ from tests.fakes.server import LiveServer
 from tests.fakes.webhook_receiver import WebhookReceiver
 
 FAST_ENV = {
+    "MAESTRO_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",  # the receiver is on loopback: allowed explicitly
     "MAESTRO_WEBHOOK_POLL_S": "0.05",
     "MAESTRO_WEBHOOK_BACKOFF_S": "0.05",
     "MAESTRO_WEBHOOK_MAX_BACKOFF_S": "0.2",
@@ -249,3 +250,84 @@ def test_cli_locally_and_through_the_server(
         bad = maestro(*where, "webhooks", "add", "x", "--url", "ftp://nope")
         assert bad.returncode != 0 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
     assert len(rx.wait_for(2, path="/cli")) == 2
+
+
+def test_private_targets_are_refused_by_the_api_the_cli_and_the_dispatcher(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No opt-in: the API answers 400 target_refused, the CLI one error line; a webhook whose name resolved to a
+    public address when it was made, and to loopback since, gets a refused delivery in its log (never sent)."""
+    from agentmaestro.integrations import notify_targets
+
+    for k, v in FAST_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("MAESTRO_WEBHOOK_ALLOWED_HOSTS")
+    monkeypatch.delenv("MAESTRO_WEBHOOK_ALLOW_PRIVATE", raising=False)
+    answers = {"hooks.example.com": "93.184.215.14"}  # never contacted: only checked
+
+    async def fake_lookup(host: str, port: int) -> list[Any]:
+        import ipaddress
+
+        if host not in answers:
+            raise notify_targets.TargetLookupError(f"cannot resolve host {host!r}")
+        return [ipaddress.ip_address(answers[host])]
+
+    monkeypatch.setattr(notify_targets, "_lookup", fake_lookup)
+    with (
+        WebhookReceiver() as rx,
+        LiveServer(db_url, load_agents_dir(builtin_agents_dir()), rate_limit_per_min=0, worker=False) as srv,
+    ):
+        admin = make_key(db_url, "default", "admin")
+        port = rx.url.rsplit(":", 1)[1]
+        with httpx.Client(base_url=srv.url, timeout=10, headers=auth(admin)) as c:
+            for target in (
+                f"{rx.url}/hook",
+                "http://10.0.0.1/hook",
+                "http://[::1]:8080/hook",
+                "http://169.254.169.254/latest/meta-data/",
+                f"http://localhost:{port}/hook",
+            ):
+                r = c.post("/v1/webhooks", json={"name": "x", "url": target, "events": ["run.failed"]})
+                assert r.status_code == 400, (target, r.text)
+                error = r.json()["error"]
+                assert error["code"] == "target_refused" and error["message"].startswith("url: refused"), error
+                assert "MAESTRO_WEBHOOK_ALLOW_PRIVATE" in error["message"]
+            r = c.post("/v1/webhooks", json={"name": "x", "url": "file:///etc/passwd", "events": ["run.failed"]})
+            assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+            tg = {"bot_token": "42:SECRET-bot", "chat_id": "7", "api_base": rx.url}
+            body = {"name": "tg", "format": "telegram", "telegram": tg, "events": ["run.failed"]}
+            r = c.post("/v1/webhooks", json=body)
+            assert r.status_code == 400 and r.json()["error"]["message"].startswith("api_base: refused 127.0.0.1")
+            assert "SECRET-bot" not in r.text
+            assert c.get("/v1/webhooks").json() == []
+
+            made = c.post(
+                "/v1/webhooks",
+                json={"name": "ok", "url": f"http://hooks.example.com:{port}/hook", "events": ["run.failed"]},
+            )
+            assert made.status_code == 201, made.text
+            hook_id = made.json()["webhook_id"]
+            r = c.patch(f"/v1/webhooks/{hook_id}", json={"url": "http://192.168.1.9/hook"})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "target_refused"
+            answers["hooks.example.com"] = "127.0.0.1"  # the name now points inside
+            queued = c.post(f"/v1/webhooks/{hook_id}/test").json()
+            deadline = time.monotonic() + 20
+            while (row := c.get(f"/v1/webhooks/{hook_id}/deliveries/{queued['delivery_id']}").json())["status"] in (
+                "pending",
+                "sending",
+            ):
+                assert time.monotonic() < deadline, row
+                time.sleep(0.02)
+            assert row["status"] == "failed" and row["attempts"] == 1 and row["last_status_code"] is None
+            assert row["last_error"].startswith("refused: refused 127.0.0.1: it is a loopback address")
+            assert rx.requests == []
+
+        monkeypatch.setenv("MAESTRO_DATABASE_URL", db_url)
+        monkeypatch.delenv("MAESTRO_SERVER", raising=False)
+        for where in ([], ["--server", srv.url, "--api-key", admin]):
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as exited:
+                main([*where, "webhooks", "add", "lan", "--url", "http://10.1.2.3/hook"])
+            err = capsys.readouterr().err
+            assert exited.value.code != 0 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+            assert "refused 10.1.2.3: it is a private address" in err and "Traceback" not in err

@@ -24,6 +24,7 @@ from agentmaestro.integrations.notify_signing import (
     sign_body,
     verify_signature,
 )
+from agentmaestro.integrations.notify_targets import ALLOW_PRIVATE_ENV, ALLOWED_HOSTS_ENV
 from agentmaestro.store import _webhooks as sql
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import NewRun, new_run_id
@@ -32,8 +33,13 @@ from tests.fakes.webhook_receiver import WebhookReceiver
 pytestmark = pytest.mark.anyio
 
 SECRET_ARG = "hunter2-very-secret-password"
+LOOPBACK = wh.TargetPolicy(allowed_hosts=("127.0.0.1",))
+"""The receiver listens on 127.0.0.1: these tests allow it explicitly (targets are public-only by default)."""
 FAST = wh.DispatcherConfig(
-    poll_interval_s=0.02, lag_s=2.0, retry=wh.RetryPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
+    poll_interval_s=0.02,
+    lag_s=2.0,
+    retry=wh.RetryPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05),
+    targets=LOOPBACK,
 )
 
 
@@ -75,7 +81,10 @@ async def store(db_url: str) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-def rx() -> Any:
+def rx(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A receiver on 127.0.0.1, which webhooks may reach only because this allows it (MAESTRO_WEBHOOK_ALLOWED_HOSTS)."""
+    monkeypatch.setenv(ALLOWED_HOSTS_ENV, "127.0.0.1")
+    monkeypatch.delenv(ALLOW_PRIVATE_ENV, raising=False)
     with WebhookReceiver() as receiver:
         yield receiver
 

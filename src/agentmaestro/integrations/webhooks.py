@@ -14,6 +14,10 @@ How a notification travels:
    mid-send loses its claim when it expires and another one sends again (at-least-once: receivers dedupe
    on ``X-Maestro-Delivery``). Network errors, 408, 429 and 5xx are retried with exponential backoff and
    jitter up to ``max_attempts``; other answers fail the delivery at once.
+3. **Guard.** Targets must be public http(s) addresses unless the operator allows more
+   (:mod:`agentmaestro.integrations.notify_targets`): checked when a webhook is created or changed, and again
+   before every attempt against the addresses resolved then; the request goes to the checked address. A
+   refused delivery fails at once with the reason in the delivery log.
 
 The stored payload carries ids, statuses, the agent, and for approvals the tool's name, risk and the gate's
 reasons; never tool arguments, never secrets. Approval links are signed and added when a delivery is sent.
@@ -40,6 +44,7 @@ from agentmaestro.crypto import DecryptionError, keyring
 from agentmaestro.errors import ValidationError
 from agentmaestro.integrations.notify_formats import Target, render
 from agentmaestro.integrations.notify_signing import approval_links, new_signing_secret
+from agentmaestro.integrations.notify_targets import TargetLookupError, TargetPolicy, TargetRefusedError
 from agentmaestro.store import _webhooks as sql
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import new_id, new_worker_id
@@ -51,6 +56,8 @@ __all__ = [
     "Dispatcher",
     "DispatcherConfig",
     "RetryPolicy",
+    "TargetPolicy",
+    "TargetRefusedError",
     "WebhookSpec",
     "create_webhook",
     "notifications_for",
@@ -138,13 +145,16 @@ class DispatcherConfig:
     """Retries of failed attempts."""
     public_url: str | None = None
     """Base of approval links (``MAESTRO_PUBLIC_URL``); default: the URL the webhook was created through."""
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
+    """Where deliveries may go (default: public addresses only; see ``notify_targets``)."""
 
     @classmethod
     def from_env(cls) -> DispatcherConfig:
         """Defaults, overridden by the environment.
 
         ``MAESTRO_PUBLIC_URL``, ``MAESTRO_WEBHOOK_MAX_ATTEMPTS``, ``MAESTRO_WEBHOOK_BACKOFF_S`` (first delay),
-        ``MAESTRO_WEBHOOK_MAX_BACKOFF_S``, ``MAESTRO_WEBHOOK_POLL_S``.
+        ``MAESTRO_WEBHOOK_MAX_BACKOFF_S``, ``MAESTRO_WEBHOOK_POLL_S``, ``MAESTRO_WEBHOOK_ALLOW_PRIVATE``,
+        ``MAESTRO_WEBHOOK_ALLOWED_HOSTS``.
         """
         retry = RetryPolicy(
             max_attempts=max(1, int(_env_float("MAESTRO_WEBHOOK_MAX_ATTEMPTS", 8))),
@@ -155,6 +165,7 @@ class DispatcherConfig:
             poll_interval_s=_env_float("MAESTRO_WEBHOOK_POLL_S", 1.0),
             retry=retry,
             public_url=os.environ.get(PUBLIC_URL_ENV, "").strip() or None,
+            targets=TargetPolicy.from_env(),
         )
 
 
@@ -260,13 +271,29 @@ def _target_columns(
     }
 
 
+async def _check_target(policy: TargetPolicy | None, url: str, what: str) -> None:
+    try:
+        await (policy or TargetPolicy.from_env()).check(url)
+    except TargetRefusedError as exc:
+        raise TargetRefusedError(f"{what}: {exc}") from None
+
+
 async def create_webhook(
-    store: Store, workspace_id: str, spec: WebhookSpec, *, actor: str, link_base_url: str | None = None
+    store: Store,
+    workspace_id: str,
+    spec: WebhookSpec,
+    *,
+    actor: str,
+    link_base_url: str | None = None,
+    targets: TargetPolicy | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """Create a webhook; its public row and, for ``json``, the signing secret (shown only now).
 
+    ``targets`` is where the webhook may post (default: :meth:`TargetPolicy.from_env`).
+
     Raises:
         ValidationError: a missing or malformed URL, token or event name.
+        TargetRefusedError: the target is not allowed (a private address, ...).
     """
     if spec.format not in FORMATS:
         raise ValidationError(f"format must be one of {', '.join(FORMATS)}")
@@ -274,6 +301,10 @@ async def create_webhook(
     if not name or len(name) > 200:
         raise ValidationError("name must be 1-200 characters")
     cols = _target_columns(spec.format, spec.url, spec.bot_token, spec.chat_id, spec.api_base)
+    if spec.format == "telegram":
+        await _check_target(targets, cols["config"]["api_base"], "api_base")
+    else:
+        await _check_target(targets, str(spec.url).strip(), "url")
     signing_secret = None
     if spec.format == "json":
         signing_secret = new_signing_secret()
@@ -308,12 +339,19 @@ async def create_webhook(
 
 
 async def update_webhook(
-    store: Store, workspace_id: str, webhook_id: str, changes: Mapping[str, Any], *, actor: str
+    store: Store,
+    workspace_id: str,
+    webhook_id: str,
+    changes: Mapping[str, Any],
+    *,
+    actor: str,
+    targets: TargetPolicy | None = None,
 ) -> dict[str, Any]:
     """Change a webhook (audited).
 
     ``changes`` holds any of ``name``, ``url``, ``events``, ``enabled``, ``link_ttl_s``, and for telegram
-    ``bot_token``, ``chat_id``, ``api_base``.
+    ``bot_token``, ``chat_id``, ``api_base``. A new target is checked against ``targets`` (default: from the
+    environment), like at creation.
     """
     current = await store.webhook_read(sql.get_webhook, workspace_id, webhook_id)
     fmt = current["format"]
@@ -339,6 +377,8 @@ async def update_webhook(
             chat = _text(str(changes.get("chat_id") or current["config"]["chat_id"]), "chat_id")
             base = changes.get("api_base") or current["config"]["api_base"]
             cols["config"] = {"chat_id": str(chat), "api_base": _check_url(str(base), "api_base").rstrip("/")}
+            if "api_base" in target_keys:
+                await _check_target(targets, cols["config"]["api_base"], "api_base")
             cols["url_display"] = f"telegram chat {chat}"
             if changes.get("bot_token"):
                 cols["secret_enc"] = keyring().encrypt(_text(str(changes["bot_token"]), "bot_token"))
@@ -346,6 +386,7 @@ async def update_webhook(
             if target_keys - {"url"}:
                 raise ValidationError("bot_token, chat_id and api_base are for telegram webhooks")
             url = _check_url(str(changes["url"] or ""), "url")
+            await _check_target(targets, url, "url")
             cols["url_enc"] = keyring().encrypt(url)
             cols["url_display"] = display_url(fmt, url)
     row = await store.webhook_write(sql.update_webhook, workspace_id, webhook_id, cols, time.time())
@@ -616,7 +657,15 @@ class Dispatcher:
                     ttl_s=hook["link_ttl_s"],
                 )
             req = render(target, delivery, links, now)
-            response = await http.post(req.url, content=req.body, headers=req.headers)
+            try:
+                pinned = await self.config.targets.resolve(req.url)
+            except TargetRefusedError as exc:
+                raise _Final(f"refused: {exc}") from None
+            url, host, extensions = pinned.request_args()
+            request = http.build_request(
+                "POST", url, content=req.body, headers={**req.headers, **host}, extensions=extensions
+            )
+            response = await http.send(request)
             status_code = response.status_code
             if 200 <= status_code < 300:
                 outcome, error = "delivered", None
@@ -625,11 +674,13 @@ class Dispatcher:
                 outcome = "retry" if RetryPolicy.retryable(status_code) else "failed"
                 error = _scrub(f"HTTP {status_code}: {response.text[:300]}", secrets_)
         except _Final as exc:
-            outcome, error = "failed", str(exc)
+            outcome, error = "failed", _scrub(str(exc), secrets_)
         except DecryptionError as exc:
             outcome, error = "failed", str(exc)
         except httpx.HTTPError as exc:
             outcome, error = "retry", _scrub(f"{type(exc).__name__}: {exc}", secrets_)
+        except TargetLookupError as exc:
+            outcome, error = "retry", _scrub(str(exc), secrets_)
         if outcome == "retry" and delivery["attempts"] >= self.config.retry.max_attempts:
             outcome = "failed"
             error = f"{error} (gave up after {delivery['attempts']} attempts)"
@@ -641,7 +692,8 @@ class Dispatcher:
         if ok and status == "delivered":
             self.sent_total += 1
         if status != "delivered":
-            log.info("webhook delivery %s: %s (%s)", delivery["delivery_id"], status, error)
+            level = logging.WARNING if (error or "").startswith("refused:") else logging.INFO
+            log.log(level, "webhook delivery %s: %s (%s)", delivery["delivery_id"], status, error)
 
     async def _finish(
         self, delivery_id: str, status: str, status_code: int | None, error: str | None, next_at: float | None
