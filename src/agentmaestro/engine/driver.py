@@ -753,7 +753,7 @@ class RunDriver:
                 result = ToolResult(content=f"unknown tool {call.name!r}; available tools: {known}", is_error=True)
             elif "_raw" in call.arguments and len(call.arguments) == 1:
                 result = ToolResult(content=f"arguments for tool {call.name!r} are not valid JSON", is_error=True)
-            elif _accepts_context(tool):
+            elif _accepts_context(tool) and getattr(tool, "uses_context", True):
                 result = await tool.invoke(dict(call.arguments), context=self._call_context(step, call))
             else:
                 result = await tool.invoke(dict(call.arguments))

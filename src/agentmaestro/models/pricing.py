@@ -75,6 +75,7 @@ class PriceTable:
         self._prices: dict[str, Price] = {}
         self._free_providers: set[str] = {p.lower() for p in free_providers}
         self._warned: set[str] = set()
+        self._found: dict[str, Price | None] = {}  # lookups by model string (every model call asks)
         for name, price in (prices or {}).items():
             self.add(name, price)
 
@@ -119,6 +120,7 @@ class PriceTable:
         prices, free = _parse(text, source=str(file))
         table = cls.builtin()
         table._free_providers.update(free)
+        table._found.clear()
         for name, price in prices.items():
             table.add(name, price)
         return table
@@ -126,9 +128,17 @@ class PriceTable:
     def add(self, name: str, price: Price) -> None:
         """Set the price of a model, by bare name (``gpt-4o``) or model string (``openai:gpt-4o``)."""
         self._prices[name.strip().lower()] = price
+        self._found.clear()
 
     def get(self, model_string: str) -> Price | None:
         """The price of a model string, or None when the table does not know the model."""
+        try:
+            return self._found[model_string]
+        except KeyError:
+            price = self._found[model_string] = self._lookup(model_string)
+            return price
+
+    def _lookup(self, model_string: str) -> Price | None:
         provider, sep, name = model_string.strip().lower().partition(":")
         if not sep:
             provider, name = "", provider

@@ -103,6 +103,7 @@ class Tool:
         redact_output: Whether secrets are redacted from the content before it is returned (see
             :func:`agentmaestro.tools.redact.redact`).
         needs_context: True when the function takes a :class:`ToolContext` parameter without a default.
+        uses_context: True when the function takes a :class:`ToolContext` parameter at all.
     """
 
     name: str
@@ -117,6 +118,7 @@ class Tool:
     risk_rules: RiskRules | None
     redact_output: bool
     needs_context: bool
+    uses_context: bool
 
     def __init__(
         self,
@@ -172,6 +174,7 @@ class Tool:
         self._is_async = _is_async_callable(fn)
         self._model, self._params = _arguments_model(fn, tool_name, _docstring_args(doc))
         self.needs_context = any(p.context and p.default is inspect.Parameter.empty for p in self._params)
+        self.uses_context = any(p.context for p in self._params)
         self.parameters = _json_schema(self._model)
         self.__name__ = getattr(fn, "__name__", tool_name)
         self.__qualname__ = getattr(fn, "__qualname__", tool_name)
