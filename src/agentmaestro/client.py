@@ -521,7 +521,10 @@ class AsyncClient:
     ) -> JSON:
         """Create a webhook (admin); a ``json`` webhook's ``signing_secret`` is in this answer only.
 
-        ``telegram``: ``{"bot_token": ..., "chat_id": ..., "api_base": ...}`` for format ``telegram``.
+        ``events``: some of ``approval.requested``, ``human.requested``, ``run.failed``, ``run.completed``,
+        ``budget.reached``. ``telegram``: ``{"bot_token": ..., "chat_id": ..., "api_base": ...}`` for format
+        ``telegram``. A target that is not a public address is refused (400 ``target_refused``) unless the
+        server allows it (docs/notifications.md).
         """
         body = _clean(
             {

@@ -197,6 +197,9 @@ def test_api_errors_test_event_and_redeliver(live: tuple[LiveServer, str, Webhoo
             patched.status_code == 200 and patched.json()["config"]["chat_id"] == "8" and not patched.json()["enabled"]
         )
         assert c.patch(f"/v1/webhooks/{hook_id}", json={"url": "http://x.test/"}).status_code == 400
+        every = ["approval.requested", "human.requested", "run.failed", "run.completed", "budget.reached"]
+        assert c.patch(f"/v1/webhooks/{hook_id}", json={"events": every}).json()["events"] == every
+        assert c.patch(f"/v1/webhooks/{hook_id}", json={"events": ["human.waiting"]}).status_code == 422
         assert c.delete(f"/v1/webhooks/{hook_id}").status_code == 200
         assert c.get(f"/v1/webhooks/{hook_id}/deliveries").status_code == 404
 
@@ -234,6 +237,9 @@ def test_cli_locally_and_through_the_server(
         assert added.returncode == 0, added.stderr
         row = json.loads(added.stdout)
         assert row["signing_secret"].startswith("whsec_") and row["events"] == ["run.failed"]
+        every = maestro(*where, "--json", "webhooks", "add", "all", "--url", f"{rx.url}/all")
+        assert json.loads(every.stdout)["events"][:2] == ["approval.requested", "human.requested"], every.stderr
+        assert maestro(*where, "webhooks", "rm", json.loads(every.stdout)["webhook_id"]).returncode == 0
         listed = maestro(*where, "webhooks", "list")
         assert row["webhook_id"] in listed.stdout and row["signing_secret"] not in listed.stdout
         tested = maestro(*where, "webhooks", "test", row["webhook_id"])

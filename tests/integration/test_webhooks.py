@@ -64,6 +64,15 @@ def _calc_agent() -> Agent:
     return Agent(name="calc", model=ScriptedModel([{"content": "4"}]), tools=[noop])
 
 
+MODEL_KEY = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2"
+
+
+def _stuck_agent() -> Agent:
+    """Its model call fails once with a key in the error text: the step is escalated to a person."""
+    script = [{"error": f"upstream refused key {MODEL_KEY}"}]
+    return Agent(name="stuck", model=ScriptedModel(script), max_attempts=1, retry_backoff_s=0.0)
+
+
 def _hungry_agent() -> Agent:
     turns: list[dict[str, Any]] = [{"tool_calls": [{"name": "noop", "arguments": {"i": i}}]} for i in range(10)]
     script = {"usage": {"input_tokens": 150, "output_tokens": 50}, "turns": [*turns, {"content": "done"}]}
@@ -457,3 +466,81 @@ def test_telegram_links_to_a_loopback_server_go_in_the_text() -> None:
     msg = json.loads(render(Target(format="telegram", secret="1:x", chat_id="5"), delivery, links, 0).body)
     assert "reply_markup" not in msg and "&lt;rm&gt;" in msg["text"]
     assert '<a href="http://127.0.0.1:8000/v1/approvals/a/link?token=x&amp;y">Approve</a>' in msg["text"]
+
+
+async def test_waiting_for_a_person_is_notified_in_every_format(store: Store, rx: WebhookReceiver) -> None:
+    hook, secret = await add(store, rx, events=["human.requested"])
+    only_runs, _ = await add(store, rx, name="runs only", events=["run.failed", "run.completed"], url=f"{rx.url}/runs")
+    slack, _ = await add(store, rx, "slack", url=f"{rx.url}/services/T0/B0/SLACKSECRET", events=["human.requested"])
+    bot = "777:telegram-bot-token"
+    telegram, _ = await add(
+        store, rx, "telegram", bot_token=bot, chat_id="-42", api_base=rx.url, events=["human.requested"]
+    )
+    agent = _stuck_agent()
+    run_id = await start(store, agent)
+    await settle(store, [agent], [run_id])
+    assert (await store.get_run(run_id)).status.value == "WAITING_FOR_HUMAN"
+    [request] = await store.list_human_requests()
+    dispatcher = wh.Dispatcher(store, FAST)
+    [delivery] = await until_delivered(store, dispatcher, hook["webhook_id"], 1)
+    for other in (slack, telegram):
+        await until_delivered(store, dispatcher, other["webhook_id"], 1)
+    got = rx.wait_for(3)
+    # the generic JSON: signed; the run, the request and the question; links to the dashboard
+    [req] = [r for r in got if r.path == "/hook"]
+    assert secret and verify_signature(secret, req.headers["x-maestro-signature"], req.body)
+    doc = req.json()
+    assert doc["event"] == req.headers["x-maestro-event"] == delivery["event"] == "human.requested"
+    assert doc["run"] == {
+        "run_id": run_id,
+        "agent": "stuck",
+        "parent_run_id": None,
+        "status": "WAITING_FOR_HUMAN",
+        "seq": doc["run"]["seq"],
+    }
+    data = doc["data"]
+    assert data["request_id"] == request["request_id"] and data["kind"] == "step_failed"
+    assert data["step_kind"] == "MODEL_CALL" and data["options"] == ["retry", "answer", "abandon"]
+    assert data["question"].startswith("The model call failed 1 times in a row: ")
+    assert "upstream refused key [REDACTED]" in data["question"]
+    assert doc["links"] == {"dashboard": "http://maestro.test/#/queue", "run": f"http://maestro.test/#/runs/{run_id}"}
+    # readable chat messages with buttons to the dashboard
+    [slack_req] = [r for r in got if r.path == "/services/T0/B0/SLACKSECRET"]
+    body = slack_req.json()
+    assert body["text"].startswith(f"A person is needed: run {run_id} (agent stuck) has a step that keeps failing: ")
+    assert "(answers: retry, answer, abandon)" in body["text"]
+    [actions] = [b for b in body["blocks"] if b["type"] == "actions"]
+    assert [(e["text"]["text"], e["url"]) for e in actions["elements"]] == [
+        ("Answer in the dashboard", "http://maestro.test/#/queue"),
+        ("Open the run", f"http://maestro.test/#/runs/{run_id}"),
+    ]
+    [tg_req] = [r for r in got if r.path == f"/bot{bot}/sendMessage"]
+    msg = tg_req.json()
+    assert msg["text"].startswith("A person is needed: run ") and msg["chat_id"] == "-42"
+    assert [b["text"] for b in msg["reply_markup"]["inline_keyboard"][0]] == ["Answer in the dashboard", "Open the run"]
+    # no secrets, no run input, nothing for a webhook that did not subscribe
+    for r in got:
+        assert MODEL_KEY not in r.body.decode() and '"input"' not in r.body.decode()
+    assert MODEL_KEY not in json.dumps(delivery) and "detail" not in delivery["payload"]["data"]
+    assert await store.webhook_read(sql.list_deliveries, "default", only_runs["webhook_id"], None, 10) == []
+
+
+def test_human_request_links_to_a_loopback_dashboard_go_in_the_telegram_text() -> None:
+    from agentmaestro.integrations.notify_formats import Target, render
+
+    delivery = {
+        "delivery_id": "dlv_1",
+        "event": "human.requested",
+        "webhook_id": "wh_1",
+        "workspace_id": "default",
+        "payload": {
+            "run": {"run_id": "run_1", "agent": "ops"},
+            "data": {"kind": "uncertain_tool_call", "question": "Did <it> run?", "options": ["retry"]},
+        },
+    }
+    links = wh.dashboard_links("http://127.0.0.1:8000/", "run_1")
+    msg = json.loads(render(Target(format="telegram", secret="1:x", chat_id="5"), delivery, links, 0).body)
+    assert "reply_markup" not in msg
+    assert msg["text"].startswith("A person is needed: run run_1 (agent ops) has a tool call whose outcome is unknown")
+    assert "Did &lt;it&gt; run?" in msg["text"]
+    assert '<a href="http://127.0.0.1:8000/#/queue">Answer in the dashboard</a>' in msg["text"]

@@ -25,7 +25,7 @@ webhooks_app = typer.Typer(
 )
 app.add_typer(webhooks_app, name="webhooks")
 
-EVENTS = ("approval.requested", "run.failed", "run.completed", "budget.reached")
+EVENTS = ("approval.requested", "human.requested", "run.failed", "run.completed", "budget.reached")
 
 
 def _call(c: _Ctx, local: Callable[[Any], Awaitable[T]], remote: Callable[[Any], Awaitable[T]]) -> T:

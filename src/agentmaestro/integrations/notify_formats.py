@@ -15,10 +15,27 @@ from urllib.parse import urlsplit
 from agentmaestro import __version__
 from agentmaestro.integrations.notify_signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_body
 
-__all__ = ["Outgoing", "Target", "render", "summary"]
+__all__ = ["Outgoing", "Target", "buttons", "render", "summary"]
 
 USER_AGENT = f"AgentMaestro-Webhooks/{__version__}"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_HUMAN_KINDS = {
+    "step_failed": "has a step that keeps failing",
+    "uncertain_tool_call": "has a tool call whose outcome is unknown",
+    "task_rejected": "has a task that failed its review",
+}
+"""How the summary names the kinds of human request (others: "asks a person")."""
+
+
+def buttons(event: str, links: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The (label, URL) buttons a chat message gets for a notification's links."""
+    if not links:
+        return []
+    if event == "approval.requested":
+        return [("Approve", str(links["approve"])), ("Reject", str(links["reject"]))]
+    if event == "human.requested":
+        return [("Answer in the dashboard", str(links["dashboard"])), ("Open the run", str(links["run"]))]
+    return []
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +89,11 @@ def summary(event: str, payload: dict[str, Any]) -> str:
         reasons = "; ".join(str(r) for r in data.get("reasons") or [])
         text = f"Approval needed: {who} wants to call {data.get('tool')} ({data.get('risk')})"
         return text + (f". {reasons}" if reasons else "")
+    if event == "human.requested":
+        what = _HUMAN_KINDS.get(str(data.get("kind")), "asks a person")
+        options = ", ".join(str(o) for o in data.get("options") or [])
+        text = f"A person is needed: {who} {what}: {data.get('question')}"
+        return text + (f" (answers: {options})" if options else "")
     if event == "run.completed":
         out = data.get("output")
         return f"Completed: {who}" + (f": {out}" if out else "")
@@ -109,26 +131,16 @@ def _slack(target: Target, delivery: dict[str, Any], links: dict[str, Any] | Non
             "elements": [{"type": "mrkdwn", "text": _slack_escape(f"{delivery['event']} · {delivery['delivery_id']}")}],
         },
     ]
-    if links:
-        blocks.append(
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": "Approve"},
-                        "style": "primary",
-                        "url": links["approve"],
-                    },
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": "Reject"},
-                        "style": "danger",
-                        "url": links["reject"],
-                    },
-                ],
-            }
-        )
+    styles = {"Approve": "primary", "Reject": "danger", "Answer in the dashboard": "primary"}
+    actions = buttons(delivery["event"], links)
+    if actions:
+        elements = []
+        for label, url in actions:
+            element = {"type": "button", "text": {"type": "plain_text", "text": label}, "url": url}
+            if label in styles:
+                element["style"] = styles[label]
+            elements.append(element)
+        blocks.append({"type": "actions", "elements": elements})
     body = json.dumps({"text": text[:3000], "blocks": blocks}).encode()
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     return Outgoing(url=target.url, body=body, headers=headers)
@@ -143,24 +155,24 @@ def _telegram(target: Target, delivery: dict[str, Any], links: dict[str, Any] | 
         "parse_mode": "HTML",
         "disable_web_page_preview": True,
     }
-    if links and urlsplit(str(links["approve"])).hostname in _LOOPBACK:
+    actions = buttons(delivery["event"], links)
+    if actions and any(urlsplit(url).hostname in _LOOPBACK for _label, url in actions):
         # Telegram refuses buttons that point at a loopback address: send the links as text instead
         e = html.escape
-        approve, reject = e(str(links["approve"])), e(str(links["reject"]))
-        message["text"] = f'{text}\n\n<a href="{approve}">Approve</a> · <a href="{reject}">Reject</a>'
-    elif links:
-        message["reply_markup"] = {
-            "inline_keyboard": [
-                [{"text": "Approve", "url": links["approve"]}, {"text": "Reject", "url": links["reject"]}]
-            ]
-        }
+        shown = " · ".join(f'<a href="{e(url)}">{e(label)}</a>' for label, url in actions)
+        message["text"] = f"{text}\n\n{shown}"
+    elif actions:
+        message["reply_markup"] = {"inline_keyboard": [[{"text": label, "url": url} for label, url in actions]]}
     url = f"{target.api_base.rstrip('/')}/bot{target.secret}/sendMessage"
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     return Outgoing(url=url, body=json.dumps(message).encode(), headers=headers)
 
 
 def render(target: Target, delivery: dict[str, Any], links: dict[str, Any] | None, now: float) -> Outgoing:
-    """The request that delivers ``delivery`` to ``target`` (``links``: approve/reject links, for approvals)."""
+    """The request that delivers ``delivery`` to ``target``.
+
+    ``links``: the approve/reject links of an approval, or the dashboard links of a human request.
+    """
     if target.format == "json":
         return _json(target, delivery, links, now)
     if target.format == "slack":

@@ -1,9 +1,10 @@
-"""Outgoing webhooks: per-workspace notifications of approvals, failures, completions and budgets.
+"""Outgoing webhooks: per-workspace notifications of approvals, human requests, failures, completions and budgets.
 
 How a notification travels:
 
 1. **Produce.** A :class:`Dispatcher` follows every workspace that has webhooks through its committed run
-   events (``APPROVAL_REQUESTED``, ``RUN_COMPLETED``, ``RUN_FAILED``, ``POLICY_VIOLATION``) with a cursor
+   events (``APPROVAL_REQUESTED``, ``HUMAN_INPUT_REQUESTED``, ``RUN_COMPLETED``, ``RUN_FAILED``,
+   ``POLICY_VIOLATION``) with a cursor
    persisted in ``webhook_cursors``. Each pass rescans a lag window behind the cursor (commits land late
    and clocks differ a little between processes) and enqueues one row per (webhook, notification) in the
    ``webhook_deliveries`` outbox, unique on a dedupe key, so any number of dispatchers in any number of
@@ -19,8 +20,10 @@ How a notification travels:
    before every attempt against the addresses resolved then; the request goes to the checked address. A
    refused delivery fails at once with the reason in the delivery log.
 
-The stored payload carries ids, statuses, the agent, and for approvals the tool's name, risk and the gate's
-reasons; never tool arguments, never secrets. Approval links are signed and added when a delivery is sent.
+The stored payload carries ids, statuses, the agent, for approvals the tool's name, risk and the gate's
+reasons, and for human requests the (shortened, redacted) question; never tool arguments, never the run's
+input or context, never secrets. Approval links are signed and added when a delivery is sent, as are the
+dashboard links of human requests.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -60,6 +63,7 @@ __all__ = [
     "TargetRefusedError",
     "WebhookSpec",
     "create_webhook",
+    "dashboard_links",
     "notifications_for",
     "send_test",
     "update_webhook",
@@ -69,8 +73,14 @@ log = logging.getLogger("agentmaestro.webhooks")
 _JITTER = random.Random()
 """Jitter source of retries: private, so the process-wide ``random`` state is never touched."""
 
-EventName = Literal["approval.requested", "run.failed", "run.completed", "budget.reached"]
-EVENT_TYPES: tuple[str, ...] = ("approval.requested", "run.failed", "run.completed", "budget.reached")
+EventName = Literal["approval.requested", "human.requested", "run.failed", "run.completed", "budget.reached"]
+EVENT_TYPES: tuple[str, ...] = (
+    "approval.requested",
+    "human.requested",
+    "run.failed",
+    "run.completed",
+    "budget.reached",
+)
 """Notifications a webhook can subscribe to."""
 TEST_EVENT = "webhook.test"
 FORMATS: tuple[str, ...] = ("json", "slack", "telegram")
@@ -78,7 +88,8 @@ DEFAULT_TELEGRAM_API = "https://api.telegram.org"
 DEFAULT_LINK_TTL_S = 24 * 3600.0
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 PUBLIC_URL_ENV = "MAESTRO_PUBLIC_URL"
-_SOURCE_TYPES = ("APPROVAL_REQUESTED", "RUN_COMPLETED", "RUN_FAILED", "POLICY_VIOLATION")
+_SOURCE_TYPES = ("APPROVAL_REQUESTED", "HUMAN_INPUT_REQUESTED", "RUN_COMPLETED", "RUN_FAILED", "POLICY_VIOLATION")
+_WAITING = {"APPROVAL_REQUESTED": "WAITING_FOR_APPROVAL", "HUMAN_INPUT_REQUESTED": "WAITING_FOR_HUMAN"}
 _PREVIEW_CHARS = 500
 
 
@@ -447,6 +458,12 @@ def _delivery_row(
 # ------------------------------------------------------------------------------------ producing
 
 
+def dashboard_links(base_url: str, run_id: str) -> dict[str, str]:
+    """Where a person answers a human request: the dashboard's human queue, and the run's page."""
+    base = base_url.rstrip("/")
+    return {"dashboard": f"{base}/#/queue", "run": f"{base}/#/runs/{quote(run_id, safe='')}"}
+
+
 def _preview(text: Any) -> str | None:
     if text is None:
         return None
@@ -458,17 +475,18 @@ def notifications_for(row: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]
     """The notifications one committed event makes: ``(event name, payload)`` pairs.
 
     ``row`` is an event with its run's columns (see ``store._webhooks.scan_events``). Payloads hold ids,
-    statuses, counters, the agent and (for approvals) the tool's name, risk and reasons; never arguments.
-    Output and error texts are shortened and pass through :func:`agentmaestro.tools.redact.redact`.
+    statuses, counters, the agent, (for approvals) the tool's name, risk and reasons and (for human requests)
+    the question and the possible answers; never arguments, never the request's details. Question, output and
+    error texts are shortened and pass through :func:`agentmaestro.tools.redact.redact`.
     """
     p = row["payload"] or {}
     kind = row["type"]
-    finished = kind != "APPROVAL_REQUESTED"
+    finished = kind not in _WAITING
     run: dict[str, Any] = {
         "run_id": row["run_id"],
         "agent": row["agent_name"],
         "parent_run_id": row["parent_run_id"],
-        "status": "WAITING_FOR_APPROVAL" if not finished else ("COMPLETED" if kind == "RUN_COMPLETED" else "FAILED"),
+        "status": _WAITING.get(kind) or ("COMPLETED" if kind == "RUN_COMPLETED" else "FAILED"),
         "seq": row["seq"],
     }
     if finished:
@@ -486,6 +504,15 @@ def notifications_for(row: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]
             "expires_at": p.get("expires_at"),
         }
         return [("approval.requested", {**base, "data": data})]
+    if kind == "HUMAN_INPUT_REQUESTED":
+        data = {
+            "request_id": p.get("request_id"),
+            "kind": p.get("kind"),
+            "step_kind": p.get("step_kind"),
+            "question": _preview(p.get("question")),
+            "options": [str(o) for o in p.get("options") or []],
+        }
+        return [("human.requested", {**base, "data": data})]
     if kind == "RUN_COMPLETED":
         return [("run.completed", {**base, "data": {"output": _preview(p.get("output", row["output"]))}})]
     if kind == "RUN_FAILED":
@@ -645,10 +672,12 @@ class Dispatcher:
                 raise _Final("the webhook was deleted")
             target = self._target(hook)
             secrets_ = [s for s in (target.secret, target.url) if s]
-            links = None
+            links: dict[str, Any] | None = None
             data = delivery["payload"].get("data") or {}
+            base = (self.config.public_url or hook["link_base_url"] or DEFAULT_PUBLIC_URL).rstrip("/")
+            if delivery["event"] == "human.requested" and delivery["run_id"]:
+                links = dashboard_links(base, delivery["run_id"])
             if delivery["event"] == "approval.requested" and data.get("approval_id"):
-                base = self.config.public_url or hook["link_base_url"] or DEFAULT_PUBLIC_URL
                 links = approval_links(
                     base,
                     data["approval_id"],

@@ -31,7 +31,7 @@ router = APIRouter(prefix="/v1", tags=["webhooks and notifications"])
 StoreDep = Annotated[Store, Depends(get_store)]
 WebhookId = Annotated[str, Path(min_length=1, max_length=64)]
 DeliveryId = Annotated[str, Path(min_length=1, max_length=64)]
-EventName = Literal["approval.requested", "run.failed", "run.completed", "budget.reached"]
+EventName = Literal["approval.requested", "human.requested", "run.failed", "run.completed", "budget.reached"]
 DeliveryStatus = Literal["pending", "sending", "delivered", "failed"]
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 _BodyT = TypeVar("_BodyT", bound=BaseModel)
@@ -61,7 +61,7 @@ class WebhookCreate(_Strict):
         default=None, max_length=2000, pattern=_URL, description="Endpoint (json, slack); stored encrypted."
     )
     telegram: TelegramTarget | None = Field(default=None, description="For format telegram.")
-    events: list[EventName] = Field(min_length=1, max_length=4)
+    events: list[EventName] = Field(min_length=1, max_length=5)
     enabled: bool = True
     link_ttl_s: float = Field(default=wh.DEFAULT_LINK_TTL_S, ge=60, le=30 * 86400, description="Approval link life.")
 
@@ -80,7 +80,7 @@ class WebhookPatch(_Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200, pattern=_PRINTABLE)
     url: str | None = Field(default=None, max_length=2000, pattern=_URL)
     telegram: TelegramPatch | None = None
-    events: list[EventName] | None = Field(default=None, min_length=1, max_length=4)
+    events: list[EventName] | None = Field(default=None, min_length=1, max_length=5)
     enabled: bool | None = None
     link_ttl_s: float | None = Field(default=None, ge=60, le=30 * 86400)
 
