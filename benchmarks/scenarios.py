@@ -290,6 +290,8 @@ async def execute(
                 main_cpu_end = time.thread_time()
                 done.set()
 
+    import agentmaestro.integrations.webhooks  # noqa: F401  (imported once per process, not a per-step cost)
+
     worker = Worker(store, AgentRegistry([agent]), config=WorkerConfig(concurrency=concurrency), listeners=[listener])
     load_before = os.getloadavg()[0]
     if profiler is not None:
@@ -320,6 +322,117 @@ async def execute(
         main_cpu_s=main_cpu_end - main_cpu0,
         gc_s=gc_timer.seconds,
         gc_collections=gc_timer.collections,
+        finished=finished,
+        timed_out=timed_out,
+        peak_rss_mb=peak,
+        stop_s=time.perf_counter() - t_stop,
+        loadavg_before=load_before,
+        loadavg_after=os.getloadavg()[0],
+    )
+
+
+def _worker_process(
+    url: str, calls: list[int], latency_s: float, concurrency: int, messages: Any, start: Any, stop: Any
+) -> None:
+    """One worker process of a multi-process scenario (started with the ``spawn`` method).
+
+    Reports ``("ready", 0)`` once set up, then ``("done", perf_counter)`` per finished run and finally
+    ``("cpu", seconds, peak RSS MiB)``; ``perf_counter`` is CLOCK_MONOTONIC, comparable across processes.
+    """
+    import agentmaestro.integrations.webhooks  # noqa: F401  (imported once per process, as in execute())
+    from agentmaestro.agents import AgentRegistry
+    from agentmaestro.core.states import EventType
+    from agentmaestro.engine.worker import Worker, WorkerConfig
+    from agentmaestro.store.base import Store
+
+    terminal = {EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED, EventType.POLICY_VIOLATION}
+
+    def listener(_run_id: str, _agent: str, events: list[Any]) -> None:
+        if events and events[-1].type in terminal:
+            messages.put(("done", time.perf_counter()))
+
+    async def main() -> None:
+        store = Store.open(url, migrate=False)
+        agent = make_agent("throughput", calls, latency_s)
+        worker = Worker(
+            store, AgentRegistry([agent]), config=WorkerConfig(concurrency=concurrency), listeners=[listener]
+        )
+        loop = asyncio.get_running_loop()
+        messages.put(("ready", 0.0))
+        await loop.run_in_executor(None, start.wait)
+        cpu0 = time.process_time()
+        task = asyncio.create_task(worker.run())
+        await loop.run_in_executor(None, stop.wait)
+        messages.put(("cpu", time.process_time() - cpu0, peak_rss_mb()))
+        worker.stop()
+        await task
+        await store.close()
+
+    asyncio.run(main())
+
+
+def execute_processes(
+    url: str, calls: list[int], latency_s: float, n_runs: int, workers: int, *, timeout_s: float
+) -> Execution:
+    """Like :func:`execute`, with ``workers`` separate worker processes sharing the database.
+
+    The clock starts when every process is set up (imports done, store open) and is told to start;
+    it stops at the last run's terminal commit, as seen by the process that committed it.
+    """
+    import multiprocessing
+    import queue
+
+    ctx = multiprocessing.get_context("spawn")
+    messages, start, stop = ctx.Queue(), ctx.Event(), ctx.Event()
+    per_process = -(-n_runs // workers)  # ceil: together the processes can hold every run at once
+    procs = [
+        ctx.Process(target=_worker_process, args=(url, calls, latency_s, per_process, messages, start, stop))
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        ready = 0
+        while ready < workers:
+            kind, *_ = messages.get(timeout=max(0.1, deadline - time.monotonic()))
+            ready += kind == "ready"
+        load_before = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        start.set()
+        finished, t_end, timed_out = 0, t0, False
+        while finished < n_runs:
+            try:
+                kind, at, *_ = messages.get(timeout=max(0.1, t0 + timeout_s - time.perf_counter()))
+            except queue.Empty:
+                timed_out = True
+                t_end = time.perf_counter()
+                break
+            if kind == "done":
+                finished += 1
+                t_end = max(t_end, at)
+        t_stop = time.perf_counter()
+        stop.set()
+        cpu, peak = 0.0, 0.0
+        for _ in range(workers):
+            kind, *rest = messages.get(timeout=60)
+            while kind != "cpu":
+                kind, *rest = messages.get(timeout=60)
+            cpu += rest[0]
+            peak = max(peak, rest[1])
+        for p in procs:
+            p.join(timeout=60)
+    finally:
+        stop.set()
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    return Execution(
+        wall_s=t_end - t0,
+        cpu_s=cpu,
+        main_cpu_s=0.0,
+        gc_s=0.0,
+        gc_collections=[],
         finished=finished,
         timed_out=timed_out,
         peak_rss_mb=peak,
@@ -406,7 +519,13 @@ async def scenario_throughput(args: argparse.Namespace, db: BenchDatabase) -> di
     try:
         inputs = [f"run {i}" for i in range(args.runs)]
         ids, create_s = await create_runs(store, agent, inputs, max_steps=args.steps + 10)
-        ex = await execute(store, agent, args.runs, args.concurrency, timeout_s=args.timeout, profiler=profiler)
+        if args.workers > 1:
+            await store.close()
+            ex = await asyncio.to_thread(
+                execute_processes, db.url, calls, 0.0, args.runs, args.workers, timeout_s=args.timeout
+            )
+        else:
+            ex = await execute(store, agent, args.runs, args.concurrency, timeout_s=args.timeout, profiler=profiler)
     finally:
         await store.close()
     profiler.report()
@@ -418,6 +537,7 @@ async def scenario_throughput(args: argparse.Namespace, db: BenchDatabase) -> di
         "model_calls_per_run": len(calls) + 1,
         "tool_calls_per_run": sum(calls),
         "concurrency": args.concurrency,
+        "workers": args.workers,
         "create_s": create_s,
         **execution_fields(ex, steps),
         "verify": check,
@@ -582,7 +702,92 @@ async def scenario_http(args: argparse.Namespace, db: BenchDatabase) -> dict[str
     return await run_http(args, db)
 
 
+async def scenario_floor(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
+    """The cost floor of the concurrency scenario: no engine, only its durable writes.
+
+    ``--runs`` coroutines each make ``--steps`` steps; as in the concurrency scenario the first, the
+    middle and the last (3 of 5) wait ``--latency`` seconds like a model call. Every step then commits
+    what a step commits at least: one event row (JSON payload), one step row and one version-guarded
+    update of its run, group-committed by a single writer thread using :mod:`sqlite3` directly (WAL,
+    ``synchronous=FULL``), without SQLAlchemy, decisions, policy, gate or messages. Whatever this
+    takes above the ideal is out of reach for any engine that records the same facts durably.
+    """
+    if db.sqlite_path is None:
+        raise ValueError("the floor scenario measures SQLite only")
+    from concurrent.futures import ThreadPoolExecutor
+
+    conn = sqlite3.connect(db.sqlite_path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL)")
+    conn.execute("CREATE TABLE events (run_id TEXT, seq INTEGER, payload TEXT, PRIMARY KEY (run_id, seq))")
+    conn.execute("CREATE TABLE steps (run_id TEXT, step INTEGER, kind TEXT, PRIMARY KEY (run_id, step))")
+    conn.executemany("INSERT INTO runs VALUES (?, 0, '{}')", [(f"run-{i}",) for i in range(args.runs)])
+    waits = {0, args.steps // 2, args.steps - 1}
+    writer = ThreadPoolExecutor(max_workers=1)
+    pending: list[tuple[tuple[str, int, dict[str, Any]], asyncio.Future[None]]] = []
+    flushing: asyncio.Future[None] | None = None
+
+    def write(batch: list[tuple[str, int, dict[str, Any]]]) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        cur = conn.executemany(
+            "UPDATE runs SET version = version + 1, state = ? WHERE run_id = ? AND version = ?",
+            [(json.dumps({"steps": step + 1}), run_id, step) for run_id, step, _ in batch],
+        )
+        conn.executemany(
+            "INSERT INTO events VALUES (?, ?, ?)", [(run_id, step, json.dumps(p)) for run_id, step, p in batch]
+        )
+        conn.executemany("INSERT INTO steps VALUES (?, ?, 'MODEL_CALL')", [(r, s) for r, s, _ in batch])
+        conn.execute("COMMIT")
+        return cur.rowcount
+
+    async def flush() -> None:
+        loop = asyncio.get_running_loop()
+        while pending:
+            batch = pending[:]
+            del pending[:]
+            matched = await loop.run_in_executor(writer, write, [row for row, _ in batch])
+            assert matched == len(batch), "a guarded update matched no row"
+            for _, fut in batch:
+                fut.set_result(None)
+
+    async def commit(row: tuple[str, int, dict[str, Any]]) -> None:
+        nonlocal flushing
+        fut = asyncio.get_running_loop().create_future()
+        pending.append((row, fut))
+        if flushing is None or flushing.done():
+            flushing = asyncio.ensure_future(flush())
+        await fut
+
+    async def run(i: int) -> None:
+        for step in range(args.steps):
+            if step in waits:
+                await asyncio.sleep(args.latency)
+            await commit((f"run-{i}", step, {"kind": "MODEL_CALL", "content": "an answer " * 4, "step": step}))
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(run(i) for i in range(args.runs)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    writer.shutdown()
+    (events,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    conn.close()
+    ideal = len(waits) * args.latency
+    steps = args.runs * args.steps
+    return {
+        "runs": args.runs,
+        "steps_per_run": args.steps,
+        "latency_s": args.latency,
+        "wall_s": wall,
+        "ideal_s": ideal,
+        "ratio": wall / ideal if ideal else 0.0,
+        "cpu_s": cpu,
+        "cpu_us_per_step": cpu * 1e6 / steps,
+        "verify": {"ok": events == steps, "events": events},
+    }
+
+
 SCENARIOS = {
+    "floor": scenario_floor,
     "throughput": scenario_throughput,
     "concurrency": scenario_concurrency,
     "bytes": scenario_bytes,
@@ -605,6 +810,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"worker concurrency (default: --runs); http: concurrent connections (default {HTTP_CONCURRENCY})",
     )
     p.add_argument("--latency", type=float, default=0.0, help="seconds each model call waits")
+    p.add_argument(
+        "--workers", type=int, default=1, help="throughput: worker processes (1: one in-process worker, as embedded)"
+    )
     p.add_argument("--window", type=int, default=20, help="bytes: steps per measuring window")
     p.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     p.add_argument("--profile", action="store_true", help="print a cProfile of the measured phase to stderr")
