@@ -10,6 +10,7 @@ import * as graphPage from "./pages/graph.js";
 import * as usagePage from "./pages/usage.js";
 import * as catalogPage from "./pages/catalog.js";
 import * as adminPage from "./pages/admin.js";
+import * as webhooksPage from "./pages/webhooks.js";
 
 const ROLES = ["viewer", "operator", "admin"];
 
@@ -22,6 +23,7 @@ const ROUTES = [
   { pattern: /^\/usage$/, page: usagePage, nav: "usage" },
   { pattern: /^\/catalog$/, page: catalogPage, nav: "catalog" },
   { pattern: /^\/admin$/, page: adminPage, nav: "admin" },
+  { pattern: /^\/webhooks$/, page: webhooksPage, nav: "webhooks" },
 ];
 
 const main = document.getElementById("main");
