@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from agentmaestro.agents import AgentRegistry
-from agentmaestro.core.events import Event, RunState, apply_event
+from agentmaestro.core.events import Event, RunState
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind
 from agentmaestro.core.tasks import Graph, Task, TaskStatus, apply_change, fold_graph, ready_tasks, validate_plan
 from agentmaestro.engine.driver import MAX_DEPTH, EventListener
-from agentmaestro.errors import LeaseLostError, MaestroError
+from agentmaestro.engine.leased import LeasedDriver, Move
+from agentmaestro.errors import MaestroError
 from agentmaestro.objectives import prompts
 from agentmaestro.objectives.git import GitError, Repo
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import Claim, Commit, NewRun, StepRow, new_id, new_run_id
+from agentmaestro.store.records import Claim, NewRun, StepRow, new_id, new_run_id
 
 log = logging.getLogger("agentmaestro.engine")
 
@@ -40,136 +41,16 @@ ESCALATION_AGENT = "objective.escalation"
 """The ``agent_name`` of an objective's escalation runs (a task waiting for a person)."""
 HUMAN_OPTIONS = ["retry", "answer", "abandon"]
 
-_Move = tuple[list[dict[str, Any]], list[NewRun], list[StepRow], dict[str, Any] | None]
-
 
 def is_objective_spec(spec: dict[str, Any]) -> bool:
     """True for the spec of an objective run or of one of its escalations."""
     return spec.get("kind") in ("objective", "objective_escalation")
 
 
-class _Leased:
-    """What both drivers share: the lease, the commit and the listeners."""
-
-    def __init__(self, *, store: Store, claim: Claim, owner: str, listeners: list[EventListener]) -> None:
-        rec = claim.record
-        self.store = store
-        self.run_id = rec.run_id
-        self.workspace_id = rec.workspace_id
-        self.parent_run_id = rec.parent_run_id
-        self.name = rec.agent_name
-        self.spec = rec.spec
-        self.task = rec.input
-        self.depth = int(rec.spec.get("depth", 0))
-        self.owner = owner
-        self.epoch = rec.lease_epoch
-        self.version = rec.version
-        self.state: RunState = rec.state
-        self.cancel_requested = rec.cancel_requested
-        self.cancel_reason = rec.cancel_reason
-        self.listeners = listeners
-        self.lost = False
-        self.stopping = False
-        self._claim_events = list(claim.events)
-
-    def request_cancel(self) -> None:
-        """An operator asked to cancel; the next move records it."""
-        self.cancel_requested = True
-
-    def lease_lost(self) -> None:
-        """The heartbeat found the lease gone: stop without committing anything more."""
-        self.lost = True
-
-    async def drive(self) -> None:
-        """Make moves until the run leaves RUNNING, the lease is lost, or the worker stops."""
-        if self._claim_events:
-            await self._emit(self._claim_events)
-        await self._setup()
-        while self.state.status is RunStatus.RUNNING and not self.lost and not self.stopping:
-            await self._commit(*await self._move())
-
-    async def fail_internal(self, exc: BaseException) -> None:
-        """Record an engine bug as RUN_FAILED, so a deterministic crash is not retried forever."""
-        if self.lost or self.state.status is not RunStatus.RUNNING:
-            return
-        error = f"internal error: {type(exc).__name__}: {exc}"
-        await self._commit([{"type": EventType.RUN_FAILED, "payload": {"error": error}}], [], [], None)
-
-    async def _setup(self) -> None:
-        return None
-
-    async def _move(self) -> _Move:
-        raise NotImplementedError
-
-    async def _cancel_reason(self) -> str:
-        return self.cancel_reason or (await self.store.get_run(self.run_id)).cancel_reason or "cancelled"
-
-    def _applied(self, state: RunState, ev: Event) -> None:
-        """Hook: an event was committed."""
-
-    async def _commit(
-        self, specs: list[dict[str, Any]], children: list[NewRun], rows: list[StepRow], human: dict[str, Any] | None
-    ) -> None:
-        now = time.time()
-        state = self.state
-        events: list[Event] = []
-        for spec in specs:
-            ev = Event(
-                run_id=self.run_id,
-                seq=state.last_seq + 1,
-                type=spec["type"],
-                payload=spec.get("payload", {}),
-                created_at=now,
-                step=spec.get("step"),
-            )
-            state = apply_event(state, ev)
-            events.append(ev)
-        steps = [
-            StepRow(**{**s.__dict__, "seq": next(e.seq for e in events if e.step == s.step_index), "created_at": now})
-            for s in rows
-        ]
-        commit = Commit(
-            run_id=self.run_id,
-            workspace_id=self.workspace_id,
-            owner=self.owner,
-            epoch=self.epoch,
-            version=self.version,
-            state=state,
-            events=tuple(events),
-            steps=tuple(steps),
-            release=state.status is not RunStatus.RUNNING,
-            finished_at=now if state.status is not None and state.status.terminal else None,
-            children=tuple(children),
-            parent_run_id=self.parent_run_id,
-            human_request=human,
-        )
-        try:
-            result = await self.store.commit(commit)
-        except LeaseLostError:
-            self.lost = True
-            log.warning("objective run %s: commit rejected, lease lost", self.run_id)
-            return
-        self.version = result.version
-        self.cancel_requested = self.cancel_requested or result.cancel_requested
-        self.state = state
-        for ev in events:
-            self._applied(state, ev)
-        await self._emit(events)
-
-    async def _emit(self, events: list[Event]) -> None:
-        for listener in self.listeners:
-            try:
-                res = listener(self.run_id, self.name, events)
-                if res is not None:
-                    await res
-            except Exception:  # a hook must never break a run
-                log.exception("event listener failed for run %s", self.run_id)
-
-
-class EscalationDriver(_Leased):
+class EscalationDriver(LeasedDriver):
     """A task waiting for a person: asks (human request), then ends with the person's decision as output."""
 
-    async def _move(self) -> _Move:
+    async def _move(self) -> Move:
         if self.cancel_requested:
             return [{"type": EventType.RUN_CANCELLED, "payload": {"reason": await self._cancel_reason()}}], [], [], None
         events = await self.store.events(self.run_id)
@@ -184,7 +65,7 @@ class EscalationDriver(_Leased):
         }
         return [{"type": EventType.RUN_COMPLETED, "payload": {"output": json.dumps(decision)}}], [], [], None
 
-    def _ask(self) -> _Move:
+    def _ask(self) -> Move:
         request_id = new_id("hum")
         kind = str(self.spec.get("escalation_kind", "task_rejected"))
         question = str(self.spec.get("question", self.task))
@@ -204,7 +85,7 @@ class EscalationDriver(_Leased):
         return [{"type": EventType.HUMAN_INPUT_REQUESTED, "payload": payload}], [], [], row
 
 
-class ObjectiveDriver(_Leased):
+class ObjectiveDriver(LeasedDriver):
     """Executes the moves of one objective run while its worker holds the lease."""
 
     def __init__(
@@ -250,7 +131,7 @@ class ObjectiveDriver(_Leased):
 
     # ------------------------------------------------------------------------------- moves
 
-    async def _move(self) -> _Move:
+    async def _move(self) -> Move:
         if self.cancel_requested:
             self._cleanup()
             return [{"type": EventType.RUN_CANCELLED, "payload": {"reason": await self._cancel_reason()}}], [], [], None
@@ -271,7 +152,7 @@ class ObjectiveDriver(_Leased):
             return self._fail(f"git: {exc}")
         return move.result()
 
-    def _fail(self, error: str) -> _Move:
+    def _fail(self, error: str) -> Move:
         return [{"type": EventType.RUN_FAILED, "payload": {"error": error}}], [], [], None
 
     def _cleanup(self) -> None:
@@ -346,7 +227,7 @@ class _Move_:
         if not self.g.active_children():
             self.finish()
 
-    def result(self) -> _Move:
+    def result(self) -> Move:
         d = self.d
         events: list[dict[str, Any]] = []
         rows: list[StepRow] = []

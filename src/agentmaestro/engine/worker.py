@@ -22,8 +22,7 @@ from agentmaestro.store.base import Store
 from agentmaestro.store.records import Claim, new_worker_id
 
 if TYPE_CHECKING:
-    from agentmaestro.engine.objective import _Leased
-    from agentmaestro.engine.workflow import WorkflowDriver
+    from agentmaestro.engine.leased import LeasedDriver
     from agentmaestro.workflows.spec import WorkflowRegistry
 
 log = logging.getLogger("agentmaestro.worker")
@@ -85,7 +84,7 @@ class Worker:
         self.run_ids = set(run_ids) if run_ids is not None else None
         self.listeners: list[EventListener] = list(listeners or [])
         self.prices = prices or PriceTable.default()
-        self._drivers: dict[str, RunDriver | WorkflowDriver | _Leased] = {}
+        self._drivers: dict[str, RunDriver | LeasedDriver] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -208,7 +207,7 @@ class Worker:
         if claim.recovered_from:
             self.recovered_total += 1
             log.info("run %s: recovered from expired lease of %s", rec.run_id, claim.recovered_from)
-        driver: RunDriver | WorkflowDriver | _Leased
+        driver: RunDriver | LeasedDriver
         if rec.spec.get("kind") in ("objective", "objective_escalation"):
             from agentmaestro.engine.objective import EscalationDriver, ObjectiveDriver
 
@@ -241,14 +240,14 @@ class Worker:
         )
         self._begin(driver)
 
-    def _begin(self, driver: RunDriver | WorkflowDriver | _Leased) -> None:
+    def _begin(self, driver: RunDriver | LeasedDriver) -> None:
         if self._stop.is_set():
             driver.stopping = True
         self._drivers[driver.run_id] = driver
         task = asyncio.create_task(self._drive(driver), name=f"run {driver.run_id}")
         self._tasks[driver.run_id] = task
 
-    async def _drive(self, driver: RunDriver | WorkflowDriver | _Leased) -> None:
+    async def _drive(self, driver: RunDriver | LeasedDriver) -> None:
         try:
             await driver.drive()
         except asyncio.CancelledError:

@@ -11,17 +11,16 @@ escalation apply to it.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from agentmaestro.agents import AgentRegistry
-from agentmaestro.core.events import Event, RunState, apply_event
 from agentmaestro.core.policy import StrictPolicy
-from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind
+from agentmaestro.core.states import EventType, Phase, StepKind
 from agentmaestro.engine.driver import MAX_DEPTH, EventListener
-from agentmaestro.errors import ConfigError, LeaseLostError
+from agentmaestro.engine.leased import LeasedDriver, Move
+from agentmaestro.errors import ConfigError
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import Claim, Commit, NewRun, StepRow, new_run_id
+from agentmaestro.store.records import Claim, NewRun, StepRow, new_run_id
 from agentmaestro.workflows import dag
 from agentmaestro.workflows.expr import ExpressionError
 from agentmaestro.workflows.spec import Workflow, from_spec
@@ -34,8 +33,10 @@ def is_workflow_spec(spec: dict[str, Any]) -> bool:
     return spec.get("kind") == "workflow"
 
 
-class WorkflowDriver:
+class WorkflowDriver(LeasedDriver):
     """Executes the moves of one workflow run while its worker holds the lease."""
+
+    kind = "workflow"
 
     def __init__(
         self,
@@ -46,55 +47,18 @@ class WorkflowDriver:
         owner: str,
         listeners: list[EventListener],
     ) -> None:
-        rec = claim.record
-        self.store = store
-        self.run_id = rec.run_id
-        self.workspace_id = rec.workspace_id
-        self.parent_run_id = rec.parent_run_id
-        self.name = rec.agent_name
-        self.spec = rec.spec
-        self.task = rec.input
-        self.depth = int(rec.spec.get("depth", 0))
+        super().__init__(store=store, claim=claim, owner=owner, listeners=listeners)
         self.agents = agents
-        self.owner = owner
-        self.epoch = rec.lease_epoch
-        self.version = rec.version
-        self.state: RunState = rec.state
-        self.cancel_requested = rec.cancel_requested
-        self.cancel_reason = rec.cancel_reason
-        self.listeners = listeners
-        self.lost = False
-        self.stopping = False
-        self._claim_events = list(claim.events)
-
-    def request_cancel(self) -> None:
-        """An operator asked to cancel; the next move records it."""
-        self.cancel_requested = True
-
-    def lease_lost(self) -> None:
-        """The heartbeat found the lease gone: stop without committing anything more."""
-        self.lost = True
-
-    async def drive(self) -> None:
-        """Make moves until the run leaves RUNNING, the lease is lost, or the worker stops."""
-        if self._claim_events:
-            await self._emit(self._claim_events)
-        while self.state.status is RunStatus.RUNNING and not self.lost and not self.stopping:
-            events, children, steps = await self._move()
-            await self._commit(events, children, steps)
-
-    async def fail_internal(self, exc: BaseException) -> None:
-        """Record an engine bug as RUN_FAILED, so a deterministic crash is not retried forever."""
-        if self.lost or self.state.status is not RunStatus.RUNNING:
-            return
-        error = f"internal error: {type(exc).__name__}: {exc}"
-        await self._commit([{"type": EventType.RUN_FAILED, "payload": {"error": error}}], [], [])
 
     # ------------------------------------------------------------------------------- moves
 
-    async def _move(self) -> tuple[list[dict[str, Any]], list[NewRun], list[StepRow]]:
+    async def _move(self) -> Move:
+        events, children, rows = await self._plan_move()
+        return events, children, rows, None
+
+    async def _plan_move(self) -> tuple[list[dict[str, Any]], list[NewRun], list[StepRow]]:
         if self.cancel_requested:
-            reason = self.cancel_reason or (await self.store.get_run(self.run_id)).cancel_reason or "cancelled"
+            reason = await self._cancel_reason()
             return [{"type": EventType.RUN_CANCELLED, "payload": {"reason": reason}}], [], []
         try:
             wf = from_spec(self.spec)
@@ -168,58 +132,3 @@ class WorkflowDriver:
             "limit_usd": pol.max_cost_usd,
             "limit_tokens": pol.max_tokens,
         }
-
-    # ------------------------------------------------------------------------------ commit
-
-    async def _commit(self, specs: list[dict[str, Any]], children: list[NewRun], rows: list[StepRow]) -> None:
-        now = time.time()
-        state = self.state
-        events: list[Event] = []
-        for spec in specs:
-            ev = Event(
-                run_id=self.run_id,
-                seq=state.last_seq + 1,
-                type=spec["type"],
-                payload=spec.get("payload", {}),
-                created_at=now,
-                step=spec.get("step"),
-            )
-            state = apply_event(state, ev)
-            events.append(ev)
-        steps = [
-            StepRow(**{**s.__dict__, "seq": next(e.seq for e in events if e.step == s.step_index), "created_at": now})
-            for s in rows
-        ]
-        commit = Commit(
-            run_id=self.run_id,
-            workspace_id=self.workspace_id,
-            owner=self.owner,
-            epoch=self.epoch,
-            version=self.version,
-            state=state,
-            events=tuple(events),
-            steps=tuple(steps),
-            release=state.status is not RunStatus.RUNNING,
-            finished_at=now if state.status is not None and state.status.terminal else None,
-            children=tuple(children),
-            parent_run_id=self.parent_run_id,
-        )
-        try:
-            result = await self.store.commit(commit)
-        except LeaseLostError:
-            self.lost = True
-            log.warning("workflow run %s: commit rejected, lease lost", self.run_id)
-            return
-        self.version = result.version
-        self.cancel_requested = self.cancel_requested or result.cancel_requested
-        self.state = state
-        await self._emit(events)
-
-    async def _emit(self, events: list[Event]) -> None:
-        for listener in self.listeners:
-            try:
-                res = listener(self.run_id, self.name, events)
-                if res is not None:
-                    await res
-            except Exception:  # a hook must never break a run
-                log.exception("event listener failed for run %s", self.run_id)
