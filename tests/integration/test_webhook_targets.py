@@ -200,6 +200,7 @@ def test_policy_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     policy = TargetPolicy.from_env()
     assert policy == TargetPolicy(allow_private=True, allowed_hosts=("10.0.0.0/8", "hooks.internal:8443"))
     assert wh.DispatcherConfig.from_env().targets == policy
+    assert policy.describe() == "public addresses + private addresses + allowed hosts 10.0.0.0/8, hooks.internal:8443"
     monkeypatch.setenv(ALLOW_PRIVATE_ENV, "0")
     monkeypatch.delenv(ALLOWED_HOSTS_ENV)
     assert TargetPolicy.from_env() == TargetPolicy() == wh.DispatcherConfig().targets

@@ -169,7 +169,7 @@ class TargetPolicy:
         )
 
     def describe(self) -> str:
-        """What the policy allows, in a few words (for logs and ``maestro webhooks``)."""
+        """What the policy allows, in a few words (logged when a dispatcher starts)."""
         parts = ["public addresses"]
         if self.allow_private:
             parts.append("private addresses")

@@ -630,6 +630,7 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Produce and deliver until :meth:`stop`; errors are logged and the loop goes on."""
+        log.info("webhook dispatcher %s: targets allowed: %s", self.owner, self.config.targets.describe())
         async with httpx.AsyncClient(timeout=self.config.timeout_s, transport=self._transport) as http:
             while not self._stop.is_set():
                 try:
