@@ -8,6 +8,7 @@ applied with a guarded UPDATE in the same transaction as its events.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
@@ -479,9 +480,51 @@ def _commit_update(release: bool) -> Any:
     )
 
 
-_COMMIT_KEEP = _commit_update(release=False)
-_COMMIT_RELEASE = _commit_update(release=True)
+EVENT_RUNS_KEY = "maestro.event_runs"
+"""``conn.info`` key: the runs that got events in this transaction (see ``Store._announce``)."""
+
+
+class _DriverStatement:
+    """A Core statement compiled once per dialect and run with the DBAPI's own ``executemany``.
+
+    The step commit is the engine's hot path: SQLAlchemy's per-row parameter processing cost about
+    as much CPU as the rest of the writer's work. Rows are plain dicts keyed by bind parameter name;
+    the columns named in ``json_params`` are serialized here (PostgreSQL casts the text to JSONB).
+    Literal values in the statement (``None`` for a released lease, the RUNNING guard) keep their
+    compiled defaults.
+    """
+
+    def __init__(self, stmt: Any, json_params: Collection[str] = ()) -> None:
+        self.stmt = stmt
+        self.json_params = frozenset(json_params)
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+    def executemany(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Run the statement once per row (one DBAPI ``executemany``)."""
+        compiled = self._compiled.get(conn.dialect.name)
+        if compiled is None:
+            c = self.stmt.compile(dialect=conn.dialect)
+            order = tuple(c.positiontup) if c.positional and c.positiontup else None
+            compiled = self._compiled[conn.dialect.name] = (str(c), order, dict(c.params))
+        sql, order, defaults = compiled
+        dumps = json.dumps
+        prepared: list[dict[str, Any]] = []
+        for row in rows:
+            values = {**defaults, **row}
+            for key in self.json_params:
+                values[key] = dumps(values[key])
+            prepared.append(values)
+        if order is not None:
+            conn.exec_driver_sql(sql, [tuple(v[k] for k in order) for v in prepared])
+        else:
+            conn.exec_driver_sql(sql, prepared)
+
+
+_COMMIT_KEEP = _DriverStatement(_commit_update(release=False), json_params=("state",))
+_COMMIT_RELEASE = _DriverStatement(_commit_update(release=True), json_params=("state",))
 """Guarded step commits, built once; a batch runs them as executemany with per-commit parameters."""
+_INSERT_EVENTS = _DriverStatement(insert(run_events), json_params=("payload",))
+_INSERT_STEPS = _DriverStatement(insert(steps))
 
 
 def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> list[CommitResult | None]:
@@ -506,9 +549,9 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
         )
         (release if c.release else keep).append(row)
     if keep:
-        conn.execute(_COMMIT_KEEP, keep)
+        _COMMIT_KEEP.executemany(conn, keep)
     if release:
-        conn.execute(_COMMIT_RELEASE, release)
+        _COMMIT_RELEASE.executemany(conn, release)
     current = {
         r.run_id: r
         for r in conn.execute(
@@ -530,9 +573,10 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
         event_rows.extend(_event_rows(c.workspace_id, c.events))
         step_rows.extend(_step_rows(c.run_id, c.workspace_id, c.steps))
     if event_rows:
-        conn.execute(insert(run_events), event_rows)
+        _INSERT_EVENTS.executemany(conn, event_rows)
+        conn.info.setdefault(EVENT_RUNS_KEY, set()).update(r["run_id"] for r in event_rows)
     if step_rows:
-        conn.execute(insert(steps), step_rows)
+        _INSERT_STEPS.executemany(conn, step_rows)
     approval_rows = [c.approval for c, r in zip(commits, results, strict=True) if r is not None and c.approval]
     if approval_rows:
         conn.execute(insert(approvals), approval_rows)

@@ -24,7 +24,13 @@ from agentmaestro.core.events import Event
 from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
 from agentmaestro.store import _budget, _keys, _memory, _ops
 from agentmaestro.store import _interventions as _iv
-from agentmaestro.store.dialects import create_engines, default_database_url, normalize_url, redact_url
+from agentmaestro.store.dialects import (
+    create_engines,
+    default_database_url,
+    normalize_url,
+    redact_url,
+    writer_queue,
+)
 from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, RunRecord, StepRow
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
 
@@ -36,7 +42,7 @@ NOTIFY_CHANNEL = "maestro_runs"
 # --- event notifications (live streams) ----------------------------------------------------------
 EVENTS_CHANNEL = "maestro_events"
 """NOTIFY channel naming the runs that got new events (comma-separated run ids), sent on commit."""
-_EVENT_RUNS = "maestro.event_runs"
+_EVENT_RUNS = _ops.EVENT_RUNS_KEY
 DELTAS_CHANNEL = "maestro_deltas"
 """NOTIFY channel of live model text deltas (see engine/deltas.py); listened to only by API servers."""
 _NOTIFY_PAYLOAD_MAX = 7000  # PostgreSQL caps a NOTIFY payload at 8000 bytes
@@ -114,6 +120,7 @@ class Store:
         self.url = normalize_url(url)
         self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self._writer_engine, self._reader_engine = create_engines(self.url)
+        self._writer_queue = writer_queue(self.url)  # SQLite: processes queue for the write lock
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maestro-db-writer")
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maestro-db-reader")
         self.waiters = Waiters()
@@ -171,6 +178,7 @@ class Store:
         self._readers.shutdown(wait=True)
         self._writer_engine.dispose()
         self._reader_engine.dispose()
+        self._writer_queue.close()
 
     # ------------------------------------------------------------------------------- plumbing
 
@@ -178,7 +186,7 @@ class Store:
         if engine_kind != "w":
             with self._reader_engine.begin() as conn:
                 return fn(conn, *args, **kwargs)
-        with self._writer_engine.begin() as conn:
+        with self._writer_queue, self._writer_engine.begin() as conn:
             conn.info.pop(_EVENT_RUNS, None)
             out = fn(conn, *args, **kwargs)
             touched = self._announce(conn)
@@ -399,7 +407,7 @@ class Store:
             self._notify_runs({c.run_id for c in commits}, runnable=any(c.release for c in commits))
 
     def _commit_batch(self, commits: list[Commit]) -> list[CommitResult | None]:
-        with self._writer_engine.begin() as conn:
+        with self._writer_queue, self._writer_engine.begin() as conn:
             conn.info.pop(_EVENT_RUNS, None)  # event notifications
             out = _ops.apply_commits(conn, commits, time.time())
             if any(c.children or (c.parent_run_id and c.release) for c in commits):
