@@ -190,8 +190,12 @@ class Tool:
         return f"Tool(name={self.name!r}, risk={self.risk.name}, idempotent={self.idempotent})"
 
     def spec(self) -> ToolSpec:
-        """What the model is told about this tool."""
-        return ToolSpec(name=self.name, description=self.description, parameters=copy.deepcopy(self.parameters))
+        """What the model is told about this tool: built once from a copy of :attr:`parameters`; read-only."""
+        cached: ToolSpec | None = getattr(self, "_spec", None)
+        if cached is None or (cached.name, cached.description) != (self.name, self.description):  # renamed copies
+            cached = ToolSpec(name=self.name, description=self.description, parameters=copy.deepcopy(self.parameters))
+            self._spec = cached
+        return cached
 
     def assess(self, arguments: Mapping[str, Any], context: ToolContext | None = None) -> tuple[RiskLevel, list[str]]:
         """The risk of one call: the tool's level, raised (never lowered) by its ``risk_rules``.
