@@ -621,6 +621,7 @@ class Dispatcher:
         self.config = config or DispatcherConfig.from_env()
         self.owner = owner or f"webhooks:{new_worker_id()}"
         self._transport = transport
+        self._http: httpx.AsyncClient | None = None
         self._stop = asyncio.Event()
         self.sent_total = 0
 
@@ -631,23 +632,42 @@ class Dispatcher:
     async def run(self) -> None:
         """Produce and deliver until :meth:`stop`; errors are logged and the loop goes on."""
         log.info("webhook dispatcher %s: targets allowed: %s", self.owner, self.config.targets.describe())
-        async with httpx.AsyncClient(timeout=self.config.timeout_s, transport=self._transport) as http:
+        try:
             while not self._stop.is_set():
                 try:
-                    await self._pass(http)
+                    await self._pass()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("webhook dispatcher pass failed; retrying")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.config.poll_interval_s)
+        finally:
+            await self._close_client()
 
     async def run_once(self) -> int:
         """One produce + deliver pass (for the CLI and tests); the number of attempts made."""
-        async with httpx.AsyncClient(timeout=self.config.timeout_s, transport=self._transport) as http:
-            return await self._pass(http)
+        try:
+            return await self._pass()
+        finally:
+            await self._close_client()
 
-    async def _pass(self, http: httpx.AsyncClient) -> int:
+    def _client(self) -> httpx.AsyncClient:
+        """The HTTP client, made at the first delivery.
+
+        Its TLS set-up costs about a tenth of a second of CPU, which a worker whose workspaces have no
+        webhooks should not pay when it starts.
+        """
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.config.timeout_s, transport=self._transport)
+        return self._http
+
+    async def _close_client(self) -> None:
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
+
+    async def _pass(self) -> int:
         await produce(self.store, lag_s=self.config.lag_s)
         total = 0
         while await self.store.webhook_read(sql.has_due, time.time()):
@@ -656,6 +676,7 @@ class Dispatcher:
             )
             if not claimed:
                 return total
+            http = self._client()
             await asyncio.gather(*(self._deliver(http, d) for d in claimed))
             total += len(claimed)
             if len(claimed) < self.config.batch:
