@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,29 +25,8 @@ from agentmaestro.agents import AgentRegistry, load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
 from agentmaestro.server.ui import UI_DIR, resolve
 from agentmaestro.store.base import Store
+from tests.e2e.browser import Pages, expect, go, needs_chromium, shot
 from tests.fakes.server import LiveServer
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = (
-    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-    if os.environ.get("MAESTRO_UPDATE_SCREENSHOTS") == "1"
-    else Path(tempfile.gettempdir()) / "agentmaestro-screenshots"
-)
-VIEWPORT = {"width": 1280, "height": 800}
-TIMEOUT_MS = 20_000
-
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
-)
 
 XSS_RESULT = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 XSS_INPUT = "<script>window.__pwned=3</script>"
@@ -153,20 +130,6 @@ def wait_status(client: httpx.Client, run_id: str, statuses: set[str], timeout: 
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict[str, str]]]:
     """One server on SQLite for the tests that do not need a fresh database."""
     url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'maestro.db'}"
@@ -175,87 +138,10 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
         yield srv, keys
 
 
-class Pages:
-    """Opens signed-in pages, each in its own browser context (its own sessionStorage), and checks
-    that no page logged a JavaScript error or a CSP violation."""
-
-    def __init__(self, browser: Any, url: str) -> None:
-        self.browser = browser
-        self.url = url
-        self.contexts: list[Any] = []
-        self.errors: list[str] = []
-
-    def open(self, key: str, route: str = "#/runs") -> Any:
-        context = self.browser.new_context(viewport=VIEWPORT)
-        context.set_default_timeout(TIMEOUT_MS)
-        self.contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
-        page.on(
-            "console",
-            lambda msg: self.errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None,
-        )
-        page.goto(self.url + "/")
-        page.get_by_label("API key").fill(key)
-        page.get_by_role("button", name="Sign in").click()
-        page.locator("#nav").wait_for(state="visible")
-        if route != "#/runs":
-            go(page, route)
-        return page
-
-    def sign_in_screenshot(self) -> None:
-        context = self.browser.new_context(viewport=VIEWPORT)
-        self.contexts.append(context)
-        page = context.new_page()
-        page.goto(self.url + "/")
-        page.get_by_label("API key").wait_for()
-        shot(page, "sign-in")
-
-    def close(self) -> None:
-        for c in self.contexts:
-            c.close()
-
-
-@pytest.fixture
-def pages(request: pytest.FixtureRequest, browser: Any) -> Iterator[Callable[[str], Pages]]:
-    made: list[Pages] = []
-
-    def make(url: str) -> Pages:
-        p = Pages(browser, url)
-        made.append(p)
-        return p
-
-    yield make
-    errors = [e for p in made for e in p.errors]
-    for p in made:
-        p.close()
-    assert not errors, errors
-
-
-def go(page: Any, route: str) -> None:
-    """Navigate inside the app (a hash change: no reload)."""
-    page.evaluate("route => { location.hash = route; }", route)
-    page.wait_for_function("route => location.hash === route", arg=route)
-
-
-def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate("document.getElementById('toasts').replaceChildren()")
-    page.wait_for_timeout(150)  # let charts and layout settle
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
-
-
 def moved_to_new_run(page: Any, old_run_id: str) -> str:
     """Wait until the page shows another run's page; its run id."""
     page.wait_for_url(lambda url: "#/runs/run_" in url and not url.endswith(old_run_id))
     return str(page.url.rsplit("/", 1)[1])
-
-
-def expect() -> Any:
-    from playwright.sync_api import expect as _expect
-
-    _expect.set_options(timeout=TIMEOUT_MS)
-    return _expect
 
 
 # ------------------------------------------------------------------------------ the main flow

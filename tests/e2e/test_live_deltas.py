@@ -26,8 +26,7 @@ from agentmaestro.agents import Agent, AgentRegistry
 from agentmaestro.engine.deltas import BUS
 from agentmaestro.models.openai import OpenAIModel
 from agentmaestro.store.base import Store
-from tests.e2e.test_dashboard import Pages, browser, expect, needs_chromium  # noqa: F401  (browser: a fixture)
-from tests.e2e.test_dashboard import pages as pages
+from tests.e2e.browser import Pages, expect, needs_chromium
 from tests.e2e.test_server import auth, make_key
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.fakes.server import LiveServer

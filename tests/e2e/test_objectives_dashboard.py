@@ -5,30 +5,15 @@ starting an objective from the New run page."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS, Pages, expect, make_keys, shot
+from tests.e2e.browser import Pages, expect, shot
+from tests.e2e.test_dashboard import make_keys
 from tests.e2e.test_objectives_http import objective_agents, settled
 from tests.fakes.server import LiveServer
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def deps(c: httpx.Client, oid: str) -> dict[str, list[str]]:

@@ -9,21 +9,15 @@ same lists without any action. The receiver is on 127.0.0.1, allowed explicitly 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
+from tests.e2e.browser import Pages, expect, go, shot
 from tests.e2e.test_dashboard import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    Pages,
     api,
-    expect,
-    go,
     make_keys,
     registry,
-    shot,
     wait_status,
 )
 from tests.fakes.server import LiveServer
@@ -38,38 +32,8 @@ FAST_ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def ui(chromium: Any) -> Iterator[Callable[[str], Pages]]:
-    made: list[Pages] = []
-
-    def make(url: str) -> Pages:
-        p = Pages(chromium, url)
-        made.append(p)
-        return p
-
-    yield make
-    errors = [e for p in made for e in p.errors]
-    for p in made:
-        p.close()
-    assert not errors, errors
-
-
 def test_add_watch_deliveries_disable_delete(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, ui: Callable[[str], Pages]
+    db_url: str, monkeypatch: pytest.MonkeyPatch, pages: Callable[[str], Pages]
 ) -> None:
     check = expect()
     for k, v in FAST_ENV.items():
@@ -83,8 +47,8 @@ def test_add_watch_deliveries_disable_delete(
         api(srv, keys["admin"]) as admin,
         api(srv, keys["operator"]) as operator,
     ):
-        pages = ui(srv.url)
-        page = pages.open(keys["admin"])
+        ui = pages(srv.url)
+        page = ui.open(keys["admin"])
         page.locator("#nav").get_by_role("link", name="Webhooks").click()
         check(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
         check(page.locator("#nav a[data-route=webhooks]")).to_have_attribute("aria-current", "page")
@@ -163,7 +127,7 @@ def test_add_watch_deliveries_disable_delete(
         check(row).to_have_attribute("data-enabled", "true")
 
         # a viewer sees webhooks and deliveries, and no action
-        viewer = pages.open(keys["viewer"], "#/webhooks")
+        viewer = ui.open(keys["viewer"], "#/webhooks")
         check(viewer.get_by_text("adding and changing them needs an admin key")).to_be_visible()
         check(viewer.locator(f'tr[data-webhook-id="{hook["webhook_id"]}"]')).to_contain_text("ops channel")
         check(viewer.get_by_role("heading", name="Delivery log: ops channel")).to_be_visible()
@@ -184,6 +148,6 @@ def test_add_watch_deliveries_disable_delete(
         go(page, "#/runs")
         check(page.locator("#nav a[data-route=webhooks]")).not_to_have_attribute("aria-current", "page")
         # the refused target was one 400 answer, which the browser logs; anything else is a page bug
-        refused = [e for e in pages.errors if "status of 400" in e]
-        assert len(refused) == 1, pages.errors
-        pages.errors.remove(refused[0])
+        refused = [e for e in ui.errors if "status of 400" in e]
+        assert len(refused) == 1, ui.errors
+        ui.errors.remove(refused[0])

@@ -3,23 +3,17 @@ from a goal with a scripted planner, review it, save it to the workspace, run it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agentmaestro.agents import load_agents_dir
+from tests.e2e.browser import Pages, expect, go, shot
 from tests.e2e.test_dashboard import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    Pages,
     api,
-    expect,
-    go,
     make_keys,
     moved_to_new_run,
-    shot,
     wait_status,
 )
 from tests.fakes.server import LiveServer
@@ -27,38 +21,8 @@ from tests.fakes.server import LiveServer
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workflows"
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def ui(chromium: Any) -> Iterator[Callable[[str], Pages]]:
-    made: list[Pages] = []
-
-    def make(url: str) -> Pages:
-        p = Pages(chromium, url)
-        made.append(p)
-        return p
-
-    yield make
-    errors = [e for p in made for e in p.errors]
-    for p in made:
-        p.close()
-    assert not errors, errors
-
-
 def test_generate_review_save_run_delete(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ui: Callable[[str], Pages]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pages: Callable[[str], Pages]
 ) -> None:
     check = expect()
     monkeypatch.setenv("MAESTRO_WORKFLOWS_DIR", str(EXAMPLES))
@@ -66,8 +30,8 @@ def test_generate_review_save_run_delete(
     url = f"sqlite:///{tmp_path / 'maestro.db'}"
     keys = make_keys(url)
     with LiveServer(url, load_agents_dir(EXAMPLES / "agents")) as srv, api(srv, keys["operator"]) as c:
-        pages = ui(srv.url)
-        page = pages.open(keys["operator"], "#/catalog")
+        ui = pages(srv.url)
+        page = ui.open(keys["operator"], "#/catalog")
         check(page.locator('[data-workflow="support-routing"]')).to_contain_text("the server's workflows folder")
 
         page.get_by_label("Goal", exact=True).fill("Triage support tickets")
@@ -105,7 +69,7 @@ def test_generate_review_save_run_delete(
         check(page.locator('[data-workflow="ticket-triage"]')).to_have_count(0)
         assert c.get("/v1/workflows/ticket-triage").status_code == 404
 
-        viewer = pages.open(keys["viewer"], "#/catalog")
+        viewer = ui.open(keys["viewer"], "#/catalog")
         check(viewer.locator('[data-workflow="support-routing"]')).to_be_visible()
         check(viewer.get_by_role("button", name="Validate")).to_be_visible()
         check(viewer.get_by_role("button", name="Save to workspace")).to_have_count(0)
