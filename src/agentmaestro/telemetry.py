@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from importlib import metadata
 
 from opentelemetry import trace
@@ -92,8 +92,7 @@ def set_tracer_provider_for_tests(provider: trace.TracerProvider | None) -> None
     _provider_override = provider
 
 
-@contextmanager
-def run_span(*, run_id: str, agent: str, workspace_id: str) -> Iterator[Span]:
+def run_span(*, run_id: str, agent: str, workspace_id: str) -> AbstractContextManager[Span]:
     """Span around one run of an agent (``invoke_agent {agent}``).
 
     Args:
@@ -101,21 +100,21 @@ def run_span(*, run_id: str, agent: str, workspace_id: str) -> Iterator[Span]:
         agent: The agent's name.
         workspace_id: The workspace the run belongs to.
 
-    Yields:
-        The span, current for the duration of the block.
+    Returns:
+        A context manager giving the span, current for the duration of the block.
     """
+    if not _tracing():
+        return _NO_SPAN
     attributes: dict[str, AttributeValue] = {
         "gen_ai.operation.name": "invoke_agent",
         "gen_ai.agent.name": agent,
         "maestro.run_id": run_id,
         "maestro.workspace_id": workspace_id,
     }
-    with _span(f"invoke_agent {agent}", SpanKind.INTERNAL, attributes) as span:
-        yield span
+    return _span(f"invoke_agent {agent}", SpanKind.INTERNAL, attributes)
 
 
-@contextmanager
-def model_call_span(*, run_id: str, step: int, model: str) -> Iterator[Span]:
+def model_call_span(*, run_id: str, step: int, model: str) -> AbstractContextManager[Span]:
     """Span around one model call (``chat {name}``).
 
     Args:
@@ -123,9 +122,11 @@ def model_call_span(*, run_id: str, step: int, model: str) -> Iterator[Span]:
         step: The step number of the call within the run.
         model: The model as ``provider:name`` (the name may itself contain colons, as in ``ollama:llama3:8b``).
 
-    Yields:
-        The span, current for the duration of the block; pass it to :func:`record_usage`.
+    Returns:
+        A context manager giving the span, current for the duration of the block; pass it to :func:`record_usage`.
     """
+    if not _tracing():
+        return _NO_SPAN
     provider, sep, name = model.partition(":")
     if not sep:
         provider, name = "", model
@@ -137,12 +138,10 @@ def model_call_span(*, run_id: str, step: int, model: str) -> Iterator[Span]:
     }
     if provider:
         attributes["gen_ai.provider.name"] = provider
-    with _span(f"chat {name}", SpanKind.CLIENT, attributes) as span:
-        yield span
+    return _span(f"chat {name}", SpanKind.CLIENT, attributes)
 
 
-@contextmanager
-def tool_call_span(*, run_id: str, step: int, tool_name: str, call_id: str) -> Iterator[Span]:
+def tool_call_span(*, run_id: str, step: int, tool_name: str, call_id: str) -> AbstractContextManager[Span]:
     """Span around one tool call (``execute_tool {tool_name}``). Arguments and results are never recorded.
 
     Args:
@@ -151,9 +150,11 @@ def tool_call_span(*, run_id: str, step: int, tool_name: str, call_id: str) -> I
         tool_name: The tool's name.
         call_id: The model-assigned id of the tool call.
 
-    Yields:
-        The span, current for the duration of the block.
+    Returns:
+        A context manager giving the span, current for the duration of the block.
     """
+    if not _tracing():
+        return _NO_SPAN
     attributes: dict[str, AttributeValue] = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": tool_name,
@@ -161,8 +162,7 @@ def tool_call_span(*, run_id: str, step: int, tool_name: str, call_id: str) -> I
         "maestro.run_id": run_id,
         "maestro.step": step,
     }
-    with _span(f"execute_tool {tool_name}", SpanKind.INTERNAL, attributes) as span:
-        yield span
+    return _span(f"execute_tool {tool_name}", SpanKind.INTERNAL, attributes)
 
 
 def record_usage(
@@ -201,12 +201,26 @@ def record_error(span: Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR))
 
 
+def _tracing() -> bool:
+    """Whether spans are recorded: a provider was installed (globally, or for tests)."""
+    return _provider_override is not None or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+class _NoSpan:
+    """The context manager used while tracing is off: yields the invalid span, costs next to nothing."""
+
+    def __enter__(self) -> Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
 @contextmanager
 def _span(name: str, kind: SpanKind, attributes: Mapping[str, AttributeValue]) -> Iterator[Span]:
-    if _provider_override is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        # Tracing not configured: skip span machinery entirely (the engine's hot path stays free).
-        yield trace.INVALID_SPAN
-        return
     with _tracer().start_as_current_span(
         name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
     ) as span:
