@@ -153,17 +153,29 @@ class AsyncClient:
             return response.text
         return response.json()
 
+    async def _object(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> JSON:
+        """:meth:`request` for a route that answers with one JSON object."""
+        out: JSON = await self.request(method, path, params=params, json_body=json_body)
+        return out
+
+    async def _objects(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> list[JSON]:
+        """:meth:`request` for a route that answers with a JSON list of objects."""
+        out: list[JSON] = await self.request(method, path, params=params, json_body=json_body)
+        return out
+
     # --------------------------------------------------------------------------------- ops
 
     async def health(self) -> JSON:
         """``GET /healthz``: the server is up."""
-        out: JSON = await self.request("GET", "/healthz")
-        return out
+        return await self._object("GET", "/healthz")
 
     async def ready(self) -> JSON:
         """``GET /readyz``: the database answers and its schema is current (ServerError if not)."""
-        out: JSON = await self.request("GET", "/readyz")
-        return out
+        return await self._object("GET", "/readyz")
 
     async def metrics(self) -> str:
         """``GET /metrics``: the Prometheus exposition text."""
@@ -176,8 +188,7 @@ class AsyncClient:
         body: JSON = {"agent": agent, "input": input}
         if policy:
             body["policy"] = policy
-        out: JSON = await self.request("POST", "/v1/runs", json_body=body)
-        return out
+        return await self._object("POST", "/v1/runs", json_body=body)
 
     async def list_runs(
         self,
@@ -196,43 +207,36 @@ class AsyncClient:
             "cursor": cursor,
             "limit": limit,
         }
-        out: JSON = await self.request("GET", "/v1/runs", params=params)
-        return out
+        return await self._object("GET", "/v1/runs", params=params)
 
     async def get_run(self, run_id: str) -> JSON:
         """A run's snapshot with its steps (``steps_detail``)."""
-        out: JSON = await self.request("GET", f"/v1/runs/{run_id}")
-        return out
+        return await self._object("GET", f"/v1/runs/{run_id}")
 
     async def cancel_run(self, run_id: str, *, reason: str | None = None) -> JSON:
         """Cancel a run (at once if not running; at its next step if running)."""
         body = {"reason": reason} if reason is not None else None
-        out: JSON = await self.request("POST", f"/v1/runs/{run_id}/cancel", json_body=body)
-        return out
+        return await self._object("POST", f"/v1/runs/{run_id}/cancel", json_body=body)
 
     async def resume_run(self, run_id: str, *, policy: dict[str, Any] | None = None) -> JSON:
         """Resume a FAILED or CANCELLED run from its last completed step (optionally with new limits)."""
         body = {"policy": policy} if policy else None
-        out: JSON = await self.request("POST", f"/v1/runs/{run_id}/resume", json_body=body)
-        return out
+        return await self._object("POST", f"/v1/runs/{run_id}/resume", json_body=body)
 
     async def restart_run(self, run_id: str) -> JSON:
         """A new run of the same agent on the same input and limits."""
-        out: JSON = await self.request("POST", f"/v1/runs/{run_id}/restart")
-        return out
+        return await self._object("POST", f"/v1/runs/{run_id}/restart")
 
     async def fork_run(self, run_id: str, at_seq: int, *, policy: dict[str, Any] | None = None) -> JSON:
         """A new run whose history is this run's events up to ``at_seq``."""
         body: JSON = {"at_seq": at_seq}
         if policy:
             body["policy"] = policy
-        out: JSON = await self.request("POST", f"/v1/runs/{run_id}/fork", json_body=body)
-        return out
+        return await self._object("POST", f"/v1/runs/{run_id}/fork", json_body=body)
 
     async def events(self, run_id: str, *, after: int = 0, limit: int = 200) -> JSON:
         """A page of a run's events: ``{"events": [...], "next_after": seq}``."""
-        out: JSON = await self.request("GET", f"/v1/runs/{run_id}/events", params={"after": after, "limit": limit})
-        return out
+        return await self._object("GET", f"/v1/runs/{run_id}/events", params={"after": after, "limit": limit})
 
     async def all_events(self, run_id: str, *, after: int = 0) -> list[JSON]:
         """Every event of a run after ``after`` (paging through)."""
@@ -330,15 +334,11 @@ class AsyncClient:
 
     async def list_approvals(self, *, status: Sequence[str] | None = None) -> list[JSON]:
         """Tool calls held for a decision (pending ones unless ``status`` says otherwise)."""
-        out: list[JSON] = await self.request(
-            "GET", "/v1/approvals", params={"status": list(status) if status else None}
-        )
-        return out
+        return await self._objects("GET", "/v1/approvals", params={"status": list(status) if status else None})
 
     async def get_approval(self, approval_id: str) -> JSON:
         """One approval."""
-        out: JSON = await self.request("GET", f"/v1/approvals/{approval_id}")
-        return out
+        return await self._object("GET", f"/v1/approvals/{approval_id}")
 
     async def decide_approval(
         self,
@@ -352,15 +352,11 @@ class AsyncClient:
         body: JSON = {"decision": decision, "reason": reason}
         if arguments is not None:
             body["arguments"] = arguments
-        out: JSON = await self.request("POST", f"/v1/approvals/{approval_id}", json_body=body)
-        return out
+        return await self._object("POST", f"/v1/approvals/{approval_id}", json_body=body)
 
     async def list_human_requests(self, *, status: Sequence[str] | None = None) -> list[JSON]:
         """Runs waiting for a person (pending ones unless ``status`` says otherwise)."""
-        out: list[JSON] = await self.request(
-            "GET", "/v1/human-requests", params={"status": list(status) if status else None}
-        )
-        return out
+        return await self._objects("GET", "/v1/human-requests", params={"status": list(status) if status else None})
 
     async def resolve_human_request(
         self,
@@ -372,45 +368,38 @@ class AsyncClient:
     ) -> JSON:
         """Retry the step (with optional new instructions), answer in its place, or abandon the run."""
         body = _clean({"action": action, "instructions": instructions, "answer": answer})
-        out: JSON = await self.request("POST", f"/v1/human-requests/{request_id}", json_body=body)
-        return out
+        return await self._object("POST", f"/v1/human-requests/{request_id}", json_body=body)
 
     # ---------------------------------------------------------------------- agents and tools
 
     async def list_agents(self) -> list[JSON]:
         """Agents the server's workers can run."""
-        out: list[JSON] = await self.request("GET", "/v1/agents")
-        return out
+        return await self._objects("GET", "/v1/agents")
 
     async def get_agent(self, name: str) -> JSON:
         """One agent's definition."""
-        out: JSON = await self.request("GET", f"/v1/agents/{name}")
-        return out
+        return await self._object("GET", f"/v1/agents/{name}")
 
     async def list_tools(self) -> list[JSON]:
         """Every tool some agent can call, with its risk level and schema."""
-        out: list[JSON] = await self.request("GET", "/v1/tools")
-        return out
+        return await self._objects("GET", "/v1/tools")
 
     # ------------------------------------------------------------ workspace, keys, audit, usage
 
     async def get_workspace(self) -> JSON:
         """The key's workspace: gate rules, quotas, current use, and the calling key."""
-        out: JSON = await self.request("GET", "/v1/workspace")
-        return out
+        return await self._object("GET", "/v1/workspace")
 
     async def update_workspace_settings(
         self, *, gate: dict[str, Any] | None = None, quotas: dict[str, Any] | None = None
     ) -> JSON:
         """Replace the gate rules and/or merge quota changes (admin)."""
         body = _clean({"gate": gate, "quotas": quotas})
-        out: JSON = await self.request("PATCH", "/v1/workspace/settings", json_body=body)
-        return out
+        return await self._object("PATCH", "/v1/workspace/settings", json_body=body)
 
     async def list_keys(self) -> list[JSON]:
         """The workspace's API keys, without secrets (admin)."""
-        out: list[JSON] = await self.request("GET", "/v1/keys")
-        return out
+        return await self._objects("GET", "/v1/keys")
 
     async def create_key(
         self, name: str, *, role: Literal["viewer", "operator", "admin"] = "operator", user: str | None = None
@@ -420,24 +409,20 @@ class AsyncClient:
         ``key`` in the answer is the secret, shown only now.
         """
         body: JSON = {"name": name, "role": role, **({"user": user} if user else {})}
-        out: JSON = await self.request("POST", "/v1/keys", json_body=body)
-        return out
+        return await self._object("POST", "/v1/keys", json_body=body)
 
     async def revoke_key(self, key_id: str) -> JSON:
         """Revoke a key of the workspace (admin)."""
-        out: JSON = await self.request("DELETE", f"/v1/keys/{key_id}")
-        return out
+        return await self._object("DELETE", f"/v1/keys/{key_id}")
 
     async def audit_log(self, *, after: int = 0, limit: int = 100, action: str | None = None) -> JSON:
         """A page of the workspace's audit log, oldest first (admin): ``{"entries": [...], "next_after": seq}``."""
         params = {"after": after, "limit": limit, "action": action}
-        out: JSON = await self.request("GET", "/v1/audit", params=params)
-        return out
+        return await self._object("GET", "/v1/audit", params=params)
 
     async def verify_audit(self) -> JSON:
         """Walk the workspace's audit chain (admin): ``ok``, and where it breaks if it does."""
-        out: JSON = await self.request("GET", "/v1/audit/verify")
-        return out
+        return await self._object("GET", "/v1/audit/verify")
 
     async def usage(
         self,
@@ -447,43 +432,34 @@ class AsyncClient:
         group_by: Literal["agent", "model", "day", "user"] = "agent",
     ) -> JSON:
         """Tokens, calls and cost of the workspace, grouped by agent, model or day."""
-        out: JSON = await self.request(
-            "GET", "/v1/usage", params={"since": since, "until": until, "group_by": group_by}
-        )
-        return out
+        return await self._object("GET", "/v1/usage", params={"since": since, "until": until, "group_by": group_by})
 
     # ---------------------------------------------------------------------------- workflows
 
     async def list_workflows(self) -> list[JSON]:
         """Workflows the workspace can run: the server's folder ones and the workspace's stored ones (``source``)."""
-        out: list[JSON] = await self.request("GET", "/v1/workflows")
-        return out
+        return await self._objects("GET", "/v1/workflows")
 
     async def get_workflow(self, name: str) -> JSON:
         """One workflow: definition, source and, when stored, its YAML and version."""
-        out: JSON = await self.request("GET", f"/v1/workflows/{name}")
-        return out
+        return await self._object("GET", f"/v1/workflows/{name}")
 
     async def validate_workflow(self, yaml_text: str) -> JSON:
         """Check a workflow document: ``valid`` and every problem with its line."""
-        out: JSON = await self.request("POST", "/v1/workflows/validate", json_body={"yaml": yaml_text})
-        return out
+        return await self._object("POST", "/v1/workflows/validate", json_body={"yaml": yaml_text})
 
     async def save_workflow(self, yaml_text: str) -> JSON:
         """Store a workflow in the workspace (operator); a new version when the name exists. 422 if invalid."""
-        out: JSON = await self.request("POST", "/v1/workflows", json_body={"yaml": yaml_text})
-        return out
+        return await self._object("POST", "/v1/workflows", json_body={"yaml": yaml_text})
 
     async def delete_workflow(self, name: str) -> JSON:
         """Delete a stored workflow of the workspace (operator)."""
-        out: JSON = await self.request("DELETE", f"/v1/workflows/{name}")
-        return out
+        return await self._object("DELETE", f"/v1/workflows/{name}")
 
     async def run_workflow(self, name: str, input: str) -> JSON:
         """Start a run of a workflow (operator); follow it like any run."""
         path = f"/v1/workflows/{name}/runs"
-        out: JSON = await self.request("POST", path, json_body={"input": input})
-        return out
+        return await self._object("POST", path, json_body={"input": input})
 
     async def generate_workflow(
         self, goal: str, *, model: str | None = None, save: bool = False, max_repairs: int | None = None
@@ -493,20 +469,17 @@ class AsyncClient:
         Stored only with ``save=True``; still invalid after the repairs raises the 422 as a ValidationError.
         """
         body = _clean({"goal": goal, "model": model, "save": save, "max_repairs": max_repairs})
-        out: JSON = await self.request("POST", "/v1/workflows/generate", json_body=body)
-        return out
+        return await self._object("POST", "/v1/workflows/generate", json_body=body)
 
     # ------------------------------------------------------------------ webhooks and notifications
 
     async def list_webhooks(self) -> list[JSON]:
         """The workspace's outgoing webhooks, without their secrets."""
-        out: list[JSON] = await self.request("GET", "/v1/webhooks")
-        return out
+        return await self._objects("GET", "/v1/webhooks")
 
     async def get_webhook(self, webhook_id: str) -> JSON:
         """One webhook."""
-        out: JSON = await self.request("GET", f"/v1/webhooks/{webhook_id}")
-        return out
+        return await self._object("GET", f"/v1/webhooks/{webhook_id}")
 
     async def create_webhook(
         self,
@@ -537,67 +510,56 @@ class AsyncClient:
                 "link_ttl_s": link_ttl_s,
             }
         )
-        out: JSON = await self.request("POST", "/v1/webhooks", json_body=body)
-        return out
+        return await self._object("POST", "/v1/webhooks", json_body=body)
 
     async def update_webhook(self, /, webhook_id: str, **changes: Any) -> JSON:
         """Change a webhook (admin): ``name``, ``url``, ``telegram``, ``events``, ``enabled``, ``link_ttl_s``."""
-        out: JSON = await self.request("PATCH", f"/v1/webhooks/{webhook_id}", json_body=changes)
-        return out
+        return await self._object("PATCH", f"/v1/webhooks/{webhook_id}", json_body=changes)
 
     async def delete_webhook(self, webhook_id: str) -> JSON:
         """Delete a webhook and its delivery log (admin)."""
-        out: JSON = await self.request("DELETE", f"/v1/webhooks/{webhook_id}")
-        return out
+        return await self._object("DELETE", f"/v1/webhooks/{webhook_id}")
 
     async def test_webhook(self, webhook_id: str) -> JSON:
         """Queue a ``webhook.test`` delivery (admin); returns the delivery to follow."""
-        out: JSON = await self.request("POST", f"/v1/webhooks/{webhook_id}/test")
-        return out
+        return await self._object("POST", f"/v1/webhooks/{webhook_id}/test")
 
     async def list_webhook_deliveries(
         self, webhook_id: str, *, status: Sequence[str] | None = None, limit: int = 100
     ) -> list[JSON]:
         """A webhook's delivery log, newest first."""
         params = {"status": list(status) if status else None, "limit": limit}
-        out: list[JSON] = await self.request("GET", f"/v1/webhooks/{webhook_id}/deliveries", params=params)
-        return out
+        return await self._objects("GET", f"/v1/webhooks/{webhook_id}/deliveries", params=params)
 
     async def get_webhook_delivery(self, webhook_id: str, delivery_id: str) -> JSON:
         """One delivery: status, attempts, last response code or error."""
-        out: JSON = await self.request("GET", f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}")
-        return out
+        return await self._object("GET", f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}")
 
     async def redeliver_webhook_delivery(self, webhook_id: str, delivery_id: str) -> JSON:
         """Queue a delivered or failed delivery again, with the same id (admin)."""
         path = f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
-        out: JSON = await self.request("POST", path)
-        return out
+        return await self._object("POST", path)
 
     # ---------------------------------------------------------------------------- knowledge
 
     async def list_knowledge_collections(self) -> list[JSON]:
         """The workspace's knowledge collections (docs/knowledge.md)."""
-        out: list[JSON] = await self.request("GET", "/v1/knowledge/collections")
-        return out
+        return await self._objects("GET", "/v1/knowledge/collections")
 
     async def create_knowledge_collection(
         self, name: str, *, embedder: str | None = None, description: str = ""
     ) -> JSON:
         """Create a knowledge collection (operator); ``embedder`` defaults to the server's."""
         body = _clean({"name": name, "embedder": embedder, "description": description})
-        out: JSON = await self.request("POST", "/v1/knowledge/collections", json_body=body)
-        return out
+        return await self._object("POST", "/v1/knowledge/collections", json_body=body)
 
     async def get_knowledge_collection(self, name: str) -> JSON:
         """One knowledge collection, with document and chunk counts."""
-        out: JSON = await self.request("GET", f"/v1/knowledge/collections/{name}")
-        return out
+        return await self._object("GET", f"/v1/knowledge/collections/{name}")
 
     async def delete_knowledge_collection(self, name: str) -> JSON:
         """Delete a knowledge collection with its documents and vectors (operator)."""
-        out: JSON = await self.request("DELETE", f"/v1/knowledge/collections/{name}")
-        return out
+        return await self._object("DELETE", f"/v1/knowledge/collections/{name}")
 
     async def ingest_knowledge(
         self, collection: str, source: str, *, text: str | None = None, content: bytes | None = None
@@ -615,36 +577,30 @@ class AsyncClient:
             body["text"] = text
         else:
             body["content_base64"] = base64.b64encode(content or b"").decode("ascii")
-        out: JSON = await self.request("POST", f"/v1/knowledge/collections/{collection}/documents", json_body=body)
-        return out
+        return await self._object("POST", f"/v1/knowledge/collections/{collection}/documents", json_body=body)
 
     async def list_knowledge_documents(self, collection: str) -> list[JSON]:
         """Documents of a knowledge collection."""
-        out: list[JSON] = await self.request("GET", f"/v1/knowledge/collections/{collection}/documents")
-        return out
+        return await self._objects("GET", f"/v1/knowledge/collections/{collection}/documents")
 
     async def delete_knowledge_document(self, collection: str, document_id: str) -> JSON:
         """Delete a document and its vectors (operator)."""
-        out: JSON = await self.request("DELETE", f"/v1/knowledge/collections/{collection}/documents/{document_id}")
-        return out
+        return await self._object("DELETE", f"/v1/knowledge/collections/{collection}/documents/{document_id}")
 
     async def search_knowledge(self, collection: str, query: str, *, k: int = 5) -> JSON:
         """Passages closest to ``query``, best first, each with a ``citation`` like ``[1] guide.md, lines 3-9``."""
         body = {"query": query, "k": k}
-        out: JSON = await self.request("POST", f"/v1/knowledge/collections/{collection}/search", json_body=body)
-        return out
+        return await self._object("POST", f"/v1/knowledge/collections/{collection}/search", json_body=body)
 
     # credentials and OAuth (docs/credentials.md)
 
     async def list_credentials(self) -> list[JSON]:
         """The workspace's credentials: metadata and masked hints, never secrets (viewer)."""
-        out: list[JSON] = await self.request("GET", "/v1/credentials")
-        return out
+        return await self._objects("GET", "/v1/credentials")
 
     async def get_credential(self, name: str) -> JSON:
         """One credential's metadata (viewer)."""
-        out: JSON = await self.request("GET", f"/v1/credentials/{name}")
-        return out
+        return await self._object("GET", f"/v1/credentials/{name}")
 
     async def set_credential(self, /, name: str, kind: str, **fields: Any) -> JSON:
         """Create or replace a credential (admin); the answer holds a masked hint, never the secret.
@@ -653,18 +609,15 @@ class AsyncClient:
         (``refresh_token``, ``expires_at``) for oauth2; ``provider`` and ``scopes`` for any kind.
         """
         body: JSON = {"name": name, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
-        out: JSON = await self.request("POST", "/v1/credentials", json_body=body)
-        return out
+        return await self._object("POST", "/v1/credentials", json_body=body)
 
     async def delete_credential(self, name: str) -> JSON:
         """Delete a credential (admin)."""
-        out: JSON = await self.request("DELETE", f"/v1/credentials/{name}")
-        return out
+        return await self._object("DELETE", f"/v1/credentials/{name}")
 
     async def rotate_credentials(self) -> JSON:
         """Re-encrypt the workspace's credentials with the server's newest key (admin): ``{"rotated", "key_id"}``."""
-        out: JSON = await self.request("POST", "/v1/credentials/rotate")
-        return out
+        return await self._object("POST", "/v1/credentials/rotate")
 
     async def oauth_start(self, provider: str, name: str, *, scopes: Sequence[str] | None = None) -> JSON:
         """Start an OAuth authorization (operator): open ``authorization_url`` to approve.
@@ -672,8 +625,7 @@ class AsyncClient:
         The tokens become credential ``name``: the callback stores them encrypted in the workspace's credential store.
         """
         body: JSON = {"provider": provider, "name": name, **({"scopes": list(scopes)} if scopes else {})}
-        out: JSON = await self.request("POST", "/v1/integrations/oauth/start", json_body=body)
-        return out
+        return await self._object("POST", "/v1/integrations/oauth/start", json_body=body)
 
     # --------------------------------------------------------------------------- objectives
 
@@ -702,43 +654,36 @@ class AsyncClient:
                 "policy": policy,
             }
         )
-        out: JSON = await self.request("POST", "/v1/objectives", json_body=body)
-        return out
+        return await self._object("POST", "/v1/objectives", json_body=body)
 
     async def list_objectives(self, *, limit: int = 50) -> list[JSON]:
         """The workspace's objectives with their tasks, newest first."""
-        out: list[JSON] = await self.request("GET", "/v1/objectives", params={"limit": limit})
-        return out
+        return await self._objects("GET", "/v1/objectives", params={"limit": limit})
 
     async def get_objective(self, objective_id: str) -> JSON:
         """One objective and its task graph."""
-        out: JSON = await self.request("GET", f"/v1/objectives/{objective_id}")
-        return out
+        return await self._object("GET", f"/v1/objectives/{objective_id}")
 
     async def change_task_dependencies(
         self, objective_id: str, task_id: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
     ) -> JSON:
         """Add or remove dependencies of a task not started yet (a cycle is refused with a 400)."""
         path = f"/v1/objectives/{objective_id}/tasks/{task_id}/dependencies"
-        out: JSON = await self.request("POST", path, json_body={"add": list(add), "remove": list(remove)})
-        return out
+        return await self._object("POST", path, json_body={"add": list(add), "remove": list(remove)})
 
     async def abandon_task(self, objective_id: str, task_id: str, *, reason: str | None = None) -> JSON:
         """Abandon a task; the planner re-plans the tasks that depended on it."""
         path = f"/v1/objectives/{objective_id}/tasks/{task_id}/abandon"
-        out: JSON = await self.request("POST", path, json_body=_clean({"reason": reason}))
-        return out
+        return await self._object("POST", path, json_body=_clean({"reason": reason}))
 
     async def replan_objective(self, objective_id: str, *, reason: str | None = None) -> JSON:
         """Ask the planner to re-plan every task not started yet."""
         path = f"/v1/objectives/{objective_id}/replan"
-        out: JSON = await self.request("POST", path, json_body=_clean({"reason": reason}))
-        return out
+        return await self._object("POST", path, json_body=_clean({"reason": reason}))
 
     async def restart_objective(self, objective_id: str) -> JSON:
         """Continue a FAILED or CANCELLED objective from its last checkpoint (its event log)."""
-        out: JSON = await self.request("POST", f"/v1/objectives/{objective_id}/restart")
-        return out
+        return await self._object("POST", f"/v1/objectives/{objective_id}/restart")
 
 
 async def _close_draining(ws: Any) -> None:
