@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +21,7 @@ from agentmaestro.core.risk import RiskLevel
 from agentmaestro.errors import ToolError
 from agentmaestro.tools import sandbox
 from agentmaestro.tools.context import ToolContext
-from agentmaestro.tools.registry import tool
+from agentmaestro.tools.registry import RiskRules, Tool, tool
 
 __all__ = [
     "ALLOW_UNSANDBOXED_ENV",
@@ -139,18 +139,26 @@ async def _execute(ctx: ToolContext, argv: list[str], *, stdin: str | None, time
     return text
 
 
-@tool(
-    risk=RiskLevel.DANGEROUS,
-    idempotent=False,
-    timeout_s=MAX_TIMEOUT_S + 30,
-    max_output_chars=2 * OUTPUT_CHARS + 1_000,
-    risk_rules=shell_risk_rules,
-    redact_output=True,
-)
+def _code_tool(risk_rules: RiskRules) -> Callable[[Callable[..., Any]], Tool]:
+    """``@tool`` for a code tool: DANGEROUS, not idempotent, outlives the sandbox's own timeout, output redacted."""
+    return tool(
+        risk=RiskLevel.DANGEROUS,
+        idempotent=False,
+        timeout_s=MAX_TIMEOUT_S + 30,
+        max_output_chars=2 * OUTPUT_CHARS + 1_000,
+        risk_rules=risk_rules,
+        redact_output=True,
+    )
+
+
+_TimeoutS = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_S)]
+
+
+@_code_tool(shell_risk_rules)
 async def run_shell(
     command: str,
     ctx: ToolContext,
-    timeout_s: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_S)] = 30,
+    timeout_s: _TimeoutS = 30,
 ) -> str:
     """Run a shell command (/bin/sh -c) in the work folder, sandboxed: no network, only the work folder writable.
 
@@ -164,18 +172,11 @@ async def run_shell(
     return await _execute(ctx, ["/bin/sh", "-c", command], stdin=None, timeout_s=timeout_s)
 
 
-@tool(
-    risk=RiskLevel.DANGEROUS,
-    idempotent=False,
-    timeout_s=MAX_TIMEOUT_S + 30,
-    max_output_chars=2 * OUTPUT_CHARS + 1_000,
-    risk_rules=python_risk_rules,
-    redact_output=True,
-)
+@_code_tool(python_risk_rules)
 async def run_python(
     code: str,
     ctx: ToolContext,
-    timeout_s: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_S)] = 30,
+    timeout_s: _TimeoutS = 30,
 ) -> str:
     """Run a Python program in the work folder, sandboxed; print() what you want to see.
 
