@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from agentmaestro.errors import ConfigError, ModelAPIError
 from agentmaestro.models.base import delta_publisher, register_provider
-from agentmaestro.models.openai import _describe_cause, _dump, _is_local_url, _redact, _truncate
+from agentmaestro.models.openai import _dump, _is_local_url, _sdk_error
 from agentmaestro.models.ratelimit import UNLIMITED, estimate_tokens, limiter_for
 
 if TYPE_CHECKING:
@@ -186,22 +186,7 @@ class AnthropicModel:
     def _map_error(self, exc: AnthropicError, api_key: str) -> ModelAPIError:
         import anthropic
 
-        status: int | None = None
-        body: str | None = None
-        if isinstance(exc, anthropic.APITimeoutError):
-            detail = "timed out"
-        elif isinstance(exc, anthropic.APIConnectionError):
-            detail = f"could not be reached ({_redact(_describe_cause(exc), api_key)})"
-        elif isinstance(exc, anthropic.APIStatusError | anthropic.APIResponseValidationError):
-            status = exc.status_code
-            raw = exc.body if exc.body is not None else exc.response.text
-            body = _truncate(_redact(raw if isinstance(raw, str) else _dump(raw), api_key))
-            message = getattr(exc, "api_message", None) or exc.message
-            detail = f"returned HTTP {status}: {_redact(str(message), api_key)}"
-        else:
-            detail = f"failed: {_redact(str(exc), api_key)}"
-        where = f" at {self.base_url}" if self.base_url else ""
-        return ModelAPIError(f"{self.name}{where} {detail}", status_code=status, body=body)
+        return _sdk_error(anthropic, exc, api_key, name=self.name, base_url=self.base_url)
 
 
 async def _stream(

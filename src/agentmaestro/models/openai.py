@@ -37,6 +37,7 @@ from agentmaestro.models.ratelimit import UNLIMITED, estimate_tokens, limiter_fo
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import ModuleType
 
     from openai import AsyncOpenAI, OpenAIError
     from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionToolParam
@@ -295,21 +296,7 @@ class OpenAIModel:
     def _map_error(self, exc: OpenAIError, api_key: str) -> ModelAPIError:
         import openai
 
-        status: int | None = None
-        body: str | None = None
-        if isinstance(exc, openai.APITimeoutError):
-            detail = "timed out"
-        elif isinstance(exc, openai.APIConnectionError):
-            detail = f"could not be reached ({_describe_cause(exc)})"
-        elif isinstance(exc, openai.APIStatusError | openai.APIResponseValidationError):
-            status = exc.status_code
-            raw = exc.body if exc.body is not None else exc.response.text
-            body = _truncate(_redact(raw if isinstance(raw, str) else _dump(raw), api_key))
-            detail = f"returned HTTP {status}: {_redact(exc.message, api_key)}"
-        else:
-            detail = f"failed: {_redact(str(exc), api_key)}"
-        where = f" at {self.base_url}" if self.base_url else ""
-        return ModelAPIError(f"{self.name}{where} {detail}", status_code=status, body=body)
+        return _sdk_error(openai, exc, api_key, name=self.name, base_url=self.base_url)
 
 
 def register() -> None:
@@ -398,3 +385,26 @@ def _redact(text: str, api_key: str) -> str:
 
 def _truncate(text: str) -> str:
     return text if len(text) <= MAX_ERROR_BODY_CHARS else text[:MAX_ERROR_BODY_CHARS] + "...(truncated)"
+
+
+def _sdk_error(sdk: ModuleType, exc: Exception, api_key: str, *, name: str, base_url: str | None) -> ModelAPIError:
+    """The ModelAPIError for an error of a provider SDK generated alike (``openai``, ``anthropic``).
+
+    The API key is redacted from every part; an error body is truncated to ``MAX_ERROR_BODY_CHARS``.
+    """
+    status: int | None = None
+    body: str | None = None
+    if isinstance(exc, sdk.APITimeoutError):
+        detail = "timed out"
+    elif isinstance(exc, sdk.APIConnectionError):
+        detail = f"could not be reached ({_redact(_describe_cause(exc), api_key)})"
+    elif isinstance(exc, sdk.APIStatusError | sdk.APIResponseValidationError):
+        status = exc.status_code
+        raw = exc.body if exc.body is not None else exc.response.text
+        body = _truncate(_redact(raw if isinstance(raw, str) else _dump(raw), api_key))
+        message = getattr(exc, "api_message", None) or exc.message  # anthropic: the body's error.message
+        detail = f"returned HTTP {status}: {_redact(str(message), api_key)}"
+    else:
+        detail = f"failed: {_redact(str(exc), api_key)}"
+    where = f" at {base_url}" if base_url else ""
+    return ModelAPIError(f"{name}{where} {detail}", status_code=status, body=body)
