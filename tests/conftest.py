@@ -1,22 +1,38 @@
 """Shared fixtures: every storage test runs on a real SQLite file and on a real PostgreSQL.
 
 PostgreSQL runs when ``MAESTRO_TEST_PG_URL`` is set (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``);
-each test gets a fresh database copied from a migrated template. With ``MAESTRO_TEST_REQUIRE_PG=1``
-(CI) a missing or unreachable PostgreSQL fails the suite instead of skipping.
+each test gets a fresh database copied from a migrated template. SQLite works the same way: each test gets a
+copy of one migrated file (migrating a new file costs far more than copying one). With
+``MAESTRO_TEST_REQUIRE_PG=1`` (CI) a missing or unreachable PostgreSQL fails the suite instead of skipping.
+
+The suite runs in parallel under pytest-xdist (``make test`` uses ``-n 2``). Every worker process keeps its
+own uniquely named PostgreSQL template and SQLite template, and drops only what it created; the "PostgreSQL
+half actually ran" check counts test reports in the process that prints the summary (the xdist controller,
+or the only process of a serial run), so it sees every worker's tests.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 PG_URL = os.environ.get("MAESTRO_TEST_PG_URL", "")
 REQUIRE_PG = os.environ.get("MAESTRO_TEST_REQUIRE_PG") == "1"
-_pg_state: dict[str, object] = {"template": None, "passed": 0}
+_pg_state: dict[str, object] = {"template": None}
+_sqlite_state: dict[str, Path | None] = {"template": None}
+_reports = {"passed": 0, "pg_passed": 0}
+"""Passed tests seen by this process (under xdist, the controller sees every worker's reports)."""
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def _admin_connect():  # type: ignore[no-untyped-def]
@@ -32,16 +48,43 @@ def _pg_url_for(dbname: str) -> str:
 
 
 def _pg_template() -> str:
+    """This process's migrated template database (created on first use; the name is unique per process)."""
     if _pg_state["template"] is None:
         from agentmaestro.store.base import Store
 
-        name = f"maestro_tmpl_{os.getpid()}_{secrets.token_hex(3)}"
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        name = f"maestro_tmpl_{worker}_{os.getpid()}_{secrets.token_hex(3)}"
         with _admin_connect() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         store = Store.open(_pg_url_for(name))
         store.close_sync()
         _pg_state["template"] = name
     return str(_pg_state["template"])
+
+
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This process's migrated SQLite template: one self-contained file (no WAL beside it) to copy per test."""
+    if _sqlite_state["template"] is None:
+        from agentmaestro.store.base import Store
+
+        folder = tmp_path_factory.mktemp("sqlite-template")
+        store = Store.open(f"sqlite:///{folder / 'migrated.db'}")
+        store.close_sync()
+        template = folder / "template.db"
+        with closing(sqlite3.connect(folder / "migrated.db")) as src, closing(sqlite3.connect(template)) as dst:
+            src.backup(dst)  # a consistent copy whatever is still in the WAL
+        _sqlite_state["template"] = template
+    template = _sqlite_state["template"]
+    assert template is not None
+    return template
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count passed tests, and passed PostgreSQL tests, for the check in :func:`pytest_sessionfinish`."""
+    if report.when == "call" and report.passed:
+        _reports["passed"] += 1
+        if "[postgres" in report.nodeid:
+            _reports["pg_passed"] += 1
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -52,17 +95,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         except Exception:
             pass
-    if REQUIRE_PG and exitstatus == 0 and session.testscollected and not _pg_state["passed"]:
-        print("\nMAESTRO_TEST_REQUIRE_PG=1 but no PostgreSQL test ran")
+    if _is_xdist_worker(session.config):
+        return  # the controller sees every worker's reports and checks once
+    if REQUIRE_PG and exitstatus == 0 and session.testscollected and not _reports["pg_passed"]:
+        print(f"\nMAESTRO_TEST_REQUIRE_PG=1 but no PostgreSQL test ran ({_reports['passed']} other tests passed)")
         session.exitstatus = 1
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.when == "call" and report.passed and "[postgres" in item.nodeid:
-        _pg_state["passed"] = int(_pg_state["passed"]) + 1  # type: ignore[call-overload]
 
 
 @pytest.fixture
@@ -71,10 +108,12 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database URL: an SQLite file, or a PostgreSQL database copied from a template."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database URL: an SQLite file or a PostgreSQL database, each copied from a template."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'maestro.db'}"
+        path = tmp_path / "maestro.db"
+        shutil.copyfile(_sqlite_template(tmp_path_factory), path)
+        yield f"sqlite:///{path}"
         return
     if not PG_URL:
         if REQUIRE_PG:
