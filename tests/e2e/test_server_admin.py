@@ -28,7 +28,8 @@ from agentmaestro.server.tls import uvicorn_ssl_options
 from agentmaestro.store.base import Store
 from agentmaestro.store.dialects import normalize_url
 from tests.e2e.test_server import auth, make_key, wait_status
-from tests.fakes.server import LiveServer, free_port
+from tests.fakes.ports import listening_socket
+from tests.fakes.server import LiveServer
 
 Server = tuple[LiveServer, dict[str, str]]
 
@@ -355,11 +356,12 @@ def test_mutual_tls(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     key = make_key(url, "default", "viewer")
     options = uvicorn_ssl_options(tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem")
-    port = free_port()
+    sock = listening_socket()  # held until uvicorn serves it: no other process can take the port
+    port = int(sock.getsockname()[1])
     app = create_app(url, agents=load_agents_dir(builtin_agents_dir()), worker=False)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="on", **options)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 20
@@ -385,6 +387,7 @@ def test_mutual_tls(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+        sock.close()
 
 
 def test_tls_options_validation(tmp_path: Path) -> None:

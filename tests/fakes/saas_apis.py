@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,22 +29,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.fakes.ports import listening_socket
 
 
 class ThreadedApp:
     """Serve an ASGI app with uvicorn on 127.0.0.1 in a background thread (a context manager)."""
 
     def __init__(self, app: Any) -> None:
-        self.port = free_port()
+        self._socket = listening_socket()  # held from here on: no other process can take the port
+        self.port = int(self._socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()), daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve(sockets=[self._socket])), daemon=True
+        )
 
     def __enter__(self) -> ThreadedApp:
         self._thread.start()
@@ -59,6 +57,7 @@ class ThreadedApp:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=20)
+        self._socket.close()
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from typing import Any
@@ -13,19 +12,17 @@ import uvicorn
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.engine.worker import WorkerConfig
 from agentmaestro.server.app import create_app
+from tests.fakes.ports import free_port, listening_socket
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["LiveServer", "free_port"]
 
 
 class LiveServer:
     """``with LiveServer(db_url, agents) as srv: httpx.get(srv.url + "/healthz")``."""
 
     def __init__(self, database_url: str, agents: AgentRegistry, **app_kwargs: Any) -> None:
-        self.port = free_port()
+        self.socket = listening_socket()
+        self.port = int(self.socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         app_kwargs.setdefault("worker_config", WorkerConfig(poll_interval_s=0.05))
         self.app = create_app(database_url, agents=agents, **app_kwargs)
@@ -34,7 +31,7 @@ class LiveServer:
         self.thread = threading.Thread(target=self._serve, daemon=True)
 
     def _serve(self) -> None:
-        asyncio.run(self.server.serve())
+        asyncio.run(self.server.serve(sockets=[self.socket]))
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
@@ -48,3 +45,4 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+        self.socket.close()
