@@ -37,9 +37,17 @@ run: setup
 	$(VENV)/bin/maestro demo
 	$(VENV)/bin/maestro serve --port $${PORT:-8000}
 
-## Set everything up and run the whole suite (PostgreSQL half when MAESTRO_TEST_PG_URL is set).
+## Set everything up and run the whole suite (PostgreSQL half when MAESTRO_TEST_PG_URL is set) on
+## TEST_WORKERS pytest-xdist processes: 2 by default (this project's machines have 2 cores), 0 runs it
+## serially, auto uses every core. More pytest arguments: make test PYTEST_ARGS="tests/unit -x".
+## Python's compiled bytecode is shared by pytest, its workers and the maestro processes the tests start,
+## in a cache outside the repository: with PYTHONDONTWRITEBYTECODE set every process would compile the
+## whole package again (seconds per process).
+TEST_WORKERS ?= 2
+PYTEST_ARGS  ?=
 test: setup
-	$(PY) -m pytest -q
+	env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX="$${TMPDIR:-/tmp}/agentmaestro-test-pycache" \
+	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -34,7 +34,8 @@ from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import RunRecord, new_run_id
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.xdist_group("worker-processes")]
+"""Under pytest-xdist these tests share one worker: two fleets of worker processes never run at once."""
 
 AGENTS_DIR = Path(__file__).parent / "crash_agents" / "agents"
 MAESTRO_SCRIPT = Path(sys.executable).with_name("maestro")
@@ -197,8 +198,9 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def pycache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Bytecode cache shared by the worker processes of this module."""
-    return tmp_path_factory.mktemp("pycache")
+    """Bytecode cache shared by the worker processes of this module (the suite's one, if ``make test`` set it)."""
+    shared = os.environ.get("PYTHONPYCACHEPREFIX")
+    return Path(shared) if shared else tmp_path_factory.mktemp("pycache")
 
 
 async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

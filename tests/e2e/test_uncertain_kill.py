@@ -17,7 +17,7 @@ from agentmaestro.core.states import EventType, RunStatus
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import NewRun, new_run_id
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.xdist_group("worker-processes")]
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "tests" / "e2e" / "uncertain_agents" / "charger.yaml"
