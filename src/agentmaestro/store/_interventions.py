@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Column, Connection, Row, Table, select, update
 
 from agentmaestro.core.events import Event
 from agentmaestro.core.gate import args_hash
@@ -20,72 +20,84 @@ from agentmaestro.store.records import RunRecord
 from agentmaestro.store.schema import approvals, human_requests, workspaces
 
 
-def _approval_json(r: Row[Any]) -> dict[str, Any]:
-    m = dict(r._mapping)
-    return m
+def _as_dict(r: Row[Any]) -> dict[str, Any]:
+    return dict(r._mapping)
+
+
+def _rows(
+    conn: Connection,
+    table: Table,
+    workspace_id: str | None,
+    statuses: Collection[str] | None,
+    newest_first_by: Column[Any],
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Rows of ``table`` in the workspace (any workspace for None) with one of ``statuses`` (any if empty)."""
+    q = select(table)
+    if workspace_id is not None:
+        q = q.where(table.c.workspace_id == workspace_id)
+    if statuses:
+        q = q.where(table.c.status.in_(list(statuses)))
+    q = q.order_by(newest_first_by.desc()).limit(limit)
+    return [_as_dict(r) for r in conn.execute(q)]
+
+
+def _row(
+    conn: Connection, table: Table, key: Column[Any], value: str, workspace_id: str | None, what: str
+) -> dict[str, Any]:
+    """The row of ``table`` whose ``key`` is ``value``, in the workspace; NotFoundError naming ``what`` if none."""
+    q = select(table).where(key == value)
+    if workspace_id is not None:
+        q = q.where(table.c.workspace_id == workspace_id)
+    row = conn.execute(q).first()
+    if row is None:
+        raise NotFoundError(f"{what} {value!r} not found")
+    return _as_dict(row)
 
 
 def list_approvals(
     conn: Connection, workspace_id: str | None, statuses: Collection[str] | None = ("pending",), limit: int = 100
 ) -> list[dict[str, Any]]:
     """Approvals, newest first."""
-    q = select(approvals)
-    if workspace_id is not None:
-        q = q.where(approvals.c.workspace_id == workspace_id)
-    if statuses:
-        q = q.where(approvals.c.status.in_(list(statuses)))
-    q = q.order_by(approvals.c.requested_at.desc()).limit(limit)
-    return [_approval_json(r) for r in conn.execute(q)]
+    return _rows(conn, approvals, workspace_id, statuses, approvals.c.requested_at, limit)
 
 
 def get_approval(conn: Connection, approval_id: str, workspace_id: str | None) -> dict[str, Any]:
     """One approval (NotFoundError if missing or in another workspace)."""
-    q = select(approvals).where(approvals.c.approval_id == approval_id)
-    if workspace_id is not None:
-        q = q.where(approvals.c.workspace_id == workspace_id)
-    row = conn.execute(q).first()
-    if row is None:
-        raise NotFoundError(f"approval {approval_id!r} not found")
-    return _approval_json(row)
+    return _row(conn, approvals, approvals.c.approval_id, approval_id, workspace_id, "approval")
 
 
-def _seq(rec: RunRecord, events: list[Event]) -> int:
-    return rec.state.last_seq + len(events) + 1
+def _add_event(
+    events: list[Event],
+    rec: RunRecord,
+    event_type: EventType,
+    now: float,
+    payload: dict[str, Any],
+    step: int | None = None,
+) -> None:
+    """Append to ``events`` the run's next event (its seq follows the run's last and those already in ``events``)."""
+    seq = rec.state.last_seq + len(events) + 1
+    events.append(Event(run_id=rec.run_id, seq=seq, type=event_type, step=step, created_at=now, payload=payload))
 
 
 def _rejection_events(
     rec: RunRecord, approval: dict[str, Any], by: str, reason: str, now: float, *, expired: bool
 ) -> list[Event]:
     events: list[Event] = []
-    events.append(
-        Event(
-            run_id=rec.run_id,
-            seq=_seq(rec, events),
-            type=EventType.APPROVAL_REJECTED,
-            created_at=now,
-            payload={"approval_id": approval["approval_id"], "by": by, "reason": reason, "expired": expired},
-        )
-    )
+    rejected = {"approval_id": approval["approval_id"], "by": by, "reason": reason, "expired": expired}
+    _add_event(events, rec, EventType.APPROVAL_REJECTED, now, rejected)
     verb = "expired without a decision" if expired else f"was rejected by {by}"
-    events.append(
-        Event(
-            run_id=rec.run_id,
-            seq=_seq(rec, events),
-            type=EventType.STEP_COMPLETED,
-            step=rec.state.steps,
-            created_at=now,
-            payload={
-                "kind": StepKind.TOOL_CALL.value,
-                "name": approval["tool"],
-                "call_id": approval["call_id"],
-                "arguments": approval["arguments"],
-                "result": f"The call to {approval['tool']!r} {verb}: {reason}. It was not executed.",
-                "is_error": True,
-                "counts_as_failure": False,
-                "rejected": True,
-            },
-        )
-    )
+    result = {
+        "kind": StepKind.TOOL_CALL.value,
+        "name": approval["tool"],
+        "call_id": approval["call_id"],
+        "arguments": approval["arguments"],
+        "result": f"The call to {approval['tool']!r} {verb}: {reason}. It was not executed.",
+        "is_error": True,
+        "counts_as_failure": False,
+        "rejected": True,
+    }
+    _add_event(events, rec, EventType.STEP_COMPLETED, now, result, step=rec.state.steps)
     return events
 
 
@@ -134,11 +146,8 @@ def resolve_approval(
         }
         if arguments is not None:
             payload["arguments"] = final_args
-        events = [
-            Event(
-                run_id=rec.run_id, seq=_seq(rec, []), type=EventType.APPROVAL_GRANTED, created_at=now, payload=payload
-            )
-        ]
+        events: list[Event] = []
+        _add_event(events, rec, EventType.APPROVAL_GRANTED, now, payload)
         status = "approved"
     else:
         events = _rejection_events(rec, appr, by, reason, now, expired=False)
@@ -174,7 +183,7 @@ def expire_approvals(conn: Connection, now: float, limit: int = 100) -> list[str
     ).all()
     touched: list[str] = []
     for r in rows:
-        appr = _approval_json(r)
+        appr = _as_dict(r)
         rec = get_run(conn, appr["run_id"])
         if rec.status is not RunStatus.WAITING_FOR_APPROVAL or rec.state.approval is None:
             conn.execute(
@@ -193,24 +202,12 @@ def list_human_requests(
     conn: Connection, workspace_id: str | None, statuses: Collection[str] | None = ("pending",), limit: int = 100
 ) -> list[dict[str, Any]]:
     """Escalations, newest first."""
-    q = select(human_requests)
-    if workspace_id is not None:
-        q = q.where(human_requests.c.workspace_id == workspace_id)
-    if statuses:
-        q = q.where(human_requests.c.status.in_(list(statuses)))
-    q = q.order_by(human_requests.c.created_at.desc()).limit(limit)
-    return [dict(r._mapping) for r in conn.execute(q)]
+    return _rows(conn, human_requests, workspace_id, statuses, human_requests.c.created_at, limit)
 
 
 def get_human_request(conn: Connection, request_id: str, workspace_id: str | None) -> dict[str, Any]:
     """One escalation (NotFoundError if missing or in another workspace)."""
-    q = select(human_requests).where(human_requests.c.request_id == request_id)
-    if workspace_id is not None:
-        q = q.where(human_requests.c.workspace_id == workspace_id)
-    row = conn.execute(q).first()
-    if row is None:
-        raise NotFoundError(f"human request {request_id!r} not found")
-    return dict(row._mapping)
+    return _row(conn, human_requests, human_requests.c.request_id, request_id, workspace_id, "human request")
 
 
 HUMAN_ACTIONS = ("retry", "answer", "abandon")
@@ -248,49 +245,26 @@ def resolve_human_request(
         payload["answer"] = answer
         if hr.kind == "step_failed" and hr.step_kind == StepKind.TOOL_CALL.value:
             payload["note_for_model"] = True
-    events.append(
-        Event(
-            run_id=rec.run_id,
-            seq=_seq(rec, events),
-            type=EventType.HUMAN_INPUT_RECEIVED,
-            created_at=now,
-            payload=payload,
-        )
-    )
+    _add_event(events, rec, EventType.HUMAN_INPUT_RECEIVED, now, payload)
     if action == "answer" and hr.kind == "uncertain_tool_call" and rec.state.in_flight is not None:
         call = rec.state.in_flight.call
-        events.append(
-            Event(
-                run_id=rec.run_id,
-                seq=_seq(rec, events),
-                type=EventType.STEP_COMPLETED,
-                step=rec.state.steps,
-                created_at=now,
-                payload={
-                    "kind": StepKind.TOOL_CALL.value,
-                    "name": call.name,
-                    "call_id": call.call_id,
-                    "arguments": call.arguments,
-                    "result": str(answer),
-                    "is_error": False,
-                    "answered_by": by,
-                },
-            )
-        )
+        result = {
+            "kind": StepKind.TOOL_CALL.value,
+            "name": call.name,
+            "call_id": call.call_id,
+            "arguments": call.arguments,
+            "result": str(answer),
+            "is_error": False,
+            "answered_by": by,
+        }
+        _add_event(events, rec, EventType.STEP_COMPLETED, now, result, step=rec.state.steps)
     if action == "abandon":
-        events.append(
-            Event(
-                run_id=rec.run_id,
-                seq=_seq(rec, events),
-                type=EventType.RUN_FAILED,
-                created_at=now,
-                payload={
-                    "error": f"abandoned by {by}"
-                    + (f": {instructions}" if instructions else "")
-                    + (f" (last error: {rec.state.last_failure['error']})" if rec.state.last_failure else "")
-                },
-            )
+        error = (
+            f"abandoned by {by}"
+            + (f": {instructions}" if instructions else "")
+            + (f" (last error: {rec.state.last_failure['error']})" if rec.state.last_failure else "")
         )
+        _add_event(events, rec, EventType.RUN_FAILED, now, {"error": error})
         extra["finished_at"] = now
     out = _append_guarded(conn, rec, events, now, **extra)
     if action == "abandon" and rec.parent_run_id:
