@@ -7,8 +7,9 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -22,6 +23,7 @@ from agentmaestro.cli._common import (
     MaxToolCalls,
     Timeout,
     _age,
+    _Ctx,
     _ctx,
     _policy_overrides,
     _print_event,
@@ -45,6 +47,44 @@ from agentmaestro.store.dialects import redact_url
 from agentmaestro.store.records import RunRecord, new_run_id
 
 
+def _start_then_see_through(
+    c: _Ctx,
+    start: Callable[[Backend], Awaitable[dict[str, Any]]],
+    *,
+    queued: Callable[[dict[str, Any]], str],
+    started: Callable[[dict[str, Any]], str | None],
+    wait: bool,
+    follow: bool = False,
+    queued_json: bool = True,
+) -> NoReturn:
+    """Start a run (new, resumed or forked), then report it queued or, with --wait/--follow, see it through here.
+
+    Args:
+        c: The CLI context.
+        start: Creates the run; returns it.
+        queued: The line reporting the run left to a worker (printed as the run's JSON with --json if ``queued_json``).
+        started: The line announcing the run before seeing it through, if any.
+        wait: Drive or follow the run here until it stops or waits.
+        follow: Also print its events as they happen.
+        queued_json: Whether --json prints the queued run as JSON instead of the ``queued`` line.
+    """
+
+    async def go(b: Backend) -> int:
+        run = await start(b)
+        if not (wait or follow):
+            if c.as_json and queued_json:
+                _print_json(run)
+            else:
+                out.print(queued(run), markup=False)
+            return 0
+        line = started(run)
+        if line is not None:
+            out.print(line, markup=False)
+        return await _see_through(c, b, run["run_id"], follow)
+
+    raise typer.Exit(c.call(go))
+
+
 @app.command("run")
 def run_cmd(
     ctx: typer.Context,
@@ -64,22 +104,15 @@ def run_cmd(
     """
     c = _ctx(ctx)
     overrides = _policy_overrides(max_steps, max_tokens, max_tool_calls, max_cost_usd, timeout_s)
-
-    async def go(b: Backend) -> int:
-        run = await b.start_run(agent, task, overrides)
-        if not (wait or follow):
-            if c.as_json:
-                _print_json(run)
-            elif c.server:
-                out.print(f"{run['run_id']} PENDING (queued on {c.server})", markup=False)
-            else:
-                out.print(f"{run['run_id']} PENDING (start a worker to run it: maestro worker)", markup=False)
-            return 0
-        if not c.as_json and not follow:
-            out.print(f"{run['run_id']} started", markup=False)
-        return await _see_through(c, b, run["run_id"], follow)
-
-    raise typer.Exit(c.call(go))
+    where = f"queued on {c.server}" if c.server else "start a worker to run it: maestro worker"
+    _start_then_see_through(
+        c,
+        lambda b: b.start_run(agent, task, overrides),
+        queued=lambda run: f"{run['run_id']} PENDING ({where})",
+        started=lambda run: None if c.as_json or follow else f"{run['run_id']} started",
+        wait=wait,
+        follow=follow,
+    )
 
 
 @runs_app.command("list")
@@ -235,15 +268,14 @@ def runs_resume(
     """Resume a FAILED or CANCELLED run from its last completed step (optionally with new limits)."""
     c = _ctx(ctx)
     overrides = _policy_overrides(max_steps, max_tokens, max_tool_calls, max_cost_usd, timeout_s)
-
-    async def go(b: Backend) -> int:
-        run = await b.resume_run(run_id, overrides)
-        if not wait:
-            out.print(f"{run['run_id']} {run['status']} (resumed; a worker will continue it)", markup=False)
-            return 0
-        return await _see_through(c, b, run_id, follow=False)
-
-    raise typer.Exit(c.call(go))
+    _start_then_see_through(
+        c,
+        lambda b: b.resume_run(run_id, overrides),  # the same run, continued
+        queued=lambda run: f"{run['run_id']} {run['status']} (resumed; a worker will continue it)",
+        started=lambda run: None,
+        wait=wait,
+        queued_json=False,
+    )
 
 
 @runs_app.command("fork")
@@ -261,19 +293,13 @@ def runs_fork(
     """Fork a run at an event: a new run with the same history up to SEQ continues from there."""
     c = _ctx(ctx)
     overrides = _policy_overrides(max_steps, max_tokens, max_tool_calls, max_cost_usd, timeout_s)
-
-    async def go(b: Backend) -> int:
-        run = await b.fork_run(run_id, at, overrides)
-        if c.as_json and not wait:
-            _print_json(run)
-        elif not wait:
-            out.print(f"{run['run_id']} PENDING (fork of {run_id} at seq {at})", markup=False)
-        if not wait:
-            return 0
-        out.print(f"{run['run_id']} forked from {run_id} at seq {at}", markup=False)
-        return await _see_through(c, b, run["run_id"], follow=False)
-
-    raise typer.Exit(c.call(go))
+    _start_then_see_through(
+        c,
+        lambda b: b.fork_run(run_id, at, overrides),
+        queued=lambda run: f"{run['run_id']} PENDING (fork of {run_id} at seq {at})",
+        started=lambda run: f"{run['run_id']} forked from {run_id} at seq {at}",
+        wait=wait,
+    )
 
 
 def _comparable(value: Any) -> Any:
