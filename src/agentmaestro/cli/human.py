@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -46,6 +46,26 @@ def _expires(ts: float | None) -> str:
     return "expired" if left <= 0 else f"in {int(left)}s"
 
 
+def _list_pending(
+    ctx: typer.Context,
+    all_: bool,
+    fetch: Callable[[Backend, Sequence[str] | None], Awaitable[list[dict[str, Any]]]],
+    columns: Sequence[str],
+    cells: Callable[[dict[str, Any]], Sequence[str]],
+) -> None:
+    """Print the pending rows (every row with ``--all``) as JSON or as a table of ``columns``."""
+    c = _ctx(ctx)
+    statuses = None if all_ else ("pending",)
+    rows = c.call(lambda b: fetch(b, statuses))
+    if c.as_json:
+        _print_json(rows)
+        return
+    table = Table(*columns)
+    for r in rows:
+        table.add_row(*cells(r))
+    out.print(table)
+
+
 # ------------------------------------------------------------------------------------ approvals
 
 
@@ -55,15 +75,12 @@ def approvals_list(
     all_: Annotated[bool, typer.Option("--all", help="Include decided and expired approvals.")] = False,
 ) -> None:
     """List approvals (pending ones by default)."""
-    c = _ctx(ctx)
-    statuses = None if all_ else ("pending",)
-    rows = c.call(lambda b: b.list_approvals(statuses))
-    if c.as_json:
-        _print_json(rows)
-        return
-    table = Table("approval_id", "run_id", "tool", "risk", "arguments", "reasons", "status", "expires")
-    for r in rows:
-        table.add_row(
+    _list_pending(
+        ctx,
+        all_,
+        lambda b, statuses: b.list_approvals(statuses),
+        ("approval_id", "run_id", "tool", "risk", "arguments", "reasons", "status", "expires"),
+        lambda r: (
             r["approval_id"],
             r["run_id"],
             r["tool"],
@@ -72,8 +89,8 @@ def approvals_list(
             "; ".join(r["reasons"]),
             r["status"],
             _expires(r["expires_at"]) if r["status"] == "pending" else "",
-        )
-    out.print(table)
+        ),
+    )
 
 
 def _decide(
@@ -150,16 +167,13 @@ def escalations_list(
     all_: Annotated[bool, typer.Option("--all", help="Include resolved requests.")] = False,
 ) -> None:
     """List runs waiting for a human (pending requests by default)."""
-    c = _ctx(ctx)
-    statuses = None if all_ else ("pending",)
-    rows = c.call(lambda b: b.list_human_requests(statuses))
-    if c.as_json:
-        _print_json(rows)
-        return
-    table = Table("request_id", "run_id", "kind", "question", "options", "status")
-    for r in rows:
-        table.add_row(r["request_id"], r["run_id"], r["kind"], r["question"], ", ".join(r["options"]), r["status"])
-    out.print(table)
+    _list_pending(
+        ctx,
+        all_,
+        lambda b, statuses: b.list_human_requests(statuses),
+        ("request_id", "run_id", "kind", "question", "options", "status"),
+        lambda r: (r["request_id"], r["run_id"], r["kind"], r["question"], ", ".join(r["options"]), r["status"]),
+    )
 
 
 def _resolve(
