@@ -336,6 +336,10 @@ def test_cli_lifecycle(db_url: str, tmp_path: Path) -> None:
     assert cancel_done.code == 1
     assert m.snapshot() == everything.out
 
+    # ---- with --json, a resumed run left to a worker is printed as JSON, like run and fork
+    again = ok(m("--json", "runs", "resume", cancel_id)).json()
+    assert (again["run_id"], again["status"]) == (cancel_id, "PENDING")
+
 
 # ------------------------------------------------------------------- commands that need no database
 

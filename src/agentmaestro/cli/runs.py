@@ -55,24 +55,22 @@ def _start_then_see_through(
     started: Callable[[dict[str, Any]], str | None],
     wait: bool,
     follow: bool = False,
-    queued_json: bool = True,
 ) -> NoReturn:
     """Start a run (new, resumed or forked), then report it queued or, with --wait/--follow, see it through here.
 
     Args:
         c: The CLI context.
         start: Creates the run; returns it.
-        queued: The line reporting the run left to a worker (printed as the run's JSON with --json if ``queued_json``).
+        queued: The line reporting the run left to a worker (with --json, the run's JSON instead).
         started: The line announcing the run before seeing it through, if any.
         wait: Drive or follow the run here until it stops or waits.
         follow: Also print its events as they happen.
-        queued_json: Whether --json prints the queued run as JSON instead of the ``queued`` line.
     """
 
     async def go(b: Backend) -> int:
         run = await start(b)
         if not (wait or follow):
-            if c.as_json and queued_json:
+            if c.as_json:
                 _print_json(run)
             else:
                 out.print(queued(run), markup=False)
@@ -274,7 +272,6 @@ def runs_resume(
         queued=lambda run: f"{run['run_id']} {run['status']} (resumed; a worker will continue it)",
         started=lambda run: None,
         wait=wait,
-        queued_json=False,
     )
 
 
