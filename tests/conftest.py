@@ -18,6 +18,7 @@ import secrets
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pytest
 
 PG_URL = os.environ.get("MAESTRO_TEST_PG_URL", "")
 REQUIRE_PG = os.environ.get("MAESTRO_TEST_REQUIRE_PG") == "1"
-_pg_state: dict[str, object] = {"template": None}
+_pg_state: dict[str, object] = {"template": None, "databases": None}
 _sqlite_state: dict[str, Path | None] = {"template": None}
 _reports = {"passed": 0, "pg_passed": 0}
 """Passed tests seen by this process (under xdist, the controller sees every worker's reports)."""
@@ -62,6 +63,52 @@ def _pg_template() -> str:
     return str(_pg_state["template"])
 
 
+class _PgDatabases:
+    """Per-test databases copied from this process's template one test ahead, and dropped after their test,
+    by one background thread: a test does not wait for CREATE DATABASE (a copy of the template's ~8 MB) or
+    DROP DATABASE. One thread does both, so the template is never copied twice at once."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maestro-test-pg")
+        self._next: Future[str] = self._thread.submit(self._create)
+        self.drop_errors: list[str] = []
+
+    def _create(self) -> str:
+        name = f"maestro_t_{secrets.token_hex(5)}"
+        with _admin_connect() as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return name
+
+    def _drop(self, name: str) -> None:
+        try:
+            with _admin_connect() as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except Exception as exc:
+            self.drop_errors.append(f"{name}: {exc}")
+
+    def take(self) -> str:
+        """A fresh database (its name); the next one starts being copied at once."""
+        try:
+            return self._next.result()
+        finally:
+            self._next = self._thread.submit(self._create)
+
+    def drop(self, name: str) -> None:
+        """Drop ``name`` in the background (its connections are closed by force)."""
+        self._thread.submit(self._drop, name)
+
+    def close(self) -> None:
+        """Drop the spare database and wait for every pending drop."""
+        try:
+            spare = self._next.result()
+        except Exception:
+            pass
+        else:
+            self._drop(spare)
+        self._thread.shutdown(wait=True)
+
+
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This process's migrated SQLite template: one self-contained file (no WAL beside it) to copy per test."""
     if _sqlite_state["template"] is None:
@@ -88,6 +135,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    databases = _pg_state["databases"]
+    if isinstance(databases, _PgDatabases):
+        databases.close()
+        for error in databases.drop_errors:
+            print(f"\ncould not drop test database {error}")
     name = _pg_state["template"]
     if name:
         try:
@@ -120,16 +172,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pyt
             pytest.fail("MAESTRO_TEST_REQUIRE_PG=1 but MAESTRO_TEST_PG_URL is not set")
         pytest.skip("PostgreSQL tests need MAESTRO_TEST_PG_URL")
     try:
-        template = _pg_template()
+        if _pg_state["databases"] is None:
+            _pg_state["databases"] = _PgDatabases(_pg_template())
     except Exception as exc:
         if REQUIRE_PG:
             pytest.fail(f"PostgreSQL at MAESTRO_TEST_PG_URL is unusable: {exc}")
         pytest.skip(f"PostgreSQL unavailable: {exc}")
-    name = f"maestro_t_{secrets.token_hex(5)}"
-    with _admin_connect() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    databases = _pg_state["databases"]
+    assert isinstance(databases, _PgDatabases)
+    name = databases.take()
     try:
         yield _pg_url_for(name)
     finally:
-        with _admin_connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        databases.drop(name)
