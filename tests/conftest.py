@@ -6,9 +6,9 @@ copy of one migrated file (migrating a new file costs far more than copying one)
 ``MAESTRO_TEST_REQUIRE_PG=1`` (CI) a missing or unreachable PostgreSQL fails the suite instead of skipping.
 
 The suite runs in parallel under pytest-xdist (``make test`` uses ``-n 2``). Every worker process keeps its
-own uniquely named PostgreSQL template and SQLite template, and drops only what it created; the "PostgreSQL
-half actually ran" check counts test reports in the process that prints the summary (the xdist controller,
-or the only process of a serial run), so it sees every worker's tests.
+own uniquely named PostgreSQL template and SQLite template (and drops only what it created) and its own
+``MAESTRO_HOME``; the "PostgreSQL half actually ran" check counts test reports in the process that prints
+the summary (the xdist controller, or the only process of a serial run), so it sees every worker's tests.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
@@ -28,6 +29,7 @@ PG_URL = os.environ.get("MAESTRO_TEST_PG_URL", "")
 REQUIRE_PG = os.environ.get("MAESTRO_TEST_REQUIRE_PG") == "1"
 _pg_state: dict[str, object] = {"template": None, "databases": None}
 _sqlite_state: dict[str, Path | None] = {"template": None}
+_home: dict[str, str] = {}
 _reports = {"passed": 0, "pg_passed": 0}
 """Passed tests seen by this process (under xdist, the controller sees every worker's reports)."""
 
@@ -124,6 +126,23 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     template = _sqlite_state["template"]
     assert template is not None
     return template
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this pytest process (each xdist worker has its own) a ``MAESTRO_HOME`` of its own.
+
+    Code under test keeps its secret key and run work folders there (default ``./.maestro``): the suite never
+    touches the developer's, and two workers never race to create the same key file.
+    """
+    home = tempfile.mkdtemp(prefix="maestro-test-home-")
+    _home["path"] = home
+    os.environ["MAESTRO_HOME"] = home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = _home.pop("path", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
