@@ -5,7 +5,7 @@ each test gets a fresh database copied from a migrated template. SQLite works th
 copy of one migrated file (migrating a new file costs far more than copying one). With
 ``MAESTRO_TEST_REQUIRE_PG=1`` (CI) a missing or unreachable PostgreSQL fails the suite instead of skipping.
 
-The suite runs in parallel under pytest-xdist (``make test`` uses ``-n 2``). Every worker process keeps its
+The suite runs in parallel under pytest-xdist (``make test`` uses ``-n 3``). Every worker process keeps its
 own uniquely named PostgreSQL template and SQLite template (and drops only what it created) and its own
 ``MAESTRO_HOME``; the "PostgreSQL half actually ran" check counts test reports in the process that prints
 the summary (the xdist controller, or the only process of a serial run), so it sees every worker's tests.
