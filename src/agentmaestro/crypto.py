@@ -12,9 +12,11 @@ with an old key still verify until that key is removed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -31,6 +33,25 @@ KEY_FILE = "secret.key"
 
 class DecryptionError(ConfigError):
     """A ciphertext was not made by any key of the keyring (wrong or removed key, or tampering)."""
+
+
+def _create_key_file(path: Path) -> None:
+    """Create ``path`` holding a new key, atomically: another process sees no file or a whole one.
+
+    The key is written to a private temporary file that is then hard-linked into place; the link
+    fails if another process got there first, and then that process's key is the one used.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(generate_key() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
 
 
 def generate_key() -> str:
@@ -72,14 +93,7 @@ class Keyring:
             return cls([one])
         path = Path(home or os.environ.get("MAESTRO_HOME", ".maestro")) / KEY_FILE
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process made it first
-                pass
-            else:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(generate_key() + "\n")
+            _create_key_file(path)
         lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
         return cls(lines)
 

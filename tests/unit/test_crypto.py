@@ -50,3 +50,22 @@ def test_env_keys_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ring = Keyring.from_env(tmp_path)
     assert Keyring([a]).decrypt(ring.encrypt("y")) == "y"
     assert not (tmp_path / "secret.key").exists()
+
+
+def test_processes_racing_to_create_the_key_file_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key file appears whole or not at all: racing creators never read it empty and all use one key."""
+    import multiprocessing
+
+    monkeypatch.delenv("MAESTRO_SECRET_KEYS", raising=False)
+    monkeypatch.delenv("MAESTRO_SECRET_KEY", raising=False)
+    home = tmp_path / "home"
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(8) as pool:
+        ids = pool.map(_key_id_of, [str(home)] * 32)
+    assert len(set(ids)) == 1
+    assert [p.name for p in home.iterdir()] == ["secret.key"]  # no temporary file left behind
+    assert stat.S_IMODE((home / "secret.key").stat().st_mode) == 0o600
+
+
+def _key_id_of(home: str) -> str:
+    return Keyring.from_env(home).key_id
