@@ -38,3 +38,18 @@ def test_postgresql_needs_no_queue() -> None:
     with queue:  # a no-op
         pass
     queue.close()
+
+
+def test_a_stuck_holder_is_bypassed(tmp_path: Path) -> None:
+    """A holder that never lets go (a stopped process) delays others at most max_wait_s, then is skipped."""
+    db = tmp_path / "maestro.db"
+    stuck, other = WriterQueue(db), WriterQueue(db, max_wait_s=0.05, bypass_s=60)
+    with stuck:
+        with other:  # waited 0.05 s, then went on without the lock
+            pass
+        with other:  # within the bypass window: no wait at all
+            pass
+    with other:
+        pass
+    stuck.close()
+    other.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,31 +106,49 @@ class WriterQueue:
 
     SQLite lets one writer in at a time and makes the others wait in its busy handler, which sleeps
     in growing steps (up to 100 ms) instead of waking when the lock is released: with several worker
-    processes on one file, a waiting writer spent most of its time asleep after the lock had already
-    been freed. The kernel wakes an ``flock`` waiter at once. Held around a whole write transaction
-    (``BEGIN IMMEDIATE`` to COMMIT or ROLLBACK); the kernel drops it if the process dies. SQLite's own
-    locking still guards the data; this only orders the queue. On PostgreSQL it does nothing.
+    processes on one file, a waiting writer spent much of its time asleep after the lock had been
+    freed. Writers take this lock around a whole write transaction (``BEGIN IMMEDIATE`` to COMMIT or
+    ROLLBACK) and wait for it in steps of at most 2 ms; the kernel drops it if the process dies.
+
+    It only orders the queue; SQLite's own locking still guards the data. So that a frozen holder (a
+    stopped or hung process) can never block the others for longer than SQLite itself would, a writer
+    that waited ``max_wait_s`` goes on without it, and skips it for ``bypass_s`` after that (back to
+    SQLite's busy handler alone). On PostgreSQL it does nothing.
     """
 
-    def __init__(self, database: Path | None) -> None:
+    def __init__(self, database: Path | None, *, max_wait_s: float = 0.25, bypass_s: float = 5.0) -> None:
         self._path = None if database is None else database.with_name(database.name + "-writer.lock")
+        self.max_wait_s = max_wait_s
+        self.bypass_s = bypass_s
         self._fd: int | None = None
         self._pid = 0
+        self._held = False
+        self._bypass_until = 0.0
 
     def __enter__(self) -> None:
-        if self._path is None:
+        if self._path is None or time.monotonic() < self._bypass_until:
             return
-        import fcntl
-
         if self._fd is None or self._pid != os.getpid():  # a forked child must not share the parent's lock
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
             self._pid = os.getpid()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + self.max_wait_s
+        delay = 0.0001
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._bypass_until = time.monotonic() + self.bypass_s
+                    return  # the holder is stuck: rely on SQLite's own lock for a while
+                time.sleep(delay)
+                delay = min(delay * 2, 0.002)
+            else:
+                self._held = True
+                return
 
     def __exit__(self, *_exc: object) -> None:
-        if self._fd is not None:
-            import fcntl
-
+        if self._held and self._fd is not None:
+            self._held = False
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
