@@ -41,7 +41,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from agentmaestro.errors import ValidationError
-from agentmaestro.tools.builtin.http import BLOCKED_NAMES, METADATA_ADDRESSES, address_problem, parse_allow_list
+from agentmaestro.tools.builtin.http import (
+    BLOCKED_NAMES,
+    METADATA_ADDRESSES,
+    address_problem,
+    is_ip_literal,
+    parse_allow_list,
+)
 
 __all__ = [
     "ALLOWED_HOSTS_ENV",
@@ -87,11 +93,7 @@ class PinnedTarget:
     @property
     def is_ip_literal(self) -> bool:
         """The URL named an IP address rather than a host name."""
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
+        return is_ip_literal(self.host)
 
     def request_args(self) -> tuple[str, dict[str, str], dict[str, Any]]:
         """``(url, headers, extensions)`` of a request pinned to :attr:`address`.

@@ -99,6 +99,15 @@ class _Allow:
     port: int | None
 
 
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` (as in a URL, IPv6 without brackets) is an IP address rather than a host name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, kw_only=True)
 class Target:
     """A checked destination: where to connect and how to present the request."""
@@ -117,11 +126,7 @@ class Target:
     @property
     def is_ip_literal(self) -> bool:
         """The URL named an IP address rather than a host name."""
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
+        return is_ip_literal(self.host)
 
     @property
     def host_header(self) -> str:
