@@ -347,3 +347,84 @@ async def test_other_workspace_cannot_see_or_resolve(db_url: str) -> None:
         assert CALLS == []
     finally:
         await store.close()
+
+
+async def test_one_decision_one_execution_across_forks(db_url: str) -> None:
+    """A fork copies the grant into its history, but the grant authorises nothing there: the fork asks again.
+
+    Red-team finding: forking at APPROVAL_GRANTED (or later) re-ran the approved DANGEROUS call with no new
+    decision; two forks gave three executions. Every fork point of a completed run is tried.
+    """
+    store = Store.open(db_url)
+    try:
+        agent = Agent(name="ops", model=ScriptedModel(wipe_script()), tools=[wipe])
+        run_id = await start(store, agent)
+        async with Running(store, [agent]) as w:
+            assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
+            [appr] = await store.list_approvals()
+            await store.resolve_approval(appr["approval_id"], approve=True, by="ann")
+            assert await w.settle(run_id) is RunStatus.COMPLETED
+            assert len(CALLS) == 1
+            events = await store.events(run_id)
+            granted = next(e.seq for e in events if e.type is EventType.APPROVAL_GRANTED)
+            forks = [await store.fork(run_id, at_seq=granted) for _ in range(2)]
+            for fork in forks:
+                assert await w.settle(fork.run_id) is RunStatus.WAITING_FOR_APPROVAL
+            assert len(CALLS) == 1
+            pending = await store.list_approvals(statuses=["pending"])
+            assert sorted(a["run_id"] for a in pending) == sorted(f.run_id for f in forks)
+            assert appr["approval_id"] not in {a["approval_id"] for a in pending}
+            # every other fork point: none executes the call without a decision of its own
+            for e in events:
+                if e.seq <= granted or e.type is EventType.RUN_COMPLETED:
+                    continue
+                fork = await store.fork(run_id, at_seq=e.seq)
+                assert await w.settle(fork.run_id) in (RunStatus.WAITING_FOR_APPROVAL, RunStatus.COMPLETED)
+            assert len(CALLS) == 1
+            # a fork's own approval authorises that fork's call, once
+            mine = next(a for a in pending if a["run_id"] == forks[0].run_id)
+            await store.resolve_approval(mine["approval_id"], approve=True, by="ann")
+            assert await w.settle(forks[0].run_id) is RunStatus.COMPLETED
+            assert len(CALLS) == 2
+            for fork in forks:
+                assert fold(await store.events(fork.run_id)) == (await store.get_run(fork.run_id)).state
+    finally:
+        await store.close()
+
+
+async def test_resume_does_not_repeat_an_approved_call(db_url: str) -> None:
+    """A run that failed after its approved call ran resumes without running it again."""
+    store = Store.open(db_url)
+    try:
+        script = [
+            {"tool_calls": [{"name": "wipe", "arguments": {"target": "staging"}}]},
+            {"tool_calls": [{"name": "wipe", "arguments": {"target": "prod"}}]},
+            {"content": "done"},
+        ]
+        agent = Agent(name="ops", model=ScriptedModel(script), tools=[wipe])
+        await store.ensure_workspace()
+        [rec] = await store.create_runs(
+            [
+                NewRun(
+                    run_id=new_run_id(),
+                    workspace_id="default",
+                    agent_name=agent.name,
+                    input="do it",
+                    spec=agent.spec(),
+                    policy=StrictPolicy(max_tool_calls=1).to_json(),
+                )
+            ]
+        )
+        async with Running(store, [agent]) as w:
+            assert await w.settle(rec.run_id) is RunStatus.WAITING_FOR_APPROVAL
+            [appr] = await store.list_approvals()
+            await store.resolve_approval(appr["approval_id"], approve=True, by="ann")
+            assert await w.settle(rec.run_id) is RunStatus.FAILED  # the second call breaks max_tool_calls
+            assert CALLS == [("wipe", {"target": "staging"})]
+            await store.resume(rec.run_id, policy={"max_tool_calls": 5})
+            assert await w.settle(rec.run_id) is RunStatus.WAITING_FOR_APPROVAL
+            assert CALLS == [("wipe", {"target": "staging"})]
+            [again] = await store.list_approvals(statuses=["pending"])
+            assert again["arguments"] == {"target": "prod"}
+    finally:
+        await store.close()

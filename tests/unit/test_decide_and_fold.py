@@ -138,6 +138,13 @@ def test_gate_rules() -> None:
     ):
         action = decide(Snapshot(state=dataclasses.replace(st, approval=bad), now=1001, verdict=APPROVE))
         assert action.kind is ActionKind.REQUEST_APPROVAL
+    # a grant is bound to the run that asked: another run (a fork's copy) does not get it
+    bound = dataclasses.replace(good, run_id="r1")
+    snap = Snapshot(state=dataclasses.replace(st, approval=bound), now=1001, verdict=APPROVE, run_id="r1")
+    assert decide(snap).kind is ActionKind.CALL_TOOL
+    for other in ("r2", None):
+        snap = dataclasses.replace(snap, run_id=other)
+        assert decide(snap).kind is ActionKind.REQUEST_APPROVAL
 
 
 def test_failures_escalate_after_max_attempts() -> None:
@@ -206,3 +213,23 @@ def test_fold_changes_only_declared_fields() -> None:
     )
     assert set(vars(st)) == fields
     assert st == dataclasses.replace(st) and st.pending_tool_calls == (call,)
+
+
+def test_fork_drops_a_copied_grant() -> None:
+    """RUN_FORKED clears a granted approval: the copy of a decision authorises nothing in the fork."""
+    call = {"call_id": "c1", "name": "rm", "arguments": {"path": "x"}}
+    digest = args_hash("rm", {"path": "x"})
+    st = fold(
+        [
+            ev(1, E.RUN_CREATED),
+            ev(2, E.RUN_STARTED),
+            ev(3, E.STEP_COMPLETED, step=0, kind="MODEL_CALL", tool_calls=[call]),
+            ev(4, E.APPROVAL_REQUESTED, approval_id="a", run_id="r", call=call, args_hash=digest),
+            ev(5, E.APPROVAL_GRANTED, approval_id="a", args_hash=digest),
+        ]
+    )
+    assert st.approval is not None and st.approval.status == "approved" and st.approval.run_id == "r"
+    assert decide(Snapshot(state=st, now=1006, verdict=APPROVE, run_id="r")).kind is ActionKind.CALL_TOOL
+    forked = apply_event(st, ev(6, E.RUN_FORKED, source_run_id="r", at_seq=5))
+    assert forked.approval is None and forked.pending_tool_calls == st.pending_tool_calls
+    assert RunState.from_json(st.to_json()) == st

@@ -49,6 +49,8 @@ class Snapshot:
     """An operator asked to cancel the run."""
     verdict: Verdict | None = None
     """The risk gate's verdict on the first pending tool call (required when calls are pending)."""
+    run_id: str | None = None
+    """The run being decided: a granted approval counts only in the run that asked for it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,11 +109,12 @@ def _gate(s: Snapshot) -> GateDecision | None:
 
 
 def _approved(s: Snapshot) -> bool:
-    """A granted approval exists for exactly this call and these arguments."""
+    """A granted approval exists for exactly this call and these arguments, asked by this run."""
     call, approval = _first_call(s), s.state.approval
     return (
         approval is not None
         and approval.status == "approved"
+        and (approval.run_id is None or approval.run_id == s.run_id)
         and approval.call_id == call.call_id
         and approval.args_hash == args_hash(call.name, call.arguments)
     )

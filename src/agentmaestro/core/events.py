@@ -69,15 +69,21 @@ class ApprovalState:
     """Hash of the exact tool name and arguments approved (or asked about)."""
     status: str
     """``pending`` or ``approved``."""
+    run_id: str | None = None
+    """The run that asked; a grant authorises a call in that run only (None in requests recorded before
+    requests named their run: those are bound by the fork rule alone, see ``RUN_FORKED``)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form."""
-        return {
+        out = {
             "approval_id": self.approval_id,
             "call_id": self.call_id,
             "args_hash": self.args_hash,
             "status": self.status,
         }
+        if self.run_id is not None:
+            out["run_id"] = self.run_id
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -269,7 +275,11 @@ def apply_event(state: RunState, event: Event) -> RunState:
             changes["pending_tool_calls"] = tuple(c for c in state.pending_tool_calls if c.call_id != p["call_id"])
     elif t is EventType.APPROVAL_REQUESTED:
         changes["approval"] = ApprovalState(
-            approval_id=p["approval_id"], call_id=p["call"]["call_id"], args_hash=p["args_hash"], status="pending"
+            approval_id=p["approval_id"],
+            call_id=p["call"]["call_id"],
+            args_hash=p["args_hash"],
+            status="pending",
+            run_id=p.get("run_id"),
         )
     elif t is EventType.APPROVAL_GRANTED:
         if state.approval is None or state.approval.approval_id != p.get("approval_id"):
@@ -312,6 +322,9 @@ def apply_event(state: RunState, event: Event) -> RunState:
     elif t is EventType.RUN_FORKED:
         changes["in_flight"] = None
         changes["error"] = None
+        # One decision, one execution: a grant copied into a fork's history authorises nothing there.
+        # The fork asks again for any call still waiting to run.
+        changes["approval"] = None
         if p.get("policy"):
             changes["policy"] = StrictPolicy.from_json(p["policy"])
     if t in _TERMINATING:

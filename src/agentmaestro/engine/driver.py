@@ -163,7 +163,11 @@ class RunDriver:
             while self.state.status is RunStatus.RUNNING and not self.lost and not self.stopping:
                 verdict = self._verdict(self.state.pending_tool_calls[0]) if self.state.pending_tool_calls else None
                 snapshot = Snapshot(
-                    state=self.state, now=time.time(), cancel_requested=self.cancel_requested, verdict=verdict
+                    state=self.state,
+                    now=time.time(),
+                    cancel_requested=self.cancel_requested,
+                    verdict=verdict,
+                    run_id=self.run_id,
                 )
                 action = decide(snapshot)
                 if self.state.failures and action.kind in (ActionKind.CALL_MODEL, ActionKind.CALL_TOOL):
@@ -266,7 +270,7 @@ class RunDriver:
         if events and state.status is RunStatus.RUNNING and state.final_output is not None:
             # The step gave the final answer: when the table says COMPLETE next, record it in the
             # same commit instead of a separate one.
-            nxt = decide(Snapshot(state=state, now=now, cancel_requested=self.cancel_requested))
+            nxt = decide(Snapshot(state=state, now=now, cancel_requested=self.cancel_requested, run_id=self.run_id))
             if nxt.kind is ActionKind.COMPLETE:
                 done = Event(
                     run_id=self.run_id,
@@ -472,6 +476,7 @@ class RunDriver:
         digest = args_hash(call.name, call.arguments)
         payload = {
             "approval_id": approval_id,
+            "run_id": self.run_id,
             "call": call.to_json(),
             "risk": verdict.risk.name,
             "reasons": list(verdict.reasons),
