@@ -50,12 +50,25 @@ class RunCancel(Strict):
     reason: str = Field(default="cancelled via API", max_length=2000)
 
 
+RunKind = Literal["agent", "workflow", "objective", "escalation"]
+
+
+class RunChildren(BaseModel):
+    """How many child runs a run has started, and how many of them have finished."""
+
+    total: int
+    finished: int
+
+
 class Run(BaseModel):
     """A run's snapshot."""
 
     run_id: str
     workspace_id: str
     agent: str
+    kind: RunKind = Field(
+        description="`agent`, `workflow`, `objective`, or `escalation` (an objective's wait for a person)."
+    )
     parent_run_id: str | None
     created_by: str | None = Field(
         default=None,
@@ -83,6 +96,9 @@ class Run(BaseModel):
     created_at: float
     updated_at: float
     finished_at: float | None
+    children: RunChildren | None = Field(
+        default=None, description="In lists (`GET /v1/runs`): its child runs, or null if it has none."
+    )
 
 
 class Step(BaseModel):

@@ -12,12 +12,21 @@ import json
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
 
 from agentmaestro.core.events import Event, RunState, apply_event, fold
-from agentmaestro.core.states import EventType, RunStatus, StepKind
+from agentmaestro.core.states import TERMINAL_STATUSES, EventType, RunStatus, StepKind
 from agentmaestro.errors import ConflictError, InvalidTransitionError, NotFoundError
-from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, NewRun, RunRecord, StepRow
+from agentmaestro.store.records import (
+    RUN_KINDS,
+    Claim,
+    Commit,
+    CommitResult,
+    HeartbeatResult,
+    NewRun,
+    RunRecord,
+    StepRow,
+)
 
 __all__ = ["NewRun"]  # re-exported: historically defined here
 from agentmaestro.store.dialects import upsert_insert
@@ -260,10 +269,15 @@ def list_runs(
     statuses: Collection[str] | None = None,
     agent: str | None = None,
     parent_run_id: str | None = None,
+    top_level: bool = False,
+    kind: str | None = None,
     before: str | None = None,
     limit: int = 50,
 ) -> list[RunRecord]:
-    """Runs, newest first; ``before`` is a run id cursor (run ids sort by creation time)."""
+    """Runs, newest first; ``before`` is a run id cursor (run ids sort by creation time).
+
+    ``top_level`` keeps runs without a parent; ``kind`` (see :func:`run_kind`) filters on the spec's kind.
+    """
     q = select(runs)
     if workspace_id is not None:
         q = q.where(runs.c.workspace_id == workspace_id)
@@ -273,10 +287,31 @@ def list_runs(
         q = q.where(runs.c.agent_name == agent)
     if parent_run_id:
         q = q.where(runs.c.parent_run_id == parent_run_id)
+    if top_level:
+        q = q.where(runs.c.parent_run_id.is_(None))
+    if kind:
+        spec_kind = runs.c.spec["kind"].as_string()
+        if kind == "agent":
+            q = q.where(or_(spec_kind.is_(None), spec_kind.not_in(list(RUN_KINDS))))
+        else:
+            q = q.where(spec_kind.in_([k for k, v in RUN_KINDS.items() if v == kind] or [kind]))
     if before:
         q = q.where(runs.c.run_id < before)
     q = q.order_by(runs.c.run_id.desc()).limit(limit)
     return [record_from_row(r) for r in conn.execute(q)]
+
+
+def count_children(conn: Connection, run_ids: Collection[str]) -> dict[str, tuple[int, int]]:
+    """``{run_id: (children, finished children)}`` for those of ``run_ids`` that have child runs."""
+    if not run_ids:
+        return {}
+    finished = func.sum(case((runs.c.status.in_([s.value for s in TERMINAL_STATUSES]), 1), else_=0))
+    q = (
+        select(runs.c.parent_run_id, func.count(), finished)
+        .where(runs.c.parent_run_id.in_(list(run_ids)))
+        .group_by(runs.c.parent_run_id)
+    )
+    return {parent: (int(n), int(done or 0)) for parent, n, done in conn.execute(q)}
 
 
 def count_runs_by_status(conn: Connection, workspace_id: str | None) -> dict[str, int]:

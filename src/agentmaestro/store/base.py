@@ -284,19 +284,31 @@ class Store:
         statuses: Collection[str] | None = None,
         agent: str | None = None,
         parent_run_id: str | None = None,
+        top_level: bool = False,
+        kind: str | None = None,
         before: str | None = None,
         limit: int = 50,
     ) -> list[RunRecord]:
-        """Runs newest first, filtered; ``before`` is the last run id of the previous page."""
+        """Runs newest first, filtered; ``before`` is the last run id of the previous page.
+
+        ``top_level`` keeps only runs without a parent; ``kind`` is ``agent``, ``workflow``, ``objective`` or
+        ``escalation`` (``RunRecord.to_json()["kind"]``).
+        """
         return await self._read(
             _ops.list_runs,
             workspace_id=workspace_id,
             statuses=statuses,
             agent=agent,
             parent_run_id=parent_run_id,
+            top_level=top_level,
+            kind=kind,
             before=before,
             limit=limit,
         )
+
+    async def count_children(self, run_ids: Collection[str]) -> dict[str, tuple[int, int]]:
+        """``{run_id: (child runs, finished child runs)}`` for those of ``run_ids`` that have children."""
+        return await self._read(_ops.count_children, run_ids)
 
     async def count_runs_by_status(self, workspace_id: str | None = None) -> dict[str, int]:
         """Number of runs per status."""

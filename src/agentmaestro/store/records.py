@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from agentmaestro.core.events import Event, RunState
 from agentmaestro.core.states import RunStatus, StepKind
@@ -27,6 +28,19 @@ def new_worker_id() -> str:
     """A worker identity: host, pid and a random suffix."""
     host = os.uname().nodename.split(".")[0][:40]
     return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+RUN_KINDS: Final[Mapping[str, str]] = {
+    "workflow": "workflow",
+    "objective": "objective",
+    "objective_escalation": "escalation",
+}
+"""A run's kind by its spec's ``kind``; a spec without one (or with another) is an ``agent`` run."""
+
+
+def run_kind(spec: Mapping[str, Any]) -> str:
+    """``agent``, ``workflow``, ``objective`` or ``escalation`` (an objective's wait for a person)."""
+    return RUN_KINDS.get(str(spec.get("kind")), "agent")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +95,7 @@ class RunRecord:
             "run_id": self.run_id,
             "workspace_id": self.workspace_id,
             "agent": self.agent_name,
+            "kind": run_kind(self.spec),
             "parent_run_id": self.parent_run_id,
             "created_by": self.created_by,
             "input": self.input,

@@ -78,23 +78,31 @@ async def list_runs(
     store: StoreDep,
     status: Annotated[list[RunStatus] | None, Query(description="Filter by status (repeatable).")] = None,
     agent: Annotated[str | None, Query(max_length=200)] = None,
-    parent_run_id: Annotated[str | None, Query(max_length=40)] = None,
+    parent_run_id: Annotated[str | None, Query(max_length=40, description="Only the child runs of this run.")] = None,
+    top_level: Annotated[bool, Query(description="Only runs without a parent (no sub-runs or task runs).")] = False,
+    kind: Annotated[schemas.RunKind | None, Query(description="Only runs of this kind.")] = None,
     cursor: Annotated[str | None, Query(max_length=40, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    """Runs of the caller's workspace, newest first, with cursor pagination."""
+    """Runs of the caller's workspace, newest first, with cursor pagination; each with its child-run counts."""
+    if top_level and parent_run_id:
+        raise APIError(400, "invalid", "top_level=true and parent_run_id exclude each other")
     records = await store.list_runs(
         workspace_id=principal.workspace_id,
         statuses=[s.value for s in status] if status else None,
         agent=agent,
         parent_run_id=parent_run_id,
+        top_level=top_level,
+        kind=kind,
         before=cursor,
         limit=limit,
     )
-    return {
-        "runs": [r.to_json() for r in records],
-        "next_cursor": records[-1].run_id if len(records) == limit else None,
-    }
+    counts = await store.count_children([r.run_id for r in records])
+    runs = []
+    for r in records:
+        total, finished = counts.get(r.run_id, (0, 0))
+        runs.append({**r.to_json(), "children": {"total": total, "finished": finished} if total else None})
+    return {"runs": runs, "next_cursor": records[-1].run_id if len(records) == limit else None}
 
 
 @router.get("/{run_id}", response_model=schemas.RunDetail, summary="Get a run with its steps")
