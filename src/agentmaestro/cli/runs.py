@@ -36,7 +36,7 @@ from agentmaestro.cli._common import (
     out,
     runs_app,
 )
-from agentmaestro.core.events import Event, fold
+from agentmaestro.core.events import Event, RunState, fold
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus
 from agentmaestro.engine import deltas
@@ -303,6 +303,25 @@ def _comparable(value: Any) -> Any:
     return round(value, 8) if isinstance(value, float) else value
 
 
+def _steps_table_differences(state: RunState, rows: list[dict[str, Any]]) -> dict[str, tuple[Any, Any]]:
+    """Where the ``steps`` rows (what ``runs show --steps`` and usage read) disagree with the replayed steps."""
+    recorded = {
+        "steps table: rows": len(rows),
+        "steps table: step indexes": sorted(int(r["step"]) for r in rows),
+        "steps table: input_tokens": sum(int(r.get("input_tokens") or 0) for r in rows),
+        "steps table: output_tokens": sum(int(r.get("output_tokens") or 0) for r in rows),
+        "steps table: cost_usd": sum(float(r.get("cost_usd") or 0.0) for r in rows),
+    }
+    expected = {
+        "steps table: rows": state.steps,
+        "steps table: step indexes": list(range(state.steps)),
+        "steps table: input_tokens": state.input_tokens,
+        "steps table: output_tokens": state.output_tokens,
+        "steps table: cost_usd": state.cost_usd,
+    }
+    return {k: (recorded[k], expected[k]) for k in recorded if _comparable(recorded[k]) != _comparable(expected[k])}
+
+
 @runs_app.command("replay")
 def runs_replay(ctx: typer.Context, run_id: str) -> None:
     """Fold a run's events from scratch and check they reproduce its stored snapshot.
@@ -311,10 +330,10 @@ def runs_replay(ctx: typer.Context, run_id: str) -> None:
     """
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> tuple[dict[str, Any], list[Event]]:
-        return await b.snapshot(run_id), await b.events(run_id)
+    async def go(b: Backend) -> tuple[dict[str, Any], list[Event], list[dict[str, Any]]]:
+        return await b.snapshot(run_id), await b.events(run_id), (await b.get_run(run_id)).get("steps_detail", [])
 
-    stored, events = c.call(go)
+    stored, events, step_rows = c.call(go)
     state = fold(events)
     replayed = {**state.to_json(), "tokens": state.tokens}
     diffs = {
@@ -322,6 +341,7 @@ def runs_replay(ctx: typer.Context, run_id: str) -> None:
         for k in stored.keys() & replayed.keys()
         if _comparable(stored[k]) != _comparable(replayed[k])
     }
+    diffs.update(_steps_table_differences(state, step_rows))
     status = stored["status"]
     if c.as_json:
         _print_json({"run_id": run_id, "events": len(events), "match": not diffs, "differences": diffs})

@@ -645,8 +645,42 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
     return results
 
 
+def step_row_of(event: Event) -> StepRow | None:
+    """The ``steps`` row of a step recorded outside a worker's commit (a person's answer, a rejection, a sub-run).
+
+    Tokens, cost and duration come from the payload where it has them (else 0). None for an event
+    that finishes no step.
+    """
+    if event.type not in (EventType.STEP_COMPLETED, EventType.STEP_FAILED) or event.step is None:
+        return None
+    p = event.payload
+    kind = StepKind(p["kind"])
+    if event.type is EventType.STEP_FAILED:
+        status = "failed"
+    elif p.get("rejected"):
+        status = "rejected"
+    elif p.get("denied"):
+        status = "denied"
+    else:
+        status = "error" if p.get("is_error") else "completed"
+    usage = p.get("usage") or {}
+    name = p.get("model") if kind is StepKind.MODEL_CALL else p.get("name")
+    return StepRow(
+        step_index=event.step,
+        kind=kind,
+        name=None if name is None else str(name)[:200],
+        status=status,
+        seq=event.seq,
+        input_tokens=int(usage.get("input_tokens", 0)),
+        output_tokens=int(usage.get("output_tokens", 0)),
+        cost_usd=float(p.get("cost_usd", 0.0)),
+        duration_ms=float(p.get("duration_ms", 0.0)),
+        created_at=event.created_at,
+    )
+
+
 def _append_guarded(conn: Connection, rec: RunRecord, events: Sequence[Event], now: float, **extra: Any) -> RunRecord:
-    """Apply events to a run that no worker holds, guarded by its version."""
+    """Apply events to a run that no worker holds, guarded by its version; steps they finish get their rows."""
     state = rec.state
     for ev in events:
         state = apply_event(state, ev)
@@ -655,6 +689,9 @@ def _append_guarded(conn: Connection, rec: RunRecord, events: Sequence[Event], n
     if res.rowcount != 1:
         raise ConflictError(f"run {rec.run_id!r} changed concurrently; try again")
     conn.execute(insert(run_events), _event_rows(rec.workspace_id, events))
+    rows = [row for row in map(step_row_of, events) if row is not None]
+    if rows:
+        conn.execute(insert(steps), _step_rows(rec.run_id, rec.workspace_id, rows))
     return dataclasses.replace(rec, state=state, version=rec.version + 1, updated_at=now)
 
 

@@ -1,0 +1,190 @@
+"""Steps finished by a person or outside a worker get their ``steps`` rows; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from agentmaestro import Agent, RiskLevel, ScriptedModel, StrictPolicy, tool
+from agentmaestro.agents import AgentRegistry
+from agentmaestro.cli.runs import _steps_table_differences
+from agentmaestro.core.events import fold
+from agentmaestro.core.states import EventType, RunStatus
+from agentmaestro.engine.worker import Worker, WorkerConfig
+from agentmaestro.store._ops import NewRun
+from agentmaestro.store.base import Store
+from agentmaestro.store.records import new_run_id
+
+pytestmark = pytest.mark.anyio
+
+CHARGES: list[int] = []
+
+
+@tool(risk=RiskLevel.SAFE)
+async def charge(amount: int) -> str:
+    """Charge a card (not idempotent); takes long enough to be interrupted."""
+    CHARGES.append(amount)
+    await asyncio.sleep(30)
+    return f"charged {amount}"
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    CHARGES.clear()
+
+
+async def start(store: Store, agent: Agent, task: str = "do it") -> str:
+    await store.ensure_workspace()
+    [rec] = await store.create_runs(
+        [
+            NewRun(
+                run_id=new_run_id(),
+                workspace_id="default",
+                agent_name=agent.name,
+                input=task,
+                spec=agent.spec(),
+                policy=StrictPolicy().to_json(),
+            )
+        ]
+    )
+    return rec.run_id
+
+
+async def settle(store: Store, agents: list[Agent], run_id: str, timeout: float = 15.0) -> RunStatus:
+    """Run a worker until ``run_id`` is terminal or waits for a person (or an approval)."""
+    worker = Worker(store, AgentRegistry(agents), config=WorkerConfig(poll_interval_s=0.05, lease_ttl_s=0.5))
+    task = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                rec = await store.get_run(run_id)
+                if rec.status.terminal or (rec.status.waiting and rec.status is not RunStatus.WAITING_FOR_CHILDREN):
+                    return rec.status
+                await store.wait_for_change(run_id, 0.1)
+    finally:
+        worker.stop()
+        await task
+
+
+async def crash_mid_call(store: Store, agent: Agent, run_id: str, started: list[Any]) -> None:
+    """A worker starts the run's non-idempotent call and dies before recording it; its lease runs out."""
+    worker = Worker(
+        store,
+        AgentRegistry([agent]),
+        owner="doomed",
+        config=WorkerConfig(poll_interval_s=0.05, lease_ttl_s=0.5, shutdown_grace_s=0.1),
+    )
+    task = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):
+        while not started:
+            await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.6)
+
+
+async def assert_steps_agree(store: Store, *run_ids: str) -> None:
+    """The steps tables, the snapshots, replays of the events and the usage report say the same."""
+    states = []
+    for run_id in run_ids:
+        rec = await store.get_run(run_id)
+        assert fold(await store.events(run_id)) == rec.state
+        rows = await store.steps(run_id)
+        assert [r.step_index for r in rows] == list(range(rec.state.steps))
+        assert _steps_table_differences(rec.state, [r.to_json() for r in rows]) == {}
+        states.append(rec.state)
+    _, totals = await store.usage("default", since=0, until=time.time() + 60, group_by="agent")
+    assert totals["steps"] == sum(s.steps for s in states)
+    assert totals["tool_calls"] == sum(s.tool_calls for s in states)
+    assert totals["input_tokens"] == sum(s.input_tokens for s in states)
+
+
+async def test_a_step_answered_by_a_person_gets_its_steps_row(db_url: str) -> None:
+    store = Store.open(db_url)
+    try:
+        script = [{"tool_calls": [{"name": "charge", "arguments": {"amount": 42}}]}, {"content": "paid"}]
+        agent = Agent(name="payer", model=ScriptedModel(script), tools=[charge])
+        run_id = await start(store, agent)
+        await crash_mid_call(store, agent, run_id, CHARGES)
+        assert await settle(store, [agent], run_id) is RunStatus.WAITING_FOR_HUMAN
+        rows = await store.steps(run_id)
+        assert len(rows) == 1  # the model call; the charge is uncertain
+        [req] = await store.list_human_requests()
+        await store.resolve_human_request(req["request_id"], action="answer", answer="charged 42", by="ops")
+        assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
+        assert CHARGES == [42]
+        rows = await store.steps(run_id)
+        answered = rows[1]
+        assert (answered.kind.value, answered.name, answered.status) == ("TOOL_CALL", "charge", "completed")
+        completed = next(e for e in await store.events(run_id) if e.type is EventType.STEP_COMPLETED and e.step == 1)
+        assert answered.seq == completed.seq and completed.payload["answered_by"] == "ops"
+        await assert_steps_agree(store, run_id)
+    finally:
+        await store.close()
+
+
+@tool(risk=RiskLevel.DANGEROUS)
+def wipe(target: str) -> str:
+    """Delete everything in a target."""
+    return f"wiped {target}"
+
+
+async def test_a_rejected_call_gets_its_steps_row(db_url: str) -> None:
+    store = Store.open(db_url)
+    try:
+        script = [{"tool_calls": [{"name": "wipe", "arguments": {"target": "prod"}}]}, {"content": "ok"}]
+        agent = Agent(name="ops", model=ScriptedModel(script), tools=[wipe])
+        run_id = await start(store, agent)
+        assert await settle(store, [agent], run_id) is RunStatus.WAITING_FOR_APPROVAL
+        [appr] = await store.list_approvals()
+        await store.resolve_approval(appr["approval_id"], approve=False, by="ann", reason="not prod")
+        assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
+        rows = await store.steps(run_id)
+        assert [(r.kind.value, r.status) for r in rows] == [
+            ("MODEL_CALL", "completed"),
+            ("TOOL_CALL", "rejected"),
+            ("MODEL_CALL", "completed"),
+        ]
+        await assert_steps_agree(store, run_id)
+    finally:
+        await store.close()
+
+
+async def test_a_delegated_call_gets_its_steps_row(db_url: str) -> None:
+    store = Store.open(db_url)
+    try:
+        helper = Agent(name="helper", model=ScriptedModel([{"content": "42"}]))
+        boss = Agent(
+            name="boss",
+            model=ScriptedModel(
+                [
+                    {"tool_calls": [{"name": "delegate", "arguments": {"agent": "helper", "task": "answer"}}]},
+                    {"content": "the helper said {{last_tool_result}}"},
+                ]
+            ),
+            delegates=["helper"],
+        )
+        run_id = await start(store, boss)
+        assert await settle(store, [boss, helper], run_id) is RunStatus.COMPLETED
+        rows = await store.steps(run_id)
+        assert [(r.name, r.status) for r in rows][1] == ("delegate", "completed")
+        [child] = await store.list_runs(workspace_id="default", parent_run_id=run_id)
+        await assert_steps_agree(store, run_id, child.run_id)
+    finally:
+        await store.close()
+
+
+def test_replay_reports_a_step_missing_from_the_steps_table() -> None:
+    from agentmaestro.core.events import RunState
+
+    state = RunState(status=RunStatus.COMPLETED, steps=3, input_tokens=10, output_tokens=2, cost_usd=0.5)
+    rows = [
+        {"step": 0, "input_tokens": 10, "output_tokens": 2, "cost_usd": 0.5},
+        {"step": 2, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0},
+    ]
+    diffs = _steps_table_differences(state, rows)
+    assert diffs == {"steps table: rows": (2, 3), "steps table: step indexes": ([0, 2], [0, 1, 2])}
