@@ -10,10 +10,16 @@ Every process started here gets:
 * a scrubbed environment: ``PATH``, ``LANG``, ``HOME`` (the work folder), ``TMPDIR`` (inside the work folder) and
   the caller's explicit extras, never the worker's own variables (API keys, database URLs).
 
-Where bubblewrap (``bwrap``) is installed *and usable* (checked once by running it), the process also gets no network
-(``--unshare-net``), a read-only view of ``/`` with only the work folder writable, private ``/dev``, ``/proc`` and
-``/tmp``, its own PID namespace, no capabilities, and dies with its parent. :attr:`SandboxResult.sandboxed` says
-which of the two happened.
+Where bubblewrap (``bwrap``) is installed *and usable* (checked once by running it), the process also gets a
+minimal, read-only root built from scratch: ``/usr`` and the ``/bin``, ``/sbin`` and ``/lib*`` links or folders, the
+Python interpreter's own prefix, a handful of ``/etc`` files the dynamic loader needs, a made-up ``/etc/passwd`` and
+``/etc/group``, a private ``/tmp``, fresh ``/dev`` and ``/proc``, and the work folder (the only writable place).
+Nothing else of the host exists inside: no ``/etc/shadow``, ``/home``, ``/var``, ``/run``, no ``/root`` (but the
+interpreter's prefix when it lives there), so no host Unix socket either. It has no network (``--unshare-net``: only
+a private loopback, so no abstract sockets of the host), its own PID, IPC and UTS namespaces, no capabilities, and
+dies with its parent. A root worker runs the command as the unprivileged :data:`SANDBOX_UID` (``setpriv`` inside the
+sandbox, with ``no_new_privs``): the work folder is lent to that user for the call and given back afterwards.
+:attr:`SandboxResult.sandboxed` says which of the two happened.
 """
 
 from __future__ import annotations
@@ -26,16 +32,35 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SandboxLimits", "SandboxResult", "bwrap_path", "run_sandboxed", "sandbox_available", "scrubbed_env"]
+__all__ = [
+    "SANDBOX_GID",
+    "SANDBOX_UID",
+    "SandboxLimits",
+    "SandboxResult",
+    "bwrap_path",
+    "run_sandboxed",
+    "sandbox_available",
+    "scrubbed_env",
+]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TMP_DIRNAME = ".tmp"
 """Folder inside the work folder used as ``TMPDIR``."""
+SANDBOX_UID = 65534
+"""User id sandboxed code runs as when the worker is root (``nobody`` on most systems)."""
+SANDBOX_GID = 65534
+"""Group id sandboxed code runs as when the worker is root (``nogroup``/``nobody``)."""
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "alternatives")
+"""The only host files of ``/etc`` visible inside the sandbox (read-only, when they exist): what the dynamic loader,
+the C library's user lookups and Debian's ``/usr/bin`` links (``/etc/alternatives``) need."""
+ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+"""Top-level entries reproduced inside the sandbox: a symlink stays a symlink (merged ``/usr``), a folder is bound."""
 
 _READ_CHUNK = 65536
 _DRAIN_GRACE_S = 1.0
@@ -120,17 +145,22 @@ def bwrap_path() -> str | None:
 def sandbox_available() -> bool:
     """Whether bubblewrap isolation works here (probed once by running it; cached).
 
-    Being installed is not enough: in some containers ``bwrap`` cannot create namespaces. The probe uses the same
-    namespaces and mounts as :func:`run_sandboxed`.
+    Being installed is not enough: in some containers ``bwrap`` cannot create namespaces, and a root worker also
+    needs ``setpriv`` (util-linux) to run the command as :data:`SANDBOX_UID`. The probe uses the same namespaces,
+    mounts and user switch as :func:`run_sandboxed`.
     """
-    exe = bwrap_path()
-    if exe is None:
-        return False
-    probe = [exe, *_bwrap_flags(None), "--", "/bin/true"]
+    fds: list[int] = []
     try:
-        done = subprocess.run(probe, capture_output=True, timeout=10, env={"PATH": DEFAULT_PATH}, check=False)
+        probe = _bwrap_command(["/bin/true"], None, (), fds)
+        if probe is None:
+            return False
+        done = subprocess.run(
+            probe, capture_output=True, timeout=10, env={"PATH": DEFAULT_PATH}, check=False, pass_fds=fds
+        )
     except (OSError, subprocess.SubprocessError):
         return False
+    finally:
+        _close_all(fds)
     return done.returncode == 0
 
 
@@ -198,27 +228,52 @@ async def run_sandboxed(
     if use_bwrap and not sandbox_available():
         raise RuntimeError("bubblewrap isolation was required but bwrap is not usable here")
     (wd / TMP_DIRNAME).mkdir(exist_ok=True)
-    command = [str(a) for a in argv]
-    if use_bwrap:
-        exe = bwrap_path()
-        assert exe is not None
-        command = [exe, *_bwrap_flags(wd, hide), "--", *command]
-    mib = 1024 * 1024
-    rlimits = f"{lim.cpu_s},{lim.memory_mb * mib},{lim.file_size_mb * mib},{lim.open_files}"
-    full = [sys.executable, "-I", "-S", "-c", _LAUNCHER, rlimits, *command]
-    data = stdin.encode() if isinstance(stdin, str) else stdin
+    lend = use_bwrap and _as_root()
+    if lend:
+        await _lend(wd)
+    try:
+        return await _run([str(a) for a in argv], wd, lim, env, stdin, use_bwrap, hide)
+    finally:
+        if lend:
+            await _take_back(wd)
 
-    started = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        *full,
-        stdin=asyncio.subprocess.PIPE if data is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=wd,
-        env=scrubbed_env(wd, env),
-        start_new_session=True,
-        close_fds=True,
-    )
+
+async def _run(
+    argv: list[str],
+    wd: Path,
+    lim: SandboxLimits,
+    env: Mapping[str, str] | None,
+    stdin: bytes | str | None,
+    use_bwrap: bool,
+    hide: Sequence[Path | str],
+) -> SandboxResult:
+    command = argv
+    fds: list[int] = []
+    try:
+        if use_bwrap:
+            wrapped = _bwrap_command(command, wd, hide, fds)
+            if wrapped is None:
+                raise RuntimeError("bubblewrap isolation was required but bwrap is not usable here")
+            command = wrapped
+        mib = 1024 * 1024
+        rlimits = f"{lim.cpu_s},{lim.memory_mb * mib},{lim.file_size_mb * mib},{lim.open_files}"
+        full = [sys.executable, "-I", "-S", "-c", _LAUNCHER, rlimits, *command]
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            *full,
+            stdin=asyncio.subprocess.PIPE if data is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=wd,
+            env=scrubbed_env(wd, env),
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=fds,
+        )
+    finally:
+        _close_all(fds)  # the child holds its own copies; bwrap reads them
     byte_cap = lim.output_chars * 4  # enough bytes for output_chars UTF-8 characters
     assert proc.stdout is not None and proc.stderr is not None
     readers = [
@@ -262,45 +317,196 @@ async def run_sandboxed(
     )
 
 
+def _as_root() -> bool:
+    """Whether the worker runs as root: then sandboxed code is switched to :data:`SANDBOX_UID`."""
+    return os.geteuid() == 0
+
+
 def _interpreter_paths() -> list[str]:
-    """Folders the sandboxed Python needs: the interpreter's prefixes and this package's source root."""
-    candidates = {
-        os.path.realpath(sys.prefix),
-        os.path.realpath(sys.base_prefix),
-        os.path.dirname(os.path.realpath(sys.executable)),
-        os.path.dirname(os.path.abspath(sys.executable)),
-        str(Path(__file__).resolve().parents[2]),
-    }
-    return sorted(p for p in candidates if os.path.isdir(p))
+    """Folders the sandboxed Python needs: the interpreter's prefixes (a virtualenv and the Python it was made from).
+
+    Both the spelled and the resolved form of each are listed: ``sys.executable`` is run by its spelled path (a
+    virtualenv reached through a symlink), its ``bin/python`` links resolve into the base prefix.
+    """
+    candidates: set[str] = set()
+    for path in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
+        candidates.update((os.path.abspath(path), os.path.realpath(path)))
+    for exe in (os.path.abspath(sys.executable), os.path.realpath(sys.executable)):
+        candidates.add(os.path.dirname(exe))
+    found = sorted(p for p in candidates if p != "/" and os.path.isdir(p))
+    return [p for p in found if not any(_within(p, q) and p != q for q in found)]
 
 
-def _bwrap_flags(workdir: Path | None, hide: Sequence[Path | str] = ()) -> list[str]:
-    """Options for bwrap: read-only ``/``, fresh ``/dev``, ``/proc`` and ``/tmp``, writable ``workdir`` only."""
-    flags = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for path in hide:
-        real = os.path.realpath(path)
-        if real != "/" and os.path.isdir(real) and (workdir is None or real != str(workdir)):
-            flags += ["--tmpfs", real]
-    masked = ["/tmp", *(os.path.realpath(p) for p in hide)]
-    for path in _interpreter_paths():
-        # The Python running the sandboxed code (a virtualenv, the package's source) may itself live
-        # under /tmp or a hidden folder: keep it visible, read-only.
-        if any(path == m or path.startswith(m.rstrip("/") + "/") for m in masked):
+def _within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies under it (both absolute, normalised)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _identity() -> tuple[int, int]:
+    """The uid and gid sandboxed code runs as."""
+    return (SANDBOX_UID, SANDBOX_GID) if _as_root() else (os.getuid(), os.getgid())
+
+
+def _identity_files(home: str) -> tuple[str, str]:
+    """A minimal ``/etc/passwd`` and ``/etc/group``: root, nobody and the sandbox user (no host accounts)."""
+    uid, gid = _identity()
+    users = {0: ("root", 0, "/root"), SANDBOX_UID: ("nobody", SANDBOX_GID, "/nonexistent")}
+    users[uid] = ("nobody" if uid == SANDBOX_UID else "sandbox", gid, home)
+    groups = {0: "root", SANDBOX_GID: "nogroup", gid: "nogroup" if gid == SANDBOX_GID else "sandbox"}
+    passwd = "".join(f"{name}:x:{u}:{g}::{h}:/bin/sh\n" for u, (name, g, h) in sorted(users.items()))
+    group = "".join(f"{name}:x:{g}:\n" for g, name in sorted(groups.items()))
+    return passwd, group
+
+
+def _data_fd(text: str) -> int:
+    """A pipe's read end holding ``text`` (for ``bwrap --ro-bind-data``); the caller closes it."""
+    read, write = os.pipe()
+    try:
+        os.write(write, text.encode())  # a few hundred bytes: far below the pipe's buffer
+    finally:
+        os.close(write)
+    return read
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
+
+
+def _bwrap_command(
+    command: Sequence[str], workdir: Path | None, hide: Sequence[Path | str], fds: list[int]
+) -> list[str] | None:
+    """The full bwrap command line around ``command``, or None when bwrap (or, for root, setpriv) is missing.
+
+    Pipe ends holding the generated ``/etc`` files are appended to ``fds``: pass them to the child, then close them.
+    """
+    exe = bwrap_path()
+    if exe is None:
+        return None
+    switch: list[str] = []
+    if _as_root():
+        setpriv = shutil.which("setpriv", path=DEFAULT_PATH)
+        if setpriv is None:
+            return None
+        uid, gid = _identity()
+        # Inside the sandbox, before the command: become the unprivileged user for good (no capabilities, none
+        # to regain: empty bounding set, no_new_privs so setuid programs do not elevate).
+        switch = [
+            setpriv,
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--no-new-privs",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ]
+    return [exe, *_bwrap_flags(workdir, hide, fds), "--", *switch, *command]
+
+
+def _bwrap_flags(workdir: Path | None, hide: Sequence[Path | str], fds: list[int]) -> list[str]:
+    """Options for bwrap: a minimal read-only root, a private ``/tmp``, writable ``workdir`` only, no network."""
+    flags = ["--ro-bind", "/usr", "/usr"]
+    visible = ["/usr"]  # host folders shown as they are
+    for name in ROOT_LINKS:
+        path = f"/{name}"
+        if os.path.islink(path):
+            flags += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
             flags += ["--ro-bind", path, path]
+            visible.append(path)
+    flags += ["--perms", "0755", "--dir", "/etc"]
+    for name in ETC_FILES:
+        flags += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    passwd, group = _identity_files(str(workdir) if workdir is not None else "/")
+    for text, dest in ((passwd, "/etc/passwd"), (group, "/etc/group")):
+        fds.append(_data_fd(text))
+        flags += ["--perms", "0644", "--ro-bind-data", str(fds[-1]), dest]
+    flags += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp"]
+    made = {"/", "/etc", "/dev", "/proc", "/tmp"}
+
+    def mount_point(path: str) -> list[str]:
+        # bwrap would create missing parents with the host folder's mode (``/root`` is 0700): make them 0755.
+        out: list[str] = []
+        parts = Path(path).parts[1:-1]
+        for i in range(len(parts)):
+            parent = "/" + "/".join(parts[: i + 1])
+            if parent in made or any(_within(parent, v) for v in visible):
+                continue
+            out += ["--perms", "0755", "--dir", parent]
+            made.add(parent)
+        return out
+
+    prefixes = [p for p in _interpreter_paths() if not any(_within(p, v) for v in visible)]
+    for path in prefixes:
+        # The Python running sandboxed code (a virtualenv, pyenv under /root, /opt): read-only, at the same path.
+        flags += [*mount_point(path), "--ro-bind", path, path]
+        visible.append(path)
+    for hidden in hide:
+        real = os.path.realpath(hidden)
+        inside_prefix = any(_within(real, p) and real != p for p in prefixes)
+        holds_prefix = any(_within(p, real) for p in prefixes)
+        if inside_prefix and not holds_prefix and os.path.isdir(real):
+            flags += ["--tmpfs", real]
     if workdir is not None:
-        # After the tmpfs mounts, so that a work folder under /tmp (or under a hidden folder) stays visible.
-        flags += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
-    flags += [
-        "--unshare-net",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--die-with-parent",
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-    ]
+        wd = str(workdir)
+        flags += [*mount_point(wd), "--bind", wd, wd, "--chdir", wd]
+    flags += ["--remount-ro", "/"]
+    flags += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    flags += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if _as_root():
+        # No user namespace: real root sets the sandbox up, then setpriv (the first program inside) switches to the
+        # unprivileged user with exactly these capabilities, and gives them up.
+        flags += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    else:
+        flags += ["--unshare-user"]
     return flags
+
+
+_LENT: dict[Path, int] = {}
+"""Work folders lent to :data:`SANDBOX_UID` right now, with the number of sandboxed processes using each."""
+_LENT_LOCK = threading.Lock()
+
+
+async def _lend(workdir: Path) -> None:
+    """Give the work folder to the sandbox user for the time of one call (root workers only)."""
+    with _LENT_LOCK:
+        _LENT[workdir] = _LENT.get(workdir, 0) + 1
+    await asyncio.to_thread(_chown_tree, workdir, SANDBOX_UID, SANDBOX_GID)
+
+
+async def _take_back(workdir: Path) -> None:
+    """Give the work folder back to the worker once no sandboxed process uses it (they are all dead by then)."""
+    with _LENT_LOCK:
+        _LENT[workdir] -= 1
+        last = _LENT[workdir] == 0
+        if last:
+            del _LENT[workdir]
+    if last:
+        await asyncio.to_thread(_chown_tree, workdir, os.geteuid(), os.getegid())
+
+
+def _chown_tree(workdir: Path, uid: int, gid: int) -> None:
+    """Give ``workdir`` and everything in it to ``uid``/``gid``, following no link.
+
+    ``os.fwalk`` opens each folder relative to its parent's descriptor and skips one swapped for a link meanwhile,
+    and ``chown`` acts on names inside those descriptors without following links: code running in the same folder
+    at the same time cannot redirect the change onto a host file.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        top = os.lstat(workdir)
+        if (top.st_uid, top.st_gid) != (uid, gid):
+            os.chown(workdir, uid, gid, follow_symlinks=False)
+    for _dir, dirs, files, dir_fd in os.fwalk(workdir, follow_symlinks=False):
+        for name in (*dirs, *files):
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if (st.st_uid, st.st_gid) != (uid, gid):
+                    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
 
 
 async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, int]:

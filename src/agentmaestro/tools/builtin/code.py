@@ -1,7 +1,8 @@
 """Code execution tools: ``run_shell`` and ``run_python``, always through :mod:`agentmaestro.tools.sandbox`.
 
 Both are DANGEROUS (the default gate asks a human first). They run in the run's work folder with resource limits and
-a scrubbed environment; where bubblewrap works they also get no network and a read-only root. Without bubblewrap
+a scrubbed environment; where bubblewrap works they also get no network, a minimal read-only root (no host file or
+Unix socket beyond ``/usr`` and the interpreter) and, under a root worker, uid 65534. Without bubblewrap
 they are refused, unless an operator explicitly allowed unsandboxed execution (``ToolContext.allow_unsandboxed`` or
 ``MAESTRO_ALLOW_UNSANDBOXED=1`` in the worker's environment).
 """
