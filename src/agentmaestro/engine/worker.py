@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from agentmaestro import telemetry
 from agentmaestro.agents import AgentRegistry
+from agentmaestro.core.states import RunStatus
 from agentmaestro.engine.driver import EventListener, RunDriver
 from agentmaestro.errors import ConflictError
 from agentmaestro.models.pricing import PriceTable
@@ -92,6 +93,7 @@ class Worker:
         self.recovered_total = 0
         self._stored_names: list[str] = []
         self._stored_checked = float("-inf")
+        self._db_errors: dict[str, int] = {}
 
     @property
     def in_flight(self) -> int:
@@ -243,29 +245,60 @@ class Worker:
     def _begin(self, driver: RunDriver | LeasedDriver) -> None:
         if self._stop.is_set():
             driver.stopping = True
+        previous = self._drivers.get(driver.run_id)
+        if previous is not None:
+            # This worker's own lease expired (a late heartbeat) and it claimed the run again: the
+            # older driver's epoch is stale, so it must stop without committing.
+            previous.lease_lost()
         self._drivers[driver.run_id] = driver
         task = asyncio.create_task(self._drive(driver), name=f"run {driver.run_id}")
         self._tasks[driver.run_id] = task
 
     async def _drive(self, driver: RunDriver | LeasedDriver) -> None:
+        db_error = False
         try:
             await driver.drive()
         except asyncio.CancelledError:
             raise
         except DBAPIError:
-            log.exception("run %s: database error; its lease will expire and the run will be retried", driver.run_id)
+            db_error = True
+            log.exception("run %s: database error; releasing the run for any worker to take up again", driver.run_id)
         except Exception as exc:
             log.exception("run %s: engine error; failing the run", driver.run_id)
             with contextlib.suppress(Exception):
                 await driver.fail_internal(exc)
         finally:
-            self._drivers.pop(driver.run_id, None)
-            self._tasks.pop(driver.run_id, None)
+            # Only this driver's own entries: the run may already be driven again (a later epoch).
+            current = self._drivers.get(driver.run_id) is driver
+            if current:
+                del self._drivers[driver.run_id]  # from now on the heartbeat leaves its lease alone
+            if not driver.lost and driver.state.status is RunStatus.RUNNING:
+                # Stopping, or dropped after an error: give the lease up now, so that any worker (this one
+                # too) takes the run up again without waiting for it to expire. The slot is freed after
+                # that, so the next claim already sees the run.
+                delay = self._retry_delay(driver.run_id) if db_error else 0.0
+                with contextlib.suppress(Exception):
+                    await self.store.release(owner=self.owner, leases=[(driver.run_id, driver.epoch)], delay_s=delay)
+            if not db_error:
+                self._db_errors.pop(driver.run_id, None)
+            if current:
+                self._tasks.pop(driver.run_id, None)
             self._slot_freed.set()
-            if driver.stopping and not driver.lost and driver.state.status is not None:
-                if driver.state.status.value == "RUNNING":
-                    with contextlib.suppress(Exception):
-                        await self.store.release(owner=self.owner, leases=[(driver.run_id, driver.epoch)])
+
+    def _retry_delay(self, run_id: str) -> float:
+        """How long a run dropped after a database error waits before it may be claimed again.
+
+        The first drop is released at once (most database errors are transient: a restart, a
+        terminated session, a lock timeout); a run that fails again and again backs off, doubling
+        from the poll interval up to one lease, instead of redoing its step in a tight loop.
+        """
+        if len(self._db_errors) > 10_000:
+            self._db_errors.clear()
+        failures = self._db_errors.get(run_id, 0) + 1
+        self._db_errors[run_id] = failures
+        if failures == 1:
+            return 0.0
+        return float(min(self.config.lease_ttl_s, self.config.poll_interval_s * 2.0 ** (failures - 2)))
 
     async def _sweep_loop(self) -> None:
         """Auto-deny approvals past their expiry (any worker may do it; the update is guarded)."""
@@ -280,7 +313,8 @@ class Worker:
         interval = self.config.heartbeat_interval_s or self.config.lease_ttl_s / 3
         while True:
             await asyncio.sleep(interval)
-            leases = [(run_id, d.epoch) for run_id, d in self._drivers.items()]
+            # Exactly the (run, epoch) pairs still driven here: a run dropped after an error is not renewed.
+            leases = [(run_id, d.epoch) for run_id, d in self._drivers.items() if not d.lost]
             if not leases:
                 continue
             try:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, tuple_, update
 
 from agentmaestro.core.events import Event, RunState, apply_event, fold
 from agentmaestro.core.states import TERMINAL_STATUSES, EventType, RunStatus, StepKind
@@ -462,31 +462,40 @@ def claim_runs(
 def heartbeat(
     conn: Connection, *, owner: str, leases: Sequence[tuple[str, int]], lease_ttl: float, now: float
 ) -> HeartbeatResult:
-    """Extend every lease this worker holds (one statement); report lost leases and cancel requests."""
-    held_where = (runs.c.lease_owner == owner, runs.c.status == RunStatus.RUNNING.value)
-    conn.execute(update(runs).where(*held_where).values(lease_expires_at=now + lease_ttl))
-    held = {
-        r.run_id: r
-        for r in conn.execute(select(runs.c.run_id, runs.c.lease_epoch, runs.c.cancel_requested).where(*held_where))
-    }
-    lost: set[str] = set()
-    cancel: set[str] = set()
-    for run_id, epoch in leases:
-        row = held.get(run_id)
-        if row is None or row.lease_epoch != epoch:
-            lost.add(run_id)
-        elif row.cancel_requested:
-            cancel.add(run_id)
-    return HeartbeatResult(lost=frozenset(lost), cancel_requested=frozenset(cancel))
+    """Extend exactly the leases ``(run_id, epoch)`` this worker still drives; report lost ones and cancel requests.
+
+    A run the worker holds but no longer drives (dropped after a database error) is not in ``leases``,
+    so its lease is not renewed and another worker can take it over once it expires.
+    """
+    renewed: dict[str, bool] = {}
+    pairs = list(leases)
+    for i in range(0, len(pairs), _CHUNK):
+        stmt = (
+            update(runs)
+            .where(
+                tuple_(runs.c.run_id, runs.c.lease_epoch).in_(pairs[i : i + _CHUNK]),
+                runs.c.lease_owner == owner,
+                runs.c.status == RunStatus.RUNNING.value,
+            )
+            .values(lease_expires_at=now + lease_ttl)
+            .returning(runs.c.run_id, runs.c.cancel_requested)
+        )
+        renewed.update((r.run_id, bool(r.cancel_requested)) for r in conn.execute(stmt))
+    lost = frozenset(run_id for run_id, _ in pairs if run_id not in renewed)
+    cancel = frozenset(run_id for run_id, wanted in renewed.items() if wanted)
+    return HeartbeatResult(lost=lost, cancel_requested=cancel)
 
 
-def release_leases(conn: Connection, *, owner: str, leases: Sequence[tuple[str, int]]) -> None:
-    """Let other workers claim these runs at once (graceful shutdown)."""
+def release_leases(
+    conn: Connection, *, owner: str, leases: Sequence[tuple[str, int]], now: float = 0.0, delay_s: float = 0.0
+) -> None:
+    """Let other workers claim these runs (at once, or ``delay_s`` after ``now``): shutdown, or a run dropped."""
+    expires = now + delay_s if delay_s > 0 else 0.0
     for run_id, epoch in leases:
         conn.execute(
             update(runs)
             .where(runs.c.run_id == run_id, runs.c.lease_owner == owner, runs.c.lease_epoch == epoch)
-            .values(lease_expires_at=0.0)
+            .values(lease_expires_at=expires)
         )
 
 

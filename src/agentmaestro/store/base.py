@@ -381,11 +381,15 @@ class Store:
 
         return await self._write(op)
 
-    async def release(self, *, owner: str, leases: Sequence[tuple[str, int]]) -> None:
-        """Give leases up so other workers can claim the runs at once."""
+    async def release(self, *, owner: str, leases: Sequence[tuple[str, int]], delay_s: float = 0.0) -> None:
+        """Give leases up so that any worker can claim the runs at once (or after ``delay_s`` seconds)."""
         if leases:
-            await self._write(_ops.release_leases, owner=owner, leases=leases)
-            self._notify_runs([r for r, _ in leases], runnable=True)
+
+            def op(conn: Connection) -> None:
+                _ops.release_leases(conn, owner=owner, leases=leases, now=time.time(), delay_s=delay_s)
+
+            await self._write(op)
+            self._notify_runs([r for r, _ in leases], runnable=delay_s <= 0)
 
     async def commit(self, commit: Commit) -> CommitResult:
         """Commit one step durably (group-committed with concurrent ones).

@@ -1,0 +1,162 @@
+"""Leases and heartbeats: a worker renews exactly the runs it still drives, and gives up the ones it drops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+from sqlalchemy import text
+
+from agentmaestro import Agent, RiskLevel, ScriptedModel, tool
+from agentmaestro.agents import AgentRegistry
+from agentmaestro.core.events import fold
+from agentmaestro.core.states import EventType, RunStatus
+from agentmaestro.engine.worker import Worker, WorkerConfig
+from agentmaestro.store.base import Store
+from tests.integration.test_engine import counting_script, start_runs
+
+pytestmark = pytest.mark.anyio
+
+
+@tool(risk=RiskLevel.SAFE, idempotent=True)
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+async def test_heartbeat_renews_exactly_the_leases_still_driven(db_url: str) -> None:
+    """Only the listed (run, epoch) pairs are extended; a held run left out of the list is not."""
+    store = Store.open(db_url)
+    try:
+        agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
+        ids = await start_runs(store, agent, ["a", "b", "c"])
+        claims = {c.record.run_id: c.record for c in await store.claim(owner="w1", limit=3, lease_ttl=5)}
+        driven, stale, dropped = ids
+        await store.request_cancel(driven)
+        before = {r: (await store.get_run(r)).lease_expires_at for r in ids}
+        hb = await store.heartbeat(
+            owner="w1",
+            leases=[(driven, claims[driven].lease_epoch), (stale, claims[stale].lease_epoch - 1)],
+            lease_ttl=60,
+        )
+        after = {r: (await store.get_run(r)).lease_expires_at for r in ids}
+        assert after[driven] is not None and before[driven] is not None and after[driven] > before[driven] + 30
+        assert after[stale] == before[stale], "a lease of another epoch must not be renewed"
+        assert after[dropped] == before[dropped], "a held run the worker no longer drives must not be renewed"
+        assert hb.lost == {stale}
+        assert hb.cancel_requested == {driven}
+        assert await store.heartbeat(owner="w2", leases=[(driven, claims[driven].lease_epoch)], lease_ttl=60) == (
+            type(hb)(lost=frozenset({driven}))
+        )
+    finally:
+        await store.close()
+
+
+def _fault_sql(dialect: str, run_id: str, epoch: int) -> list[str]:
+    """A trigger that fails the step commits of ``run_id`` under lease epoch ``epoch`` (a database error).
+
+    It fires on UPDATEs that set ``steps`` (commits and claims), not on heartbeats or releases; a claim
+    sets the next epoch, so the run's next holder commits normally.
+    """
+    if dialect == "sqlite":
+        return [
+            f"CREATE TRIGGER chaos_fault BEFORE UPDATE OF steps ON runs "
+            f"WHEN NEW.run_id = '{run_id}' AND NEW.lease_epoch = {epoch} "
+            f"BEGIN SELECT RAISE(ABORT, 'injected database fault'); END"
+        ]
+    return [
+        "CREATE FUNCTION chaos_fault() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'injected database fault'; END $$",
+        f"CREATE TRIGGER chaos_fault BEFORE UPDATE OF steps ON runs FOR EACH ROW "
+        f"WHEN (NEW.run_id = '{run_id}' AND NEW.lease_epoch = {epoch}) EXECUTE FUNCTION chaos_fault()",
+    ]
+
+
+async def test_run_dropped_after_a_database_error_is_taken_up_again_while_the_worker_stays_busy(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A commit of one of many runs fails with a database error; that run is back within 2 leases.
+
+    The worker keeps driving its other runs all along (so its heartbeats keep going): the dropped
+    run's lease must not ride along with them.
+    """
+    lease = 1.0
+    caplog.set_level(logging.ERROR, logger="agentmaestro.worker")
+    store = Store.open(db_url)
+    agent = Agent(
+        name="slow",
+        model=ScriptedModel({"latency_s": 0.15, "turns": counting_script(8)}),
+        tools=[add],
+    )
+    worker = Worker(
+        store,
+        AgentRegistry([agent]),
+        config=WorkerConfig(concurrency=6, lease_ttl_s=lease, poll_interval_s=0.05, webhooks=False),
+    )
+    task: asyncio.Task[None] | None = None
+    try:
+        # Three waves for six slots; the later waves are younger, so a released run is claimed before them.
+        ids = await start_runs(store, agent, [f"r{i}" for i in range(6)])
+        await asyncio.sleep(0.01)
+        ids += await start_runs(store, agent, [f"r{i}" for i in range(6, 18)])
+        victim = ids[0]
+        task = asyncio.create_task(worker.run())
+        while (rec := await store.get_run(victim)).state.steps < 1:
+            await asyncio.sleep(0.02)
+        with store._writer_engine.begin() as conn:
+            for stmt in _fault_sql(store.dialect, victim, rec.lease_epoch):
+                conn.execute(text(stmt))
+        fault_at = await _wait_fault_logged(caplog, victim, timeout=10)
+        async with asyncio.timeout(60):
+            while True:
+                counts = await store.count_runs_by_status()
+                if counts.get("COMPLETED", 0) == len(ids):
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        if task is not None:
+            await task
+        histories = {r: await store.events(r) for r in ids}
+        records = {r: await store.get_run(r) for r in ids}
+        await store.close()
+
+    events = histories[victim]
+    recovered = [e for e in events if e.type is EventType.LEASE_RECOVERED and e.created_at >= fault_at - 0.01]
+    assert recovered, [e.type for e in events]
+    assert recovered[0].payload["previous_worker"] == worker.owner
+    assert recovered[0].created_at - fault_at <= 2 * lease, recovered[0].created_at - fault_at
+    finished_later = [
+        r for r in ids if r != victim and records[r].finished_at and records[r].finished_at > recovered[0].created_at
+    ]
+    assert finished_later, "the worker was meant to stay busy with other runs meanwhile"
+    for run_id, evs in histories.items():
+        assert records[run_id].status is RunStatus.COMPLETED
+        assert fold(evs) == records[run_id].state
+        done = [e.step for e in evs if e.type is EventType.STEP_COMPLETED]
+        assert done == sorted(set(done)), (run_id, "a step was recorded twice")
+
+
+async def _wait_fault_logged(caplog: pytest.LogCaptureFixture, run_id: str, timeout: float) -> float:
+    """When the worker logged the database error of ``run_id`` (its log record's time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in caplog.records:
+            if run_id in r.getMessage() and "database error" in r.getMessage():
+                return r.created
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"run {run_id} never hit the injected database fault")
+
+
+async def test_a_run_failing_again_and_again_backs_off(db_url: str) -> None:
+    """The first drop after a database error is released at once; repeated ones wait longer, up to a lease."""
+    store = Store.open(db_url)
+    try:
+        cfg = WorkerConfig(lease_ttl_s=4.0, poll_interval_s=0.5, webhooks=False)
+        worker = Worker(store, AgentRegistry([]), config=cfg)
+        assert [worker._retry_delay("r1") for _ in range(6)] == [0.0, 0.5, 1.0, 2.0, 4.0, 4.0]
+        assert worker._retry_delay("r2") == 0.0
+    finally:
+        await store.close()
