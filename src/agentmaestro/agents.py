@@ -353,20 +353,46 @@ def adapt(obj: Any, *, name: str | None = None) -> Agent:
 
 
 class AgentRegistry:
-    """Agents a worker can run, by name."""
+    """Agents a worker can run, by name.
+
+    An agent is shared by every workspace, unless it was registered *for* workspaces (``register(agent,
+    workspace_id=...)``, as the chat's ``@tool`` agents are): then only those workspaces see it in
+    :meth:`visible_to`, the view every API route works with. Workers run from the whole registry.
+    """
 
     def __init__(self, agents: Iterable[Agent] = ()) -> None:
         self._agents: dict[str, Agent] = {}
+        self._scopes: dict[str, frozenset[str]] = {}
         for a in agents:
             self.register(a)
 
-    def register(self, agent: Agent) -> Agent:
-        """Add (or replace) an agent, and the sub-agents it was given as objects."""
+    def register(self, agent: Agent, *, workspace_id: str | None = None) -> Agent:
+        """Add (or replace) an agent, and the sub-agents it was given as objects.
+
+        Args:
+            agent: The agent.
+            workspace_id: Make it visible to this workspace only (added to the workspaces it was registered for
+                before); None shares it with every workspace.
+        """
         self._agents[agent.name] = agent
+        if workspace_id is None:
+            self._scopes.pop(agent.name, None)
+        else:
+            self._scopes[agent.name] = self._scopes.get(agent.name, frozenset()) | {workspace_id}
         for sub in agent.sub_agents:
             if self._agents.get(sub.name) is not sub:
-                self.register(sub)
+                self.register(sub, workspace_id=workspace_id)
         return agent
+
+    def visible_to(self, workspace_id: str) -> AgentRegistry:
+        """The agents ``workspace_id`` may list and start: the shared ones and those registered for it."""
+        view = AgentRegistry()
+        view._agents = {
+            name: agent
+            for name, agent in self._agents.items()
+            if name not in self._scopes or workspace_id in self._scopes[name]
+        }
+        return view
 
     def get(self, name: str) -> Agent:
         """The agent called ``name``; ConfigError listing known ones if absent."""

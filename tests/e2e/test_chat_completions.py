@@ -384,3 +384,46 @@ def test_tool_command_needs_the_embedded_worker(db_url: str) -> None:
         with pytest.raises(openai.ConflictError) as err:
             client.chat.completions.create(model="calculator", messages=[{"role": "user", "content": "@tool add {}"}])
         assert err.value.code == "no_worker"
+
+
+def test_tool_agents_are_visible_only_to_the_workspace_that_asked(chat: Chat, db_url: str) -> None:
+    other = asyncio.run(_other_workspace_key(db_url))
+    done = chat.client.chat.completions.create(
+        model="agent:wordsmith", messages=[{"role": "user", "content": '@tool add {"a": 1, "b": 1}'}]
+    )
+    assert (done.model_extra or {})["maestro"]["status"] == "COMPLETED"
+    name = f"{TOOL_AGENT_PREFIX}add"
+    mine = chat.http.get("/v1/agents", headers=auth(chat.keys["viewer"])).json()
+    assert name in [a["name"] for a in mine]
+
+    theirs = chat.http.get("/v1/agents", headers=auth(other))
+    assert theirs.status_code == 200 and name not in [a["name"] for a in theirs.json()]
+    assert chat.http.get(f"/v1/agents/{name}", headers=auth(other)).status_code == 404
+    tools = chat.http.get("/v1/tools", headers=auth(other)).json()
+    assert not [t for t in tools if name in t["agents"]]
+    started = chat.http.post("/v1/runs", json={"agent": name, "input": "{}"}, headers=auth(other))
+    assert started.status_code == 404 and name not in started.json()["error"]["message"].split("known agents:")[1]
+    chosen = chat.http.post(
+        "/v1/chat/completions",
+        json={"model": f"agent:{name}", "messages": [{"role": "user", "content": "hi"}]},
+        headers=auth(other),
+    )
+    assert chosen.status_code == 404
+
+    # The other workspace may ask for the tool itself: then it sees its own registration.
+    own = chat.http.post(
+        "/v1/chat/completions",
+        json={"model": "agent:wordsmith", "messages": [{"role": "user", "content": '@tool add {"a": 2, "b": 2}'}]},
+        headers=auth(other),
+    )
+    assert own.status_code == 200 and own.json()["choices"][0]["message"]["content"] == "4.0"
+    assert name in [a["name"] for a in chat.http.get("/v1/agents", headers=auth(other)).json()]
+
+
+async def _other_workspace_key(url: str) -> str:
+    store = Store.open(url)
+    try:
+        await store.ensure_workspace("other")
+        return (await store.create_key("other", name="other-operator", role="operator"))[1]
+    finally:
+        await store.close()

@@ -89,13 +89,15 @@ def tool_agent_name(tool_name: str) -> str:
     return f"{TOOL_AGENT_PREFIX}{tool_name}"
 
 
-def ensure_tool_agent(registry: AgentRegistry, tool_name: str) -> Agent | None:
-    """Register (once) and return the single-tool agent of ``tool_name``; None if no agent has that tool.
+def ensure_tool_agent(registry: AgentRegistry, tool_name: str, *, workspace_id: str) -> Agent | None:
+    """Register (for ``workspace_id``) and return the single-tool agent of ``tool_name``; None if no agent has it.
 
-    The agent carries the owning agent's gate rules, so the call is governed as strictly as when the
-    owning agent's model proposes it (the workspace's rules apply to every run anyway).
+    The tool is looked for among the agents the workspace sees, and the single-tool agent is registered for that
+    workspace only: another workspace neither lists it nor can start it until it asks for the tool itself. The
+    agent carries the owning agent's gate rules, so the call is governed as strictly as when the owning agent's
+    model proposes it (the workspace's rules apply to every run anyway).
     """
-    found = find_tool(registry, tool_name)
+    found = find_tool(registry.visible_to(workspace_id), tool_name)
     if found is None:
         return None
     owner, tool = found
@@ -103,7 +105,7 @@ def ensure_tool_agent(registry: AgentRegistry, tool_name: str) -> Agent | None:
     if name in registry:
         existing = registry.get(name)
         if existing.tool_map().get(tool_name) is tool and existing.gate == owner.gate:
-            return existing
+            return registry.register(existing, workspace_id=workspace_id)
     agent = Agent(
         name=name,
         model=ToolCallModel(tool_name),
@@ -115,4 +117,4 @@ def ensure_tool_agent(registry: AgentRegistry, tool_name: str) -> Agent | None:
         max_attempts=2,
         retry_backoff_s=0.0,
     )
-    return registry.register(agent)
+    return registry.register(agent, workspace_id=workspace_id)

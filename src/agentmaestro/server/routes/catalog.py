@@ -8,27 +8,28 @@ from fastapi import APIRouter, Request
 
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.server import schemas
-from agentmaestro.server.auth import Viewer
+from agentmaestro.server.auth import Principal, Viewer
 from agentmaestro.server.errors import APIError
 
 router = APIRouter(prefix="/v1", tags=["agents and tools"])
 
 
-def _registry(request: Request) -> AgentRegistry:
+def _registry(request: Request, principal: Principal) -> AgentRegistry:
+    """The agents the caller's workspace sees (shared ones and those registered for it, such as chat @tool agents)."""
     registry: AgentRegistry = request.app.state.agents
-    return registry
+    return registry.visible_to(principal.workspace_id)
 
 
 @router.get("/agents", response_model=list[schemas.Agent], summary="List agents")
 async def list_agents(principal: Viewer, request: Request) -> list[dict[str, Any]]:
     """Agents this server's workers can run."""
-    return [a.spec() for a in _registry(request)]
+    return [a.spec() for a in _registry(request, principal)]
 
 
 @router.get("/agents/{name}", response_model=schemas.Agent, summary="Get an agent")
 async def get_agent(name: str, principal: Viewer, request: Request) -> dict[str, Any]:
     """One agent's definition."""
-    registry = _registry(request)
+    registry = _registry(request, principal)
     if name not in registry:
         raise APIError(404, "not_found", f"agent {name!r} not found")
     return registry.get(name).spec()
@@ -38,7 +39,7 @@ async def get_agent(name: str, principal: Viewer, request: Request) -> dict[str,
 async def list_tools(principal: Viewer, request: Request) -> list[dict[str, Any]]:
     """Every tool some agent can call, with its risk level and schema."""
     tools: dict[str, dict[str, Any]] = {}
-    for agent in _registry(request):
+    for agent in _registry(request, principal):
         for t in agent.tool_map().values():
             entry = tools.setdefault(
                 t.name,

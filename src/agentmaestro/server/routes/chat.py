@@ -207,7 +207,7 @@ def _agents(request: Request) -> AgentRegistry:
 async def _model_cards(request: Request, principal: Principal) -> list[dict[str, Any]]:
     cards = [
         _card(f"agent:{a.name}", a.description or f"agent {a.name} ({a.model_name})")
-        for a in sorted(_agents(request), key=lambda a: a.name)
+        for a in sorted(_agents(request).visible_to(principal.workspace_id), key=lambda a: a.name)
         if not a.name.startswith(TOOL_AGENT_PREFIX)
     ]
     folder = workflow_routes._workflows(request)
@@ -316,7 +316,7 @@ async def _start(
                 "@tool runs are executed by the server's embedded worker, and this server runs none "
                 "(started with --no-worker); use @agent with an agent that has the tool",
             )
-        agent = ensure_tool_agent(registry, target.name)
+        agent = ensure_tool_agent(registry, target.name, workspace_id=principal.workspace_id)
         if agent is None:
             raise APIError(404, "model_not_found", f"no agent of this server has a tool called {target.name!r}")
         rec = await runs_routes.create_run(
@@ -335,7 +335,8 @@ async def _start(
     except chat.ChatInputError as exc:
         raise APIError(400, "invalid_request", str(exc)) from None
     if target.kind == "agent":
-        if target.name not in registry or target.name.startswith(TOOL_AGENT_PREFIX):
+        visible = registry.visible_to(principal.workspace_id)
+        if target.name not in visible or target.name.startswith(TOOL_AGENT_PREFIX):
             raise _model_not_found(target.model_id, await _model_cards(request, principal))
         rec = await runs_routes.create_run(
             store, registry, principal.workspace_id, target.name, task, None, created_by=principal.actor

@@ -116,7 +116,7 @@ def _repo(path: str) -> str:
 @router.post("", status_code=201, response_model=Objective, summary="Start an objective")
 async def create(body: ObjectiveCreate, principal: Operator, store: StoreDep, request: Request) -> dict[str, Any]:
     """Hand a goal to the planner; its tasks run as child runs of the objective run."""
-    agents = _agents(request)
+    agents = _agents(request).visible_to(principal.workspace_id)
     for name in [body.planner, body.strategist, *(body.workers or [])]:
         if name not in agents:
             raise APIError(400, "invalid", f"unknown agent {name!r}; known agents: {', '.join(agents.names())}")

@@ -42,10 +42,11 @@ async def create_run(
     *,
     created_by: str | None = None,
 ) -> RunRecord:
-    """Create a run of a registered agent (shared by several routes); ``created_by`` is the caller's actor."""
-    if agent_name not in registry:
-        raise APIError(404, "not_found", f"agent {agent_name!r} not found; known agents: {', '.join(registry.names())}")
-    agent = registry.get(agent_name)
+    """Create a run of an agent the workspace sees (shared by several routes); ``created_by`` is the caller's actor."""
+    visible = registry.visible_to(workspace_id)
+    if agent_name not in visible:
+        raise APIError(404, "not_found", f"agent {agent_name!r} not found; known agents: {', '.join(visible.names())}")
+    agent = visible.get(agent_name)
     await check_run_quota(store, workspace_id)
     [rec] = await store.create_runs(
         [

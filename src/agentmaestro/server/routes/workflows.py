@@ -161,7 +161,7 @@ def _invalid(exc: WorkflowError) -> APIError:
 @router.post("/workflows/validate", response_model=ValidationReport, summary="Validate a workflow")
 async def validate_workflow(body: ValidateBody, principal: Viewer, request: Request) -> dict[str, Any]:
     """Every problem of a workflow document, with its YAML line (agents checked against this server's)."""
-    wf, problems = validate_text(body.yaml, agents=request.app.state.agents)
+    wf, problems = validate_text(body.yaml, agents=request.app.state.agents.visible_to(principal.workspace_id))
     return {"valid": wf is not None, "name": wf.name if wf else None, "problems": [p.to_json() for p in problems]}
 
 
@@ -179,7 +179,7 @@ async def generate_workflow(body: GenerateBody, principal: Operator, request: Re
             f"model {body.model!r} reads files on the server: set it as the server's planner role "
             "(MAESTRO_MODEL_PLANNER) instead of naming it in a request",
         )
-    agents = request.app.state.agents
+    agents = request.app.state.agents.visible_to(principal.workspace_id)
     try:
         result = await gen.generate(body.goal, agents=agents, model=body.model, max_repairs=body.max_repairs)
     except gen.GenerationError as exc:
@@ -217,7 +217,7 @@ async def save_workflow(body: SaveBody, principal: Operator, request: Request) -
             get_store(request),
             principal.workspace_id,
             body.yaml,
-            agents=request.app.state.agents,
+            agents=request.app.state.agents.visible_to(principal.workspace_id),
             actor=principal.actor,
         )
     except WorkflowError as exc:
