@@ -6,6 +6,7 @@ from agentmaestro.agents import Agent, AgentRegistry, load_agents_dir
 from agentmaestro.core.gate import GateDecision, GatePolicy
 from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from agentmaestro.core.policy import StrictPolicy
+from agentmaestro.core.reconcile import Reconciled
 from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind
 from agentmaestro.errors import (
@@ -42,6 +43,7 @@ __all__ = [
     "NotFoundError",
     "Orchestrator",
     "Phase",
+    "Reconciled",
     "RiskLevel",
     "RunReport",
     "RunStatus",

@@ -1,4 +1,5 @@
-"""Steps finished by a person or outside a worker get their ``steps`` rows; on SQLite and PostgreSQL."""
+"""Recovering interrupted calls: steps finished by a person or outside a worker get their ``steps`` rows, and
+reconcilable tools settle an uncertain call without a person. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from agentmaestro import Agent, RiskLevel, ScriptedModel, StrictPolicy, tool
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.cli.runs import _steps_table_differences
 from agentmaestro.core.events import fold
+from agentmaestro.core.reconcile import Reconciled, idempotency_key
 from agentmaestro.core.states import EventType, RunStatus
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import new_run_id
+from agentmaestro.tools.context import ToolContext
 
 pytestmark = pytest.mark.anyio
 
@@ -188,3 +191,140 @@ def test_replay_reports_a_step_missing_from_the_steps_table() -> None:
     ]
     diffs = _steps_table_differences(state, rows)
     assert diffs == {"steps table: rows": (2, 3), "steps table: step indexes": ([0, 2], [0, 1, 2])}
+
+
+# ------------------------------------------------------------------------------ reconcilable tools
+
+LEDGER: dict[str, int] = {}
+"""A payment service's record of charges by idempotency key."""
+KEYS: list[str] = []
+SLOW = {"first": True}
+
+
+async def _pay(amount: int, ctx: ToolContext) -> str:
+    KEYS.append(ctx.idempotency_key)
+    LEDGER.setdefault(ctx.idempotency_key, amount)  # the service charges a key once
+    if SLOW["first"]:
+        SLOW["first"] = False
+        await asyncio.sleep(30)  # the worker dies here, after the charge went through
+    return f"charged {amount} ({ctx.idempotency_key})"
+
+
+def ledger_reconcile(arguments: dict[str, Any], key: str) -> Reconciled:
+    if key in LEDGER:
+        return Reconciled.happened(f"charged {LEDGER[key]} ({key})", reason="the ledger has the key")
+    return Reconciled.did_not_happen("the ledger has no charge with this key")
+
+
+@tool(reconcile=ledger_reconcile)
+async def pay(amount: int, ctx: ToolContext) -> str:
+    """Charge a card; the payment service records each idempotency key."""
+    return await _pay(amount, ctx)
+
+
+def broken_reconcile(arguments: dict[str, Any], key: str) -> Reconciled:
+    raise ConnectionError("ledger unreachable")
+
+
+@tool(reconcile=broken_reconcile)
+async def pay_unsure(amount: int, ctx: ToolContext) -> str:
+    """Charge a card; its reconcile cannot reach the ledger."""
+    return await _pay(amount, ctx)
+
+
+@tool(idempotency_key=True)
+async def pay_keyed(amount: int, ctx: ToolContext) -> str:
+    """Charge a card, passing the idempotency key to the payment service."""
+    return await _pay(amount, ctx)
+
+
+@pytest.fixture(autouse=True)
+def _reset_ledger() -> None:
+    LEDGER.clear()
+    KEYS.clear()
+    SLOW["first"] = True
+
+
+def pay_agent(tool_: Any) -> Agent:
+    script = [{"tool_calls": [{"name": tool_.name, "arguments": {"amount": 7}}]}, {"content": "{{last_tool_result}}"}]
+    return Agent(name="payer", model=ScriptedModel(script), tools=[tool_])
+
+
+def reconciled_events(events: list[Any]) -> list[dict[str, Any]]:
+    return [e.payload for e in events if e.type is EventType.STEP_RECONCILED]
+
+
+async def test_a_call_the_tool_reports_as_done_is_recorded_without_a_person(db_url: str) -> None:
+    store = Store.open(db_url)
+    try:
+        agent = pay_agent(pay)
+        run_id = await start(store, agent)
+        await crash_mid_call(store, agent, run_id, KEYS)
+        assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
+        key = idempotency_key(run_id, 1)
+        assert KEYS == [key] and LEDGER == {key: 7}  # called once
+        assert (await store.get_run(run_id)).state.output == f"charged 7 ({key})"
+        assert await store.list_human_requests(statuses=None) == []
+        events = await store.events(run_id)
+        [decided] = reconciled_events(events)
+        assert decided["outcome"] == "happened" and decided["decision"] == "record"
+        assert decided["idempotency_key"] == key and decided["reason"] == "the ledger has the key"
+        rows = await store.steps(run_id)
+        assert (rows[1].name, rows[1].status) == ("pay", "completed")
+        await assert_steps_agree(store, run_id)
+    finally:
+        await store.close()
+
+
+async def test_a_call_the_tool_reports_as_not_done_is_made(db_url: str) -> None:
+    store = Store.open(db_url)
+    try:
+        agent = pay_agent(pay)
+        run_id = await start(store, agent)
+        await crash_mid_call(store, agent, run_id, KEYS)
+        LEDGER.clear()  # the charge never reached the service
+        assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
+        key = idempotency_key(run_id, 1)
+        assert KEYS == [key, key] and LEDGER == {key: 7}
+        events = await store.events(run_id)
+        [decided] = reconciled_events(events)
+        assert decided["outcome"] == "did_not_happen" and decided["decision"] == "run"
+        assert [e.type for e in events].count(EventType.STEP_STARTED) == 2
+        await assert_steps_agree(store, run_id)
+    finally:
+        await store.close()
+
+
+async def test_a_reconcile_that_fails_asks_a_person_and_says_why(db_url: str) -> None:
+    store = Store.open(db_url)
+    try:
+        agent = pay_agent(pay_unsure)
+        run_id = await start(store, agent)
+        await crash_mid_call(store, agent, run_id, KEYS)
+        assert await settle(store, [agent], run_id) is RunStatus.WAITING_FOR_HUMAN
+        assert len(KEYS) == 1
+        [req] = await store.list_human_requests()
+        assert req["kind"] == "uncertain_tool_call" and "ConnectionError: ledger unreachable" in req["question"]
+        [decided] = reconciled_events(await store.events(run_id))
+        assert decided["outcome"] == "cannot_tell" and decided["decision"] == "ask"
+        await store.resolve_human_request(req["request_id"], action="answer", answer="charged 7", by="ops")
+        assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
+        await assert_steps_agree(store, run_id)
+    finally:
+        await store.close()
+
+
+async def test_a_keyed_tool_is_called_again_with_the_same_key(db_url: str) -> None:
+    store = Store.open(db_url)
+    try:
+        agent = pay_agent(pay_keyed)
+        run_id = await start(store, agent)
+        await crash_mid_call(store, agent, run_id, KEYS)
+        assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
+        key = idempotency_key(run_id, 1)
+        assert KEYS == [key, key] and LEDGER == {key: 7}  # two calls, one charge
+        [decided] = reconciled_events(await store.events(run_id))
+        assert decided["outcome"] == "cannot_tell" and decided["decision"] == "run"
+        assert await store.list_human_requests(statuses=None) == []
+    finally:
+        await store.close()

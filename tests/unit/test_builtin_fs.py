@@ -368,3 +368,25 @@ def test_toctou_swap_of_a_directory_for_a_symlink_is_refused(
     os.rename(world["work"] / "sub_moved", world["work"] / "sub")
     r = call(read_file, ctx, path="sub/inner.txt")
     assert r.is_error and SECRET not in r.content
+
+
+def test_write_and_delete_reconcile_from_what_is_on_disk(world: dict[str, Path]) -> None:
+    ctx = ToolContext(run_id="r", workspace_id="ws", agent="a", workdir=world["work"])
+
+    def reconcile(t: Tool, **arguments: Any) -> tuple[str, str]:
+        answer = asyncio.run(t.reconcile(arguments, "k", ctx))
+        return answer.outcome.value, str(answer.result or answer.reason)
+
+    assert reconcile(write_file, path="notes/a.md", content="hi\n") == ("did_not_happen", "'notes/a.md' does not exist")
+    assert not call(write_file, ctx, path="notes/a.md", content="hi\n").is_error
+    assert reconcile(write_file, path="notes/a.md", content="hi\n") == ("happened", "wrote 3 bytes to notes/a.md")
+    assert reconcile(write_file, path="notes/a.md", content="hi\nthere\n")[0] == "did_not_happen"
+    assert reconcile(write_file, path="notes/a.md", content="h")[0] == "did_not_happen"
+    # confinement holds in reconcile too: nothing outside the work folder is read
+    outcome, reason = reconcile(write_file, path="link_out", content=SECRET + "\n")
+    assert outcome == "cannot_tell" and "refused" in reason
+    assert reconcile(delete_file, path="notes/a.md") == ("did_not_happen", "'notes/a.md' still exists")
+    assert not call(delete_file, ctx, path="notes/a.md").is_error
+    assert reconcile(delete_file, path="notes/a.md") == ("happened", "deleted notes/a.md")
+    assert reconcile(delete_file, path="gone/b.md")[0] == "happened"
+    assert reconcile(delete_file, path="../x")[0] == "cannot_tell"

@@ -166,3 +166,26 @@ def test_secrets_in_diffs_are_redacted(repo: Path, ctx: ToolContext) -> None:
     out = call(git_diff, ctx).content
     assert "sk-abcdefghijkl" not in out
     assert "OPENAI_API_KEY=[REDACTED]" in out
+
+
+def test_commit_reconciles_by_message_and_tree(repo: Path, ctx: ToolContext) -> None:
+    def reconcile(**arguments: Any) -> tuple[str, str]:
+        answer = asyncio.run(git_commit.reconcile(arguments, "k", ctx))
+        return answer.outcome.value, str(answer.result or answer.reason)
+
+    (repo / "b.txt").write_text("b\n")
+    # not committed yet: HEAD has another message
+    assert reconcile(message="add b") == ("did_not_happen", "the last commit has another message")
+    assert not call(git_commit, ctx, message="add b  \n\n").is_error
+    outcome, result = reconcile(message="add b  \n\n")
+    assert outcome == "happened" and result.startswith("[") and "add b" in result and "b.txt" in result
+    # the same message but changes left that the commit would have included: cannot tell
+    (repo / "c.txt").write_text("c\n")
+    assert reconcile(message="add b")[0] == "cannot_tell"
+    assert reconcile(message="add b", add_all=False)[0] == "happened"  # nothing staged: the index is HEAD's tree
+    empty = repo.parent / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q", "-b", "main")
+    fresh = ToolContext(run_id="run-1", workspace_id="ws", agent="gitter", workdir=empty)
+    answer = asyncio.run(git_commit.reconcile({"message": "first"}, "k", fresh))
+    assert answer.outcome.value == "did_not_happen"

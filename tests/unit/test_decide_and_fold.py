@@ -48,7 +48,7 @@ def test_decision_rules_in_order() -> None:
     assert decide(Snapshot(state=running(final_output="x"), now=1001, cancel_requested=True)).kind is ActionKind.CANCEL
     # uncertain step wins over pending calls
     st = running(pending_tool_calls=(call,), in_flight=InFlightStep(step=0, call=call))
-    assert decide(Snapshot(state=st, now=1001, verdict=ALLOW)).kind is ActionKind.ESCALATE_UNCERTAIN
+    assert decide(Snapshot(state=st, now=1001, verdict=ALLOW)).kind is ActionKind.RECOVER_UNCERTAIN
     # a final answer completes even at the step limit; another step would not be allowed
     limited = running(policy=StrictPolicy(max_steps=1), steps=1)
     assert decide(Snapshot(state=dataclasses.replace(limited, final_output="ok"), now=1001)).kind is ActionKind.COMPLETE

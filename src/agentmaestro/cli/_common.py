@@ -264,6 +264,9 @@ def _event_summary(ev: Event) -> str:
         return f"tool {p.get('name')}({json.dumps(p.get('arguments'))}) ->{flag} {p.get('result')!r}"
     if t == "PHASE_CHANGED":
         return f"{p.get('from')} -> {p.get('to')}"
+    if t == "STEP_RECONCILED":
+        name = (p.get("call") or {}).get("name")
+        return f"tool {name}: {p.get('outcome')} -> {p.get('decision')} ({p.get('reason')})"
     keys = ("output", "error", "reason", "worker", "source_run_id", "question")
     return " ".join(f"{k}={p[k]!r}" for k in keys if p.get(k) is not None)
 

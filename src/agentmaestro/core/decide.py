@@ -26,7 +26,7 @@ class ActionKind(StrEnum):
     """What the engine does next for a running run."""
 
     CANCEL = "CANCEL"
-    ESCALATE_UNCERTAIN = "ESCALATE_UNCERTAIN"
+    RECOVER_UNCERTAIN = "RECOVER_UNCERTAIN"
     COMPLETE = "COMPLETE"
     ESCALATE_FAILED = "ESCALATE_FAILED"
     POLICY_VIOLATION = "POLICY_VIOLATION"
@@ -62,7 +62,7 @@ class Action:
     phase: Phase
     """The lifecycle phase the run is in while doing it."""
     tool_call: ToolCall | None = None
-    """For CALL_TOOL and ESCALATE_UNCERTAIN: the call."""
+    """For CALL_TOOL and RECOVER_UNCERTAIN: the call."""
     output: str | None = None
     """For COMPLETE: the run's output."""
     violation: Violation | None = None
@@ -129,10 +129,10 @@ DECISION_TABLE: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         name="non-idempotent tool call started, outcome unknown",
-        action=ActionKind.ESCALATE_UNCERTAIN,
+        action=ActionKind.RECOVER_UNCERTAIN,
         when=lambda s: s.state.in_flight is not None,
         build=lambda s: Action(
-            kind=ActionKind.ESCALATE_UNCERTAIN,
+            kind=ActionKind.RECOVER_UNCERTAIN,
             phase=s.state.phase,
             tool_call=s.state.in_flight.call if s.state.in_flight else None,
         ),

@@ -14,6 +14,7 @@ from typing import Any
 
 from agentmaestro.core.messages import Message, ToolCall
 from agentmaestro.core.policy import StrictPolicy, Usage
+from agentmaestro.core.reconcile import Recovery
 from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind, check_phase_change, next_status
 from agentmaestro.errors import InvalidTransitionError
 
@@ -262,6 +263,12 @@ def apply_event(state: RunState, event: Event) -> RunState:
     elif t is EventType.STEP_STARTED:
         _expect_step(state, event)
         changes["in_flight"] = InFlightStep(step=state.steps, call=ToolCall.from_json(p["call"]))
+    elif t is EventType.STEP_RECONCILED:
+        _expect_step(state, event)
+        if state.in_flight is None:
+            raise InvalidTransitionError("STEP_RECONCILED without a started, unrecorded tool call")
+        if p.get("decision") == Recovery.RUN.value:  # it did not happen (or may safely happen again): call it
+            changes["in_flight"] = None
     elif t is EventType.STEP_COMPLETED:
         _expect_step(state, event)
         changes.update(_complete_step(state, p))

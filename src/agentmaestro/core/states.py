@@ -72,6 +72,7 @@ class EventType(StrEnum):
     LEASE_RECOVERED = "LEASE_RECOVERED"
     PHASE_CHANGED = "PHASE_CHANGED"
     STEP_STARTED = "STEP_STARTED"
+    STEP_RECONCILED = "STEP_RECONCILED"
     STEP_COMPLETED = "STEP_COMPLETED"
     STEP_FAILED = "STEP_FAILED"
     APPROVAL_REQUESTED = "APPROVAL_REQUESTED"
@@ -113,6 +114,7 @@ TRANSITIONS: Final[Mapping[tuple[RunStatus | None, EventType], RunStatus]] = Map
         # Work inside a running run.
         (_R, E.PHASE_CHANGED): _R,
         (_R, E.STEP_STARTED): _R,
+        (_R, E.STEP_RECONCILED): _R,
         (_R, E.STEP_COMPLETED): _R,
         (_R, E.STEP_FAILED): _R,
         # Waiting without holding a worker, and coming back.

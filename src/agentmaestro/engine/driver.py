@@ -27,8 +27,10 @@ from agentmaestro.core.events import (
 from agentmaestro.core.gate import GateDecision, GatePolicy, Verdict, args_hash, combine, path_argument_risk
 from agentmaestro.core.messages import Message, ModelRequest, ToolCall, ToolSpec
 from agentmaestro.core.policy import StrictPolicy, Violation
+from agentmaestro.core.reconcile import Recovery, idempotency_key
 from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, RunStatus, StepKind
+from agentmaestro.engine.recovery import Reconciliation, can_recover, reconcile_call
 from agentmaestro.errors import LeaseLostError, MaestroError, ModelAPIError
 from agentmaestro.integrations.credentials import StoreCredentials
 from agentmaestro.models.pricing import PriceTable
@@ -345,17 +347,8 @@ class RunDriver:
         if kind is ActionKind.POLICY_VIOLATION:
             assert action.violation is not None
             return self._violation(action.violation)
-        if kind is ActionKind.ESCALATE_UNCERTAIN:
-            assert action.tool_call is not None
-            call = action.tool_call
-            return self._escalate(
-                kind="uncertain_tool_call",
-                question=(
-                    f"Tool {call.name!r} (not idempotent) was started but its outcome was never recorded, so it "
-                    "was not re-run. Retry it, answer in its place with what it returned, or abandon the run."
-                ),
-                detail={"call": call.to_json(), "step": self.state.steps},
-            )
+        if kind is ActionKind.RECOVER_UNCERTAIN:
+            return await self._recover(action)
         if kind is ActionKind.ESCALATE_FAILED:
             failure = self.state.last_failure or {}
             return self._escalate(
@@ -390,18 +383,49 @@ class RunDriver:
                 if self.lost:
                     return _Outcome(events=[], steps=[], message_payloads=[])
         try:
-            outcome = await self._guarded_step(action)
+            outcome: _Outcome = await self._guarded_step(action)
         except _StepCancelled:
             return await self._cancelled()
         except TimeoutError:
-            violation = Violation(
-                limit="timeout_s",
-                limit_value=float(self.state.policy.timeout_s or 0),
-                observed=round(self.state.usage(time.time()).elapsed_s, 3),
-            )
-            return self._violation(violation)
+            return self._violation(self._timeout_violation())
         outcome.events[:0] = prefix
         return outcome
+
+    async def _recover(self, action: Action) -> _Outcome:
+        """A started, unrecorded non-idempotent call: the tool reconciles it if it can, else a person decides."""
+        call = action.tool_call
+        assert call is not None
+        tool = self.agent.tool_map().get(call.name)
+        found: Reconciliation | None = None
+        if can_recover(tool):
+            try:
+                found = await self._guarded_step(action)
+            except _StepCancelled:
+                return await self._cancelled()
+            except TimeoutError:
+                return self._violation(self._timeout_violation())
+            assert isinstance(found, Reconciliation)
+            if found.move is not Recovery.ASK:
+                return _Outcome(events=found.events, steps=found.steps, message_payloads=[])
+        why = f" Its reconcile could not tell: {found.reason}." if found is not None else ""
+        outcome = self._escalate(
+            kind="uncertain_tool_call",
+            question=(
+                f"Tool {call.name!r} (not idempotent) was started but its outcome was never recorded, so it "
+                f"was not re-run.{why} Retry it, answer in its place with what it returned, or abandon the run."
+            ),
+            detail={"call": call.to_json(), "step": self.state.steps},
+        )
+        if found is not None:
+            outcome.events[:0] = found.events
+        return outcome
+
+    def _timeout_violation(self) -> Violation:
+        return Violation(
+            limit="timeout_s",
+            limit_value=float(self.state.policy.timeout_s or 0),
+            observed=round(self.state.usage(time.time()).elapsed_s, 3),
+        )
 
     async def fail_internal(self, exc: BaseException) -> None:
         """Record an engine bug as RUN_FAILED, so a deterministic crash is not retried forever."""
@@ -603,11 +627,21 @@ class RunDriver:
             {"type": EventType.PHASE_CHANGED, "payload": {"from": self.state.phase.value, "to": action.phase.value}}
         ]
 
-    async def _guarded_step(self, action: Action) -> _Outcome:
-        """Run a model or tool step under the policy's remaining wall time; interruptible."""
+    async def _guarded_step(self, action: Action) -> Any:
+        """Run a model or tool step (or a reconciliation) under the policy's remaining wall time; interruptible."""
         timeout = self.state.policy.timeout_s
         remaining = None if timeout is None else max(0.0, timeout - self.state.usage(time.time()).elapsed_s)
-        coro = self._call_tool(action.tool_call) if action.kind is ActionKind.CALL_TOOL else self._call_model()
+        coro: Awaitable[Any]
+        if action.kind is ActionKind.RECOVER_UNCERTAIN:
+            assert action.tool_call is not None
+            call, step = action.tool_call, self.state.steps
+            tool = self.agent.tool_map().get(call.name)
+            context = self._call_context(step, call)
+            coro = reconcile_call(tool=tool, call=call, step=step, run_id=self.run_id, context=context)
+        elif action.kind is ActionKind.CALL_TOOL:
+            coro = self._call_tool(action.tool_call)
+        else:
+            coro = self._call_model()
         self._action_task = asyncio.ensure_future(coro)
         try:
             async with asyncio.timeout(remaining):
@@ -745,7 +779,8 @@ class RunDriver:
     # ------------------------------------------------------------------------------- tools
 
     def _call_context(self, step: int, call: ToolCall) -> ToolContext:
-        return dataclasses.replace(self.context, step=step, call_id=call.call_id)
+        key = idempotency_key(self.run_id, step)
+        return dataclasses.replace(self.context, step=step, call_id=call.call_id, idempotency_key=key)
 
     async def _call_tool(self, call: ToolCall | None) -> _Outcome:
         assert call is not None

@@ -60,6 +60,9 @@ class ToolContext:
     """Step index of the call."""
     call_id: str = ""
     """The model's id for the call."""
+    idempotency_key: str = ""
+    """The call's idempotency key: derived from the run id and the step, the same every time this step is tried
+    (after a crash, a retry), different in a fork. Pass it to services that deduplicate on one (payment APIs)."""
     allow_unsandboxed: bool = False
     """An operator explicitly allowed DANGEROUS code execution without an OS sandbox."""
     env: dict[str, str] = field(default_factory=dict)

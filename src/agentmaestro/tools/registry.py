@@ -36,12 +36,13 @@ from pydantic.json_schema import PydanticJsonSchemaWarning
 from pydantic_core import to_jsonable_python
 
 from agentmaestro.core.messages import ToolSpec
+from agentmaestro.core.reconcile import Outcome, Reconciled
 from agentmaestro.core.risk import RiskLevel
 from agentmaestro.errors import ConfigError, ToolError
 from agentmaestro.tools.context import ToolContext
 from agentmaestro.tools.redact import redact
 
-__all__ = ["RiskRules", "Tool", "ToolRegistry", "ToolResult", "load_tool", "tool"]
+__all__ = ["Reconciled", "Reconciler", "RiskRules", "Tool", "ToolRegistry", "ToolResult", "load_tool", "tool"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ _MAX_ERRORS_SHOWN = 10
 
 RiskRules: TypeAlias = Callable[[Mapping[str, Any], ToolContext | None], tuple[RiskLevel | str | int, Iterable[str]]]
 """``(arguments, context) -> (level, reasons)``: raises the risk of one call; see :meth:`Tool.assess`."""
+
+Reconciler: TypeAlias = Callable[..., Any]
+"""``(arguments, key)`` or ``(arguments, key, context)`` -> :class:`Reconciled` (sync or async); see
+:meth:`Tool.reconcile`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +109,9 @@ class Tool:
             :func:`agentmaestro.tools.redact.redact`).
         needs_context: True when the function takes a :class:`ToolContext` parameter without a default.
         uses_context: True when the function takes a :class:`ToolContext` parameter at all.
+        reconciler: Optional function telling whether an interrupted call happened (see :meth:`reconcile`).
+        idempotency_key: True when the tool hands ``ToolContext.idempotency_key`` to the service it calls, which
+            performs a call with the same key at most once: after a crash the call may be made again.
     """
 
     name: str
@@ -119,6 +127,8 @@ class Tool:
     redact_output: bool
     needs_context: bool
     uses_context: bool
+    reconciler: Reconciler | None
+    idempotency_key: bool
 
     def __init__(
         self,
@@ -132,6 +142,8 @@ class Tool:
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
         risk_rules: RiskRules | None = None,
         redact_output: bool = False,
+        reconcile: Reconciler | None = None,
+        idempotency_key: bool = False,
     ) -> None:
         """Wrap ``fn``; see :func:`tool` for the arguments.
 
@@ -152,6 +164,7 @@ class Tool:
             raise ConfigError(f"tool {tool_name!r} needs a description: give it a docstring or description=...")
         if risk_rules is not None and not callable(risk_rules):
             raise ConfigError(f"tool {tool_name!r}: risk_rules must be callable, got {risk_rules!r}")
+        self._reconcile_context = _reconciler_takes_context(reconcile, tool_name)
         if timeout_s <= 0:
             raise ConfigError(f"tool {tool_name!r}: timeout_s must be positive, got {timeout_s!r}")
         if max_output_chars <= 0:
@@ -171,6 +184,8 @@ class Tool:
         self.import_path = _import_path(fn)
         self.risk_rules = risk_rules
         self.redact_output = redact_output
+        self.reconciler = reconcile
+        self.idempotency_key = bool(idempotency_key)
         self._is_async = _is_async_callable(fn)
         self._model, self._params = _arguments_model(fn, tool_name, _docstring_args(doc))
         self.needs_context = any(p.context and p.default is inspect.Parameter.empty for p in self._params)
@@ -273,6 +288,55 @@ class Tool:
             return done(_describe_exception(self.name, exc), is_error=True)
         return done(_to_content(value), data=_plain_json_or_none(value))
 
+    @property
+    def can_reconcile(self) -> bool:
+        """Whether the tool has a ``reconcile`` function."""
+        return self.reconciler is not None
+
+    async def reconcile(self, arguments: dict[str, Any], key: str, context: ToolContext | None = None) -> Reconciled:
+        """Ask the tool whether an interrupted call with these arguments and idempotency key took effect.
+
+        Runs the tool's ``reconcile`` function like a call: sync functions in a worker thread, under the tool's
+        timeout. Never raises for a failing function: no function, an exception, a timeout or an answer that is not
+        a :class:`Reconciled` all come back as CANNOT_TELL with the reason. A HAPPENED result is turned into the text
+        the model will see, as :meth:`invoke` does (redacted when the tool redacts, size-capped).
+        """
+        if self.reconciler is None:
+            return Reconciled.cannot_tell(f"tool {self.name!r} has no reconcile function")
+        call_args: list[Any] = [dict(arguments), key]
+        if self._reconcile_context:
+            call_args.append(context)
+        deadline = asyncio.timeout(self.timeout_s)
+        try:
+            async with deadline:
+                if _is_async_callable(self.reconciler):
+                    answer = await self.reconciler(*call_args)
+                else:
+                    call = functools.partial(contextvars.copy_context().run, self.reconciler, *call_args)
+                    answer = await asyncio.get_running_loop().run_in_executor(_tool_threads(), call)
+                    if inspect.isawaitable(answer):
+                        answer = await answer
+        except TimeoutError as exc:
+            if deadline.expired():
+                return Reconciled.cannot_tell(f"reconcile of {self.name!r} timed out after {self.timeout_s:g}s")
+            return Reconciled.cannot_tell(_describe_exception(f"reconcile of {self.name!r}", exc))
+        except Exception as exc:
+            logger.debug("reconcile of tool %r raised", self.name, exc_info=True)
+            return Reconciled.cannot_tell(_describe_exception(f"reconcile of {self.name!r}", exc))
+        if not isinstance(answer, Reconciled):
+            return Reconciled.cannot_tell(
+                f"reconcile of {self.name!r} answered {type(answer).__name__}, not Reconciled"
+            )
+        reason = str(answer.reason)[:1000]
+        if self.redact_output:
+            reason = redact(reason)
+        if answer.outcome is not Outcome.HAPPENED:
+            return Reconciled(outcome=answer.outcome, reason=reason)
+        content = _to_content(answer.result)
+        if self.redact_output:
+            content = redact(content)
+        return Reconciled.happened(_truncate(content, self.max_output_chars)[0], reason)
+
     def _validate(self, arguments: Any, context: ToolContext | None = None) -> tuple[list[Any], dict[str, Any]]:
         """Validate JSON-ish arguments strictly; return positional and keyword arguments for the function."""
         try:
@@ -321,6 +385,8 @@ def tool(
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     risk_rules: RiskRules | None = None,
     redact_output: bool = False,
+    reconcile: Reconciler | None = None,
+    idempotency_key: bool = False,
 ) -> Tool: ...
 
 
@@ -336,6 +402,8 @@ def tool(
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     risk_rules: RiskRules | None = None,
     redact_output: bool = False,
+    reconcile: Reconciler | None = None,
+    idempotency_key: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -350,6 +418,8 @@ def tool(
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
     risk_rules: RiskRules | None = None,
     redact_output: bool = False,
+    reconcile: Reconciler | None = None,
+    idempotency_key: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a :class:`Tool` from a function; usable as ``@tool`` and as ``@tool(risk=RiskLevel.DANGEROUS)``.
 
@@ -369,6 +439,12 @@ def tool(
             (for example shell patterns); the effective level is ``max(risk, level)``.
         redact_output: Redact secrets (API keys, tokens, private keys, the worker's secret env values) from the
             content before the model sees it.
+        reconcile: ``(arguments, key)`` or ``(arguments, key, context)`` -> :class:`Reconciled`: after a crash
+            interrupted a call of this (non-idempotent) tool, tells whether it happened (with its result), did not
+            happen, or cannot tell; ``key`` is the call's idempotency key. See :meth:`Tool.reconcile`.
+        idempotency_key: The tool passes ``ToolContext.idempotency_key`` to the service it calls, which performs a
+            call with the same key at most once; after a crash whose outcome nobody can tell, the call is made again
+            with the same key instead of asking a person.
 
     Returns:
         The tool, or a decorator producing it when ``fn`` is omitted.
@@ -388,6 +464,8 @@ def tool(
             max_output_chars=max_output_chars,
             risk_rules=risk_rules,
             redact_output=redact_output,
+            reconcile=reconcile,
+            idempotency_key=idempotency_key,
         )
 
     return wrap if fn is None else wrap(fn)
@@ -658,6 +736,25 @@ def _import_path(fn: Callable[..., Any]) -> str | None:
     if module == "__main__" or "<" in qualname:  # <locals>, <lambda>: not importable elsewhere
         return None
     return f"{module}:{qualname}"
+
+
+def _reconciler_takes_context(reconcile: Reconciler | None, tool_name: str) -> bool:
+    """Whether ``reconcile`` takes a third argument (the call's context); ConfigError when it takes neither 2 nor 3."""
+    if reconcile is None:
+        return False
+    if not callable(reconcile):
+        raise ConfigError(f"tool {tool_name!r}: reconcile must be callable, got {reconcile!r}")
+    try:
+        params = list(inspect.signature(reconcile).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"tool {tool_name!r}: cannot read the signature of reconcile: {exc}") from exc
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is inspect.Parameter.empty]
+    if len(required) <= 3 and (any(p.kind is p.VAR_POSITIONAL for p in params) or len(positional) >= 3):
+        return True
+    if len(positional) == 2:
+        return False
+    raise ConfigError(f"tool {tool_name!r}: reconcile must take (arguments, key) or (arguments, key, context)")
 
 
 def _is_async_callable(fn: Callable[..., Any]) -> bool:

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import stat
 import unicodedata
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
+from agentmaestro.core.reconcile import Reconciled
 from agentmaestro.core.risk import RiskLevel
 from agentmaestro.errors import ToolError
 from agentmaestro.tools.context import ToolContext
@@ -279,7 +281,37 @@ def _write(ctx: ToolContext, path: str, content: str, *, append: bool) -> str:
     return f"{verb} {len(data)} bytes to {'/'.join(comps)}"
 
 
-@tool(risk=RiskLevel.ELEVATED, idempotent=False, redact_output=True)
+def _write_reconcile(arguments: dict[str, Any], key: str, ctx: ToolContext) -> Reconciled:
+    """After a crash: the write happened when the file holds exactly the content (same SHA-256), else it did not."""
+    path, content = arguments.get("path"), arguments.get("content")
+    if not isinstance(path, str) or not isinstance(content, str):
+        return Reconciled.cannot_tell("the arguments are not a path and a content")
+    shown = repr(path[:80])
+    data = content.encode("utf-8")
+    try:
+        comps = resolve_in_workdir(ctx, path)
+        if not comps:
+            return Reconciled.cannot_tell(f"{shown} is the work folder itself")
+        with _walk(ctx, comps[:-1], shown) as dfd:
+            fd = _open_file(dfd, comps[-1], os.O_RDONLY, shown)
+            with os.fdopen(fd, "rb") as fh:
+                current = fh.read(len(data) + 1)
+    except ToolError as exc:
+        if str(exc).startswith(("no such file", "no such directory")):
+            return Reconciled.did_not_happen(f"{shown} does not exist")
+        return Reconciled.cannot_tell(str(exc))
+    except OSError as exc:
+        return Reconciled.cannot_tell(str(_os_error(exc, shown)))
+    want = hashlib.sha256(data).hexdigest()
+    if hashlib.sha256(current).hexdigest() == want:
+        return Reconciled.happened(
+            f"wrote {len(data)} bytes to {'/'.join(comps)}",
+            reason=f"the file holds exactly this content (sha256 {want})",
+        )
+    return Reconciled.did_not_happen(f"the file's content differs from this content (sha256 {want})")
+
+
+@tool(risk=RiskLevel.ELEVATED, idempotent=False, redact_output=True, reconcile=_write_reconcile)
 def write_file(path: str, content: str, ctx: ToolContext) -> str:
     """Create or overwrite a text file in the work folder (missing parent folders are created).
 
@@ -339,7 +371,31 @@ def _describe_entry(entry: os.DirEntry[str]) -> str:
         return f"{entry.name} (unreadable)"
 
 
-@tool(risk=RiskLevel.DANGEROUS, idempotent=False, redact_output=True)
+def _delete_reconcile(arguments: dict[str, Any], key: str, ctx: ToolContext) -> Reconciled:
+    """After a crash: the delete happened when the file is gone, and did not when it is still there."""
+    path = arguments.get("path")
+    if not isinstance(path, str):
+        return Reconciled.cannot_tell("the path is not a string")
+    shown = repr(path[:80])
+    try:
+        comps = resolve_in_workdir(ctx, path, follow_last=False)
+        if not comps:
+            return Reconciled.cannot_tell(f"{shown} is the work folder itself")
+        with _walk(ctx, comps[:-1], shown) as dfd:
+            os.stat(comps[-1], dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        gone = "/".join(comps)
+        return Reconciled.happened(f"deleted {gone}", reason=f"{gone} no longer exists")
+    except ToolError as exc:
+        if str(exc).startswith("no such directory"):
+            return Reconciled.happened(f"deleted {path}", reason=f"{shown} no longer exists (nor its folder)")
+        return Reconciled.cannot_tell(str(exc))
+    except OSError as exc:
+        return Reconciled.cannot_tell(str(_os_error(exc, shown)))
+    return Reconciled.did_not_happen(f"{shown} still exists")
+
+
+@tool(risk=RiskLevel.DANGEROUS, idempotent=False, redact_output=True, reconcile=_delete_reconcile)
 def delete_file(path: str, ctx: ToolContext) -> str:
     """Delete one file (or symlink) from the work folder; folders are not deleted.
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
+from agentmaestro.core.reconcile import Reconciled
 from agentmaestro.core.risk import RiskLevel
 from agentmaestro.errors import ToolError
 from agentmaestro.tools import sandbox
@@ -132,7 +133,51 @@ async def git_log(ctx: ToolContext, max_count: Annotated[int, Field(ge=1, le=200
     return out or "(no commits)"
 
 
-@tool(risk=RiskLevel.ELEVATED, idempotent=False, redact_output=True)
+def _message_as_stored(message: str) -> str:
+    """A message as ``git commit -m`` stores it: no trailing spaces or outer blank lines, blank runs as one."""
+    lines = [line.rstrip() for line in message.replace("\r\n", "\n").split("\n")]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out)
+
+
+async def _commit_reconcile(arguments: dict[str, Any], key: str, ctx: ToolContext) -> Reconciled:
+    """After a crash: the commit happened when HEAD has this message and the tree it would commit (nothing left).
+
+    HEAD with another message: it did not happen. HEAD with this message but changes left to commit: cannot tell.
+    """
+    message, add_all = arguments.get("message"), arguments.get("add_all", True)
+    if not isinstance(message, str) or not isinstance(add_all, bool):
+        return Reconciled.cannot_tell("the arguments are not a message and a flag")
+    try:
+        head = await _git(ctx, "log", "-1", "--format=%H%x00%B")
+    except ToolError as exc:
+        if "does not have any commits" in str(exc):
+            return Reconciled.did_not_happen("the repository has no commits")
+        return Reconciled.cannot_tell(f"git log failed: {exc}")
+    commit, _, body = head.partition("\x00")
+    if _message_as_stored(body) != _message_as_stored(message):
+        return Reconciled.did_not_happen("the last commit has another message")
+    try:
+        if add_all:
+            left = (await _git(ctx, "status", "--porcelain", "--untracked-files=all")).strip()
+        else:
+            left = (await _git(ctx, "diff", "--cached", "--name-only")).strip()
+        shown = await _git(ctx, "show", "--stat", "--format=[%h] %s", "HEAD")
+    except ToolError as exc:
+        return Reconciled.cannot_tell(f"git failed: {exc}")
+    if left:
+        return Reconciled.cannot_tell("the last commit has this message, but there are changes it does not include")
+    return Reconciled.happened(
+        shown.strip(), reason=f"HEAD {commit.strip()[:12]} has this message and the tree the call would commit"
+    )
+
+
+@tool(risk=RiskLevel.ELEVATED, idempotent=False, redact_output=True, reconcile=_commit_reconcile)
 async def git_commit(message: str, ctx: ToolContext, add_all: bool = True) -> str:
     """Commit changes in the work folder's git repository (by default staging every change first, git add -A).
 

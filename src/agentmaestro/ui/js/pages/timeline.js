@@ -43,13 +43,18 @@ const RENDERERS = {
   LEASE_RECOVERED: (p) => line(`Lease recovered by worker ${p.worker ?? "?"}: the previous one stopped answering`, "system"),
   PHASE_CHANGED: (p) => line(`Phase ${p.from} → ${p.to}`),
   STEP_STARTED: (p) => line(`Calling ${p.call ? p.call.name : "a tool"} (not idempotent: recorded before it runs)`),
+  STEP_RECONCILED: (p) => card(p.decision === "ask" ? "approval" : "good",
+    `Recovered ${p.call ? p.call.name : "a tool call"} after a crash: ${{ record: "it had happened, its result is recorded", run: "making the call", ask: "asking a person" }[p.decision] ?? p.decision}`,
+    h("div", { class: "text" }, `The tool says: ${(p.outcome || "").replaceAll("_", " ")}. ${p.reason ?? ""}`),
+    h("div", { class: "muted" }, `Idempotency key ${p.idempotency_key ?? ""}`)),
   STEP_COMPLETED: (p, ev) => {
     if (p.kind === "MODEL_CALL") {
       const text = p.content ?? (p.tool_calls && p.tool_calls.length ? "" : "(no text)");
       return bubble("assistant", `Model · step ${ev.step}`, text, toolCalls(p.tool_calls), usageLine(p));
     }
     if (p.kind === "TOOL_CALL") {
-      return card(p.is_error ? "tool bad" : "tool", `Tool ${p.name} · step ${ev.step}${p.is_error ? " · error" : ""}`,
+      const how = p.reconciled ? " · result from reconcile" : p.answered_by ? ` · answered by ${p.answered_by}` : "";
+      return card(p.is_error ? "tool bad" : "tool", `Tool ${p.name} · step ${ev.step}${p.is_error ? " · error" : ""}${how}`,
         h("div", { class: "sub" }, "Arguments"), pre(p.arguments ?? {}),
         h("div", { class: "sub" }, p.is_error ? "Error" : "Result"), pre(p.result ?? ""),
         p.child_run_id ? h("div", null, "Sub-run ", runLink(p.child_run_id)) : null);
