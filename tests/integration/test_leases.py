@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
+from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from agentmaestro import Agent, RiskLevel, ScriptedModel, tool
 from agentmaestro.agents import AgentRegistry
@@ -15,6 +19,7 @@ from agentmaestro.core.events import fold
 from agentmaestro.core.states import EventType, RunStatus
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.store.base import Store
+from agentmaestro.store.dialects import SessionTimeouts
 from tests.integration.test_engine import counting_script, start_runs
 
 pytestmark = pytest.mark.anyio
@@ -159,4 +164,88 @@ async def test_a_run_failing_again_and_again_backs_off(db_url: str) -> None:
         assert [worker._retry_delay("r1") for _ in range(6)] == [0.0, 0.5, 1.0, 2.0, 4.0, 4.0]
         assert worker._retry_delay("r2") == 0.0
     finally:
+        await store.close()
+
+
+def test_worker_session_timeouts_follow_the_lease_unless_set() -> None:
+    """Idle-in-transaction one lease, lock wait a quarter lease; explicit values (0 = off) win."""
+    assert WorkerConfig(lease_ttl_s=8).session_timeouts() == SessionTimeouts(idle_in_transaction_s=8, lock_timeout_s=2)
+    cfg = WorkerConfig(lease_ttl_s=8, idle_in_transaction_timeout_s=0, lock_timeout_s=0.5)
+    assert cfg.session_timeouts() == SessionTimeouts(idle_in_transaction_s=0, lock_timeout_s=0.5)
+    assert SessionTimeouts(idle_in_transaction_s=0, lock_timeout_s=0.0001).statements() == (
+        "SET idle_in_transaction_session_timeout = 0",
+        "SET lock_timeout = 1",
+    )
+
+
+def _pg_only(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL session settings; on SQLite one frozen writer holds the file's write lock")
+
+
+async def test_a_frozen_transaction_loses_its_locks_and_a_lock_wait_is_bounded(db_url: str) -> None:
+    """PostgreSQL: a worker's sessions carry its limits: a frozen transaction is ended, a lock wait fails."""
+    _pg_only(db_url)
+    import psycopg
+
+    store = Store.open(db_url)
+    worker = Worker(
+        store,
+        AgentRegistry([]),
+        config=WorkerConfig(lease_ttl_s=1.0, lock_timeout_s=0.3, poll_interval_s=0.05, webhooks=False),
+    )
+    task = asyncio.create_task(worker.run())
+    dsn = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    try:
+        agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
+        [run_id] = await start_runs(store, agent, ["x"])
+        assert store.session_timeouts == SessionTimeouts(idle_in_transaction_s=1.0, lock_timeout_s=0.3)
+
+        def show(conn: Any) -> tuple[str, str, str]:
+            row = conn.execute(
+                text(
+                    "SELECT current_setting('idle_in_transaction_session_timeout'), "
+                    "current_setting('lock_timeout'), current_setting('application_name')"
+                )
+            ).one()
+            return row[0], row[1], row[2]
+
+        assert await store._read(show) == ("1s", "300ms", f"maestro {os.getpid()}")
+
+        # A lock held elsewhere: the store's write fails after the lock timeout instead of waiting on.
+        with psycopg.connect(dsn) as holder:
+            holder.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (run_id,))
+            started = time.monotonic()
+            with pytest.raises(DBAPIError, match="lock timeout"):
+                await asyncio.wait_for(store.request_cancel(run_id), 10)
+            assert time.monotonic() - started < 3
+            holder.rollback()
+
+        # A store session frozen inside a write transaction is ended by the server, freeing the row.
+        def freeze() -> None:
+            conn = store._writer_engine.connect()
+            conn.begin()
+            conn.execute(text("UPDATE runs SET updated_at = updated_at WHERE run_id = :r"), {"r": run_id})
+            frozen.append(conn)
+
+        frozen: list[Any] = []
+        await asyncio.to_thread(freeze)
+        with psycopg.connect(dsn, autocommit=True) as other:
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE NOWAIT", (run_id,))
+            frozen_at = time.monotonic()
+            deadline = frozen_at + 10
+            while True:
+                try:
+                    other.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE NOWAIT", (run_id,))
+                    break
+                except psycopg.errors.LockNotAvailable:
+                    assert time.monotonic() < deadline, "the frozen session kept its row lock"
+                    await asyncio.sleep(0.1)
+            assert time.monotonic() - frozen_at < 3  # one second of idleness, plus the server's timer
+        with contextlib.suppress(Exception):
+            frozen[0].close()
+    finally:
+        worker.stop()
+        await task
         await store.close()

@@ -367,6 +367,23 @@ def worker(
         Path | None,
         typer.Option("--workflows-dir", envvar="MAESTRO_WORKFLOWS_DIR", help="Folder of workflow YAML files."),
     ] = None,
+    idle_in_transaction_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--idle-in-transaction-timeout",
+            min=0.0,
+            help="PostgreSQL: end a session idle inside a transaction this long, freeing its locks "
+            "(seconds; default the lease; 0 off).",
+        ),
+    ] = None,
+    lock_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--lock-timeout",
+            min=0.0,
+            help="PostgreSQL: fail a write that waits this long for a lock (seconds; default a quarter lease; 0 off).",
+        ),
+    ] = None,
 ) -> None:
     """Run a worker process: claim and execute runs (agents and workflows) until SIGINT/SIGTERM."""
     from agentmaestro.cli.workflows import discover
@@ -380,6 +397,8 @@ def worker(
         lease_ttl_s=lease_ttl,
         poll_interval_s=poll_interval,
         heartbeat_interval_s=heartbeat_interval,
+        idle_in_transaction_timeout_s=idle_in_transaction_timeout,
+        lock_timeout_s=lock_timeout,
     )
 
     async def go() -> None:

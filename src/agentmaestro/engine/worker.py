@@ -20,6 +20,7 @@ from agentmaestro.engine.driver import EventListener, RunDriver
 from agentmaestro.errors import ConflictError
 from agentmaestro.models.pricing import PriceTable
 from agentmaestro.store.base import Store
+from agentmaestro.store.dialects import SessionTimeouts
 from agentmaestro.store.records import Claim, new_worker_id
 
 if TYPE_CHECKING:
@@ -52,6 +53,24 @@ class WorkerConfig:
     concurrent runs, -42% at 10,000; see benchmarks/README.md)."""
     webhooks: bool = True
     """Also produce and deliver webhook notifications (integrations/webhooks.py; settings from the environment)."""
+    idle_in_transaction_timeout_s: float | None = None
+    """PostgreSQL: the ``idle_in_transaction_session_timeout`` of this process's sessions (default: one
+    lease; 0 turns it off). A process frozen inside a write transaction (stopped, paused) is cut off
+    and its row locks freed, so other workers take its runs over once their leases expire."""
+    lock_timeout_s: float | None = None
+    """PostgreSQL: the ``lock_timeout`` of this process's sessions (default: a quarter of the lease; 0
+    turns it off). A write that waits longer for a row lock fails (the run is released and taken up
+    again) instead of holding up this worker's heartbeats."""
+
+    def session_timeouts(self) -> SessionTimeouts:
+        """The PostgreSQL session limits these settings ask for (see :class:`SessionTimeouts`)."""
+        default = SessionTimeouts.for_lease(self.lease_ttl_s)
+        return SessionTimeouts(
+            idle_in_transaction_s=default.idle_in_transaction_s
+            if self.idle_in_transaction_timeout_s is None
+            else self.idle_in_transaction_timeout_s,
+            lock_timeout_s=default.lock_timeout_s if self.lock_timeout_s is None else self.lock_timeout_s,
+        )
 
 
 class Worker:
@@ -112,6 +131,7 @@ class Worker:
             gc.freeze()
             if gc.get_threshold()[0] < 50_000:
                 gc.set_threshold(50_000, 20, 100)
+        self.store.set_session_timeouts(self.config.session_timeouts())
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="maestro-heartbeat")
         sweeper = asyncio.create_task(self._sweep_loop(), name="maestro-sweeper")
         dispatcher = None  # outgoing webhooks: one dispatcher per worker process

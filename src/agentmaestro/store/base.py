@@ -27,6 +27,8 @@ from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
 from agentmaestro.store import _budget, _keys, _memory, _ops
 from agentmaestro.store import _interventions as _iv
 from agentmaestro.store.dialects import (
+    SessionTimeouts,
+    apply_session_timeouts,
     create_engines,
     default_database_url,
     normalize_url,
@@ -122,6 +124,10 @@ class Store:
         self.url = normalize_url(url)
         self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self._writer_engine, self._reader_engine = create_engines(self.url)
+        self._session_timeouts: SessionTimeouts | None = None
+        if self.dialect == "postgresql":
+            for engine in (self._writer_engine, self._reader_engine):
+                apply_session_timeouts(engine, lambda: self._session_timeouts)
         self._writer_queue = writer_queue(self.url)  # SQLite: processes queue for the write lock
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maestro-db-writer")
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maestro-db-reader")
@@ -153,6 +159,20 @@ class Store:
             store.close_sync()
             raise
         return store
+
+    @property
+    def session_timeouts(self) -> SessionTimeouts | None:
+        """The PostgreSQL session limits set with :meth:`set_session_timeouts` (None: the server's)."""
+        return self._session_timeouts
+
+    def set_session_timeouts(self, timeouts: SessionTimeouts | None) -> None:
+        """PostgreSQL: give this store's sessions these limits (each connection at its next use).
+
+        A worker sets them from its lease (:meth:`SessionTimeouts.for_lease`). SQLite has no such
+        settings: a process frozen inside a write transaction holds the file's single write lock
+        until it resumes (see docs/architecture.md, "Crash safety").
+        """
+        self._session_timeouts = timeouts
 
     def upgrade(self) -> str:
         """Run Alembic migrations to head; returns the revision."""

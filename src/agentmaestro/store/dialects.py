@@ -5,12 +5,14 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from agentmaestro.errors import ConfigError
 
@@ -71,9 +73,83 @@ def create_engines(url: str) -> tuple[Engine, Engine]:
         writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1)
         reader = _sqlite_engine(url, begin="BEGIN", pool_size=4)
         return writer, reader
-    writer = create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
-    reader = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+    # Each session names its process, so that pg_stat_activity tells which maestro process holds what.
+    args = {} if "application_name" in parsed.query else {"connect_args": {"application_name": application_name()}}
+    writer = create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True, **args)
+    reader = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True, **args)
     return writer, reader
+
+
+def application_name() -> str:
+    """The PostgreSQL ``application_name`` of this process's sessions: ``maestro <pid>``."""
+    return f"maestro {os.getpid()}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionTimeouts:
+    """PostgreSQL session limits that keep a frozen lock holder from blocking everyone else.
+
+    A process stopped (SIGSTOP, a debugger, a VM pause) inside a write transaction keeps its row
+    locks; other workers' claims skip locked runs (``SKIP LOCKED``), so without a limit its runs could
+    not be taken over until it woke up. Commits are fenced by the lease epoch, so cutting such a
+    session off is always safe: its transaction rolls back and its worker's next commit is refused.
+    """
+
+    idle_in_transaction_s: float
+    """``idle_in_transaction_session_timeout``: the server ends a session idle inside a transaction
+    for longer than this, rolling back and freeing its locks. 0 turns the limit off."""
+    lock_timeout_s: float
+    """``lock_timeout``: a statement waiting longer than this for a lock fails instead of waiting
+    on (a worker's single writer connection would otherwise stall its heartbeats). 0 turns it off."""
+
+    @classmethod
+    def for_lease(cls, lease_ttl_s: float) -> SessionTimeouts:
+        """The defaults for workers with leases of ``lease_ttl_s``: idle one lease, lock wait a quarter.
+
+        A worker whose writer sat inside one transaction for a whole lease has lost its leases anyway
+        (its heartbeats queue behind that transaction); a quarter-lease lock wait delays a heartbeat
+        (every third of a lease) by less than the lease it renews has left.
+        """
+        return cls(idle_in_transaction_s=lease_ttl_s, lock_timeout_s=lease_ttl_s / 4)
+
+    def statements(self) -> tuple[str, ...]:
+        """The ``SET`` statements that apply these limits to a session."""
+        return (
+            f"SET idle_in_transaction_session_timeout = {_ms(self.idle_in_transaction_s)}",
+            f"SET lock_timeout = {_ms(self.lock_timeout_s)}",
+        )
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds for a PostgreSQL timeout (0 stays 0, meaning off; anything else at least 1)."""
+    if seconds <= 0:
+        return 0
+    return max(1, round(seconds * 1000))
+
+
+def apply_session_timeouts(engine: Engine, current: Callable[[], SessionTimeouts | None]) -> None:
+    """Keep every pooled PostgreSQL connection of ``engine`` at the limits ``current()`` returns.
+
+    Checked at each checkout (a dictionary lookup); a connection whose limits differ gets one ``SET``
+    round trip, committed so that the pool's reset on return does not roll it back.
+    """
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        wanted = current()
+        if wanted is None or record.info.get(_TIMEOUTS_KEY) == wanted:
+            return
+        try:
+            with dbapi_connection.cursor() as cur:
+                for stmt in wanted.statements():
+                    cur.execute(stmt)
+            dbapi_connection.commit()
+        except Exception as exc:  # a dead connection (the server restarted): the pool opens a new one
+            raise DisconnectionError(f"cannot set session timeouts: {exc}") from exc
+        record.info[_TIMEOUTS_KEY] = wanted
+
+
+_TIMEOUTS_KEY = "maestro.session_timeouts"
 
 
 def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> Engine:
