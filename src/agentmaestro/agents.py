@@ -19,7 +19,7 @@ from agentmaestro.core.decide import DELEGATE_TOOL
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.messages import ModelRequest, ModelResponse, Usage
 from agentmaestro.core.policy import StrictPolicy
-from agentmaestro.errors import ConfigError, ModelAPIError, one_line
+from agentmaestro.errors import ConfigError, ModelAPIError, ModelUnavailableError, one_line
 from agentmaestro.models.base import Model, resolve_model
 from agentmaestro.tools.registry import Tool, load_tool, tool
 
@@ -350,6 +350,28 @@ def adapt(obj: Any, *, name: str | None = None) -> Agent:
         max_attempts=getattr(obj, "max_attempts", 4),
         retry_backoff_s=getattr(obj, "retry_backoff_s", 1.0),
     )
+
+
+async def check_usable(agents: Iterable[Agent]) -> None:
+    """Fail fast, before a run starts, when one of ``agents`` has a model this process cannot use.
+
+    Each distinct model is checked once (:func:`~agentmaestro.models.base.check_model`: an API key is set, a
+    local server answers). Delegates are not followed: a sub-agent's run reports its own model's problem.
+
+    Raises:
+        ModelUnavailableError: names the agent and says what to set or start.
+    """
+    from agentmaestro.models.base import check_model
+
+    seen: set[str] = set()
+    for agent in agents:
+        if agent.model_name in seen:
+            continue
+        seen.add(agent.model_name)
+        try:
+            await check_model(agent.model)
+        except ModelUnavailableError as exc:
+            raise ModelUnavailableError(f"agent {agent.name!r} cannot run here: {exc}") from None
 
 
 class AgentRegistry:

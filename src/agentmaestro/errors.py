@@ -39,6 +39,12 @@ class ConfigError(MaestroError):
     code = "invalid_config"
 
 
+class ModelUnavailableError(ConfigError):
+    """A model cannot be used from this process: no API key, an unknown model, an unreachable local server."""
+
+    code = "model_unavailable"
+
+
 class ValidationError(ConfigError):
     """Input that does not match the expected shape."""
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from agentmaestro.agents import Agent, AgentRegistry, adapt
+from agentmaestro.actor import local_actor
+from agentmaestro.agents import Agent, AgentRegistry, adapt, check_usable
 from agentmaestro.core.events import Event, RunState, apply_event
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.policy import StrictPolicy
@@ -141,6 +142,7 @@ class Orchestrator:
         worker: Start an in-process worker that executes runs (set False to only enqueue runs
             for separate ``maestro worker`` processes).
         config: Worker settings (concurrency, lease length, ...).
+        actor: Who starts this orchestrator's runs, as runs record it (usage by user); default ``sdk:<login>``.
     """
 
     def __init__(
@@ -150,8 +152,10 @@ class Orchestrator:
         workspace: str = DEFAULT_WORKSPACE,
         worker: bool = True,
         config: WorkerConfig | None = None,
+        actor: str | None = None,
     ) -> None:
         self.workspace = workspace
+        self.actor = actor or local_actor("sdk")
         self.registry = AgentRegistry()
         self.workflows = WorkflowRegistry()
         self._hooks: dict[str, list[Hook]] = {}
@@ -263,6 +267,8 @@ class Orchestrator:
         if not isinstance(task, str):
             raise ConfigError(f"task must be a string, got {type(task).__name__}")
         a = self.register(agent)
+        if self._with_worker:  # this process runs it: a model it cannot use fails here (ModelUnavailableError)
+            await check_usable([a])
         if a.name not in self._stored_agents:
             await self.store.upsert_agent(self.workspace, a.name, a.spec())
             self._stored_agents.add(a.name)
@@ -279,6 +285,7 @@ class Orchestrator:
                     spec=a.spec(),
                     policy=effective.to_json(),
                     parent_run_id=parent,
+                    created_by=None if parent else self.actor,
                 )
             ]
         )
@@ -340,6 +347,8 @@ class Orchestrator:
         missing = [n for n in wf.agent_names() if n not in self.registry]
         if missing:
             raise ConfigError(f"workflow {wf.name!r} uses unregistered agent(s): {', '.join(missing)}")
+        if self._with_worker:
+            await check_usable(self.registry.get(n) for n in wf.agent_names())
         self.workflows.register(wf)
         [rec] = await self.store.create_runs(
             [
@@ -350,6 +359,7 @@ class Orchestrator:
                     input=task,
                     spec=wf.to_spec(),
                     policy=wf.policy.to_overrides() if wf.policy else {},
+                    created_by=self.actor,
                 )
             ]
         )
@@ -407,7 +417,7 @@ class Orchestrator:
         missing = [n for n in (config.planner, config.strategist, *config.workers) if n not in self.registry]
         if missing:
             raise ConfigError(f"objective uses unregistered agent(s): {', '.join(missing)}")
-        rec = await start_objective(self.store, config, workspace_id=self.workspace)
+        rec = await start_objective(self.store, config, workspace_id=self.workspace, created_by=self.actor)
         await self._ensure_worker()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout

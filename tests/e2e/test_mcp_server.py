@@ -196,6 +196,8 @@ async def test_stdio_on_a_database(tmp_path: Path) -> None:
         entries = await store.audit_entries("default", limit=100)
         assert {e["action"] for e in entries} >= {"approval.approve", "workflow.run"}, entries
         assert all(e["actor"].startswith("cli:") for e in entries if e["action"] == "approval.approve"), entries
+        started = {r.run_id: r.created_by for r in await store.list_runs(workspace_id="default", limit=100)}
+        assert all(str(by).startswith("cli:") for by in started.values()), started  # who started each run
     finally:
         await store.close()
 

@@ -98,6 +98,7 @@ def test_objective_routes(server: tuple[LiveServer, dict[str, str]]) -> None:
         created = c.post("/v1/objectives", json={"goal": "tidy up and add", "max_concurrent_workers": 2}, headers=op)
         assert created.status_code == 201, created.text
         oid = created.json()["run_id"]
+        assert c.get(f"/v1/runs/{oid}", headers=viewer).json()["created_by"] == "key:default-operator"
         body = wait_for(c, oid, keys["viewer"], settled)
         assert statuses(body) == {
             "approve": "active",

@@ -85,6 +85,27 @@ def test_user_key_attributes_runs_audit_and_usage(server: tuple[LiveServer, str]
     assert "alice.smith" not in dump and "example.com" not in dump
 
 
+ONE_NODE = "name: one-node\nnodes:\n  - {id: calc, agent: calculator}\n"
+
+
+def test_workflow_and_chat_runs_record_who_started_them(server: tuple[LiveServer, str]) -> None:
+    srv, admin = server
+    with httpx.Client(base_url=srv.url, timeout=15) as c:
+        saved = c.post("/v1/workflows", json={"yaml": ONE_NODE}, headers=auth(admin))
+        assert saved.status_code in (200, 201), saved.text
+        flow = c.post("/v1/workflows/one-node/runs", json={"input": "What is 2+3?"}, headers=auth(admin))
+        assert flow.status_code == 201, flow.text
+        assert flow.json()["created_by"] == "key:default-admin"
+        chat = c.post(
+            "/v1/chat/completions",
+            json={"model": "agent:calculator", "messages": [{"role": "user", "content": "What is (2 + 3) * 4?"}]},
+            headers=auth(admin),
+        )
+        assert chat.status_code == 200, chat.text
+        run_id = chat.json()["maestro"]["run_id"]
+        assert c.get(f"/v1/runs/{run_id}", headers=auth(admin)).json()["created_by"] == "key:default-admin"
+
+
 def test_sub_runs_inherit_who_started_the_tree(db_url: str) -> None:
     async def go() -> tuple[str | None, str | None, str | None]:
         store = Store.open(db_url)

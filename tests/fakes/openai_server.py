@@ -237,12 +237,17 @@ class FakeOpenAIServer:
             yield f"data: {json.dumps({**base, 'choices': [], 'usage': completion['usage']})}\n\n"
         yield "data: [DONE]\n\n"
 
+    async def _models(self, request: Request) -> Response:
+        """``GET /v1/models``: the one model this server serves (Ollama names it ``NAME:latest``)."""
+        return JSONResponse({"object": "list", "data": [{"id": f"{self.model}:latest", "object": "model"}]})
+
     def start(self) -> FakeOpenAIServer:
         """Bind a free port on 127.0.0.1 and serve in a daemon thread until :meth:`stop`."""
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -99,7 +99,7 @@ async def test_a_running_workflow_keeps_its_definition_through_an_edit_and_a_del
         reg = agents()
         await stored.save(store, "team-a", V1, agents=reg, actor="x")
         entry = await stored.find(store, "team-a", "pipeline", WorkflowRegistry())
-        run = await stored.start(store, "team-a", entry, "go")
+        run = await stored.start(store, "team-a", entry, "go", created_by="key:x")
         # the worker knows the agents only: stored workflows of any workspace are claimed by name
         w = Worker(store, reg, config=WorkerConfig(poll_interval_s=0.05))
         task = asyncio.create_task(w.run())
@@ -118,7 +118,11 @@ async def test_a_running_workflow_keeps_its_definition_through_an_edit_and_a_del
 
             await until(store, done)
             after = await stored.start(
-                store, "team-a", await stored.save(store, "team-a", V2, agents=reg, actor="x"), "again"
+                store,
+                "team-a",
+                await stored.save(store, "team-a", V2, agents=reg, actor="x"),
+                "again",
+                created_by="key:x",
             )
 
             async def done_again() -> bool:

@@ -61,8 +61,11 @@ class Backend(Protocol):
         """Release connections."""
 
     # runs
-    async def start_run(self, agent: str, task: str, overrides: JSON) -> JSON:
-        """Create a run of ``agent`` (a name; locally also a YAML file) with policy overrides."""
+    async def start_run(self, agent: str, task: str, overrides: JSON, *, here: bool = False) -> JSON:
+        """Create a run of ``agent`` (a name; locally also a YAML file) with policy overrides.
+
+        ``here``: this process will execute it (locally, a model it cannot use is refused first).
+        """
 
     async def list_runs(
         self, *, statuses: Sequence[str], agent: str | None, before: str | None, limit: int
@@ -196,12 +199,19 @@ class LocalBackend:
 
     # runs
 
-    async def start_run(self, agent: str, task: str, overrides: JSON) -> JSON:
-        """Create the run and remember the agent so that :meth:`drive` can run it here."""
+    async def start_run(self, agent: str, task: str, overrides: JSON, *, here: bool = False) -> JSON:
+        """Create the run and remember the agent so that :meth:`drive` can run it here.
+
+        Raises:
+            ModelUnavailableError: ``here`` and this process cannot use the agent's model (nothing is stored).
+        """
+        from agentmaestro.agents import check_usable
         from agentmaestro.store._ops import NewRun
         from agentmaestro.store.records import new_run_id
 
         a = resolve_agent(agent, self._agents)
+        if here:
+            await check_usable([a])
         policy = (a.policy or StrictPolicy()).merged(overrides)
         await self.store.ensure_workspace(self.workspace)
         await self.store.upsert_agent(self.workspace, a.name, a.spec())
@@ -455,8 +465,8 @@ class RemoteBackend:
         """Close the connections."""
         await self.client.aclose()
 
-    async def start_run(self, agent: str, task: str, overrides: JSON) -> JSON:
-        """Start a run of one of the server's agents."""
+    async def start_run(self, agent: str, task: str, overrides: JSON, *, here: bool = False) -> JSON:
+        """Start a run of one of the server's agents (its workers execute it, whatever ``here`` says)."""
         if agent.endswith((".yaml", ".yml")) or Path(agent).is_file():
             raise ConfigError(
                 f"{agent!r} is a file; with --server, runs use the agents the server knows (maestro agents list)"

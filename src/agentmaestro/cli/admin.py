@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import sys
 from typing import Annotated
@@ -11,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from agentmaestro.actor import local_actor
 from agentmaestro.cli._common import _ctx, _print_json, app, out
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
@@ -18,11 +18,8 @@ app.add_typer(audit_app, name="audit")
 
 
 def cli_actor() -> str:
-    """How a CLI user is named in the audit log: ``cli:<login>``."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
+    """How a CLI user is named in runs and the audit log: ``cli:<login>``."""
+    return local_actor("cli")
 
 
 @audit_app.command("verify")

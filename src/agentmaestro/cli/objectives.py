@@ -176,7 +176,13 @@ def objective(
         )
 
         async def local(store: Store) -> dict[str, Any]:
-            rec = await service.start_objective(store, config, workspace_id=c.workspace)
+            from agentmaestro.cli.admin import cli_actor
+
+            if wait:  # executed here: refuse a model this process cannot use before anything is stored
+                from agentmaestro.agents import check_usable
+
+                await check_usable(agents.get(n) for n in [planner, strategist, *(workers or [])])
+            rec = await service.start_objective(store, config, workspace_id=c.workspace, created_by=cli_actor())
             if wait:
                 return await drive_local(store, c, rec.run_id)
             return await service.get_objective(store, rec.run_id)

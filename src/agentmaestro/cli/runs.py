@@ -105,7 +105,7 @@ def run_cmd(
     where = f"queued on {c.server}" if c.server else "start a worker to run it: maestro worker"
     _start_then_see_through(
         c,
-        lambda b: b.start_run(agent, task, overrides),
+        lambda b: b.start_run(agent, task, overrides, here=wait or follow),
         queued=lambda run: f"{run['run_id']} PENDING ({where})",
         started=lambda run: None if c.as_json or follow else f"{run['run_id']} started",
         wait=wait,
@@ -444,6 +444,10 @@ def demo(ctx: typer.Context) -> None:
         ("janitor", "Free some disk space"),
     ]
 
+    from agentmaestro.cli.admin import cli_actor
+
+    actor = cli_actor()
+
     async def go() -> list[RunRecord]:
         store = c.open_store()
         try:
@@ -460,7 +464,7 @@ def demo(ctx: typer.Context) -> None:
                         input=text,
                         spec=a.spec(),
                         policy=(a.policy or StrictPolicy()).to_json(),
-                        created_by="demo",
+                        created_by=actor,
                     )
                 )
             wf = workflows.get("tidy-and-report")
@@ -472,7 +476,7 @@ def demo(ctx: typer.Context) -> None:
                     input="Durable agents survive crashes",
                     spec=wf.to_spec(workflows.source(wf.name)),
                     policy={},
-                    created_by="demo",
+                    created_by=actor,
                 )
             )
             records = await store.create_runs(new)

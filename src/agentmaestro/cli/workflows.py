@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from agentmaestro.agents import AgentRegistry
+from agentmaestro.agents import AgentRegistry, check_usable
 from agentmaestro.cli._backend import RemoteBackend
 from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, out
 from agentmaestro.cli.admin import cli_actor
@@ -216,7 +216,9 @@ def _run_local(c: _Ctx, ref: str, task: str, wait: bool, workflows_dir: Path | N
 
     async def go(store: Store) -> RunRecord:
         found = entry or await stored.find(store, c.workspace, ref, registry)
-        rec = await stored.start(store, c.workspace, found, task)
+        if wait:  # executed here: refuse a model this process cannot use before anything is stored
+            await check_usable(agents.get(n) for n in found.workflow.agent_names() if n in agents)
+        rec = await stored.start(store, c.workspace, found, task, created_by=cli_actor())
         if wait:
             rec = await drive(store, rec.run_id, agents, registry)
         return rec

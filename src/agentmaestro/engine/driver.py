@@ -31,7 +31,7 @@ from agentmaestro.core.reconcile import Recovery, idempotency_key
 from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, RunStatus, StepKind
 from agentmaestro.engine.recovery import Reconciliation, can_recover, reconcile_call
-from agentmaestro.errors import LeaseLostError, MaestroError, ModelAPIError
+from agentmaestro.errors import ConfigError, LeaseLostError, MaestroError, ModelAPIError
 from agentmaestro.integrations.credentials import StoreCredentials
 from agentmaestro.models.pricing import PriceTable
 from agentmaestro.store._budget import LedgerSpec
@@ -663,7 +663,10 @@ class RunDriver:
 
     async def _call_model(self) -> _Outcome:
         step = self.state.steps
-        model = self.agent.get_model()
+        try:
+            model = self.agent.get_model()
+        except ConfigError as exc:
+            return self._model_unusable(step, self.agent.model_name, exc)
         if self._tool_specs is None:
             self._tool_specs = tuple(t.spec() for t in self.agent.tool_map().values())
         tools = self._tool_specs
@@ -718,6 +721,9 @@ class RunDriver:
                         span, response.usage, response_model=response.model, finish_reason=response.finish_reason
                     )
                     break
+                except ConfigError as exc:  # no API key on this worker, weights missing: retrying cannot help
+                    telemetry.record_error(span, exc)
+                    return self._model_unusable(step, model.name, exc)
                 except ModelAPIError as exc:
                     telemetry.record_error(span, exc)
                     if exc.transient and attempt < TRANSIENT_RETRIES:
@@ -752,6 +758,20 @@ class RunDriver:
             events=[{"type": EventType.STEP_COMPLETED, "payload": payload, "step": step}],
             steps=[row],
             message_payloads=[payload],
+        )
+
+    def _model_unusable(self, step: int, model: str, exc: ConfigError) -> _Outcome:
+        """The model cannot be used by this worker (e.g. no API key here): the run fails, saying why."""
+        error = f"model {model!r} cannot be used by this worker: {exc}"
+        payload = {"kind": StepKind.MODEL_CALL.value, "model": model, "error": error, "status_code": None}
+        row = StepRow(step_index=step, kind=StepKind.MODEL_CALL, name=model, status="failed", seq=0)
+        return _Outcome(
+            events=[
+                {"type": EventType.STEP_FAILED, "payload": payload, "step": step},
+                {"type": EventType.RUN_FAILED, "payload": {"error": error}},
+            ],
+            steps=[row],
+            message_payloads=[],
         )
 
     def _model_failed(self, step: int, model: str, exc: MaestroError, elapsed: float) -> _Outcome:

@@ -98,12 +98,13 @@ class StorePlane:
         store, agents, folder = self._store(), self._agents(), self._workflows()
         workflows = {e.name for e in await stored.visible(store, caller.workspace_id, folder)}
         if _kind(name, kind, set(agents.names()), workflows) == "agent":
-            return (await create_run(store, agents, caller.workspace_id, name, task, policy)).to_json()
+            rec = await create_run(store, agents, caller.workspace_id, name, task, policy, created_by=caller.actor)
+            return rec.to_json()
         if policy is not None:
             raise ConfigError("policy limits apply to agent runs; a workflow's limits come from its definition")
         entry = await stored.find(store, caller.workspace_id, name, folder)
         await check_run_quota(store, caller.workspace_id)
-        rec = await stored.start(store, caller.workspace_id, entry, task)
+        rec = await stored.start(store, caller.workspace_id, entry, task, created_by=caller.actor)
         detail = {"name": name, "source": entry.source, "version": entry.version}
         await store.audit(
             caller.workspace_id, actor=caller.actor, action="workflow.run", target=rec.run_id, detail=detail

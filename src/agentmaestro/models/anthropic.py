@@ -142,6 +142,14 @@ class AnthropicModel:
         permit.settle(response.usage.total_tokens)
         return response
 
+    async def check(self) -> None:
+        """Raise when no API key is configured for a remote endpoint (nothing is contacted).
+
+        Raises:
+            ConfigError: no API key; see :func:`agentmaestro.models.base.check_model`.
+        """
+        self._resolve_api_key()
+
     def _resolve_api_key(self) -> str:
         if self._api_key:
             return self._api_key

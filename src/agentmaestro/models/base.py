@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from agentmaestro.core.messages import ModelRequest, ModelResponse
-from agentmaestro.errors import ConfigError
+from agentmaestro.errors import ConfigError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,30 @@ class Model(Protocol):
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Run one chat completion."""
         ...
+
+
+async def check_model(model: str | Model) -> None:
+    """Fail fast when ``model`` cannot be used from this process, before a run is started with it.
+
+    Models may define ``async check()``: the ``openai``-compatible and ``anthropic`` adapters check that an API
+    key is configured, and for a server on a local or private address that it answers (and, for ``ollama:``,
+    that it has the model); ``local:`` checks that the weights can be found. Remote providers are not
+    contacted: a model unknown to them fails on the first call, as a step error.
+
+    Raises:
+        ModelUnavailableError: the model cannot be used here (its message says what to set or start).
+        ConfigError: the model string is malformed or names an unknown provider.
+    """
+    resolved = resolve_model(model)
+    check = getattr(resolved, "check", None)
+    if check is None:
+        return
+    try:
+        await check()
+    except ModelUnavailableError:
+        raise
+    except ConfigError as exc:
+        raise ModelUnavailableError(str(exc)) from None
 
 
 ModelFactory = Callable[[str], Model]

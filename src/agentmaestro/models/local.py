@@ -265,6 +265,15 @@ class LocalModel:
         """
         return await asyncio.to_thread(self._complete_sync, request)
 
+    async def check(self) -> None:
+        """Raise when the weights cannot be found (nothing is loaded).
+
+        Raises:
+            ConfigError: unknown name, missing file, or the model package is not installed.
+        """
+        if self._entry is None:
+            await asyncio.to_thread(resolve_model_path, self.model)
+
     def _entry_for_call(self) -> _Loaded:
         if self._entry is None:
             path = resolve_model_path(self.model)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
-from agentmaestro.errors import ConfigError, ModelAPIError
+from agentmaestro.errors import ConfigError, ModelAPIError, ModelUnavailableError
 from agentmaestro.models.base import ModelFactory, delta_publisher, register_provider
 from agentmaestro.models.ratelimit import UNLIMITED, estimate_tokens, limiter_for
 
@@ -240,6 +240,28 @@ class OpenAIModel:
         return ModelResponse(
             content=content, tool_calls=tool_calls, usage=usage, model=self.name, finish_reason=finish_reason
         )
+
+    async def check(self) -> None:
+        """Raise when this model cannot be called from here: no API key, or a local server down or without it.
+
+        Raises:
+            ModelUnavailableError: see :func:`agentmaestro.models.base.check_model`.
+        """
+        from agentmaestro.models._probe import probe_local_server
+
+        try:
+            api_key = self._resolve_api_key()
+        except ConfigError as exc:
+            raise ModelUnavailableError(str(exc)) from None
+        if self.base_url and _is_local_url(self.base_url):
+            await probe_local_server(
+                name=self.name,
+                model=self.model,
+                base_url=self.base_url,
+                api_key=api_key,
+                must_list_model=self.provider == "ollama",
+                base_url_env=self._endpoint.base_url_env,
+            )
 
     def _resolve_api_key(self) -> str:
         if self._api_key:

@@ -65,8 +65,10 @@ class ObjectiveConfig:
         return spec
 
 
-async def start_objective(store: Store, config: ObjectiveConfig, *, workspace_id: str = "default") -> RunRecord:
-    """Create an objective run (PENDING); a worker with the planner and strategist agents executes it."""
+async def start_objective(
+    store: Store, config: ObjectiveConfig, *, workspace_id: str = "default", created_by: str | None = None
+) -> RunRecord:
+    """Create an objective run (PENDING), started by ``created_by``; a worker with its agents executes it."""
     spec = config.spec()
     await store.ensure_workspace(workspace_id)
     [rec] = await store.create_runs(
@@ -78,6 +80,7 @@ async def start_objective(store: Store, config: ObjectiveConfig, *, workspace_id
                 input=config.goal,
                 spec=spec,
                 policy={"max_steps": None, **(config.policy or {})},
+                created_by=created_by,
             )
         ]
     )

@@ -72,8 +72,8 @@ class WorkflowEntry:
             "created_by": self.created_by,
         }
 
-    def new_run(self, workspace_id: str, task: str) -> NewRun:
-        """A PENDING run of this workflow; its spec holds the whole definition as it is now."""
+    def new_run(self, workspace_id: str, task: str, created_by: str | None = None) -> NewRun:
+        """A PENDING run of this workflow, started by ``created_by``; its spec holds the definition as it is now."""
         wf = self.workflow
         return NewRun(
             run_id=new_run_id(),
@@ -82,6 +82,7 @@ class WorkflowEntry:
             input=task,
             spec=wf.to_spec(self.location),
             policy=wf.policy.to_overrides() if wf.policy else {},
+            created_by=created_by,
         )
 
 
@@ -146,7 +147,7 @@ async def find(store: Store, workspace_id: str, name: str, folder: WorkflowRegis
     raise NotFoundError(f"workflow {name!r} not found")
 
 
-async def start(store: Store, workspace_id: str, entry: WorkflowEntry, task: str) -> RunRecord:
-    """Create a PENDING run of a workflow in a workspace."""
-    [rec] = await store.create_runs([entry.new_run(workspace_id, task)])
+async def start(store: Store, workspace_id: str, entry: WorkflowEntry, task: str, *, created_by: str) -> RunRecord:
+    """Create a PENDING run of a workflow in a workspace, started by ``created_by`` (an actor)."""
+    [rec] = await store.create_runs([entry.new_run(workspace_id, task, created_by)])
     return rec

@@ -10,7 +10,6 @@ or what happened and what the run waits for (approval, a person), with dashboard
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import math
 import os
@@ -320,7 +319,14 @@ async def _start(
         if agent is None:
             raise APIError(404, "model_not_found", f"no agent of this server has a tool called {target.name!r}")
         rec = await runs_routes.create_run(
-            store, registry, principal.workspace_id, agent.name, target.text, None, created_by=principal.actor
+            store,
+            registry,
+            principal.workspace_id,
+            agent.name,
+            target.text,
+            None,
+            created_by=principal.actor,
+            request=request,
         )
         await store.audit(
             principal.workspace_id,
@@ -339,15 +345,23 @@ async def _start(
         if target.name not in visible or target.name.startswith(TOOL_AGENT_PREFIX):
             raise _model_not_found(target.model_id, await _model_cards(request, principal))
         rec = await runs_routes.create_run(
-            store, registry, principal.workspace_id, target.name, task, None, created_by=principal.actor
+            store,
+            registry,
+            principal.workspace_id,
+            target.name,
+            task,
+            None,
+            created_by=principal.actor,
+            request=request,
         )
         return target, rec
     try:
         entry = await stored.find(store, principal.workspace_id, target.name, workflow_routes._workflows(request))
     except NotFoundError:
         raise _model_not_found(target.model_id, await _model_cards(request, principal)) from None
+    await runs_routes.check_workflow_models_here(request, entry.workflow)
     await check_run_quota(store, principal.workspace_id)
-    new_run = dataclasses.replace(entry.new_run(principal.workspace_id, task), created_by=principal.actor)
+    new_run = entry.new_run(principal.workspace_id, task, principal.actor)
     [rec] = await store.create_runs([new_run])
     await store.audit(
         principal.workspace_id,

@@ -131,7 +131,7 @@ async def create(body: ObjectiveCreate, principal: Operator, store: StoreDep, re
         policy=body.policy.model_dump(exclude_unset=True) if body.policy else None,
     )
     await check_run_quota(store, principal.workspace_id)
-    rec = await service.start_objective(store, config, workspace_id=principal.workspace_id)
+    rec = await service.start_objective(store, config, workspace_id=principal.workspace_id, created_by=principal.actor)
     return await service.get_objective(store, rec.run_id, workspace_id=principal.workspace_id)
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from agentmaestro.agents import AgentRegistry
+from agentmaestro.agents import Agent, AgentRegistry, check_usable
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus
 from agentmaestro.server import schemas, streams
@@ -16,6 +17,7 @@ from agentmaestro.server.quotas import check_run_quota
 from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import RunRecord, new_run_id
+from agentmaestro.workflows.spec import Workflow
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 StoreDep = Annotated[Store, Depends(get_store)]
@@ -32,6 +34,21 @@ def _policy(base: StrictPolicy, override: schemas.PolicyIn | None) -> StrictPoli
     return base.merged(override.model_dump(exclude_unset=True))
 
 
+async def check_models_here(request: Request, agents: Iterable[Agent]) -> None:
+    """With an embedded worker, refuse (400 ``model_unavailable``) a run whose model this server cannot use.
+
+    An API tier without a worker (``--no-worker``) checks nothing: its workers may well have the keys.
+    """
+    if getattr(request.app.state, "worker", None) is not None:
+        await check_usable(agents)
+
+
+async def check_workflow_models_here(request: Request, workflow: Workflow) -> None:
+    """:func:`check_models_here` for the agents of a workflow's nodes that this server knows."""
+    registry = _agents(request)
+    await check_models_here(request, [registry.get(n) for n in workflow.agent_names() if n in registry])
+
+
 async def create_run(
     store: Store,
     registry: AgentRegistry,
@@ -41,12 +58,18 @@ async def create_run(
     policy: schemas.PolicyIn | None,
     *,
     created_by: str | None = None,
+    request: Request | None = None,
 ) -> RunRecord:
-    """Create a run of an agent the workspace sees (shared by several routes); ``created_by`` is the caller's actor."""
+    """Create a run of an agent the workspace sees (shared by several routes); ``created_by`` is the caller's actor.
+
+    Given the ``request``, the agent's model is checked first (:func:`check_models_here`).
+    """
     visible = registry.visible_to(workspace_id)
     if agent_name not in visible:
         raise APIError(404, "not_found", f"agent {agent_name!r} not found; known agents: {', '.join(visible.names())}")
     agent = visible.get(agent_name)
+    if request is not None:
+        await check_models_here(request, [agent])
     await check_run_quota(store, workspace_id)
     [rec] = await store.create_runs(
         [
@@ -68,7 +91,14 @@ async def create_run(
 async def post_run(body: schemas.RunCreate, principal: Operator, store: StoreDep, request: Request) -> dict[str, Any]:
     """Create a run of an agent; a worker picks it up at once."""
     rec = await create_run(
-        store, _agents(request), principal.workspace_id, body.agent, body.input, body.policy, created_by=principal.actor
+        store,
+        _agents(request),
+        principal.workspace_id,
+        body.agent,
+        body.input,
+        body.policy,
+        created_by=principal.actor,
+        request=request,
     )
     return rec.to_json()
 
@@ -160,7 +190,14 @@ async def restart_run(run_id: str, principal: Operator, store: StoreDep, request
         return rec.to_json()
     policy = schemas.PolicyIn(**src.state.policy.to_json())
     rec = await create_run(
-        store, _agents(request), principal.workspace_id, src.agent_name, src.input, policy, created_by=principal.actor
+        store,
+        _agents(request),
+        principal.workspace_id,
+        src.agent_name,
+        src.input,
+        policy,
+        created_by=principal.actor,
+        request=request,
     )
     return rec.to_json()
 

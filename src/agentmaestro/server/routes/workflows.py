@@ -20,6 +20,7 @@ from agentmaestro.server import schemas
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.quotas import check_run_quota
+from agentmaestro.server.routes.runs import check_workflow_models_here
 from agentmaestro.server.schemas import Strict
 from agentmaestro.workflows import generate as gen
 from agentmaestro.workflows import stored
@@ -240,8 +241,9 @@ async def run_workflow(name: str, body: RunBody, principal: Operator, request: R
     """
     store = get_store(request)
     entry = await stored.find(store, principal.workspace_id, name, _workflows(request))
+    await check_workflow_models_here(request, entry.workflow)
     await check_run_quota(store, principal.workspace_id)
-    rec = await stored.start(store, principal.workspace_id, entry, body.input)
+    rec = await stored.start(store, principal.workspace_id, entry, body.input, created_by=principal.actor)
     await store.audit(
         principal.workspace_id,
         actor=principal.actor,
