@@ -181,7 +181,6 @@ def test_approval_flow_live(db_url: str, pages: Callable[[str], Pages]) -> None:
         check(row).to_contain_text("janitor")
         check(watcher.locator("#queue-count")).to_have_text("1")
         assert watcher.evaluate("window.__noReload") is True
-        shot(watcher, "runs")
         shot(starter, "run-waiting")
 
         go(watcher, "#/queue")
@@ -519,12 +518,10 @@ def test_keys_usage_and_catalog_pages(shared: tuple[LiveServer, dict[str, str]],
     check(page.get_by_text("Budget and quotas")).to_be_visible()
     check(page.get_by_role("table", name="By agent", exact=True)).to_contain_text("calculator")
     check(page.get_by_role("table", name="By user", exact=True)).to_contain_text("key:")
-    shot(page, "costs-and-usage")
 
     go(page, "#/catalog")
     check(page.locator('tr[data-tool="purge_logs"]')).to_contain_text("DANGEROUS")
     check(page.locator('tr[data-tool="add"]')).to_contain_text("SAFE")
-    shot(page, "agents-and-tools")
 
     page.get_by_role("button", name="Sign out").click()
     check(page.get_by_label("API key")).to_be_visible()

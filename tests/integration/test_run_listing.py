@@ -117,7 +117,9 @@ def test_http_top_level_kind_and_children(db_url: str) -> None:
         assert [r["run_id"] for r in runs(parent_run_id=ids["workflow"])] == [ids["task2"], ids["task1"]]
         assert [r["run_id"] for r in runs(kind="workflow")] == [ids["workflow"]]
         assert [r["run_id"] for r in runs(kind="agent", top_level="true")] == [ids["agent"]]
-        assert c.get(f"/v1/runs/{ids['workflow']}").json()["kind"] == "workflow"
+        one = c.get(f"/v1/runs/{ids['workflow']}").json()
+        assert one["kind"] == "workflow" and one["children"] == {"total": 2, "finished": 1}
+        assert c.get(f"/v1/runs/{ids['agent']}").json()["children"] is None
 
         bad_kind = c.get("/v1/runs", params={"kind": "robot"})
         assert bad_kind.status_code == 422 and "error" in bad_kind.json()

@@ -97,7 +97,7 @@ class Run(BaseModel):
     updated_at: float
     finished_at: float | None
     children: RunChildren | None = Field(
-        default=None, description="In lists (`GET /v1/runs`): its child runs, or null if it has none."
+        default=None, description="From `GET /v1/runs` and `GET /v1/runs/{id}`: its child runs, or null if none."
     )
 
 

@@ -129,19 +129,22 @@ async def list_runs(
         limit=limit,
     )
     counts = await store.count_children([r.run_id for r in records])
-    runs = []
-    for r in records:
-        total, finished = counts.get(r.run_id, (0, 0))
-        runs.append({**r.to_json(), "children": {"total": total, "finished": finished} if total else None})
+    runs = [{**r.to_json(), "children": _children(counts, r.run_id)} for r in records]
     return {"runs": runs, "next_cursor": records[-1].run_id if len(records) == limit else None}
+
+
+def _children(counts: dict[str, tuple[int, int]], run_id: str) -> dict[str, int] | None:
+    total, finished = counts.get(run_id, (0, 0))
+    return {"total": total, "finished": finished} if total else None
 
 
 @router.get("/{run_id}", response_model=schemas.RunDetail, summary="Get a run with its steps")
 async def get_run(run_id: str, principal: Viewer, store: StoreDep) -> dict[str, Any]:
-    """A run's snapshot and its finished steps."""
+    """A run's snapshot, its child-run counts and its finished steps."""
     rec = await store.get_run(run_id, principal.workspace_id)
     steps = await store.steps(run_id)
-    return {**rec.to_json(), "steps_detail": [s.to_json() for s in steps]}
+    children = _children(await store.count_children([run_id]), run_id)
+    return {**rec.to_json(), "children": children, "steps_detail": [s.to_json() for s in steps]}
 
 
 @router.post("/{run_id}/cancel", response_model=schemas.Run, summary="Cancel a run")

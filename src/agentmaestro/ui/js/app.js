@@ -1,7 +1,7 @@
 // The dashboard shell: sign-in, role, navigation, routing, the live firehose and the queue counts.
 
 import { ApiError, firehose, get, session } from "./api.js";
-import { clear, field, h, throttle } from "./dom.js";
+import { clear, field, h, notFound, throttle } from "./dom.js";
 import * as runsPage from "./pages/runs.js";
 import * as runPage from "./pages/run.js";
 import * as queuePage from "./pages/queue.js";
@@ -215,7 +215,7 @@ function route() {
     else a.removeAttribute("aria-current");
   }
   if (!found) {
-    main.appendChild(h("p", null, "No such page. ", h("a", { href: "#/runs" }, "Go to runs")));
+    notFound(main, "Page", hash, "The navigation bar above lists every page.");
     return;
   }
   const params = found.m.slice(1).map((p) => (p === undefined ? undefined : decodeURIComponent(p)));

@@ -150,6 +150,53 @@ export function asText(value) {
   return JSON.stringify(value, null, 2);
 }
 
+/** Long text cut with an ellipsis to fit its box (CSS), the full text in the tooltip. */
+export function ellipsis(text, props = {}) {
+  const t = String(text ?? "");
+  return h("span", { ...props, class: ["ellipsis", props.class], title: t }, t);
+}
+
+/**
+ * A long model string or path made readable: `scripted:/a/b/c/agents/scripts/x.yaml` reads
+ * `scripted:…/scripts/x.yaml` (the part that tells them apart). Short text is left as it is.
+ */
+export function compactName(text, max = 36) {
+  const t = String(text ?? "");
+  if (t.length <= max || !t.includes("/")) return t;
+  const colon = t.indexOf(":");
+  const prefix = colon > 0 && colon < t.indexOf("/") ? t.slice(0, colon + 1) : "";
+  const parts = t.slice(prefix.length).split("/").filter(Boolean);
+  return `${prefix}…/${parts.slice(-2).join("/")}`;
+}
+
+/** A long name (model string, path) as compactName, cut with an ellipsis if still too wide, in full on hover. */
+export function longName(text, props = {}) {
+  const t = String(text ?? "");
+  return h("span", { ...props, class: ["ellipsis", props.class], title: t }, compactName(t));
+}
+
+/** `text` shortened to `max` characters by cutting its middle (for canvas labels, which CSS cannot cut). */
+export function shorten(text, max = 32) {
+  const t = String(text ?? "");
+  if (t.length <= max) return t;
+  const tail = Math.ceil((max - 1) * 0.6);
+  return `${t.slice(0, max - 1 - tail)}…${t.slice(-tail)}`;
+}
+
+/**
+ * The page for something that does not exist (or is in another workspace): a heading, what was asked
+ * for, and where to go instead.
+ */
+export function notFound(main, what, id, message) {
+  clear(main);
+  append(main, h("section", { class: "panel not-found", "data-testid": "not-found" },
+    h("h1", null, `${what} not found`),
+    h("p", null, "There is no ", what.toLowerCase(), " ", h("code", null, id), what === "Page" ? " in the dashboard." : " in this workspace."),
+    message ? h("p", { class: "muted" }, message) : null,
+    h("p", null, h("a", { href: "#/runs" }, "Back to the runs"))));
+  document.title = `${what} not found · AgentMaestro`;
+}
+
 /** <pre> holding text or pretty JSON. */
 export function pre(value, props = {}) {
   return h("pre", props, asText(value));

@@ -4,7 +4,7 @@
 // or have a model write one from a goal (POST /v1/workflows/generate; returned for review).
 
 import { ApiError, del, get, post } from "../api.js";
-import { append, clear, h, kv, link, pre, riskBadge } from "../dom.js";
+import { append, clear, ellipsis, h, kv, link, longName, pre, riskBadge } from "../dom.js";
 
 export function render(main, _route, ctx) {
   let alive = true;
@@ -24,10 +24,10 @@ export function render(main, _route, ctx) {
     h("h1", null, "Agents & tools"),
     h("section", { "aria-labelledby": "agents-title" }, h("h2", { id: "agents-title" }, "Agents"), agentsBox),
     h("section", { "aria-labelledby": "tools-title" }, h("h2", { id: "tools-title" }, "Tools"),
-      h("table", null,
+      h("div", { class: "table-scroll" }, h("table", { class: "tools" },
         h("caption", { class: "visually-hidden" }, "Tools with their risk levels"),
         h("thead", null, h("tr", null, ["Tool", "Risk", "Idempotent", "Timeout", "Used by", "Description", "Arguments"].map((c) => h("th", { scope: "col" }, c)))),
-        toolsBody)),
+        toolsBody))),
     h("section", { "aria-labelledby": "workflows-title" }, h("h2", { id: "workflows-title" }, "Workflows"), workflowsBox,
       h("form", { class: "panel", "aria-labelledby": "validate-title", onsubmit: validate },
         h("h3", { id: "validate-title" }, "Validate a workflow"),
@@ -138,13 +138,13 @@ export function render(main, _route, ctx) {
   function workflowCard(w) {
     const stored = w.source === "stored";
     return h("article", { class: "panel", "aria-labelledby": `workflow-${w.name}`, "data-workflow": w.name, "data-source": w.source },
-      h("h3", { id: `workflow-${w.name}` }, w.name),
+      h("h3", { id: `workflow-${w.name}` }, ellipsis(w.name)),
       h("p", null, w.description || h("span", { class: "muted" }, "(no description)")),
       kv([
         ["Nodes", w.nodes.join(", ")],
         ["Agents", w.agents.join(", ")],
         ["Source", stored ? `stored in this workspace, version ${w.version}` : "the server's workflows folder"],
-        stored ? ["Saved by", `${w.updated_by}`] : (w.location ? ["Defined in", h("code", null, w.location)] : null),
+        stored ? ["Saved by", ellipsis(w.updated_by)] : (w.location ? ["Defined in", longName(w.location, { class: "mono" })] : null),
       ]),
       operator ? h("p", { class: "actions" }, link(`#/new?workflow=${encodeURIComponent(w.name)}`, `Run ${w.name}`, { class: "button secondary" }),
         stored ? deleteButtons(w) : null) : null);
@@ -161,15 +161,15 @@ export function render(main, _route, ctx) {
   function agentCard(a) {
     const policy = Object.entries(a.policy || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k}=${v}`).join(", ");
     return h("article", { class: "panel", "aria-labelledby": `agent-${a.name}`, "data-agent": a.name },
-      h("h3", { id: `agent-${a.name}` }, a.name),
+      h("h3", { id: `agent-${a.name}` }, ellipsis(a.name)),
       h("p", null, a.description || h("span", { class: "muted" }, "(no description)")),
       kv([
-        ["Model", h("code", null, a.model)],
+        ["Model", longName(a.model, { class: "mono" })],
         ["Tools", a.tools.length ? a.tools.map((t) => h("span", null, h("code", null, t.name), " ", riskBadge(t.risk), " ")) : "none"],
         ["Limits", policy || "none"],
         ["Retries", `${a.retry.max_attempts} attempts, ${a.retry.backoff_s}s backoff`],
         a.gate ? ["Gate", pre(a.gate)] : null,
-        a.source ? ["Defined in", h("code", null, a.source)] : null,
+        a.source ? ["Defined in", longName(a.source, { class: "mono" })] : null,
       ]),
       h("details", null, h("summary", null, "Instructions"), h("div", { class: "output-box" }, a.instructions)),
       ctx.can("operator") ? h("p", null, link(`#/new?agent=${encodeURIComponent(a.name)}`, `Start a ${a.name} run`, { class: "button secondary" })) : null);
@@ -179,7 +179,7 @@ export function render(main, _route, ctx) {
     if (!alive) return;
     append(clear(agentsBox), agents.map(agentCard));
     append(clear(toolsBody), tools.map((t) => h("tr", { "data-tool": t.name },
-      h("th", { scope: "row" }, h("code", null, t.name)),
+      h("th", { scope: "row" }, ellipsis(t.name, { class: "mono" })),
       h("td", null, riskBadge(t.risk)),
       h("td", null, t.idempotent ? "yes" : "no"),
       h("td", null, `${t.timeout_s}s`),

@@ -11,9 +11,10 @@
 // On an objective's graph, *link mode* adds or removes a dependency by clicking two nodes (through
 // POST /v1/objectives/{id}/tasks/{task}/dependencies, which refuses cycles and started tasks).
 
-import { api, get } from "../api.js";
+import { ApiError, api, get } from "../api.js";
 import {
-  STATUS_COLOUR, append, clear, field, fmtCost, fmtInt, h, kv, link, runHref, runLink, statusBadge, svg, throttle,
+  STATUS_COLOUR, TERMINAL, append, clear, field, fmtCost, fmtInt, h, kv, link, notFound, runHref, runLink, shorten, statusBadge, svg,
+  throttle,
 } from "../dom.js";
 import { eventItem } from "./timeline.js";
 
@@ -255,10 +256,10 @@ export function drawGraph(container, graph, { current, onSelect, selected } = {}
       tabindex: "0", role: "button", "data-node-id": n.id, "data-run-id": n.runId || n.id, "data-status": n.status,
       "aria-label": `${n.label}, ${n.status.replaceAll("_", " ")}${isCurrent ? ", this run" : ""}`,
     },
-    svg("title", null, `${n.label} · ${n.id} · ${n.status}`),
+    svg("title", null, `${n.label} · ${n.sublabel} · ${n.id}`),
     svg("rect", { width: pos.width, height: pos.height, class: `fill-${colour}` }),
-    svg("text", { x: "10", y: "19", "font-weight": "600" }, n.label.length > 30 ? `${n.label.slice(0, 29)}…` : n.label),
-    svg("text", { x: "10", y: "36", class: "sub" }, n.sublabel));
+    svg("text", { x: "10", y: "19", "font-weight": "600" }, shorten(n.label, Math.floor((pos.width - 20) / 7.6))),
+    svg("text", { x: "10", y: "36", class: "sub" }, shorten(n.sublabel, Math.floor((pos.width - 20) / 6.3))));
     const choose = () => onSelect && onSelect(n);
     node.addEventListener("click", choose);
     node.addEventListener("keydown", (e) => {
@@ -425,7 +426,9 @@ export function render(main, { params }, ctx) {
     if (!graph) return;
     drawGraph(wrap, graph, { current: runId, selected, onSelect: showNode });
     clear(legendBox).appendChild(legend(graph.nodes));
-    linkButton.hidden = graph.kind !== "objective";
+    // Dependencies change only while the objective runs (the API refuses started tasks anyway).
+    linkButton.hidden = graph.kind !== "objective" || TERMINAL.has(graph.root.status);
+    if (linkButton.hidden && linking) setLinking(false);
     if (graph.kind === "objective") {
       note.textContent = `${graph.nodes.length} tasks; dashed arrows are dependencies.`;
     } else if (graph.kind === "workflow") {
@@ -452,6 +455,12 @@ export function render(main, { params }, ctx) {
       if (node && !detail.firstChild) showNode(node);
       else draw();
     } catch (err) {
+      if (!alive) return;
+      if (!graph && err instanceof ApiError && err.status === 404) {
+        alive = false;
+        notFound(main, "Run", runId, "A graph is drawn from any run of it: a workflow run, an objective or an agent run.");
+        return;
+      }
       ctx.fail(err, "Cannot load the graph");
     }
   }
@@ -485,8 +494,8 @@ function renderPicker(main, ctx) {
       },
     }, field("Run id", input), h("button", { type: "submit" }, "Show graph")),
     h("h2", null, "Recent top-level runs"), list);
-  get("/v1/runs", { limit: 100 }).then((page) => {
-    const roots = page.runs.filter((r) => !r.parent_run_id).slice(0, 25);
+  get("/v1/runs", { top_level: "true", limit: 25 }).then((page) => {
+    const roots = page.runs;
     for (const r of roots) {
       list.appendChild(h("li", null, link(`#/graph/${encodeURIComponent(r.run_id)}`, r.run_id, { class: "mono" }),
         " ", r.agent, " ", statusBadge(r.status)));

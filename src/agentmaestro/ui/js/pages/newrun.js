@@ -2,7 +2,7 @@
 // repository of the server), give the input, optionally tighten or raise an agent's limits, start.
 
 import { get, post } from "../api.js";
-import { append, clear, field, h, kv, riskBadge } from "../dom.js";
+import { append, clear, field, h, kv, longName, riskBadge } from "../dom.js";
 
 const LIMITS = [
   ["max_steps", "Max steps", "1", "int"],
@@ -113,7 +113,7 @@ export function render(main, { query }, ctx) {
       }
       append(about,
         h("p", null, w.description || "(no description)"),
-        kv([["Nodes", w.nodes.join(", ")], ["Agents", w.agents.join(", ")], w.source ? ["Defined in", h("code", null, w.source)] : null]));
+        kv([["Nodes", w.nodes.join(", ")], ["Agents", w.agents.join(", ")], w.source ? ["Defined in", longName(w.source, { class: "mono" })] : null]));
       return;
     }
     const a = agents.find((x) => x.name === agent.value);
@@ -121,7 +121,7 @@ export function render(main, { query }, ctx) {
     append(about,
       h("p", null, a.description || "(no description)"),
       kv([
-        ["Model", a.model],
+        ["Model", longName(a.model, { class: "mono" })],
         ["Tools", a.tools.length ? a.tools.map((t) => h("span", null, h("code", null, t.name), " ", riskBadge(t.risk), " ")) : "none"],
       ]),
     );

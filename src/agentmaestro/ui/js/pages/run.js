@@ -1,9 +1,9 @@
 // Run detail: header (status, phase, policy usage against limits, cost), the live event timeline
 // (SSE, resumed from the last seq after a dropped connection), the sub-run tree, and actions.
 
-import { followRun, get, post } from "../api.js";
+import { ApiError, followRun, get, post } from "../api.js";
 import {
-  TERMINAL, append, clear, fmtCost, fmtDuration, fmtInt, fmtTime, h, link, runLink, statusBadge, throttle,
+  TERMINAL, append, clear, fmtCost, fmtDuration, fmtInt, fmtTime, ellipsis, h, link, notFound, runLink, statusBadge, throttle,
 } from "../dom.js";
 import { drawGraph, legend, loadGraph } from "./graph.js";
 import { limitsFieldset, readLimits } from "./newrun.js";
@@ -76,7 +76,7 @@ export function render(main, { params }, ctx) {
         statusBadge(run.status),
         h("span", { class: "muted" }, `phase ${run.phase}`)),
       facts([
-        ["Agent", run.agent],
+        [{ workflow: "Workflow", objective: "Objective" }[run.kind] || "Agent", ellipsis(run.agent)],
         run.parent_run_id ? ["Parent run", runLink(run.parent_run_id)] : null,
         ["Created", fmtTime(run.created_at)],
         run.finished_at ? ["Took", fmtDuration(run.finished_at - run.created_at)] : null,
@@ -155,7 +155,13 @@ export function render(main, { params }, ctx) {
       const node = graph && graph.nodes.find((n) => n.runId === runId);
       if (node && node.run && node.run.status !== run.status) loadTreeSoon();
     } catch (err) {
-      if (alive) ctx.fail(err, "Cannot load the run");
+      if (!alive) return;
+      if (!run && err instanceof ApiError && err.status === 404) {
+        alive = false;
+        notFound(main, "Run", runId, "It may have been mistyped, or belong to another workspace than this key's.");
+        return;
+      }
+      ctx.fail(err, "Cannot load the run");
     }
   }
   const refreshSoon = throttle(refresh, 1000);
@@ -211,7 +217,7 @@ export function render(main, { params }, ctx) {
       onEvent: (ev) => {
         dropTyping();
         const canFork = ctx.can("operator");
-        timeline.appendChild(eventItem(ev, { fork: canFork ? fork : undefined }));
+        timeline.appendChild(eventItem(ev, { fork: canFork ? fork : undefined, runKind: run.kind }));
         refreshSoon();
         if (ev.type === "CHILDREN_SPAWNED" || ev.type === "CHILDREN_FINISHED") loadTreeSoon();
       },

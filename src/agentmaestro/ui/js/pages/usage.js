@@ -7,7 +7,7 @@
 // key's name (`key:<name>`), the local CLI `cli:<login>`.
 
 import { get } from "../api.js";
-import { append, clear, field, fmtCost, fmtInt, h } from "../dom.js";
+import { append, clear, compactName, field, fmtCost, fmtInt, h, longName, shorten } from "../dom.js";
 
 const PALETTE = [
   "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
@@ -107,13 +107,14 @@ export function render(main, _route, ctx) {
     const canvas = h("canvas", { role: "img", "aria-label": `${title}: bar chart; the table below has the numbers` });
     const table = h("table", null,
       h("caption", { class: "visually-hidden" }, title),
-      h("thead", null, h("tr", null, h("th", { scope: "col" }, "Day"), keys.map((k) => h("th", { scope: "col", class: "num" }, k)))),
+      h("thead", null, h("tr", null, h("th", { scope: "col" }, "Day"), keys.map((k) => h("th", { scope: "col", class: "num" }, longName(k))))),
       h("tbody", null, days.map((d, i) => h("tr", null, h("th", { scope: "row" }, d),
         keys.map((k) => h("td", { class: "num" }, format(values(k)[i])))))));
     const panel = h("section", { class: "panel", "aria-label": title, "data-chart": metric },
       h("h3", null, title),
-      h("div", { class: "chart-box" }, canvas),
-      h("details", null, h("summary", null, "Show as a table"), table));
+      // Taller with more series, so that the legend never squeezes the plot away.
+      h("div", { class: `chart-box series-${Math.min(4, Math.ceil(keys.length / 6))}` }, canvas),
+      h("details", null, h("summary", null, "Show as a table"), h("div", { class: "table-scroll" }, table)));
     if (typeof Chart !== "undefined") {
       charts.push(new Chart(canvas, {
         type: "bar",
@@ -121,7 +122,11 @@ export function render(main, _route, ctx) {
         options: {
           responsive: true, maintainAspectRatio: false, animation: false,
           scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { callback: (v) => format(v) } } },
-          plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${format(c.parsed.y)}` } } },
+          plugins: {
+            // Legend entries are shortened (a model string can be a long path); the tooltip names the series in full.
+            legend: { labels: { boxWidth: 12, generateLabels: (chart) => Chart.defaults.plugins.legend.labels.generateLabels(chart).map((l) => ({ ...l, text: shorten(compactName(l.text), 32) })) } },
+            tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${format(c.parsed.y)}` } },
+          },
         },
       }));
     }
@@ -129,10 +134,10 @@ export function render(main, _route, ctx) {
   }
 
   function totalsTable(title, report) {
-    return h("section", { class: "panel", "aria-label": title },
+    return h("section", { class: "panel table-scroll", "aria-label": title },
       h("table", null, h("caption", null, title),
         h("thead", null, h("tr", null, ["", "Runs", "Model calls", "Tool calls", "Tokens", "Cost"].map((c, i) => h("th", { scope: "col", class: i ? "num" : null }, c)))),
-        h("tbody", null, report.groups.map((g) => h("tr", null, h("th", { scope: "row" }, g.key),
+        h("tbody", null, report.groups.map((g) => h("tr", null, h("th", { scope: "row" }, longName(g.key)),
           h("td", { class: "num" }, fmtInt(g.runs)), h("td", { class: "num" }, fmtInt(g.model_calls)),
           h("td", { class: "num" }, fmtInt(g.tool_calls)), h("td", { class: "num" }, fmtInt(g.tokens)),
           h("td", { class: "num" }, fmtCost(g.cost_usd)))),
