@@ -172,7 +172,9 @@ export function compactName(text, max = 36) {
 /** A long name (model string, path) as compactName, cut with an ellipsis if still too wide, in full on hover. */
 export function longName(text, props = {}) {
   const t = String(text ?? "");
-  return h("span", { ...props, class: ["ellipsis", props.class], title: t }, compactName(t));
+  // Where it may wrap (where a box lets it): after each slash.
+  const parts = compactName(t).split(/(?<=\/)/).flatMap((part, i) => (i ? [h("wbr"), part] : [part]));
+  return h("span", { ...props, class: ["ellipsis", props.class], title: t }, parts);
 }
 
 /** `text` shortened to `max` characters by cutting its middle (for canvas labels, which CSS cannot cut). */

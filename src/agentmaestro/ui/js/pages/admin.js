@@ -2,7 +2,7 @@
 // tail of the hash-chained audit log and check the chain.
 
 import { del, get, post } from "../api.js";
-import { append, clear, field, fmtAge, fmtTime, h, pre } from "../dom.js";
+import { append, clear, ellipsis, field, fmtAge, fmtTime, h, pre } from "../dom.js";
 
 export function render(main, _route, ctx) {
   main.appendChild(h("h1", null, "Keys & audit"));
@@ -91,7 +91,7 @@ export function render(main, _route, ctx) {
       append(cell, h("span", { class: "muted" }, "this key"));
     }
     return h("tr", { "data-key-id": k.key_id },
-      h("th", { scope: "row" }, k.name), h("td", null, k.role), h("td", { class: "mono" }, `${k.prefix}…`),
+      h("th", { scope: "row" }, ellipsis(k.name)), h("td", null, k.role), h("td", { class: "mono" }, `${k.prefix}…`),
       h("td", { title: fmtTime(k.created_at) }, fmtAge(k.created_at)), h("td", null, k.created_by || ""),
       h("td", null, k.last_used_at ? fmtAge(k.last_used_at) : "never"), h("td", null, state), cell);
   }

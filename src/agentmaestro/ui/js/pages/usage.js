@@ -61,7 +61,7 @@ export function render(main, _route, ctx) {
   const tiles = h("div", { class: "tiles" });
   const quotas = h("section", { class: "panel", "aria-labelledby": "quota-title" });
   const grid = h("div", { class: "grid-charts" });
-  const totals = h("div", { class: "grid-charts" });
+  const totals = h("div", { class: "grid-charts totals" });
   append(main,
     h("h1", null, "Costs & usage"),
     h("form", { class: "toolbar", onsubmit: (e) => e.preventDefault() }, field("Period", range), status),

@@ -4,7 +4,7 @@
 // them, send a test notification and delete them.
 
 import { api, del, get, post } from "../api.js";
-import { append, clear, field, fmtAge, fmtTime, h, runLink } from "../dom.js";
+import { append, clear, ellipsis, field, fmtAge, fmtTime, h, runLink } from "../dom.js";
 
 const EVENTS = [
   ["approval.requested", "a tool call waits for approval"],
@@ -178,7 +178,7 @@ export function render(main, _route, ctx) {
       ? h("span", { class: "badge st-green" }, "enabled")
       : h("span", { class: "badge st-dim" }, "disabled");
     return h("tr", { "data-webhook-id": hook.webhook_id, "data-enabled": String(hook.enabled) },
-      h("th", { scope: "row" }, hook.name),
+      h("th", { scope: "row" }, ellipsis(hook.name)),
       h("td", null, hook.format),
       h("td", { class: "mono truncate", title: hook.url_display }, hook.url_display),
       h("td", null, hook.events.map((ev) => h("code", { class: "event" }, ev)).flatMap((c, i) => (i ? [", ", c] : [c]))),
