@@ -196,14 +196,22 @@ class AsyncClient:
         status: Sequence[str] | None = None,
         agent: str | None = None,
         parent_run_id: str | None = None,
+        top_level: bool = False,
+        kind: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> JSON:
-        """A page of runs, newest first: ``{"runs": [...], "next_cursor": ...}``."""
+        """A page of runs, newest first: ``{"runs": [...], "next_cursor": ...}``.
+
+        ``top_level`` keeps runs without a parent; ``kind`` is ``agent``, ``workflow``, ``objective`` or
+        ``escalation``. Each run has its ``kind`` and ``children`` (``{"total", "finished"}`` or None).
+        """
         params = {
             "status": list(status) if status else None,
             "agent": agent,
             "parent_run_id": parent_run_id,
+            "top_level": "true" if top_level else None,
+            "kind": kind,
             "cursor": cursor,
             "limit": limit,
         }

@@ -75,6 +75,10 @@ def test_sync_client_runs_events_approvals_and_catalog(server: tuple[LiveServer,
                 break
         listing = api.list_runs(status=["COMPLETED"], agent="calculator", limit=1)
         assert listing["runs"][0]["run_id"] == run["run_id"] and listing["next_cursor"] == run["run_id"]
+        top = api.list_runs(top_level=True, kind="agent", limit=500)["runs"]
+        assert run["run_id"] in {r["run_id"] for r in top}
+        assert all(r["parent_run_id"] is None and r["kind"] == "agent" for r in top)
+        assert api.list_runs(kind="workflow")["runs"] == []
         fork = api.fork_run(run["run_id"], 4)
         assert api.wait(fork["run_id"])["output"] == done["output"]
         restart = api.restart_run(run["run_id"])
