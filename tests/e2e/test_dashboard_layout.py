@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from agentmaestro.agents import Agent, AgentRegistry, load_agents_dir
+from agentmaestro.cli._common import builtin_agents_dir
 from tests.e2e.browser import Pages, expect, go, shot
 from tests.e2e.test_dashboard import api, make_keys, wait_status
 from tests.fakes.server import LiveServer
@@ -41,6 +42,7 @@ def examples_registry() -> AgentRegistry:
         registry.register(objectives.get(name))
     for path in ("openai_calculator/agent.offline.yaml", "anthropic_researcher/agent.offline.yaml"):
         registry.register(Agent.from_yaml(EXAMPLES / path))
+    registry.register(load_agents_dir(builtin_agents_dir()).get("janitor"))  # for an item in the human queue
     return registry
 
 
@@ -77,6 +79,10 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Examples]:
             ids["objective"] = objective.json()["run_id"]
             for run_id in ids.values():
                 assert wait_status(c, run_id, FINAL, timeout=60)["status"] == "COMPLETED"
+            ids["janitor"] = c.post("/v1/runs", json={"agent": "janitor", "input": "Tidy the disk, please."}).json()[
+                "run_id"
+            ]
+            assert wait_status(c, ids["janitor"], FINAL)["status"] == "WAITING_FOR_APPROVAL"
             tasks = c.get("/v1/runs", params={"parent_run_id": ids["objective"]}).json()["runs"]
             ids["library_dev"] = next(r["run_id"] for r in tasks if r["agent"] == "library_dev")
             yield srv, keys, ids
@@ -98,7 +104,7 @@ def test_every_page_fits_1280_and_1440_px(browser: Any, examples: Examples) -> N
     ex = expect()
     ready = {
         "#/runs": "tr[data-run-id]",
-        "#/queue": "h1",
+        "#/queue": ".queue-item",
         "#/new": "select",
         "#/graph": "main li a",
         "#/usage": '[data-chart="tokens"] canvas',
