@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ AGENT = ROOT / "tests" / "e2e" / "uncertain_agents" / "charger.yaml"
 MAESTRO = str(Path(sys.executable).with_name("maestro"))
 
 
-def worker(url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def worker(url: str, env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             MAESTRO,
@@ -39,6 +40,7 @@ def worker(url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
             "0.2",
             "--poll-interval",
             "0.1",
+            *extra,
         ],
         cwd=ROOT,
         env=env,
@@ -94,6 +96,83 @@ async def test_sigkill_during_non_idempotent_call_escalates_to_a_human(db_url: s
                 await asyncio.sleep(0.1)
         assert (await store.get_run(rec.run_id)).state.output == "charged: charged 42 (confirmed)"
         assert len(list(markers.iterdir())) == 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        await store.close()
+
+
+LEDGER_AGENT = ROOT / "tests" / "e2e" / "uncertain_agents" / "ledger.yaml"
+LEDGER_RUNS = 10
+"""Runs of the ledger agent; each makes three non-idempotent ``ledger_charge`` calls."""
+WORKERS = 6
+KILLS = 4
+"""SIGKILLs, each of a worker in the middle of a charge (started up front: no restart delays the runs)."""
+SMALL = ("--concurrency", "4")
+"""Runs a worker drives at once: the runs spread over the fleet, and a kill interrupts a few of them."""
+
+
+async def test_sigkill_during_reconcilable_calls_needs_no_human(db_url: str, tmp_path: Path) -> None:
+    """Kill -9 workers again and again mid-call: every uncertain call is reconciled, each charge happens once."""
+    ledger = tmp_path / "ledger.txt"
+    env = {**os.environ, "LEDGER_FILE": str(ledger), "PYTHONPATH": str(ROOT), "CHARGE_MARKER_DIR": str(tmp_path)}
+    store = Store.open(db_url)
+    procs: list[subprocess.Popen[bytes]] = []
+    rng = random.Random(15)
+    try:
+        agent = Agent.from_yaml(LEDGER_AGENT)
+        await store.ensure_workspace()
+        recs = await store.create_runs(
+            [
+                NewRun(
+                    run_id=new_run_id(),
+                    workspace_id="default",
+                    agent_name="ledger",
+                    input=f"customer {i}",
+                    spec=agent.spec(),
+                    policy={},
+                )
+                for i in range(LEDGER_RUNS)
+            ]
+        )
+        run_ids = [r.run_id for r in recs]
+        fleet = {p.pid: p for p in (worker(db_url, env, *SMALL) for _ in range(WORKERS))}
+        procs.extend(fleet.values())
+        kills = 0
+        async with asyncio.timeout(180):
+            while True:
+                runs = [await store.get_run(r) for r in run_ids]
+                if all(r.status.terminal or r.status.waiting for r in runs):
+                    break
+                # kill -9 a worker that is in the middle of a charge (its lease owner id holds its pid)
+                busy = {int(r.lease_owner.split(":")[1]) for r in runs if r.state.in_flight and r.lease_owner}
+                victims = sorted(busy & set(fleet))
+                if kills < KILLS and victims:
+                    await asyncio.sleep(rng.uniform(0.0, 0.3))
+                    victim = fleet.pop(rng.choice(victims))
+                    victim.send_signal(signal.SIGKILL)
+                    victim.wait(10)
+                    kills += 1
+                await asyncio.sleep(0.05)
+        assert [r.status for r in runs] == [RunStatus.COMPLETED] * LEDGER_RUNS
+        assert await store.list_human_requests(statuses=None) == []
+        lines = ledger.read_text().splitlines()
+        keys = [line.split(" ")[0] for line in lines]
+        expected = {f"maestro-{r}-{step}" for r in run_ids for step in (1, 3, 5)}
+        assert sorted(keys) == sorted(expected), "a charge was made twice or not at all"
+        decisions: list[str] = []
+        for run_id in run_ids:
+            events = await store.events(run_id)
+            decisions += [e.payload["decision"] for e in events if e.type is EventType.STEP_RECONCILED]
+            steps = await store.steps(run_id)
+            assert len(steps) == (await store.get_run(run_id)).state.steps == 7
+        assert "record" in decisions, f"no kill landed after a charge ({kills} kills, decisions {decisions})"
+        assert "ask" not in decisions
     finally:
         for p in procs:
             if p.poll() is None:
