@@ -76,7 +76,8 @@ export function render(main, { params }, ctx) {
         statusBadge(run.status),
         h("span", { class: "muted" }, `phase ${run.phase}`)),
       facts([
-        [{ workflow: "Workflow", objective: "Objective" }[run.kind] || "Agent", ellipsis(run.agent)],
+        run.kind === "objective" ? ["Kind", "objective (its goal is the task)"]
+          : [run.kind === "workflow" ? "Workflow" : "Agent", ellipsis(run.agent)],
         run.parent_run_id ? ["Parent run", runLink(run.parent_run_id)] : null,
         ["Created", fmtTime(run.created_at)],
         run.finished_at ? ["Took", fmtDuration(run.finished_at - run.created_at)] : null,

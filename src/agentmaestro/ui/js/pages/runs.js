@@ -312,7 +312,11 @@ export function render(main, { query }, ctx) {
   };
   ctx.bus.addEventListener("event", onEvent);
   // While the firehose is down, poll; also refresh the ages now and then.
-  const timer = setInterval(() => (ctx.live ? refreshAges() : load(true)), 5000);
+  const timer = setInterval(() => {
+    if (ctx.live) return refreshAges();
+    load(true);
+    for (const id of open) loadChildren(id);
+  }, 5000);
 
   for (const control of [status, agent, kind]) control.addEventListener("change", () => load(true));
   scope.addEventListener("change", () => {

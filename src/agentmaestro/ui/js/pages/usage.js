@@ -34,6 +34,27 @@ const iso = (d) => d.toISOString().replace(".000Z", "Z");
 const who = (key) => (!key ? "(not recorded)" : key.startsWith("user:") ? `user ${key.slice(5, 17)}…` : key);
 const byWho = (groups) => groups.map((g) => ({ ...g, key: who(g.key) }));
 
+const PLOT_PX = 230;
+const LEGEND_PX = 540; // a chart's width at 1280 px (wider screens get fewer legend rows)
+
+/** A series' name in a legend: model strings and paths shortened (the tooltip names it in full). */
+const legendLabel = (name) => shorten(compactName(name), 36);
+
+/** How many rows Chart.js needs for these legend labels (12 px text, a colour box and padding each). */
+function legendRows(labels) {
+  let rows = 1;
+  let used = 0;
+  for (const label of labels) {
+    const width = label.length * 6.4 + 32;
+    if (used && used + width > LEGEND_PX) {
+      rows += 1;
+      used = 0;
+    }
+    used += width;
+  }
+  return rows;
+}
+
 /** Run `fn` over `items`, `limit` at a time. */
 async function pool(items, limit, fn) {
   const out = new Array(items.length);
@@ -113,8 +134,10 @@ export function render(main, _route, ctx) {
     const panel = h("section", { class: "panel", "aria-label": title, "data-chart": metric },
       h("h3", null, title),
       // Taller with more series, so that the legend never squeezes the plot away.
-      h("div", { class: `chart-box series-${Math.min(4, Math.ceil(keys.length / 6))}` }, canvas),
+      h("div", { class: "chart-box" }, canvas),
       h("details", null, h("summary", null, "Show as a table"), h("div", { class: "table-scroll" }, table)));
+    // Room for the legend above a plot of constant height, however many series it names.
+    panel.querySelector(".chart-box").style.height = `${PLOT_PX + 22 * legendRows(keys.map(legendLabel))}px`;
     if (typeof Chart !== "undefined") {
       charts.push(new Chart(canvas, {
         type: "bar",
@@ -124,7 +147,7 @@ export function render(main, _route, ctx) {
           scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { callback: (v) => format(v) } } },
           plugins: {
             // Legend entries are shortened (a model string can be a long path); the tooltip names the series in full.
-            legend: { labels: { boxWidth: 12, generateLabels: (chart) => Chart.defaults.plugins.legend.labels.generateLabels(chart).map((l) => ({ ...l, text: shorten(compactName(l.text), 32) })) } },
+            legend: { labels: { boxWidth: 12, generateLabels: (chart) => Chart.defaults.plugins.legend.labels.generateLabels(chart).map((l) => ({ ...l, text: legendLabel(l.text) })) } },
             tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${format(c.parsed.y)}` } },
           },
         },
