@@ -428,9 +428,18 @@ class AsyncClient:
         params = {"after": after, "limit": limit, "action": action}
         return await self._object("GET", "/v1/audit", params=params)
 
-    async def verify_audit(self) -> JSON:
-        """Walk the workspace's audit chain (admin): ``ok``, and where it breaks if it does."""
+    async def verify_audit(self, *, checkpoint: JSON | None = None) -> JSON:
+        """Walk the workspace's audit chain (admin): ``ok``, and where it breaks if it does.
+
+        With a ``checkpoint`` (from :meth:`audit_checkpoint`), the chain must also reach its head.
+        """
+        if checkpoint is not None:
+            return await self._object("POST", "/v1/audit/verify", json_body={"checkpoint": checkpoint})
         return await self._object("GET", "/v1/audit/verify")
+
+    async def audit_checkpoint(self) -> JSON:
+        """A checkpoint of the workspace's audit chain head, signed by the server's keyring (admin)."""
+        return await self._object("GET", "/v1/audit/checkpoint")
 
     async def usage(
         self,
@@ -893,6 +902,7 @@ class Client:
     revoke_key = _blocking(AsyncClient.revoke_key)
     audit_log = _blocking(AsyncClient.audit_log)
     verify_audit = _blocking(AsyncClient.verify_audit)
+    audit_checkpoint = _blocking(AsyncClient.audit_checkpoint)
     list_credentials = _blocking(AsyncClient.list_credentials)
     get_credential = _blocking(AsyncClient.get_credential)
     set_credential = _blocking(AsyncClient.set_credential)

@@ -18,13 +18,16 @@ import hmac
 import os
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from agentmaestro.errors import ConfigError
 
-__all__ = ["DecryptionError", "Keyring", "generate_key", "keyring"]
+__all__ = ["DecryptionError", "DerivedKey", "Keyring", "generate_key", "keyring"]
 
 KEYS_ENV = "MAESTRO_SECRET_KEYS"
 KEY_ENV = "MAESTRO_SECRET_KEY"
@@ -59,6 +62,25 @@ def generate_key() -> str:
     return Fernet.generate_key().decode()
 
 
+@dataclass(frozen=True, kw_only=True)
+class DerivedKey:
+    """A key derived from one keyring key for one purpose (never the Fernet key itself)."""
+
+    key_id: str
+    """A short, non-secret fingerprint (16 hex digits), stored next to what the key made."""
+    secret: bytes = field(repr=False)
+    """32 bytes of HKDF-SHA256 output."""
+
+
+def derive_key(fernet_key: str, purpose: str) -> DerivedKey:
+    """HKDF-SHA256 of a Fernet key's 32 bytes, with ``purpose`` as the info: one key per purpose."""
+    raw = base64.urlsafe_b64decode(fernet_key.strip())
+    info = f"agentmaestro/{purpose}".encode()
+    secret = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(raw)
+    key_id = hmac.new(secret, b"key-id", hashlib.sha256).hexdigest()[:16]
+    return DerivedKey(key_id=key_id, secret=secret)
+
+
 class Keyring:
     """Fernet keys, newest first: encrypt with the newest, decrypt and verify with any."""
 
@@ -81,6 +103,8 @@ class Keyring:
         self._mac_keys = [
             hashlib.sha256(b"agentmaestro-sign:" + base64.urlsafe_b64decode(k)).digest() for k in self._keys
         ]
+        self._derived: dict[str, tuple[DerivedKey, ...]] = {}
+        self._derived_lock = threading.Lock()
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Keyring:
@@ -101,6 +125,14 @@ class Keyring:
     def key_id(self) -> str:
         """A short, non-secret fingerprint of the newest key (to tell which key encrypted what)."""
         return hashlib.sha256(self._keys[0].encode()).hexdigest()[:12]
+
+    def derived(self, purpose: str) -> tuple[DerivedKey, ...]:
+        """One key per keyring key for ``purpose`` (HKDF-SHA256), newest first; computed once."""
+        with self._derived_lock:
+            keys = self._derived.get(purpose)
+            if keys is None:
+                keys = self._derived[purpose] = tuple(derive_key(k, purpose) for k in self._keys)
+            return keys
 
     def encrypt(self, plaintext: str | bytes) -> str:
         """Encrypt with the newest key; the token is url-safe text and carries its creation time."""

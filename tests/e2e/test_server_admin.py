@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import json
 import ssl
 import threading
 import time
@@ -421,3 +422,66 @@ def test_failure_throttle_and_token_bucket() -> None:
     assert wait == pytest.approx(1.0)
     assert bucket.take("k", 1.0) is None and bucket.take("other", 1.0) is None
     assert RateLimiter.from_env(0) is None
+
+
+def test_audit_checkpoint_over_http_and_the_remote_cli(
+    server: Server, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint signed by the server catches a tail cut below it (with the head moved back)."""
+    from agentmaestro.cli import main
+
+    srv, keys = server
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        for i in range(6):
+            c.post("/v1/keys", json={"name": f"k{i}", "role": "viewer"}, headers=auth(keys["admin"]))
+        assert c.get("/v1/audit/checkpoint", headers=auth(keys["operator"])).status_code == 403
+        cp = c.get("/v1/audit/checkpoint", headers=auth(keys["admin"])).json()
+        [chain] = cp["chains"]
+        assert cp["scope"] == "default" and chain["workspace_id"] == "default" and chain["head_seq"] >= 6
+        entries = c.get("/v1/audit", params={"limit": 1000}, headers=auth(keys["admin"])).json()["entries"]
+        assert {e["scheme"] for e in entries} == {2} and all(e["key_id"] for e in entries)
+        ok = c.post("/v1/audit/verify", json={"checkpoint": cp}, headers=auth(keys["admin"]))
+        assert ok.status_code == 200 and ok.json()["ok"] and ok.json()["checkpoint_seq"] == chain["head_seq"]
+        forged = {**cp, "chains": [{**chain, "head_seq": 1}]}
+        bad = c.post("/v1/audit/verify", json={"checkpoint": forged}, headers=auth(keys["admin"]))
+        assert bad.status_code == 400 and "signature" in bad.json()["error"]["message"]
+        # a checkpoint of every chain (signed next to the database) reports on the caller's chain only
+        c.get("/v1/runs", headers=auth(keys["other"]))  # an auth.login entry: "other" has a chain
+        everything = asyncio.run(_checkpoint_of_all(db_url))
+        assert {ch["workspace_id"] for ch in everything["chains"]} >= {"default", "other"}
+        theirs = c.post("/v1/audit/verify", json={"checkpoint": everything}, headers=auth(keys["other"])).json()
+        assert theirs["ok"] and theirs["workspace_id"] == "other" and "default" not in json.dumps(theirs)
+        path = tmp_path / "cp.json"
+        remote = ["--server", srv.url, "--api-key", keys["admin"], "audit"]
+        with pytest.raises(SystemExit) as made:
+            main([*remote, "checkpoint", "--out", str(path)])
+        assert made.value.code == 0 and "default: head" in capsys.readouterr().out
+        # someone with database access cuts the tail and moves the head back (PostgreSQL: trigger off)
+        keep = chain["head_seq"] - 3
+        pg = db_url.startswith("postgres")
+        cut = [
+            *(["ALTER TABLE audit_log DISABLE TRIGGER USER"] if pg else []),
+            f"DELETE FROM audit_log WHERE workspace_id = 'default' AND seq > {keep}",
+            "UPDATE audit_heads SET seq = :s, hash = (SELECT hash FROM audit_log WHERE workspace_id = 'default' "
+            "AND seq = :s) WHERE workspace_id = 'default'",
+            *(["ALTER TABLE audit_log ENABLE TRIGGER USER"] if pg else []),
+        ]
+        engine = create_engine(normalize_url(db_url))
+        with engine.begin() as conn:
+            for statement in cut:
+                conn.execute(text(statement), {"s": keep})
+        engine.dispose()
+        report = c.post("/v1/audit/verify", json={"checkpoint": cp}, headers=auth(keys["admin"])).json()
+        assert not report["ok"] and report["broken_seq"] == keep + 1 and "truncated" in report["reason"]
+    with pytest.raises(SystemExit) as caught:
+        main([*remote, "verify", "--checkpoint", str(path)])
+    err = capsys.readouterr().err
+    assert caught.value.code == 1 and "truncated" in err and err.count("\n") == 1
+
+
+async def _checkpoint_of_all(db_url: str) -> dict[str, Any]:
+    store = Store.open(db_url)
+    try:
+        return await store.audit_checkpoint()
+    finally:
+        await store.close()

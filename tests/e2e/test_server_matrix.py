@@ -50,6 +50,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/approvals/{approval_id}/link"): None,
     ("PATCH", "/v1/workspace/settings"): {"quotas": {"runs_per_hour": 1000}, "gate": {"deny_tools": ["add"]}},
     ("POST", "/v1/keys"): {"name": "matrix", "role": "viewer"},
+    ("POST", "/v1/audit/verify"): None,  # the caller's own signed checkpoint, fetched in _call
     ("POST", "/v1/credentials"): {"name": "matrix", "kind": "token", "value": "matrix-token-value"},
     ("POST", "/v1/credentials/rotate"): None,
     ("POST", "/v1/integrations/oauth/start"): {"provider": "matrix", "name": "matrix"},
@@ -265,6 +266,8 @@ def _call(c: httpx.Client, method: str, path: str, ids: dict[str, str], key: str
     body = BODIES.get((method, path))
     if method in ("POST", "PATCH", "PUT") and (method, path) not in BODIES:
         raise AssertionError(f"no matrix body for {method} {path}: add one to BODIES")
+    if (method, path) == ("POST", "/v1/audit/verify"):
+        body = {"checkpoint": c.get("/v1/audit/checkpoint", headers=auth(key)).json()}
     if path in TOKEN_ROUTES:
         from agentmaestro.integrations.notify_signing import link_token
 

@@ -51,7 +51,7 @@ def entries(n: int, start: float = 1_700_000_000.0) -> list[_audit.NewEntry]:
 def insert_chain(conn: sqlite3.Connection | psycopg.Connection, workspace: str, n: int) -> None:
     """Insert ``n`` chained entries with one executemany (chain computed in Python) and move the head."""
     rows = _audit.chain_rows(workspace, 0, _audit.GENESIS_HASH, entries(n))
-    cols = ("workspace_id", "seq", "at", "actor", "action", "target", "detail", "prev_hash", "hash")
+    cols = ("workspace_id", "seq", "at", "actor", "action", "target", "detail", "prev_hash", "hash", "scheme", "key_id")
     mark = "?" if isinstance(conn, sqlite3.Connection) else "%s"
     sql = f"INSERT INTO audit_log ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
     cur = conn.cursor()

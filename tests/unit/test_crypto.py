@@ -69,3 +69,16 @@ def test_processes_racing_to_create_the_key_file_agree(tmp_path: Path, monkeypat
 
 def _key_id_of(home: str) -> str:
     return Keyring.from_env(home).key_id
+
+
+def test_derived_keys_are_per_purpose_and_never_the_key_itself() -> None:
+    import base64
+
+    old, new = generate_key(), generate_key()
+    ring = Keyring([new, old])
+    chain, checkpoint = ring.derived("audit-chain/v2"), ring.derived("audit-checkpoint/v1")
+    assert len(chain) == 2 and chain[0].key_id != chain[1].key_id
+    assert {k.secret for k in chain}.isdisjoint({k.secret for k in checkpoint})
+    assert base64.urlsafe_b64decode(new) not in {k.secret for k in (*chain, *checkpoint)}
+    assert Keyring([old]).derived("audit-chain/v2")[0] == chain[1]  # stable: the old key's entries still verify
+    assert "secret" not in repr(chain[0]) and chain[0].key_id in repr(chain[0])

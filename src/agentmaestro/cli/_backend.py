@@ -148,8 +148,14 @@ class Backend(Protocol):
     async def audit_entries(self, *, limit: int, action: str | None) -> list[JSON]:
         """The newest audit entries, newest first."""
 
-    async def verify_audit(self, workspace_id: str | None) -> list[JSON]:
-        """Walk audit chains: one report per chain."""
+    async def verify_audit(self, workspace_id: str | None, checkpoint: JSON | None = None) -> list[JSON]:
+        """Walk audit chains: one report per chain (each chain a checkpoint names must reach its head)."""
+
+    async def audit_checkpoint(self, workspace_id: str | None) -> JSON:
+        """A signed checkpoint of the audit chains' heads."""
+
+    async def seal_audit(self) -> list[JSON]:
+        """Seal chains whose newest entries predate keying (local only)."""
 
     async def usage(self, *, since: float | None, until: float | None, group_by: str) -> JSON:
         """Usage and cost of the workspace (the ``GET /v1/usage`` report)."""
@@ -417,9 +423,17 @@ class LocalBackend:
         """Newest entries of the workspace's chain."""
         return await self.store.audit_entries(self.workspace, limit=limit, action=action, newest_first=True)
 
-    async def verify_audit(self, workspace_id: str | None) -> list[JSON]:
+    async def verify_audit(self, workspace_id: str | None, checkpoint: JSON | None = None) -> list[JSON]:
         """One chain, or every chain in the database."""
-        return [r.to_json() for r in await self.store.verify_audit(workspace_id)]
+        return [r.to_json() for r in await self.store.verify_audit(workspace_id, checkpoint=checkpoint)]
+
+    async def audit_checkpoint(self, workspace_id: str | None) -> JSON:
+        """Every chain's head (or one workspace's), signed with the keyring."""
+        return await self.store.audit_checkpoint(workspace_id)
+
+    async def seal_audit(self) -> list[JSON]:
+        """Append a keyed seal to every chain whose newest entry predates keying."""
+        return await self.store.seal_audit(self._actor)
 
     async def usage(self, *, since: float | None, until: float | None, group_by: str) -> JSON:
         """The same report as ``GET /v1/usage``, from the database."""
@@ -610,12 +624,23 @@ class RemoteBackend:
                 return entries[::-1]
             after = page["next_after"]
 
-    async def verify_audit(self, workspace_id: str | None) -> list[JSON]:
-        """The key's workspace's chain (admin key)."""
-        report = await self.client.verify_audit()
+    async def verify_audit(self, workspace_id: str | None, checkpoint: JSON | None = None) -> list[JSON]:
+        """The key's workspace's chain (admin key), against a checkpoint the server's keyring signed."""
+        report = await self.client.verify_audit(checkpoint=checkpoint)
         if workspace_id is not None and workspace_id != report["workspace_id"]:
             raise ConfigError(f"the API key belongs to workspace {report['workspace_id']!r}, not {workspace_id!r}")
         return [report]
+
+    async def audit_checkpoint(self, workspace_id: str | None) -> JSON:
+        """The key's workspace's chain head, signed by the server."""
+        cp = await self.client.audit_checkpoint()
+        if workspace_id is not None and cp.get("scope") != workspace_id:
+            raise ConfigError(f"the API key belongs to workspace {cp.get('scope')!r}, not {workspace_id!r}")
+        return cp
+
+    async def seal_audit(self) -> list[JSON]:
+        """Sealing writes with the keyring next to the database."""
+        raise LocalOnlyError("maestro audit seal works on the database (without --server), with the server's keyring")
 
 
 def tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext | bool:

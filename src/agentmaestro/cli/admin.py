@@ -1,19 +1,21 @@
-"""``maestro audit verify|list``: check and read the hash-chained audit log."""
+"""``maestro audit verify|checkpoint|seal|list``: check, anchor and read the keyed audit chain."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from agentmaestro.actor import local_actor
 from agentmaestro.cli._common import _ctx, _print_json, app, out
+from agentmaestro.errors import ConfigError
 
-audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+audit_app = typer.Typer(help="The keyed, hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
 
@@ -28,20 +30,34 @@ def audit_verify(
     workspace: Annotated[
         str | None, typer.Option("--workspace", "-w", help="Only this workspace's chain (default: every chain).")
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="A file from `maestro audit checkpoint`: each chain it names must still reach the head it saw.",
+        ),
+    ] = None,
 ) -> None:
-    """Walk the audit chain(s); report the first edited, deleted or reordered entry and exit 1.
+    """Walk the audit chain(s); report the first edited, deleted, forged or reordered entry and exit 1.
 
+    With --checkpoint, a chain cut below the checkpoint's head, or gone, is reported too.
     With --server (an admin key): the key's workspace's chain, walked by the server.
     """
     c = _ctx(ctx)
-    reports = c.call(lambda b: b.verify_audit(workspace))
+    saved = _read_checkpoint(checkpoint) if checkpoint is not None else None
+    reports = c.call(lambda b: b.verify_audit(workspace, saved))
     broken = [r for r in reports if not r["ok"]]
     if c.as_json:
         _print_json({"ok": not broken, "chains": reports})
     else:
         for r in reports:
             if r["ok"]:
-                out.print(f"{r['workspace_id']}: ok ({r['entries']} entries)", markup=False)
+                notes = [f"{r['entries']} entries"]
+                if r.get("legacy_entries"):
+                    notes.append(f"{r['legacy_entries']} from before keying, sealed")
+                if r.get("checkpoint_seq") is not None:
+                    notes.append(f"checkpoint at {r['checkpoint_seq']}")
+                out.print(f"{r['workspace_id']}: ok ({'; '.join(notes)})", markup=False)
             else:
                 out.print(f"{r['workspace_id']}: BROKEN at entry {r['broken_seq']}: {r['reason']}", markup=False)
         if not reports:
@@ -53,6 +69,72 @@ def audit_verify(
             f"{first['reason']}\n"
         )
         raise typer.Exit(1)
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read checkpoint {str(path)!r}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise ConfigError(f"checkpoint {str(path)!r} is not JSON") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"checkpoint {str(path)!r} is not an audit checkpoint")
+    return data
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    ctx: typer.Context,
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", "-w", help="Only this workspace's chain (default: every chain).")
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the checkpoint here (default: print it).")
+    ] = None,
+) -> None:
+    """Sign a checkpoint of the chain heads (workspace, head seq, head hash, time) with the keyring.
+
+    Keep it outside the database (another machine, object storage with retention): `maestro audit verify
+    --checkpoint FILE` then detects a chain cut below it or deleted. A broken chain gets no checkpoint.
+    With --server (an admin key): the key's workspace, signed by the server.
+    """
+    c = _ctx(ctx)
+    cp = c.call(lambda b: b.audit_checkpoint(workspace))
+    text = json.dumps(cp, indent=2, sort_keys=True) + "\n"
+    if out_file is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out_file.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {str(out_file)!r}: {exc.strerror or exc}") from None
+    if c.as_json:
+        _print_json(cp)
+        return
+    for chain in cp["chains"]:
+        out.print(f"{chain['workspace_id']}: head {chain['head_seq']} {chain['head_hash'][:16]}...", markup=False)
+    out.print(f"checkpoint written to {out_file}", markup=False)
+
+
+@audit_app.command("seal")
+def audit_seal(ctx: typer.Context) -> None:
+    """Append a keyed audit.seal entry to every chain whose newest entries were written before keying.
+
+    Entries from before the chain was keyed verify only once a keyed entry follows them (any new audited
+    action does it; this does it now for quiet workspaces). Run it with the keyring the server uses.
+    """
+    c = _ctx(ctx)
+    sealed = c.call(lambda b: b.seal_audit())
+    if c.as_json:
+        _print_json(sealed)
+        return
+    for row in sealed:
+        out.print(
+            f"{row['workspace_id']}: sealed entries 1-{row['detail']['sealed_seq']} at {row['seq']}", markup=False
+        )
+    if not sealed:
+        out.print("nothing to seal: every chain ends with a keyed entry", markup=False)
 
 
 @audit_app.command("list")

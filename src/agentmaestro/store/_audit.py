@@ -1,16 +1,24 @@
-"""The audit log: append-only, hash-chained per workspace.
+"""The audit log: append-only, hash-chained per workspace, keyed with a key the database never holds.
 
 Every entry carries the hash of the entry before it in its workspace's chain, and its own hash is
-the SHA-256 of the canonical JSON of the entry (``workspace_id``, ``seq``, ``at``, ``actor``,
-``action``, ``target``, ``detail``, ``prev_hash``). Editing, deleting or reordering any entry breaks
-the chain at that point, and :func:`verify` says where. Appenders lock the chain's head row
-(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write lock serialises writers), so two processes
-can never fork a chain; the head also anchors the tail, so dropping the newest entries shows too.
+an HMAC-SHA256 of the canonical JSON of the entry (``workspace_id``, ``seq``, ``at``, ``actor``,
+``action``, ``target``, ``detail``, ``prev_hash``, ``scheme``, ``key_id``) under a key derived
+(HKDF) from the keyring, which lives outside the database (``MAESTRO_SECRET_KEYS`` or
+``$MAESTRO_HOME/secret.key``). Someone who can write the database but does not hold the keyring
+cannot edit, insert or re-chain an entry without :mod:`~agentmaestro.store._audit_verify` seeing it.
+
+Entries written before the chain was keyed (scheme 1) hashed the same fields with plain SHA-256.
+They still verify, but only as the prefix of a chain that a keyed entry seals (its ``prev_hash``,
+covered by the key, pins the whole legacy prefix): see :func:`seal`.
+
+Appenders lock the chain's head row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write lock
+serialises writers), so two processes can never fork a chain.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +28,8 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from agentmaestro.crypto import DerivedKey, keyring
+from agentmaestro.errors import ConfigError
 from agentmaestro.store.schema import audit_heads, audit_log
 
 GENESIS_HASH = "0" * 64
@@ -40,6 +50,7 @@ ACTIONS: tuple[str, ...] = (
     "workspace.create",
     "gate.update",
     "quotas.update",
+    "audit.seal",
 )
 """Actions the application records (others are accepted: the list documents, it does not restrict)."""
 
@@ -49,8 +60,29 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def entry_hash(entry: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of an entry's canonical JSON; ``detail`` is hashed as a JSON value, not as text."""
+SCHEME_SHA256 = 1
+"""Entries written before the chain was keyed: plain SHA-256, which anyone can recompute."""
+SCHEME_HMAC = 2
+"""Keyed entries: HMAC-SHA256 under a key derived from the keyring."""
+CHAIN_PURPOSE = "audit-chain/v2"
+"""HKDF purpose of the chain keys (one per keyring key)."""
+
+
+class UnknownAuditKeyError(ConfigError):
+    """An entry names a chain key that the keyring does not hold (removed from it, or forged)."""
+
+
+def chain_keys() -> tuple[DerivedKey, ...]:
+    """The process keyring's chain keys, newest first (the newest keys new entries)."""
+    return keyring().derived(CHAIN_PURPOSE)
+
+
+def entry_hash(entry: Mapping[str, Any], keys: Sequence[DerivedKey] | None = None) -> str:
+    """The hash (hex) of an entry's canonical JSON; ``detail`` is hashed as a JSON value, not as text.
+
+    Keyed entries (scheme 2) take the key named by their ``key_id`` from ``keys`` (default: the
+    process keyring); :class:`UnknownAuditKeyError` if none matches. Legacy entries: plain SHA-256.
+    """
     body = {
         "workspace_id": entry["workspace_id"],
         "seq": entry["seq"],
@@ -61,7 +93,17 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
         "detail": entry["detail"],
         "prev_hash": entry["prev_hash"],
     }
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+    scheme = int(entry.get("scheme") or SCHEME_SHA256)
+    if scheme == SCHEME_SHA256:
+        return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+    if scheme != SCHEME_HMAC:
+        raise UnknownAuditKeyError(f"unknown audit hash scheme {scheme!r}")
+    key_id = entry.get("key_id")
+    key = next((k for k in (chain_keys() if keys is None else keys) if k.key_id == key_id), None)
+    if key is None:
+        raise UnknownAuditKeyError(f"audit key {key_id!r} is not in the keyring")
+    body["scheme"], body["key_id"] = scheme, key_id
+    return hmac.new(key.secret, canonical_json(body).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,11 +122,15 @@ class NewEntry:
     """Anything else worth keeping (JSON)."""
 
 
-def chain_rows(workspace_id: str, last_seq: int, last_hash: str, entries: Iterable[NewEntry]) -> list[dict[str, Any]]:
-    """Rows for ``entries`` continuing a chain whose newest entry is (``last_seq``, ``last_hash``).
+def chain_rows(
+    workspace_id: str, last_seq: int, last_hash: str, entries: Iterable[NewEntry], key: DerivedKey | None = None
+) -> list[dict[str, Any]]:
+    """Keyed rows for ``entries`` continuing a chain whose newest entry is (``last_seq``, ``last_hash``).
 
-    Pure: callers insert the rows (one ``executemany``) and move the head to the last one.
+    ``key`` defaults to the newest chain key of the process keyring. Callers insert the rows (one
+    ``executemany``) and move the head to the last one.
     """
+    key = key or chain_keys()[0]
     rows: list[dict[str, Any]] = []
     seq, prev = last_seq, last_hash
     for e in entries:
@@ -99,8 +145,10 @@ def chain_rows(workspace_id: str, last_seq: int, last_hash: str, entries: Iterab
             "target": None if e.target is None else e.target[:300],
             "detail": json.loads(detail_text),
             "prev_hash": prev,
+            "scheme": SCHEME_HMAC,
+            "key_id": key.key_id,
         }
-        digest = entry_hash(entry)
+        digest = entry_hash(entry, (key,))
         rows.append({**entry, "detail": detail_text, "hash": digest})
         prev = digest
     return rows
@@ -162,124 +210,23 @@ def list_entries(
     return [_public(r._mapping) for r in conn.execute(q)]
 
 
-# ------------------------------------------------------------------------------ verification
+def seal(conn: Connection, actor: str, now: float) -> list[dict[str, Any]]:
+    """Append an ``audit.seal`` entry to every chain whose newest entry is not keyed; returns them.
 
-
-@dataclass(frozen=True, kw_only=True)
-class ChainReport:
-    """The verdict on one workspace's chain."""
-
-    workspace_id: str
-    """The chain's workspace."""
-    entries: int
-    """Entries read."""
-    head_seq: int
-    """The newest seq according to the chain's head row (0 if none)."""
-    ok: bool
-    """Every entry links to the one before it, hashes to its stored hash, and the head matches."""
-    broken_seq: int | None = None
-    """The first entry where the chain breaks."""
-    reason: str | None = None
-    """Why it breaks there."""
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return {
-            "workspace_id": self.workspace_id,
-            "entries": self.entries,
-            "head_seq": self.head_seq,
-            "ok": self.ok,
-            "broken_seq": self.broken_seq,
-            "reason": self.reason,
-        }
-
-
-class _Walker:
-    """Checks one chain entry by entry, remembering the first break."""
-
-    def __init__(self, workspace_id: str) -> None:
-        self.workspace_id = workspace_id
-        self.expected = 1
-        self.prev = GENESIS_HASH
-        self.count = 0
-        self.broken_seq: int | None = None
-        self.reason: str | None = None
-
-    def _break(self, seq: int, reason: str) -> None:
-        if self.broken_seq is None:
-            self.broken_seq, self.reason = seq, reason
-
-    def feed(self, row: Mapping[Any, Any]) -> None:
-        self.count += 1
-        if self.broken_seq is not None:
-            return
-        seq = int(row["seq"])
-        if seq != self.expected:
-            missing = f"{self.expected}" if seq == self.expected + 1 else f"{self.expected}-{seq - 1}"
-            self._break(self.expected, f"entry {missing} is missing (deleted or renumbered); next found is {seq}")
-            return
-        try:
-            detail = json.loads(row["detail"])
-        except (TypeError, ValueError):
-            self._break(seq, f"entry {seq} has a detail that is not JSON (edited)")
-            return
-        if entry_hash({**row, "detail": detail}) != row["hash"]:
-            self._break(seq, f"entry {seq} does not match its hash (edited or moved)")
-            return
-        if row["prev_hash"] != self.prev:
-            self._break(
-                seq,
-                f"entry {seq} does not link to entry {seq - 1} (entry {seq - 1} was edited, replaced or reordered)"
-                if seq > 1
-                else "entry 1 does not start the chain",
-            )
-            return
-        self.prev = str(row["hash"])
-        self.expected = seq + 1
-
-    def finish(self, head: tuple[int, str] | None) -> ChainReport:
-        head_seq, head_hash = head if head is not None else (0, GENESIS_HASH)
-        last = self.expected - 1
-        if self.broken_seq is None:
-            if head is None and self.count:
-                self._break(last, "the chain has no head row (deleted)")
-            elif head_seq > last:
-                self._break(last + 1, f"entries {last + 1}-{head_seq} are missing (the newest entries were deleted)")
-            elif head_seq < last:
-                self._break(head_seq + 1, f"the head says the chain ends at {head_seq} but entries go on to {last}")
-            elif head_hash != self.prev:
-                self._break(last, f"entry {last} does not match the chain head (edited)")
-        return ChainReport(
-            workspace_id=self.workspace_id,
-            entries=self.count,
-            head_seq=head_seq,
-            ok=self.broken_seq is None,
-            broken_seq=self.broken_seq,
-            reason=self.reason,
+    A keyed entry's ``prev_hash`` is covered by the key, so it pins every legacy entry before it:
+    after the seal, rewriting the legacy prefix breaks the chain at the seal.
+    """
+    legacy = conn.execute(
+        select(audit_log.c.workspace_id, audit_log.c.seq)
+        .join(
+            audit_heads,
+            (audit_heads.c.workspace_id == audit_log.c.workspace_id) & (audit_heads.c.seq == audit_log.c.seq),
         )
-
-
-def verify(conn: Connection, workspace_id: str | None = None) -> list[ChainReport]:
-    """Walk one workspace's chain (or every chain) and report the first broken entry of each."""
-    heads_q = select(audit_heads.c.workspace_id, audit_heads.c.seq, audit_heads.c.hash)
-    q = select(audit_log).order_by(audit_log.c.workspace_id, audit_log.c.seq)
-    if workspace_id is not None:
-        heads_q = heads_q.where(audit_heads.c.workspace_id == workspace_id)
-        q = q.where(audit_log.c.workspace_id == workspace_id)
-    heads = {str(r.workspace_id): (int(r.seq), str(r.hash)) for r in conn.execute(heads_q)}
-    reports: list[ChainReport] = []
-    walker: _Walker | None = None
-    for r in conn.execution_options(yield_per=2000).execute(q):
-        row = r._mapping
-        if walker is None or walker.workspace_id != row["workspace_id"]:
-            if walker is not None:
-                reports.append(walker.finish(heads.pop(walker.workspace_id, None)))
-            walker = _Walker(str(row["workspace_id"]))
-        walker.feed(row)
-    if walker is not None:
-        reports.append(walker.finish(heads.pop(walker.workspace_id, None)))
-    for ws, head in sorted(heads.items()):  # heads whose entries are all gone
-        reports.append(_Walker(ws).finish(head))
-    if workspace_id is not None and not reports:
-        reports.append(ChainReport(workspace_id=workspace_id, entries=0, head_seq=0, ok=True))
-    return sorted(reports, key=lambda rep: rep.workspace_id)
+        .where(audit_log.c.scheme == SCHEME_SHA256)
+        .order_by(audit_log.c.workspace_id)
+    ).all()
+    out: list[dict[str, Any]] = []
+    for row in legacy:
+        entry = NewEntry(at=now, actor=actor, action="audit.seal", detail={"sealed_seq": int(row.seq)})
+        out.extend(append(conn, str(row.workspace_id), [entry], now))
+    return out

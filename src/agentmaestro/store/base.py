@@ -783,11 +783,31 @@ class Store:
             newest_first=newest_first,
         )
 
-    async def verify_audit(self, workspace_id: str | None = None) -> list[Any]:
-        """Walk the audit chain of one workspace (or all); a ``ChainReport`` per chain."""
+    async def verify_audit(
+        self, workspace_id: str | None = None, *, checkpoint: dict[str, Any] | None = None
+    ) -> list[Any]:
+        """Walk the audit chain of one workspace (or all); a ``ChainReport`` per chain.
+
+        With a signed ``checkpoint`` (ValidationError if it is not one), each chain it names must
+        also reach the head it recorded: truncation below it and a vanished chain are reported.
+        """
+        from agentmaestro.store import _audit_verify
+
+        if checkpoint is not None:
+            _audit_verify.check_checkpoint(checkpoint)
+        return await self._read(_audit_verify.verify, workspace_id, checkpoint)
+
+    async def audit_checkpoint(self, workspace_id: str | None = None) -> dict[str, Any]:
+        """A signed checkpoint of every chain's head (or one workspace's); ValidationError if one is broken."""
+        from agentmaestro.store import _audit_verify
+
+        return await self._read(_audit_verify.make_checkpoint, workspace_id, time.time())
+
+    async def seal_audit(self, actor: str) -> list[dict[str, Any]]:
+        """Append a keyed ``audit.seal`` entry to every chain whose newest entry predates keying."""
         from agentmaestro.store import _audit
 
-        return await self._read(_audit.verify, workspace_id)
+        return await self._write(_audit.seal, actor, time.time())
 
     async def authenticate_key(self, token: str) -> dict[str, Any] | None:
         """Like :meth:`verify_key`, and record a login in the audit log at most once per key per minute."""

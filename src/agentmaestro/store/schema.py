@@ -199,13 +199,17 @@ audit_log = Table(
     Column("detail", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("scheme", Integer, nullable=False, server_default="1"),
+    Column("key_id", String(16), nullable=True),
     Index("ix_audit_log_workspace_action", "workspace_id", "action"),
 )
 """Security-relevant actions, append-only and hash-chained per workspace.
 
-``detail`` holds canonical JSON text (exactly what was hashed). ``hash`` is the SHA-256 of the
-canonical JSON of the entry including ``prev_hash``, the hash of the entry before it in the same
-workspace (64 zeros for the first). On PostgreSQL a trigger refuses UPDATE, DELETE and TRUNCATE.
+``detail`` holds canonical JSON text (exactly what was hashed). ``hash`` is the HMAC-SHA256 (scheme
+2, under the chain key ``key_id`` derived from the keyring; scheme 1: plain SHA-256, entries written
+before 0013) of the canonical JSON of the entry including ``prev_hash``, the hash of the entry
+before it in the same workspace (64 zeros for the first). On PostgreSQL a trigger refuses UPDATE,
+DELETE and TRUNCATE.
 """
 
 audit_heads = Table(

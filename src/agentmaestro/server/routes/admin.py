@@ -137,7 +137,12 @@ class AuditEntry(BaseModel):
     target: str | None
     detail: dict[str, Any]
     prev_hash: str = Field(description="``hash`` of the entry before (64 zeros for the first).")
-    hash: str = Field(description="SHA-256 of the canonical JSON of the entry's other fields.")
+    hash: str = Field(
+        description="HMAC-SHA256 (scheme 2, under the chain key ``key_id`` derived from the server's keyring) or "
+        "SHA-256 (scheme 1, entries from before keying) of the canonical JSON of the entry's other fields."
+    )
+    scheme: int = Field(description="2: keyed (HMAC-SHA256); 1: written before the chain was keyed (SHA-256).")
+    key_id: str | None = Field(description="Fingerprint of the chain key (not the key); null for scheme 1.")
 
 
 class AuditPage(BaseModel):
@@ -156,6 +161,35 @@ class AuditChain(BaseModel):
     ok: bool
     broken_seq: int | None = Field(description="The first entry where the chain breaks.")
     reason: str | None
+    legacy_entries: int = Field(0, description="Entries written before the chain was keyed (plain SHA-256).")
+    checkpoint_seq: int | None = Field(None, description="The head seq the checkpoint saw, when given one.")
+
+
+class CheckpointChain(_Strict):
+    """One chain's head, as the checkpoint saw it."""
+
+    workspace_id: str = Field(max_length=64)
+    head_seq: int = Field(ge=0, le=2**31 - 1)
+    head_hash: str = Field(max_length=64)
+
+
+class AuditCheckpoint(BaseModel):
+    """A signed statement of the workspace's chain head at a time; keep it outside the database."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = Field(max_length=64)
+    created_at: float = Field(allow_inf_nan=False)
+    scope: str | None = Field(max_length=64, description="The workspace, or null for every chain.")
+    chains: list[CheckpointChain] = Field(max_length=100_000)
+    key_id: str = Field(max_length=64, description="Which keyring key signed it (a fingerprint, not the key).")
+    signature: str = Field(max_length=128, description="HMAC-SHA256 of the other fields' canonical JSON.")
+
+
+class AuditVerify(_Strict):
+    """Verify against a checkpoint: the chain must also reach the head it recorded."""
+
+    checkpoint: AuditCheckpoint
 
 
 async def _workspace(store: Store, principal: Any) -> dict[str, Any]:
@@ -246,3 +280,25 @@ async def verify_audit(principal: Admin, store: StoreDep) -> dict[str, Any]:
     [report] = await store.verify_audit(principal.workspace_id)
     out: dict[str, Any] = report.to_json()
     return out
+
+
+@router.post("/audit/verify", response_model=AuditChain, summary="Verify the audit chain against a checkpoint")
+async def verify_audit_checkpoint(body: AuditVerify, principal: Admin, store: StoreDep) -> dict[str, Any]:
+    """Walk the chain, which must also reach the checkpoint's head with its hash (truncation, a vanished chain).
+
+    A checkpoint not signed by this server's keyring, or edited, answers 400.
+    """
+    checkpoint = body.checkpoint.model_dump()
+    [report] = await store.verify_audit(principal.workspace_id, checkpoint=checkpoint)
+    out: dict[str, Any] = report.to_json()
+    return out
+
+
+@router.get("/audit/checkpoint", response_model=AuditCheckpoint, summary="Sign a checkpoint of the audit chain")
+async def audit_checkpoint(principal: Admin, store: StoreDep) -> dict[str, Any]:
+    """The workspace's chain head (seq, hash) and the time, signed with the server's keyring.
+
+    Keep it outside the database; ``POST /v1/audit/verify`` with it detects a chain cut below it.
+    A broken chain gets no checkpoint (400).
+    """
+    return await store.audit_checkpoint(principal.workspace_id)
