@@ -271,6 +271,8 @@ export function drawGraph(container, graph, { current, onSelect, selected } = {}
     root.appendChild(node);
   }
   container.appendChild(root);
+  // A graph wider than its box is scaled down to fit (CSS), but not to illegible text: past that it scrolls.
+  if (container.clientWidth && Math.max(width, 200) > container.clientWidth * 1.8) root.classList.add("scroll");
 }
 
 // ------------------------------------------------------------------------------- the page
