@@ -86,6 +86,8 @@ TOKEN_ROUTES = {"/v1/approvals/{approval_id}/link"}
 """Approval links take a signed token instead of a key: the matrix signs one for the caller's workspace naming
 the other workspace's approval (404), and for its own (past the scoping)."""
 _KEY_WS: dict[str, str] = {}
+_KEY_HOOK: dict[str, str] = {}
+"""Admin key -> its workspace's webhook (a link is only good while the webhook that carried it is)."""
 STATE_BOUND = {"/v1/integrations/oauth/callback"}
 """Authorized by a single-use OAuth state, not a key: without one it answers 4xx and touches nothing."""
 AUTHENTICATED_NON_REST = {"/mcp"}
@@ -205,6 +207,7 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
     t.ids.update(webhook_id=hook["webhook_id"], delivery_id=delivery["delivery_id"])
     t.markers |= {hook["webhook_id"], delivery["delivery_id"]}
     _KEY_WS[t.admin] = ws
+    _KEY_HOOK[t.admin] = hook["webhook_id"]
     return t
 
 
@@ -271,7 +274,7 @@ def _call(c: httpx.Client, method: str, path: str, ids: dict[str, str], key: str
     if path in TOKEN_ROUTES:
         from agentmaestro.integrations.notify_signing import link_token
 
-        token = link_token(ids["approval_id"], "approve", _KEY_WS[key], channel="matrix", ttl_s=600)
+        token = link_token(ids["approval_id"], "approve", _KEY_WS[key], channel=_KEY_HOOK[key], ttl_s=600)
         kw["params"] = {"token": token}
     return c.request(method, _url(path, ids), json=body, headers={**auth(key), **kw.pop("headers", {})}, **kw)
 

@@ -163,6 +163,66 @@ def test_approve_from_a_link_end_to_end(live: tuple[LiveServer, str, WebhookRece
         assert token not in json.dumps(deliveries)  # links are signed at send time, never stored
 
 
+def test_disabling_deleting_or_retargeting_a_webhook_revokes_its_links(
+    live: tuple[LiveServer, str, WebhookReceiver],
+) -> None:
+    """Red-team finding (issue 14, item 5): a link delivered by a webhook still approved after the webhook was
+    disabled or deleted. A link dies with its webhook, stays dead when the webhook is re-enabled, and dies
+    when its approval is decided another way."""
+    srv, url, rx = live
+    admin, operator = (make_key(url, "default", r) for r in ("admin", "operator"))
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        hooks = []
+        for name in ("ops", "doomed", "moved"):
+            body = {"name": name, "url": f"{rx.url}/{name}", "events": ["approval.requested"]}
+            hooks.append(c.post("/v1/webhooks", json=body, headers=auth(admin)).json())
+        ops, doomed, moved = (h["webhook_id"] for h in hooks)
+        run_id = c.post("/v1/runs", json={"agent": "janitor", "input": "tidy"}, headers=auth(operator)).json()["run_id"]
+        wait_status(c, run_id, operator, {"WAITING_FOR_APPROVAL"})
+        sent = {r.path: r.json() for r in rx.wait_for(3)}
+        approve = sent["/ops"]["links"]["approve"]
+        approval_id = sent["/ops"]["data"]["approval_id"]
+
+        def use(link: str) -> httpx.Response:
+            return c.post(link)
+
+        def link_of(path: str) -> str:
+            return str(sent[path]["links"]["approve"])
+
+        # disabled: refused at once (JSON and the browser page), nothing decided
+        assert c.patch(f"/v1/webhooks/{ops}", json={"enabled": False}, headers=auth(admin)).status_code == 200
+        r = use(approve)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "link_revoked", r.text
+        assert c.get(approve).status_code == 403
+        page = c.get(approve, headers={"Accept": "text/html"})
+        assert page.status_code == 403 and "disabled" in page.text and "<form" not in page.text
+        # re-enabled: the old link stays dead; a link made after the re-enable works
+        assert c.patch(f"/v1/webhooks/{ops}", json={"enabled": True}, headers=auth(admin)).status_code == 200
+        assert use(approve).json()["error"]["code"] == "link_revoked"
+        fresh = link_token(approval_id, "approve", "default", channel=ops, ttl_s=600)
+        assert c.get(f"/v1/approvals/{approval_id}/link", params={"token": fresh}).status_code == 200
+        # deleted: refused
+        assert c.delete(f"/v1/webhooks/{doomed}", headers=auth(admin)).status_code == 200
+        r = use(link_of("/doomed"))
+        assert r.status_code == 403 and "deleted" in r.json()["error"]["message"]
+        # given a new target: links sent to the old one are refused
+        r = c.patch(f"/v1/webhooks/{moved}", json={"url": f"{rx.url}/elsewhere"}, headers=auth(admin))
+        assert r.status_code == 200, r.text
+        assert use(link_of("/moved")).json()["error"]["code"] == "link_revoked"
+        assert c.get(f"/v1/approvals/{approval_id}", headers=auth(operator)).json()["status"] == "pending"
+        audit = c.get("/v1/audit", params={"action": "webhook.update"}, headers=auth(admin)).json()["entries"]
+        assert [e["detail"].get("links_revoked") for e in audit] == [True, None, True]
+        # decided another way (the API): a still-valid link cannot decide again
+        r = c.post(f"/v1/approvals/{approval_id}", json={"decision": "reject", "reason": "no"}, headers=auth(operator))
+        assert r.status_code == 200, r.text
+        r = c.post(f"/v1/approvals/{approval_id}/link", params={"token": fresh})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+        final = wait_status(c, run_id, operator, {"COMPLETED", "FAILED"})
+        assert final["status"] == "COMPLETED"
+        decided = c.get(f"/v1/approvals/{approval_id}", headers=auth(operator)).json()
+        assert decided["status"] == "rejected" and not decided["decided_by"].startswith("link:")
+
+
 def test_api_errors_test_event_and_redeliver(live: tuple[LiveServer, str, WebhookReceiver]) -> None:
     srv, url, rx = live
     admin = make_key(url, "default", "admin")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from agentmaestro.errors import ValidationError
 from agentmaestro.integrations import webhooks as wh
 from agentmaestro.integrations.notify_signing import (
     LinkTokenError,
+    link_revocation,
     link_token,
     read_link_token,
     sign_body,
@@ -365,6 +367,23 @@ def test_link_tokens_refuse_forged_expired_and_other_approvals() -> None:
     for forged in (f"{prefix}.{forged_body}.{sig}", f"{prefix}.{body}.{sig[:-1]}x", "garbage", ""):
         with pytest.raises(LinkTokenError, match="not valid"):
             read_link_token(forged, approval_id="apr_1", now=1030.0)
+
+
+def test_a_link_lives_only_while_its_webhook_does() -> None:
+    token = link_token("apr_1", "approve", "default", channel="wh_1", ttl_s=600, now=1000.0)
+    claim = read_link_token(token, approval_id="apr_1", now=1030.0)
+    assert claim.issued_at == 1000.0
+    hook = {"webhook_id": "wh_1", "workspace_id": "default", "enabled": True, "links_valid_from": None}
+    assert link_revocation(claim, hook) is None
+    assert link_revocation(claim, {**hook, "links_valid_from": 999.0}) is None  # revoked before it was made
+    assert "deleted" in (link_revocation(claim, None) or "")
+    assert "deleted" in (link_revocation(claim, {**hook, "workspace_id": "other"}) or "")
+    assert "disabled" in (link_revocation(claim, {**hook, "enabled": False}) or "")
+    assert "new target" in (link_revocation(claim, {**hook, "links_valid_from": 1000.5}) or "")
+    # a link from before links said when they were made dies at the first revocation
+    legacy = dataclasses.replace(claim, issued_at=None)
+    assert link_revocation(legacy, hook) is None
+    assert link_revocation(legacy, {**hook, "links_valid_from": 1.0}) is not None
 
 
 def test_signature_format_and_replay_window() -> None:

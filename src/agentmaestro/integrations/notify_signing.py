@@ -17,8 +17,9 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 from agentmaestro.crypto import keyring
@@ -99,6 +100,8 @@ class LinkClaim:
     """The webhook that carried the link (recorded as the actor ``link:<channel>``)."""
     expires_at: float
     """Unix time after which the link is refused."""
+    issued_at: float | None = None
+    """When the link was made (None in links made before links carried it)."""
 
 
 def _b64(data: bytes) -> str:
@@ -115,8 +118,15 @@ def link_token(
     now: float | None = None,
 ) -> str:
     """A signed token for ``GET/POST /v1/approvals/{approval_id}/link?token=...``."""
-    expires = (time.time() if now is None else now) + ttl_s
-    body = {"a": approval_id, "d": decision, "w": workspace_id, "c": channel, "x": round(expires, 3)}
+    issued = time.time() if now is None else now
+    body = {
+        "a": approval_id,
+        "d": decision,
+        "w": workspace_id,
+        "c": channel,
+        "i": round(issued, 3),
+        "x": round(issued + ttl_s, 3),
+    }
     encoded = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
     return f"{_LINK_PREFIX}.{encoded}.{keyring().sign(f'{_LINK_PREFIX}.{encoded}')}"
 
@@ -144,6 +154,7 @@ def read_link_token(token: str, *, approval_id: str, now: float | None = None) -
             workspace_id=str(body["w"]),
             channel=str(body["c"]),
             expires_at=float(body["x"]),
+            issued_at=None if body.get("i") is None else float(body["i"]),
         )
     except (ValueError, KeyError, TypeError):
         raise LinkTokenError("this approval link is not valid") from None
@@ -154,6 +165,23 @@ def read_link_token(token: str, *, approval_id: str, now: float | None = None) -
     if (time.time() if now is None else now) > claim.expires_at:
         raise LinkTokenError("this approval link has expired; decide in the dashboard or the CLI", code="link_expired")
     return claim
+
+
+def link_revocation(claim: LinkClaim, hook: Mapping[str, Any] | None) -> str | None:
+    """Why a validly signed link is revoked by the state of the webhook that carried it, or None.
+
+    ``hook`` is the webhook's row (None if it was deleted). A link dies with its webhook: when the
+    webhook is deleted or disabled, and when its target changed after the link was made
+    (``links_valid_from``). Re-enabling a webhook does not bring its earlier links back.
+    """
+    if hook is None or hook.get("workspace_id") != claim.workspace_id:
+        return "the webhook that sent this link was deleted, so the link no longer works"
+    if not hook.get("enabled"):
+        return "the webhook that sent this link is disabled, so the link no longer works"
+    valid_from = hook.get("links_valid_from")
+    if valid_from is not None and (claim.issued_at is None or claim.issued_at < float(valid_from)):
+        return "the webhook that sent this link was disabled or given a new target since, so the link no longer works"
+    return None
 
 
 def approval_links(

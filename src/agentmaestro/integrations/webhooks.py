@@ -374,10 +374,13 @@ async def update_webhook(
         cols["name"] = name
     if "events" in changes:
         cols["events"] = _check_events(list(changes["events"]))
+    now = time.time()
     if "enabled" in changes:
         cols["enabled"] = bool(changes["enabled"])
         if cols["enabled"] and not current["enabled"]:
-            cols["active_since"] = time.time()  # no notifications for what happened while it was off
+            cols["active_since"] = now  # no notifications for what happened while it was off
+        if not cols["enabled"] and current["enabled"]:
+            cols["links_valid_from"] = now  # the approval links it carried die now, and stay dead if re-enabled
     if "link_ttl_s" in changes:
         cols["link_ttl_s"] = _check_ttl(float(changes["link_ttl_s"]))
     target_keys = {"url", "bot_token", "chat_id", "api_base"} & set(changes)
@@ -400,8 +403,11 @@ async def update_webhook(
             await _check_target(targets, url, "url")
             cols["url_enc"] = keyring().encrypt(url)
             cols["url_display"] = display_url(fmt, url)
-    row = await store.webhook_write(sql.update_webhook, workspace_id, webhook_id, cols, time.time())
-    shown = {k: v for k, v in cols.items() if k not in ("url_enc", "secret_enc")}
+        cols["links_valid_from"] = now  # links sent to the old target are no longer good
+    row = await store.webhook_write(sql.update_webhook, workspace_id, webhook_id, cols, now)
+    shown = {k: v for k, v in cols.items() if k not in ("url_enc", "secret_enc", "links_valid_from")}
+    if "links_valid_from" in cols:
+        shown["links_revoked"] = True
     if "secret_enc" in cols:
         shown["bot_token"] = "changed"
     await store.audit(workspace_id, actor=actor, action="webhook.update", target=webhook_id, detail=shown)

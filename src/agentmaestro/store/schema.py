@@ -344,11 +344,14 @@ webhooks = Table(
     Column("created_at", Float, nullable=False),
     Column("created_by", String(300), nullable=True),
     Column("updated_at", Float, nullable=False),
+    Column("links_valid_from", Float, nullable=True),
     ForeignKeyConstraint(["workspace_id"], ["workspaces.workspace_id"]),
     Index("ix_webhooks_workspace_id", "workspace_id"),
 )
 """Outgoing webhooks of a workspace (``json``, ``slack``, ``telegram``). The target URL, the signing secret
-(``json``) and the bot token (``telegram``) are stored encrypted with the keyring and never returned."""
+(``json``) and the bot token (``telegram``) are stored encrypted with the keyring and never returned.
+``links_valid_from`` (0014): approval links this webhook carried that were issued before it are revoked; set
+when the webhook is disabled or its target changes (deleting the webhook revokes every link it carried)."""
 
 webhook_deliveries = Table(
     "webhook_deliveries",

@@ -21,7 +21,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from agentmaestro.errors import ConflictError, MaestroError, NotFoundError
 from agentmaestro.integrations import webhooks as wh
-from agentmaestro.integrations.notify_signing import LinkClaim, LinkTokenError, read_link_token
+from agentmaestro.integrations.notify_signing import LinkClaim, LinkTokenError, link_revocation, read_link_token
 from agentmaestro.server.auth import Admin, Viewer, get_store
 from agentmaestro.server.errors import APIError, error_body
 from agentmaestro.store import _webhooks as sql
@@ -348,6 +348,9 @@ async def _check(
             raise APIError(403, exc.code, str(exc)) from None
         raise APIError(401, "unauthenticated", str(exc)) from None  # not made by this server
     approval = await store.get_approval(approval_id, workspace_id=claim.workspace_id)
+    revoked = link_revocation(claim, await store.webhook_read(sql.load_webhook, claim.channel))
+    if revoked is not None:
+        raise APIError(403, "link_revoked", revoked)
     return claim, approval
 
 
