@@ -119,6 +119,7 @@ def test_knowledge_api(served: tuple[LiveServer, str], monkeypatch: pytest.Monke
         with FakeOpenAIServer() as fake:
             monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
             monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+            monkeypatch.setenv("MAESTRO_API_LOOPBACK_PROVIDERS", "1")  # the fake endpoint is on 127.0.0.1
             assert api.create_knowledge_collection("semantic", embedder="openai:emb-1")["dimension"] == 64
             api.ingest_knowledge("semantic", "guide.md", text=GUIDE)
             assert api.search_knowledge("semantic", "tent wind door", k=1)["passages"][0]["heading"].endswith("Tents")

@@ -122,16 +122,47 @@ class OpenAIEmbedder:
             ) as client:
                 for i in range(0, len(texts), BATCH):
                     batch = texts[i : i + BATCH]
-                    response = await client.embeddings.create(model=self.model, input=batch)
-                    data = sorted(response.data, key=lambda d: d.index)
-                    if len(data) != len(batch):
+                    try:
+                        response = await client.embeddings.create(model=self.model, input=batch)
+                    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+                        # The SDK post-processes the answer (base64 vectors) and trips on one that is no
+                        # embeddings response at all: an HTML page, a JSON error sent with status 200.
+                        raise self._not_embeddings(exc) from None
+                    vectors = self._vectors(response)
+                    if len(vectors) != len(batch):
                         raise ModelAPIError(
-                            f"{self.name} returned {len(data)} embeddings for {len(batch)} texts", status_code=None
+                            f"{self.name} returned {len(vectors)} embeddings for {len(batch)} texts", status_code=None
                         )
-                    out.extend([float(x) for x in d.embedding] for d in data)
+                    out.extend(vectors)
         except openai.OpenAIError as exc:
             raise self._endpoint._map_error(exc, api_key) from exc
         return out
+
+    def _not_embeddings(self, exc: Exception) -> ModelAPIError:
+        where = f" at {self.base_url}" if self.base_url else ""
+        return ModelAPIError(
+            f"{self.name}{where} answered something that is not an embeddings response ({type(exc).__name__}: {exc})",
+            status_code=None,
+            transient=False,
+        )
+
+    def _vectors(self, response: Any) -> list[list[float]]:
+        """The vectors of an embeddings response, in input order; ModelAPIError when it is not one.
+
+        An endpoint that answers something else (an HTML page, a JSON error without an error status, a list of
+        strings) is the endpoint's failure, reported as such, not a crash of the caller.
+        """
+        data = getattr(response, "data", None)
+        try:
+            if not isinstance(data, list):
+                raise TypeError(f"no 'data' list but {type(response).__name__}")
+            ordered = sorted(data, key=lambda d: int(d.index))
+            vectors = [[float(x) for x in d.embedding] for d in ordered]
+        except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+            raise self._not_embeddings(exc) from None
+        if any(not all(math.isfinite(x) for x in v) for v in vectors):
+            raise ModelAPIError(f"{self.name} returned an embedding with NaN or infinite values", transient=False)
+        return vectors
 
 
 class MiniLMEmbedder:

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from agentmaestro import __version__
@@ -18,6 +18,7 @@ from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.integrations.mcp_http import mount_mcp
 from agentmaestro.server import errors, streams
 from agentmaestro.server.auth import FailureThrottle
+from agentmaestro.server.limits import limit_json_depth
 from agentmaestro.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from agentmaestro.server.quotas import RateLimiter
 from agentmaestro.server.routes import admin, catalog, human, runs, usage, workflows
@@ -103,6 +104,7 @@ def create_app(
             "Control plane for durable, governed AI agent runs. Authenticate with `Authorization: Bearer <key>`."
         ),
         lifespan=lifespan,
+        dependencies=[Depends(limit_json_depth)],  # every route: JSON bodies nested too deeply are 422
     )
     app.state.agents = registry
     if workflow_registry is not None:

@@ -23,6 +23,7 @@ from agentmaestro.errors import (
     NotFoundError,
     ValidationError,
 )
+from agentmaestro.server import limits
 
 log = logging.getLogger("agentmaestro.server")
 
@@ -172,9 +173,18 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_request", _DATA_MESSAGE), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI could not decode a JSON body nested too deeply
+            return await _validation(request, limits.too_deep())
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # Input nested beyond what a recursive decoder (YAML in a workflow document, say) or validator can walk.
+        log.info("input nested too deeply on %s %s", request.method, request.url.path)
+        message = "the request's input is nested too deeply (lists and mappings within one another)"
+        return await _validation(request, RequestValidationError([{"loc": ("body",), "msg": message}]))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentmaestro.errors import ValidationError
 from agentmaestro.knowledge.base import KnowledgeBase, knowledge_for
+from agentmaestro.models.access import ProviderAccess
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.store.base import Store
 
@@ -152,7 +153,13 @@ async def list_collections(principal: Viewer, kb: KB) -> list[dict[str, Any]]:
 
 @router.post("/collections", response_model=Collection, status_code=201, summary="Create a knowledge collection")
 async def create_collection(principal: Operator, kb: KB, body: CollectionCreate) -> dict[str, Any]:
-    """Create a collection; the embedder is called once to measure the vector dimension."""
+    """Create a collection; the embedder is called once to measure the vector dimension.
+
+    The embedder named must be open to API callers (``MAESTRO_ALLOWED_PROVIDERS``, and no endpoint on the server's
+    own machine or network unless ``MAESTRO_API_LOOPBACK_PROVIDERS=1``); without one, the operator's default is used.
+    """
+    if body.embedder is not None:
+        await ProviderAccess.from_env().check_embedder(body.embedder)
     row = await kb.create_collection(
         principal.workspace_id,
         body.name,

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from agentmaestro.errors import NotFoundError
+from agentmaestro.models.access import ProviderAccess
 from agentmaestro.server import schemas
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.server.errors import APIError
@@ -180,6 +181,8 @@ async def generate_workflow(body: GenerateBody, principal: Operator, request: Re
             f"model {body.model!r} reads files on the server: set it as the server's planner role "
             "(MAESTRO_MODEL_PLANNER) instead of naming it in a request",
         )
+    if body.model is not None:
+        await ProviderAccess.from_env().check_model(body.model)
     agents = request.app.state.agents.visible_to(principal.workspace_id)
     try:
         result = await gen.generate(body.goal, agents=agents, model=body.model, max_repairs=body.max_repairs)
