@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 MAESTRO_HOME ?= .maestro
 
-.PHONY: setup system-deps run demo test lint bench lock clean
+.PHONY: setup system-deps run demo test lint bench chaos lock clean
 
 ## OS packages: bubblewrap gives code-running tools an OS sandbox (no network, read-only root);
 ## Debian's chromium runs the dashboard's browser tests. Installed when running as root with apt;
@@ -58,6 +58,15 @@ lint: setup
 
 bench: setup
 	$(PY) -m benchmarks.run
+
+## Chaos runs (not part of the suite; 10-20 min): kill, stop, database-fault and server-kill scenarios against
+## three worker processes on SQLite and PostgreSQL, printing trials, runs, lost, duplicated, stale commits
+## accepted and the longest recovery per scenario (benchmarks/chaos.py). server-kill restarts the local
+## PostgreSQL cluster with pg_ctlcluster a few times (and starts it again if needed): everything else using
+## that server sees its sessions end. Without it: make chaos CHAOS_ARGS=.
+CHAOS_ARGS ?= --pg-restart
+chaos: setup
+	$(PY) -m benchmarks.chaos $(CHAOS_ARGS)
 
 ## Regenerate the pinned lock files (needs the registry).
 lock: setup

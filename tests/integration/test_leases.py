@@ -249,3 +249,49 @@ async def test_a_frozen_transaction_loses_its_locks_and_a_lock_wait_is_bounded(d
         worker.stop()
         await task
         await store.close()
+
+
+async def test_peers_end_a_frozen_session_that_locks_an_expired_run(db_url: str) -> None:
+    """PostgreSQL: a maestro session whose old transaction locks a run with an expired lease is terminated.
+
+    No server timeout ends a session frozen between the messages of a pipeline (it stays *active*);
+    here the holder turns its own idle timeout off to stand for one.
+    """
+    _pg_only(db_url)
+    import psycopg
+
+    store = Store.open(db_url)
+    dsn = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    try:
+        agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
+        expired, alive, other = await start_runs(store, agent, ["x", "y", "z"])
+        await store.claim(owner="w1", limit=2, lease_ttl=0.01, run_ids=[expired, other])
+        await store.claim(owner="w1", limit=1, lease_ttl=60, run_ids=[alive])
+        await asyncio.sleep(0.05)
+
+        def frozen(run_id: str, app: str) -> Any:
+            conn = psycopg.connect(dsn, application_name=app)
+            conn.execute("SET idle_in_transaction_session_timeout = 0")
+            conn.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (run_id,))
+            return conn
+
+        on_alive = frozen(alive, "maestro 1")  # its run's lease is still valid: left alone
+        outsider = frozen(other, "psql")  # not a maestro session: left alone
+        on_expired = frozen(expired, "maestro 2")
+        try:
+            assert await store.end_stalled_holders(older_than_s=5) == []  # too young
+            await asyncio.sleep(0.3)
+            ended = await store.end_stalled_holders(older_than_s=0.2)
+            assert [s["application_name"] for s in ended] == ["maestro 2"]
+            with pytest.raises(psycopg.OperationalError):
+                on_expired.execute("SELECT 1")
+            assert on_alive.execute("SELECT 1").fetchone() == (1,)
+            assert outsider.execute("SELECT 1").fetchone() == (1,)
+            [claim] = await store.claim(owner="w2", limit=5, lease_ttl=60)
+            assert claim.record.run_id == expired and claim.recovered_from == "w1"
+        finally:
+            for c in (on_alive, outsider, on_expired):
+                with contextlib.suppress(Exception):
+                    c.close()
+    finally:
+        await store.close()

@@ -134,6 +134,7 @@ class Worker:
         self.store.set_session_timeouts(self.config.session_timeouts())
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="maestro-heartbeat")
         sweeper = asyncio.create_task(self._sweep_loop(), name="maestro-sweeper")
+        stalled = asyncio.create_task(self._stalled_loop(), name="maestro-stalled-sessions")
         dispatcher = None  # outgoing webhooks: one dispatcher per worker process
         if self.config.webhooks:
             from agentmaestro.integrations.webhooks import Dispatcher
@@ -152,7 +153,7 @@ class Worker:
                 dispatcher.stop()
                 with contextlib.suppress(Exception):
                     await hooks
-            for t in (heartbeat, sweeper):
+            for t in (heartbeat, sweeper, stalled):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
@@ -351,6 +352,30 @@ class Worker:
                 d = self._drivers.get(run_id)
                 if d is not None:
                     d.request_cancel()
+
+    async def _stalled_loop(self) -> None:
+        """PostgreSQL: end the sessions of frozen processes that keep expired runs locked (``store/_stalled.py``).
+
+        Checked as often as heartbeats are sent; a transaction counts as frozen after the
+        idle-in-transaction timeout (0 turns this off).
+        """
+        interval = self.config.heartbeat_interval_s or self.config.lease_ttl_s / 3
+        older_than = self.config.session_timeouts().idle_in_transaction_s
+        if self.store.dialect != "postgresql" or older_than <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                ended = await self.store.end_stalled_holders(older_than_s=older_than)
+            except Exception as exc:  # e.g. no right to signal other sessions: say so once, then stop trying
+                log.warning("cannot end stalled sessions (%s); frozen lock holders wait for their own timeouts", exc)
+                return
+            for s in ended:
+                log.warning(
+                    "ended PostgreSQL session %s (%s): frozen in a transaction that locks runs whose leases expired",
+                    s["pid"],
+                    s["application_name"],
+                )
 
     async def _shutdown(self) -> None:
         for d in self._drivers.values():

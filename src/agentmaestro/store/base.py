@@ -401,6 +401,18 @@ class Store:
 
         return await self._write(op)
 
+    async def end_stalled_holders(self, *, older_than_s: float) -> list[dict[str, Any]]:
+        """PostgreSQL: terminate maestro sessions frozen inside a transaction that locks a run with an expired lease.
+
+        Only transactions older than ``older_than_s`` are ended (see ``store/_stalled.py``). Returns
+        the sessions ended (``pid``, ``application_name``); always empty on SQLite.
+        """
+        if self.dialect != "postgresql" or older_than_s <= 0:
+            return []
+        from agentmaestro.store._stalled import end_stalled_holders
+
+        return await self._read(end_stalled_holders, older_than_s=older_than_s, now=time.time())
+
     async def release(self, *, owner: str, leases: Sequence[tuple[str, int]], delay_s: float = 0.0) -> None:
         """Give leases up so that any worker can claim the runs at once (or after ``delay_s`` seconds)."""
         if leases:
