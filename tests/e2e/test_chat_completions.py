@@ -271,16 +271,19 @@ def test_errors_in_openai_shapes(chat: Chat) -> None:
     with pytest.raises(openai.AuthenticationError) as auth_err:
         wrong.chat.completions.create(model="calculator", messages=user)  # type: ignore[arg-type]
     assert auth_err.value.status_code == 401 and auth_err.value.code == "unauthenticated"
+    assert auth_err.value.type == "authentication_error" and auth_err.value.param is None
     with pytest.raises(openai.AuthenticationError):
         wrong.models.list()
     viewer = openai.OpenAI(base_url=chat.srv.url + "/v1", api_key=chat.keys["viewer"], max_retries=0)
     assert viewer.models.list().data  # viewers may list
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.PermissionDeniedError) as denied:
         viewer.chat.completions.create(model="calculator", messages=user)  # type: ignore[arg-type]
+    assert denied.value.type == "permission_error" and denied.value.code == "forbidden"
 
     with pytest.raises(openai.NotFoundError) as missing:
         chat.client.chat.completions.create(model="agent:nobody", messages=user)  # type: ignore[arg-type]
     assert missing.value.code == "model_not_found" and "agent:calculator" in missing.value.message
+    assert missing.value.type == "invalid_request_error" and missing.value.param == "model"
     for model in ("workflow:nothing", "nobody"):
         with pytest.raises(openai.NotFoundError):
             chat.client.models.retrieve(model)
@@ -299,20 +302,45 @@ def test_errors_in_openai_shapes(chat: Chat) -> None:
     for bad in ("@tool add [1, 2]", "@agent", "@tool add {nope", '@tool add {"a": "\\u0000", "b": 1}'):
         with pytest.raises(openai.BadRequestError) as bad_err:
             chat.client.chat.completions.create(model="calculator", messages=[{"role": "user", "content": bad}])
-        assert bad_err.value.code == "invalid_request"
+        assert bad_err.value.code == "invalid_request" and bad_err.value.type == "invalid_request_error"
+        assert bad_err.value.param == "messages"
     with pytest.raises(openai.BadRequestError):
         chat.client.chat.completions.create(model="calculator", messages=[{"role": "system", "content": "no user"}])
     image = [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]
     with pytest.raises(openai.BadRequestError):
         chat.client.chat.completions.create(model="calculator", messages=[{"role": "user", "content": image}])  # type: ignore[list-item, misc]
 
+    # invalid parameters: 400 as OpenAI answers, with the parameter named (the SDK's e.param)
+    with pytest.raises(openai.BadRequestError) as two:
+        chat.client.chat.completions.create(model="calculator", messages=user, n=2)  # type: ignore[arg-type]
+    assert (two.value.status_code, two.value.type, two.value.param, two.value.code) == (
+        400,
+        "invalid_request_error",
+        "n",
+        "invalid_request",
+    )
     op = auth(chat.keys["operator"])
-    for body in ({}, {"model": "calculator"}, {"model": "calculator", "messages": []}, {"model": 3, "messages": user}):
+    for body, param in (
+        ({}, "model"),
+        ({"model": "calculator"}, "messages"),
+        ({"model": "calculator", "messages": []}, "messages"),
+        ({"model": 3, "messages": user}, "model"),
+        ({"model": "calculator", "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+    ):
         r = chat.http.post("/v1/chat/completions", json=body, headers=op)
-        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", (body, r.text)
-    r = chat.http.post("/v1/chat/completions", json={"model": "calculator", "messages": user, "n": 2}, headers=op)
-    assert r.status_code == 422
+        assert r.status_code == 400, (body, r.text)
+        assert r.json() == {
+            "error": {
+                "code": "invalid_request",
+                "message": r.json()["error"]["message"],
+                "type": "invalid_request_error",
+                "param": param,
+            }
+        }, body
     r = chat.http.post("/v1/chat/completions", content=b"{not json", headers={**op, "Content-Type": "application/json"})
+    assert r.status_code == 400 and set(r.json()["error"]) == {"code", "message", "type", "param"}
+    # the rest of the API keeps its own shape
+    r = chat.http.post("/v1/runs", json={"agent": 3}, headers=op)
     assert r.status_code == 422 and set(r.json()["error"]) == {"code", "message"}
 
 

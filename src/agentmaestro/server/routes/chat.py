@@ -252,7 +252,10 @@ def _model_not_found(name: str, cards: list[dict[str, Any]]) -> APIError:
     ids = [c["id"] for c in cards]
     shown = ", ".join(ids[:20]) + (", ..." if len(ids) > 20 else "")
     return APIError(
-        404, "model_not_found", f"the model {name!r} does not exist; known models: {shown or 'none'} (GET /v1/models)"
+        404,
+        "model_not_found",
+        f"the model {name!r} does not exist; known models: {shown or 'none'} (GET /v1/models)",
+        param="model",
     )
 
 
@@ -269,7 +272,9 @@ def _text(message: ChatMessage, *, current: bool) -> str:
         if part.type == "text":
             texts.append(part.text or "")
         elif current:
-            raise APIError(400, "invalid_request", f"only text content is supported, not {part.type!r} parts")
+            raise APIError(
+                400, "invalid_request", f"only text content is supported, not {part.type!r} parts", param="messages"
+            )
         else:
             texts.append(f"[{part.type} left out]")
     return "\n".join(texts)
@@ -281,7 +286,7 @@ def _conversation(body: ChatCompletionRequest) -> tuple[list[str], list[chat.Tur
     try:
         return chat.split_conversation(turns)
     except chat.ChatInputError as exc:
-        raise APIError(400, "invalid_request", str(exc)) from None
+        raise APIError(400, "invalid_request", str(exc), param="messages") from None
 
 
 def _links(request: Request) -> chat.Links:
@@ -305,7 +310,7 @@ async def _start(
     try:
         target = chat.select_target(body.model, current)
     except chat.ChatInputError as exc:
-        raise APIError(400, "invalid_request", str(exc)) from None
+        raise APIError(400, "invalid_request", str(exc), param="messages") from None
     registry = _agents(request)
     if target.kind == "tool":
         if getattr(request.app.state, "worker", None) is None:
@@ -339,7 +344,7 @@ async def _start(
     try:
         task = chat.build_input(system, history, target.text)
     except chat.ChatInputError as exc:
-        raise APIError(400, "invalid_request", str(exc)) from None
+        raise APIError(400, "invalid_request", str(exc), param="messages") from None
     if target.kind == "agent":
         visible = registry.visible_to(principal.workspace_id)
         if target.name not in visible or target.name.startswith(TOOL_AGENT_PREFIX):
