@@ -13,8 +13,9 @@ Figures (each scenario runs in a fresh interpreter, see ``benchmarks/scenarios.p
    keep-alive connections: 2,000 ``POST /v1/runs`` (demo ``calculator`` runs, executed by the
    embedded worker) and, once those runs are finished, 5,000 ``GET /v1/runs/{id}``; requests/s,
    p50/p90/p99/max latency, errors, server CPU and RSS; every created run must complete.
+5. cli: start-up time of ``maestro`` commands (``--help``, ``runs list``, ...), see ``benchmarks/cli_startup.py``.
 
-Options: ``--quick`` (small sizes, a smoke run), ``--only NAME`` (throughput, concurrency, bytes, http;
+Options: ``--quick`` (small sizes, a smoke run), ``--only NAME`` (throughput, concurrency, bytes, http, cli;
 repeatable), ``--output PATH``. A full run writes ``benchmarks/RESULTS.md``; a partial one
 (``--quick`` or ``--only``) writes ``benchmarks/RESULTS.partial.md`` unless ``--output`` is given.
 The exit status is 0 when every scenario ran, even if a target was missed (marked MISSED);
@@ -47,7 +48,7 @@ from benchmarks.scenarios import DEFAULT_PG_URL, RESULT_PREFIX, pg_admin_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
-NAMES = ("throughput", "concurrency", "bytes", "http")
+NAMES = ("throughput", "concurrency", "bytes", "http", "cli")
 
 THROUGHPUT_TARGET = 3000.0
 """Durable steps/s on SQLite (best of 3)."""
@@ -792,6 +793,14 @@ def main(argv: list[str] | None = None) -> int:
         outs = run_http(plan, dbs)
         all_outs += outs
         sections.append(http_section(outs, plan, summary))
+    if "cli" in selected:
+        print("[cli]", flush=True)
+        from benchmarks import cli_startup
+
+        repeat = 3 if args.quick else 10
+        timings, floor, load = cli_startup.measure(repeat)
+        summary += cli_startup.summary_lines(timings)
+        sections.append(cli_startup.section(timings, floor, load, repeat))
     facts["loadavg_end"] = _loadavg()
     total_s = time.perf_counter() - started
 

@@ -105,6 +105,12 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+class LocalOnlyError(MaestroError):
+    """A CLI command that needs the database directly was given ``--server`` (exit code 2)."""
+
+    code = "local_only"
+
+
 class AuthError(MaestroError):
     """A server refused the credentials: a missing, wrong or revoked API key (401) or a role too low (403)."""
 

@@ -16,14 +16,8 @@ import sys
 
 import typer
 
-from agentmaestro.cli import admin, human, knowledge, misc, runs, server, workflows  # noqa: F401  (registers the commands)
-from agentmaestro.cli import credentials as _credentials  # noqa: F401  (maestro credentials, maestro oauth)
-from agentmaestro.cli import mcp as _mcp  # noqa: F401  (maestro mcp: docs/mcp.md)
-from agentmaestro.cli import objectives as _objectives  # noqa: F401  (maestro objective(s): docs/objectives.md)
-from agentmaestro.cli import webhooks as _webhooks  # noqa: F401  (maestro webhooks: docs/notifications.md)
-from agentmaestro.cli._backend import LocalOnlyError
 from agentmaestro.cli._common import app
-from agentmaestro.errors import MaestroError, one_line
+from agentmaestro.errors import LocalOnlyError, MaestroError, one_line
 
 __all__ = ["app", "main"]
 

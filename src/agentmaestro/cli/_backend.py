@@ -15,28 +15,24 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
-from agentmaestro.agents import Agent, AgentRegistry, load_agents_dir
-from agentmaestro.client import AsyncClient
 from agentmaestro.core.events import Event
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import EventType
-from agentmaestro.errors import ConfigError, MaestroError
-from agentmaestro.store.base import Store
+from agentmaestro.errors import ConfigError, LocalOnlyError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: a command loads only what it needs (fast CLI start-up)
+    from agentmaestro.agents import Agent, AgentRegistry
+    from agentmaestro.client import AsyncClient
+    from agentmaestro.store.base import Store
     from agentmaestro.store.records import RunRecord
+
+__all__ = ["Backend", "LocalBackend", "LocalOnlyError", "RemoteBackend", "load_registry", "resolve_agent"]
 
 JSON = dict[str, Any]
 OnEvent = Callable[[Event], None] | None
 HumanAction = Literal["retry", "answer", "abandon"]
 KeyRole = Literal["viewer", "operator", "admin"]
-
-
-class LocalOnlyError(MaestroError):
-    """A command that needs the database directly was given ``--server`` (exit code 2)."""
-
-    code = "local_only"
 
 
 def event_from_json(data: JSON) -> Event:
@@ -211,7 +207,7 @@ class LocalBackend:
         Raises:
             ModelUnavailableError: ``here`` and this process cannot use the agent's model (nothing is stored).
         """
-        from agentmaestro.agents import check_usable
+        from agentmaestro.agents import AgentRegistry, check_usable
         from agentmaestro.store._ops import NewRun
         from agentmaestro.store.records import new_run_id
 
@@ -457,6 +453,8 @@ class LocalBackend:
 
 def resolve_agent(ref: str, agents: Callable[[], AgentRegistry]) -> Agent:
     """An agent from a YAML file path, or by name from the registry."""
+    from agentmaestro.agents import Agent
+
     path = Path(ref)
     if ref.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
@@ -655,6 +653,8 @@ def tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLCon
 
 def load_registry(agents_dir: Path | None, builtin: Path) -> AgentRegistry:
     """The built-in agents plus those of ``agents_dir`` (or ``./agents`` when it exists)."""
+    from agentmaestro.agents import load_agents_dir
+
     registry = load_agents_dir(builtin)
     folder = agents_dir
     if folder is None and Path("agents").is_dir():

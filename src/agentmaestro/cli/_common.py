@@ -8,29 +8,26 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
-from agentmaestro.agents import Agent, AgentRegistry
-from agentmaestro.cli._backend import (
-    Backend,
-    LocalBackend,
-    LocalOnlyError,
-    RemoteBackend,
-    load_registry,
-    resolve_agent,
-    tls_context,
-)
-from agentmaestro.core.events import Event
+from agentmaestro.cli._lazy import LazyGroup
 from agentmaestro.core.states import RunStatus
-from agentmaestro.errors import ConfigError
-from agentmaestro.store.base import Store
-from agentmaestro.store.dialects import default_database_url, redact_url
-from agentmaestro.store.schema import DEFAULT_WORKSPACE
+from agentmaestro.errors import ConfigError, LocalOnlyError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agentmaestro.agents import Agent, AgentRegistry
+    from agentmaestro.cli._backend import Backend
+    from agentmaestro.core.events import Event
+    from agentmaestro.store.base import Store
 
 T = TypeVar("T")
+
+DEFAULT_WORKSPACE = "default"
+"""The workspace commands use without ``--workspace`` (the store's ``DEFAULT_WORKSPACE``)."""
 
 app = typer.Typer(
     name="maestro",
@@ -39,18 +36,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    cls=LazyGroup,
 )
 
-runs_app = typer.Typer(help="Inspect and control runs.", no_args_is_help=True)
 
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+class _LazyConsole:
+    """The Rich console commands print with, created (and Rich imported) on first use."""
 
-agents_app = typer.Typer(help="Agent definitions.", no_args_is_help=True)
-app.add_typer(runs_app, name="runs")
-app.add_typer(db_app, name="db")
-app.add_typer(agents_app, name="agents")
+    _console: Console | None = None
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        return getattr(self._console, name)
+
+
+out: Console = _LazyConsole()  # type: ignore[assignment]
 
 
 class _Ctx:
@@ -64,6 +67,8 @@ class _Ctx:
         api_key: str | None = None,
         tls: tuple[str | None, str | None, str | None] = (None, None, None),
     ) -> None:
+        from agentmaestro.store.dialects import default_database_url
+
         self.database_url = database_url or default_database_url()
         self.workspace = workspace
         self.agents_dir = agents_dir
@@ -85,11 +90,16 @@ class _Ctx:
 
             current = click.get_current_context(silent=True)
             self.local_only(current.command_path.removeprefix("maestro ") if current else "this command")
+        from agentmaestro.store.base import Store
+
         auto = self.database_url.startswith("sqlite") or "://" not in self.database_url
         return Store.open(self.database_url, migrate=auto if migrate is None else migrate)
 
     def backend(self) -> Backend:
         """The database (default) or, with ``--server``, the server's REST API."""
+        from agentmaestro.cli._backend import LocalBackend, RemoteBackend, tls_context
+        from agentmaestro.store.dialects import redact_url
+
         if self.server:
             from agentmaestro.client import AsyncClient
 
@@ -114,9 +124,13 @@ class _Ctx:
         return asyncio.run(go())
 
     def agents(self) -> AgentRegistry:
+        from agentmaestro.cli._backend import load_registry
+
         return load_registry(self.agents_dir, builtin_agents_dir())
 
     def resolve_agent(self, ref: str) -> Agent:
+        from agentmaestro.cli._backend import resolve_agent
+
         return resolve_agent(ref, self.agents)
 
 

@@ -7,18 +7,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentmaestro.cli._common import (
-    _ctx,
-    _print_json,
-    agents_app,
-    app,
-    db_app,
-    out,
-)
+from agentmaestro.cli._common import _ctx, _print_json, app, out
 from agentmaestro.core.decide import render_decision_table
 from agentmaestro.core.states import render_table_mermaid, render_table_text
 from agentmaestro.store.base import Store
 from agentmaestro.store.dialects import redact_url
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+agents_app = typer.Typer(help="Agent definitions.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(agents_app, name="agents")
 
 
 @app.command()

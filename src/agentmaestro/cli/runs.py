@@ -9,12 +9,11 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
 
-from agentmaestro.agents import load_agents_dir
 from agentmaestro.cli._backend import Backend
 from agentmaestro.cli._common import (
     MaxCost,
@@ -34,17 +33,18 @@ from agentmaestro.cli._common import (
     app,
     builtin_agents_dir,
     out,
-    runs_app,
 )
 from agentmaestro.core.events import Event, RunState, fold
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus
-from agentmaestro.engine import deltas
-from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import ConfigError
-from agentmaestro.store._ops import NewRun
-from agentmaestro.store.dialects import redact_url
-from agentmaestro.store.records import RunRecord, new_run_id
+
+if TYPE_CHECKING:
+    from agentmaestro.store.records import RunRecord
+
+
+runs_app = typer.Typer(help="Inspect and control runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 
 
 def _start_then_see_through(
@@ -387,6 +387,9 @@ def worker(
 ) -> None:
     """Run a worker process: claim and execute runs (agents and workflows) until SIGINT/SIGTERM."""
     from agentmaestro.cli.workflows import discover
+    from agentmaestro.engine import deltas
+    from agentmaestro.engine.worker import Worker, WorkerConfig
+    from agentmaestro.store.dialects import redact_url
 
     c = _ctx(ctx)
     c.local_only("worker")
@@ -433,7 +436,12 @@ def demo(ctx: typer.Context) -> None:
     """Run the offline demo agents (scripted models) and show what to do next."""
     c = _ctx(ctx)
     c.local_only("demo")
+    from agentmaestro.agents import load_agents_dir
     from agentmaestro.cli.workflows import builtin_workflows_dir
+    from agentmaestro.engine.worker import Worker, WorkerConfig
+    from agentmaestro.store._ops import NewRun
+    from agentmaestro.store.dialects import redact_url
+    from agentmaestro.store.records import new_run_id
     from agentmaestro.workflows.spec import load_workflows_dir
 
     agents = load_agents_dir(builtin_agents_dir())

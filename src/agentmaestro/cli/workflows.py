@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -24,7 +24,6 @@ from agentmaestro.agents import AgentRegistry, check_usable
 from agentmaestro.cli._backend import RemoteBackend
 from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, out
 from agentmaestro.cli.admin import cli_actor
-from agentmaestro.client import AsyncClient
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError
 from agentmaestro.store.base import Store
@@ -40,6 +39,9 @@ from agentmaestro.workflows.spec import (
     schema_text,
     validate_text,
 )
+
+if TYPE_CHECKING:
+    from agentmaestro.client import AsyncClient
 
 T = TypeVar("T")
 

@@ -1,29 +1,51 @@
-"""Alembic migrations, run programmatically (``maestro db upgrade`` and on open)."""
+"""Alembic migrations, run programmatically (``maestro db upgrade`` and on open).
+
+Opening a database that is already at the newest revision (the usual case) does not import Alembic: the
+head is read from the migration files and the database's revision from ``alembic_version`` directly
+(a CLI command starts faster by the ~0.3 s Alembic takes to import).
+"""
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 from agentmaestro.errors import SchemaMismatchError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 7_311_946_201  # arbitrary, constant advisory-lock key for migrations on PostgreSQL
+_ASSIGNMENT = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(?:[\"']([^\"']+)[\"']|None)", re.M)
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     return cfg
 
 
+@functools.cache
 def head_revision() -> str:
-    """The newest migration revision this code knows."""
+    """The newest migration revision this code knows (the one no other revision names as its parent)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (_MIGRATIONS / "versions").glob("*.py"):
+        for name, value in _ASSIGNMENT.findall(path.read_text(encoding="utf-8")):
+            if value:
+                (revisions if name == "revision" else parents).add(value)
+    heads = revisions - parents
+    if len(heads) == 1:
+        return heads.pop()
+    from alembic.script import ScriptDirectory  # branches or an unusual file: let Alembic decide
+
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None
     return head
@@ -32,7 +54,10 @@ def head_revision() -> str:
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at (None if never migrated)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        rows = list(conn.execute(text("SELECT version_num FROM alembic_version")))
+        return str(rows[0][0]) if len(rows) == 1 else None
 
 
 def upgrade(engine: Engine) -> str:
@@ -40,6 +65,8 @@ def upgrade(engine: Engine) -> str:
     head = head_revision()
     if current_revision(engine) == head:
         return head
+    from alembic import command
+
     cfg = _config()
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
