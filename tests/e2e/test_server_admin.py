@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, text
 
 from agentmaestro.agents import load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
+from agentmaestro.errors import ConfigError
 from agentmaestro.server.app import create_app
 from agentmaestro.server.tls import uvicorn_ssl_options
 from agentmaestro.store.base import Store
@@ -211,6 +212,42 @@ def test_settings_gate_and_quotas(server: Server, db_url: str) -> None:
         assert ws["quotas"]["monthly_budget_usd"] is None and ws["gate"]["deny_tools"] == []
         actions = [a for a, _, _ in audit_actions(c, keys["admin"])]
         assert actions.count("gate.update") == 2 and actions.count("quotas.update") == 4
+
+
+def test_server_maximums_cap_every_workspace(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Red-team finding (issue 14, item 9): a workspace admin cleared all quotas ({"quotas": null}) and
+    nothing was left. The server's MAESTRO_MAX_* cap every workspace; an admin can lower, never lift."""
+    srv, keys = server
+    admin, op = auth(keys["admin"]), auth(keys["operator"])
+    monkeypatch.setenv("MAESTRO_MAX_RUNS_PER_HOUR", "2")
+    monkeypatch.setenv("MAESTRO_MAX_CONCURRENT_RUNS", "50")
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        cleared = c.patch("/v1/workspace/settings", json={"quotas": None}, headers=admin)
+        assert cleared.status_code == 200, cleared.text
+        ws = cleared.json()
+        assert ws["quotas"] == {"max_concurrent_runs": 50, "runs_per_hour": 2, "monthly_budget_usd": None}
+        assert ws["quota_ceiling"] == ws["quotas"]
+        for lift in ({"runs_per_hour": 1000}, {"max_concurrent_runs": 51}):
+            r = c.patch("/v1/workspace/settings", json={"quotas": lift}, headers=admin)
+            assert r.status_code == 422 and "above the server's maximum" in r.json()["error"]["message"], r.text
+        assert (
+            "MAESTRO_MAX_RUNS_PER_HOUR"
+            in c.patch("/v1/workspace/settings", json={"quotas": {"runs_per_hour": 3}}, headers=admin).json()["error"][
+                "message"
+            ]
+        )
+        lower = c.patch("/v1/workspace/settings", json={"quotas": {"max_concurrent_runs": 10}}, headers=admin)
+        assert lower.status_code == 200 and lower.json()["quotas"]["max_concurrent_runs"] == 10
+        for i in range(2):
+            assert c.post("/v1/runs", json={"agent": "calculator", "input": f"{i}+1"}, headers=op).status_code == 201
+        over = c.post("/v1/runs", json={"agent": "calculator", "input": "9+1"}, headers=op)
+        assert over.status_code == 429 and "runs_per_hour=2" in over.json()["error"]["message"]
+        # the other workspace, with no quotas of its own, is capped too
+        other = c.get("/v1/workspace", headers=auth(keys["other"])).json()
+        assert other["quotas"]["runs_per_hour"] == 2
+    monkeypatch.setenv("MAESTRO_MAX_RUNS_PER_HOUR", "lots")
+    with pytest.raises(ConfigError, match="MAESTRO_MAX_RUNS_PER_HOUR must be a whole number"):
+        create_app("sqlite:///unused.db", worker=False)
 
 
 def test_usage_and_metrics(server: Server, db_url: str) -> None:

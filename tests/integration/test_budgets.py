@@ -138,3 +138,25 @@ async def test_usd_budgets_of_the_run_and_the_workspace(db_url: str) -> None:
             assert "of workspace team" in (rec2.state.error or "")
     finally:
         await store.close()
+
+
+async def test_the_server_maximum_caps_a_workspace_with_no_budget(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAESTRO_MAX_MONTHLY_BUDGET_USD stops spending in a workspace whose admin cleared its quotas."""
+    monkeypatch.setenv("MAESTRO_MAX_MONTHLY_BUDGET_USD", "0.004")
+    store = Store.open(db_url)
+    try:
+        with FakeOpenAIServer(model="gpt-4.1-mini") as fake:
+            for _ in range(6):
+                fake.reply_tool_calls([("noop", {"i": 1})], usage=(2000, 500))
+            fake.reply_text("done", usage=(2000, 500))
+            model = OpenAIModel("gpt-4.1-mini", base_url=fake.base_url, api_key="sk-test", max_retries=0)
+            agent = Agent(name="spender", model=model, tools=[noop], max_output_tokens=500)
+            await store.ensure_workspace("team")
+            await store.update_workspace_settings("team", {"quotas": None})
+            run_id = await start(store, agent, StrictPolicy(), workspace="team")
+            await drive(store, [agent], run_id)
+            rec = await store.get_run(run_id)
+            assert rec.status is RunStatus.FAILED and rec.state.cost_usd <= 0.004
+            assert "of workspace team" in (rec.state.error or "")
+    finally:
+        await store.close()

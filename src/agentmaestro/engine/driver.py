@@ -14,6 +14,7 @@ from typing import Any
 
 from agentmaestro import telemetry
 from agentmaestro.agents import Agent, AgentRegistry
+from agentmaestro.ceilings import quota_ceiling
 from agentmaestro.core.decide import DELEGATE_TOOL, Action, ActionKind, Snapshot, decide
 from agentmaestro.core.events import (
     Event,
@@ -226,7 +227,10 @@ class RunDriver:
         if tree:
             ledgers.append(LedgerSpec(workspace_id=self.workspace_id, **tree))
         monthly = (settings.get("quotas") or {}).get("monthly_budget_usd")
-        if isinstance(monthly, int | float) and not isinstance(monthly, bool):
+        if not isinstance(monthly, int | float) or isinstance(monthly, bool):
+            monthly = None
+        monthly = quota_ceiling().cap({"monthly_budget_usd": monthly})["monthly_budget_usd"]
+        if monthly is not None:
             month = time.strftime("%Y-%m", time.gmtime())
             ledgers.append(
                 LedgerSpec(

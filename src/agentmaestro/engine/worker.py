@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from agentmaestro import telemetry
 from agentmaestro.agents import AgentRegistry
+from agentmaestro.ceilings import quota_ceiling
 from agentmaestro.core.states import RunStatus
 from agentmaestro.engine.driver import EventListener, RunDriver
 from agentmaestro.errors import ConflictError
@@ -93,6 +94,7 @@ class Worker:
         follow_children: bool = False,
     ) -> None:
         telemetry.configure_from_env()
+        quota_ceiling()  # a bad MAESTRO_MAX_* fails the worker at start
         self.follow_children = follow_children
         self.store = store
         self.agents = agents

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from agentmaestro import __version__
 from agentmaestro.agents import AgentRegistry
+from agentmaestro.ceilings import quota_ceiling
 from agentmaestro.engine import deltas
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.integrations.mcp_http import mount_mcp
@@ -58,6 +59,7 @@ def create_app(
         workflow_registry: Workflows the API lists and runs, and the embedded worker executes (default:
                 found in ``$MAESTRO_WORKFLOWS_DIR`` or ``./workflows`` on first use).
     """
+    quota_ceiling()  # a bad MAESTRO_MAX_* is a configuration error at start, not on the first run
     registry = agents or AgentRegistry()
     metrics = Metrics()
 

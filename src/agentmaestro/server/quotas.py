@@ -2,7 +2,8 @@
 
 Quotas live in the workspace's settings under ``quotas``: ``max_concurrent_runs`` (runs not yet
 COMPLETED, FAILED or CANCELLED), ``runs_per_hour`` and ``monthly_budget_usd`` (the cost of the
-workspace's steps this calendar month, UTC). A missing or null limit is unlimited. Over quota, run
+workspace's steps this calendar month, UTC). A missing or null limit is unlimited, up to the
+server-wide maximums of :mod:`agentmaestro.ceilings`, which cap every workspace. Over quota, run
 creation answers 429 with a message that says which limit and, where a wait helps, ``Retry-After``.
 The checks read the database just before the insert, so two simultaneous requests can overshoot a
 limit by one; they are guards against runaway use, not billing.
@@ -19,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentmaestro.ceilings import quota_ceiling
 from agentmaestro.errors import ConfigError
 from agentmaestro.server.errors import APIError
 from agentmaestro.store._usage import next_month_start
@@ -51,9 +53,14 @@ def quotas_of(settings: dict[str, Any]) -> Quotas:
         return Quotas()
 
 
+def effective_quotas(settings: dict[str, Any]) -> Quotas:
+    """The workspace's quotas capped by the server-wide maximums (:mod:`agentmaestro.ceilings`)."""
+    return Quotas.model_validate(quota_ceiling().cap(quotas_of(settings).model_dump()))
+
+
 async def check_run_quota(store: Store, workspace_id: str) -> None:
-    """Raise a 429 APIError if creating one more run in the workspace would exceed a quota."""
-    q = quotas_of(await store.workspace_settings(workspace_id))
+    """Raise a 429 APIError if creating one more run in the workspace would exceed a quota (or the ceiling)."""
+    q = effective_quotas(await store.workspace_settings(workspace_id))
     if q.max_concurrent_runs is None and q.runs_per_hour is None and q.monthly_budget_usd is None:
         return
     use = await store.quota_usage(workspace_id, with_cost=q.monthly_budget_usd is not None)

@@ -7,11 +7,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agentmaestro.ceilings import quota_ceiling
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.errors import ConfigError, ValidationError
 from agentmaestro.server.auth import Admin, Viewer, get_store
 from agentmaestro.server.errors import APIError
-from agentmaestro.server.quotas import Quotas, quotas_of
+from agentmaestro.server.quotas import Quotas, effective_quotas, quotas_of
 from agentmaestro.store._keys import user_hash
 from agentmaestro.store.base import Store
 
@@ -47,7 +48,8 @@ class SettingsPatch(_Strict):
     """Change the workspace's gate rules and quotas.
 
     Gate rules are replaced as a whole (null restores the defaults); quotas are merged field by field
-    (a null field removes that limit, a null object removes all limits).
+    (a null field removes that limit, a null object removes all limits). The server's maximums still
+    apply to a removed limit, and a value above one is refused (422).
     """
 
     gate: GateRules | None = None
@@ -77,7 +79,10 @@ class Workspace(BaseModel):
     name: str
     created_at: float
     gate: GateRules
-    quotas: Quotas
+    quotas: Quotas = Field(description="The quotas in force: the workspace's own, capped by the server's maximums.")
+    quota_ceiling: Quotas = Field(
+        description="The server's maximums (MAESTRO_MAX_*; null: none): no workspace quota goes above them."
+    )
     usage: QuotaUse
     caller: Caller
 
@@ -201,7 +206,8 @@ async def _workspace(store: Store, principal: Any) -> dict[str, Any]:
         "name": row["name"],
         "created_at": row["created_at"],
         "gate": GatePolicy.from_json(settings.get("gate")).to_json(),
-        "quotas": quotas_of(settings).model_dump(),
+        "quotas": effective_quotas(settings).model_dump(),
+        "quota_ceiling": quota_ceiling().to_json(),
         "usage": {k: use[k] for k in ("active_runs", "runs_last_hour", "month_cost_usd")},
         "caller": {"key_id": principal.key_id, "key_name": principal.key_name, "role": principal.role.name},
     }
@@ -232,6 +238,9 @@ async def patch_settings(body: SettingsPatch, principal: Admin, store: StoreDep)
         else:
             current = quotas_of(await store.workspace_settings(principal.workspace_id)).model_dump()
             current.update(body.quotas.model_dump(exclude_unset=True))
+            above = quota_ceiling().above(current)
+            if above:
+                raise APIError(422, "invalid_request", "quotas: " + "; ".join(above))
             changes["quotas"] = current
     if changes:
         await store.update_settings_audited(principal.workspace_id, changes, actor=principal.actor)
