@@ -130,8 +130,10 @@ def upgrade_database(database_url: str) -> float:
 
 
 @contextlib.contextmanager
-def maestro_server(database_url: str, port: int | None = None) -> Iterator[ServerProcess]:
-    """Start ``maestro --database-url URL serve`` on 127.0.0.1; stop it on exit."""
+def maestro_server(
+    database_url: str, port: int | None = None, *, global_args: tuple[str, ...] = (), serve_args: tuple[str, ...] = ()
+) -> Iterator[ServerProcess]:
+    """Start ``maestro --database-url URL [GLOBAL_ARGS] serve [SERVE_ARGS]`` on 127.0.0.1; stop it on exit."""
     with tempfile.TemporaryDirectory(prefix="maestro_http_bench_") as tmp:
         home = os.path.join(tmp, "home")
         os.mkdir(home)
@@ -140,11 +142,13 @@ def maestro_server(database_url: str, port: int | None = None) -> Iterator[Serve
             maestro_executable(),
             "--database-url",
             database_url,
+            *global_args,
             "serve",
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
+            *serve_args,
         ]
         log_path = os.path.join(tmp, "server.log")
         with open(log_path, "wb") as log:

@@ -45,10 +45,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.scenarios import DEFAULT_PG_URL, RESULT_PREFIX, pg_admin_url
+from benchmarks.user_path import UserPathPlan, run_user_path, user_path_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
-NAMES = ("throughput", "concurrency", "bytes", "http", "cli")
+NAMES = ("user-path", "throughput", "concurrency", "bytes", "http", "cli")
 
 THROUGHPUT_TARGET = 3000.0
 """Durable steps/s on SQLite (best of 3)."""
@@ -77,6 +78,7 @@ class Plan:
     http_warmup: int = 100
     http_concurrency: int = 32
     timeout_s: float = 300.0
+    user_path: UserPathPlan = field(default_factory=UserPathPlan)
 
 
 FULL = Plan()
@@ -89,6 +91,7 @@ QUICK = Plan(
     http_reads=500,
     http_warmup=20,
     timeout_s=120.0,
+    user_path=UserPathPlan(seq_runs=20, seq_reps=1, conc_runs=100, conc_reps=1, big_runs=0, http_runs=100),
 )
 
 
@@ -395,7 +398,7 @@ def _throughput_row(db: str, workers: int, reps: list[Outcome], summary: list[st
 
 def throughput_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[str]:
     lines = [
-        "## 1. Durable step throughput",
+        "## 2. Durable step throughput (engine only: a Worker on pre-created runs)",
         "",
         f"{plan.throughput_runs} runs x {plan.throughput_steps} steps (rows in `steps` per run: "
         "5 model calls + 5 tool calls; the first model turn asks for two tool calls), zero-latency "
@@ -450,7 +453,7 @@ def throughput_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> l
 
 def concurrency_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[str]:
     lines = [
-        "## 2. Concurrent runs",
+        "## 3. Concurrent runs (engine only)",
         "",
         f"N runs of {plan.concurrency_steps} steps (3 model calls + 2 tool calls), every model call waits "
         f"{plan.latency_s * 1000:.0f} ms (scripted `latency_s`), one worker with concurrency N. All runs "
@@ -531,7 +534,7 @@ def floor_lines(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[str
 
 def bytes_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[str]:
     lines = [
-        "## 3. Storage per step",
+        "## 4. Storage per step",
         "",
         f"One run grown to {plan.bytes_steps} steps (tool-call turns, then a final answer). The database is "
         "measured right after the commits of chosen steps (an event listener; nothing else runs meanwhile) "
@@ -590,7 +593,7 @@ def bytes_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[s
 
 def http_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[str]:
     lines = [
-        "## 4. HTTP load",
+        "## 5. HTTP load",
         "",
         "A real server process, `.venv/bin/maestro --database-url <fresh database> serve --host 127.0.0.1 "
         "--port <free port>` (embedded worker on, default concurrency 100; per-key rate limit off with "
@@ -773,6 +776,11 @@ def main(argv: list[str] | None = None) -> int:
     summary: list[str] = []
     sections: list[list[str]] = []
     all_outs: list[Outcome] = []
+    if "user-path" in selected:
+        print("[user-path]", flush=True)
+        outs = run_user_path(plan.user_path, dbs, run_scenario, scenario_argv)
+        all_outs += outs
+        sections.append(user_path_section(outs, plan.user_path, summary, _commands, _failures))
     if "throughput" in selected:
         print("[throughput]", flush=True)
         outs = run_throughput(plan, dbs)

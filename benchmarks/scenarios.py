@@ -786,7 +786,31 @@ async def scenario_floor(args: argparse.Namespace, db: BenchDatabase) -> dict[st
     }
 
 
+async def scenario_sdk_seq(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
+    """Runs one after another through the public SDK, governed (see ``sdk_path``)."""
+    from benchmarks.sdk_path import scenario_sdk_seq as run
+
+    return await run(args, db)
+
+
+async def scenario_sdk_conc(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
+    """Runs started at once through the public SDK, governed (see ``sdk_path``)."""
+    from benchmarks.sdk_path import scenario_sdk_conc as run
+
+    return await run(args, db)
+
+
+async def scenario_http_conc(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
+    """Runs created over HTTP and followed over SSE (see ``http_conc``)."""
+    from benchmarks.http_conc import scenario_http_conc as run
+
+    return await run(args, db)
+
+
 SCENARIOS = {
+    "sdk-seq": scenario_sdk_seq,
+    "sdk-conc": scenario_sdk_conc,
+    "http-conc": scenario_http_conc,
     "floor": scenario_floor,
     "throughput": scenario_throughput,
     "concurrency": scenario_concurrency,
@@ -813,6 +837,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--workers", type=int, default=1, help="throughput: worker processes (1: one in-process worker, as embedded)"
     )
+    p.add_argument("--turns", type=int, default=10, help="sdk-seq/sdk-conc: model turns per run")
+    p.add_argument("--no-budget", action="store_true", help="sdk-seq/sdk-conc: no max_cost_usd in the policy")
     p.add_argument("--window", type=int, default=20, help="bytes: steps per measuring window")
     p.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     p.add_argument("--profile", action="store_true", help="print a cProfile of the measured phase to stderr")

@@ -132,6 +132,11 @@ async def build_report(store: Store, rec: RunRecord) -> RunReport:
 Hook = Callable[[HookEvent], Awaitable[None] | None]
 
 
+def _settled(status: RunStatus) -> bool:
+    """A run ``wait`` returns on: ended, or waiting for a person or its sub-runs."""
+    return status.terminal or status.waiting
+
+
 class Orchestrator:
     """Runs agents as durable, governed runs.
 
@@ -293,16 +298,8 @@ class Orchestrator:
         return rec.run_id
 
     async def _wait(self, run_id: str, timeout: float | None) -> RunReport:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            rec = await self.store.get_run(run_id, self.workspace)
-            if rec.status.terminal or rec.status.waiting:
-                return await build_report(self.store, rec)
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"run {run_id} still {rec.status.value} after {timeout}s")
-            await self.store.wait_for_change(run_id, min(0.5, remaining) if remaining is not None else 0.5)
+        rec = await self.store.wait_for_status(run_id, _settled, timeout, workspace_id=self.workspace)
+        return await build_report(self.store, rec)
 
     async def _run(self, agent: Any, task: str, policy: StrictPolicy | None, timeout: float | None) -> RunReport:
         run_id = await self._start(agent, task, policy, None)

@@ -85,7 +85,17 @@ def cli_env(pycache: Path) -> dict[str, str]:
 class WorkerProcess:
     """One ``maestro worker`` subprocess; its stderr goes to a file."""
 
-    def __init__(self, url: str, log_path: Path, pycache: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        log_path: Path,
+        pycache: Path,
+        *,
+        agents_dir: Path = AGENTS_DIR,
+        lease_ttl: float = LEASE_TTL,
+        heartbeat: float = HEARTBEAT,
+        concurrency: int = 500,
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         env = cli_env(pycache)
@@ -93,14 +103,14 @@ class WorkerProcess:
             "--database-url",
             url,
             "--agents-dir",
-            str(AGENTS_DIR),
+            str(agents_dir),
             "worker",
             "--concurrency",
-            "500",
+            str(concurrency),
             "--lease-ttl",
-            str(LEASE_TTL),
+            str(lease_ttl),
             "--heartbeat-interval",
-            str(HEARTBEAT),
+            str(heartbeat),
             "--poll-interval",
             str(POLL),
         )

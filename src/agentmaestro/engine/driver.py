@@ -35,9 +35,18 @@ from agentmaestro.engine.recovery import Reconciliation, can_recover, reconcile_
 from agentmaestro.errors import ConfigError, LeaseLostError, MaestroError, ModelAPIError
 from agentmaestro.integrations.credentials import StoreCredentials
 from agentmaestro.models.pricing import PriceTable
-from agentmaestro.store._budget import LedgerSpec
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import Claim, Commit, NewRun, StepRow, new_id, new_run_id
+from agentmaestro.store.records import (
+    Claim,
+    Commit,
+    LedgerSpec,
+    NewRun,
+    Refusal,
+    Reservation,
+    StepRow,
+    new_id,
+    new_run_id,
+)
 from agentmaestro.tools.context import ToolContext
 from agentmaestro.tools.memory import StoreMemory
 from agentmaestro.tools.registry import ToolResult
@@ -111,6 +120,8 @@ class RunDriver:
         self.spec = rec.spec
         self.depth = int(rec.spec.get("depth", 0))
         self.ledgers: list[LedgerSpec] = []
+        self._held: Reservation | None = None  # reserved by the last commit for the next model call
+        self._refused: Refusal | None = None  # ... or why that reservation was refused
         self._tool_specs: tuple[ToolSpec, ...] | None = None
         self.store = store
         self.run_id = rec.run_id
@@ -181,6 +192,9 @@ class RunDriver:
                 if self.lost:
                     return
                 await self._commit(outcome)
+            if self._held is not None and not self.lost and self.stopping:
+                held, self._held = self._held, None  # the worker stops: give the next call's reservation back
+                await self.store.settle_budget(held.settle_entries())
 
     async def _backoff(self) -> None:
         delay = min(30.0, self.agent.retry_backoff_s * 2 ** max(0, self.state.failures - 1))
@@ -292,6 +306,22 @@ class RunDriver:
             for s in outcome.steps
         ]
         leaving = state.status is not RunStatus.RUNNING
+        new_messages: list[Message] = []
+        for ev in events:
+            if ev.type is EventType.STEP_COMPLETED:
+                new_messages.extend(step_messages(ev.payload))
+            else:
+                new_messages.extend(note_messages(ev))
+        settle = list(outcome.budget_settle)
+        reserve: Reservation | None = None
+        if self.ledgers:
+            if leaving and self._held is not None:  # the run stops: give the unused reservation back
+                settle += self._held.settle_entries()
+                self._held = None
+            elif not leaving and not state.pending_tool_calls and self._held is None and self._refused is None:
+                nxt = decide(Snapshot(state=state, now=now, cancel_requested=self.cancel_requested))
+                if nxt.kind is ActionKind.CALL_MODEL:  # reserve the next call's worst case in this commit
+                    reserve = self._reservation([*self.messages, *new_messages])
         commit = Commit(
             run_id=self.run_id,
             workspace_id=self.workspace_id,
@@ -307,7 +337,8 @@ class RunDriver:
             human_request=outcome.human_request,
             children=tuple(outcome.children),
             parent_run_id=self.parent_run_id,
-            budget_settle=tuple(outcome.budget_settle),
+            budget_settle=tuple(settle),
+            reserve=reserve,
         )
         try:
             result = await self.store.commit(commit)
@@ -320,11 +351,12 @@ class RunDriver:
         self.version = result.version
         self.cancel_requested = self.cancel_requested or result.cancel_requested
         self.state = state
-        for ev in events:
-            if ev.type is EventType.STEP_COMPLETED:
-                self.messages.extend(step_messages(ev.payload))
+        self.messages.extend(new_messages)
+        if reserve is not None:
+            if result.refusal is None:
+                self._held = reserve
             else:
-                self.messages.extend(note_messages(ev))
+                self._refused = result.refusal
         await self._emit(events)
 
     async def _emit(self, events: list[Event]) -> None:
@@ -671,9 +703,7 @@ class RunDriver:
             model = self.agent.get_model()
         except ConfigError as exc:
             return self._model_unusable(step, self.agent.model_name, exc)
-        if self._tool_specs is None:
-            self._tool_specs = tuple(t.spec() for t in self.agent.tool_map().values())
-        tools = self._tool_specs
+        tools = self._tools()
         max_out = self.agent.max_output_tokens or (RESERVE_OUTPUT_TOKENS if self.ledgers else None)
         request = ModelRequest(
             model=model.name.partition(":")[2],
@@ -682,15 +712,15 @@ class RunDriver:
             run_id=self.run_id,
             max_output_tokens=max_out,
         )
-        settle: list[dict[str, Any]] = []
+        reservation: Reservation | None = None
         if self.ledgers:
-            est_in = estimate_tokens(request)
-            est_tokens = est_in + (max_out or RESERVE_OUTPUT_TOKENS)
-            price = self.prices.get(model.name)
-            est_usd = 0.0
-            if price is not None:
-                est_usd = (est_in * price.input_per_mtok + (max_out or 0) * price.output_per_mtok) / 1_000_000
-            refusal = await self.store.reserve_budget(self.ledgers, usd=est_usd, tokens=est_tokens)
+            reservation, self._held = self._held, None
+            refusal, self._refused = self._refused, None
+            if reservation is None and refusal is None:  # nothing carried by the last commit: reserve now
+                reservation = self._reservation(self.messages)
+                refusal = await self.store.reserve_budget(reservation)
+                if refusal is not None:
+                    reservation = None
             if refusal is not None:
                 return self._violation(
                     Violation(
@@ -701,18 +731,30 @@ class RunDriver:
                         requested=round(refusal.requested, 8),
                     )
                 )
-            settle = [
-                {"ledger_id": lg.ledger_id, "reserved_usd": est_usd, "reserved_tokens": est_tokens}
-                for lg in self.ledgers
-            ]
         outcome = await self._model_attempts(step, model, request)
-        if settle:
+        if reservation is not None:
             payload = next((e["payload"] for e in outcome.events if e["type"] is EventType.STEP_COMPLETED), None)
             usage = (payload or {}).get("usage") or {}
-            spent_usd = float((payload or {}).get("cost_usd", 0.0))
-            spent_tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
-            outcome.budget_settle = [{**e, "spent_usd": spent_usd, "spent_tokens": spent_tokens} for e in settle]
+            outcome.budget_settle = reservation.settle_entries(
+                spent_usd=float((payload or {}).get("cost_usd", 0.0)),
+                spent_tokens=int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0)),
+            )
         return outcome
+
+    def _reservation(self, messages: list[Message]) -> Reservation:
+        """The worst case of a model call on ``messages``: the prompt estimate plus the completion limit."""
+        max_out = self.agent.max_output_tokens or RESERVE_OUTPUT_TOKENS
+        est_in = estimate_tokens(ModelRequest(model="", messages=tuple(messages), tools=self._tools()))
+        price = self.prices.get(self.agent.model_name)
+        usd = 0.0
+        if price is not None:
+            usd = (est_in * price.input_per_mtok + max_out * price.output_per_mtok) / 1_000_000
+        return Reservation(ledgers=tuple(self.ledgers), usd=usd, tokens=est_in + max_out)
+
+    def _tools(self) -> tuple[ToolSpec, ...]:
+        if self._tool_specs is None:
+            self._tool_specs = tuple(t.spec() for t in self.agent.tool_map().values())
+        return self._tool_specs
 
     async def _model_attempts(self, step: int, model: Any, request: ModelRequest) -> _Outcome:
         started = time.perf_counter()

@@ -1,131 +1,164 @@
 """Budget ledgers: reserve the worst case before a model call, settle to the actual cost after.
 
-A reservation is one guarded UPDATE per ledger (``spent + reserved + amount <= limit``), all in one
-transaction: if any ledger would go over, nothing is reserved and the call is not made. Settling
-happens in the transaction that commits the step, so spend is never counted twice. A worker that
-dies between reserving and committing leaves its reservation in place: budgets err on the safe side.
+Both ride in the group-committed step transactions (``Store.commit``): a step commit that the
+decision table says a model call follows carries that call's reservation (:class:`Reservation`),
+and the commit of the call's step settles it. A reservation is one guarded UPDATE per ledger
+(``spent + reserved + amount <= limit``); if any ledger would go over, the ledgers already reserved
+by it are given back in the same transaction, so a call reserves on every ledger or on none. Runs
+sharing a ledger (sub-runs, parallel workflow nodes, several worker processes) stay within it: on
+PostgreSQL the guarded UPDATE re-checks the row after waiting for a concurrent writer's lock, and a
+transaction locks all the ledgers it touches in ledger-id order first (no deadlock between two
+batches); SQLite has one writer at a time. A worker that dies between reserving and settling leaves
+its reservation in place: budgets err on the safe side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, text, update
 
 from agentmaestro.store.dialects import upsert_insert
+from agentmaestro.store.records import LedgerSpec, Refusal, Reservation
 from agentmaestro.store.schema import budget_ledgers
 
+__all__ = ["LedgerSpec", "Refusal", "Reservation", "get_ledger", "lock", "reserve_all", "settle"]
 
-@dataclass(frozen=True, kw_only=True)
-class LedgerSpec:
-    """A ledger a call is charged to, with its current limits."""
+KnownLedgers = MutableMapping[str, tuple[float | None, int | None]]
+"""Ledger id -> the limits this process last wrote to it (so it is not written again per call)."""
 
-    ledger_id: str
-    """``run:<root run id>`` or ``ws:<workspace>:<YYYY-MM>``."""
-    workspace_id: str
-    """The workspace."""
-    limit_usd: float | None
-    """USD limit (None: unlimited)."""
-    limit_tokens: int | None
-    """Token limit (None: unlimited)."""
-    label: str
-    """How a violation names this budget."""
+_c = budget_ledgers.c
+_RESERVE = (
+    update(budget_ledgers)
+    .where(
+        _c.ledger_id == bindparam("l_id"),
+        or_(_c.limit_usd.is_(None), _c.spent_usd + _c.reserved_usd + bindparam("l_usd") <= _c.limit_usd),
+        or_(_c.limit_tokens.is_(None), _c.spent_tokens + _c.reserved_tokens + bindparam("l_tokens") <= _c.limit_tokens),
+    )
+    .values(
+        reserved_usd=_c.reserved_usd + bindparam("l_usd"),
+        reserved_tokens=_c.reserved_tokens + bindparam("l_tokens"),
+        updated_at=bindparam("l_now"),
+    )
+)
+_MOVE = (
+    update(budget_ledgers)
+    .where(_c.ledger_id == bindparam("l_id"))
+    .values(
+        reserved_usd=_c.reserved_usd - bindparam("l_res_usd"),
+        reserved_tokens=_c.reserved_tokens - bindparam("l_res_tokens"),
+        spent_usd=_c.spent_usd + bindparam("l_spent_usd"),
+        spent_tokens=_c.spent_tokens + bindparam("l_spent_tokens"),
+        updated_at=bindparam("l_now"),
+    )
+)
+_compiled: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Refusal:
-    """Why a reservation was refused."""
-
-    ledger: LedgerSpec
-    """The budget that would be exceeded."""
-    limit: str
-    """``budget_usd`` or ``budget_tokens``."""
-    limit_value: float
-    """The limit."""
-    committed: float
-    """Spent plus reserved before this call."""
-    requested: float
-    """The worst case of this call."""
+def _run(conn: Connection, name: str, stmt: Any, params: dict[str, Any]) -> int:
+    """Execute a statement compiled once per dialect; returns the row count."""
+    key = (conn.dialect.name, name)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        c = stmt.compile(dialect=conn.dialect)
+        compiled = _compiled[key] = (str(c), tuple(c.positiontup) if c.positional and c.positiontup else None)
+    sql, order = compiled
+    args: Any = tuple(params[k] for k in order) if order is not None else params
+    return int(conn.exec_driver_sql(sql, args).rowcount)
 
 
-def _ensure(conn: Connection, spec: LedgerSpec, now: float) -> None:
-    row = conn.execute(select(budget_ledgers.c.ledger_id).where(budget_ledgers.c.ledger_id == spec.ledger_id)).first()
-    if row is None:
-        conn.execute(
-            upsert_insert(conn, budget_ledgers)
-            .values(
-                ledger_id=spec.ledger_id,
-                workspace_id=spec.workspace_id,
-                limit_usd=spec.limit_usd,
-                limit_tokens=spec.limit_tokens,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["ledger_id"])
-        )
+def _ensure(conn: Connection, spec: LedgerSpec, now: float, known: KnownLedgers | None, added: KnownLedgers) -> None:
+    """Create the ledger if missing and write the limits the reserving run holds (once per process)."""
+    limits = (spec.limit_usd, spec.limit_tokens)
+    if known is not None and known.get(spec.ledger_id) == limits:
+        return
     conn.execute(
-        update(budget_ledgers)
-        .where(budget_ledgers.c.ledger_id == spec.ledger_id)
-        .values(limit_usd=spec.limit_usd, limit_tokens=spec.limit_tokens)
+        upsert_insert(conn, budget_ledgers)
+        .values(
+            ledger_id=spec.ledger_id,
+            workspace_id=spec.workspace_id,
+            limit_usd=spec.limit_usd,
+            limit_tokens=spec.limit_tokens,
+            updated_at=now,
+        )
+        .on_conflict_do_update(
+            index_elements=["ledger_id"], set_={"limit_usd": spec.limit_usd, "limit_tokens": spec.limit_tokens}
+        )
+    )
+    added[spec.ledger_id] = limits
+
+
+def lock(conn: Connection, ledger_ids: Iterable[str]) -> None:
+    """PostgreSQL: lock the ledgers a transaction is about to change, in id order (no deadlocks)."""
+    ids = sorted(set(ledger_ids))
+    if ids and conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT ledger_id FROM budget_ledgers WHERE ledger_id = ANY(:ids) ORDER BY ledger_id FOR UPDATE"),
+            {"ids": ids},
+        )
+
+
+def _refusal(conn: Connection, spec: LedgerSpec, usd: float, tokens: int) -> Refusal:
+    row = conn.execute(select(budget_ledgers).where(_c.ledger_id == spec.ledger_id)).one()
+    over_usd = row.limit_usd is not None and row.spent_usd + row.reserved_usd + usd > row.limit_usd
+    return Refusal(
+        ledger=spec,
+        limit="budget_usd" if over_usd else "budget_tokens",
+        limit_value=float(row.limit_usd if over_usd else row.limit_tokens),
+        committed=float(row.spent_usd + row.reserved_usd if over_usd else row.spent_tokens + row.reserved_tokens),
+        requested=float(usd if over_usd else tokens),
     )
 
 
-def reserve(conn: Connection, ledgers: Sequence[LedgerSpec], usd: float, tokens: int, now: float) -> Refusal | None:
-    """Reserve ``usd`` and ``tokens`` on every ledger, or on none (returns why)."""
-    for spec in ledgers:
-        _ensure(conn, spec, now)
-    for spec in ledgers:
-        c = budget_ledgers.c
-        fits = and_(
-            or_(c.limit_usd.is_(None), c.spent_usd + c.reserved_usd + usd <= c.limit_usd),
-            or_(c.limit_tokens.is_(None), c.spent_tokens + c.reserved_tokens + tokens <= c.limit_tokens),
-        )
-        res = conn.execute(
-            update(budget_ledgers)
-            .where(c.ledger_id == spec.ledger_id, fits)
-            .values(reserved_usd=c.reserved_usd + usd, reserved_tokens=c.reserved_tokens + tokens, updated_at=now)
-        )
-        if res.rowcount != 1:
-            row = conn.execute(select(budget_ledgers).where(c.ledger_id == spec.ledger_id)).one()
-            over_usd = row.limit_usd is not None and row.spent_usd + row.reserved_usd + usd > row.limit_usd
-            refusal = Refusal(
-                ledger=spec,
-                limit="budget_usd" if over_usd else "budget_tokens",
-                limit_value=float(row.limit_usd if over_usd else row.limit_tokens),
-                committed=float(
-                    row.spent_usd + row.reserved_usd if over_usd else row.spent_tokens + row.reserved_tokens
-                ),
-                requested=float(usd if over_usd else tokens),
-            )
-            raise _Refused(refusal)
-    return None
+def reserve_all(
+    conn: Connection, reservations: Sequence[Reservation], now: float, known: KnownLedgers | None = None
+) -> tuple[list[Refusal | None], KnownLedgers]:
+    """Apply reservations in order; each reserves on all its ledgers or on none.
 
-
-class _Refused(Exception):
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.limit)
-        self.refusal = refusal
+    Returns one entry per reservation (None: reserved; else why it was refused) and the ledgers whose
+    limits this transaction wrote (to merge into ``known`` once it has committed).
+    """
+    added: KnownLedgers = {}
+    for r in reservations:
+        for spec in r.ledgers:
+            _ensure(conn, spec, now, known, added)
+    out: list[Refusal | None] = []
+    for r in reservations:
+        done: list[LedgerSpec] = []
+        refusal: Refusal | None = None
+        for spec in r.ledgers:
+            params = {"l_id": spec.ledger_id, "l_usd": r.usd, "l_tokens": r.tokens, "l_now": now}
+            if _run(conn, "reserve", _RESERVE, params) == 1:
+                done.append(spec)
+                continue
+            refusal = _refusal(conn, spec, r.usd, r.tokens)
+            break
+        if refusal is not None:  # give back what this call reserved on the ledgers before
+            settle(conn, [r.release_entry(spec.ledger_id) for spec in done], now)
+        out.append(refusal)
+    return out, added
 
 
 def settle(conn: Connection, entries: Sequence[dict[str, Any]], now: float) -> None:
     """Turn reservations into spend: each entry has ledger_id, reserved_usd/tokens, spent_usd/tokens."""
-    c = budget_ledgers.c
     for e in entries:
-        conn.execute(
-            update(budget_ledgers)
-            .where(c.ledger_id == e["ledger_id"])
-            .values(
-                reserved_usd=c.reserved_usd - e["reserved_usd"],
-                reserved_tokens=c.reserved_tokens - e["reserved_tokens"],
-                spent_usd=c.spent_usd + e["spent_usd"],
-                spent_tokens=c.spent_tokens + e["spent_tokens"],
-                updated_at=now,
-            )
+        _run(
+            conn,
+            "move",
+            _MOVE,
+            {
+                "l_id": e["ledger_id"],
+                "l_res_usd": e["reserved_usd"],
+                "l_res_tokens": e["reserved_tokens"],
+                "l_spent_usd": e.get("spent_usd", 0.0),
+                "l_spent_tokens": e.get("spent_tokens", 0),
+                "l_now": now,
+            },
         )
 
 
 def get_ledger(conn: Connection, ledger_id: str) -> dict[str, Any] | None:
     """One ledger's row."""
-    row = conn.execute(select(budget_ledgers).where(budget_ledgers.c.ledger_id == ledger_id)).first()
+    row = conn.execute(select(budget_ledgers).where(and_(_c.ledger_id == ledger_id))).first()
     return dict(row._mapping) if row is not None else None

@@ -8,8 +8,8 @@ applied with a guarded UPDATE in the same transaction as its events.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, tuple_, update
@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_
 from agentmaestro.core.events import Event, RunState, apply_event, fold
 from agentmaestro.core.states import TERMINAL_STATUSES, EventType, RunStatus, StepKind
 from agentmaestro.errors import ConflictError, InvalidTransitionError, NotFoundError
+from agentmaestro.store import _budget
 from agentmaestro.store.records import (
     RUN_KINDS,
     Claim,
@@ -24,12 +25,14 @@ from agentmaestro.store.records import (
     CommitResult,
     HeartbeatResult,
     NewRun,
+    Refusal,
+    Reservation,
     RunRecord,
     StepRow,
 )
 
 __all__ = ["NewRun"]  # re-exported: historically defined here
-from agentmaestro.store.dialects import upsert_insert
+from agentmaestro.store.dialects import compact_json, upsert_insert
 from agentmaestro.store.schema import (
     DEFAULT_WORKSPACE,
     agents,
@@ -322,6 +325,16 @@ def count_runs_by_status(conn: Connection, workspace_id: str | None) -> dict[str
     return {status: int(n) for status, n in conn.execute(q)}
 
 
+def run_statuses(conn: Connection, run_ids: Sequence[str]) -> dict[str, RunStatus]:
+    """The current status of each of ``run_ids`` that exists."""
+    out: dict[str, RunStatus] = {}
+    for i in range(0, len(run_ids), _CHUNK):
+        chunk = run_ids[i : i + _CHUNK]
+        for run_id, status in conn.execute(select(runs.c.run_id, runs.c.status).where(runs.c.run_id.in_(chunk))):
+            out[run_id] = RunStatus(status)
+    return out
+
+
 def list_events(conn: Connection, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]:
     """A run's events with seq greater than ``after_seq``, in order."""
     q = select(run_events).where(run_events.c.run_id == run_id, run_events.c.seq > after_seq).order_by(run_events.c.seq)
@@ -551,7 +564,7 @@ class _DriverStatement:
             order = tuple(c.positiontup) if c.positional and c.positiontup else None
             compiled = self._compiled[conn.dialect.name] = (str(c), order, dict(c.params))
         sql, order, defaults = compiled
-        dumps = json.dumps
+        dumps = compact_json
         prepared: list[dict[str, Any]] = []
         for row in rows:
             values = {**defaults, **row}
@@ -571,12 +584,37 @@ _INSERT_EVENTS = _DriverStatement(insert(run_events), json_params=("payload",))
 _INSERT_STEPS = _DriverStatement(insert(steps))
 
 
-def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> list[CommitResult | None]:
-    """Apply step commits; ``None`` for each commit whose guard failed (lease lost or stale version).
+_READ_BACK = "SELECT run_id, version, lease_owner, lease_epoch, cancel_requested FROM runs WHERE run_id IN ({})"
 
-    All guarded UPDATEs of the batch run as one executemany; a read-back of (version, lease owner,
-    epoch) under the same write lock tells which of them matched. This is sound because every
-    writer bumps ``version`` on every change and every claim bumps ``lease_epoch``.
+
+def _read_back(conn: Connection, run_ids: list[str]) -> dict[str, Any]:
+    """(version, lease owner, epoch, cancel flag) of the committed runs, by run id: plain SQL, no compiling."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    out: dict[str, Any] = {}
+    for i in range(0, len(run_ids), _CHUNK):
+        chunk = run_ids[i : i + _CHUNK]
+        sql = _READ_BACK.format(", ".join([mark] * len(chunk)))
+        for row in conn.exec_driver_sql(sql, tuple(chunk)):
+            out[row[0]] = row
+    return out
+
+
+def apply_commits(
+    conn: Connection,
+    commits: Sequence[Commit],
+    now: float,
+    *,
+    reservations: Sequence[Reservation] = (),
+    known_ledgers: _budget.KnownLedgers | None = None,
+) -> BatchResult:
+    """Apply step commits and budget reservations in one transaction.
+
+    ``results`` has ``None`` for each commit whose guard failed (lease lost or stale version). All
+    guarded UPDATEs of the batch run as one executemany; a read-back of (version, lease owner, epoch)
+    under the same write lock tells which of them matched. This is sound because every writer bumps
+    ``version`` on every change and every claim bumps ``lease_epoch``. Then, for the commits that
+    held: settlements of finished model calls, the reservations they carry for their next model
+    call, and ``reservations`` made on their own (a run's first model call), in that order.
     """
     keep: list[dict[str, Any]] = []
     release: list[dict[str, Any]] = []
@@ -596,15 +634,9 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
         _COMMIT_KEEP.executemany(conn, keep)
     if release:
         _COMMIT_RELEASE.executemany(conn, release)
-    current = {
-        r.run_id: r
-        for r in conn.execute(
-            select(
-                runs.c.run_id, runs.c.version, runs.c.lease_owner, runs.c.lease_epoch, runs.c.cancel_requested
-            ).where(runs.c.run_id.in_([c.run_id for c in commits]))
-        )
-    }
+    current = _read_back(conn, [c.run_id for c in commits])
     results: list[CommitResult | None] = []
+    held: list[Commit] = []
     event_rows: list[dict[str, Any]] = []
     step_rows: list[dict[str, Any]] = []
     for c in commits:
@@ -614,6 +646,7 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
             results.append(None)
             continue
         results.append(CommitResult(version=c.version + 1, cancel_requested=bool(r.cancel_requested)))
+        held.append(c)
         event_rows.extend(_event_rows(c.workspace_id, c.events))
         step_rows.extend(_step_rows(c.run_id, c.workspace_id, c.steps))
     if event_rows:
@@ -627,11 +660,11 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
     human_rows = [c.human_request for c, r in zip(commits, results, strict=True) if r is not None and c.human_request]
     if human_rows:
         conn.execute(insert(human_requests), human_rows)
-    settle = [e for c, r in zip(commits, results, strict=True) if r is not None for e in c.budget_settle]
-    if settle:
-        from agentmaestro.store._budget import settle as settle_budgets
-
-        settle_budgets(conn, settle, now)
+    budget = _apply_budget(conn, held, reservations, now, known_ledgers)
+    if budget.commit_refusals:
+        for i, (c, r) in enumerate(zip(commits, results, strict=True)):
+            if r is not None and c.run_id in budget.commit_refusals:
+                results[i] = dataclasses.replace(r, refusal=budget.commit_refusals[c.run_id])
     children = [child for c, r in zip(commits, results, strict=True) if r is not None for child in c.children]
     if children:
         create_runs(conn, children, now)
@@ -651,7 +684,48 @@ def apply_commits(conn: Connection, commits: Sequence[Commit], now: float) -> li
         from agentmaestro.store._children import resume_parents
 
         resume_parents(conn, parents, now)
-    return results
+    return BatchResult(results=results, refusals=budget.refusals, ledgers_written=budget.ledgers_written)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchResult:
+    """What one group-committed transaction did."""
+
+    results: list[CommitResult | None]
+    """Per commit: its result, or None when its guard failed."""
+    refusals: list[Refusal | None]
+    """Per stand-alone reservation: None when reserved, else why it was refused."""
+    ledgers_written: _budget.KnownLedgers
+    """Ledger limits written by this transaction (valid once it has committed)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _BudgetOutcome:
+    commit_refusals: dict[str, Refusal]
+    refusals: list[Refusal | None]
+    ledgers_written: _budget.KnownLedgers
+
+
+def _apply_budget(
+    conn: Connection,
+    held: Sequence[Commit],
+    reservations: Sequence[Reservation],
+    now: float,
+    known: _budget.KnownLedgers | None,
+) -> _BudgetOutcome:
+    settle = [e for c in held for e in c.budget_settle]
+    carried = [c for c in held if c.reserve is not None]
+    if not settle and not carried and not reservations:
+        return _BudgetOutcome(commit_refusals={}, refusals=[], ledgers_written={})
+    all_reservations = [c.reserve for c in carried if c.reserve is not None] + list(reservations)
+    _budget.lock(conn, [e["ledger_id"] for e in settle] + [lg.ledger_id for r in all_reservations for lg in r.ledgers])
+    if settle:
+        _budget.settle(conn, settle, now)
+    outcomes, written = _budget.reserve_all(conn, all_reservations, now, known)
+    commit_refusals = {
+        c.run_id: refusal for c, refusal in zip(carried, outcomes[: len(carried)], strict=True) if refusal is not None
+    }
+    return _BudgetOutcome(commit_refusals=commit_refusals, refusals=outcomes[len(carried) :], ledgers_written=written)
 
 
 def step_row_of(event: Event) -> StepRow | None:

@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import OperationalError
 
 from agentmaestro.core.events import Event
+from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
 from agentmaestro.store import _budget, _keys, _memory, _ops
 from agentmaestro.store import _interventions as _iv
@@ -35,7 +36,16 @@ from agentmaestro.store.dialects import (
     redact_url,
     writer_queue,
 )
-from agentmaestro.store.records import Claim, Commit, CommitResult, HeartbeatResult, RunRecord, StepRow
+from agentmaestro.store.records import (
+    Claim,
+    Commit,
+    CommitResult,
+    HeartbeatResult,
+    Refusal,
+    Reservation,
+    RunRecord,
+    StepRow,
+)
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
 
 log = logging.getLogger("agentmaestro.store")
@@ -47,6 +57,8 @@ NOTIFY_CHANNEL = "maestro_runs"
 EVENTS_CHANNEL = "maestro_events"
 """NOTIFY channel naming the runs that got new events (comma-separated run ids), sent on commit."""
 _EVENT_RUNS = _ops.EVENT_RUNS_KEY
+_STATUSES = "maestro.statuses"
+"""``conn.info`` key: new statuses a write transaction knows (run id -> status), for status watchers."""
 DELTAS_CHANNEL = "maestro_deltas"
 """NOTIFY channel of live model text deltas (see engine/deltas.py); listened to only by API servers."""
 _NOTIFY_PAYLOAD_MAX = 7000  # PostgreSQL caps a NOTIFY payload at 8000 bytes
@@ -117,6 +129,69 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+StatusTest = Callable[[RunStatus], bool]
+"""Whether a run status is one a waiter waits for."""
+
+
+class StatusWatchers:
+    """In-process waiters for a run to reach a status, told the status by the commit that made it.
+
+    A commit of this process names the run's new status, so a waiter wakes only when that status is
+    one it waits for (no database read per step). A change this process cannot see the status of (an
+    operator action, a run resumed by its child, another process's commit) wakes it with ``None``:
+    read the run again.
+    """
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[tuple[asyncio.Future[RunStatus | None], StatusTest]]] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def watch(self, run_id: str, test: StatusTest) -> Iterator[asyncio.Future[RunStatus | None]]:
+        """A future resolved with a status passing ``test``, or None on a change to read again."""
+        fut: asyncio.Future[RunStatus | None] = asyncio.get_running_loop().create_future()
+        entry = (fut, test)
+        with self._lock:
+            self._watchers.setdefault(run_id, set()).add(entry)
+        try:
+            yield fut
+        finally:
+            with self._lock:
+                s = self._watchers.get(run_id)
+                if s is not None:
+                    s.discard(entry)
+                    if not s:
+                        del self._watchers[run_id]
+
+    def run_ids(self) -> list[str]:
+        """The runs someone waits for."""
+        with self._lock:
+            return list(self._watchers)
+
+    def changed(self, run_ids: Collection[str], statuses: Mapping[str, RunStatus] | None = None) -> None:
+        """Runs changed; ``statuses`` has the new status of those whose commit this process made (thread-safe)."""
+        if not self._watchers:
+            return
+        wake: list[tuple[asyncio.Future[RunStatus | None], RunStatus | None]] = []
+        with self._lock:
+            for run_id in run_ids:
+                entries = self._watchers.get(run_id)
+                if not entries:
+                    continue
+                status = statuses.get(run_id) if statuses else None
+                wake.extend((fut, status) for fut, test in entries if status is None or test(status))
+        for fut, status in wake:
+            try:
+                fut.get_loop().call_soon_threadsafe(_deliver, fut, status)
+            except RuntimeError:  # the waiter's loop is closed
+                pass
+
+
+def _deliver(fut: asyncio.Future[RunStatus | None], status: RunStatus | None) -> None:
+    if not fut.done():
+        fut.set_result(status)
+
+
 class Store:
     """Persistent runs, events and steps. Create with :meth:`open`; close with :meth:`close`."""
 
@@ -130,10 +205,20 @@ class Store:
                 apply_session_timeouts(engine, lambda: self._session_timeouts)
         self._writer_queue = writer_queue(self.url)  # SQLite: processes queue for the write lock
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maestro-db-writer")
+        self._writer_conn: Connection | None = None  # SQLite: the writer thread's connection (see _write_tx)
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maestro-db-reader")
         self.waiters = Waiters()
-        self._pending: list[tuple[Commit, asyncio.Future[CommitResult]]] = []
+        self.watchers = StatusWatchers()
+        self._watch_poll: asyncio.Task[None] | None = None
+        self.watch_poll_s = 0.5
+        """How often the statuses of runs waited for are read (changes made by other processes)."""
+        self.origin = secrets.token_hex(6)
+        """Names this process's NOTIFYs, so its listener skips them (its own waiters were woken directly)."""
+        self._pending: list[tuple[Commit | Reservation, asyncio.Future[Any]]] = []
+        self._ledgers_known: _budget.KnownLedgers = {}  # budget ledgers whose limits this process wrote
         self._flush_task: asyncio.Task[None] | None = None
+        self._pending_creates: list[tuple[list[_ops.NewRun], asyncio.Future[list[RunRecord]]]] = []
+        self._create_task: asyncio.Task[None] | None = None
         self._listener: threading.Thread | None = None
         self._stop_channel = ""  # set when the PostgreSQL listener starts
         self._delta_listener: Callable[[str], None] | None = None  # model text deltas (engine/deltas.py)
@@ -188,8 +273,9 @@ class Store:
 
     async def close(self) -> None:
         """Flush pending commits and release connections and threads."""
-        if self._flush_task is not None:
-            await asyncio.shield(self._flush_task)
+        for task in (self._create_task, self._flush_task):
+            if task is not None:
+                await asyncio.shield(task)
         self.close_sync()
 
     def close_sync(self) -> None:
@@ -202,21 +288,44 @@ class Store:
             self._listener.join(timeout=3)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
         self._writer_engine.dispose()
         self._reader_engine.dispose()
         self._writer_queue.close()
 
     # ------------------------------------------------------------------------------- plumbing
 
+    @contextlib.contextmanager
+    def _write_tx(self) -> Iterator[Connection]:
+        """A write transaction (in the writer thread).
+
+        SQLite: on one connection the writer thread keeps open (no pool check-out, check-in and reset
+        per transaction: the embedded hot path). PostgreSQL: a pooled connection, so that a connection
+        broken by a server restart is replaced by the pool (pre-ping) at the next transaction.
+        """
+        if self.dialect != "sqlite":
+            with self._writer_engine.begin() as conn:
+                yield conn
+            return
+        if self._writer_conn is None:
+            self._writer_conn = self._writer_engine.connect()
+        conn = self._writer_conn
+        with conn.begin():
+            yield conn
+
     def _tx(self, engine_kind: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if engine_kind != "w":
             with self._reader_engine.begin() as conn:
                 return fn(conn, *args, **kwargs)
-        with self._writer_queue, self._writer_engine.begin() as conn:
+        with self._writer_queue, self._write_tx() as conn:
             conn.info.pop(_EVENT_RUNS, None)
+            conn.info.pop(_STATUSES, None)
             out = fn(conn, *args, **kwargs)
             touched = self._announce(conn)
-        self._wake(touched)
+            statuses = conn.info.pop(_STATUSES, None)
+        self._wake(touched, statuses)
         return out
 
     # --- event notifications (live streams) -------------------------------------------------------
@@ -230,16 +339,22 @@ class Store:
             for run_id in sorted(touched):
                 if chunk and size + len(run_id) + 1 > _NOTIFY_PAYLOAD_MAX:
                     conn.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": EVENTS_CHANNEL, "p": ",".join(chunk)})
-                    chunk, size = [], 0
+                    chunk, size = [self.origin], len(self.origin) + 1
+                if not chunk:
+                    chunk, size = [self.origin], len(self.origin) + 1
                 chunk.append(run_id)
                 size += len(run_id) + 1
             conn.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": EVENTS_CHANNEL, "p": ",".join(chunk)})
         return touched
 
-    def _wake(self, run_ids: Collection[str]) -> None:
-        """After a commit: wake in-process waiters of the runs that got events (thread-safe)."""
+    def _wake(self, run_ids: Collection[str], statuses: Mapping[str, RunStatus] | None = None) -> None:
+        """After a commit: wake in-process waiters of the runs that got events (thread-safe).
+
+        ``statuses``: the new status of the runs whose step commits these were (see :class:`StatusWatchers`).
+        """
         if run_ids:
             self.waiters.notify([*(f"run:{r}" for r in run_ids), "any"])
+            self.watchers.changed(run_ids, statuses)
 
     # ----------------------------------------------------------------------------------------------
 
@@ -251,11 +366,13 @@ class Store:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, partial(self._tx, "r", fn, *args, **kwargs))
 
-    def _notify_runs(self, run_ids: Collection[str], runnable: bool = False) -> None:
+    def _notify_runs(self, run_ids: Collection[str], runnable: bool = False, *, watchers: bool = True) -> None:
         keys = [f"run:{r}" for r in run_ids] + ["any"]
         if runnable:
             keys.append(RUNNABLE)
         self.waiters.notify(keys)
+        if watchers:  # (step commits and claims told their status watchers the new status already)
+            self.watchers.changed(run_ids)
 
     def _pg_notify(self, conn: Connection) -> None:
         if self.dialect == "postgresql":
@@ -282,16 +399,51 @@ class Store:
     # ------------------------------------------------------------------------------------ runs
 
     async def create_runs(self, new_runs: Sequence[_ops.NewRun]) -> list[RunRecord]:
-        """Insert PENDING runs with their RUN_CREATED events and wake workers."""
+        """Insert PENDING runs with their RUN_CREATED events and wake workers.
 
-        def op(conn: Connection) -> list[RunRecord]:
-            out = _ops.create_runs(conn, new_runs, time.time())
-            self._pg_notify(conn)
-            return out
+        Concurrent calls are group-committed: the runs of every call waiting meanwhile go in one
+        transaction (one fsync for many ``start_async`` calls at once). If that transaction fails, each
+        call's runs are written on their own, so one bad run fails only its own call.
+        """
+        if not new_runs:
+            return []
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[RunRecord]] = loop.create_future()
+        self._pending_creates.append((list(new_runs), fut))
+        if self._create_task is None or self._create_task.done():
+            self._create_task = loop.create_task(self._flush_creates())
+        return await fut
 
-        records = await self._write(op)
-        self._notify_runs([r.run_id for r in records], runnable=True)
-        return records
+    def _insert_runs(self, conn: Connection, new_runs: list[_ops.NewRun]) -> list[RunRecord]:
+        out = _ops.create_runs(conn, new_runs, time.time())
+        self._pg_notify(conn)
+        conn.info[_STATUSES] = {r.run_id: r.status for r in out}  # for status watchers
+        return out
+
+    async def _flush_creates(self) -> None:
+        while self._pending_creates:
+            batch = self._pending_creates[: self.max_batch]
+            del self._pending_creates[: self.max_batch]
+            try:
+                records = await self._write(self._insert_runs, [n for runs, _ in batch for n in runs])
+            except Exception as exc:
+                if len(batch) == 1:
+                    batch[0][1].set_exception(exc)
+                    continue
+                for runs, fut in batch:  # find the bad one: each call on its own
+                    try:
+                        fut.set_result(await self._write(self._insert_runs, runs))
+                    except Exception as one_exc:
+                        fut.set_exception(one_exc)
+                    else:
+                        self._notify_runs([r.run_id for r in fut.result()], runnable=True, watchers=False)
+                continue
+            self._notify_runs([r.run_id for r in records], runnable=True, watchers=False)
+            i = 0
+            for runs, fut in batch:
+                if not fut.done():
+                    fut.set_result(records[i : i + len(runs)])
+                i += len(runs)
 
     async def get_run(self, run_id: str, workspace_id: str | None = None) -> RunRecord:
         """One run (NotFoundError if missing or in another workspace)."""
@@ -351,6 +503,47 @@ class Store:
         self._ensure_listener()
         return await self.waiters.wait([f"run:{run_id}" if run_id else "any"], timeout)
 
+    async def wait_for_status(
+        self, run_id: str, test: StatusTest, timeout: float | None, *, workspace_id: str | None = None
+    ) -> RunRecord:
+        """Wait until the run's status passes ``test``; returns the run then (raises TimeoutError).
+
+        Reads the run once, then only when told it reached such a status or changed in a way this
+        process cannot see the status of: a step commit of this process costs no read. Other
+        processes' changes arrive by NOTIFY on PostgreSQL; on both databases one query every
+        :attr:`watch_poll_s` checks the statuses of all the runs waited for (a single read however
+        many waiters there are).
+        """
+        self._ensure_listener()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            with self.watchers.watch(run_id, test) as fut:  # armed before the read: no commit is missed
+                if self._watch_poll is None or self._watch_poll.done():
+                    self._watch_poll = loop.create_task(self._poll_watched())
+                rec = await self.get_run(run_id, workspace_id)
+                if test(rec.status):
+                    return rec
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"run {run_id} still {rec.status.value} after {timeout}s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(fut, remaining)
+
+    async def _poll_watched(self) -> None:
+        """While runs are waited for: read their statuses every ``watch_poll_s`` (other processes' changes)."""
+        while not self._closed.is_set():
+            await asyncio.sleep(self.watch_poll_s)
+            run_ids = self.watchers.run_ids()
+            if not run_ids:
+                return
+            try:
+                statuses = await self._read(_ops.run_statuses, run_ids)
+            except Exception as exc:  # a failed poll is retried at the next tick
+                log.debug("polling watched runs failed: %s", exc)
+                continue
+            self.watchers.changed(list(statuses), statuses)
+
     async def wait_runnable(self, timeout: float) -> bool:
         """Wait until a run may have become claimable (in-process or NOTIFY), or ``timeout``."""
         self._ensure_listener()
@@ -374,7 +567,7 @@ class Store:
         def op(conn: Connection) -> list[Claim]:
             # The clock is read in the writer thread, when the claim actually runs: a claim that
             # waited behind other writes still gets a full lease.
-            return _ops.claim_runs(
+            claims = _ops.claim_runs(
                 conn,
                 owner=owner,
                 limit=limit,
@@ -384,10 +577,12 @@ class Store:
                 run_ids=run_ids,
                 skip_locked=self.dialect == "postgresql",
             )
+            conn.info[_STATUSES] = {c.record.run_id: c.record.status for c in claims}  # for status watchers
+            return claims
 
         claims = await self._write(op)
         if claims:
-            self._notify_runs([c.record.run_id for c in claims])
+            self._notify_runs([c.record.run_id for c in claims], watchers=False)
         return claims
 
     async def heartbeat(self, *, owner: str, leases: Sequence[tuple[str, int]], lease_ttl: float) -> HeartbeatResult:
@@ -429,45 +624,58 @@ class Store:
         Raises:
             LeaseLostError: the guard matched no row: the lease was taken over or the run changed.
         """
+        return await self._enqueue(commit)  # type: ignore[no-any-return]
+
+    def _enqueue(self, item: Commit | Reservation) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[CommitResult] = loop.create_future()
-        self._pending.append((commit, fut))
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((item, fut))
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = loop.create_task(self._flush())
-        return await fut
+        return fut
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
-            commits = [c for c, _ in batch]
+            commits = [c for c, _ in batch if isinstance(c, Commit)]
+            reservations = [r for r, _ in batch if isinstance(r, Reservation)]
             try:
-                results = await loop.run_in_executor(self._writer, partial(self._commit_batch, commits))
+                out = await loop.run_in_executor(self._writer, partial(self._commit_batch, commits, reservations))
             except Exception as exc:  # a database error fails the whole batch; each caller sees it
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for (c, fut), res in zip(batch, results, strict=True):
+            results, refusals = iter(out.results), iter(out.refusals)
+            for item, fut in batch:
+                res: Any = next(results) if isinstance(item, Commit) else next(refusals)
                 if fut.done():
                     continue
-                if res is None:
+                if isinstance(item, Commit) and res is None:
                     fut.set_exception(
-                        LeaseLostError(f"run {c.run_id!r}: lease epoch {c.epoch} of {c.owner!r} is no longer valid")
+                        LeaseLostError(
+                            f"run {item.run_id!r}: lease epoch {item.epoch} of {item.owner!r} is no longer valid"
+                        )
                     )
                 else:
                     fut.set_result(res)
-            self._notify_runs({c.run_id for c in commits}, runnable=any(c.release for c in commits))
+            if commits:
+                self._notify_runs({c.run_id for c in commits}, runnable=any(c.release for c in commits), watchers=False)
 
-    def _commit_batch(self, commits: list[Commit]) -> list[CommitResult | None]:
-        with self._writer_queue, self._writer_engine.begin() as conn:
+    def _commit_batch(self, commits: list[Commit], reservations: list[Reservation]) -> _ops.BatchResult:
+        with self._writer_queue, self._write_tx() as conn:
             conn.info.pop(_EVENT_RUNS, None)  # event notifications
-            out = _ops.apply_commits(conn, commits, time.time())
+            out = _ops.apply_commits(
+                conn, commits, time.time(), reservations=reservations, known_ledgers=self._ledgers_known
+            )
             if any(c.children or (c.parent_run_id and c.release) for c in commits):
                 self._pg_notify(conn)  # sub-agent runs created, or a parent may have been resumed
             touched = self._announce(conn)  # event notifications
-        self._wake(touched)
+        self._ledgers_known.update(out.ledgers_written)  # only once the transaction has committed
+        statuses = {c.run_id: c.state.status for c, r in zip(commits, out.results, strict=True) if r and c.state.status}
+        self._wake(touched, statuses)
         return out
 
     # ------------------------------------------------------------------------- operator side
@@ -662,15 +870,18 @@ class Store:
 
     # -------------------------------------------------------------------------- budgets
 
-    async def reserve_budget(
-        self, ledgers: Sequence[_budget.LedgerSpec], *, usd: float, tokens: int
-    ) -> _budget.Refusal | None:
-        """Reserve a model call's worst case on every ledger, or on none; returns why it was refused."""
-        try:
-            await self._write(_budget.reserve, ledgers, usd, tokens, time.time())
-        except _budget._Refused as exc:
-            return exc.refusal
-        return None
+    async def reserve_budget(self, reservation: Reservation) -> Refusal | None:
+        """Reserve a model call's worst case on every ledger, or on none; returns why it was refused.
+
+        Group-committed with concurrent step commits (no transaction of its own under load). A step
+        commit can carry the reservation of the model call that follows it instead (``Commit.reserve``).
+        """
+        return await self._enqueue(reservation)  # type: ignore[no-any-return]
+
+    async def settle_budget(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Settle (or give back) reservations outside a step commit, e.g. when a driver stops early."""
+        if entries:
+            await self._write(_budget.settle, entries, time.time())
 
     async def budget_ledger(self, ledger_id: str) -> dict[str, Any] | None:
         """A budget ledger's row (limits, spent, reserved)."""
@@ -739,7 +950,9 @@ class Store:
                             deltas = True
                         for n in conn.notifies(timeout=0.5):
                             if n.channel == EVENTS_CHANNEL:
-                                self._wake([r for r in n.payload.split(",") if r])
+                                origin, _, runs = n.payload.partition(",")
+                                if origin != self.origin:  # this process woke its own waiters already
+                                    self._wake([r for r in runs.split(",") if r])
                             elif n.channel == self._stop_channel:
                                 break
                             elif n.channel == DELTAS_CHANNEL:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from collections.abc import Callable
@@ -59,6 +60,11 @@ def redact_url(url: str) -> str:
         return "<invalid url>"
 
 
+def compact_json(value: Any) -> str:
+    """JSON as stored: no spaces after separators, UTF-8 text unescaped (about 10% smaller than the default)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def create_engines(url: str) -> tuple[Engine, Engine]:
     """Build the (writer, reader) engines for a normalized URL.
 
@@ -70,13 +76,15 @@ def create_engines(url: str) -> tuple[Engine, Engine]:
     if parsed.get_backend_name() == "sqlite":
         assert parsed.database is not None
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1)
+        writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=2)  # one kept by the writer thread
         reader = _sqlite_engine(url, begin="BEGIN", pool_size=4)
         return writer, reader
     # Each session names its process, so that pg_stat_activity tells which maestro process holds what.
     args = {} if "application_name" in parsed.query else {"connect_args": {"application_name": application_name()}}
-    writer = create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True, **args)
-    reader = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True, **args)
+    # Every use is a `begin()` block that commits or rolls back itself: no reset round trip at check-in.
+    opts: dict[str, Any] = {"pool_pre_ping": True, "pool_reset_on_return": None, "json_serializer": compact_json}
+    writer = create_engine(url, pool_size=2, max_overflow=2, **opts, **args)
+    reader = create_engine(url, pool_size=4, max_overflow=4, **opts, **args)
     return writer, reader
 
 
@@ -158,6 +166,8 @@ def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> Engine:
         connect_args={"check_same_thread": False, "timeout": 30.0},
         pool_size=pool_size,
         max_overflow=0,
+        pool_reset_on_return=None,  # every use is a `begin()` block that commits or rolls back itself
+        json_serializer=compact_json,
     )
 
     @event.listens_for(engine, "connect")

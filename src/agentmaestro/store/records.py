@@ -194,6 +194,64 @@ class NewRun:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LedgerSpec:
+    """A budget ledger a model call is charged to, with the limits the charging run holds."""
+
+    ledger_id: str
+    """``run:<root run id>`` or ``ws:<workspace>:<YYYY-MM>``."""
+    workspace_id: str
+    """The workspace."""
+    limit_usd: float | None
+    """USD limit (None: unlimited)."""
+    limit_tokens: int | None
+    """Token limit (None: unlimited)."""
+    label: str
+    """How a violation names this budget."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refusal:
+    """Why a reservation was refused."""
+
+    ledger: LedgerSpec
+    """The budget that would be exceeded."""
+    limit: str
+    """``budget_usd`` or ``budget_tokens``."""
+    limit_value: float
+    """The limit."""
+    committed: float
+    """Spent plus reserved before this call."""
+    requested: float
+    """The worst case of this call."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reservation:
+    """A model call's worst case, to reserve on every one of ``ledgers`` or on none."""
+
+    ledgers: tuple[LedgerSpec, ...]
+    """The budgets the call is charged to."""
+    usd: float
+    """Worst-case cost in USD."""
+    tokens: int
+    """Worst-case tokens (prompt estimate plus the completion limit)."""
+
+    def release_entry(self, ledger_id: str, *, spent_usd: float = 0.0, spent_tokens: int = 0) -> dict[str, Any]:
+        """A settle entry turning this reservation on ``ledger_id`` into ``spent_*`` (0: give it back)."""
+        return {
+            "ledger_id": ledger_id,
+            "reserved_usd": self.usd,
+            "reserved_tokens": self.tokens,
+            "spent_usd": spent_usd,
+            "spent_tokens": spent_tokens,
+        }
+
+    def settle_entries(self, *, spent_usd: float = 0.0, spent_tokens: int = 0) -> list[dict[str, Any]]:
+        """Settle entries for every ledger of this reservation."""
+        return [self.release_entry(lg.ledger_id, spent_usd=spent_usd, spent_tokens=spent_tokens) for lg in self.ledgers]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Commit:
     """What a lease holder commits after one step: new snapshot, new events, finished steps.
 
@@ -231,6 +289,9 @@ class Commit:
     """The run's parent: resumed in the same transaction if this commit ends the last child."""
     budget_settle: tuple[dict[str, Any], ...] = ()
     """Budget reservations to settle to actual spend with this commit."""
+    reserve: Reservation | None = None
+    """The next model call's worst case, reserved in this commit's transaction if its guard holds
+    (the decision table says a model call comes next); :attr:`CommitResult.refusal` says how it went."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,6 +302,8 @@ class CommitResult:
     """The run's new version."""
     cancel_requested: bool
     """Whether an operator asked to cancel in the meantime."""
+    refusal: Refusal | None = None
+    """Why the commit's :attr:`Commit.reserve` was refused (None: reserved, or nothing asked)."""
 
 
 @dataclass(frozen=True, kw_only=True)
