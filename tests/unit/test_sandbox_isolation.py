@@ -232,3 +232,39 @@ async def test_a_program_outside_the_minimal_root_is_absent(tmp_path: Path) -> N
     tool_dir.mkdir()
     result = await run_sandboxed(["/bin/sh", "-c", f"ls {tool_dir}"], workdir=wd, isolate=True)
     assert "No such file or directory" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the work folder is lent to the sandbox user only by a root worker")
+@pytest.mark.anyio
+async def test_the_workdir_goes_back_to_its_owner(tmp_path: Path) -> None:
+    wd = tmp_path / "w"
+    (wd / "sub").mkdir(parents=True)
+    os.chown(wd, 1234, 1234)
+    os.chown(wd / "sub", 1234, 1234)
+    result = await run_sandboxed(["/bin/sh", "-c", "touch sub/new; stat -c %u sub"], workdir=wd, isolate=True)
+    assert result.stdout.strip() == str(SANDBOX_UID), result
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in (wd, wd / "sub", wd / "sub" / "new")} == {(1234, 1234)}
+    assert not sandbox._LENT
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="RLIMIT_NPROC applies where code runs as a user of its own")
+@pytest.mark.anyio
+async def test_a_fork_bomb_stops_at_the_process_limit(tmp_path: Path) -> None:
+    code = """\
+import os, time
+made = 0
+for _ in range(200):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(3)
+        os._exit(0)
+    made += 1
+print("forked", made)
+"""
+    limits = sandbox.SandboxLimits(processes=40, wall_s=20)
+    result = await run_sandboxed([sys.executable, "-I", "-c", code], workdir=tmp_path, limits=limits, isolate=True)
+    made = int(result.stdout.split()[-1])
+    assert 0 < made < 40, result

@@ -69,7 +69,7 @@ _DRAIN_GRACE_S = 1.0
 # Sets the limits, then replaces itself with the command: argv = [launcher, "cpu,as,fsize,nofile", cmd, *args].
 _LAUNCHER = """\
 import os, resource, sys
-cpu, mem, fsize, nofile = (int(x) for x in sys.argv[1].split(","))
+cpu, mem, fsize, nofile, nproc = (int(x) for x in sys.argv[1].split(","))
 def lim(res, soft, hard):
     cur_soft, cur_hard = resource.getrlimit(res)
     if cur_hard != resource.RLIM_INFINITY:
@@ -80,6 +80,8 @@ lim(resource.RLIMIT_CPU, cpu, cpu + 1)
 lim(resource.RLIMIT_AS, mem, mem)
 lim(resource.RLIMIT_FSIZE, fsize, fsize)
 lim(resource.RLIMIT_NOFILE, nofile, nofile)
+if nproc > 0:
+    lim(resource.RLIMIT_NPROC, nproc, nproc)
 try:
     os.execvp(sys.argv[2], sys.argv[2:])
 except OSError as exc:
@@ -100,13 +102,17 @@ class SandboxLimits:
     """Largest file the process may write, in MiB (``RLIMIT_FSIZE``)."""
     open_files: int = 256
     """Open file descriptors (``RLIMIT_NOFILE``)."""
+    processes: int = 512
+    """Processes and threads of the sandbox user at once (``RLIMIT_NPROC``), so a fork bomb stops there. Applied
+    only where code runs as a user of its own (a root worker under bubblewrap: :data:`SANDBOX_UID`), because the
+    limit counts every process of the user: all concurrent sandboxes share it."""
     wall_s: float = 30
     """Wall-clock seconds before the process group is killed."""
     output_chars: int = 20_000
     """Characters of stdout and of stderr kept; the rest is counted and dropped."""
 
     def __post_init__(self) -> None:
-        for name in ("cpu_s", "memory_mb", "file_size_mb", "open_files", "wall_s", "output_chars"):
+        for name in ("cpu_s", "memory_mb", "file_size_mb", "open_files", "processes", "wall_s", "output_chars"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SandboxLimits.{name} must be positive, got {getattr(self, name)!r}")
 
@@ -256,7 +262,8 @@ async def _run(
                 raise RuntimeError("bubblewrap isolation was required but bwrap is not usable here")
             command = wrapped
         mib = 1024 * 1024
-        rlimits = f"{lim.cpu_s},{lim.memory_mb * mib},{lim.file_size_mb * mib},{lim.open_files}"
+        nproc = lim.processes if use_bwrap and _as_root() else -1
+        rlimits = f"{lim.cpu_s},{lim.memory_mb * mib},{lim.file_size_mb * mib},{lim.open_files},{nproc}"
         full = [sys.executable, "-I", "-S", "-c", _LAUNCHER, rlimits, *command]
         data = stdin.encode() if isinstance(stdin, str) else stdin
 
@@ -458,34 +465,55 @@ def _bwrap_flags(workdir: Path | None, hide: Sequence[Path | str], fds: list[int
     flags += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if _as_root():
         # No user namespace: real root sets the sandbox up, then setpriv (the first program inside) switches to the
-        # unprivileged user with exactly these capabilities, and gives them up.
+        # unprivileged user with exactly these capabilities, and gives them up. CAP_DAC_READ_SEARCH lets bwrap enter
+        # a work folder of mode 0700 (now owned by the sandbox user) before the switch.
         flags += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+        flags += ["--cap-add", "CAP_DAC_READ_SEARCH"]
     else:
         flags += ["--unshare-user"]
     return flags
 
 
-_LENT: dict[Path, int] = {}
-"""Work folders lent to :data:`SANDBOX_UID` right now, with the number of sandboxed processes using each."""
+_LENT: dict[Path, tuple[int, tuple[int, int]]] = {}
+"""Work folders lent to :data:`SANDBOX_UID` right now: how many sandboxed calls use each, and its owner before."""
 _LENT_LOCK = threading.Lock()
 
 
 async def _lend(workdir: Path) -> None:
     """Give the work folder to the sandbox user for the time of one call (root workers only)."""
-    with _LENT_LOCK:
-        _LENT[workdir] = _LENT.get(workdir, 0) + 1
-    await asyncio.to_thread(_chown_tree, workdir, SANDBOX_UID, SANDBOX_GID)
+    await asyncio.to_thread(_lend_sync, workdir)
 
 
 async def _take_back(workdir: Path) -> None:
-    """Give the work folder back to the worker once no sandboxed process uses it (they are all dead by then)."""
+    """Give the work folder back to its owner once no sandboxed process uses it (they are all dead by then)."""
+    await asyncio.to_thread(_take_back_sync, workdir)
+
+
+def _lend_sync(workdir: Path) -> None:
+    # The walks run under the lock: a call ending while another starts cannot take the folder from it midway.
     with _LENT_LOCK:
-        _LENT[workdir] -= 1
-        last = _LENT[workdir] == 0
-        if last:
-            del _LENT[workdir]
-    if last:
-        await asyncio.to_thread(_chown_tree, workdir, os.geteuid(), os.getegid())
+        users, owner = _LENT.get(workdir, (0, (-1, -1)))
+        if users == 0:
+            st = os.lstat(workdir)
+            lent_before = (st.st_uid, st.st_gid) == (SANDBOX_UID, SANDBOX_GID)  # a worker that died mid-call
+            owner = (os.geteuid(), os.getegid()) if lent_before else (st.st_uid, st.st_gid)
+        try:
+            _chown_tree(workdir, SANDBOX_UID, SANDBOX_GID)  # again for a second user: files the worker wrote since
+        except OSError:
+            if users == 0:
+                _chown_tree(workdir, *owner)
+            raise
+        _LENT[workdir] = (users + 1, owner)
+
+
+def _take_back_sync(workdir: Path) -> None:
+    with _LENT_LOCK:
+        users, owner = _LENT[workdir]
+        if users > 1:
+            _LENT[workdir] = (users - 1, owner)
+            return
+        del _LENT[workdir]
+        _chown_tree(workdir, *owner)
 
 
 def _chown_tree(workdir: Path, uid: int, gid: int) -> None:
