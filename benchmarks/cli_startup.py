@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-TITLE = "## 5. CLI start-up"
+TITLE = "## 6. CLI start-up"
 COMMANDS: list[tuple[list[str], float | None]] = [
     (["--help"], 0.3),
     (["runs", "list"], 0.6),

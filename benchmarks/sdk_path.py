@@ -21,7 +21,17 @@ import asyncio
 import time
 from typing import Any
 
-from benchmarks.scenarios import BenchDatabase, GCTimer, Profiler, current_rss_mb, peak_rss_mb, verify
+from benchmarks.scenarios import (
+    BenchDatabase,
+    GCTimer,
+    Profiler,
+    _libpq,
+    _pg_sizes,
+    _sqlite_sizes,
+    current_rss_mb,
+    peak_rss_mb,
+    verify,
+)
 
 MODEL_NAME = "bench:gpt-4.1-mini"
 """Looked up in the price table by its bare name: every call costs what gpt-4.1-mini costs."""
@@ -97,6 +107,32 @@ def _figures(steps: int, wall: float, cpu: float, gc: GCTimer) -> dict[str, Any]
     }
 
 
+def database_bytes(db: BenchDatabase) -> dict[str, dict[str, int]]:
+    """Bytes per table (allocated and live data): SQLite's ``dbstat``, PostgreSQL's relation sizes."""
+    if db.sqlite_path is not None:
+        return _sqlite_sizes(db.sqlite_path)
+    import psycopg
+
+    with psycopg.connect(_libpq(db.url), autocommit=True) as conn:
+        return _pg_sizes(conn)
+
+
+def bytes_per_step(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], steps: int) -> dict[str, Any]:
+    """Database growth over the measured runs, per durable step: total and by table."""
+    tables = sorted(set(before) | set(after))
+    by_table = {
+        t: (after.get(t, {}).get("alloc", 0) - before.get(t, {}).get("alloc", 0)) / steps
+        for t in tables
+        if steps and after.get(t, {}).get("alloc", 0) != before.get(t, {}).get("alloc", 0)
+    }
+    data = sum(after.get(t, {}).get("data", 0) - before.get(t, {}).get("data", 0) for t in tables)
+    return {
+        "alloc_per_step": sum(by_table.values()),
+        "data_per_step": data / steps if steps else 0.0,
+        "tables": by_table,
+    }
+
+
 async def scenario_sdk_seq(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
     """``--runs`` runs one after another through ``Orchestrator.run`` (blocking, as a script would)."""
     from agentmaestro import Orchestrator
@@ -105,9 +141,12 @@ async def scenario_sdk_seq(args: argparse.Namespace, db: BenchDatabase) -> dict[
     pol = policy(not args.no_budget)
     profiler = Profiler(args.profile)
 
+    sizes: list[dict[str, dict[str, int]]] = []
+
     def body() -> tuple[dict[str, str], float, float, GCTimer]:
         with Orchestrator(database_url=db.url) as orch:
             orch.run(agent, "warm-up", policy=pol)  # imports, agent registration, first-run set-up
+            sizes.append(database_bytes(db))
             ids: dict[str, str] = {}
             gc_timer = GCTimer()
             with gc_timer:
@@ -122,6 +161,7 @@ async def scenario_sdk_seq(args: argparse.Namespace, db: BenchDatabase) -> dict[
         return ids, wall, cpu, gc_timer
 
     ids, wall, cpu, gc_timer = await asyncio.to_thread(body)
+    sizes.append(database_bytes(db))
     profiler.report()
     steps_per_run = 2 * args.turns - 1
     check = verify(db.url, {rid: expected(t, args.turns) for rid, t in ids.items()}, steps_per_run)
@@ -132,6 +172,7 @@ async def scenario_sdk_seq(args: argparse.Namespace, db: BenchDatabase) -> dict[
         "budget": not args.no_budget,
         **_figures(check["step_rows"], wall, cpu, gc_timer),
         "peak_rss_mb": peak_rss_mb(),
+        "bytes": bytes_per_step(sizes[0], sizes[1], check["step_rows"]),
         "verify": check,
     }
 
