@@ -57,6 +57,8 @@ NOTIFY_CHANNEL = "maestro_runs"
 EVENTS_CHANNEL = "maestro_events"
 """NOTIFY channel naming the runs that got new events (comma-separated run ids), sent on commit."""
 _EVENT_RUNS = _ops.EVENT_RUNS_KEY
+_REREAD_S = 5.0
+"""Longest a status waiter goes without reading its run, even when nothing told it to."""
 _STATUSES = "maestro.statuses"
 """``conn.info`` key: new statuses a write transaction knows (run id -> status), for status watchers."""
 DELTAS_CHANNEL = "maestro_deltas"
@@ -519,7 +521,8 @@ class Store:
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             with self.watchers.watch(run_id, test) as fut:  # armed before the read: no commit is missed
-                if self._watch_poll is None or self._watch_poll.done():
+                poll = self._watch_poll
+                if poll is None or poll.done() or poll.get_loop() is not loop:
                     self._watch_poll = loop.create_task(self._poll_watched())
                 rec = await self.get_run(run_id, workspace_id)
                 if test(rec.status):
@@ -527,8 +530,8 @@ class Store:
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"run {run_id} still {rec.status.value} after {timeout}s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(fut, remaining)
+                with contextlib.suppress(TimeoutError):  # re-read now and then whatever happens (belt and braces)
+                    await asyncio.wait_for(fut, _REREAD_S if remaining is None else min(remaining, _REREAD_S))
 
     async def _poll_watched(self) -> None:
         """While runs are waited for: read their statuses every ``watch_poll_s`` (other processes' changes)."""
