@@ -78,9 +78,13 @@ class StorePlane:
         caller: Callable[[], Caller],
     ) -> None:
         self._store = store
-        self._agents = agents
+        self._all_agents = agents
         self._workflows = workflows
         self._caller = caller
+
+    def _agents(self) -> AgentRegistry:
+        """The agents the caller's workspace sees (shared ones and those registered for it)."""
+        return self._all_agents().visible_to(self._caller().workspace_id)
 
     async def list_agents(self) -> list[JSON]:
         """The agents' definitions."""
