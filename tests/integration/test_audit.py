@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from agentmaestro.cli import main
 from agentmaestro.store import _audit
+from agentmaestro.store._audit_verify import ChainReport
 from agentmaestro.store.base import Store
 
 N = 10_000
@@ -63,8 +64,8 @@ def insert_chain(conn: sqlite3.Connection | psycopg.Connection, workspace: str, 
     conn.commit()
 
 
-def verify(url: str, workspace: str | None = None) -> list[_audit.ChainReport]:
-    async def go() -> list[_audit.ChainReport]:
+def verify(url: str, workspace: str | None = None) -> list[ChainReport]:
+    async def go() -> list[ChainReport]:
         store = Store.open(url)
         try:
             return await store.verify_audit(workspace)

@@ -130,8 +130,8 @@ class _Walker:
         except UnknownAuditKeyError:
             self._break(
                 seq,
-                f"entry {seq} names audit key {row['key_id']!r}, which is not in the keyring "
-                "(removed from MAESTRO_SECRET_KEYS, or the entry is forged)",
+                f"entry {seq} names audit key {row['key_id']!r}, which is not in the keyring (removed from "
+                "MAESTRO_SECRET_KEYS, written by a process with another keyring, or forged)",
             )
             return
         if not hmac.compare_digest(digest, str(row["hash"])):
