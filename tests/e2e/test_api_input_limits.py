@@ -128,13 +128,16 @@ def test_deeply_nested_json_is_a_4xx_on_every_route(served: tuple[LiveServer, di
         assert ok.status_code in (404, 405, 422) and "nested" not in ok.text
 
 
-def test_a_workflow_document_nested_too_deeply_is_a_4xx(served: tuple[LiveServer, dict[str, str]]) -> None:
+def test_a_workflow_document_nested_too_deeply_is_refused_at_once(served: tuple[LiveServer, dict[str, str]]) -> None:
     srv, keys = served
-    deep_yaml = "[" * 600 + "]" * 600  # beyond what PyYAML's recursive composer can build
-    with httpx.Client(base_url=srv.url, timeout=30) as c:
-        for path in ("/v1/workflows/validate", "/v1/workflows"):
-            r = c.post(path, json={"yaml": deep_yaml}, headers=auth(keys["operator"]))
-            assert 400 <= r.status_code < 500 and "error" in r.json(), (path, r.status_code, r.text[:200])
+    deep_yaml = "name: deep\nnodes: " + "[" * 5000 + "]" * 5000
+    problem = "nested more than 64 levels deep"
+    with httpx.Client(base_url=srv.url, timeout=30, headers=auth(keys["operator"])) as c:
+        checked = c.post("/v1/workflows/validate", json={"yaml": deep_yaml})
+        assert checked.status_code == 200 and checked.json()["valid"] is False
+        assert [p["message"] for p in checked.json()["problems"]] == [problem]
+        saved = c.post("/v1/workflows", json={"yaml": deep_yaml})
+        assert saved.status_code == 422 and problem in saved.json()["error"]["message"]
 
 
 def test_an_embedder_answering_html_is_a_4xx_and_creates_nothing(

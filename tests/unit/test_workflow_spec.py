@@ -104,3 +104,19 @@ def test_plan_skips_follow_the_documented_rule() -> None:
     first = dag.plan(wf, None, "x")
     assert first.skipped == ["a", "b"] and [n.id for n, _ in first.start] == ["c"]
     assert dag.topological_order(wf) == ["a", "c", "b", "d"]
+
+
+def test_a_document_nested_too_deeply_is_one_problem(tmp_path: Path) -> None:
+    flow = "name: deep\nnodes: " + "[" * 5000 + "]" * 5000 + "\n"
+    block = "".join(" " * i + f"k{i}:\n" for i in range(1200)) + " " * 1200 + "v: 1\n"
+    for text in (flow, block, "{a: " * 200 + "1" + "}" * 200):
+        wf, found = validate_text(text, agents=AGENTS)
+        assert wf is None
+        assert [p.message for p in found] == ["nested more than 64 levels deep"]
+    # Brackets inside quoted scalars and comments do not count.
+    quoted = 'name: q\nnodes: [{id: a, agent: writer, input: "' + "[" * 100 + '"}]  # ' + "{" * 100 + "\n"
+    assert validate_text(quoted, agents=AGENTS)[0] is not None
+    deep_file = tmp_path / "deep.yaml"
+    deep_file.write_text(flow)
+    with pytest.raises(WorkflowError, match="nested more than 64 levels deep"):
+        load_workflow(deep_file, agents=AGENTS)

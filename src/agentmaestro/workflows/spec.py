@@ -8,6 +8,7 @@ optional refinement loop. :func:`validate_text` reports every problem with the Y
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,10 +292,39 @@ def validate_data(
     return (wf if not problems else None), problems
 
 
+MAX_NESTING = 64
+"""Deepest ``[``/``{`` nesting a workflow document may have (a real one has fewer than ten levels)."""
+
+_FLOW_TOKENS = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^']|'')*'|#[^\n]*|[\[\]{}]", re.DOTALL)
+
+
+def _flow_nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether brackets and braces outside quoted scalars and comments nest deeper than ``limit`` (one pass)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _FLOW_TOKENS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
+
+
 def validate_text(
     text: str, *, source: str = "<workflow>", agents: AgentRegistry | None = None
 ) -> tuple[Workflow | None, list[Problem]]:
-    """Parse YAML (or JSON) text and validate it; problems carry YAML line numbers."""
+    """Parse YAML (or JSON) text and validate it; problems carry YAML line numbers.
+
+    A document nested more than :data:`MAX_NESTING` levels deep (or deeper than the recursive YAML parser can
+    build) is one problem, found before parsing where it can be: PyYAML would spend seconds on it, then fail.
+    """
+    too_deep = [Problem(path="", message=f"nested more than {MAX_NESTING} levels deep", line=None)]
+    if _flow_nesting_exceeds(text, MAX_NESTING):
+        return None, too_deep
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -302,6 +332,8 @@ def validate_text(
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         return None, [Problem(path="", message=f"not valid YAML: {one_line(exc)}", line=line)]
+    except RecursionError:
+        return None, too_deep
     return validate_data(data, agents=agents, root=root)
 
 
