@@ -305,3 +305,52 @@ def test_cli_checkpoint_verify_and_seal(chain: str, tmp_path: Path, capsys: pyte
     with pytest.raises(SystemExit) as sealed:
         main(["--database-url", chain, "audit", "seal"])
     assert sealed.value.code == 0 and "nothing to seal" in capsys.readouterr().out
+
+
+def test_upgrading_a_database_with_an_unkeyed_chain(db_url: str) -> None:
+    """Migration 0013 on a chain written by the previous release: nothing rewritten, unsealed until sealed."""
+    from alembic import command
+
+    from agentmaestro.store import migrate
+
+    engine = create_engine(normalize_url(db_url))
+    try:
+        cfg = migrate._config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0012")
+        old = [_audit.NewEntry(at=1_700_000_000.0 + i, actor="key:old", action="run.cancel") for i in range(4)]
+        prev = _audit.GENESIS_HASH
+        with engine.begin() as conn:
+            for i, e in enumerate(old, 1):
+                row = {
+                    "workspace_id": "default",
+                    "seq": i,
+                    "at": e.at,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": None,
+                    "detail": {},
+                    "prev_hash": prev,
+                }
+                row["hash"] = _audit.entry_hash(row)  # the previous release's plain SHA-256
+                conn.execute(
+                    text(
+                        "INSERT INTO audit_log (workspace_id, seq, at, actor, action, target, detail, prev_hash, hash)"
+                        " VALUES (:workspace_id, :seq, :at, :actor, :action, :target, '{}', :prev_hash, :hash)"
+                    ),
+                    row,
+                )
+                prev = row["hash"]
+            conn.execute(
+                text("INSERT INTO audit_heads (workspace_id, seq, hash, updated_at) VALUES ('default', 4, :h, 0)"),
+                {"h": prev},
+            )
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    report = verify(db_url)
+    assert not report.ok and report.legacy_entries == 4 and "maestro audit seal" in (report.reason or "")
+    fill(db_url, n=1)  # the next audited action seals the chain
+    report = verify(db_url)
+    assert report.ok and report.entries == 5 and report.legacy_entries == 4
