@@ -340,9 +340,20 @@ class AsyncClient:
 
     # ----------------------------------------------------------------- approvals and people
 
-    async def list_approvals(self, *, status: Sequence[str] | None = None) -> list[JSON]:
-        """Tool calls held for a decision (pending ones unless ``status`` says otherwise)."""
-        return await self._objects("GET", "/v1/approvals", params={"status": list(status) if status else None})
+    async def list_approvals(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        run_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> JSON:
+        """A page of tool calls held for a decision (pending unless ``status`` says otherwise), newest first.
+
+        Answers ``{"approvals": [...], "next_cursor": ...}``; pass ``next_cursor`` as ``cursor`` for the next page.
+        """
+        params = {"status": list(status) if status else None, "run_id": run_id, "cursor": cursor, "limit": limit}
+        return await self._object("GET", "/v1/approvals", params=params)
 
     async def get_approval(self, approval_id: str) -> JSON:
         """One approval."""
@@ -362,9 +373,21 @@ class AsyncClient:
             body["arguments"] = arguments
         return await self._object("POST", f"/v1/approvals/{approval_id}", json_body=body)
 
-    async def list_human_requests(self, *, status: Sequence[str] | None = None) -> list[JSON]:
-        """Runs waiting for a person (pending ones unless ``status`` says otherwise)."""
-        return await self._objects("GET", "/v1/human-requests", params={"status": list(status) if status else None})
+    async def list_human_requests(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        run_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> JSON:
+        """A page of runs waiting for a person (pending unless ``status`` says otherwise), newest first.
+
+        Answers ``{"human_requests": [...], "next_cursor": ...}``; pass ``next_cursor`` as ``cursor`` for the next
+        page.
+        """
+        params = {"status": list(status) if status else None, "run_id": run_id, "cursor": cursor, "limit": limit}
+        return await self._object("GET", "/v1/human-requests", params=params)
 
     async def resolve_human_request(
         self,

@@ -513,10 +513,17 @@ class Orchestrator:
 
     # ----------------------------------------------------------------------- human decisions
 
-    def approvals(self, *, include_decided: bool = False) -> list[dict[str, Any]]:
-        """Tool calls waiting for approval in this workspace (all approvals with ``include_decided``)."""
+    def approvals(
+        self, *, include_decided: bool = False, before: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Tool calls waiting for approval in this workspace (all approvals with ``include_decided``), newest first.
+
+        At most ``limit``; for the next page pass the last ``approval_id`` as ``before``.
+        """
         statuses = None if include_decided else ("pending",)
-        return self._call(self.store.list_approvals(workspace_id=self.workspace, statuses=statuses))
+        return self._call(
+            self.store.list_approvals(workspace_id=self.workspace, statuses=statuses, before=before, limit=limit)
+        )
 
     def approve(
         self, approval_id: str, *, reason: str = "", arguments: dict[str, Any] | None = None, by: str = "sdk"
@@ -547,10 +554,18 @@ class Orchestrator:
         await self._ensure_worker()
         return row
 
-    def human_requests(self, *, include_resolved: bool = False) -> list[dict[str, Any]]:
-        """Runs waiting for a person (failed steps, uncertain tool calls)."""
+    def human_requests(
+        self, *, include_resolved: bool = False, before: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Runs waiting for a person (failed steps, uncertain tool calls), newest first.
+
+        All requests with ``include_resolved``. At most ``limit``; for the next page pass the last ``request_id`` as
+        ``before``.
+        """
         statuses = None if include_resolved else ("pending",)
-        return self._call(self.store.list_human_requests(workspace_id=self.workspace, statuses=statuses))
+        return self._call(
+            self.store.list_human_requests(workspace_id=self.workspace, statuses=statuses, before=before, limit=limit)
+        )
 
     def resolve(
         self,

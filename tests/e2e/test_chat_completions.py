@@ -208,7 +208,7 @@ def test_run_waiting_for_approval_says_so(chat: Chat) -> None:
     run_id = maestro["run_id"]
     assert maestro["status"] == "WAITING_FOR_APPROVAL" and maestro["finished"] is False
     assert chat.run(run_id)["status"] == "WAITING_FOR_APPROVAL"
-    approvals = chat.http.get("/v1/approvals", headers=auth(chat.keys["viewer"])).json()
+    approvals = chat.http.get("/v1/approvals", headers=auth(chat.keys["viewer"])).json()["approvals"]
     [approval] = [a for a in approvals if a["run_id"] == run_id]
     assert approval["status"] == "pending"
     [pending] = maestro["pending"]
@@ -248,7 +248,7 @@ def test_run_waiting_for_a_person_says_so(chat: Chat) -> None:
     maestro = (stuck.model_extra or {})["maestro"]
     assert maestro["status"] == "WAITING_FOR_HUMAN"
     [pending] = maestro["pending"]
-    requests = chat.http.get("/v1/human-requests", headers=auth(chat.keys["viewer"])).json()
+    requests = chat.http.get("/v1/human-requests", headers=auth(chat.keys["viewer"])).json()["human_requests"]
     assert pending["kind"] == "human" and pending["id"] in [r["request_id"] for r in requests]
     text = stuck.choices[0].message.content or ""
     assert "waiting for a person" in text and pending["id"] in text and f"{chat.srv.url}/#/queue" in text

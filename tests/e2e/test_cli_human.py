@@ -21,7 +21,7 @@ def test_approve_reject_and_gate(db_url: str, tmp_path: Path) -> None:
     sh(tmp_path, db_url, "db", "upgrade")
     out = sh(tmp_path, db_url, "run", "janitor", "tidy", "--wait").stdout
     assert "WAITING_FOR_APPROVAL" in out and "maestro approvals list" in out
-    [appr] = json.loads(sh(tmp_path, db_url, "--json", "approvals", "list").stdout)
+    [appr] = json.loads(sh(tmp_path, db_url, "--json", "approvals", "list").stdout)["approvals"]
     assert appr["tool"] == "purge_logs" and appr["risk"] == "DANGEROUS"
 
     bad = sh(tmp_path, db_url, "approvals", "approve", appr["approval_id"], "--args", "[1]", ok=False)
@@ -45,7 +45,7 @@ def test_approve_reject_and_gate(db_url: str, tmp_path: Path) -> None:
     assert again.returncode == 1 and "already approved" in again.stderr
 
     sh(tmp_path, db_url, "run", "janitor", "tidy again", "--wait")
-    [appr2] = json.loads(sh(tmp_path, db_url, "--json", "approvals", "list").stdout)
+    [appr2] = json.loads(sh(tmp_path, db_url, "--json", "approvals", "list").stdout)["approvals"]
     rejected = sh(tmp_path, db_url, "approvals", "reject", appr2["approval_id"], "--reason", "not today", "--wait")
     assert "COMPLETED" in rejected.stdout and "not today" in rejected.stdout
 
@@ -55,7 +55,8 @@ def test_approve_reject_and_gate(db_url: str, tmp_path: Path) -> None:
     assert gate["deny_tools"] == ["purge_logs"]
     denied = sh(tmp_path, db_url, "run", "janitor", "third", "--wait").stdout
     assert "COMPLETED" in denied and "denied by policy" in denied
-    assert json.loads(sh(tmp_path, db_url, "--json", "escalations", "list").stdout) == []
+    escalations = json.loads(sh(tmp_path, db_url, "--json", "escalations", "list").stdout)
+    assert escalations == {"human_requests": [], "next": None}
 
 
 def test_runs_show_tree(tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ def test_cli_through_a_server(remote: tuple[Remote, dict[str, str]], tmp_path: P
     lines = events.out.splitlines()
     assert lines[0].split()[:2] == ["1", "RUN_CREATED"] and "RUN_COMPLETED" in lines[-1]
     assert "replay to the stored snapshot (status COMPLETED)" in replay.out
-    [appr] = approvals.json()
+    [appr] = approvals.json()["approvals"]
     assert appr["run_id"] == held.run_id() and appr["tool"] == "purge_logs"
     assert "calculator" in agents.out and "janitor" in agents.out
     assert agent.json()["model"] == "scripted:calculator"
@@ -170,7 +170,7 @@ def test_cli_through_a_server(remote: tuple[Remote, dict[str, str]], tmp_path: P
     resumed = m("runs", "resume", second_id, "--wait")
     assert f"{second_id} WAITING_FOR_APPROVAL" in resumed.out
     escalations = m("--json", "escalations", "list")
-    assert escalations.json() == []
+    assert escalations.json() == {"human_requests": [], "next": None}
 
     # roles, keys, gate rules and the audit log with an admin key
     viewer_cancel = m("runs", "cancel", second_id, key=keys["viewer"], ok=False)

@@ -88,13 +88,13 @@ def test_sync_client_runs_events_approvals_and_catalog(server: tuple[LiveServer,
         held = api.create_run("janitor", "tidy")
         waiting = api.wait(held["run_id"], until="waiting")
         assert waiting["status"] == "WAITING_FOR_APPROVAL"
-        [appr] = api.list_approvals()
+        [appr] = api.list_approvals()["approvals"]
         assert api.get_approval(appr["approval_id"])["tool"] == "purge_logs"
         decided = api.decide_approval(appr["approval_id"], "approve", reason="ok", arguments={"older_than_days": 45})
         assert decided["status"] == "approved" and decided["decided_by"] == "key:default-operator"
         assert "45 days" in api.wait(held["run_id"])["output"]
-        assert api.list_approvals(status=["approved"])[0]["approval_id"] == appr["approval_id"]
-        assert api.list_human_requests() == []
+        assert api.list_approvals(status=["approved"])["approvals"][0]["approval_id"] == appr["approval_id"]
+        assert api.list_human_requests() == {"human_requests": [], "next_cursor": None}
 
         # cancel and resume
         again = api.create_run("janitor", "tidy again")

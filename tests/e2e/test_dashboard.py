@@ -375,7 +375,7 @@ def test_workflow_graph_follows_its_tasks(
         root_id = moved_to_new_run(page, "-")
         check(page.locator("#tree-title")).to_have_text("Workflow release")
         deadline = time.monotonic() + 20
-        while not c.get("/v1/approvals").json():
+        while not c.get("/v1/approvals").json()["approvals"]:
             assert time.monotonic() < deadline, "the cleanup node never asked for approval"
             time.sleep(0.05)
 
@@ -393,7 +393,7 @@ def test_workflow_graph_follows_its_tasks(
         check(page.locator('.panel li[data-type="APPROVAL_REQUESTED"]')).to_contain_text("purge_logs")
         shot(page, "task-graph-workflow")
 
-        [approval] = c.get("/v1/approvals").json()
+        [approval] = c.get("/v1/approvals").json()["approvals"]
         c.post(f"/v1/approvals/{approval['approval_id']}", json={"decision": "approve"}).raise_for_status()
         check(cleanup).to_have_attribute("data-status", "completed")  # live, through the firehose
         assert wait_status(c, root_id, {"COMPLETED"})["output"]

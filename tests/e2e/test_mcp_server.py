@@ -220,7 +220,7 @@ async def test_stdio_through_a_server(tmp_path: Path, remote: tuple[LiveServer, 
         decided = await c.get(
             "/v1/approvals", params={"status": "approved"}, headers={"Authorization": f"Bearer {operator}"}
         )
-        assert [a["decided_by"] for a in decided.json()] == ["key:default-operator"]
+        assert [a["decided_by"] for a in decided.json()["approvals"]] == ["key:default-operator"]
     # a wrong key: `maestro mcp` says so in one line on stderr and exits before serving
     params = stdio_params(tmp_path, "--server", srv.url, "--api-key", "am_wrong_key")
     with open(tmp_path / "stderr.txt", "w") as errlog, pytest.raises(BaseExceptionGroup) as refusal:

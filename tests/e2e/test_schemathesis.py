@@ -86,7 +86,7 @@ class Fuzz:
         waiting = self._call("POST", "/v1/runs", json={"agent": "janitor", "input": "tidy"})["run_id"]
         self._wait(done, {"COMPLETED"})
         self._wait(waiting, {"WAITING_FOR_APPROVAL"})
-        [approval] = self._call("GET", "/v1/approvals")
+        [approval] = self._call("GET", "/v1/approvals")["approvals"]
         request_id = f"hum_{uuid.uuid4().hex[:12]}"
         engine = create_engine(normalize_url(self.url))
         with engine.begin() as conn:

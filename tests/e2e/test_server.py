@@ -87,7 +87,7 @@ def test_approval_over_http(server: tuple[LiveServer, dict[str, str]]) -> None:
             "run_id"
         ]
         wait_status(c, run_id, keys["viewer"], {"WAITING_FOR_APPROVAL"})
-        [appr] = c.get("/v1/approvals", headers=auth(keys["viewer"])).json()
+        [appr] = c.get("/v1/approvals", headers=auth(keys["viewer"])).json()["approvals"]
         assert appr["run_id"] == run_id and appr["risk"] == "DANGEROUS"
         denied = c.post(
             f"/v1/approvals/{appr['approval_id']}", json={"decision": "approve"}, headers=auth(keys["viewer"])

@@ -124,7 +124,7 @@ def test_cancel_and_approval_are_audited(server: Server) -> None:
         op = auth(keys["operator"])
         run_id = c.post("/v1/runs", json={"agent": "janitor", "input": "tidy"}, headers=op).json()["run_id"]
         wait_status(c, run_id, keys["viewer"], {"WAITING_FOR_APPROVAL"})
-        [appr] = c.get("/v1/approvals", headers=op).json()
+        [appr] = c.get("/v1/approvals", headers=op).json()["approvals"]
         decided = c.post(
             f"/v1/approvals/{appr['approval_id']}", json={"decision": "reject", "reason": "no"}, headers=op
         )

@@ -145,7 +145,7 @@ def seed(url: str, srv: LiveServer, c: httpx.Client, ws: str) -> Tenant:
     waiting = c.post("/v1/runs", json={"agent": "janitor", "input": f"{ws}: tidy"}, headers=op).json()["run_id"]
     wait_status(c, done, t.operator, {"COMPLETED"})
     wait_status(c, waiting, t.operator, {"WAITING_FOR_APPROVAL"})
-    [approval] = c.get("/v1/approvals", headers=op).json()
+    [approval] = c.get("/v1/approvals", headers=op).json()["approvals"]
     request_id = f"hum_{uuid.uuid4().hex[:12]}"
     engine = create_engine(normalize_url(url))
     with engine.begin() as conn:

@@ -284,7 +284,7 @@ def test_stream_edges_auth_keepalive_and_follow_modes(
             page = (await client.get(f"/v1/runs/{run_id}/events", params={"limit": 2})).json()
             assert [e["seq"] for e in page["events"]] == [1, 2] and page["next_after"] == 2
             # a completed run's stream replays and ends at once; follow=always stays open
-            [appr] = (await client.get("/v1/approvals")).json()
+            [appr] = (await client.get("/v1/approvals")).json()["approvals"]
             await client.post(
                 f"/v1/approvals/{appr['approval_id']}", json={"decision": "reject"}, headers=auth(keys["operator"])
             )

@@ -96,16 +96,18 @@ class Backend(Protocol):
         """The stored snapshot to check a replay against (locally the whole state; remotely the run)."""
 
     # people
-    async def list_approvals(self, statuses: Sequence[str] | None) -> list[JSON]:
-        """Approvals (all statuses when None)."""
+    async def list_approvals(self, statuses: Sequence[str] | None, *, before: str | None, limit: int) -> list[JSON]:
+        """Approvals (all statuses when None), newest first; ``before`` is the last id of the previous page."""
 
     async def decide_approval(
         self, approval_id: str, *, approve: bool, by: str, reason: str, arguments: JSON | None
     ) -> JSON:
         """Approve or reject a held tool call."""
 
-    async def list_human_requests(self, statuses: Sequence[str] | None) -> list[JSON]:
-        """Escalations (all statuses when None)."""
+    async def list_human_requests(
+        self, statuses: Sequence[str] | None, *, before: str | None, limit: int
+    ) -> list[JSON]:
+        """Escalations (all statuses when None), newest first; ``before`` is the last id of the previous page."""
 
     async def resolve_human_request(
         self, request_id: str, *, action: str, by: str, instructions: str | None, answer: str | None
@@ -327,9 +329,11 @@ class LocalBackend:
 
     # people
 
-    async def list_approvals(self, statuses: Sequence[str] | None) -> list[JSON]:
+    async def list_approvals(self, statuses: Sequence[str] | None, *, before: str | None, limit: int) -> list[JSON]:
         """Approvals of the workspace."""
-        return await self.store.list_approvals(workspace_id=self.workspace, statuses=statuses)
+        return await self.store.list_approvals(
+            workspace_id=self.workspace, statuses=statuses, before=before, limit=limit
+        )
 
     async def decide_approval(
         self, approval_id: str, *, approve: bool, by: str, reason: str, arguments: JSON | None
@@ -349,9 +353,13 @@ class LocalBackend:
         await self._audit("approval.approve" if approve else "approval.reject", approval_id, detail)
         return row
 
-    async def list_human_requests(self, statuses: Sequence[str] | None) -> list[JSON]:
+    async def list_human_requests(
+        self, statuses: Sequence[str] | None, *, before: str | None, limit: int
+    ) -> list[JSON]:
         """Escalations of the workspace."""
-        return await self.store.list_human_requests(workspace_id=self.workspace, statuses=statuses)
+        return await self.store.list_human_requests(
+            workspace_id=self.workspace, statuses=statuses, before=before, limit=limit
+        )
 
     async def resolve_human_request(
         self, request_id: str, *, action: str, by: str, instructions: str | None, answer: str | None
@@ -537,10 +545,13 @@ class RemoteBackend:
         run.pop("steps_detail", None)
         return run
 
-    async def list_approvals(self, statuses: Sequence[str] | None) -> list[JSON]:
+    async def list_approvals(self, statuses: Sequence[str] | None, *, before: str | None, limit: int) -> list[JSON]:
         """Approvals (every status when None)."""
         every = ["pending", "approved", "rejected", "expired"]
-        return await self.client.list_approvals(status=every if statuses is None else statuses)
+        status = every if statuses is None else statuses
+        page = await self.client.list_approvals(status=status, cursor=before, limit=limit)
+        rows: list[JSON] = page["approvals"]
+        return rows
 
     async def decide_approval(
         self, approval_id: str, *, approve: bool, by: str, reason: str, arguments: JSON | None
@@ -550,9 +561,14 @@ class RemoteBackend:
             approval_id, "approve" if approve else "reject", reason=reason, arguments=arguments
         )
 
-    async def list_human_requests(self, statuses: Sequence[str] | None) -> list[JSON]:
+    async def list_human_requests(
+        self, statuses: Sequence[str] | None, *, before: str | None, limit: int
+    ) -> list[JSON]:
         """Escalations (every status when None)."""
-        return await self.client.list_human_requests(status=["pending", "resolved"] if statuses is None else statuses)
+        status = ["pending", "resolved"] if statuses is None else statuses
+        page = await self.client.list_human_requests(status=status, cursor=before, limit=limit)
+        rows: list[JSON] = page["human_requests"]
+        return rows
 
     async def resolve_human_request(
         self, request_id: str, *, action: str, by: str, instructions: str | None, answer: str | None

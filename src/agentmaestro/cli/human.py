@@ -46,24 +46,39 @@ def _expires(ts: float | None) -> str:
     return "expired" if left <= 0 else f"in {int(left)}s"
 
 
+Limit = Annotated[int, typer.Option("--limit", min=1, max=500, help="Page size.")]
+Before = Annotated[str | None, typer.Option("--before", help="Cursor: the last id of the previous page.")]
+
+
 def _list_pending(
     ctx: typer.Context,
     all_: bool,
-    fetch: Callable[[Backend, Sequence[str] | None], Awaitable[list[dict[str, Any]]]],
+    page: tuple[str | None, int],
+    fetch: Callable[[Backend, Sequence[str] | None, str | None, int], Awaitable[list[dict[str, Any]]]],
+    what: tuple[str, str, str],
     columns: Sequence[str],
     cells: Callable[[dict[str, Any]], Sequence[str]],
 ) -> None:
-    """Print the pending rows (every row with ``--all``) as JSON or as a table of ``columns``."""
+    """Print one page of the pending rows (every row with ``--all``) as JSON or as a table of ``columns``.
+
+    ``page`` is (before, limit); ``what`` is (JSON key, id column, command) for the JSON and the next-page hint.
+    """
     c = _ctx(ctx)
+    before, limit = page
+    key, id_column, command = what
     statuses = None if all_ else ("pending",)
-    rows = c.call(lambda b: fetch(b, statuses))
+    rows = c.call(lambda b: fetch(b, statuses, before, limit))
+    nxt = rows[-1][id_column] if len(rows) == limit else None
     if c.as_json:
-        _print_json(rows)
+        _print_json({key: rows, "next": nxt})
         return
     table = Table(*columns)
     for r in rows:
         table.add_row(*cells(r))
     out.print(table)
+    if nxt is not None:
+        flags = " --all" if all_ else ""
+        out.print(f"next page: maestro {command} list{flags} --limit {limit} --before {nxt}", markup=False)
 
 
 # ------------------------------------------------------------------------------------ approvals
@@ -73,12 +88,16 @@ def _list_pending(
 def approvals_list(
     ctx: typer.Context,
     all_: Annotated[bool, typer.Option("--all", help="Include decided and expired approvals.")] = False,
+    limit: Limit = 100,
+    before: Before = None,
 ) -> None:
-    """List approvals (pending ones by default)."""
+    """List approvals (pending ones by default), newest first, a page at a time."""
     _list_pending(
         ctx,
         all_,
-        lambda b, statuses: b.list_approvals(statuses),
+        (before, limit),
+        lambda b, statuses, before, limit: b.list_approvals(statuses, before=before, limit=limit),
+        ("approvals", "approval_id", "approvals"),
         ("approval_id", "run_id", "tool", "risk", "arguments", "reasons", "status", "expires"),
         lambda r: (
             r["approval_id"],
@@ -165,12 +184,16 @@ def approvals_reject(
 def escalations_list(
     ctx: typer.Context,
     all_: Annotated[bool, typer.Option("--all", help="Include resolved requests.")] = False,
+    limit: Limit = 100,
+    before: Before = None,
 ) -> None:
-    """List runs waiting for a human (pending requests by default)."""
+    """List runs waiting for a human (pending requests by default), newest first, a page at a time."""
     _list_pending(
         ctx,
         all_,
-        lambda b, statuses: b.list_human_requests(statuses),
+        (before, limit),
+        lambda b, statuses, before, limit: b.list_human_requests(statuses, before=before, limit=limit),
+        ("human_requests", "request_id", "escalations"),
         ("request_id", "run_id", "kind", "question", "options", "status"),
         lambda r: (r["request_id"], r["run_id"], r["kind"], r["question"], ", ".join(r["options"]), r["status"]),
     )

@@ -161,9 +161,17 @@ class StorePlane:
         )
         return rec.to_json()
 
-    async def list_approvals(self, statuses: list[str] | None) -> list[JSON]:
-        """The workspace's approvals."""
-        return await self._store().list_approvals(workspace_id=self._caller().workspace_id, statuses=statuses)
+    async def list_approvals(
+        self, statuses: list[str] | None, *, run_id: str | None = None, before: str | None = None, limit: int = 100
+    ) -> list[JSON]:
+        """The workspace's approvals, newest first."""
+        return await self._store().list_approvals(
+            workspace_id=self._caller().workspace_id,
+            statuses=statuses,
+            run_ids=None if run_id is None else [run_id],
+            before=before,
+            limit=limit,
+        )
 
     async def resolve_approval(self, approval_id: str, approve: bool, reason: str, arguments: JSON | None) -> JSON:
         """Decide and audit (as ``POST /v1/approvals/{id}`` does)."""
@@ -255,10 +263,15 @@ class ClientPlane:
         """``POST /v1/runs/{id}/cancel``."""
         return await self.client.cancel_run(run_id, reason=reason)
 
-    async def list_approvals(self, statuses: list[str] | None) -> list[JSON]:
+    async def list_approvals(
+        self, statuses: list[str] | None, *, run_id: str | None = None, before: str | None = None, limit: int = 100
+    ) -> list[JSON]:
         """``GET /v1/approvals``."""
         every = ["pending", "approved", "rejected", "expired"]
-        return await self.client.list_approvals(status=every if statuses is None else statuses)
+        status = every if statuses is None else statuses
+        page = await self.client.list_approvals(status=status, run_id=run_id, cursor=before, limit=limit)
+        rows: list[JSON] = page["approvals"]
+        return rows
 
     async def resolve_approval(self, approval_id: str, approve: bool, reason: str, arguments: JSON | None) -> JSON:
         """``POST /v1/approvals/{id}``."""

@@ -126,9 +126,12 @@ class ApprovalInfo(BaseModel):
 
 
 class ApprovalList(BaseModel):
-    """Approvals, newest first."""
+    """A page of approvals, newest first."""
 
     approvals: list[ApprovalInfo]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as cursor to list_approvals for the next page; null on the last page."
+    )
 
 
 class RunInfo(BaseModel):
@@ -233,8 +236,13 @@ class ControlPlane(Protocol):
         """Cancel a run; the run."""
         ...
 
-    async def list_approvals(self, statuses: list[str] | None) -> list[JSON]:
-        """Approvals of the workspace (every status when None), newest first."""
+    async def list_approvals(
+        self, statuses: list[str] | None, *, run_id: str | None = None, before: str | None = None, limit: int = 100
+    ) -> list[JSON]:
+        """Approvals of the workspace (every status when None; only ``run_id``'s if given), newest first.
+
+        At most ``limit``; ``before`` is the last approval id of the previous page.
+        """
         ...
 
     async def resolve_approval(self, approval_id: str, approve: bool, reason: str, arguments: JSON | None) -> JSON:
@@ -315,13 +323,16 @@ def build_server(plane: ControlPlane, *, name: str = "agentmaestro") -> MCPServe
         """The pending approvals a waiting run (or, for a workflow, one of its sub-runs) waits for."""
         if run["status"] not in ("WAITING_FOR_APPROVAL", "WAITING_FOR_CHILDREN"):
             return []
-        pending = await plane.list_approvals(["pending"])
-        return [
-            a
-            for a in pending
-            if a["run_id"] == run["run_id"]
-            or (run["status"] == "WAITING_FOR_CHILDREN" and await _is_descendant(plane, a["run_id"], run["run_id"]))
-        ]
+        if run["status"] == "WAITING_FOR_APPROVAL":
+            return await plane.list_approvals(["pending"], run_id=run["run_id"])
+        pending: list[JSON] = []
+        before: str | None = None
+        while True:  # every pending approval of the workspace, a page at a time: which are in this run's tree?
+            page = await plane.list_approvals(["pending"], before=before, limit=500)
+            pending += [a for a in page if await _is_descendant(plane, a["run_id"], run["run_id"])]
+            if len(page) < 500:
+                return pending
+            before = page[-1]["approval_id"]
 
     @server.tool(annotations=_READ)
     @_one_line_errors
@@ -437,10 +448,17 @@ def build_server(plane: ControlPlane, *, name: str = "agentmaestro") -> MCPServe
         run_id: Annotated[
             str | None, Field(max_length=64, pattern=_ID, description="Only this run's approvals.")
         ] = None,
+        cursor: Annotated[
+            str | None, Field(max_length=64, pattern=_ID, description="next_cursor of the previous page.")
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=500, description="Most approvals to return.")] = 100,
     ) -> ApprovalList:
-        """Tool calls held for a person's decision (DANGEROUS or ELEVATED calls the risk gate stopped)."""
-        rows = await plane.list_approvals(_status_filter(status))
-        return ApprovalList(approvals=[ApprovalInfo.from_json(a) for a in rows if run_id in (None, a["run_id"])])
+        """Tool calls held for a person's decision (DANGEROUS or ELEVATED calls the risk gate stopped), newest first."""
+        rows = await plane.list_approvals(_status_filter(status), run_id=run_id, before=cursor, limit=limit)
+        return ApprovalList(
+            approvals=[ApprovalInfo.from_json(a) for a in rows],
+            next_cursor=rows[-1]["approval_id"] if len(rows) == limit else None,
+        )
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=True))
     @_one_line_errors

@@ -226,3 +226,17 @@ class HumanRequest(BaseModel):
     resolved_at: float | None
     resolved_by: str | None
     resolution: dict[str, Any] | None
+
+
+class ApprovalPage(BaseModel):
+    """A page of approvals, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    approvals: list[Approval]
+    next_cursor: str | None
+
+
+class HumanRequestPage(BaseModel):
+    """A page of human requests, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    human_requests: list[HumanRequest]
+    next_cursor: str | None

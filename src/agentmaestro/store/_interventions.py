@@ -27,18 +27,29 @@ def _as_dict(r: Row[Any]) -> dict[str, Any]:
 def _rows(
     conn: Connection,
     table: Table,
+    key: Column[Any],
     workspace_id: str | None,
     statuses: Collection[str] | None,
-    newest_first_by: Column[Any],
+    *,
+    run_ids: Collection[str] | None,
+    before: str | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """Rows of ``table`` in the workspace (any workspace for None) with one of ``statuses`` (any if empty)."""
+    """Rows of ``table`` newest first, in the workspace (any for None), with one of ``statuses`` (any if empty).
+
+    ``key`` is the table's sortable id (``apr_``/``hum_`` + creation time): the order, and ``before`` the cursor (the
+    last id of the previous page). ``run_ids`` keeps the rows of those runs only.
+    """
     q = select(table)
     if workspace_id is not None:
         q = q.where(table.c.workspace_id == workspace_id)
     if statuses:
         q = q.where(table.c.status.in_(list(statuses)))
-    q = q.order_by(newest_first_by.desc()).limit(limit)
+    if run_ids is not None:
+        q = q.where(table.c.run_id.in_(list(run_ids)))
+    if before:
+        q = q.where(key < before)
+    q = q.order_by(key.desc()).limit(limit)
     return [_as_dict(r) for r in conn.execute(q)]
 
 
@@ -56,10 +67,18 @@ def _row(
 
 
 def list_approvals(
-    conn: Connection, workspace_id: str | None, statuses: Collection[str] | None = ("pending",), limit: int = 100
+    conn: Connection,
+    workspace_id: str | None,
+    statuses: Collection[str] | None = ("pending",),
+    limit: int = 100,
+    *,
+    run_ids: Collection[str] | None = None,
+    before: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Approvals, newest first."""
-    return _rows(conn, approvals, workspace_id, statuses, approvals.c.requested_at, limit)
+    """Approvals, newest first; ``before`` is the last approval id of the previous page."""
+    return _rows(
+        conn, approvals, approvals.c.approval_id, workspace_id, statuses, run_ids=run_ids, before=before, limit=limit
+    )
 
 
 def get_approval(conn: Connection, approval_id: str, workspace_id: str | None) -> dict[str, Any]:
@@ -199,10 +218,17 @@ def expire_approvals(conn: Connection, now: float, limit: int = 100) -> list[str
 
 
 def list_human_requests(
-    conn: Connection, workspace_id: str | None, statuses: Collection[str] | None = ("pending",), limit: int = 100
+    conn: Connection,
+    workspace_id: str | None,
+    statuses: Collection[str] | None = ("pending",),
+    limit: int = 100,
+    *,
+    run_ids: Collection[str] | None = None,
+    before: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Escalations, newest first."""
-    return _rows(conn, human_requests, workspace_id, statuses, human_requests.c.created_at, limit)
+    """Escalations, newest first; ``before`` is the last request id of the previous page."""
+    key = human_requests.c.request_id
+    return _rows(conn, human_requests, key, workspace_id, statuses, run_ids=run_ids, before=before, limit=limit)
 
 
 def get_human_request(conn: Connection, request_id: str, workspace_id: str | None) -> dict[str, Any]:

@@ -734,10 +734,19 @@ class Store:
     # ------------------------------------------------------------------- human decisions
 
     async def list_approvals(
-        self, *, workspace_id: str | None = DEFAULT_WORKSPACE, statuses: Collection[str] | None = ("pending",)
+        self,
+        *,
+        workspace_id: str | None = DEFAULT_WORKSPACE,
+        statuses: Collection[str] | None = ("pending",),
+        run_ids: Collection[str] | None = None,
+        before: str | None = None,
+        limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Approvals (pending by default), newest first."""
-        return await self._read(_iv.list_approvals, workspace_id, statuses)
+        """Approvals (pending by default), newest first, at most ``limit``.
+
+        ``before`` is a cursor: the last ``approval_id`` of the previous page. ``run_ids`` keeps those runs' only.
+        """
+        return await self._read(_iv.list_approvals, workspace_id, statuses, limit, run_ids=run_ids, before=before)
 
     async def get_approval(self, approval_id: str, *, workspace_id: str | None = None) -> dict[str, Any]:
         """One approval."""
@@ -795,10 +804,19 @@ class Store:
         return touched
 
     async def list_human_requests(
-        self, *, workspace_id: str | None = DEFAULT_WORKSPACE, statuses: Collection[str] | None = ("pending",)
+        self,
+        *,
+        workspace_id: str | None = DEFAULT_WORKSPACE,
+        statuses: Collection[str] | None = ("pending",),
+        run_ids: Collection[str] | None = None,
+        before: str | None = None,
+        limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Escalations (pending by default), newest first."""
-        return await self._read(_iv.list_human_requests, workspace_id, statuses)
+        """Escalations (pending by default), newest first, at most ``limit``.
+
+        ``before`` is a cursor: the last ``request_id`` of the previous page. ``run_ids`` keeps those runs' only.
+        """
+        return await self._read(_iv.list_human_requests, workspace_id, statuses, limit, run_ids=run_ids, before=before)
 
     async def get_human_request(self, request_id: str, *, workspace_id: str | None = None) -> dict[str, Any]:
         """One escalation."""

@@ -405,8 +405,10 @@ async def _pending(store: Store, rec: RunRecord) -> list[dict[str, Any]]:
         return []
     ws = rec.workspace_id
     tree = {rec.run_id} if status != "WAITING_FOR_CHILDREN" else await _subtree(store, rec.run_id, ws)
-    out = [chat.pending_json(approval=a) for a in await store.list_approvals(workspace_id=ws) if a["run_id"] in tree]
-    out += [chat.pending_json(human=h) for h in await store.list_human_requests(workspace_id=ws) if h["run_id"] in tree]
+    # One pending item per waiting run at most: the tree's size bounds the lists.
+    out = [chat.pending_json(approval=a) for a in await store.list_approvals(workspace_id=ws, run_ids=tree, limit=2000)]
+    humans = await store.list_human_requests(workspace_id=ws, run_ids=tree, limit=2000)
+    out += [chat.pending_json(human=h) for h in humans]
     return out
 
 

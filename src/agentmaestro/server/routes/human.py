@@ -15,14 +15,29 @@ StoreDep = Annotated[Store, Depends(get_store)]
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
 
 
-@router.get("/approvals", response_model=list[schemas.Approval], summary="List approvals")
+Cursor = Annotated[str | None, Query(max_length=40, description="next_cursor of the previous page")]
+PageSize = Annotated[int, Query(ge=1, le=500)]
+RunFilter = Annotated[str | None, Query(max_length=40, description="Only this run's.")]
+
+
+@router.get("/approvals", response_model=schemas.ApprovalPage, summary="List approvals")
 async def list_approvals(
     principal: Viewer,
     store: StoreDep,
     status: Annotated[list[ApprovalStatus] | None, Query(description="Default: pending.")] = None,
-) -> list[dict[str, Any]]:
-    """Tool calls held for a decision in the caller's workspace."""
-    return await store.list_approvals(workspace_id=principal.workspace_id, statuses=status or ["pending"])
+    run_id: RunFilter = None,
+    cursor: Cursor = None,
+    limit: PageSize = 100,
+) -> dict[str, Any]:
+    """Tool calls held for a decision in the caller's workspace, newest first, with cursor pagination."""
+    rows = await store.list_approvals(
+        workspace_id=principal.workspace_id,
+        statuses=status or ["pending"],
+        run_ids=None if run_id is None else [run_id],
+        before=cursor,
+        limit=limit,
+    )
+    return {"approvals": rows, "next_cursor": rows[-1]["approval_id"] if len(rows) == limit else None}
 
 
 @router.get("/approvals/{approval_id}", response_model=schemas.Approval, summary="Get an approval")
@@ -55,14 +70,24 @@ async def decide(
     return row
 
 
-@router.get("/human-requests", response_model=list[schemas.HumanRequest], summary="List human requests")
+@router.get("/human-requests", response_model=schemas.HumanRequestPage, summary="List human requests")
 async def list_requests(
     principal: Viewer,
     store: StoreDep,
     status: Annotated[list[Literal["pending", "resolved"]] | None, Query(description="Default: pending.")] = None,
-) -> list[dict[str, Any]]:
-    """Runs waiting for a person in the caller's workspace."""
-    return await store.list_human_requests(workspace_id=principal.workspace_id, statuses=status or ["pending"])
+    run_id: RunFilter = None,
+    cursor: Cursor = None,
+    limit: PageSize = 100,
+) -> dict[str, Any]:
+    """Runs waiting for a person in the caller's workspace, newest first, with cursor pagination."""
+    rows = await store.list_human_requests(
+        workspace_id=principal.workspace_id,
+        statuses=status or ["pending"],
+        run_ids=None if run_id is None else [run_id],
+        before=cursor,
+        limit=limit,
+    )
+    return {"human_requests": rows, "next_cursor": rows[-1]["request_id"] if len(rows) == limit else None}
 
 
 @router.post("/human-requests/{request_id}", response_model=schemas.HumanRequest, summary="Resolve a human request")

@@ -170,13 +170,14 @@ async function refreshCounts() {
   if (countsInFlight || !session.key) return;
   countsInFlight = true;
   try {
-    const [approvals, requests] = await Promise.all([get("/v1/approvals"), get("/v1/human-requests")]);
-    const n = approvals.length + requests.length;
+    const [a, r] = await Promise.all([get("/v1/approvals", { limit: 100 }), get("/v1/human-requests", { limit: 100 })]);
+    const n = a.approvals.length + r.human_requests.length;
+    const more = a.next_cursor || r.next_cursor ? "+" : "";
     const badge = document.getElementById("queue-count");
     badge.hidden = n === 0;
-    badge.textContent = String(n);
-    badge.setAttribute("aria-label", `${n} pending`);
-    ctx.bus.dispatchEvent(new CustomEvent("counts", { detail: { approvals, requests } }));
+    badge.textContent = `${n}${more}`;
+    badge.setAttribute("aria-label", `${n}${more ? " or more" : ""} pending`);
+    ctx.bus.dispatchEvent(new CustomEvent("counts", { detail: { approvals: a.approvals, requests: r.human_requests } }));
   } catch {
     /* shown on the next successful refresh */
   } finally {

@@ -5,17 +5,37 @@
 import { get, post } from "../api.js";
 import { append, clear, fmtAge, fmtTime, h, pre, riskBadge, runLink, throttle } from "../dom.js";
 
+const PAGE = 50;
+
+/** The first ``count`` pages of a paged list: its items, and the cursor of the page after them (or null). */
+async function fetchPages(path, key, count) {
+  const items = [];
+  let cursor;
+  for (let i = 0; i < count; i += 1) {
+    const page = await get(path, { limit: PAGE, cursor });
+    items.push(...page[key]);
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
+  return { items, next: cursor || null };
+}
+
 export function render(main, _route, ctx) {
   let alive = true;
   const approvalsBox = h("div");
   const requestsBox = h("div");
   const approvalsTitle = h("h2", { id: "approvals-title" }, "Approvals");
   const requestsTitle = h("h2", { id: "requests-title" }, "Escalations");
+  // Each list is paged (newest first, PAGE at a time); "Load more" walks one more page, and a live
+  // refresh reloads as many pages as are shown.
+  const pages = { approvals: 1, requests: 1 };
+  const moreApprovals = h("button", { type: "button", class: "secondary", hidden: true, onclick: () => { pages.approvals += 1; load(); } }, "Load more approvals");
+  const moreRequests = h("button", { type: "button", class: "secondary", hidden: true, onclick: () => { pages.requests += 1; load(); } }, "Load more escalations");
   append(main,
     h("h1", null, "Human queue"),
     ctx.can("operator") ? null : h("p", { class: "notice" }, "Your key is a viewer key: you can see the queue; deciding needs the operator role."),
-    h("section", { "aria-labelledby": "approvals-title" }, approvalsTitle, approvalsBox),
-    h("section", { "aria-labelledby": "requests-title" }, requestsTitle, requestsBox),
+    h("section", { "aria-labelledby": "approvals-title" }, approvalsTitle, approvalsBox, h("div", { class: "row" }, moreApprovals)),
+    h("section", { "aria-labelledby": "requests-title" }, requestsTitle, requestsBox, h("div", { class: "row" }, moreRequests)),
   );
 
   async function decide(item, approval, body, done) {
@@ -142,10 +162,16 @@ export function render(main, _route, ctx) {
 
   async function load() {
     try {
-      const [approvals, requests] = await Promise.all([get("/v1/approvals"), get("/v1/human-requests")]);
+      const [a, r] = await Promise.all([
+        fetchPages("/v1/approvals", "approvals", pages.approvals),
+        fetchPages("/v1/human-requests", "human_requests", pages.requests),
+      ]);
       if (!alive) return;
-      approvalsTitle.textContent = `Approvals (${approvals.length})`;
-      requestsTitle.textContent = `Escalations (${requests.length})`;
+      const [approvals, requests] = [a.items, r.items];
+      approvalsTitle.textContent = `Approvals (${approvals.length}${a.next ? "+" : ""})`;
+      requestsTitle.textContent = `Escalations (${requests.length}${r.next ? "+" : ""})`;
+      moreApprovals.hidden = !a.next;
+      moreRequests.hidden = !r.next;
       sync(approvalsBox, approvals, (a) => a.approval_id, approvalItem, "data-approval-id", "No tool call is waiting for approval.");
       sync(requestsBox, requests, (r) => r.request_id, requestItem, "data-request-id", "No run is waiting for a person.");
     } catch (err) {
