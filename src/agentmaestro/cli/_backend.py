@@ -543,6 +543,7 @@ class RemoteBackend:
         """The run as the API shows it."""
         run = await self.client.get_run(run_id)
         run.pop("steps_detail", None)
+        run.pop("children", None)  # the API's child-run counts, not the state's awaited children
         return run
 
     async def list_approvals(self, statuses: Sequence[str] | None, *, before: str | None, limit: int) -> list[JSON]:
