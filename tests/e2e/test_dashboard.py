@@ -19,12 +19,15 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, insert
 
 from agentmaestro import Agent, RiskLevel, ScriptedModel, tool
 from agentmaestro.agents import AgentRegistry, load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
 from agentmaestro.server.ui import UI_DIR, resolve
 from agentmaestro.store.base import Store
+from agentmaestro.store.dialects import normalize_url
+from agentmaestro.store.schema import human_requests
 from tests.e2e.browser import Pages, expect, go, needs_chromium, shot
 from tests.fakes.server import LiveServer
 
@@ -477,6 +480,44 @@ def test_escalation_answered_in_queue(shared: tuple[LiveServer, dict[str, str]],
         card.get_by_role("button", name="Answer").click()
         check(page.locator(f'.queue-item:has(a[href="#/runs/{run_id}"])')).to_have_count(0)
         assert wait_status(c, run_id, {"COMPLETED"})["output"] == "42, answered by a person"
+
+
+@needs_chromium
+def test_queue_pages_with_load_more(tmp_path: Path, pages: Callable[[str], Pages]) -> None:
+    check = expect()
+    url = f"sqlite:///{tmp_path / 'maestro.db'}"
+    keys = make_keys(url)
+    with LiveServer(url, registry()) as srv, api(srv, keys["operator"]) as c:
+        run_id = c.post("/v1/runs", json={"agent": "flaky", "input": "try"}).json()["run_id"]
+        wait_status(c, run_id, {"WAITING_FOR_HUMAN"})
+        now = time.time()
+        rows = [
+            {
+                "request_id": f"hum_{int(now * 1000) + i:012x}{i:012x}",
+                "workspace_id": "default",
+                "run_id": run_id,
+                "kind": "step_failed",
+                "question": f"extra question {i}",
+                "detail": {},
+                "options": ["retry", "answer", "abandon"],
+                "status": "pending",
+                "created_at": now + i,
+            }
+            for i in range(55)
+        ]
+        engine = create_engine(normalize_url(url))
+        with engine.begin() as conn:
+            conn.execute(insert(human_requests), rows)
+        engine.dispose()
+        page = pages(srv.url).open(keys["operator"], "#/queue")
+        items = page.locator(".queue-item[data-request-id]")
+        check(items).to_have_count(50)
+        check(page.locator("#requests-title")).to_have_text("Escalations (50+)")
+        check(page.locator("#queue-count")).to_have_text("56")
+        page.get_by_role("button", name="Load more escalations").click()
+        check(items).to_have_count(56)
+        check(page.locator("#requests-title")).to_have_text("Escalations (56)")
+        check(page.get_by_role("button", name="Load more escalations")).to_have_count(0)
 
 
 # ------------------------------------------------------------------------------ admin, usage, catalog

@@ -29,13 +29,16 @@ export function render(main, _route, ctx) {
   // Each list is paged (newest first, PAGE at a time); "Load more" walks one more page, and a live
   // refresh reloads as many pages as are shown.
   const pages = { approvals: 1, requests: 1 };
-  const moreApprovals = h("button", { type: "button", class: "secondary", hidden: true, onclick: () => { pages.approvals += 1; load(); } }, "Load more approvals");
-  const moreRequests = h("button", { type: "button", class: "secondary", hidden: true, onclick: () => { pages.requests += 1; load(); } }, "Load more escalations");
+  // The buttons are in the page only while there is a next page.
+  const moreApprovals = h("button", { type: "button", class: "secondary", onclick: () => { pages.approvals += 1; load(); } }, "Load more approvals");
+  const moreRequests = h("button", { type: "button", class: "secondary", onclick: () => { pages.requests += 1; load(); } }, "Load more escalations");
+  const approvalsMore = h("div", { class: "row" });
+  const requestsMore = h("div", { class: "row" });
   append(main,
     h("h1", null, "Human queue"),
     ctx.can("operator") ? null : h("p", { class: "notice" }, "Your key is a viewer key: you can see the queue; deciding needs the operator role."),
-    h("section", { "aria-labelledby": "approvals-title" }, approvalsTitle, approvalsBox, h("div", { class: "row" }, moreApprovals)),
-    h("section", { "aria-labelledby": "requests-title" }, requestsTitle, requestsBox, h("div", { class: "row" }, moreRequests)),
+    h("section", { "aria-labelledby": "approvals-title" }, approvalsTitle, approvalsBox, approvalsMore),
+    h("section", { "aria-labelledby": "requests-title" }, requestsTitle, requestsBox, requestsMore),
   );
 
   async function decide(item, approval, body, done) {
@@ -170,8 +173,10 @@ export function render(main, _route, ctx) {
       const [approvals, requests] = [a.items, r.items];
       approvalsTitle.textContent = `Approvals (${approvals.length}${a.next ? "+" : ""})`;
       requestsTitle.textContent = `Escalations (${requests.length}${r.next ? "+" : ""})`;
-      moreApprovals.hidden = !a.next;
-      moreRequests.hidden = !r.next;
+      clear(approvalsMore);
+      if (a.next) approvalsMore.appendChild(moreApprovals);
+      clear(requestsMore);
+      if (r.next) requestsMore.appendChild(moreRequests);
       sync(approvalsBox, approvals, (a) => a.approval_id, approvalItem, "data-approval-id", "No tool call is waiting for approval.");
       sync(requestsBox, requests, (r) => r.request_id, requestItem, "data-request-id", "No run is waiting for a person.");
     } catch (err) {
