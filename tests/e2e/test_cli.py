@@ -362,6 +362,7 @@ def test_states_and_agents(tmp_path: Path) -> None:
 
     ok(states)
     assert "Run status transitions" in states.out and "Decision table" in states.out
+    assert "cannot_tell     ask         run" in states.out  # the recovery rule for uncertain calls
     for status in ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"):
         assert status in states.out
     ok(mermaid)

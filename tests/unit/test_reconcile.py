@@ -11,7 +11,15 @@ import pytest
 
 from agentmaestro.core.events import Event, InFlightStep, RunState, apply_event
 from agentmaestro.core.messages import ToolCall
-from agentmaestro.core.reconcile import RECOVERY, Outcome, Reconciled, Recovery, idempotency_key, recovery
+from agentmaestro.core.reconcile import (
+    RECOVERY,
+    Outcome,
+    Reconciled,
+    Recovery,
+    idempotency_key,
+    recovery,
+    render_recovery_table,
+)
 from agentmaestro.core.states import EventType, Phase, RunStatus
 from agentmaestro.errors import ConfigError, InvalidTransitionError
 from agentmaestro.tools.context import ToolContext
@@ -27,6 +35,11 @@ def test_the_recovery_rule_covers_every_case() -> None:
     assert recovery(Outcome.DID_NOT_HAPPEN, keyed=False) is Recovery.RUN
     assert recovery(Outcome.CANNOT_TELL, keyed=False) is Recovery.ASK
     assert recovery(Outcome.CANNOT_TELL, keyed=True) is Recovery.RUN  # the service deduplicates on the key
+    assert render_recovery_table().splitlines()[1:] == [
+        "happened        record      record",
+        "did_not_happen  run         run",
+        "cannot_tell     ask         run",
+    ]
 
 
 def test_idempotency_keys_name_the_run_and_step() -> None:

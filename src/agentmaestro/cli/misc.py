@@ -9,6 +9,7 @@ from rich.table import Table
 
 from agentmaestro.cli._common import _ctx, _print_json, app, out
 from agentmaestro.core.decide import render_decision_table
+from agentmaestro.core.reconcile import render_recovery_table
 from agentmaestro.core.states import render_table_mermaid, render_table_text
 from agentmaestro.store.base import Store
 from agentmaestro.store.dialects import redact_url
@@ -31,6 +32,11 @@ def states(
     out.print(render_table_text(), markup=False)
     out.print("\nDecision table for a RUNNING run (first match wins):\n", markup=False)
     out.print(render_decision_table(), markup=False)
+    out.print(
+        "\nA non-idempotent call left uncertain by a crash (RECOVER_UNCERTAIN): the tool's reconcile says, then\n",
+        markup=False,
+    )
+    out.print(render_recovery_table(), markup=False)
 
 
 @db_app.command("upgrade")

@@ -95,3 +95,13 @@ def idempotency_key(run_id: str, step: int) -> str:
     A fork of the run (a new run id) gets new keys: its calls are new calls.
     """
     return f"maestro-{run_id}-{step}"
+
+
+def render_recovery_table() -> str:
+    """:data:`RECOVERY` as text: what the engine does with an uncertain call, by the tool's answer."""
+    lines = [f"{'TOOL SAYS':<16}{'NOT KEYED':<12}KEYED (passes its idempotency key on)"]
+    for outcome in Outcome:
+        lines.append(
+            f"{outcome.value:<16}{recovery(outcome, keyed=False).value:<12}{recovery(outcome, keyed=True).value}"
+        )
+    return "\n".join(lines)
