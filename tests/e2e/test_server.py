@@ -78,6 +78,7 @@ def test_run_lifecycle_over_http(server: tuple[LiveServer, dict[str, str]]) -> N
         assert {"calculator", "janitor", "wordsmith"} <= {a["name"] for a in agents}
         tools = {t["name"]: t for t in c.get("/v1/tools", headers=auth(keys["viewer"])).json()}
         assert tools["purge_logs"]["risk"] == "DANGEROUS" and tools["add"]["agents"] == ["calculator"]
+        assert (tools["purge_logs"]["reconciles"], tools["purge_logs"]["idempotency_key"]) == (False, False)
 
 
 def test_approval_over_http(server: tuple[LiveServer, dict[str, str]]) -> None:

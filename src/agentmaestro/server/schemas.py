@@ -168,6 +168,10 @@ class Tool(BaseModel):
     description: str
     risk: Literal["SAFE", "ELEVATED", "DANGEROUS"]
     idempotent: bool
+    reconciles: bool = Field(
+        description="After a crash the tool can tell whether an interrupted call happened (see docs/tools.md)."
+    )
+    idempotency_key: bool = Field(description="The tool passes its idempotency key to the service it calls.")
     timeout_s: float
     parameters: dict[str, Any]
     agents: list[str]

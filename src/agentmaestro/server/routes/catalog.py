@@ -48,6 +48,8 @@ async def list_tools(principal: Viewer, request: Request) -> list[dict[str, Any]
                     "description": t.description,
                     "risk": t.risk.name,
                     "idempotent": t.idempotent,
+                    "reconciles": bool(getattr(t, "can_reconcile", False)),
+                    "idempotency_key": bool(getattr(t, "idempotency_key", False)),
                     "timeout_s": t.timeout_s,
                     "parameters": t.spec().parameters,
                     "agents": [],

@@ -181,7 +181,7 @@ export function render(main, _route, ctx) {
     append(clear(toolsBody), tools.map((t) => h("tr", { "data-tool": t.name },
       h("th", { scope: "row" }, ellipsis(t.name, { class: "mono" })),
       h("td", null, riskBadge(t.risk)),
-      h("td", null, t.idempotent ? "yes" : "no"),
+      h("td", null, t.idempotent ? "yes" : t.reconciles || t.idempotency_key ? `no (${[t.reconciles ? "reconciles" : "", t.idempotency_key ? "keyed" : ""].filter(Boolean).join(", ")})` : "no"),
       h("td", null, `${t.timeout_s}s`),
       h("td", null, t.agents.join(", ")),
       h("td", null, t.description),
