@@ -807,7 +807,23 @@ async def scenario_http_conc(args: argparse.Namespace, db: BenchDatabase) -> dic
     return await run(args, db)
 
 
+async def scenario_floor_seq(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
+    """The raw floor beside ``sdk-seq`` (see ``floors``)."""
+    from benchmarks.floors import scenario_floor_seq as run
+
+    return await run(args, db)
+
+
+async def scenario_floor_conc(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
+    """The raw floor beside ``sdk-conc`` (see ``floors``)."""
+    from benchmarks.floors import scenario_floor_conc as run
+
+    return await run(args, db)
+
+
 SCENARIOS = {
+    "floor-seq": scenario_floor_seq,
+    "floor-conc": scenario_floor_conc,
     "sdk-seq": scenario_sdk_seq,
     "sdk-conc": scenario_sdk_conc,
     "http-conc": scenario_http_conc,

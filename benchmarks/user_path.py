@@ -68,6 +68,14 @@ def run_user_path(plan: UserPathPlan, dbs: list[str], run: Runner, argv: Argv) -
                 o = run("sdk-conc", db, _flags(a), plan.timeout_s)
                 o.extra.update(rep=rep + 1, budget=budget)
                 outs.append(o)
+        a = argv("floor-seq", db, runs=plan.seq_runs, turns=plan.seq_turns)
+        o = run("floor-seq", db, a, plan.timeout_s)
+        o.extra.update(rep=1, budget=False, floor=True)
+        outs.append(o)
+        a = argv("floor-conc", db, runs=plan.conc_runs, turns=plan.conc_turns, latency=plan.latency_s)
+        o = run("floor-conc", db, a, plan.timeout_s)
+        o.extra.update(rep=1, budget=False, floor=True)
+        outs.append(o)
     if "sqlite" in dbs and plan.big_runs:
         a = argv(
             "sdk-conc",
@@ -133,7 +141,9 @@ def user_path_section(
         f"`sdk-conc`: {plan.conc_runs:,} runs started at once with `start_async` and awaited with `wait_async`, "
         f"{plan.conc_turns} model turns each, every model call sleeping {plan.latency_s * 1000:.0f} ms (ideal wall "
         f"{plan.conc_turns * plan.latency_s:.2f} s), same policy. `http-conc`: {plan.http_runs:,} runs created with "
-        "`POST /v1/runs` on a real `maestro serve` process and followed to their end over SSE. Best of "
+        "`POST /v1/runs` on a real `maestro serve` process and followed to their end over SSE. `floor-seq` and "
+        "`floor-conc` beside them: the same durable writes per step (a guarded run update, an event row, a step row) "
+        "with the database driver alone, no engine (`benchmarks/floors.py`). Best of "
         f"{plan.seq_reps} for the SDK scenarios; CPU = process CPU time, all threads (for `http-conc`: the server's).",
         "",
         "| scenario | database | budget | runs | steps | wall s | steps/s | wall/ideal | CPU ms/step | peak RSS MiB "
@@ -145,7 +155,7 @@ def user_path_section(
         groups.setdefault((o.name, o.db, bool(o.extra.get("budget")), bool(o.extra.get("big"))), []).append(o)
     cpu: dict[tuple[str, str, bool], float] = {}
     for (name, db, budget, big), group in groups.items():
-        best = _best(group, "steps_per_s" if name == "sdk-seq" else "wall_s", low=name != "sdk-seq")
+        best = _best(group, "steps_per_s" if name.endswith("-seq") else "wall_s", low=not name.endswith("-seq"))
         if best is None:
             lines.append(f"| {name} | {_label(db)} | {'on' if budget else 'off'} | failed: {group[0].error} |||||||||")
             summary.append(f"{name} {_label(db)}: FAILED ({group[0].error})")
@@ -163,11 +173,19 @@ def user_path_section(
             met = r["ratio"] <= CONC_TARGET_RATIO[db] and r["peak_rss_mb"] <= CONC_RSS_MB
             target = f"{'met' if met else '**MISSED**'} (<= {CONC_TARGET_RATIO[db]:g}x, RSS <= {CONC_RSS_MB:.0f} MB)"
         ratio = f"{r['ratio']:.1f}x" if "ratio" in r else "-"
+        budget_cell = "(raw writes)" if name.startswith("floor") else ("on" if budget else "off")
         lines.append(
-            f"| {name} | {_label(db)} | {'on' if budget else 'off'} | {r['runs']:,} | {r['steps']:,} "
+            f"| {name} | {_label(db)} | {budget_cell} | {r['runs']:,} | {r['steps']:,} "
             f"| {r['wall_s']:.2f} | {r['steps_per_s']:,.0f} | {ratio} | {r['cpu_ms_per_step']:.3f} "
-            f"| {r['peak_rss_mb']:.0f} | {r.get('loadavg_before', 0):.1f} | {target} |"
+            f"| {r.get('peak_rss_mb', r.get('peak_rss_mb_process', 0)):.0f} | {r.get('loadavg_before', 0):.1f} "
+            f"| {target} |"
         )
+        if name.startswith("floor"):
+            summary.append(
+                f"{name} {_label(db)} (raw driver writes, no engine): {r['steps_per_s']:,.0f} steps/s"
+                + (f", {r['ratio']:.1f}x ideal" if "ratio" in r else "")
+            )
+            continue
         summary.append(
             f"{name} {_label(db)} budget {'on' if budget else 'off'}"
             + (f" ({r['runs']:,} runs)" if big else "")

@@ -57,15 +57,28 @@ _compiled: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
 
 
 def _run(conn: Connection, name: str, stmt: Any, params: dict[str, Any]) -> int:
-    """Execute a statement compiled once per dialect; returns the row count."""
+    """Execute a statement (or ``stmt(conn)``) compiled once per dialect; returns the row count."""
     key = (conn.dialect.name, name)
     compiled = _compiled.get(key)
     if compiled is None:
-        c = stmt.compile(dialect=conn.dialect)
+        c = (stmt(conn) if callable(stmt) else stmt).compile(dialect=conn.dialect)
         compiled = _compiled[key] = (str(c), tuple(c.positiontup) if c.positional and c.positiontup else None)
     sql, order = compiled
     args: Any = tuple(params[k] for k in order) if order is not None else params
     return int(conn.exec_driver_sql(sql, args).rowcount)
+
+
+def _upsert(conn: Connection) -> Any:
+    """Create a ledger, or write the limits of an existing one."""
+    ins = upsert_insert(conn, budget_ledgers).values(
+        ledger_id=bindparam("l_id"),
+        workspace_id=bindparam("l_ws"),
+        limit_usd=bindparam("l_limit_usd"),
+        limit_tokens=bindparam("l_limit_tokens"),
+        updated_at=bindparam("l_now"),
+    )
+    limits = {"limit_usd": ins.excluded.limit_usd, "limit_tokens": ins.excluded.limit_tokens}
+    return ins.on_conflict_do_update(index_elements=["ledger_id"], set_=limits)
 
 
 def _ensure(conn: Connection, spec: LedgerSpec, now: float, known: KnownLedgers | None, added: KnownLedgers) -> None:
@@ -73,19 +86,14 @@ def _ensure(conn: Connection, spec: LedgerSpec, now: float, known: KnownLedgers 
     limits = (spec.limit_usd, spec.limit_tokens)
     if known is not None and known.get(spec.ledger_id) == limits:
         return
-    conn.execute(
-        upsert_insert(conn, budget_ledgers)
-        .values(
-            ledger_id=spec.ledger_id,
-            workspace_id=spec.workspace_id,
-            limit_usd=spec.limit_usd,
-            limit_tokens=spec.limit_tokens,
-            updated_at=now,
-        )
-        .on_conflict_do_update(
-            index_elements=["ledger_id"], set_={"limit_usd": spec.limit_usd, "limit_tokens": spec.limit_tokens}
-        )
-    )
+    params = {
+        "l_id": spec.ledger_id,
+        "l_ws": spec.workspace_id,
+        "l_limit_usd": spec.limit_usd,
+        "l_limit_tokens": spec.limit_tokens,
+        "l_now": now,
+    }
+    _run(conn, "ensure", _upsert, params)
     added[spec.ledger_id] = limits
 
 
