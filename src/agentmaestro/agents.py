@@ -182,7 +182,7 @@ class Agent:
         if not isinstance(tools_raw, list) or not all(isinstance(t, str) for t in tools_raw):
             raise ConfigError(f"{source}: tools must be a list of import paths like 'package.module:function'")
         try:
-            tools = [t for ref in tools_raw for t in _resolve_tool_ref(ref, mcp_tools, source)]
+            tools = [t for ref in tools_raw for t in _resolve_tool_ref(ref, mcp_tools, source, base_dir)]
             policy = StrictPolicy.from_json(data.get("policy"))
             gate = GatePolicy.from_json(data["gate"]) if data.get("gate") is not None else None
             retry = data.get("retry") or {}
@@ -221,7 +221,42 @@ class Agent:
         return cls.from_dict(data, source=str(p), base_dir=p.parent, mcp_tools=mcp_tools)
 
 
-def _resolve_tool_ref(ref: str, mcp_tools: dict[str, list[Tool]] | None, source: str) -> list[Tool]:
+def project_root_for(module: str, start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` holding ``module``'s top-level package (or ``.py`` file).
+
+    A YAML agent in ``examples/calc/agent.yaml`` naming ``examples.calc.tools:add`` finds the repository root
+    this way, so it runs without ``PYTHONPATH``.
+    """
+    top = module.split(".")[0]
+    if not top.isidentifier():
+        return None
+    for folder in [start.resolve(), *start.resolve().parents]:
+        if (folder / top).is_dir() or (folder / f"{top}.py").is_file():
+            return folder
+    return None
+
+
+def _import_root(ref: str, base_dir: Path | None) -> None:
+    """Put the project folder holding ``ref``'s module on ``sys.path`` when it cannot be imported as is."""
+    import importlib.util
+
+    module = ref.partition(":")[0].strip()
+    top = module.split(".")[0]
+    if base_dir is None or not top or top in sys.modules:
+        return
+    try:
+        if importlib.util.find_spec(top) is not None:
+            return
+    except (ImportError, ValueError):
+        return
+    root = project_root_for(module, base_dir)
+    if root is not None and str(root) not in sys.path:
+        sys.path.append(str(root))
+
+
+def _resolve_tool_ref(
+    ref: str, mcp_tools: dict[str, list[Tool]] | None, source: str, base_dir: Path | None = None
+) -> list[Tool]:
     if ref.startswith("builtin:"):
         from agentmaestro.tools.builtin import BUILTIN_TOOLS
         from agentmaestro.tools.builtin.integrations import INTEGRATION_TOOLS, integration_tool
@@ -236,7 +271,16 @@ def _resolve_tool_ref(ref: str, mcp_tools: dict[str, list[Tool]] | None, source:
             raise ConfigError(f"{source}: unknown built-in tool {name!r}; known: {', '.join(sorted(builtins))}")
         return [builtins[name]]
     if not ref.startswith("mcp:"):
-        return [load_tool(ref)]
+        _import_root(ref, base_dir)
+        try:
+            return [load_tool(ref)]
+        except ConfigError as exc:
+            if "no module named" not in str(exc) or base_dir is None:
+                raise
+            raise ConfigError(
+                f"{exc}; looked in {base_dir} and the folders above it: run from the project folder that holds "
+                "the module, pass --path DIR (the folder holding it), or set PYTHONPATH"
+            ) from None
     server, _, name = ref[4:].partition("/")
     available = (mcp_tools or {}).get(server)
     if available is None:

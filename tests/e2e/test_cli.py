@@ -215,7 +215,9 @@ def test_cli_lifecycle(db_url: str, tmp_path: Path) -> None:
 
     queued_id, cancel_id = ok(queued).run_id(), ok(to_cancel).run_id()
     for r, rid in ((queued, queued_id), (to_cancel, cancel_id)):
-        assert r.lines == [f"{rid} PENDING (start a worker to run it: maestro worker)"], str(r)
+        assert r.lines == [
+            f"{rid} PENDING: no worker is running: start one with `maestro worker`, or run it here with --wait"
+        ], str(r)
 
     assert capped.code == 1 and capped.err == "", str(capped)
     capped_id = capped.run_id()

@@ -3,6 +3,10 @@ messages, readable times (each command is a real subprocess)."""
 
 from __future__ import annotations
 
+import re
+import signal
+import socket
+import time
 from pathlib import Path
 
 from tests.e2e.test_cli import Maestro, ok, one_line_error, write
@@ -45,3 +49,60 @@ def test_every_cli_door_records_who_started_the_run(tmp_path: Path) -> None:
     assert {r["agent"] for r in runs} >= {"filecalc", "calculator", "tidy-and-report", "objective", "wordsmith"}
     assert all(str(r["created_by"]).startswith("cli:") for r in runs), [(r["agent"], r["created_by"]) for r in runs]
     assert "(not recorded)" not in ok(m("usage", "--by", "user")).out
+
+
+def test_queued_runs_say_whether_a_worker_will_pick_them_up(tmp_path: Path) -> None:
+    m = Maestro(tmp_path, f"sqlite:///{tmp_path / 'm.db'}")
+    alone = ok(m("run", "calculator", "What is (2 + 3) * 4?"))
+    assert alone.lines == [
+        f"{alone.run_id()} PENDING: no worker is running: start one with `maestro worker`, or run it here with --wait"
+    ]
+    worker = m.popen("worker", "--lease-ttl", "3")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            seen = ok(m("run", "calculator", "What is (2 + 3) * 4?"))
+            if "worker(s) running will pick it up" in seen.out:
+                break
+            assert time.monotonic() < deadline, str(seen)
+            time.sleep(0.5)
+        assert re.fullmatch(r"run_\w+ PENDING: queued; 1 worker\(s\) running will pick it up \(.+:\d+\)\n", seen.out)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=60)
+    gone = ok(m("run", "calculator", "What is (2 + 3) * 4?"))  # a worker that stopped cleanly is forgotten
+    assert "no worker is running" in gone.out
+
+
+def test_serve_on_a_busy_port_fails_before_printing_anything(tmp_path: Path) -> None:
+    m = Maestro(tmp_path, f"sqlite:///{tmp_path / 'm.db'}")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = m("serve", "--port", str(port))
+    one_line_error(r, f"port {port} on 127.0.0.1 is already in use", "--port")
+    assert not (tmp_path / ".maestro-home" / "bootstrap-admin.key").exists()  # no key made, none printed
+
+
+def test_times_are_readable(tmp_path: Path) -> None:
+    m = Maestro(tmp_path, f"sqlite:///{tmp_path / 'm.db'}")
+    ok(m("keys", "create", "--name", "me", "--role", "admin"))
+    listed = ok(m("audit", "list")).out
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", listed), listed
+    assert not re.search(r"\b1\d{9}\.\d{3}\b", listed), listed  # no epoch seconds
+
+
+def test_example_agents_import_their_tools_without_pythonpath(tmp_path: Path) -> None:
+    m = Maestro(tmp_path, f"sqlite:///{tmp_path / 'm.db'}")
+    m.env.pop("PYTHONPATH", None)
+    example = REPO / "examples" / "openai_calculator" / "agent.offline.yaml"
+    r = ok(m("run", str(example), "What is (12 + 30) * 2?", "--wait"))
+    assert "84" in r.out, str(r)
+    # A tool module elsewhere: a clear error saying what to do, then --path.
+    write(tmp_path / "lib" / "mytools.py", "def shout(text: str) -> str:\n    'Upper-case.'\n    return text.upper()\n")
+    write(tmp_path / "agents" / "loud.yaml", "name: loud\nmodel: scripted:calculator\ntools: [mytools:shout]\n")
+    missing = m("agents", "show", "agents/loud.yaml")
+    one_line_error(missing, "no module named 'mytools'", "--path DIR", "PYTHONPATH")
+    shown = ok(m("--path", "lib", "--json", "agents", "show", "agents/loud.yaml")).json()
+    assert [t["name"] for t in shown["tools"]] == ["shout"]

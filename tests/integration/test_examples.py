@@ -21,8 +21,8 @@ SECRET_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROP
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV and not k.startswith("MAESTRO_")}
-    env["PYTHONPATH"] = str(ROOT)
+    # No PYTHONPATH: the YAML agents find their tools' modules from their own folder upwards (README).
+    env = {k: v for k, v in os.environ.items() if k not in (*SECRET_ENV, "PYTHONPATH") and not k.startswith("MAESTRO_")}
     env["MAESTRO_DATABASE_URL"] = f"sqlite:///{tmp_path / 'examples.db'}"
     env.update(extra)
     return env

@@ -68,6 +68,9 @@ class Backend(Protocol):
     ) -> list[JSON]:
         """Runs, newest first."""
 
+    async def live_workers(self) -> list[JSON] | None:
+        """Worker processes heard of recently (their heartbeats); None when not known (a server's workers)."""
+
     async def get_run(self, run_id: str) -> JSON:
         """A run with its steps (``steps_detail``)."""
 
@@ -234,6 +237,10 @@ class LocalBackend:
         )
         self._registry = AgentRegistry([a])
         return rec.to_json()
+
+    async def live_workers(self) -> list[JSON] | None:
+        """Workers whose presence heartbeat is current."""
+        return await self.store.live_workers()
 
     async def list_runs(
         self, *, statuses: Sequence[str], agent: str | None, before: str | None, limit: int
@@ -492,6 +499,10 @@ class RemoteBackend:
                 f"{agent!r} is a file; with --server, runs use the agents the server knows (maestro agents list)"
             )
         return await self.client.create_run(agent, task, policy=overrides or None)
+
+    async def live_workers(self) -> list[JSON] | None:
+        """Not known through the API: the server's workers execute the run."""
+        return None
 
     async def list_runs(
         self, *, statuses: Sequence[str], agent: str | None, before: str | None, limit: int

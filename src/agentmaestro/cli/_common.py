@@ -183,7 +183,19 @@ def _main(
         str | None,
         typer.Option("--tls-client-key", envvar="MAESTRO_TLS_CLIENT_KEY", help="Client certificate key (PEM)."),
     ] = None,
+    path: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--path",
+            help="A folder to import agents' tools from (repeatable), like PYTHONPATH. Without it, tools are "
+            "looked up in the folders above the agent's YAML file.",
+        ),
+    ] = None,
 ) -> None:
+    for folder in reversed(path or []):
+        if not folder.is_dir():
+            raise ConfigError(f"--path {str(folder)!r} is not a folder")
+        sys.path.insert(0, str(folder.resolve()))
     ctx.obj = _Ctx(database_url, workspace, agents_dir, as_json, server or None, api_key, (tls_ca, tls_cert, tls_key))
 
 
@@ -292,6 +304,15 @@ def _print_event(ev: Event, as_json: bool) -> None:
         return
     step = f" step={ev.step}" if ev.step is not None else ""
     out.print(f"{ev.seq:>5} {ev.type.value:<22}{step} {_event_summary(ev)}", markup=False)
+
+
+def when(ts: float | None) -> str:
+    """A timestamp as people read it: ``2026-12-06 21:05:32Z`` (UTC); empty for None."""
+    if ts is None:
+        return ""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _age(seconds: float) -> str:

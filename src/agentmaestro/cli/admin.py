@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from agentmaestro.actor import local_actor
-from agentmaestro.cli._common import _ctx, _print_json, app, out
+from agentmaestro.cli._common import _ctx, _print_json, app, out, when
 from agentmaestro.errors import ConfigError
 
 audit_app = typer.Typer(help="The keyed, hash-chained audit log.", no_args_is_help=True)
@@ -151,9 +151,7 @@ def audit_list(
         return
     table = Table("seq", "at", "actor", "action", "target", "detail")
     for r in rows:
-        table.add_row(
-            str(r["seq"]), f"{r['at']:.3f}", r["actor"], r["action"], r["target"] or "", json.dumps(r["detail"])
-        )
+        table.add_row(str(r["seq"]), when(r["at"]), r["actor"], r["action"], r["target"] or "", json.dumps(r["detail"]))
     out.print(table)
 
 

@@ -7,7 +7,6 @@ listings show a masked hint (``…abcd``). Every command works on the database o
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 from typing import Annotated, Any
@@ -16,7 +15,7 @@ import typer
 from rich.table import Table
 
 from agentmaestro.cli._backend import Backend, LocalBackend, RemoteBackend
-from agentmaestro.cli._common import _ctx, _print_json, app, out
+from agentmaestro.cli._common import _ctx, _print_json, app, out, when
 from agentmaestro.errors import ConfigError
 
 credentials_app = typer.Typer(help="Named credentials for tools, encrypted at rest.", no_args_is_help=True)
@@ -52,8 +51,7 @@ def _read_secret(what: str, from_env: str | None, value: str | None) -> str:
     return secret
 
 
-def _when(ts: float | None) -> str:
-    return "" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+_when = when
 
 
 def _print_rows(rows: list[dict[str, Any]]) -> None:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from agentmaestro.cli._backend import Backend
-from agentmaestro.cli._common import _Ctx, _ctx, _print_json, _see_through, app, out
+from agentmaestro.cli._common import _age, _Ctx, _ctx, _print_json, _see_through, app, out, when
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.errors import ConfigError
 
@@ -43,7 +43,7 @@ def _expires(ts: float | None) -> str:
     if ts is None:
         return "never"
     left = ts - time.time()
-    return "expired" if left <= 0 else f"in {int(left)}s"
+    return "expired" if left <= 0 else f"in {_age(left)} ({when(ts)})"
 
 
 Limit = Annotated[int, typer.Option("--limit", min=1, max=500, help="Page size.")]

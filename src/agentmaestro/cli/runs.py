@@ -51,7 +51,7 @@ def _start_then_see_through(
     c: _Ctx,
     start: Callable[[Backend], Awaitable[dict[str, Any]]],
     *,
-    queued: Callable[[dict[str, Any]], str],
+    queued: Callable[[dict[str, Any], str], str],
     started: Callable[[dict[str, Any]], str | None],
     wait: bool,
     follow: bool = False,
@@ -61,7 +61,8 @@ def _start_then_see_through(
     Args:
         c: The CLI context.
         start: Creates the run; returns it.
-        queued: The line reporting the run left to a worker (with --json, the run's JSON instead).
+        queued: The line reporting the run left to a worker, given who will pick it up (:func:`pickup`); with
+            --json, the run's JSON instead.
         started: The line announcing the run before seeing it through, if any.
         wait: Drive or follow the run here until it stops or waits.
         follow: Also print its events as they happen.
@@ -73,7 +74,7 @@ def _start_then_see_through(
             if c.as_json:
                 _print_json(run)
             else:
-                out.print(queued(run), markup=False)
+                out.print(queued(run, pickup(c, await b.live_workers())), markup=False)
             return 0
         line = started(run)
         if line is not None:
@@ -81,6 +82,16 @@ def _start_then_see_through(
         return await _see_through(c, b, run["run_id"], follow)
 
     raise typer.Exit(c.call(go))
+
+
+def pickup(c: _Ctx, workers: list[dict[str, Any]] | None) -> str:
+    """Who will execute a queued run, from the workers' heartbeats (None: a server's workers, not known here)."""
+    if workers is None:
+        return f"queued on {c.server}; its workers run it"
+    if not workers:
+        return "no worker is running: start one with `maestro worker`, or run it here with --wait"
+    where = ", ".join(f"{w['host']}:{w['pid']}" for w in workers[:3]) + (", ..." if len(workers) > 3 else "")
+    return f"queued; {len(workers)} worker(s) running will pick it up ({where})"
 
 
 @app.command("run")
@@ -102,11 +113,10 @@ def run_cmd(
     """
     c = _ctx(ctx)
     overrides = _policy_overrides(max_steps, max_tokens, max_tool_calls, max_cost_usd, timeout_s)
-    where = f"queued on {c.server}" if c.server else "start a worker to run it: maestro worker"
     _start_then_see_through(
         c,
         lambda b: b.start_run(agent, task, overrides, here=wait or follow),
-        queued=lambda run: f"{run['run_id']} PENDING ({where})",
+        queued=lambda run, who: f"{run['run_id']} PENDING: {who}",
         started=lambda run: None if c.as_json or follow else f"{run['run_id']} started",
         wait=wait,
         follow=follow,
@@ -269,7 +279,7 @@ def runs_resume(
     _start_then_see_through(
         c,
         lambda b: b.resume_run(run_id, overrides),  # the same run, continued
-        queued=lambda run: f"{run['run_id']} {run['status']} (resumed; a worker will continue it)",
+        queued=lambda run, who: f"{run['run_id']} {run['status']} (resumed): {who}",
         started=lambda run: None,
         wait=wait,
     )
@@ -293,7 +303,7 @@ def runs_fork(
     _start_then_see_through(
         c,
         lambda b: b.fork_run(run_id, at, overrides),
-        queued=lambda run: f"{run['run_id']} PENDING (fork of {run_id} at seq {at})",
+        queued=lambda run, who: f"{run['run_id']} PENDING (fork of {run_id} at seq {at}): {who}",
         started=lambda run: f"{run['run_id']} forked from {run_id} at seq {at}",
         wait=wait,
     )

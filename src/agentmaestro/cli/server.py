@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +15,6 @@ from rich.table import Table
 
 from agentmaestro.cli._common import _Ctx, _ctx, _print_json, _run, app, out
 from agentmaestro.cli.admin import cli_actor
-from agentmaestro.engine.worker import WorkerConfig
 from agentmaestro.errors import ConfigError
 from agentmaestro.store.base import Store
 from agentmaestro.store.dialects import DEFAULT_HOME, redact_url
@@ -147,12 +148,15 @@ def serve(
     """Serve the REST API (and an embedded worker) until SIGINT/SIGTERM."""
     import uvicorn
 
+    from agentmaestro.engine.worker import WorkerConfig
     from agentmaestro.server.app import create_app
     from agentmaestro.server.tls import uvicorn_ssl_options
 
     c = _ctx(ctx)
     c.local_only("serve")
     ssl_options = uvicorn_ssl_options(tls_cert, tls_key, tls_client_ca)
+    sock = listen(host, port)  # a port in use is one error line, before anything is printed or created
+    port = int(sock.getsockname()[1])
     scheme = "https" if ssl_options else "http"
     agents = c.agents()
     from agentmaestro.cli.workflows import discover
@@ -203,12 +207,32 @@ def serve(
     )
     # Open event streams (SSE) never finish by themselves: give requests 5 s to end on SIGTERM/SIGINT, then
     # cancel them (subscribers resume elsewhere with Last-Event-ID).
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-        **ssl_options,
-    )
+    config = uvicorn.Config(application, log_level="warning", lifespan="on", timeout_graceful_shutdown=5, **ssl_options)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one).
+
+    Raises:
+        ConfigError: the address is in use or cannot be bound (says what to do instead).
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host!r}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is already in use (another maestro serve?); "
+                "choose another with --port N (make run: PORT=N make run)"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, out
+from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, out, when
 from agentmaestro.errors import ConfigError
 
 T = TypeVar("T")
@@ -252,7 +252,7 @@ def webhooks_deliveries(
             str(r["attempts"]),
             "" if r["last_status_code"] is None else str(r["last_status_code"]),
             r["last_error"] or "",
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+            when(r["created_at"]),
         )
     out.print(table)
 

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import socket
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -137,6 +139,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="maestro-heartbeat")
         sweeper = asyncio.create_task(self._sweep_loop(), name="maestro-sweeper")
         stalled = asyncio.create_task(self._stalled_loop(), name="maestro-stalled-sessions")
+        presence = asyncio.create_task(self._presence_loop(), name="maestro-presence")
         dispatcher = None  # outgoing webhooks: one dispatcher per worker process
         if self.config.webhooks:
             from agentmaestro.integrations.webhooks import Dispatcher
@@ -155,10 +158,13 @@ class Worker:
                 dispatcher.stop()
                 with contextlib.suppress(Exception):
                     await hooks
-            for t in (heartbeat, sweeper, stalled):
+            for t in (heartbeat, sweeper, stalled, presence):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            if self.run_ids is None:
+                with contextlib.suppress(Exception):
+                    await self.store.worker_gone(self.owner)
 
     async def _claim_some(self) -> int:
         free = self.config.concurrency - len(self._tasks)
@@ -331,6 +337,28 @@ class Worker:
                 await self.store.expire_approvals()
             except Exception:
                 log.exception("approval sweep failed")
+
+    async def _presence_loop(self) -> None:
+        """Keep this worker's ``workers`` row alive (busy or idle), so others know runs will be picked up.
+
+        Workers dedicated to given runs (``run_ids``: ``maestro run --wait``, the demo) do not announce themselves.
+        """
+        if self.run_ids is not None:
+            return
+        interval = self.config.heartbeat_interval_s or self.config.lease_ttl_s / 3
+        host, pid = socket.gethostname(), os.getpid()
+        while True:
+            try:
+                await self.store.worker_beat(
+                    owner=self.owner,
+                    host=host,
+                    pid=pid,
+                    concurrency=self.config.concurrency,
+                    ttl=max(self.config.lease_ttl_s, 2 * interval),
+                )
+            except Exception:
+                log.warning("worker presence heartbeat failed", exc_info=True)
+            await asyncio.sleep(interval)
 
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval_s or self.config.lease_ttl_s / 3

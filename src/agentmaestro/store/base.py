@@ -935,6 +935,28 @@ class Store:
         """Unrevoked keys in all workspaces."""
         return await self._read(_keys.count_keys)
 
+    # ------------------------------------------------------------------------ worker presence
+
+    async def worker_beat(self, *, owner: str, host: str, pid: int, concurrency: int, ttl: float) -> None:
+        """Record that the worker ``owner`` is alive for the next ``ttl`` seconds."""
+        from agentmaestro.store import _workers
+
+        await self._write(
+            _workers.beat, owner=owner, host=host, pid=pid, concurrency=concurrency, now=time.time(), ttl=ttl
+        )
+
+    async def worker_gone(self, owner: str) -> None:
+        """Forget a worker that stopped."""
+        from agentmaestro.store import _workers
+
+        await self._write(_workers.gone, owner)
+
+    async def live_workers(self) -> list[dict[str, Any]]:
+        """Workers (claiming any run) heard of within their lease length: owner, host, pid, last_seen, ..."""
+        from agentmaestro.store import _workers
+
+        return await self._read(_workers.alive, time.time())
+
     # ------------------------------------------------------------------ PostgreSQL NOTIFY
 
     def _ensure_listener(self) -> None:

@@ -435,3 +435,21 @@ oauth_states = Table(
 )
 """Pending OAuth authorizations: the SHA-256 of ``state`` (single use: deleted when consumed), the PKCE verifier
 (encrypted), bound to the workspace that started it."""
+
+# ------------------------------------------------------------------------------ workers (0015)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("owner", String(200), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+"""Worker processes that claim any run, and when each was last heard of. A worker refreshes its row on every
+heartbeat interval (busy or idle) and deletes it when it stops; one whose ``expires_at`` has passed is gone.
+``maestro run`` reads it to say honestly whether a queued run will be picked up. The one table without
+``workspace_id``: workers serve every workspace (a reference table on a distributed database)."""
