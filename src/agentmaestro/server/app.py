@@ -20,7 +20,7 @@ from agentmaestro.integrations.mcp_http import mount_mcp
 from agentmaestro.server import errors, streams
 from agentmaestro.server.auth import FailureThrottle
 from agentmaestro.server.limits import limit_json_depth
-from agentmaestro.server.metrics import CONTENT_TYPE_LATEST, Metrics
+from agentmaestro.server.metrics import CONTENT_TYPE_LATEST, HTTPMetricsMiddleware, Metrics
 from agentmaestro.server.quotas import RateLimiter
 from agentmaestro.server.routes import admin, catalog, human, runs, usage, workflows
 from agentmaestro.server.routes import chat as chat_routes
@@ -112,6 +112,7 @@ def create_app(
     if workflow_registry is not None:
         app.state.workflows = workflow_registry
     app.state.metrics = metrics
+    app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)  # request count, errors, latency by route
     app.state.rate_limiter = RateLimiter.from_env(rate_limit_per_min)
     app.state.auth_failures = FailureThrottle()
     errors.install(app)

@@ -3,21 +3,41 @@
 Run counts by status and the queue depth are read from the database at each scrape, so they cover
 every worker on the database. Step, tool-call, token, cost and latency figures are counted from the
 events the embedded worker commits (an engine event listener); ``maestro worker`` processes elsewhere
-do not feed them.
+do not feed them. HTTP requests are counted and timed by :class:`HTTPMetricsMiddleware`, by method, route
+template (``/v1/runs/{run_id}``, never the raw path) and status; the process collectors add CPU, memory,
+open file descriptors and garbage collection. Counters expose no ``*_created`` series.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentmaestro.core.events import Event
 from agentmaestro.core.states import EventType, RunStatus
 from agentmaestro.store.base import Store
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "HTTPMetricsMiddleware", "Metrics"]
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # a counter's start time as a second series doubles every counter for nothing
+
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+UNMATCHED_ROUTE = "unmatched"
+"""The route label of a request no route matched (a 404 for an unknown path), so raw paths never become labels."""
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _FINISHED = {
@@ -53,6 +73,29 @@ class Metrics:
             self.tokens.labels(direction=direction)
         for outcome in ("ok", "error", "denied"):
             self.tool_calls.labels(status=outcome)
+        self.http_requests = Counter(
+            "maestro_http_requests",
+            "HTTP requests answered, by method, route template and status code (errors: status 5xx; 500 also "
+            "when no response was started).",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "maestro_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by method and route template.",
+            ["method", "route"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
+        )
+        self.http_in_flight = Gauge("maestro_http_requests_in_flight", "HTTP requests being answered.", registry=r)
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            # the process's CPU seconds, resident memory, open fds, start time; Python version; GC counts
+            r.register(collector)
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered HTTP request."""
+        self.http_requests.labels(method=method, route=route, status=str(status)).inc()
+        self.http_latency.labels(method=method, route=route).observe(seconds)
 
     def on_events(self, run_id: str, agent: str, events: list[Event]) -> None:
         """Engine event listener: count steps, tool calls, tokens, cost and latency."""
@@ -90,3 +133,45 @@ class Metrics:
             self.runs.labels(status=status.value).set(int(counts.get(status.value, 0)))
         self.queue_depth.set(int(counts.get(RunStatus.PENDING.value, 0)))
         return generate_latest(self.registry)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (``/v1/runs/{run_id}``), a mount's prefix, or :data:`UNMATCHED_ROUTE`."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str) and path:
+        return path
+    mounted = scope.get("app_root_path") or scope.get("root_path")
+    if isinstance(mounted, str) and mounted:
+        return mounted
+    return UNMATCHED_ROUTE
+
+
+class HTTPMetricsMiddleware:
+    """Counts and times every HTTP request (not WebSocket sessions) into :class:`Metrics`."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; record its route, status and duration when the response has been sent."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless a response starts: an exception escaped every handler
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        self.metrics.http_in_flight.inc()
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.http_in_flight.dec()
+            method = str(scope.get("method", "GET"))
+            self.metrics.observe_http(method, route_template(scope), status, time.perf_counter() - started)
