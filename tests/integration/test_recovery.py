@@ -271,6 +271,8 @@ async def test_a_call_the_tool_reports_as_done_is_recorded_without_a_person(db_u
         assert decided["idempotency_key"] == key and decided["reason"] == "the ledger has the key"
         rows = await store.steps(run_id)
         assert (rows[1].name, rows[1].status) == ("pay", "completed")
+        [completed] = [e for e in events if e.type is EventType.STEP_COMPLETED and e.step == 1]
+        assert rows[1].seq == completed.seq and completed.payload["reconciled"] is True
         await assert_steps_agree(store, run_id)
     finally:
         await store.close()

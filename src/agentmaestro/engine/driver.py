@@ -84,6 +84,10 @@ def estimate_tokens(request: ModelRequest) -> int:
     return chars // 3 + 16 * len(request.messages) + 64
 
 
+_FINISH = (EventType.STEP_COMPLETED, EventType.STEP_FAILED)
+"""The events that finish a step (and hold its payload): a steps row names one of them."""
+
+
 class _StepCancelled(Exception):
     """The current step was interrupted because an operator asked to cancel the run."""
 
@@ -302,7 +306,13 @@ class RunDriver:
                 state = apply_event(state, done)
                 events.append(done)
         steps = [
-            StepRow(**{**s.__dict__, "seq": next(e.seq for e in events if e.step == s.step_index), "created_at": now})
+            StepRow(
+                **{
+                    **s.__dict__,
+                    "seq": next(e.seq for e in events if e.step == s.step_index and e.type in _FINISH),
+                    "created_at": now,
+                }
+            )
             for s in outcome.steps
         ]
         leaving = state.status is not RunStatus.RUNNING
