@@ -231,7 +231,7 @@ def in_write_transaction(url: str, worker: WorkerProcess) -> bool:
     return True
 
 
-async def stop_inside_a_write(url: str, worker: WorkerProcess, attempts: int = 200) -> float:
+async def stop_inside_a_write(url: str, worker: WorkerProcess, attempts: int = 1000) -> float:
     """SIGSTOP ``worker`` at a moment it is inside a write transaction; the time it stopped.
 
     No hook in the worker: it is stopped, then asked from outside whether it holds a transaction
@@ -243,7 +243,7 @@ async def stop_inside_a_write(url: str, worker: WorkerProcess, attempts: int = 2
         if await asyncio.to_thread(in_write_transaction, url, worker):
             return at
         worker.send(signal.SIGCONT)
-        await asyncio.sleep(0.005 + 0.03 * (time.monotonic() % 1))
+        await asyncio.sleep(0.001 + 0.01 * (time.monotonic() * 7 % 1))
     raise RuntimeError(f"never caught the worker inside a write transaction in {attempts} stops")
 
 
@@ -320,8 +320,9 @@ class Fault:
     run_id: str | None = None
     """The run whose commit was made to fail."""
     resumed_at: float | None = None
-    """When the fault ended (server back, process resumed). ``all``: recovery is measured from here;
-    ``holder``: a run never taken over waited until the holder resumed."""
+    """When the fault ended (server back, process resumed). ``all``: a run's recovery is the longest
+    it stood still from ``at`` until its first event after this; ``holder``: a run never taken over
+    waited until the holder resumed."""
 
 
 @dataclass
@@ -338,8 +339,9 @@ class Audit:
     completed again after it, a takeover that does not follow the previous holder, a replay that
     differs from the snapshot."""
     recoveries: list[float] = field(default_factory=list)
-    """Per affected run and fault: seconds until the run moved again (for a worker's runs: until
-    another worker took it over)."""
+    """Per affected run and fault: seconds until the run moved again (a killed or stopped worker's
+    runs: until another worker took them over; a fault on every run: the longest the run stood still
+    from the fault until it moved again after the fault ended)."""
     unrecovered: int = 0
     """Affected runs that never moved again (also counted as lost)."""
 
@@ -366,8 +368,16 @@ def _recovery(events: Sequence[Event], fault: Fault) -> float | None:
     """Seconds from the fault (or its end) until the run moved again; None if it never did."""
     since = fault.resumed_at or fault.at
     if fault.scope == "all":
-        after = [e for e in events if e.created_at >= since]
-        return after[0].created_at - since if after else None
+        # The longest the run stood still from the fault until it moved again after the fault ended.
+        worst: float | None = None
+        prev = fault.at
+        for e in events:
+            if e.created_at >= fault.at:
+                worst = max(worst or 0.0, e.created_at - max(prev, fault.at))
+                if e.created_at > since:
+                    break
+            prev = e.created_at
+        return worst
     if fault.scope == "holder":
         claims = [
             e

@@ -295,3 +295,41 @@ async def test_peers_end_a_frozen_session_that_locks_an_expired_run(db_url: str)
                     c.close()
     finally:
         await store.close()
+
+
+async def test_the_stalled_session_check_survives_an_outage_and_stops_without_the_right(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database outage does not end the check (it runs on after the server is back); a refusal to signal does."""
+    _pg_only(db_url)
+    from psycopg import errors as pg_errors
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    store = Store.open(db_url)
+    calls: list[str] = []
+    failure: list[Exception] = [OperationalError("SELECT", {}, Exception("server closed the connection"))]
+
+    async def fake(*, older_than_s: float) -> list[dict[str, Any]]:
+        calls.append("call")
+        if failure:
+            raise failure[0]
+        return []
+
+    monkeypatch.setattr(store, "end_stalled_holders", fake)
+    try:
+        for expected_more in (True, False):
+            calls.clear()
+            worker = Worker(
+                store, AgentRegistry([]), config=WorkerConfig(lease_ttl_s=0.3, poll_interval_s=0.05, webhooks=False)
+            )
+            task = asyncio.create_task(worker.run())
+            await asyncio.sleep(0.35)
+            failure.clear()
+            await asyncio.sleep(0.35)
+            worker.stop()
+            await task
+            assert (len(calls) > 2) is expected_more, calls
+            denied = pg_errors.InsufficientPrivilege("permission denied to terminate process")
+            failure[:] = [ProgrammingError("SELECT", {}, denied)]
+    finally:
+        await store.close()

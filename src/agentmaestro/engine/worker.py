@@ -397,9 +397,15 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 ended = await self.store.end_stalled_holders(older_than_s=older_than)
-            except Exception as exc:  # e.g. no right to signal other sessions: say so once, then stop trying
-                log.warning("cannot end stalled sessions (%s); frozen lock holders wait for their own timeouts", exc)
-                return
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == "42501":  # no right to signal other roles' sessions
+                    log.warning("cannot end stalled sessions (%s); frozen lock holders wait for their timeouts", exc)
+                    return
+                log.warning("checking for stalled sessions failed: %s", exc.orig)
+                continue
+            except Exception:
+                log.exception("checking for stalled sessions failed")
+                continue
             for s in ended:
                 log.warning(
                     "ended PostgreSQL session %s (%s): frozen in a transaction that locks runs whose leases expired",
