@@ -165,7 +165,7 @@ def test_rewriting_the_whole_chain_unkeyed_is_detected(chain: str) -> None:
         whole[0]["actor"] = "key:mallory"
         rewrite(conn, whole, scheme=_audit.SCHEME_SHA256)
     report = verify(chain)
-    assert not report.ok and "no keyed entry seals them" in (report.reason or ""), report
+    assert not report.ok and "no audit.seal vouches for them" in (report.reason or ""), report
 
 
 def test_rechaining_with_a_key_of_ones_own_is_detected(chain: str) -> None:
@@ -308,7 +308,7 @@ def test_cli_checkpoint_verify_and_seal(chain: str, tmp_path: Path, capsys: pyte
 
 
 def test_upgrading_a_database_with_an_unkeyed_chain(db_url: str) -> None:
-    """Migration 0013 on a chain written by the previous release: nothing rewritten, unsealed until sealed."""
+    """Migration 0013 on a chain written by the previous release: nothing rewritten, the chain sealed."""
     from alembic import command
 
     from agentmaestro.store import migrate
@@ -349,8 +349,48 @@ def test_upgrading_a_database_with_an_unkeyed_chain(db_url: str) -> None:
         migrate.upgrade(engine)
     finally:
         engine.dispose()
-    report = verify(db_url)
-    assert not report.ok and report.legacy_entries == 4 and "maestro audit seal" in (report.reason or "")
-    fill(db_url, n=1)  # the next audited action seals the chain
-    report = verify(db_url)
-    assert report.ok and report.entries == 5 and report.legacy_entries == 4
+    report = verify(db_url)  # the migration sealed the chain with a keyed entry
+    assert report.ok and report.entries == 5 and report.legacy_entries == 4, report
+    with Attacker(db_url) as conn:
+        seal = rows(conn)[4]
+        assert seal["action"] == "audit.seal" and seal["actor"] == "migration:0013"
+        assert seal["detail"] == {"sealed_seq": 4} and seal["scheme"] == _audit.SCHEME_HMAC
+    fill(db_url, n=1)
+    assert verify(db_url).ok
+
+
+def test_a_chain_replaced_by_unkeyed_entries_is_not_laundered_by_the_next_entry(chain: str) -> None:
+    """Wipe a keyed chain, write a history of one's own the old (unkeyed) way: the server's next entry
+    does not vouch for it, only an audit.seal right after it would."""
+    with Attacker(chain) as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE workspace_id = 'default'"))
+        conn.execute(text("DELETE FROM audit_heads WHERE workspace_id = 'default'"))
+        prev = _audit.GENESIS_HASH
+        for i in range(1, 4):
+            row = {
+                "workspace_id": "default",
+                "seq": i,
+                "at": 1.0 * i,
+                "actor": "key:mallory",
+                "action": "key.create",
+                "target": None,
+                "detail": {},
+                "prev_hash": prev,
+            }
+            row["hash"] = _audit.entry_hash(row)
+            conn.execute(
+                text(
+                    "INSERT INTO audit_log (workspace_id, seq, at, actor, action, target, detail, prev_hash, hash)"
+                    " VALUES (:workspace_id, :seq, :at, :actor, :action, :target, '{}', :prev_hash, :hash)"
+                ),
+                row,
+            )
+            prev = row["hash"]
+        conn.execute(
+            text("INSERT INTO audit_heads (workspace_id, seq, hash, updated_at) VALUES ('default', 3, :h, 0)"),
+            {"h": prev},
+        )
+    assert not verify(chain).ok  # unsealed
+    fill(chain, n=1)  # the server goes on appending
+    report = verify(chain)
+    assert not report.ok and report.broken_seq == 4 and "without sealing them" in (report.reason or ""), report

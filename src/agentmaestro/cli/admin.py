@@ -119,10 +119,10 @@ def audit_checkpoint(
 
 @audit_app.command("seal")
 def audit_seal(ctx: typer.Context) -> None:
-    """Append a keyed audit.seal entry to every chain whose newest entries were written before keying.
+    """Append a keyed audit.seal entry to every chain that ends with unkeyed entries, vouching for them.
 
-    Entries from before the chain was keyed verify only once a keyed entry follows them (any new audited
-    action does it; this does it now for quiet workspaces). Run it with the keyring the server uses.
+    Migration 0013 seals the chains written before keying; use this only for a chain you know was written
+    then (e.g. migrated without the server's keyring). Run it with the keyring the server uses.
     """
     c = _ctx(ctx)
     sealed = c.call(lambda b: b.seal_audit())

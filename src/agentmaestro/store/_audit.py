@@ -8,8 +8,10 @@ an HMAC-SHA256 of the canonical JSON of the entry (``workspace_id``, ``seq``, ``
 cannot edit, insert or re-chain an entry without :mod:`~agentmaestro.store._audit_verify` seeing it.
 
 Entries written before the chain was keyed (scheme 1) hashed the same fields with plain SHA-256.
-They still verify, but only as the prefix of a chain that a keyed entry seals (its ``prev_hash``,
-covered by the key, pins the whole legacy prefix): see :func:`seal`.
+They still verify, but only as the prefix of a chain whose next entry is a keyed ``audit.seal`` (its
+``prev_hash``, covered by the key, pins the whole legacy prefix): migration 0013 seals every chain
+as it upgrades (:func:`seal`). An ordinary keyed entry never vouches for unkeyed ones, so unkeyed
+entries written after the upgrade (a chain wiped and replaced) show as forged once anything follows.
 
 Appenders lock the chain's head row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write lock
 serialises writers), so two processes can never fork a chain.
@@ -214,7 +216,9 @@ def seal(conn: Connection, actor: str, now: float) -> list[dict[str, Any]]:
     """Append an ``audit.seal`` entry to every chain whose newest entry is not keyed; returns them.
 
     A keyed entry's ``prev_hash`` is covered by the key, so it pins every legacy entry before it:
-    after the seal, rewriting the legacy prefix breaks the chain at the seal.
+    after the seal, rewriting the legacy prefix breaks the chain at the seal. Sealing vouches for
+    what it seals: migration 0013 runs it on the chains written before keying; run it by hand only
+    for chains known to be such.
     """
     legacy = conn.execute(
         select(audit_log.c.workspace_id, audit_log.c.seq)

@@ -2,12 +2,13 @@
 
 :func:`verify` walks each workspace's chain and reports the first entry where it breaks: an entry
 that does not match its keyed hash, does not link to the one before, is missing, names a key the
-keyring does not hold, is unkeyed after keyed entries, or a legacy (unkeyed) prefix that no keyed
-entry seals. A chain that ends early with its head moved back, or that is gone altogether, looks
-whole from the database alone: a **checkpoint** catches that. :func:`make_checkpoint` signs
-(workspace, head seq, head hash) of each chain and the time, with a key derived from the keyring;
-operators keep it outside the database, and ``verify(..., checkpoint=...)`` then also requires
-every chain it names to reach its head seq with exactly its head hash.
+keyring does not hold, is unkeyed after keyed entries, or a legacy (unkeyed) prefix that is not
+followed directly by a keyed ``audit.seal`` entry naming its last seq. A chain that ends early
+with its head moved back, or that is gone altogether, looks whole from the database alone: a
+**checkpoint** catches that. :func:`make_checkpoint` signs (workspace, head seq, head hash) of
+each chain and the time, with a key derived from the keyring; operators keep it outside the
+database, and ``verify(..., checkpoint=...)`` then also requires every chain it names to reach its
+head seq with exactly its head hash.
 """
 
 from __future__ import annotations
@@ -148,6 +149,13 @@ class _Walker:
         if self.anchor is not None and seq == self.anchor.seq and row["hash"] != self.anchor.hash:
             self._break(seq, f"entry {seq} is not the one the checkpoint of {self.anchor.when} saw (rewritten)")
             return
+        if scheme == SCHEME_HMAC and self.legacy and not self.keyed and not _seals(row, detail, seq - 1):
+            self._break(
+                seq,
+                f"entry {seq} follows unkeyed entries 1-{seq - 1} without sealing them (only an audit.seal entry "
+                "right after them vouches for them: they were written or replaced after keying)",
+            )
+            return
         if scheme == SCHEME_HMAC:
             self.keyed = True
         else:
@@ -180,8 +188,8 @@ class _Walker:
             elif self.legacy and not self.keyed:
                 self._break(
                     1,
-                    f"entries 1-{self.legacy} predate the keyed chain and no keyed entry seals them "
-                    "(run `maestro audit seal`)",
+                    f"entries 1-{self.legacy} are unkeyed and no audit.seal vouches for them (if they were written "
+                    "before the upgrade to keyed chains, `maestro audit seal` seals them)",
                 )
         return ChainReport(
             workspace_id=self.workspace_id,
@@ -193,6 +201,10 @@ class _Walker:
             legacy_entries=self.legacy,
             checkpoint_seq=None if anchor is None else anchor.seq,
         )
+
+
+def _seals(row: Mapping[Any, Any], detail: Any, last_legacy: int) -> bool:
+    return row["action"] == "audit.seal" and isinstance(detail, dict) and detail.get("sealed_seq") == last_legacy
 
 
 def verify(
