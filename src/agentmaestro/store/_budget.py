@@ -65,7 +65,12 @@ def _run(conn: Connection, name: str, stmt: Any, params: dict[str, Any]) -> int:
         compiled = _compiled[key] = (str(c), tuple(c.positiontup) if c.positional and c.positiontup else None)
     sql, order = compiled
     args: Any = tuple(params[k] for k in order) if order is not None else params
-    return int(conn.exec_driver_sql(sql, args).rowcount)
+    cursor = conn.connection.cursor()  # the DBAPI's own execute, no SQLAlchemy execution context
+    try:
+        cursor.execute(sql, args)
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
 
 
 def _upsert(conn: Connection) -> Any:

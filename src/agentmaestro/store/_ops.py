@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, tuple_, update
 
@@ -571,10 +571,12 @@ class _DriverStatement:
             for key in self.json_params:
                 values[key] = dumps(values[key])
             prepared.append(values)
-        if order is not None:
-            conn.exec_driver_sql(sql, [tuple(v[k] for k in order) for v in prepared])
-        else:
-            conn.exec_driver_sql(sql, prepared)
+        params: Any = [tuple(v[k] for k in order) for v in prepared] if order is not None else prepared
+        cursor = conn.connection.cursor()  # the DBAPI's own executemany, no SQLAlchemy execution context
+        try:
+            cursor.executemany(sql, params)
+        finally:
+            cursor.close()
 
 
 _COMMIT_KEEP = _DriverStatement(_commit_update(release=False), json_params=("state",))
@@ -587,15 +589,27 @@ _INSERT_STEPS = _DriverStatement(insert(steps))
 _READ_BACK = "SELECT run_id, version, lease_owner, lease_epoch, cancel_requested FROM runs WHERE run_id IN ({})"
 
 
-def _read_back(conn: Connection, run_ids: list[str]) -> dict[str, Any]:
+class _ReadBack(NamedTuple):
+    version: int
+    lease_owner: str | None
+    lease_epoch: int
+    cancel_requested: Any
+
+
+def _read_back(conn: Connection, run_ids: list[str]) -> dict[str, _ReadBack]:
     """(version, lease owner, epoch, cancel flag) of the committed runs, by run id: plain SQL, no compiling."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     out: dict[str, Any] = {}
     for i in range(0, len(run_ids), _CHUNK):
         chunk = run_ids[i : i + _CHUNK]
         sql = _READ_BACK.format(", ".join([mark] * len(chunk)))
-        for row in conn.exec_driver_sql(sql, tuple(chunk)):
-            out[row[0]] = row
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, tuple(chunk))
+            for run_id, version, owner, epoch, cancel in cursor.fetchall():
+                out[run_id] = _ReadBack(version, owner, epoch, cancel)
+        finally:
+            cursor.close()
     return out
 
 
