@@ -330,3 +330,43 @@ async def test_a_keyed_tool_is_called_again_with_the_same_key(db_url: str) -> No
         assert await store.list_human_requests(statuses=None) == []
     finally:
         await store.close()
+
+
+async def test_migration_0016_rebuilds_the_missing_steps_rows(db_url: str) -> None:
+    """A database written before 0016 (a person's answer left no steps row): upgrading adds the row."""
+    from alembic import command
+    from sqlalchemy import create_engine, delete
+
+    from agentmaestro.store import migrate
+    from agentmaestro.store.dialects import normalize_url
+    from agentmaestro.store.schema import steps
+
+    store = Store.open(db_url)
+    try:
+        script = [{"tool_calls": [{"name": "wipe", "arguments": {"target": "prod"}}]}, {"content": "ok"}]
+        agent = Agent(name="ops", model=ScriptedModel(script), tools=[wipe])
+        run_id = await start(store, agent)
+        assert await settle(store, [agent], run_id) is RunStatus.WAITING_FOR_APPROVAL
+        [appr] = await store.list_approvals()
+        await store.resolve_approval(appr["approval_id"], approve=False, by="ann", reason="not prod")
+        assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
+        before = [r.to_json() for r in await store.steps(run_id)]
+    finally:
+        await store.close()
+    engine = create_engine(normalize_url(db_url))
+    try:
+        cfg = migrate._config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0015")
+            conn.execute(delete(steps).where(steps.c.run_id == run_id, steps.c.step_index == 1))  # as 0015 left it
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    store = Store.open(db_url)
+    try:
+        after = [r.to_json() for r in await store.steps(run_id)]
+        assert after == before and after[1]["status"] == "rejected"
+        await assert_steps_agree(store, run_id)
+    finally:
+        await store.close()

@@ -776,6 +776,33 @@ def step_row_of(event: Event) -> StepRow | None:
     )
 
 
+def backfill_step_rows(conn: Connection) -> int:
+    """Insert the ``steps`` rows missing for finished steps; returns how many.
+
+    Steps finished outside a worker (a person's answer to an uncertain call, a rejected approval, a
+    sub-run's result) got no row before migration 0016; their events hold what the row needs.
+    """
+    e, s = run_events, steps
+    missing = (
+        select(e)
+        .select_from(e.outerjoin(s, and_(s.c.run_id == e.c.run_id, s.c.step_index == e.c.step_index)))
+        .where(
+            e.c.type.in_([EventType.STEP_COMPLETED.value, EventType.STEP_FAILED.value]),
+            e.c.step_index.is_not(None),
+            s.c.run_id.is_(None),
+        )
+        .order_by(e.c.run_id, e.c.seq)
+    )
+    rows: list[dict[str, Any]] = []
+    for r in conn.execute(missing):
+        row = step_row_of(event_from_row(r))
+        if row is not None:
+            rows.extend(_step_rows(r.run_id, r.workspace_id, [row]))
+    for i in range(0, len(rows), _CHUNK):
+        conn.execute(insert(steps), rows[i : i + _CHUNK])
+    return len(rows)
+
+
 def _append_guarded(conn: Connection, rec: RunRecord, events: Sequence[Event], now: float, **extra: Any) -> RunRecord:
     """Apply events to a run that no worker holds, guarded by its version; steps they finish get their rows."""
     state = rec.state
