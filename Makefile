@@ -25,8 +25,9 @@ system-deps:
 $(STAMP): requirements/bootstrap.lock requirements/dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/bootstrap.lock
-	$(VENV)/bin/uv pip sync --quiet --require-hashes --python $(PY) requirements/dev.lock
+	$(VENV)/bin/uv pip sync --quiet --require-hashes --compile-bytecode --python $(PY) requirements/dev.lock
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
+	$(PY) -m compileall -q -j 0 src  # compiled once here: every maestro command starts fast, even under PYTHONDONTWRITEBYTECODE
 	touch $(STAMP)
 
 setup: $(STAMP) system-deps

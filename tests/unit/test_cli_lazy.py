@@ -26,6 +26,8 @@ def test_help_and_core_import_no_heavy_library() -> None:
     assert loaded_after("import agentmaestro.core.decide, agentmaestro.core.events, agentmaestro") == []
     help_run = "from agentmaestro.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
     assert loaded_after(help_run) == []
+    states = "from agentmaestro.cli import main\ntry:\n    main(['states'])\nexcept SystemExit:\n    pass"
+    assert "sqlalchemy" not in loaded_after(states)  # a command without a database opens none
     # The package's public names still import on first use.
     assert loaded_after("from agentmaestro import RunStatus, StrictPolicy, ConfigError") == []
     assert "sqlalchemy" in loaded_after("from agentmaestro import Orchestrator")

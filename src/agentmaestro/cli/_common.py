@@ -67,15 +67,22 @@ class _Ctx:
         api_key: str | None = None,
         tls: tuple[str | None, str | None, str | None] = (None, None, None),
     ) -> None:
-        from agentmaestro.store.dialects import default_database_url
-
-        self.database_url = database_url or default_database_url()
+        self._database_url = database_url
         self.workspace = workspace
         self.agents_dir = agents_dir
         self.as_json = as_json
         self.server = server.rstrip("/") if server else None
         self.api_key = api_key
         self.tls = tls
+
+    @property
+    def database_url(self) -> str:
+        """``--database-url``, else the default one (worked out, with SQLAlchemy, only by commands that need it)."""
+        if self._database_url is None:
+            from agentmaestro.store.dialects import default_database_url
+
+            self._database_url = default_database_url()
+        return self._database_url
 
     def local_only(self, command: str) -> None:
         """Refuse ``--server`` for a command that works next to the database (exit code 2)."""

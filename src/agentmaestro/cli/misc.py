@@ -11,8 +11,6 @@ from agentmaestro.cli._common import _ctx, _print_json, app, out
 from agentmaestro.core.decide import render_decision_table
 from agentmaestro.core.reconcile import render_recovery_table
 from agentmaestro.core.states import render_table_mermaid, render_table_text
-from agentmaestro.store.base import Store
-from agentmaestro.store.dialects import redact_url
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 agents_app = typer.Typer(help="Agent definitions.", no_args_is_help=True)
@@ -44,6 +42,9 @@ def db_upgrade(ctx: typer.Context) -> None:
     """Create or migrate the database schema to the latest revision."""
     c = _ctx(ctx)
     c.local_only("db upgrade")
+    from agentmaestro.store.base import Store
+    from agentmaestro.store.dialects import redact_url
+
     store = Store(c.database_url)
     try:
         rev = store.upgrade()
