@@ -36,7 +36,7 @@ from sqlalchemy import Connection, select
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agentmaestro.core.events import Event
-from agentmaestro.core.states import RunStatus
+from agentmaestro.core.states import EventType, RunStatus
 from agentmaestro.engine.deltas import BUS as DELTA_BUS
 from agentmaestro.errors import MaestroError, NotFoundError, one_line
 from agentmaestro.server.auth import Principal
@@ -157,6 +157,19 @@ async def with_deltas(
 
 
 _NEEDS_A_PERSON = frozenset({RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN})
+_KEEPS_STATUS = frozenset(
+    {
+        EventType.RUN_STARTED,
+        EventType.LEASE_RECOVERED,
+        EventType.PHASE_CHANGED,
+        EventType.STEP_STARTED,
+        EventType.STEP_RECONCILED,
+        EventType.STEP_COMPLETED,
+        EventType.STEP_FAILED,
+        EventType.CANCEL_REQUESTED,
+    }
+)
+"""Events after which a running run is still running (the stream need not read its status again)."""
 
 
 def _finished(status: RunStatus, follow: Follow) -> bool:
@@ -206,19 +219,27 @@ async def follow_run(
     """
     poll = POLL_S.get(store.dialect, 0.5)
     last_yield = time.monotonic()
+    rec = None
     while True:
         wake = await _next_wakeup(store, run_id, _timeout(poll, tick_s, last_yield))
         try:
-            rec = await store.get_run(run_id, workspace_id)  # read the status first: its last_seq <= what follows
+            if rec is None:  # read the status first: its last_seq <= what follows
+                rec = await store.get_run(run_id, workspace_id)
             events = await store.events(run_id, after, BATCH)
             for ev in events:
                 yield ev
                 after = ev.seq
+            # Steps and phase changes leave a run running: the status is read again only when an event
+            # may have ended or parked the run, or when nothing came (one read per commit, not two).
+            stale = rec
+            if not events or any(ev.type not in _KEEPS_STATUS for ev in events):
+                rec = None
             if events:
                 last_yield = time.monotonic()
-                if len(events) == BATCH:
+                if len(events) == BATCH or rec is None:
                     continue
-            if after >= rec.state.last_seq and _finished(rec.status, follow):
+            if stale is not None and after >= stale.state.last_seq and _finished(stale.status, follow):
+                rec = stale
                 yield End(run_id=run_id, status=rec.status.value, last_seq=after)
                 return
             if tick_s is not None and time.monotonic() - last_yield >= tick_s:
