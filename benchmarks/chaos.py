@@ -19,9 +19,10 @@ are injected in the middle of those runs, one scenario at a time, on SQLite and 
   turn); the server is started again if it is down afterwards.
 
 For each scenario the table gives the trials, the runs, and what a fault must never cause: runs lost,
-steps duplicated, stale commits accepted (plus how many stale commits the workers were refused, the
-fencing at work), and the longest time any affected run waited before it moved again (a killed or
-stopped worker's runs: until another worker took them over), against the bound of two leases.
+steps duplicated, stale commits accepted (plus the stale writes refused: commits and lease renewals
+of a holder whose lease was taken over, the fencing at work), and the longest time any affected run
+waited before it moved again (a killed or stopped worker's runs: until another worker took them
+over; after a server restart: from when it answers again), against the bound of two leases.
 
 Exit status 1 when a violation was found or a recovery exceeded the bound (the SQLite
 ``fence-in-write`` row excepted). PostgreSQL: ``$MAESTRO_BENCH_PG_URL`` (default
@@ -422,7 +423,7 @@ def table(rows: list[Row]) -> str:
     """The results as a Markdown table."""
     head = (
         "| scenario | backend | trials | runs | lost | duplicated | stale commits accepted "
-        "| stale commits refused | max time to recovery | bound (2 leases) |\n"
+        "| stale writes refused | max time to recovery | bound (2 leases) |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = []
