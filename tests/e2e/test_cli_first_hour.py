@@ -57,6 +57,8 @@ def test_queued_runs_say_whether_a_worker_will_pick_them_up(tmp_path: Path) -> N
     assert alone.lines == [
         f"{alone.run_id()} PENDING: no worker is running: start one with `maestro worker`, or run it here with --wait"
     ]
+    flow = ok(m("workflows", "run", "tidy-and-report", "Durable agents"))
+    assert flow.lines[-1] == "no worker is running: start one with `maestro worker`, or run it here with --wait"
     worker = m.popen("worker", "--lease-ttl", "3")
     try:
         deadline = time.monotonic() + 60

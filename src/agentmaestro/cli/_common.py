@@ -313,6 +313,16 @@ def _print_event(ev: Event, as_json: bool) -> None:
     out.print(f"{ev.seq:>5} {ev.type.value:<22}{step} {_event_summary(ev)}", markup=False)
 
 
+def pickup(c: _Ctx, workers: list[dict[str, Any]] | None) -> str:
+    """Who will execute a queued run, from the workers' heartbeats (None: a server's workers, not known here)."""
+    if workers is None:
+        return f"queued on {c.server}; its workers run it"
+    if not workers:
+        return "no worker is running: start one with `maestro worker`, or run it here with --wait"
+    where = ", ".join(f"{w['host']}:{w['pid']}" for w in workers[:3]) + (", ..." if len(workers) > 3 else "")
+    return f"queued; {len(workers)} worker(s) running will pick it up ({where})"
+
+
 def when(ts: float | None) -> str:
     """A timestamp as people read it: ``2026-12-06 21:05:32Z`` (UTC); empty for None."""
     if ts is None:

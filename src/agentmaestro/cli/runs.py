@@ -33,6 +33,7 @@ from agentmaestro.cli._common import (
     app,
     builtin_agents_dir,
     out,
+    pickup,
 )
 from agentmaestro.core.events import Event, RunState, fold
 from agentmaestro.core.policy import StrictPolicy
@@ -82,16 +83,6 @@ def _start_then_see_through(
         return await _see_through(c, b, run["run_id"], follow)
 
     raise typer.Exit(c.call(go))
-
-
-def pickup(c: _Ctx, workers: list[dict[str, Any]] | None) -> str:
-    """Who will execute a queued run, from the workers' heartbeats (None: a server's workers, not known here)."""
-    if workers is None:
-        return f"queued on {c.server}; its workers run it"
-    if not workers:
-        return "no worker is running: start one with `maestro worker`, or run it here with --wait"
-    where = ", ".join(f"{w['host']}:{w['pid']}" for w in workers[:3]) + (", ..." if len(workers) > 3 else "")
-    return f"queued; {len(workers)} worker(s) running will pick it up ({where})"
 
 
 @app.command("run")

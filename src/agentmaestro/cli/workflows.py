@@ -22,7 +22,7 @@ from rich.table import Table
 
 from agentmaestro.agents import AgentRegistry, check_usable
 from agentmaestro.cli._backend import RemoteBackend
-from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, out
+from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, out, pickup
 from agentmaestro.cli.admin import cli_actor
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError
@@ -190,7 +190,8 @@ def workflows_run(
 
         run = asyncio.run(_with_client(client, remote))
     else:
-        run = _run_local(c, workflow, task, wait, workflows_dir).to_json()
+        rec, workers = _run_local(c, workflow, task, wait, workflows_dir)
+        run = rec.to_json()
     status = RunStatus(run["status"])
     if c.as_json:
         _print_json(run)
@@ -201,12 +202,15 @@ def workflows_run(
         if run.get("error"):
             out.print(f"error: {run['error']}", markup=False)
         if not wait:
-            out.print("queued: a worker that knows this workflow's agents executes it", markup=False)
+            out.print(pickup(c, None if client is not None else workers), markup=False)
     if wait and status is not RunStatus.COMPLETED and not status.waiting:
         raise typer.Exit(1)
 
 
-def _run_local(c: _Ctx, ref: str, task: str, wait: bool, workflows_dir: Path | None) -> RunRecord:
+def _run_local(
+    c: _Ctx, ref: str, task: str, wait: bool, workflows_dir: Path | None
+) -> tuple[RunRecord, list[dict[str, Any]]]:
+    """Start (and with ``wait`` execute here) a workflow run; the run and the workers alive to pick it up."""
     agents = c.agents()
     path = Path(ref)
     if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
@@ -216,14 +220,14 @@ def _run_local(c: _Ctx, ref: str, task: str, wait: bool, workflows_dir: Path | N
         registry = discover(agents, workflows_dir)
         entry = None
 
-    async def go(store: Store) -> RunRecord:
+    async def go(store: Store) -> tuple[RunRecord, list[dict[str, Any]]]:
         found = entry or await stored.find(store, c.workspace, ref, registry)
         if wait:  # executed here: refuse a model this process cannot use before anything is stored
             await check_usable(agents.get(n) for n in found.workflow.agent_names() if n in agents)
         rec = await stored.start(store, c.workspace, found, task, created_by=cli_actor())
         if wait:
-            rec = await drive(store, rec.run_id, agents, registry)
-        return rec
+            return await drive(store, rec.run_id, agents, registry), []
+        return rec, await store.live_workers()
 
     return asyncio.run(_with_store(c, go))
 
