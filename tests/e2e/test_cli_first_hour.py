@@ -37,14 +37,16 @@ def test_every_cli_door_records_who_started_the_run(tmp_path: Path) -> None:
     write(tmp_path / "calc.yaml", CALC.replace("name: calculator", "name: filecalc"))
     m = Maestro(tmp_path, f"sqlite:///{tmp_path / 'm.db'}")
     objectives = str(REPO / "examples" / "objectives" / "agents")
-    for r in m.many(
+    results = m.many(
         ("run", "calc.yaml", "What is (2 + 3) * 4?"),
         ("run", "calculator", "What is (2 + 3) * 4?", "--wait"),
         ("workflows", "run", "tidy-and-report", "Durable agents"),
         ("--agents-dir", objectives, "objective", "Build a greeting CLI"),
         ("demo",),
-    ):
+    )
+    for r in results:
         ok(r)
+    assert results[3].lines[-1].startswith("no worker is running: start one with `maestro worker`")  # objective
     runs = ok(m("--json", "runs", "list", "--limit", "100")).json()["runs"]
     assert {r["agent"] for r in runs} >= {"filecalc", "calculator", "tidy-and-report", "objective", "wordsmith"}
     assert all(str(r["created_by"]).startswith("cli:") for r in runs), [(r["agent"], r["created_by"]) for r in runs]

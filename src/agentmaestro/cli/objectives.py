@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, out
+from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, out, pickup
 from agentmaestro.core.states import RunStatus
 from agentmaestro.objectives import service
 from agentmaestro.objectives.service import ObjectiveConfig
@@ -185,12 +185,14 @@ def objective(
             rec = await service.start_objective(store, config, workspace_id=c.workspace, created_by=cli_actor())
             if wait:
                 return await drive_local(store, c, rec.run_id)
+            alive.extend(await store.live_workers())
             return await service.get_objective(store, rec.run_id)
 
+        alive: list[dict[str, Any]] = []
         obj = _local(c, local)
     _print(c, obj)
     if not wait and not c.as_json:
-        out.print("queued: a `maestro worker` with the planner and strategist agents executes it", markup=False)
+        out.print(pickup(c, None if c.server else alive), markup=False)
     _exit_code(obj, wait)
 
 
