@@ -172,6 +172,7 @@ class Orchestrator:
         self._worker: Worker | None = None
         self._worker_task: asyncio.Future[None] | None = None
         self._stored_agents: set[str] = set()
+        self._usable_models: set[str] = set()
         self._closed = False
         try:
             self.store: Store = self._call(self._open(database_url))
@@ -272,8 +273,11 @@ class Orchestrator:
         if not isinstance(task, str):
             raise ConfigError(f"task must be a string, got {type(task).__name__}")
         a = self.register(agent)
-        if self._with_worker:  # this process runs it: a model it cannot use fails here (ModelUnavailableError)
+        if self._with_worker and a.model_name not in self._usable_models:
+            # This process runs it: a model it cannot use fails here (ModelUnavailableError). Checked once
+            # per model: a check may build a client or ask a local server.
             await check_usable([a])
+            self._usable_models.add(a.model_name)
         if a.name not in self._stored_agents:
             await self.store.upsert_agent(self.workspace, a.name, a.spec())
             self._stored_agents.add(a.name)

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentmaestro.worker")
 
 
+CLAIM_BATCH = 500
+"""Most runs claimed in one transaction (the worker claims again at once while it has free slots): a
+10,000-run backlog is not read into memory in one piece."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
     """Worker settings with their defaults."""
@@ -184,7 +189,7 @@ class Worker:
         try:
             claims = await self.store.claim(
                 owner=self.owner,
-                limit=free,
+                limit=min(free, CLAIM_BATCH),
                 lease_ttl=self.config.lease_ttl_s,
                 agent_names=self.agents.names()
                 + (self.workflows.names() if self.workflows is not None else [])

@@ -146,6 +146,7 @@ class StatusWatchers:
 
     def __init__(self) -> None:
         self._watchers: dict[str, set[tuple[asyncio.Future[RunStatus | None], StatusTest]]] = {}
+        self._seen: dict[str, float] = {}  # watched run -> when a commit of this process last named its status
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -164,23 +165,35 @@ class StatusWatchers:
                     s.discard(entry)
                     if not s:
                         del self._watchers[run_id]
+                        self._seen.pop(run_id, None)
 
-    def run_ids(self) -> list[str]:
-        """The runs someone waits for."""
+    def __len__(self) -> int:
+        """How many runs are waited for."""
+        return len(self._watchers)
+
+    def quiet_run_ids(self, quiet_s: float) -> list[str]:
+        """The runs waited for that no commit of this process has named a status of for ``quiet_s`` seconds.
+
+        Those are the ones another process may be changing: a run this process drives commits often.
+        """
+        limit = time.monotonic() - quiet_s
         with self._lock:
-            return list(self._watchers)
+            return [r for r in self._watchers if self._seen.get(r, 0.0) < limit]
 
     def changed(self, run_ids: Collection[str], statuses: Mapping[str, RunStatus] | None = None) -> None:
         """Runs changed; ``statuses`` has the new status of those whose commit this process made (thread-safe)."""
         if not self._watchers:
             return
         wake: list[tuple[asyncio.Future[RunStatus | None], RunStatus | None]] = []
+        now = time.monotonic()
         with self._lock:
             for run_id in run_ids:
                 entries = self._watchers.get(run_id)
                 if not entries:
                     continue
                 status = statuses.get(run_id) if statuses else None
+                if status is not None:
+                    self._seen[run_id] = now
                 wake.extend((fut, status) for fut, test in entries if status is None or test(status))
         for fut, status in wake:
             try:
@@ -513,8 +526,8 @@ class Store:
         Reads the run once, then only when told it reached such a status or changed in a way this
         process cannot see the status of: a step commit of this process costs no read. Other
         processes' changes arrive by NOTIFY on PostgreSQL; on both databases one query every
-        :attr:`watch_poll_s` checks the statuses of all the runs waited for (a single read however
-        many waiters there are).
+        :attr:`watch_poll_s` checks the statuses of the runs waited for that no commit of this process
+        named for a second (a single read however many waiters there are).
         """
         self._ensure_listener()
         loop = asyncio.get_running_loop()
@@ -537,9 +550,12 @@ class Store:
         """While runs are waited for: read their statuses every ``watch_poll_s`` (other processes' changes)."""
         while not self._closed.is_set():
             await asyncio.sleep(self.watch_poll_s)
-            run_ids = self.watchers.run_ids()
-            if not run_ids:
+            if not self.watchers:
                 return
+            # Runs whose commits this process made a moment ago need no poll: it would see them change.
+            run_ids = self.watchers.quiet_run_ids(max(1.0, 2 * self.watch_poll_s))
+            if not run_ids:
+                continue
             try:
                 statuses = await self._read(_ops.run_statuses, run_ids)
             except Exception as exc:  # a failed poll is retried at the next tick
