@@ -66,6 +66,30 @@ def load_all() -> None:
         load(module)
 
 
+def _build(name: str) -> click.Command | None:
+    """The click command for one top-level name, built from its Typer registration alone.
+
+    Building the whole app would work out the parameters of every command of the loaded modules (their type
+    hints are evaluated: about 0.1 s for ``runs.py`` alone); a command needs only its own.
+    """
+    from agentmaestro.cli._common import app
+
+    for info in app.registered_commands:
+        if info.callback is not None and (info.name or typer.main.get_command_name(info.callback.__name__)) == name:
+            return typer.main.get_command_from_info(
+                info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode
+            )
+    for group in app.registered_groups:
+        if group.name == name:
+            return typer.main.get_group_from_info(
+                group,
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode,
+                suggest_commands=app.suggest_commands,
+            )
+    return None
+
+
 class LazyGroup(typer.core.TyperGroup):
     """A Typer group whose commands come from :data:`COMMANDS`, imported on first use."""
 
@@ -80,11 +104,7 @@ class LazyGroup(typer.core.TyperGroup):
             load(entry[0])
             self.commands.pop(cmd_name, None)
         if cmd_name not in self.commands and entry is not None:
-            from agentmaestro.cli._common import app
-
-            built = typer.main.get_command(app)
-            assert isinstance(built, typer.core.TyperGroup)
-            command = built.commands.get(cmd_name)
+            command = _build(cmd_name)
             if command is not None:
                 self.commands[cmd_name] = command
         return self.commands.get(cmd_name)
