@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -331,5 +332,38 @@ async def test_the_stalled_session_check_survives_an_outage_and_stops_without_th
             assert (len(calls) > 2) is expected_more, calls
             denied = pg_errors.InsufficientPrivilege("permission denied to terminate process")
             failure[:] = [ProgrammingError("SELECT", {}, denied)]
+    finally:
+        await store.close()
+
+
+async def test_a_database_error_in_a_step_commit_reaches_the_worker_as_one(db_url: str) -> None:
+    """The step commit calls the DBAPI directly; its errors still arrive as SQLAlchemy's DBAPIError.
+
+    The worker tells a database error (release the run, take it up again) from an engine bug (fail
+    the run) by that class.
+    """
+    from agentmaestro.store.records import Commit
+
+    store = Store.open(db_url)
+    try:
+        agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
+        [run_id] = await start_runs(store, agent, ["x"])
+        [claim] = await store.claim(owner="w1", limit=1, lease_ttl=30)
+        with store._writer_engine.begin() as conn:
+            for stmt in _fault_sql(store.dialect, run_id, claim.record.lease_epoch):
+                conn.execute(text(stmt))
+        rec = claim.record
+        state = dataclasses.replace(rec.state, steps=rec.state.steps + 1)
+        commit = Commit(
+            run_id=run_id,
+            workspace_id="default",
+            owner="w1",
+            epoch=rec.lease_epoch,
+            version=rec.version,
+            state=state,
+            events=(),
+        )
+        with pytest.raises(DBAPIError, match="injected database fault"):
+            await store.commit(commit)
     finally:
         await store.close()

@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from agentmaestro.core.events import Event
 from agentmaestro.core.states import RunStatus
@@ -320,15 +320,21 @@ class Store:
         per transaction: the embedded hot path). PostgreSQL: a pooled connection, so that a connection
         broken by a server restart is replaced by the pool (pre-ping) at the next transaction.
         """
-        if self.dialect != "sqlite":
-            with self._writer_engine.begin() as conn:
+        try:
+            if self.dialect != "sqlite":
+                with self._writer_engine.begin() as conn:
+                    yield conn
+                return
+            if self._writer_conn is None:
+                self._writer_conn = self._writer_engine.connect()
+            conn = self._writer_conn
+            with conn.begin():
                 yield conn
-            return
-        if self._writer_conn is None:
-            self._writer_conn = self._writer_engine.connect()
-        conn = self._writer_conn
-        with conn.begin():
-            yield conn
+        except self._writer_engine.dialect.loaded_dbapi.Error as exc:
+            # The step commit calls the DBAPI's cursor directly; its errors still reach callers as
+            # SQLAlchemy's DBAPIError family, so that a worker tells a database error (retry the run
+            # elsewhere) from an engine bug (fail the run).
+            raise DBAPIError.instance(None, None, exc, self._writer_engine.dialect.loaded_dbapi.Error) from exc
 
     def _tx(self, engine_kind: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if engine_kind != "w":
