@@ -6,9 +6,10 @@ the runs it was writing, and other workers' claims skip locked rows (``FOR UPDAT
 a process frozen in the middle of a pipelined batch (psycopg sends ``executemany`` as a pipeline)
 leaves its session *active*, waiting for the rest of the pipeline, and no server timeout applies
 before PostgreSQL 17's ``transaction_timeout``. So the other workers end it themselves: a maestro
-session whose transaction is older than the limit and holds the row of a run whose lease has
-expired is terminated with ``pg_terminate_backend``. That is safe because commits are fenced: the
-frozen worker has lost that lease, and whatever it sends after waking is refused.
+session whose transaction is older than the limit, holds the row of a run whose lease has expired,
+and waits for its client to send something is terminated with ``pg_terminate_backend``. That is
+safe because commits are fenced: the frozen worker has lost that lease, and whatever it sends after
+waking is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _STALLED = text(
     WHERE a.datname = current_database()
       AND a.pid <> pg_backend_pid()
       AND a.application_name LIKE 'maestro %'
+      AND a.wait_event = 'ClientRead'
       AND a.xact_start < now() - make_interval(secs => :older_than)
       AND a.backend_xid IN (
           SELECT r.xmax FROM runs r
@@ -36,8 +38,10 @@ _STALLED = text(
 def end_stalled_holders(conn: Connection, *, older_than_s: float, now: float) -> list[dict[str, Any]]:
     """Terminate maestro sessions whose transaction (older than ``older_than_s``) locks an expired run.
 
-    A locked row's ``xmax`` is the transaction id of the session holding it (for a single holder,
-    which a run's row only ever has). Returns the sessions ended: ``pid``, ``application_name``.
+    Only a session waiting for its client (``ClientRead``: the process sends nothing) is ended, never
+    one busy running a statement. A locked row's ``xmax`` is the transaction id of the session
+    holding it (for a single holder, which a run's row only ever has). Returns the sessions ended:
+    ``pid``, ``application_name``.
     """
     rows = conn.execute(_STALLED, {"older_than": older_than_s, "now": now}).mappings().all()
     return [{"pid": r["pid"], "application_name": r["application_name"]} for r in rows if r["ended"]]
