@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import typer
 
 from agentmaestro.cli import _lazy
 from agentmaestro.cli._common import app
 
-HEAVY = ("sqlalchemy", "alembic", "httpx", "rich", "pydantic", "openai", "anthropic", "fastapi", "yaml")
+HEAVY = (
+    *("sqlalchemy", "alembic", "httpx", "rich", "pydantic", "openai", "anthropic", "fastapi", "yaml", "qdrant_client"),
+)
 
 
 def loaded_after(code: str) -> list[str]:
@@ -31,6 +34,13 @@ def test_help_and_core_import_no_heavy_library() -> None:
     # The package's public names still import on first use.
     assert loaded_after("from agentmaestro import RunStatus, StrictPolicy, ConfigError") == []
     assert "sqlalchemy" in loaded_after("from agentmaestro import Orchestrator")
+
+
+def test_listing_knowledge_does_not_load_qdrant(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    argv = ["--database-url", url, "knowledge", "list"]
+    listing = f"from agentmaestro.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert "qdrant_client" not in loaded_after(listing)  # the vector index opens when a command needs it
 
 
 def test_the_lazy_table_matches_the_registered_commands() -> None:

@@ -168,10 +168,17 @@ class KnowledgeBase:
             overlap_chars: Overlap between consecutive chunks of one section.
         """
         self.store = store
-        self.index = index or index_at(default_location(store.url))
+        self._index = index
         self.max_chars = max_chars
         self.overlap_chars = overlap_chars
         self._embedders: dict[str, Embedder] = {}
+
+    @property
+    def index(self) -> VectorIndex:
+        """The vector index, opened on first use: listing collections or documents never loads qdrant-client."""
+        if self._index is None:
+            self._index = index_at(default_location(self.store.url))
+        return self._index
 
     def embedder(self, spec: str) -> Embedder:
         """The (cached) embedder for an embedder string."""
