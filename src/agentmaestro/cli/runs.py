@@ -373,8 +373,8 @@ def worker(
         typer.Option(
             "--idle-in-transaction-timeout",
             min=0.0,
-            help="PostgreSQL: end a session idle inside a transaction this long, freeing its locks "
-            "(seconds; default the lease; 0 off).",
+            help="PostgreSQL: end a session idle inside a transaction this long, freeing its locks; workers "
+            "also end other processes' sessions frozen this long mid-batch (seconds; default the lease; 0 off).",
         ),
     ] = None,
     lock_timeout: Annotated[

@@ -64,7 +64,9 @@ class WorkerConfig:
     idle_in_transaction_timeout_s: float | None = None
     """PostgreSQL: the ``idle_in_transaction_session_timeout`` of this process's sessions (default: one
     lease; 0 turns it off). A process frozen inside a write transaction (stopped, paused) is cut off
-    and its row locks freed, so other workers take its runs over once their leases expire."""
+    and its row locks freed, so other workers take its runs over once their leases expire. Workers
+    also end another process's session frozen that long in the middle of a pipelined batch, which
+    the server's timeout does not cover (``store/_stalled.py``)."""
     lock_timeout_s: float | None = None
     """PostgreSQL: the ``lock_timeout`` of this process's sessions (default: a quarter of the lease; 0
     turns it off). A write that waits longer for a row lock fails (the run is released and taken up
