@@ -44,7 +44,7 @@ def test_restart_and_fork_of_an_approved_run_ask_again(live: tuple[LiveServer, s
     with httpx.Client(base_url=srv.url, timeout=10) as c:
         run_id = c.post("/v1/runs", json={"agent": "janitor", "input": "tidy"}, headers=auth(key)).json()["run_id"]
         wait_status(c, run_id, key, {"WAITING_FOR_APPROVAL"})
-        [approval] = c.get("/v1/approvals", headers=auth(key)).json()
+        [approval] = c.get("/v1/approvals", headers=auth(key)).json()["approvals"]
         r = c.post(f"/v1/approvals/{approval['approval_id']}", json={"decision": "approve"}, headers=auth(key))
         assert r.status_code == 200, r.text
         assert wait_status(c, run_id, key, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
@@ -55,7 +55,7 @@ def test_restart_and_fork_of_an_approved_run_ask_again(live: tuple[LiveServer, s
         forked = c.post(f"/v1/runs/{run_id}/fork", json={"at_seq": granted}, headers=auth(key)).json()["run_id"]
         for new in (restarted, forked):
             assert wait_status(c, new, key, WAITING)["status"] == "WAITING_FOR_APPROVAL"
-        pending = c.get("/v1/approvals", headers=auth(key)).json()
+        pending = c.get("/v1/approvals", headers=auth(key)).json()["approvals"]
         assert sorted(a["run_id"] for a in pending) == sorted([restarted, forked])
         assert approval["approval_id"] not in {a["approval_id"] for a in pending}
         # the fork's copied history shows the old grant; it made no call of its own

@@ -56,7 +56,7 @@ def test_http_scenario_end_to_end_on_sqlite() -> None:
     out = Outcome(name="http", db="sqlite", argv=argv, result=r)
     summary: list[str] = []
     text = "\n".join(http_section([out], FULL, summary))
-    assert "## 4. HTTP load" in text
+    assert "## 5. HTTP load" in text
     assert "| SQLite | create | 20 | 4 |" in text and "| SQLite | read | 20 | 4 |" in text
     assert "benchmarks.scenarios http --db sqlite --creates 20" in text
     assert summary and summary[0].startswith("http SQLite (4 connections): create ")

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, or_, select, text, update
 
-from agentmaestro.store.dialects import upsert_insert
+from agentmaestro.store.dialects import dbapi_cursor, upsert_insert
 from agentmaestro.store.records import LedgerSpec, Refusal, Reservation
 from agentmaestro.store.schema import budget_ledgers
 
@@ -65,12 +65,9 @@ def _run(conn: Connection, name: str, stmt: Any, params: dict[str, Any]) -> int:
         compiled = _compiled[key] = (str(c), tuple(c.positiontup) if c.positional and c.positiontup else None)
     sql, order = compiled
     args: Any = tuple(params[k] for k in order) if order is not None else params
-    cursor = conn.connection.cursor()  # the DBAPI's own execute, no SQLAlchemy execution context
-    try:
+    with dbapi_cursor(conn, sql, args) as cursor:  # the DBAPI's own execute
         cursor.execute(sql, args)
         return int(cursor.rowcount)
-    finally:
-        cursor.close()
 
 
 def _upsert(conn: Connection) -> Any:

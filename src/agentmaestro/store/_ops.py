@@ -32,7 +32,7 @@ from agentmaestro.store.records import (
 )
 
 __all__ = ["NewRun"]  # re-exported: historically defined here
-from agentmaestro.store.dialects import compact_json, upsert_insert
+from agentmaestro.store.dialects import compact_json, dbapi_cursor, upsert_insert
 from agentmaestro.store.schema import (
     DEFAULT_WORKSPACE,
     agents,
@@ -572,11 +572,8 @@ class _DriverStatement:
                 values[key] = dumps(values[key])
             prepared.append(values)
         params: Any = [tuple(v[k] for k in order) for v in prepared] if order is not None else prepared
-        cursor = conn.connection.cursor()  # the DBAPI's own executemany, no SQLAlchemy execution context
-        try:
+        with dbapi_cursor(conn, sql, params) as cursor:  # the DBAPI's own executemany
             cursor.executemany(sql, params)
-        finally:
-            cursor.close()
 
 
 _COMMIT_KEEP = _DriverStatement(_commit_update(release=False), json_params=("state",))
@@ -603,13 +600,10 @@ def _read_back(conn: Connection, run_ids: list[str]) -> dict[str, _ReadBack]:
     for i in range(0, len(run_ids), _CHUNK):
         chunk = run_ids[i : i + _CHUNK]
         sql = _READ_BACK.format(", ".join([mark] * len(chunk)))
-        cursor = conn.connection.cursor()
-        try:
+        with dbapi_cursor(conn, sql, chunk) as cursor:
             cursor.execute(sql, tuple(chunk))
             for run_id, version, owner, epoch, cancel in cursor.fetchall():
                 out[run_id] = _ReadBack(version, owner, epoch, cancel)
-        finally:
-            cursor.close()
     return out
 
 

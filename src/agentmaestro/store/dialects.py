@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 
 from agentmaestro.errors import ConfigError
 
@@ -58,6 +59,23 @@ def redact_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<invalid url>"
+
+
+@contextlib.contextmanager
+def dbapi_cursor(conn: Connection, statement: str, params: Any = None) -> Iterator[Any]:
+    """A raw DBAPI cursor of ``conn`` (no SQLAlchemy execution context: the engine's hot path).
+
+    Errors of the driver are raised as SQLAlchemy's :class:`~sqlalchemy.exc.DBAPIError` family, as any other
+    statement's would be, so callers (the worker tells a database error from an engine bug) see no difference.
+    """
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.cursor()
+    try:
+        yield cursor
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, params, exc, dbapi.Error, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
 
 
 def compact_json(value: Any) -> str:
