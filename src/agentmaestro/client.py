@@ -411,6 +411,10 @@ class AsyncClient:
         """One agent's definition."""
         return await self._object("GET", f"/v1/agents/{name}")
 
+    async def list_workers(self) -> list[JSON]:
+        """Worker processes heard of recently (operator key): owner, host, pid, concurrency, last_seen, ..."""
+        return await self._objects("GET", "/v1/workers")
+
     async def list_tools(self) -> list[JSON]:
         """Every tool some agent can call, with its risk level and schema."""
         return await self._objects("GET", "/v1/tools")
@@ -918,6 +922,7 @@ class Client:
     list_agents = _blocking(AsyncClient.list_agents)
     get_agent = _blocking(AsyncClient.get_agent)
     list_tools = _blocking(AsyncClient.list_tools)
+    list_workers = _blocking(AsyncClient.list_workers)
     get_workspace = _blocking(AsyncClient.get_workspace)
     update_workspace_settings = _blocking(AsyncClient.update_workspace_settings)
     list_keys = _blocking(AsyncClient.list_keys)

@@ -9,6 +9,8 @@ import socket
 import time
 from pathlib import Path
 
+import httpx
+
 from tests.e2e.test_cli import Maestro, ok, one_line_error, write
 
 OPENAI_AGENT = """\
@@ -110,3 +112,21 @@ def test_example_agents_import_their_tools_without_pythonpath(tmp_path: Path) ->
     one_line_error(missing, "no module named 'mytools'", "--path DIR", "PYTHONPATH")
     shown = ok(m("--path", "lib", "--json", "agents", "show", "agents/loud.yaml")).json()
     assert [t["name"] for t in shown["tools"]] == ["shout"]
+
+
+def test_queued_through_a_server_says_whether_its_workers_run(tmp_path: Path) -> None:
+    from agentmaestro.agents import load_agents_dir
+    from agentmaestro.cli._common import builtin_agents_dir
+    from tests.e2e.test_server import make_key
+    from tests.fakes.server import LiveServer
+
+    agents = load_agents_dir(builtin_agents_dir())
+    for worker, expected in ((True, "will pick it up"), (False, "but no worker is running there")):
+        url = f"sqlite:///{tmp_path / f'{worker}.db'}"
+        key = make_key(url, "default", "operator")
+        with LiveServer(url, agents, worker=worker) as srv:
+            live = httpx.get(f"{srv.url}/v1/workers", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+            assert len(live) == (1 if worker else 0) and all(w["pid"] > 0 for w in live)
+            m = Maestro(tmp_path, None)
+            r = ok(m("--server", srv.url, "--api-key", key, "run", "calculator", "What is (2 + 3) * 4?"))
+            assert expected in r.out and srv.url in r.out, str(r)

@@ -19,7 +19,7 @@ from agentmaestro.core.events import Event
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import EventType
-from agentmaestro.errors import ConfigError, LocalOnlyError
+from agentmaestro.errors import ConfigError, LocalOnlyError, MaestroError
 
 if TYPE_CHECKING:  # imported where used: a command loads only what it needs (fast CLI start-up)
     from agentmaestro.agents import Agent, AgentRegistry
@@ -501,8 +501,11 @@ class RemoteBackend:
         return await self.client.create_run(agent, task, policy=overrides or None)
 
     async def live_workers(self) -> list[JSON] | None:
-        """Not known through the API: the server's workers execute the run."""
-        return None
+        """The workers on the server's database (``GET /v1/workers``); None if the server cannot say."""
+        try:
+            return await self.client.list_workers()
+        except MaestroError:  # an older server without the route, or a key that may not ask
+            return None
 
     async def list_runs(
         self, *, statuses: Sequence[str], agent: str | None, before: str | None, limit: int

@@ -317,10 +317,13 @@ def pickup(c: _Ctx, workers: list[dict[str, Any]] | None) -> str:
     """Who will execute a queued run, from the workers' heartbeats (None: a server's workers, not known here)."""
     if workers is None:
         return f"queued on {c.server}; its workers run it"
+    if not workers and c.server:
+        return f"queued on {c.server}, but no worker is running there: start one with `maestro worker`"
     if not workers:
         return "no worker is running: start one with `maestro worker`, or run it here with --wait"
     where = ", ".join(f"{w['host']}:{w['pid']}" for w in workers[:3]) + (", ..." if len(workers) > 3 else "")
-    return f"queued; {len(workers)} worker(s) running will pick it up ({where})"
+    queued = f"queued on {c.server}" if c.server else "queued"
+    return f"{queued}; {len(workers)} worker(s) running will pick it up ({where})"
 
 
 def when(ts: float | None) -> str:

@@ -161,6 +161,18 @@ class Agent(BaseModel):
     source: str | None
 
 
+class Worker(BaseModel):
+    """A worker process heard of within its lease length (it claims runs of any workspace)."""
+
+    owner: str = Field(description="The worker's id, as run leases name it.")
+    host: str
+    pid: int
+    concurrency: int = Field(description="Most runs it drives at once.")
+    started_at: float
+    last_seen: float = Field(description="Its last presence heartbeat (Unix seconds).")
+    expires_at: float = Field(description="When it counts as gone unless it beats again.")
+
+
 class Tool(BaseModel):
     """A tool some agent can call."""
 

@@ -1,4 +1,4 @@
-"""/v1/agents and /v1/tools: what this server can run."""
+"""/v1/agents, /v1/tools and /v1/workers: what this server can run, and who runs it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.server import schemas
-from agentmaestro.server.auth import Principal, Viewer
+from agentmaestro.server.auth import Operator, Principal, Viewer, get_store
 from agentmaestro.server.errors import APIError
 
 router = APIRouter(prefix="/v1", tags=["agents and tools"])
@@ -57,3 +57,13 @@ async def list_tools(principal: Viewer, request: Request) -> list[dict[str, Any]
             )
             entry["agents"].append(agent.name)
     return sorted(tools.values(), key=lambda t: t["name"])
+
+
+@router.get("/workers", response_model=list[schemas.Worker], summary="List live workers")
+async def list_workers(principal: Operator, request: Request) -> list[dict[str, Any]]:
+    """Worker processes on this database that claim runs (this server's embedded one too), oldest first.
+
+    Each refreshes its presence every heartbeat interval; one not heard of within its lease length is left out.
+    ``maestro --server URL run`` asks this to say whether a queued run will be picked up.
+    """
+    return await get_store(request).live_workers()
