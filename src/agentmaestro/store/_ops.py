@@ -670,9 +670,9 @@ def apply_commits(
         conn.execute(insert(human_requests), human_rows)
     budget = _apply_budget(conn, held, reservations, now, known_ledgers)
     if budget.commit_refusals:
-        for i, (c, r) in enumerate(zip(commits, results, strict=True)):
-            if r is not None and c.run_id in budget.commit_refusals:
-                results[i] = dataclasses.replace(r, refusal=budget.commit_refusals[c.run_id])
+        for i, (c, done) in enumerate(zip(commits, results, strict=True)):
+            if done is not None and c.run_id in budget.commit_refusals:
+                results[i] = dataclasses.replace(done, refusal=budget.commit_refusals[c.run_id])
     children = [child for c, r in zip(commits, results, strict=True) if r is not None for child in c.children]
     if children:
         create_runs(conn, children, now)
