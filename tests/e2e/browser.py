@@ -47,6 +47,8 @@ class Pages:
         self.url = url
         self.contexts: list[Any] = []
         self.errors: list[str] = []
+        self.failed: list[str] = []
+        """Responses with a 4xx/5xx status the pages received (some are expected: a not-found page)."""
 
     def open(self, key: str, route: str = "#/runs") -> Any:
         context = self.browser.new_context(viewport=VIEWPORT)
@@ -57,6 +59,10 @@ class Pages:
         page.on(
             "console",
             lambda msg: self.errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None,
+        )
+        page.on(  # names the requests behind a console "Failed to load resource" error (for failure messages)
+            "response",
+            lambda r: self.failed.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None,
         )
         page.goto(self.url + "/")
         page.get_by_label("API key").fill(key)

@@ -37,6 +37,7 @@ def pages(browser: Any) -> Iterator[Callable[[str], Pages]]:
 
     yield make
     errors = [e for p in made for e in p.errors]
+    failed = [r for p in made for r in p.failed]
     for p in made:
         p.close()
-    assert not errors, errors
+    assert not errors, (errors, "failed responses:", failed)

@@ -74,3 +74,7 @@ def test_generate_review_save_run_delete(
         check(viewer.get_by_role("button", name="Validate")).to_be_visible()
         check(viewer.get_by_role("button", name="Save to workspace")).to_have_count(0)
         check(viewer.get_by_role("button", name="Generate", exact=True)).to_have_count(0)
+        # The run's live graph may ask for the workflow's definition after it was deleted (a late, handled
+        # 404 on a busy machine; the browser still logs it): that one, and only that one, is expected.
+        if ui.failed and all(f.startswith("404 GET ") and f.endswith("/v1/workflows/ticket-triage") for f in ui.failed):
+            ui.errors[:] = [e for e in ui.errors if "status of 404" not in e]
