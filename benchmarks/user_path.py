@@ -172,6 +172,8 @@ def user_path_section(
         elif name == "sdk-conc" and budget:
             met = r["ratio"] <= CONC_TARGET_RATIO[db] and r["peak_rss_mb"] <= CONC_RSS_MB
             target = f"{'met' if met else '**MISSED**'} (<= {CONC_TARGET_RATIO[db]:g}x, RSS <= {CONC_RSS_MB:.0f} MB)"
+        if name == "http-conc":
+            target = f"streams cut: {r.get('stream_errors', 0)} of {r['runs']:,}"
         ratio = f"{r['ratio']:.1f}x" if "ratio" in r else "-"
         budget_cell = "(raw writes)" if name.startswith("floor") else ("on" if budget else "off")
         lines.append(
