@@ -64,7 +64,14 @@ class Backend(Protocol):
         """
 
     async def list_runs(
-        self, *, statuses: Sequence[str], agent: str | None, before: str | None, limit: int
+        self,
+        *,
+        statuses: Sequence[str],
+        agent: str | None,
+        before: str | None,
+        limit: int,
+        top_level: bool = False,
+        kind: str | None = None,
     ) -> list[JSON]:
         """Runs, newest first."""
 
@@ -243,11 +250,24 @@ class LocalBackend:
         return await self.store.live_workers()
 
     async def list_runs(
-        self, *, statuses: Sequence[str], agent: str | None, before: str | None, limit: int
+        self,
+        *,
+        statuses: Sequence[str],
+        agent: str | None,
+        before: str | None,
+        limit: int,
+        top_level: bool = False,
+        kind: str | None = None,
     ) -> list[JSON]:
         """Runs of the workspace, newest first."""
         records = await self.store.list_runs(
-            workspace_id=self.workspace, statuses=list(statuses) or None, agent=agent, before=before, limit=limit
+            workspace_id=self.workspace,
+            statuses=list(statuses) or None,
+            agent=agent,
+            top_level=top_level,
+            kind=kind,
+            before=before,
+            limit=limit,
         )
         return [r.to_json() for r in records]
 
@@ -508,10 +528,19 @@ class RemoteBackend:
             return None
 
     async def list_runs(
-        self, *, statuses: Sequence[str], agent: str | None, before: str | None, limit: int
+        self,
+        *,
+        statuses: Sequence[str],
+        agent: str | None,
+        before: str | None,
+        limit: int,
+        top_level: bool = False,
+        kind: str | None = None,
     ) -> list[JSON]:
         """A page of the server's runs."""
-        page = await self.client.list_runs(status=statuses or None, agent=agent, cursor=before, limit=limit)
+        page = await self.client.list_runs(
+            status=statuses or None, agent=agent, top_level=top_level, kind=kind, cursor=before, limit=limit
+        )
         runs: list[JSON] = page["runs"]
         return runs
 

@@ -123,6 +123,12 @@ def runs_list(
     before: Annotated[
         str | None, typer.Option("--before", help="Cursor: the last run id of the previous page.")
     ] = None,
+    top_level: Annotated[
+        bool, typer.Option("--top-level", help="Only runs that are not sub-runs (workflow nodes, objective tasks).")
+    ] = False,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Only runs of this kind: agent, workflow, objective, escalation.")
+    ] = None,
 ) -> None:
     """List runs, newest first."""
     c = _ctx(ctx)
@@ -130,8 +136,15 @@ def runs_list(
     for s in statuses:
         if s not in RunStatus.__members__:
             raise ConfigError(f"unknown status {s!r}; expected one of {', '.join(RunStatus.__members__)}")
+    kinds = ("agent", "workflow", "objective", "escalation")
+    if kind is not None and kind not in kinds:
+        raise ConfigError(f"unknown kind {kind!r}; expected one of {', '.join(kinds)}")
 
-    runs = c.call(lambda b: b.list_runs(statuses=statuses, agent=agent, before=before, limit=limit))
+    runs = c.call(
+        lambda b: b.list_runs(
+            statuses=statuses, agent=agent, before=before, limit=limit, top_level=top_level, kind=kind
+        )
+    )
     if c.as_json:
         _print_json({"runs": runs, "next": runs[-1]["run_id"] if len(runs) == limit else None})
         return
@@ -150,7 +163,8 @@ def runs_list(
         )
     out.print(table)
     if len(runs) == limit:
-        out.print(f"next page: maestro runs list --before {runs[-1]['run_id']}", markup=False)
+        more = (" --top-level" if top_level else "") + (f" --kind {kind}" if kind else "")
+        out.print(f"next page: maestro runs list{more} --before {runs[-1]['run_id']}", markup=False)
 
 
 @runs_app.command("show")
