@@ -125,11 +125,13 @@ async def scenario_floor_seq(args: argparse.Namespace, db: BenchDatabase) -> dic
     }
 
 
-async def scenario_floor_conc(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
-    """Concurrent runs whose model steps wait, every step group-committed by one writer thread."""
+async def group_committed(
+    db: BenchDatabase, runs: int, steps_per_run: int, waits: set[int], latency_s: float
+) -> tuple[float, float, int]:
+    """``runs`` coroutines of ``steps_per_run`` steps, waiting ``latency_s`` before the steps in ``waits``; every
+    step's writes group-committed by one writer thread. Returns (wall s, CPU s, events stored)."""
     conn = _Conn(db)
-    steps_per_run = 2 * args.turns - 1
-    conn.create([f"run-{i}" for i in range(args.runs)])
+    conn.create([f"run-{i}" for i in range(runs)])
     writer = ThreadPoolExecutor(max_workers=1)
     pending: list[tuple[tuple[str, int, dict[str, Any]], asyncio.Future[None]]] = []
     flushing: asyncio.Future[None] | None = None
@@ -154,18 +156,26 @@ async def scenario_floor_conc(args: argparse.Namespace, db: BenchDatabase) -> di
 
     async def run(i: int) -> None:
         for step in range(steps_per_run):
-            if step % 2 == 0:  # a model step (the even ones: model, tool, model, ..., model)
-                await asyncio.sleep(args.latency)
+            if step in waits:
+                await asyncio.sleep(latency_s)
             await commit((f"run-{i}", step, _payload(step)))
 
     try:
         cpu0, t0 = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(run(i) for i in range(args.runs)))
+        await asyncio.gather(*(run(i) for i in range(runs)))
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         writer.shutdown()
         events = conn.count()
     finally:
         conn.close()
+    return wall, cpu, events
+
+
+async def scenario_floor_conc(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
+    """Concurrent runs whose model steps wait, every step group-committed by one writer thread."""
+    steps_per_run = 2 * args.turns - 1
+    model_steps = set(range(0, steps_per_run, 2))  # model, tool, model, ..., model
+    wall, cpu, events = await group_committed(db, args.runs, steps_per_run, model_steps, args.latency)
     ideal = args.turns * args.latency
     steps = args.runs * steps_per_run
     return {

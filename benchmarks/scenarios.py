@@ -714,63 +714,10 @@ async def scenario_floor(args: argparse.Namespace, db: BenchDatabase) -> dict[st
     """
     if db.sqlite_path is None:
         raise ValueError("the floor scenario measures SQLite only")
-    from concurrent.futures import ThreadPoolExecutor
+    from benchmarks.floors import group_committed
 
-    conn = sqlite3.connect(db.sqlite_path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL)")
-    conn.execute("CREATE TABLE events (run_id TEXT, seq INTEGER, payload TEXT, PRIMARY KEY (run_id, seq))")
-    conn.execute("CREATE TABLE steps (run_id TEXT, step INTEGER, kind TEXT, PRIMARY KEY (run_id, step))")
-    conn.executemany("INSERT INTO runs VALUES (?, 0, '{}')", [(f"run-{i}",) for i in range(args.runs)])
     waits = {0, args.steps // 2, args.steps - 1}
-    writer = ThreadPoolExecutor(max_workers=1)
-    pending: list[tuple[tuple[str, int, dict[str, Any]], asyncio.Future[None]]] = []
-    flushing: asyncio.Future[None] | None = None
-
-    def write(batch: list[tuple[str, int, dict[str, Any]]]) -> int:
-        conn.execute("BEGIN IMMEDIATE")
-        cur = conn.executemany(
-            "UPDATE runs SET version = version + 1, state = ? WHERE run_id = ? AND version = ?",
-            [(json.dumps({"steps": step + 1}), run_id, step) for run_id, step, _ in batch],
-        )
-        conn.executemany(
-            "INSERT INTO events VALUES (?, ?, ?)", [(run_id, step, json.dumps(p)) for run_id, step, p in batch]
-        )
-        conn.executemany("INSERT INTO steps VALUES (?, ?, 'MODEL_CALL')", [(r, s) for r, s, _ in batch])
-        conn.execute("COMMIT")
-        return cur.rowcount
-
-    async def flush() -> None:
-        loop = asyncio.get_running_loop()
-        while pending:
-            batch = pending[:]
-            del pending[:]
-            matched = await loop.run_in_executor(writer, write, [row for row, _ in batch])
-            assert matched == len(batch), "a guarded update matched no row"
-            for _, fut in batch:
-                fut.set_result(None)
-
-    async def commit(row: tuple[str, int, dict[str, Any]]) -> None:
-        nonlocal flushing
-        fut = asyncio.get_running_loop().create_future()
-        pending.append((row, fut))
-        if flushing is None or flushing.done():
-            flushing = asyncio.ensure_future(flush())
-        await fut
-
-    async def run(i: int) -> None:
-        for step in range(args.steps):
-            if step in waits:
-                await asyncio.sleep(args.latency)
-            await commit((f"run-{i}", step, {"kind": "MODEL_CALL", "content": "an answer " * 4, "step": step}))
-
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(run(i) for i in range(args.runs)))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    writer.shutdown()
-    (events,) = conn.execute("SELECT count(*) FROM events").fetchone()
-    conn.close()
+    wall, cpu, events = await group_committed(db, args.runs, args.steps, waits, args.latency)
     ideal = len(waits) * args.latency
     steps = args.runs * args.steps
     return {
