@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, or_, select, text, update
 
-from agentmaestro.store.dialects import dbapi_cursor, upsert_insert
+from agentmaestro.store.dialects import DriverStatement, upsert_insert
 from agentmaestro.store.records import LedgerSpec, Refusal, Reservation
 from agentmaestro.store.schema import budget_ledgers
 
@@ -29,7 +29,7 @@ KnownLedgers = MutableMapping[str, tuple[float | None, int | None]]
 """Ledger id -> the limits this process last wrote to it (so it is not written again per call)."""
 
 _c = budget_ledgers.c
-_RESERVE = (
+_RESERVE = DriverStatement(
     update(budget_ledgers)
     .where(
         _c.ledger_id == bindparam("l_id"),
@@ -42,7 +42,7 @@ _RESERVE = (
         updated_at=bindparam("l_now"),
     )
 )
-_MOVE = (
+_MOVE = DriverStatement(
     update(budget_ledgers)
     .where(_c.ledger_id == bindparam("l_id"))
     .values(
@@ -53,21 +53,6 @@ _MOVE = (
         updated_at=bindparam("l_now"),
     )
 )
-_compiled: dict[tuple[str, str], tuple[str, tuple[str, ...] | None]] = {}
-
-
-def _run(conn: Connection, name: str, stmt: Any, params: dict[str, Any]) -> int:
-    """Execute a statement (or ``stmt(conn)``) compiled once per dialect; returns the row count."""
-    key = (conn.dialect.name, name)
-    compiled = _compiled.get(key)
-    if compiled is None:
-        c = (stmt(conn) if callable(stmt) else stmt).compile(dialect=conn.dialect)
-        compiled = _compiled[key] = (str(c), tuple(c.positiontup) if c.positional and c.positiontup else None)
-    sql, order = compiled
-    args: Any = tuple(params[k] for k in order) if order is not None else params
-    with dbapi_cursor(conn, sql, args) as cursor:  # the DBAPI's own execute
-        cursor.execute(sql, args)
-        return int(cursor.rowcount)
 
 
 def _upsert(conn: Connection) -> Any:
@@ -83,6 +68,9 @@ def _upsert(conn: Connection) -> Any:
     return ins.on_conflict_do_update(index_elements=["ledger_id"], set_=limits)
 
 
+_ENSURE = DriverStatement(_upsert)
+
+
 def _ensure(conn: Connection, spec: LedgerSpec, now: float, known: KnownLedgers | None, added: KnownLedgers) -> None:
     """Create the ledger if missing and write the limits the reserving run holds (once per process)."""
     limits = (spec.limit_usd, spec.limit_tokens)
@@ -95,7 +83,7 @@ def _ensure(conn: Connection, spec: LedgerSpec, now: float, known: KnownLedgers 
         "l_limit_tokens": spec.limit_tokens,
         "l_now": now,
     }
-    _run(conn, "ensure", _upsert, params)
+    _ENSURE.execute(conn, params)
     added[spec.ledger_id] = limits
 
 
@@ -139,7 +127,7 @@ def reserve_all(
         refusal: Refusal | None = None
         for spec in r.ledgers:
             params = {"l_id": spec.ledger_id, "l_usd": r.usd, "l_tokens": r.tokens, "l_now": now}
-            if _run(conn, "reserve", _RESERVE, params) == 1:
+            if _RESERVE.execute(conn, params) == 1:
                 done.append(spec)
                 continue
             refusal = _refusal(conn, spec, r.usd, r.tokens)
@@ -152,11 +140,8 @@ def reserve_all(
 
 def settle(conn: Connection, entries: Sequence[dict[str, Any]], now: float) -> None:
     """Turn reservations into spend: each entry has ledger_id, reserved_usd/tokens, spent_usd/tokens."""
-    for e in entries:
-        _run(
-            conn,
-            "move",
-            _MOVE,
+    if entries:
+        rows = [
             {
                 "l_id": e["ledger_id"],
                 "l_res_usd": e["reserved_usd"],
@@ -164,8 +149,10 @@ def settle(conn: Connection, entries: Sequence[dict[str, Any]], now: float) -> N
                 "l_spent_usd": e.get("spent_usd", 0.0),
                 "l_spent_tokens": e.get("spent_tokens", 0),
                 "l_now": now,
-            },
-        )
+            }
+            for e in entries
+        ]
+        _MOVE.executemany(conn, rows)
 
 
 def get_ledger(conn: Connection, ledger_id: str) -> dict[str, Any] | None:

@@ -32,7 +32,7 @@ from agentmaestro.store.records import (
 )
 
 __all__ = ["NewRun"]  # re-exported: historically defined here
-from agentmaestro.store.dialects import compact_json, dbapi_cursor, upsert_insert
+from agentmaestro.store.dialects import DriverStatement, dbapi_cursor, upsert_insert
 from agentmaestro.store.schema import (
     DEFAULT_WORKSPACE,
     agents,
@@ -541,46 +541,11 @@ EVENT_RUNS_KEY = "maestro.event_runs"
 """``conn.info`` key: the runs that got events in this transaction (see ``Store._announce``)."""
 
 
-class _DriverStatement:
-    """A Core statement compiled once per dialect and run with the DBAPI's own ``executemany``.
-
-    The step commit is the engine's hot path: SQLAlchemy's per-row parameter processing cost about
-    as much CPU as the rest of the writer's work. Rows are plain dicts keyed by bind parameter name;
-    the columns named in ``json_params`` are serialized here (PostgreSQL casts the text to JSONB).
-    Literal values in the statement (``None`` for a released lease, the RUNNING guard) keep their
-    compiled defaults.
-    """
-
-    def __init__(self, stmt: Any, json_params: Collection[str] = ()) -> None:
-        self.stmt = stmt
-        self.json_params = frozenset(json_params)
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
-
-    def executemany(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        """Run the statement once per row (one DBAPI ``executemany``)."""
-        compiled = self._compiled.get(conn.dialect.name)
-        if compiled is None:
-            c = self.stmt.compile(dialect=conn.dialect)
-            order = tuple(c.positiontup) if c.positional and c.positiontup else None
-            compiled = self._compiled[conn.dialect.name] = (str(c), order, dict(c.params))
-        sql, order, defaults = compiled
-        dumps = compact_json
-        prepared: list[dict[str, Any]] = []
-        for row in rows:
-            values = {**defaults, **row}
-            for key in self.json_params:
-                values[key] = dumps(values[key])
-            prepared.append(values)
-        params: Any = [tuple(v[k] for k in order) for v in prepared] if order is not None else prepared
-        with dbapi_cursor(conn, sql, params) as cursor:  # the DBAPI's own executemany
-            cursor.executemany(sql, params)
-
-
-_COMMIT_KEEP = _DriverStatement(_commit_update(release=False), json_params=("state",))
-_COMMIT_RELEASE = _DriverStatement(_commit_update(release=True), json_params=("state",))
+_COMMIT_KEEP = DriverStatement(_commit_update(release=False), json_params=("state",))
+_COMMIT_RELEASE = DriverStatement(_commit_update(release=True), json_params=("state",))
 """Guarded step commits, built once; a batch runs them as executemany with per-commit parameters."""
-_INSERT_EVENTS = _DriverStatement(insert(run_events), json_params=("payload",))
-_INSERT_STEPS = _DriverStatement(insert(steps))
+_INSERT_EVENTS = DriverStatement(insert(run_events), json_params=("payload",))
+_INSERT_STEPS = DriverStatement(insert(steps))
 
 
 _READ_BACK = "SELECT run_id, version, lease_owner, lease_epoch, cancel_requested FROM runs WHERE run_id IN ({})"

@@ -7,7 +7,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,51 @@ def dbapi_cursor(conn: Connection, statement: str, params: Any = None) -> Iterat
         raise DBAPIError.instance(statement, params, exc, dbapi.Error, dialect=conn.dialect) from exc
     finally:
         cursor.close()
+
+
+class DriverStatement:
+    """A Core statement compiled once per dialect and run on the DBAPI cursor (see :func:`dbapi_cursor`).
+
+    The step commit is the engine's hot path: SQLAlchemy's per-row parameter processing cost about as
+    much CPU as the rest of the writer's work. Parameters are plain dicts keyed by bind parameter name;
+    the ones named in ``json_params`` are serialized here (PostgreSQL casts the text to JSONB). Literal
+    values in the statement (``None`` for a released lease, the RUNNING guard) keep their compiled
+    defaults. ``stmt`` may be a function of the connection, for a dialect-specific statement (an upsert).
+    """
+
+    def __init__(self, stmt: Any, json_params: Collection[str] = ()) -> None:
+        self.stmt = stmt
+        self.json_params = frozenset(json_params)
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+    def _prepare(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple[str, Any]:
+        compiled = self._compiled.get(conn.dialect.name)
+        if compiled is None:
+            stmt = self.stmt(conn) if callable(self.stmt) else self.stmt
+            c = stmt.compile(dialect=conn.dialect)
+            order = tuple(c.positiontup) if c.positional and c.positiontup else None
+            compiled = self._compiled[conn.dialect.name] = (str(c), order, dict(c.params))
+        sql, order, defaults = compiled
+        prepared: list[dict[str, Any]] = []
+        for row in rows:
+            values = {**defaults, **row}
+            for key in self.json_params:
+                values[key] = compact_json(values[key])
+            prepared.append(values)
+        return sql, [tuple(v[k] for k in order) for v in prepared] if order is not None else prepared
+
+    def executemany(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Run the statement once per row (one DBAPI ``executemany``)."""
+        sql, params = self._prepare(conn, rows)
+        with dbapi_cursor(conn, sql, params) as cursor:
+            cursor.executemany(sql, params)
+
+    def execute(self, conn: Connection, row: dict[str, Any]) -> int:
+        """Run the statement once; the number of rows it changed."""
+        sql, [params] = self._prepare(conn, [row])
+        with dbapi_cursor(conn, sql, params) as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.rowcount)
 
 
 def compact_json(value: Any) -> str:
