@@ -19,10 +19,10 @@ from typing import Any, Literal, TypeVar
 
 from agentmaestro.actor import local_actor
 from agentmaestro.agents import Agent, AgentRegistry, adapt, check_usable
-from agentmaestro.core.events import Event, RunState, apply_event
+from agentmaestro.core.events import Event, RunState, apply_event, implied_phase
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.policy import StrictPolicy
-from agentmaestro.core.states import EventType, RunStatus, StepKind
+from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import ConfigError
 from agentmaestro.store._ops import NewRun
@@ -37,6 +37,9 @@ T = TypeVar("T")
 
 HookName = Literal["STATE_ENTER", "TOOL_CALL", "POLICY_VIOLATION", "EXECUTION_COMPLETE"]
 HOOK_NAMES: frozenset[str] = frozenset({"STATE_ENTER", "TOOL_CALL", "POLICY_VIOLATION", "EXECUTION_COMPLETE"})
+_TERMINAL_EVENTS = frozenset(
+    {EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED, EventType.POLICY_VIOLATION}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +54,9 @@ class HookEvent:
     """The agent."""
     event: Event
     """The underlying event."""
+    phase: Phase | None = None
+    """For ``STATE_ENTER``: the lifecycle phase the event moved the run into (``PHASE_CHANGED``, or a step event
+    that implies it: a model call plans, a tool call executes); None for the status changes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,6 +170,7 @@ class Orchestrator:
         self.registry = AgentRegistry()
         self.workflows = WorkflowRegistry()
         self._hooks: dict[str, list[Hook]] = {}
+        self._hook_phases: dict[str, Phase] = {}
         self._with_worker = worker
         self._config = config or WorkerConfig()
         self._loop = asyncio.new_event_loop()
@@ -216,12 +223,29 @@ class Orchestrator:
         self._hooks.setdefault(hook, []).append(fn)
         return fn
 
+    def _entered_phase(self, run_id: str, ev: Event) -> Phase | None:
+        """The phase ``ev`` moves its run into, if another than the one it was in (tracked per running run)."""
+        if ev.type in _TERMINAL_EVENTS:
+            self._hook_phases.pop(run_id, None)
+            return None
+        if ev.type is EventType.PHASE_CHANGED:
+            phase: Phase | None = Phase(ev.payload["to"])
+        else:
+            phase = implied_phase(ev.type, ev.payload)
+        if phase is None or self._hook_phases.get(run_id, Phase.INIT) is phase:
+            return None
+        self._hook_phases[run_id] = phase
+        return phase
+
     async def _dispatch(self, run_id: str, agent: str, events: list[Event]) -> None:
         if not self._hooks:
             return
         for ev in events:
             names = [ev.type.value]
-            if ev.type in (
+            phase = self._entered_phase(run_id, ev)
+            if phase is not None:
+                names.append("STATE_ENTER")
+            elif ev.type in (
                 EventType.RUN_STARTED,
                 EventType.PHASE_CHANGED,
                 EventType.APPROVAL_REQUESTED,
@@ -242,7 +266,8 @@ class Orchestrator:
             for name in names:
                 for fn in self._hooks.get(name, ()):
                     try:
-                        res = fn(HookEvent(hook=name, run_id=run_id, agent=agent, event=ev))
+                        entered = phase if name == "STATE_ENTER" else None
+                        res = fn(HookEvent(hook=name, run_id=run_id, agent=agent, event=ev, phase=entered))
                         if inspect.isawaitable(res):
                             await res
                     except Exception:  # one broken hook must not silence the others or the run

@@ -126,7 +126,7 @@ def test_cli_through_a_server(remote: tuple[Remote, dict[str, str]], tmp_path: P
     )
     run_id = waited.run_id()
     assert f"{run_id} COMPLETED" in waited.out and "output: (2 + 3) * 4 = 20" in waited.out
-    assert "RUN_COMPLETED" in followed.out and "PHASE_CHANGED" in followed.out and "COMPLETED steps=" in followed.out
+    assert "RUN_COMPLETED" in followed.out and "STEP_COMPLETED" in followed.out and "COMPLETED steps=" in followed.out
     assert "WAITING_FOR_APPROVAL" in held.out and "maestro approvals list" in held.out
     assert queued.json()["status"] == "PENDING" and queued.json()["policy"]["max_steps"] == 9
 

@@ -50,8 +50,8 @@ def make_key(url: str, workspace: str, role: str) -> str:
     return asyncio.run(go())
 
 
-def write_busy_agent(folder: Path, *, turns: int = 15, latency_s: float = 0.12, name: str = "busy") -> Path:
-    """An agent whose scripted model makes ``turns`` tool calls with ``latency_s`` each: ~4 events per turn."""
+def write_busy_agent(folder: Path, *, turns: int = 26, latency_s: float = 0.07, name: str = "busy") -> Path:
+    """An agent whose scripted model makes ``turns`` tool calls with ``latency_s`` each: 2 events per turn."""
     script = {
         "latency_s": latency_s,
         "turns": [{"tool_calls": [{"name": "add", "arguments": {"a": i, "b": 1}}]} for i in range(turns)]

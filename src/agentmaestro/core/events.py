@@ -8,6 +8,7 @@ log reproduces the stored snapshot exactly. Pure, no I/O.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,15 @@ from typing import Any
 from agentmaestro.core.messages import Message, ToolCall
 from agentmaestro.core.policy import StrictPolicy, Usage
 from agentmaestro.core.reconcile import Recovery
-from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind, check_phase_change, next_status
+from agentmaestro.core.states import (
+    PHASE_TRANSITIONS,
+    EventType,
+    Phase,
+    RunStatus,
+    StepKind,
+    check_phase_change,
+    next_status,
+)
 from agentmaestro.errors import InvalidTransitionError
 
 
@@ -200,6 +209,16 @@ class RunState:
             **({"workflow": self.workflow} if self.workflow is not None else {}),
         }
 
+    def to_snapshot(self) -> dict[str, Any]:
+        """The compact form the ``runs`` row stores.
+
+        :meth:`to_json` without the fields (and policy limits) that hold their default value, which
+        :meth:`from_json` restores. Every step commit rewrites the row, so every byte here is written once per step.
+        """
+        full = self.to_json()
+        full["policy"] = _without_defaults(full["policy"], _DEFAULT_POLICY_JSON)
+        return _without_defaults(full, _default_state_json())
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunState:
         """Inverse of :meth:`to_json`."""
@@ -235,9 +254,57 @@ class RunState:
         )
 
 
+def _without_defaults(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in defaults or v != defaults[k] or type(v) is not type(defaults[k])}
+
+
+_DEFAULT_POLICY_JSON = StrictPolicy().to_json()
+
+
+@functools.cache
+def _default_state_json() -> dict[str, Any]:
+    defaults = RunState().to_json()
+    defaults["policy"] = {}
+    defaults.pop("status")  # always stored
+    return defaults
+
+
 _TERMINATING = frozenset(
     {EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELLED, EventType.POLICY_VIOLATION}
 )
+
+
+_STEP_PHASES = {StepKind.MODEL_CALL.value: Phase.PLAN, StepKind.TOOL_CALL.value: Phase.EXECUTE}
+
+
+def implied_phase(event_type: EventType, payload: dict[str, Any]) -> Phase | None:
+    """The phase a step event puts its run in: a model call plans, a tool call executes (None: no phase).
+
+    The fold moves the run to this phase (when the move is an allowed one), so the engine does not store a
+    ``PHASE_CHANGED`` event that the step event right after it implies (see :func:`drop_implied_phase_changes`).
+    """
+    if event_type is EventType.STEP_STARTED:
+        return Phase.EXECUTE
+    if event_type is EventType.STEP_COMPLETED or event_type is EventType.STEP_FAILED:
+        return _STEP_PHASES.get(payload.get("kind"))  # type: ignore[arg-type]
+    return None
+
+
+def drop_implied_phase_changes(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``specs`` (event specs about to be committed) without the ``PHASE_CHANGED`` events the next event implies.
+
+    Folding the rest gives the same state: the step event moves the run to the same phase. A step costs one
+    event row instead of two.
+    """
+    out: list[dict[str, Any]] = []
+    for i, spec in enumerate(specs):
+        if spec["type"] is EventType.PHASE_CHANGED and i + 1 < len(specs):
+            nxt = specs[i + 1]
+            implied = implied_phase(nxt["type"], nxt.get("payload") or {})
+            if implied is not None and implied.value == spec["payload"]["to"]:
+                continue
+        out.append(spec)
+    return out
 
 
 def apply_event(state: RunState, event: Event) -> RunState:
@@ -334,6 +401,9 @@ def apply_event(state: RunState, event: Event) -> RunState:
         changes["approval"] = None
         if p.get("policy"):
             changes["policy"] = StrictPolicy.from_json(p["policy"])
+    implied = implied_phase(t, p)
+    if implied is not None and implied is not state.phase and (state.phase, implied) in PHASE_TRANSITIONS:
+        changes["phase"] = implied
     if t in _TERMINATING:
         changes["phase"] = Phase.TERMINATE
     workflow = apply_workflow(state.workflow, event)

@@ -21,6 +21,7 @@ from agentmaestro.core.events import (
     RunState,
     apply_event,
     conversation,
+    drop_implied_phase_changes,
     note_messages,
     scrub_nul,
     step_messages,
@@ -280,7 +281,7 @@ class RunDriver:
         now = time.time()
         state = self.state
         events: list[Event] = []
-        for spec in outcome.events:
+        for spec in drop_implied_phase_changes(outcome.events):
             ev = Event(
                 run_id=self.run_id,
                 seq=state.last_seq + 1,

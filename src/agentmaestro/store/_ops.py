@@ -125,7 +125,7 @@ def _step_rows(run_id: str, workspace_id: str, rows: Iterable[StepRow]) -> list[
 def _snapshot_columns(state: RunState) -> dict[str, Any]:
     assert state.status is not None
     return {
-        "state": state.to_json(),
+        "state": state.to_snapshot(),
         "status": state.status.value,
         "phase": state.phase.value,
         "steps": state.steps,
