@@ -594,7 +594,7 @@ def _sqlite_sizes(path: str) -> dict[str, dict[str, int]]:
     return {str(name): {"alloc": int(alloc or 0), "data": int(data or 0)} for name, alloc, data in rows}
 
 
-_PG_TABLES = ("runs", "steps", "run_events")
+_PG_TABLES = ("runs", "steps", "run_events", "budget_ledgers")
 
 
 def _pg_sizes(conn: Any) -> dict[str, dict[str, int]]:

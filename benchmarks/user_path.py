@@ -6,7 +6,8 @@ budget off, so the table shows what governance costs. Targets (issue 13, on a 2-
 - ``sdk-seq``: >= 2,500 durable steps/s on SQLite, >= 1,200 on PostgreSQL;
 - ``sdk-conc``: 1,000 runs within 12x the ideal wall on SQLite and 20x on PostgreSQL, peak RSS <= 150 MB;
   10,000 runs complete with peak RSS <= 400 MB;
-- governed CPU per step <= 1.2x the same scenario with the budget off.
+- governed CPU per step <= 1.2x the same scenario with the budget off;
+- database bytes per durable step (``sdk-seq``, budget on) <= 300 on SQLite, <= 600 on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ CONC_TARGET_RATIO = {"sqlite": 12.0, "postgresql": 20.0}
 CONC_RSS_MB = 150.0
 BIG_RSS_MB = 400.0
 GOVERNANCE_CPU_RATIO = 1.2
+BYTES_TARGET = {"sqlite": 300.0, "postgresql": 600.0}
 
 
 @dataclass(frozen=True)
@@ -207,5 +209,19 @@ def user_path_section(
                     f"({'met' if ratio <= GOVERNANCE_CPU_RATIO else '**MISSED**'}: <= {GOVERNANCE_CPU_RATIO}x)"
                 )
                 summary.append(gov[-1][2:].replace("**", ""))
-    lines += ["", *gov, "", "Commands:", "", *commands(outs), *failures(outs), ""]
+    sizes = []
+    for (name, db, budget, big), group in groups.items():
+        best = _best(group, "steps_per_s", low=False) if name == "sdk-seq" and budget and not big else None
+        if best is None or "bytes" not in best.result:
+            continue
+        b = best.result["bytes"]
+        met = b["alloc_per_step"] <= BYTES_TARGET[db]
+        tables = ", ".join(f"{t} {v:,.0f}" for t, v in sorted(b["tables"].items(), key=lambda kv: -kv[1]))
+        sizes.append(
+            f"- database bytes per step, sdk-seq {_label(db)}: {b['alloc_per_step']:,.0f} allocated "
+            f"({b['data_per_step']:,.0f} of live rows; by table with its indexes: {tables}) "
+            f"({'met' if met else '**MISSED**'}: <= {BYTES_TARGET[db]:,.0f})"
+        )
+        summary.append(sizes[-1][2:].replace("**", ""))
+    lines += ["", *gov, *sizes, "", "Commands:", "", *commands(outs), *failures(outs), ""]
     return lines
