@@ -54,7 +54,7 @@ NAMES = ("user-path", "throughput", "concurrency", "bytes", "http", "cli")
 THROUGHPUT_TARGET = 3000.0
 """Durable steps/s on SQLite (best of 3)."""
 CONCURRENCY_TARGET_RATIO = 2.0
-"""1,000 concurrent runs finish within this multiple of the ideal wall time."""
+"""The withdrawn target for 1,000 concurrent engine-only runs (a multiple of the ideal wall), kept as a yardstick."""
 BYTES_TARGET_RATIO = 1.5
 """Bytes per step around the last step within this multiple of bytes per step around step 10."""
 
@@ -477,8 +477,9 @@ def concurrency_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> 
             continue
         target = "-"
         if r["runs"] == plan.target_runs:
-            met = o.ok and r["ratio"] <= CONCURRENCY_TARGET_RATIO
-            target = f"{_met(met)} (<= {CONCURRENCY_TARGET_RATIO:g}x)"
+            # Withdrawn in issue 13: the raw floor below shows it out of reach on 2 cores; the user's-path
+            # targets of section 1 replace it. The ratio is still reported against it.
+            target = f"withdrawn (was <= {CONCURRENCY_TARGET_RATIO:g}x)"
         lines.append(
             f"| {_db_label(o.db)} | {r['runs']:,} | {r['create_s']:.3f} | {r['wall_s']:.3f} | {r['ideal_s']:.3f} "
             f"| {r['ratio']:.1f}x | {r['steps_per_s']:,.0f} | {r['cpu_s']:.2f} | {r['gc_s']:.2f} "
