@@ -385,8 +385,8 @@ async def run_scenario(name: str, url: str, cfg: ChaosConfig, log_dir: Path, pyc
     inject = INJECTORS[name]
     s = Scene(name, url, cfg, log_dir, pycache)
     try:
-        await s.store.ensure_workspace()
-        await s.store.upsert_agent("default", s.agent.name, s.agent.spec())
+        await s.store.workspaces.ensure()
+        await s.store.agents.put("default", s.agent.name, s.agent.spec())
         s.slots = await s.fleet.start(cfg.workers)
         trials = min(cfg.trials, SERVER_KILL_TRIALS) if name == "server-kill" else cfg.trials
         for trial in range(trials):

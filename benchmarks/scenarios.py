@@ -218,7 +218,7 @@ async def create_runs(store: Any, agent: Any, inputs: list[str], max_steps: int)
     from agentmaestro.store._ops import NewRun
     from agentmaestro.store.records import new_run_id
 
-    await store.ensure_workspace()
+    await store.workspaces.ensure()
     policy = StrictPolicy(max_steps=max_steps).to_json()
     spec = agent.spec()
     ids: list[str] = []

@@ -189,7 +189,7 @@ class Orchestrator:
 
     async def _open(self, url: str | None) -> Store:
         store = await asyncio.to_thread(Store.open, url)
-        await store.ensure_workspace(self.workspace)
+        await store.workspaces.ensure(self.workspace)
         return store
 
     # ------------------------------------------------------------------------ loop plumbing
@@ -304,7 +304,7 @@ class Orchestrator:
             await check_usable([a])
             self._usable_models.add(a.model_name)
         if a.name not in self._stored_agents:
-            await self.store.upsert_agent(self.workspace, a.name, a.spec())
+            await self.store.agents.put(self.workspace, a.name, a.spec())
             self._stored_agents.add(a.name)
         effective = policy or a.policy or StrictPolicy()
         if not isinstance(effective, StrictPolicy):
@@ -620,7 +620,7 @@ class Orchestrator:
     def set_gate(self, gate: GatePolicy | dict[str, Any]) -> GatePolicy:
         """Set this workspace's risk gate rules (agents can tighten them, never loosen them)."""
         policy = gate if isinstance(gate, GatePolicy) else GatePolicy.from_json(gate)
-        self._call(self.store.update_workspace_settings(self.workspace, {"gate": policy.to_json()}))
+        self._call(self.store.workspaces.update_settings(self.workspace, {"gate": policy.to_json()}))
         return policy
 
     # ---------------------------------------------------------------------------- lifecycle

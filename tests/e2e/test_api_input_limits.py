@@ -201,7 +201,7 @@ def test_the_operator_itself_is_not_restricted(
     async def create() -> None:
         store = Store.open(db_url)
         try:
-            await store.ensure_workspace("default")
+            await store.workspaces.ensure("default")
             await knowledge_for(store).create_collection("default", "local-notes", embedder="ollama:nomic")
         finally:
             await store.close()

@@ -57,7 +57,7 @@ async def test_twenty_sub_runs_in_two_processes_never_overspend(
         store = Store.open(db_url)
         workers: list[WorkerProcess] = []
         try:
-            await store.ensure_workspace()
+            await store.workspaces.ensure()
             from agentmaestro.agents import load_agents_dir
 
             boss = load_agents_dir(agents).get("boss")

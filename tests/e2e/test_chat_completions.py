@@ -56,7 +56,7 @@ class Chat:
 async def _make_keys(url: str) -> dict[str, str]:
     store = Store.open(url)
     try:
-        await store.ensure_workspace("default")
+        await store.workspaces.ensure("default")
         return {role: (await store.create_key("default", name=f"default-{role}", role=role))[1] for role in ROLES}
     finally:
         await store.close()
@@ -451,7 +451,7 @@ def test_tool_agents_are_visible_only_to_the_workspace_that_asked(chat: Chat, db
 async def _other_workspace_key(url: str) -> str:
     store = Store.open(url)
     try:
-        await store.ensure_workspace("other")
+        await store.workspaces.ensure("other")
         return (await store.create_key("other", name="other-operator", role="operator"))[1]
     finally:
         await store.close()

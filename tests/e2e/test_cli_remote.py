@@ -98,7 +98,7 @@ def make_keys(url: str) -> dict[str, str]:
     async def go() -> dict[str, str]:
         store = Store.open(url)
         try:
-            await store.ensure_workspace("default")
+            await store.workspaces.ensure("default")
             out = {}
             for role in ("viewer", "operator", "admin"):
                 _row, out[role] = await store.create_key("default", name=f"cli-{role}", role=role)

@@ -17,7 +17,7 @@ def seed(db_url: str) -> tuple[str, str, str]:
     async def go() -> tuple[str, str, str]:
         store = Store.open(db_url)
         try:
-            await store.ensure_workspace()
+            await store.workspaces.ensure()
 
             def new(agent: str, spec: dict[str, object], parent: str | None = None) -> NewRun:
                 return NewRun(

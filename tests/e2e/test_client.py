@@ -32,7 +32,7 @@ def make_keys(url: str) -> dict[str, str]:
         try:
             out = {}
             for ws, role in (("default", "viewer"), ("default", "operator"), ("default", "admin"), ("other", "admin")):
-                await store.ensure_workspace(ws)
+                await store.workspaces.ensure(ws)
                 _row, out[role if ws == "default" else "other"] = await store.create_key(
                     ws, name=f"{ws}-{role}", role=role
                 )

@@ -360,7 +360,7 @@ async def test_sigkill_mid_run_loses_nothing(db_url: str, tmp_path: Path, pycach
     t_trials = t_drained = 0.0
     started = time.monotonic()
     try:
-        await store.ensure_workspace()
+        await store.workspaces.ensure()
         slots = [fleet.spawn() for _ in range(WORKERS)]
         for p in slots:
             await p.ready()
@@ -463,7 +463,7 @@ async def test_stalled_worker_cannot_commit(db_url: str, tmp_path: Path, pycache
     fleet = Fleet(db_url, tmp_path, pycache)
     agent = Agent.from_yaml(AGENTS_DIR / "stall_counter.yaml")
     try:
-        await store.ensure_workspace()
+        await store.workspaces.ensure()
         first, second = fleet.spawn(), fleet.spawn()
         await first.ready()
         await second.ready()

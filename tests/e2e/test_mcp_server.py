@@ -322,7 +322,7 @@ async def test_wait_run_reports_progress_and_times_out(tmp_path: Path) -> None:
         seen.append((progress, total, message))
 
     try:
-        await store.ensure_workspace("default")
+        await store.workspaces.ensure("default")
         async with Client(server, cache=None) as client:
             run = await call(client, "start_run", target="calculator", input="1+1", policy={"max_steps": 3})
             result = await client.call_tool(

@@ -20,7 +20,7 @@ def make_key(url: str, workspace: str, role: str) -> str:
     async def go() -> str:
         store = Store.open(url)
         try:
-            await store.ensure_workspace(workspace)
+            await store.workspaces.ensure(workspace)
             _row, key = await store.create_key(workspace, name=f"{workspace}-{role}", role=role)
             return key
         finally:

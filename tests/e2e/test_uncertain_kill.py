@@ -57,7 +57,7 @@ async def test_sigkill_during_non_idempotent_call_escalates_to_a_human(db_url: s
     procs: list[subprocess.Popen[bytes]] = []
     try:
         agent = Agent.from_yaml(AGENT)
-        await store.ensure_workspace()
+        await store.workspaces.ensure()
         [rec] = await store.create_runs(
             [
                 NewRun(
@@ -126,7 +126,7 @@ async def test_sigkill_during_reconcilable_calls_needs_no_human(db_url: str, tmp
     rng = random.Random(15)
     try:
         agent = Agent.from_yaml(LEDGER_AGENT)
-        await store.ensure_workspace()
+        await store.workspaces.ensure()
         recs = await store.create_runs(
             [
                 NewRun(

@@ -110,7 +110,7 @@ def test_sub_runs_inherit_who_started_the_tree(db_url: str) -> None:
     async def go() -> tuple[str | None, str | None, str | None]:
         store = Store.open(db_url)
         try:
-            await store.ensure_workspace()
+            await store.workspaces.ensure()
 
             def new(parent: str | None, by: str | None) -> NewRun:
                 return NewRun(

@@ -79,7 +79,7 @@ def test_append_list_and_verify(db_url: str) -> None:
     async def go() -> None:
         store = Store.open(db_url)
         try:
-            await store.ensure_workspace("w1")
+            await store.workspaces.ensure("w1")
             for i in range(5):
                 await store.audit("default", actor="key:a", action="run.cancel", target=f"r{i}", detail={"i": i})
             await store.audit("w1", actor="cli:ann", action="workspace.create", target="w1")

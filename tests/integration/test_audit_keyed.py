@@ -37,7 +37,7 @@ def fill(db_url: str, workspaces: tuple[str, ...] = ("default",), n: int = N) ->
         store = Store.open(db_url)
         try:
             for ws in workspaces:
-                await store.ensure_workspace(ws)
+                await store.workspaces.ensure(ws)
                 for i in range(n):
                     await store.audit(ws, actor="key:ops", action="run.cancel", target=f"r{i}", detail={"i": i})
         finally:

@@ -33,7 +33,7 @@ def hungry_script(n: int) -> dict[str, Any]:
 
 
 async def start(store: Store, agent: Agent, policy: StrictPolicy, workspace: str = "default") -> str:
-    await store.ensure_workspace(workspace)
+    await store.workspaces.ensure(workspace)
     [rec] = await store.create_runs(
         [
             NewRun(
@@ -129,8 +129,8 @@ async def test_usd_budgets_of_the_run_and_the_workspace(db_url: str) -> None:
             for _ in range(6):
                 fake.reply_tool_calls([("noop", {"i": 1})], usage=(2000, 500))
             fake.reply_text("done", usage=(2000, 500))
-            await store.ensure_workspace("team")
-            await store.update_workspace_settings("team", {"quotas": {"monthly_budget_usd": 0.004}})
+            await store.workspaces.ensure("team")
+            await store.workspaces.update_settings("team", {"quotas": {"monthly_budget_usd": 0.004}})
             run2 = await start(store, agent, StrictPolicy(), workspace="team")
             await drive(store, [agent], run2)
             rec2 = await store.get_run(run2)
@@ -151,8 +151,8 @@ async def test_the_server_maximum_caps_a_workspace_with_no_budget(db_url: str, m
             fake.reply_text("done", usage=(2000, 500))
             model = OpenAIModel("gpt-4.1-mini", base_url=fake.base_url, api_key="sk-test", max_retries=0)
             agent = Agent(name="spender", model=model, tools=[noop], max_output_tokens=500)
-            await store.ensure_workspace("team")
-            await store.update_workspace_settings("team", {"quotas": None})
+            await store.workspaces.ensure("team")
+            await store.workspaces.update_settings("team", {"quotas": None})
             run_id = await start(store, agent, StrictPolicy(), workspace="team")
             await drive(store, [agent], run_id)
             rec = await store.get_run(run_id)

@@ -33,7 +33,7 @@ SECRET = "sk-live-0123456789abcdef-very-secret"
 
 async def opened(db_url: str) -> Store:
     store = Store.open(db_url)
-    await store.ensure_workspace("default")
+    await store.workspaces.ensure("default")
     return store
 
 
@@ -108,7 +108,7 @@ async def test_rotation_keeps_values_readable_under_the_new_key_only(
 ) -> None:
     store = await opened(db_url)
     try:
-        await store.ensure_workspace("other")
+        await store.workspaces.ensure("other")
         for ws in ("default", "other"):
             await store.credential_put(ws, name="gh", kind="token", secret={"value": f"{SECRET}-{ws}"}, actor="t")
         new = generate_key()
@@ -133,7 +133,7 @@ async def test_rotation_keeps_values_readable_under_the_new_key_only(
 async def test_other_workspaces_credentials_are_invisible(db_url: str, key: str) -> None:
     store = await opened(db_url)
     try:
-        await store.ensure_workspace("other")
+        await store.workspaces.ensure("other")
         await store.credential_put("default", name="slack", kind="token", secret={"value": SECRET}, actor="t")
         assert await store.credential_list("other") == []
         for op in (store.credential_get, store.credential_reveal):
@@ -155,7 +155,7 @@ def call(name: str, **args: Any) -> dict[str, Any]:
 
 
 async def run_agent(store: Store, agent: Agent, workspace: str = "default") -> Any:
-    await store.ensure_workspace(workspace)
+    await store.workspaces.ensure(workspace)
     [rec] = await store.create_runs(
         [
             NewRun(

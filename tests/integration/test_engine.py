@@ -36,7 +36,7 @@ def counting_script(k: int) -> list[dict[str, Any]]:
 
 
 async def start_runs(store: Store, agent: Agent, inputs: list[str], policy: StrictPolicy | None = None) -> list[str]:
-    await store.ensure_workspace()
+    await store.workspaces.ensure()
     recs = await store.create_runs(
         [
             NewRun(

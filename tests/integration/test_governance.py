@@ -63,7 +63,7 @@ def _reset_calls() -> None:
 
 
 async def start(store: Store, agent: Agent, task: str = "do it") -> str:
-    await store.ensure_workspace()
+    await store.workspaces.ensure()
     [rec] = await store.create_runs(
         [
             NewRun(
@@ -229,8 +229,8 @@ async def test_late_approval_after_expiry_never_executes(db_url: str) -> None:
 async def test_deny_list_and_workspace_rules(db_url: str) -> None:
     store = Store.open(db_url)
     try:
-        await store.ensure_workspace()
-        await store.update_workspace_settings("default", {"gate": {"deny_tools": ["wipe"]}})
+        await store.workspaces.ensure()
+        await store.workspaces.update_settings("default", {"gate": {"deny_tools": ["wipe"]}})
         model = RecordingModel(wipe_script("blocked"))
         # The agent tries to loosen the rules: it cannot.
         agent = Agent(
@@ -245,7 +245,7 @@ async def test_deny_list_and_workspace_rules(db_url: str) -> None:
         assert CALLS == []
         assert "denied by policy" in (model.requests[-1].messages[-1].content or "")
         # ELEVATED needs approval once the workspace says so.
-        await store.update_workspace_settings("default", {"gate": {"levels": {"ELEVATED": "require_approval"}}})
+        await store.workspaces.update_settings("default", {"gate": {"levels": {"ELEVATED": "require_approval"}}})
         deployer = Agent(
             name="deployer",
             model=ScriptedModel(
@@ -337,7 +337,7 @@ async def test_other_workspace_cannot_see_or_resolve(db_url: str) -> None:
     try:
         agent = Agent(name="ops", model=ScriptedModel(wipe_script()), tools=[wipe])
         run_id = await start(store, agent)
-        await store.ensure_workspace("other")
+        await store.workspaces.ensure("other")
         async with Running(store, [agent]) as w:
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
             [appr] = await store.list_approvals()
@@ -402,7 +402,7 @@ async def test_resume_does_not_repeat_an_approved_call(db_url: str) -> None:
             {"content": "done"},
         ]
         agent = Agent(name="ops", model=ScriptedModel(script), tools=[wipe])
-        await store.ensure_workspace()
+        await store.workspaces.ensure()
         [rec] = await store.create_runs(
             [
                 NewRun(

@@ -126,7 +126,7 @@ async def test_ingest_search_cite_skip_and_isolate(kb: KnowledgeBase, tmp_path: 
     assert (await kb.get_collection("default", "handbook"))["documents"] == 2
 
     # another workspace: nothing to see, nothing to touch
-    await kb.store.ensure_workspace("other")
+    await kb.store.workspaces.ensure("other")
     assert await kb.list_collections("other") == []
     for call in (
         kb.search("other", "handbook", "refund"),
@@ -215,7 +215,7 @@ def test_local_minilm_embedder() -> None:
 
 
 async def _run(store: Store, agent: Agent, workspace: str) -> Any:
-    await store.ensure_workspace(workspace)
+    await store.workspaces.ensure(workspace)
     [rec] = await store.create_runs(
         [
             NewRun(

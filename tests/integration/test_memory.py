@@ -25,7 +25,7 @@ def agent(name: str, turns: list[dict[str, Any]]) -> Agent:
 
 
 async def run(store: Store, a: Agent, workspace: str = "default") -> Any:
-    await store.ensure_workspace(workspace)
+    await store.workspaces.ensure(workspace)
     [rec] = await store.create_runs(
         [NewRun(run_id=new_run_id(), workspace_id=workspace, agent_name=a.name, input="x", spec=a.spec(), policy={})]
     )

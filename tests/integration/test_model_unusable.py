@@ -84,7 +84,7 @@ def live(db_url: str) -> Iterator[tuple[LiveServer, str]]:
     async def key() -> str:
         store = Store.open(db_url)
         try:
-            await store.ensure_workspace("default")
+            await store.workspaces.ensure("default")
             return (await store.create_key("default", name="op", role="operator"))[1]
         finally:
             await store.close()

@@ -40,7 +40,7 @@ def _reset() -> None:
 
 
 async def start(store: Store, agent: Agent, task: str = "do it") -> str:
-    await store.ensure_workspace()
+    await store.workspaces.ensure()
     [rec] = await store.create_runs(
         [
             NewRun(

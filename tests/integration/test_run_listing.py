@@ -27,8 +27,8 @@ SPECS: dict[str, dict[str, Any]] = {
 async def seed(store: Store) -> dict[str, str]:
     """A workflow with two task runs (one finished), an objective with an escalation, a plain agent run,
     and a run in another workspace."""
-    await store.ensure_workspace("default")
-    await store.ensure_workspace("other")
+    await store.workspaces.ensure("default")
+    await store.workspaces.ensure("other")
 
     async def make(kind: str, parent: str | None = None, workspace: str = "default") -> str:
         run_id = new_run_id()

@@ -34,7 +34,7 @@ def delegating(name: str, target: str, task: str, final: str) -> Agent:
 
 
 async def start(store: Store, agent: Agent, task: str) -> str:
-    await store.ensure_workspace()
+    await store.workspaces.ensure()
     [rec] = await store.create_runs(
         [
             NewRun(

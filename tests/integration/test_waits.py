@@ -53,7 +53,7 @@ async def test_a_change_made_by_another_process_wakes_the_waiter(db_url: str) ->
     waiter_store, worker_store = Store.open(db_url), Store.open(db_url)  # two stores: as two processes
     agent = counting_agent("remote", 2)
     try:
-        await waiter_store.ensure_workspace()
+        await waiter_store.workspaces.ensure()
         [rec] = await waiter_store.create_runs(
             [
                 NewRun(
@@ -88,7 +88,7 @@ async def test_many_concurrent_creations_share_a_transaction_and_keep_their_own_
     store = Store.open(db_url)
     agent = counting_agent("many", 0)
     try:
-        await store.ensure_workspace()
+        await store.workspaces.ensure()
 
         def new(i: int, workspace: str = "default") -> NewRun:
             return NewRun(

@@ -88,7 +88,7 @@ def strict_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[Store]:
     s = Store.open(db_url)
-    await s.ensure_workspace()
+    await s.workspaces.ensure()
     try:
         yield s
     finally:

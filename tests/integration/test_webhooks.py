@@ -84,7 +84,7 @@ def _hungry_agent() -> Agent:
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[Store]:
     s = Store.open(db_url)
-    await s.ensure_workspace()
+    await s.workspaces.ensure()
     try:
         yield s
     finally:

@@ -24,7 +24,7 @@ TERMINAL = (EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELL
 
 
 async def start(store: Store, wf: Workflow, task: str, policy: dict[str, Any] | None = None) -> str:
-    await store.ensure_workspace()
+    await store.workspaces.ensure()
     [rec] = await store.create_runs(
         [
             NewRun(

@@ -227,8 +227,8 @@ class LocalBackend:
         if here:
             await check_usable([a])
         policy = (a.policy or StrictPolicy()).merged(overrides)
-        await self.store.ensure_workspace(self.workspace)
-        await self.store.upsert_agent(self.workspace, a.name, a.spec())
+        await self.store.workspaces.ensure(self.workspace)
+        await self.store.agents.put(self.workspace, a.name, a.spec())
         [rec] = await self.store.create_runs(
             [
                 NewRun(
@@ -366,7 +366,7 @@ class LocalBackend:
         self, approval_id: str, *, approve: bool, by: str, reason: str, arguments: JSON | None
     ) -> JSON:
         """Decide and audit."""
-        await self.store.ensure_workspace(self.workspace)
+        await self.store.workspaces.ensure(self.workspace)
         row = await self.store.resolve_approval(
             approval_id, approve=approve, by=by, reason=reason, arguments=arguments, workspace_id=self.workspace
         )
@@ -392,7 +392,7 @@ class LocalBackend:
         self, request_id: str, *, action: str, by: str, instructions: str | None, answer: str | None
     ) -> JSON:
         """Resolve and audit."""
-        await self.store.ensure_workspace(self.workspace)
+        await self.store.workspaces.ensure(self.workspace)
         row = await self.store.resolve_human_request(
             request_id, action=action, by=by, instructions=instructions, answer=answer, workspace_id=self.workspace
         )
@@ -401,14 +401,14 @@ class LocalBackend:
 
     async def gate(self) -> JSON:
         """Stored gate rules, or the defaults."""
-        settings = await self.store.workspace_settings(self.workspace)
+        settings = await self.store.workspaces.settings(self.workspace)
         return GatePolicy.from_json(settings.get("gate")).to_json()
 
     async def set_gate(self, gate: JSON) -> JSON:
         """Store the rules and audit the change."""
-        await self.store.ensure_workspace(self.workspace)
-        settings = await self.store.workspace_settings(self.workspace)
-        await self.store.update_workspace_settings(self.workspace, {"gate": gate})
+        await self.store.workspaces.ensure(self.workspace)
+        settings = await self.store.workspaces.settings(self.workspace)
+        await self.store.workspaces.update_settings(self.workspace, {"gate": gate})
         await self._audit("gate.update", self.workspace, {"before": settings.get("gate"), "after": gate})
         return gate
 
@@ -430,7 +430,7 @@ class LocalBackend:
 
     async def create_key(self, name: str, role: str, user: str | None = None) -> tuple[JSON, str]:
         """Create (and audit) a key."""
-        await self.store.ensure_workspace(self.workspace)
+        await self.store.workspaces.ensure(self.workspace)
         return await self.store.create_key_audited(
             self.workspace, name=name, role=role, actor=self._actor, user_email=user
         )
@@ -441,13 +441,13 @@ class LocalBackend:
 
     async def list_workspaces(self) -> list[JSON]:
         """All workspaces of the database."""
-        return await self.store.list_workspaces()
+        return await self.store.workspaces.all()
 
     async def create_workspace(self, workspace_id: str, name: str | None) -> None:
         """Create (and audit) a workspace."""
-        if any(w["workspace_id"] == workspace_id for w in await self.store.list_workspaces()):
+        if any(w["workspace_id"] == workspace_id for w in await self.store.workspaces.all()):
             raise ConfigError(f"workspace {workspace_id!r} already exists")
-        await self.store.ensure_workspace(workspace_id, name)
+        await self.store.workspaces.ensure(workspace_id, name)
         await self._audit("workspace.create", workspace_id, {"name": name}, workspace=workspace_id)
 
     async def audit_entries(self, *, limit: int, action: str | None) -> list[JSON]:

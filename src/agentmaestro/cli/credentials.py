@@ -119,7 +119,7 @@ def credentials_set(
 
     async def go(b: Backend) -> dict[str, Any]:
         if isinstance(b, LocalBackend):
-            await b.store.ensure_workspace(b.workspace)
+            await b.store.workspaces.ensure(b.workspace)
             row, _created = await b.store.credential_put(
                 b.workspace,
                 name=name,
@@ -224,7 +224,7 @@ def oauth_start(
         if isinstance(b, LocalBackend):
             from agentmaestro.integrations import oauth
 
-            await b.store.ensure_workspace(b.workspace)
+            await b.store.workspaces.ensure(b.workspace)
             return await oauth.start(
                 b.store, b.workspace, provider=provider, credential=name, actor=_actor(), scopes=scope or None
             )

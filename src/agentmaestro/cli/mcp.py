@@ -76,7 +76,7 @@ async def _plane(c: _Ctx, *, worker: bool, concurrency: int, workflows_dir: Path
     task: asyncio.Task[None] | None = None
     w: Worker | None = None
     try:
-        await store.ensure_workspace(c.workspace)
+        await store.workspaces.ensure(c.workspace)
         if worker:
             w = Worker(store, agents, workflows=workflows, config=WorkerConfig(concurrency=concurrency))
             task = asyncio.create_task(w.run())

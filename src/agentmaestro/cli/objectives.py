@@ -35,7 +35,7 @@ def _local(c: _Ctx, fn: Callable[[Store], Awaitable[T]]) -> T:
     async def go() -> T:
         store = c.open_store()
         try:
-            await store.ensure_workspace(c.workspace)
+            await store.workspaces.ensure(c.workspace)
             return await fn(store)
         finally:
             await store.close()

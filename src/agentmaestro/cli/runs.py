@@ -474,11 +474,11 @@ def demo(ctx: typer.Context) -> None:
     async def go() -> list[RunRecord]:
         store = c.open_store()
         try:
-            await store.ensure_workspace(c.workspace)
+            await store.workspaces.ensure(c.workspace)
             new = []
             for name, text in tasks:
                 a = agents.get(name)
-                await store.upsert_agent(c.workspace, a.name, a.spec())
+                await store.agents.put(c.workspace, a.name, a.spec())
                 new.append(
                     NewRun(
                         run_id=new_run_id(),

@@ -167,7 +167,7 @@ def serve(
 
     async def prepare(store: Store) -> tuple[str | None, bool]:
         """(a key to show, whether it was just created)."""
-        await store.ensure_workspace(c.workspace)
+        await store.workspaces.ensure(c.workspace)
         if bootstrap_key and await store.count_keys() == 0:
             _row, key = await store.create_key_audited(
                 c.workspace, name="bootstrap-admin", role="admin", actor=f"serve:{cli_actor()[4:]}"

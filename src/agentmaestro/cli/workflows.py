@@ -101,7 +101,7 @@ def _remote(c: _Ctx) -> AsyncClient | None:
 async def _with_store(c: _Ctx, fn: Callable[[Store], Awaitable[T]]) -> T:
     store = c.open_store()
     try:
-        await store.ensure_workspace(c.workspace)
+        await store.workspaces.ensure(c.workspace)
         return await fn(store)
     finally:
         await store.close()

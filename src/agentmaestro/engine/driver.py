@@ -267,7 +267,7 @@ class RunDriver:
         return min(ttls) if ttls else None
 
     async def _load_context(self) -> None:
-        settings = await self.store.workspace_settings(self.workspace_id)
+        settings = await self.store.workspaces.settings(self.workspace_id)
         self.workspace_gate = GatePolicy.from_json(settings.get("gate"))
         self.ledgers = self._budget_ledgers(settings)
         system = self.agent.instructions or None

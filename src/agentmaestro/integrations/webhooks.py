@@ -337,7 +337,7 @@ async def create_webhook(
         "secret_enc": None,
         **cols,
     }
-    await store.ensure_workspace(workspace_id)
+    await store.workspaces.ensure(workspace_id)
     public = await store.webhook_write(sql.create_webhook, row)
     await store.audit(
         workspace_id,

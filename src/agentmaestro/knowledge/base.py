@@ -231,7 +231,7 @@ class KnowledgeBase:
             raise ConflictError(f"knowledge collection {name!r} already exists")
         model = self.embedder(spec)
         [probe] = await model.embed(["dimension probe"])
-        await self.store.ensure_workspace(workspace_id)
+        await self.store.workspaces.ensure(workspace_id)
         now = time.time()
         return await self.store.knowledge_create_collection(
             {

@@ -70,7 +70,7 @@ async def start_objective(
 ) -> RunRecord:
     """Create an objective run (PENDING), started by ``created_by``; a worker with its agents executes it."""
     spec = config.spec()
-    await store.ensure_workspace(workspace_id)
+    await store.workspaces.ensure(workspace_id)
     [rec] = await store.create_runs(
         [
             NewRun(

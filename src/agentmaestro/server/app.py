@@ -67,7 +67,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = store is None
         app.state.store = store or await asyncio.to_thread(Store.open, database_url)
-        await app.state.store.ensure_workspace()
+        await app.state.store.workspaces.ensure()
         # Live model text deltas for viewers (engine/deltas.py): NOTIFY across processes on PostgreSQL.
         pg = app.state.store.dialect == "postgresql"
         deltas.BUS.install(pg_url=app.state.store.url if pg else None)

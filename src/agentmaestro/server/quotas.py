@@ -60,7 +60,7 @@ def effective_quotas(settings: dict[str, Any]) -> Quotas:
 
 async def check_run_quota(store: Store, workspace_id: str) -> None:
     """Raise a 429 APIError if creating one more run in the workspace would exceed a quota (or the ceiling)."""
-    q = effective_quotas(await store.workspace_settings(workspace_id))
+    q = effective_quotas(await store.workspaces.settings(workspace_id))
     if q.max_concurrent_runs is None and q.runs_per_hour is None and q.monthly_budget_usd is None:
         return
     use = await store.quota_usage(workspace_id, with_cost=q.monthly_budget_usd is not None)

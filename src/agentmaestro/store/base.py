@@ -16,8 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any, TypeVar
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -47,6 +47,10 @@ from agentmaestro.store.records import (
     StepRow,
 )
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
+
+if TYPE_CHECKING:
+    from agentmaestro.store.agents import AgentRepository
+    from agentmaestro.store.workspaces import WorkspaceRepository
 
 log = logging.getLogger("agentmaestro.store")
 
@@ -310,6 +314,23 @@ class Store:
         self._reader_engine.dispose()
         self._writer_queue.close()
 
+    # ------------------------------------------------------------------------------- repositories
+    # One small repository per concern, built on first use (a command that needs one loads only it).
+
+    @cached_property
+    def workspaces(self) -> WorkspaceRepository:
+        """Workspaces and their settings."""
+        from agentmaestro.store.workspaces import WorkspaceRepository
+
+        return WorkspaceRepository(self)
+
+    @cached_property
+    def agents(self) -> AgentRepository:
+        """Stored agent definitions."""
+        from agentmaestro.store.agents import AgentRepository
+
+        return AgentRepository(self)
+
     # ------------------------------------------------------------------------------- plumbing
 
     @contextlib.contextmanager
@@ -398,24 +419,6 @@ class Store:
     def _pg_notify(self, conn: Connection) -> None:
         if self.dialect == "postgresql":
             conn.execute(text("SELECT pg_notify(:ch, '')"), {"ch": NOTIFY_CHANNEL})
-
-    # ------------------------------------------------------------------------------ workspaces
-
-    async def ensure_workspace(self, workspace_id: str = DEFAULT_WORKSPACE, name: str | None = None) -> None:
-        """Create the workspace if missing."""
-        await self._write(_ops.ensure_workspace, workspace_id, name, time.time())
-
-    async def list_workspaces(self) -> list[dict[str, Any]]:
-        """All workspaces."""
-        return await self._read(_ops.list_workspaces)
-
-    async def upsert_agent(self, workspace_id: str, name: str, spec: dict[str, Any]) -> None:
-        """Store an agent definition."""
-        await self._write(_ops.upsert_agent, workspace_id, name, spec, time.time())
-
-    async def list_agents(self, workspace_id: str) -> list[tuple[str, dict[str, Any], float]]:
-        """Stored agent definitions: (name, spec, updated_at)."""
-        return await self._read(_ops.list_agents, workspace_id)
 
     # ------------------------------------------------------------------------------------ runs
 
@@ -874,14 +877,6 @@ class Store:
         self._notify_runs([rec.run_id], runnable=True)
         return row
 
-    async def workspace_settings(self, workspace_id: str = DEFAULT_WORKSPACE) -> dict[str, Any]:
-        """A workspace's settings (gate policy, ...)."""
-        return await self._read(_iv.get_workspace_settings, workspace_id)
-
-    async def update_workspace_settings(self, workspace_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``changes`` into a workspace's settings."""
-        return await self._write(_iv.update_workspace_settings, workspace_id, changes)
-
     # --------------------------------------------------------------------------- memory
 
     async def memory_put(
@@ -1175,38 +1170,6 @@ class Store:
             return row
 
         return await self._write(op)
-
-    async def update_settings_audited(
-        self, workspace_id: str, changes: dict[str, Any], *, actor: str
-    ) -> dict[str, Any]:
-        """Change workspace settings (``gate``, ``quotas``) and audit each change, in one transaction."""
-        from agentmaestro.store import _audit
-
-        def op(conn: Connection) -> dict[str, Any]:
-            now = time.time()
-            before = _iv.get_workspace_settings(conn, workspace_id)
-            after = _iv.update_workspace_settings(conn, workspace_id, changes)
-            entries = [
-                _audit.NewEntry(
-                    at=now,
-                    actor=actor,
-                    action="gate.update" if name == "gate" else f"{name}.update",
-                    target=workspace_id,
-                    detail={"before": before.get(name), "after": after.get(name)},
-                )
-                for name in sorted(changes)
-                if before.get(name) != after.get(name)
-            ]
-            _audit.append(conn, workspace_id, entries, now)
-            return after
-
-        return await self._write(op)
-
-    async def get_workspace(self, workspace_id: str) -> dict[str, Any]:
-        """One workspace: id, name, created_at, settings (NotFoundError if missing)."""
-        from agentmaestro.store import _usage
-
-        return await self._read(_usage.workspace_row, workspace_id)
 
     async def usage(
         self, workspace_id: str, *, since: float, until: float, group_by: str

@@ -198,7 +198,7 @@ class AuditVerify(_Strict):
 
 
 async def _workspace(store: Store, principal: Any) -> dict[str, Any]:
-    row = await store.get_workspace(principal.workspace_id)
+    row = await store.workspaces.get(principal.workspace_id)
     settings = row["settings"]
     use = await store.quota_usage(principal.workspace_id)
     return {
@@ -236,14 +236,14 @@ async def patch_settings(body: SettingsPatch, principal: Admin, store: StoreDep)
         if body.quotas is None:
             changes["quotas"] = None
         else:
-            current = quotas_of(await store.workspace_settings(principal.workspace_id)).model_dump()
+            current = quotas_of(await store.workspaces.settings(principal.workspace_id)).model_dump()
             current.update(body.quotas.model_dump(exclude_unset=True))
             above = quota_ceiling().above(current)
             if above:
                 raise APIError(422, "invalid_request", "quotas: " + "; ".join(above))
             changes["quotas"] = current
     if changes:
-        await store.update_settings_audited(principal.workspace_id, changes, actor=principal.actor)
+        await store.workspaces.update_settings_audited(principal.workspace_id, changes, actor=principal.actor)
     return await _workspace(store, principal)
 
 
