@@ -150,7 +150,7 @@ class Scene:
 
     async def create_runs(self, trial: int) -> None:
         """A batch of PENDING runs."""
-        recs = await self.store.create_runs(
+        recs = await self.store.runs.create(
             [
                 NewRun(
                     run_id=new_run_id(),
@@ -167,7 +167,7 @@ class Scene:
 
     async def held(self) -> Counter[str]:
         """RUNNING runs per lease owner."""
-        recs = await self.store.list_runs(statuses=[RunStatus.RUNNING.value], limit=100_000)
+        recs = await self.store.runs.page(statuses=[RunStatus.RUNNING.value], limit=100_000)
         return Counter(r.lease_owner for r in recs if r.lease_owner)
 
     async def busiest(self) -> int:
@@ -189,7 +189,7 @@ class Scene:
         """Wait until no run is PENDING or RUNNING (or the drain time is up)."""
         deadline = time.monotonic() + self.cfg.drain_s
         while time.monotonic() < deadline:
-            counts = await self.store.count_runs_by_status()
+            counts = await self.store.runs.count_by_status()
             if not counts.get("PENDING") and not counts.get("RUNNING"):
                 return
             await asyncio.sleep(0.2)
@@ -268,7 +268,7 @@ async def inject_db_fault(s: Scene, trial: int) -> None:
         return
     deadline = time.monotonic() + 5 * s.lease
     while True:  # a run some worker is in the middle of
-        recs = await s.store.list_runs(statuses=[RunStatus.RUNNING.value], limit=100_000)
+        recs = await s.store.runs.page(statuses=[RunStatus.RUNNING.value], limit=100_000)
         candidates = [r for r in recs if r.lease_owner and 1 <= r.state.steps <= 6]
         if candidates or time.monotonic() > deadline:
             break

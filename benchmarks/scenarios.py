@@ -224,7 +224,7 @@ async def create_runs(store: Any, agent: Any, inputs: list[str], max_steps: int)
     ids: list[str] = []
     t0 = time.perf_counter()
     for i in range(0, len(inputs), 2000):
-        recs = await store.create_runs(
+        recs = await store.runs.create(
             [
                 NewRun(
                     run_id=new_run_id(),

@@ -309,7 +309,7 @@ class Orchestrator:
         effective = policy or a.policy or StrictPolicy()
         if not isinstance(effective, StrictPolicy):
             raise ConfigError("policy must be a StrictPolicy")
-        [rec] = await self.store.create_runs(
+        [rec] = await self.store.runs.create(
             [
                 NewRun(
                     run_id=new_run_id(),
@@ -327,7 +327,7 @@ class Orchestrator:
         return rec.run_id
 
     async def _wait(self, run_id: str, timeout: float | None) -> RunReport:
-        rec = await self.store.wait_for_status(run_id, _settled, timeout, workspace_id=self.workspace)
+        rec = await self.store.runs.wait_for_status(run_id, _settled, timeout, workspace_id=self.workspace)
         return await build_report(self.store, rec)
 
     async def _run(self, agent: Any, task: str, policy: StrictPolicy | None, timeout: float | None) -> RunReport:
@@ -376,7 +376,7 @@ class Orchestrator:
         if self._with_worker:
             await check_usable(self.registry.get(n) for n in wf.agent_names())
         self.workflows.register(wf)
-        [rec] = await self.store.create_runs(
+        [rec] = await self.store.runs.create(
             [
                 NewRun(
                     run_id=new_run_id(),
@@ -393,10 +393,10 @@ class Orchestrator:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            rec = await self.store.get_run(rec.run_id, self.workspace)
+            rec = await self.store.runs.get(rec.run_id, self.workspace)
             if rec.status.terminal or rec.status in (RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN):
                 return await build_report(self.store, rec)
-            children = await self.store.list_runs(workspace_id=self.workspace, parent_run_id=rec.run_id, limit=1000)
+            children = await self.store.runs.page(workspace_id=self.workspace, parent_run_id=rec.run_id, limit=1000)
             if any(c.status in (RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN) for c in children):
                 return await build_report(self.store, rec)
             if deadline is not None and loop.time() >= deadline:
@@ -449,10 +449,10 @@ class Orchestrator:
         deadline = None if timeout is None else loop.time() + timeout
         waiting = (RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN)
         while True:
-            rec = await self.store.get_run(rec.run_id, self.workspace)
+            rec = await self.store.runs.get(rec.run_id, self.workspace)
             if rec.status.terminal:
                 return await build_report(self.store, rec)
-            children = await self.store.list_runs(workspace_id=self.workspace, parent_run_id=rec.run_id, limit=1000)
+            children = await self.store.runs.page(workspace_id=self.workspace, parent_run_id=rec.run_id, limit=1000)
             live = [c for c in children if not c.status.terminal]
             if rec.status is RunStatus.WAITING_FOR_CHILDREN and live and all(c.status in waiting for c in live):
                 return await build_report(self.store, rec)
@@ -477,7 +477,7 @@ class Orchestrator:
         return await self._acall(self._wait(run_id, timeout))
 
     async def _report(self, run_id: str) -> RunReport:
-        return await build_report(self.store, await self.store.get_run(run_id, self.workspace))
+        return await build_report(self.store, await self.store.runs.get(run_id, self.workspace))
 
     def report(self, run_id: str) -> RunReport:
         """The report of a run as it stands."""
@@ -485,14 +485,14 @@ class Orchestrator:
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run's snapshot row."""
-        return self._call(self.store.get_run(run_id, self.workspace))
+        return self._call(self.store.runs.get(run_id, self.workspace))
 
     def events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """The run's events after ``after_seq``."""
         return self._call(self._events(run_id, after_seq))
 
     async def _events(self, run_id: str, after_seq: int) -> list[Event]:
-        await self.store.get_run(run_id, self.workspace)
+        await self.store.runs.get(run_id, self.workspace)
         return await self.store.events(run_id, after_seq)
 
     def steps(self, run_id: str) -> list[StepRow]:
@@ -500,8 +500,8 @@ class Orchestrator:
         return self._call(self._steps(run_id))
 
     async def _steps(self, run_id: str) -> list[StepRow]:
-        await self.store.get_run(run_id, self.workspace)
-        return await self.store.steps(run_id)
+        await self.store.runs.get(run_id, self.workspace)
+        return await self.store.steps.read(run_id)
 
     def cancel(self, run_id: str, *, reason: str = "cancelled by user") -> RunRecord:
         """Cancel a run (cooperatively if it is running)."""
@@ -512,8 +512,8 @@ class Orchestrator:
         return await self._acall(self._cancel(run_id, reason))
 
     async def _cancel(self, run_id: str, reason: str) -> RunRecord:
-        before = await self.store.get_run(run_id, self.workspace)
-        rec = await self.store.request_cancel(run_id, workspace_id=self.workspace, reason=reason, by="sdk")
+        before = await self.store.runs.get(run_id, self.workspace)
+        rec = await self.store.runs.cancel(run_id, workspace_id=self.workspace, reason=reason, by="sdk")
         await self._dispatch_since(rec, before.state.last_seq)
         return rec
 
@@ -527,7 +527,7 @@ class Orchestrator:
         return self._call(self._resume(run_id, policy))
 
     async def _resume(self, run_id: str, policy: dict[str, Any] | None) -> RunRecord:
-        rec = await self.store.resume(run_id, workspace_id=self.workspace, by="sdk", policy=policy)
+        rec = await self.store.runs.resume(run_id, workspace_id=self.workspace, by="sdk", policy=policy)
         await self._ensure_worker()
         return rec
 
@@ -536,7 +536,7 @@ class Orchestrator:
         return self._call(self._fork(run_id, at_seq, policy))
 
     async def _fork(self, run_id: str, at_seq: int, policy: dict[str, Any] | None) -> RunRecord:
-        rec = await self.store.fork(run_id, at_seq=at_seq, workspace_id=self.workspace, by="sdk", policy=policy)
+        rec = await self.store.runs.fork(run_id, at_seq=at_seq, workspace_id=self.workspace, by="sdk", policy=policy)
         await self._ensure_worker()
         return rec
 

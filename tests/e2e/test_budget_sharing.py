@@ -61,7 +61,7 @@ async def test_twenty_sub_runs_in_two_processes_never_overspend(
             from agentmaestro.agents import load_agents_dir
 
             boss = load_agents_dir(agents).get("boss")
-            [root] = await store.create_runs(
+            [root] = await store.runs.create(
                 [
                     NewRun(
                         run_id=new_run_id(),
@@ -92,24 +92,24 @@ async def test_twenty_sub_runs_in_two_processes_never_overspend(
             deadline = asyncio.get_running_loop().time() + 60
 
             async def settled() -> bool:  # every sub-run ended and the root no longer runs
-                kids = await store.list_runs(parent_run_id=root.run_id, limit=100)
-                rec = await store.get_run(root.run_id)
+                kids = await store.runs.page(parent_run_id=root.run_id, limit=100)
+                rec = await store.runs.get(root.run_id)
                 done = len(kids) == CHILDREN and all(c.status.terminal for c in kids)
                 return done and (rec.status.terminal or rec.status.waiting)
 
             while not await settled():
                 if asyncio.get_running_loop().time() > deadline:
-                    kids = await store.list_runs(parent_run_id=root.run_id, limit=100)
+                    kids = await store.runs.page(parent_run_id=root.run_id, limit=100)
                     raise AssertionError(
-                        f"the run tree did not settle in 60 s: root {(await store.get_run(root.run_id)).status}, "
+                        f"the run tree did not settle in 60 s: root {(await store.runs.get(root.run_id)).status}, "
                         f"children {[(c.status.value, c.state.steps, c.state.error) for c in kids][:3]}, "
                         f"replies left {fake.pending}\n" + "\n".join(w.stderr()[-3000:] for w in workers)
                     )
                 await asyncio.sleep(0.2)
 
-            children = await store.list_runs(parent_run_id=root.run_id, limit=100)
+            children = await store.runs.page(parent_run_id=root.run_id, limit=100)
             assert len(children) == CHILDREN and all(c.status.terminal for c in children)
-            root_rec = await store.get_run(root.run_id)
+            root_rec = await store.runs.get(root.run_id)
             ledger = await store.budget_ledger(f"run:{root.run_id}")
             assert ledger is not None
             spent = root_rec.state.cost_usd + sum(c.state.cost_usd for c in children)

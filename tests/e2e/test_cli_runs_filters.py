@@ -32,9 +32,9 @@ def seed(db_url: str) -> tuple[str, str, str]:
 
             wf = new("triage", {"kind": "workflow", "name": "triage", "workflow": {}})
             solo = new("calculator", {})
-            await store.create_runs([wf, solo])
+            await store.runs.create([wf, solo])
             node = new("calculator", {}, parent=wf.run_id)
-            await store.create_runs([node])
+            await store.runs.create([node])
             return wf.run_id, node.run_id, solo.run_id
         finally:
             await store.close()

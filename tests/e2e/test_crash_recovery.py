@@ -231,7 +231,7 @@ def migrate(url: str, pycache: Path) -> None:
 
 async def create_runs(store: Store, agent: Agent, inputs: Sequence[str]) -> dict[str, str]:
     """Create PENDING runs of ``agent``; run id -> input."""
-    recs = await store.create_runs(
+    recs = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -249,14 +249,14 @@ async def create_runs(store: Store, agent: Agent, inputs: Sequence[str]) -> dict
 
 async def running(store: Store) -> list[RunRecord]:
     """Runs currently RUNNING (leased or with an expired lease)."""
-    return await store.list_runs(statuses=[RunStatus.RUNNING.value], limit=100_000)
+    return await store.runs.page(statuses=[RunStatus.RUNNING.value], limit=100_000)
 
 
 async def wait_finished(store: Store, timeout: float, fleet: Fleet) -> None:
     """Wait until no run is PENDING or RUNNING."""
     deadline = time.monotonic() + timeout
     while True:
-        counts = await store.count_runs_by_status()
+        counts = await store.runs.count_by_status()
         if not counts.get("PENDING") and not counts.get("RUNNING"):
             break
         if time.monotonic() > deadline:
@@ -284,7 +284,7 @@ async def load_and_verify(store: Store, runs: dict[str, str]) -> list[RunHistory
     for i in range(0, len(ids), 25):
         chunk = ids[i : i + 25]
         loaded = await asyncio.gather(
-            *(asyncio.gather(store.get_run(r), store.events(r), store.steps(r)) for r in chunk)
+            *(asyncio.gather(store.runs.get(r), store.events(r), store.steps.read(r)) for r in chunk)
         )
         for run_id, (rec, events, steps) in zip(chunk, loaded, strict=True):
             where = f"run {run_id}"
@@ -487,7 +487,7 @@ async def test_stalled_worker_cannot_commit(db_url: str, tmp_path: Path, pycache
 
         async def taken_over() -> bool:
             for run_id in held:
-                rec = await store.get_run(run_id)
+                rec = await store.runs.get(run_id)
                 if rec.lease_owner == stalled.worker_id and rec.status is RunStatus.RUNNING:
                     return False
             return True

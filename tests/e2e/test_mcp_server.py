@@ -192,11 +192,11 @@ async def test_stdio_on_a_database(tmp_path: Path) -> None:
     # the run is in the database, its decision audited under the local user
     store = Store.open(db)
     try:
-        assert (await store.get_run(done["run_id"], "default")).status.value == "COMPLETED"
+        assert (await store.runs.get(done["run_id"], "default")).status.value == "COMPLETED"
         entries = await store.audit_entries("default", limit=100)
         assert {e["action"] for e in entries} >= {"approval.approve", "workflow.run"}, entries
         assert all(e["actor"].startswith("cli:") for e in entries if e["action"] == "approval.approve"), entries
-        started = {r.run_id: r.created_by for r in await store.list_runs(workspace_id="default", limit=100)}
+        started = {r.run_id: r.created_by for r in await store.runs.page(workspace_id="default", limit=100)}
         assert all(str(by).startswith("cli:") for by in started.values()), started  # who started each run
     finally:
         await store.close()
@@ -331,7 +331,7 @@ async def test_wait_run_reports_progress_and_times_out(tmp_path: Path) -> None:
             assert not result.is_error and result.structured_content is not None
             assert result.structured_content["status"] == "PENDING" and result.structured_content["timed_out"] is True
             assert seen and seen[0][1] == 0.3 and seen[0][2] == "PENDING after 1 events", seen
-            stored = await store.get_run(run["run_id"], "default")
+            stored = await store.runs.get(run["run_id"], "default")
             assert stored.state.policy.max_steps == 3  # the policy override was applied
     finally:
         await store.close()

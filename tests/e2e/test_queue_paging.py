@@ -44,7 +44,7 @@ def seed(url: str) -> tuple[list[str], list[str], list[str], str]:
             for ws in ("default", "default", "other"):
                 await store.workspaces.ensure(ws)
                 new = NewRun(run_id=new_run_id(), workspace_id=ws, agent_name="a", input="x", spec={}, policy={})
-                ids += [r.run_id for r in await store.create_runs([new])]
+                ids += [r.run_id for r in await store.runs.create([new])]
             _row, key = await store.create_key("default", name="op", role="operator")
             return ids, key
         finally:

@@ -58,7 +58,7 @@ async def test_sigkill_during_non_idempotent_call_escalates_to_a_human(db_url: s
     try:
         agent = Agent.from_yaml(AGENT)
         await store.workspaces.ensure()
-        [rec] = await store.create_runs(
+        [rec] = await store.runs.create(
             [
                 NewRun(
                     run_id=new_run_id(),
@@ -81,7 +81,7 @@ async def test_sigkill_during_non_idempotent_call_escalates_to_a_human(db_url: s
         second = worker(db_url, {**env, "CHARGE_SLEEP_S": "0"})
         procs.append(second)
         async with asyncio.timeout(30):
-            while (await store.get_run(rec.run_id)).status is not RunStatus.WAITING_FOR_HUMAN:
+            while (await store.runs.get(rec.run_id)).status is not RunStatus.WAITING_FOR_HUMAN:
                 await asyncio.sleep(0.1)
         assert len(list(markers.iterdir())) == 1, "the non-idempotent call ran twice"
         [req] = await store.list_human_requests()
@@ -92,9 +92,9 @@ async def test_sigkill_during_non_idempotent_call_escalates_to_a_human(db_url: s
         # the human says it did go through: the run completes with that answer, still one charge
         await store.resolve_human_request(req["request_id"], action="answer", answer="charged 42 (confirmed)", by="ops")
         async with asyncio.timeout(30):
-            while (await store.get_run(rec.run_id)).status is not RunStatus.COMPLETED:
+            while (await store.runs.get(rec.run_id)).status is not RunStatus.COMPLETED:
                 await asyncio.sleep(0.1)
-        assert (await store.get_run(rec.run_id)).state.output == "charged: charged 42 (confirmed)"
+        assert (await store.runs.get(rec.run_id)).state.output == "charged: charged 42 (confirmed)"
         assert len(list(markers.iterdir())) == 1
     finally:
         for p in procs:
@@ -127,7 +127,7 @@ async def test_sigkill_during_reconcilable_calls_needs_no_human(db_url: str, tmp
     try:
         agent = Agent.from_yaml(LEDGER_AGENT)
         await store.workspaces.ensure()
-        recs = await store.create_runs(
+        recs = await store.runs.create(
             [
                 NewRun(
                     run_id=new_run_id(),
@@ -146,7 +146,7 @@ async def test_sigkill_during_reconcilable_calls_needs_no_human(db_url: str, tmp
         kills = 0
         async with asyncio.timeout(180):
             while True:
-                runs = [await store.get_run(r) for r in run_ids]
+                runs = [await store.runs.get(r) for r in run_ids]
                 if all(r.status.terminal or r.status.waiting for r in runs):
                     break
                 # kill -9 a worker that is in the middle of a charge (its lease owner id holds its pid)
@@ -169,8 +169,8 @@ async def test_sigkill_during_reconcilable_calls_needs_no_human(db_url: str, tmp
         for run_id in run_ids:
             events = await store.events(run_id)
             decisions += [e.payload["decision"] for e in events if e.type is EventType.STEP_RECONCILED]
-            steps = await store.steps(run_id)
-            assert len(steps) == (await store.get_run(run_id)).state.steps == 7
+            steps = await store.steps.read(run_id)
+            assert len(steps) == (await store.runs.get(run_id)).state.steps == 7
         assert "record" in decisions, f"no kill landed after a charge ({kills} kills, decisions {decisions})"
         assert "ask" not in decisions
     finally:

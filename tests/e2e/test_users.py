@@ -124,11 +124,11 @@ def test_sub_runs_inherit_who_started_the_tree(db_url: str) -> None:
                     created_by=by,
                 )
 
-            [root] = await store.create_runs([new(None, f"user:{ALICE}")])
-            [child] = await store.create_runs([new(root.run_id, None)])
-            [grandchild, own] = await store.create_runs([new(child.run_id, None), new(child.run_id, "key:bot")])
-            got = await store.get_run(grandchild.run_id)
-            return got.created_by, (await store.get_run(child.run_id)).created_by, own.created_by
+            [root] = await store.runs.create([new(None, f"user:{ALICE}")])
+            [child] = await store.runs.create([new(root.run_id, None)])
+            [grandchild, own] = await store.runs.create([new(child.run_id, None), new(child.run_id, "key:bot")])
+            got = await store.runs.get(grandchild.run_id)
+            return got.created_by, (await store.runs.get(child.run_id)).created_by, own.created_by
         finally:
             await store.close()
 

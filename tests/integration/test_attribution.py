@@ -19,7 +19,7 @@ def calc() -> Agent:
 async def starters(db_url: str) -> dict[str, str | None]:
     store = Store.open(db_url)
     try:
-        return {r.run_id: r.created_by for r in await store.list_runs(workspace_id="default", limit=100)}
+        return {r.run_id: r.created_by for r in await store.runs.page(workspace_id="default", limit=100)}
     finally:
         await store.close()
 

@@ -34,7 +34,7 @@ def hungry_script(n: int) -> dict[str, Any]:
 
 async def start(store: Store, agent: Agent, policy: StrictPolicy, workspace: str = "default") -> str:
     await store.workspaces.ensure(workspace)
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -54,7 +54,7 @@ async def drive(store: Store, agents: list[Agent], run_id: str) -> None:
     task = asyncio.create_task(worker.run())
     try:
         async with asyncio.timeout(30):
-            while not (await store.get_run(run_id)).status.terminal:
+            while not (await store.runs.get(run_id)).status.terminal:
                 await store.wait_for_change(None, 0.1)
     finally:
         worker.stop()
@@ -67,7 +67,7 @@ async def test_token_budget_stops_before_the_call_that_could_exceed_it(db_url: s
         agent = Agent(name="hungry", model=ScriptedModel(hungry_script(10)), tools=[noop], max_output_tokens=100)
         run_id = await start(store, agent, StrictPolicy(max_tokens=1000))
         await drive(store, [agent], run_id)
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.FAILED
         violation = (await store.events(run_id))[-1]
         assert violation.type is EventType.POLICY_VIOLATION and violation.payload["limit"] == "budget_tokens"
@@ -95,11 +95,11 @@ async def test_sub_runs_share_the_root_budget(db_url: str) -> None:
         root = Agent(name="root", model=ScriptedModel(root_script), delegates=[child], max_output_tokens=100)
         run_id = await start(store, root, StrictPolicy(max_tokens=1200))
         await drive(store, [root], run_id)
-        [child_run] = await store.list_runs(parent_run_id=run_id)
+        [child_run] = await store.runs.page(parent_run_id=run_id)
         assert child_run.status is RunStatus.FAILED
         assert child_run.state.error is not None and f"of run tree {run_id}" in child_run.state.error
         ledger = await store.budget_ledger(f"run:{run_id}")
-        root_rec = await store.get_run(run_id)
+        root_rec = await store.runs.get(run_id)
         assert ledger is not None
         assert ledger["spent_tokens"] == root_rec.state.tokens + child_run.state.tokens <= 1200
         assert ledger["reserved_tokens"] == 0
@@ -119,7 +119,7 @@ async def test_usd_budgets_of_the_run_and_the_workspace(db_url: str) -> None:
             # gpt-4.1-mini: 0.40 / 1.60 USD per million tokens: a call costs 0.0016
             run_id = await start(store, agent, StrictPolicy(max_cost_usd=0.005))
             await drive(store, [agent], run_id)
-            rec = await store.get_run(run_id)
+            rec = await store.runs.get(run_id)
             assert rec.status is RunStatus.FAILED and rec.state.cost_usd <= 0.005
             last = (await store.events(run_id))[-1].payload
             assert last["limit"] == "budget_usd" and last["budget"] == f"of run tree {run_id}"
@@ -133,7 +133,7 @@ async def test_usd_budgets_of_the_run_and_the_workspace(db_url: str) -> None:
             await store.workspaces.update_settings("team", {"quotas": {"monthly_budget_usd": 0.004}})
             run2 = await start(store, agent, StrictPolicy(), workspace="team")
             await drive(store, [agent], run2)
-            rec2 = await store.get_run(run2)
+            rec2 = await store.runs.get(run2)
             assert rec2.status is RunStatus.FAILED and rec2.state.cost_usd <= 0.004
             assert "of workspace team" in (rec2.state.error or "")
     finally:
@@ -155,7 +155,7 @@ async def test_the_server_maximum_caps_a_workspace_with_no_budget(db_url: str, m
             await store.workspaces.update_settings("team", {"quotas": None})
             run_id = await start(store, agent, StrictPolicy(), workspace="team")
             await drive(store, [agent], run_id)
-            rec = await store.get_run(run_id)
+            rec = await store.runs.get(run_id)
             assert rec.status is RunStatus.FAILED and rec.state.cost_usd <= 0.004
             assert "of workspace team" in (rec.state.error or "")
     finally:

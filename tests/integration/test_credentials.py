@@ -156,7 +156,7 @@ def call(name: str, **args: Any) -> dict[str, Any]:
 
 async def run_agent(store: Store, agent: Agent, workspace: str = "default") -> Any:
     await store.workspaces.ensure(workspace)
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -173,14 +173,14 @@ async def run_agent(store: Store, agent: Agent, workspace: str = "default") -> A
     try:
         async with asyncio.timeout(30):
             while True:
-                run = await store.get_run(rec.run_id)
+                run = await store.runs.get(rec.run_id)
                 if run.status.terminal or run.status is RunStatus.WAITING_FOR_APPROVAL:
                     break
                 await store.wait_for_change(None, 0.1)
     finally:
         worker.stop()
         await task
-    return await store.get_run(rec.run_id)
+    return await store.runs.get(rec.run_id)
 
 
 def integration_agent(saas: FakeSaaS, turns: list[dict[str, Any]]) -> Agent:

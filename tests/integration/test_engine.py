@@ -37,7 +37,7 @@ def counting_script(k: int) -> list[dict[str, Any]]:
 
 async def start_runs(store: Store, agent: Agent, inputs: list[str], policy: StrictPolicy | None = None) -> list[str]:
     await store.workspaces.ensure()
-    recs = await store.create_runs(
+    recs = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -59,7 +59,7 @@ async def run_to_end(store: Store, agents: list[Agent], run_ids: list[str], time
     try:
         async with asyncio.timeout(timeout):
             while True:
-                recs = [await store.get_run(r) for r in run_ids]
+                recs = [await store.runs.get(r) for r in run_ids]
                 if all(r.status.terminal or r.status.waiting for r in recs):
                     break
                 await store.wait_for_change(None, 0.2)
@@ -75,14 +75,14 @@ async def test_200_runs_of_10_steps_complete_and_replay(db_url: str) -> None:
         ids = await start_runs(store, agent, [f"run {i}" for i in range(200)])
         await run_to_end(store, [agent], ids, concurrency=50)
         for i, run_id in enumerate(ids):
-            rec = await store.get_run(run_id)
+            rec = await store.runs.get(run_id)
             assert rec.status is RunStatus.COMPLETED, (rec.status, rec.state.error)
             assert rec.state.output == f"run {i} -> 4"
             assert rec.state.steps == 9
             events = await store.events(run_id)
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
             assert fold(events) == rec.state
-            steps = await store.steps(run_id)
+            steps = await store.steps.read(run_id)
             assert [s.step_index for s in steps] == list(range(9))
     finally:
         await store.close()
@@ -94,7 +94,7 @@ async def test_policy_violation_fails_the_run_with_reason(db_url: str) -> None:
         agent = Agent(name="looper", model=ScriptedModel(counting_script(20)), tools=[add])
         [run_id] = await start_runs(store, agent, ["x"], StrictPolicy(max_steps=4))
         await run_to_end(store, [agent], [run_id])
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.FAILED
         assert rec.state.steps == 4
         assert "max_steps=4" in (rec.state.error or "")
@@ -116,7 +116,7 @@ async def test_invalid_tool_arguments_go_back_to_the_model(db_url: str) -> None:
         agent = Agent(name="clumsy", model=ScriptedModel(script), tools=[add])
         [run_id] = await start_runs(store, agent, ["x"])
         await run_to_end(store, [agent], [run_id])
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED
         tool_events = [e for e in await store.events(run_id) if e.payload.get("kind") == "TOOL_CALL"]
         assert all(e.payload["is_error"] for e in tool_events)
@@ -138,7 +138,7 @@ async def test_exhausted_script_is_retried_then_escalated_with_a_clear_error(db_
         )
         [run_id] = await start_runs(store, agent, ["x"])
         await run_to_end(store, [agent], [run_id])
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.WAITING_FOR_HUMAN
         failed = [e for e in await store.events(run_id) if e.type is EventType.STEP_FAILED]
         assert len(failed) == 2
@@ -154,21 +154,21 @@ async def test_cancel_pending_and_running(db_url: str) -> None:
     try:
         slow = Agent(name="slow", model=ScriptedModel({"latency_s": 0.2, "turns": counting_script(30)}), tools=[add])
         [pending_id, running_id] = await start_runs(store, slow, ["p", "r"])
-        rec = await store.request_cancel(pending_id, reason="not needed")
+        rec = await store.runs.cancel(pending_id, reason="not needed")
         assert rec.status is RunStatus.CANCELLED
         worker = Worker(store, AgentRegistry([slow]), config=WorkerConfig(poll_interval_s=0.05, lease_ttl_s=0.6))
         task = asyncio.create_task(worker.run())
         try:
             async with asyncio.timeout(20):
-                while (await store.get_run(running_id)).state.steps < 2:
+                while (await store.runs.get(running_id)).state.steps < 2:
                     await asyncio.sleep(0.05)
-                await store.request_cancel(running_id, reason="stop now")
-                while not (await store.get_run(running_id)).status.terminal:
+                await store.runs.cancel(running_id, reason="stop now")
+                while not (await store.runs.get(running_id)).status.terminal:
                     await asyncio.sleep(0.05)
         finally:
             worker.stop()
             await task
-        rec = await store.get_run(running_id)
+        rec = await store.runs.get(running_id)
         assert rec.status is RunStatus.CANCELLED
         assert "stop now" in (rec.state.error or "")
         assert fold(await store.events(running_id)) == rec.state
@@ -182,26 +182,26 @@ async def test_resume_failed_run_with_higher_limit_and_fork(db_url: str) -> None
         agent = Agent(name="counter", model=ScriptedModel(counting_script(5)), tools=[add])
         [run_id] = await start_runs(store, agent, ["job"], StrictPolicy(max_steps=3))
         await run_to_end(store, [agent], [run_id])
-        assert (await store.get_run(run_id)).status is RunStatus.FAILED
-        await store.resume(run_id, policy={"max_steps": 50})
+        assert (await store.runs.get(run_id)).status is RunStatus.FAILED
+        await store.runs.resume(run_id, policy={"max_steps": 50})
         await run_to_end(store, [agent], [run_id])
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED and rec.state.output == "job -> 4"
         assert rec.state.steps == 9
         events = await store.events(run_id)
         assert fold(events) == rec.state
         # fork right after the third step completed: the fork redoes the remaining steps only
         third = next(e for e in events if e.type is EventType.STEP_COMPLETED and e.step == 2)
-        fork = await store.fork(run_id, at_seq=third.seq, policy={"max_steps": 50})
+        fork = await store.runs.fork(run_id, at_seq=third.seq, policy={"max_steps": 50})
         assert fork.status is RunStatus.PENDING and fork.state.steps == 3
         await run_to_end(store, [agent], [fork.run_id])
-        forked = await store.get_run(fork.run_id)
+        forked = await store.runs.get(fork.run_id)
         assert forked.status is RunStatus.COMPLETED and forked.state.output == "job -> 4"
         fevents = await store.events(fork.run_id)
         assert fold(fevents) == forked.state
         assert [e.type for e in fevents[: third.seq]] == [e.type for e in events[: third.seq]]
         assert any(e.type is EventType.RUN_FORKED for e in fevents)
-        assert len(await store.steps(fork.run_id)) == 9
+        assert len(await store.steps.read(fork.run_id)) == 9
     finally:
         await store.close()
 
@@ -228,8 +228,8 @@ async def test_stale_worker_commit_is_rejected(db_url: str) -> None:
             events=(),
         )
         with pytest.raises(LeaseLostError):
-            await store.commit(stale)
-        rec = await store.get_run(run_id)
+            await store.steps.commit(stale)
+        rec = await store.runs.get(run_id)
         assert rec.lease_owner == "w2"
         hb = await store.heartbeat(owner="w1", leases=[(run_id, first.record.lease_epoch)], lease_ttl=30)
         assert run_id in hb.lost
@@ -269,7 +269,7 @@ async def test_non_idempotent_tool_interrupted_is_escalated_not_rerun(db_url: st
             await t1
         await asyncio.sleep(0.6)
         await run_to_end(store, [agent], [run_id], lease_ttl_s=0.5)
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.WAITING_FOR_HUMAN
         assert calls == [5]
         events = await store.events(run_id)
@@ -292,7 +292,7 @@ async def test_timeout_interrupts_a_long_step(db_url: str) -> None:
         agent = Agent(name="sleeper", model=ScriptedModel([{"tool_calls": [{"name": "sleepy"}]}]), tools=[sleepy])
         [run_id] = await start_runs(store, agent, ["x"], StrictPolicy(timeout_s=0.5))
         await run_to_end(store, [agent], [run_id], timeout=10)
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.FAILED and "timeout_s" in (rec.state.error or "")
     finally:
         await store.close()

@@ -64,7 +64,7 @@ def _reset_calls() -> None:
 
 async def start(store: Store, agent: Agent, task: str = "do it") -> str:
     await store.workspaces.ensure()
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -99,7 +99,7 @@ class Running:
     async def settle(self, run_id: str, timeout: float = 15.0) -> RunStatus:
         async with asyncio.timeout(timeout):
             while True:
-                rec = await self.store.get_run(run_id)
+                rec = await self.store.runs.get(run_id)
                 if rec.status.terminal or rec.status.waiting:
                     return rec.status
                 await self.store.wait_for_change(run_id, 0.1)
@@ -116,7 +116,7 @@ async def test_dangerous_call_waits_then_runs_once_after_approval(db_url: str) -
         run_id = await start(store, agent)
         async with Running(store, [agent]) as w:
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
-            rec = await store.get_run(run_id)
+            rec = await store.runs.get(run_id)
             assert rec.lease_owner is None and CALLS == []
             [appr] = await store.list_approvals()
             assert appr["tool"] == "wipe" and appr["risk"] == "DANGEROUS" and appr["arguments"] == {"target": "staging"}
@@ -126,7 +126,7 @@ async def test_dangerous_call_waits_then_runs_once_after_approval(db_url: str) -
         events = await store.events(run_id)
         granted = next(e for e in events if e.type is EventType.APPROVAL_GRANTED)
         assert granted.payload["by"] == "ann" and granted.payload["reason"] == "planned"
-        assert fold(events) == (await store.get_run(run_id)).state
+        assert fold(events) == (await store.runs.get(run_id)).state
         assert (await store.get_approval(appr["approval_id"]))["status"] == "approved"
         with pytest.raises(ConflictError, match="already approved"):
             await store.resolve_approval(appr["approval_id"], approve=False, by="bob")
@@ -169,7 +169,7 @@ async def test_edited_arguments_run_as_edited(db_url: str) -> None:
             )
             assert await w.settle(run_id) is RunStatus.COMPLETED
         assert CALLS == [("wipe", {"target": "sandbox"})]
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.state.output == "done: wiped sandbox"
         granted = next(e for e in await store.events(run_id) if e.type is EventType.APPROVAL_GRANTED)
         assert granted.payload["edited"] is True
@@ -192,7 +192,7 @@ async def test_expired_approval_is_denied_automatically(db_url: str) -> None:
             [appr] = await store.list_approvals()
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
             async with asyncio.timeout(10):
-                while (await store.get_run(run_id)).status is not RunStatus.COMPLETED:
+                while (await store.runs.get(run_id)).status is not RunStatus.COMPLETED:
                     await asyncio.sleep(0.05)
         assert CALLS == []
         assert (await store.get_approval(appr["approval_id"]))["status"] == "expired"
@@ -281,7 +281,7 @@ async def test_failures_retry_then_escalate_then_human_answer_completes(db_url: 
                 await store.resolve_human_request(req["request_id"], action="explode", by="ann")
             await store.resolve_human_request(req["request_id"], action="answer", answer="use cached data", by="ann")
             assert await w.settle(run_id) is RunStatus.COMPLETED
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.state.output is not None and rec.state.output.startswith("final:")
         assert "[Operator answer in place of the failed step] use cached data" in [
             m.content for m in model.requests[-1].messages
@@ -304,7 +304,7 @@ async def test_model_failures_escalate_and_abandon_fails_the_run(db_url: str) ->
             assert req["detail"]["step_kind"] == "MODEL_CALL"
             await store.resolve_human_request(req["request_id"], action="abandon", by="ann", instructions="wrong model")
             assert await w.settle(run_id) is RunStatus.FAILED
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert (rec.state.error or "").startswith("abandoned by ann: wrong model (last error: ")
         assert "bad request" in (rec.state.error or "")
         failed = [e for e in await store.events(run_id) if e.type is EventType.STEP_FAILED]
@@ -327,7 +327,7 @@ async def test_retry_with_instructions_and_answer_for_model_step(db_url: str) ->
             assert req2["request_id"] != req["request_id"]
             await store.resolve_human_request(req2["request_id"], action="answer", answer="42", by="ann")
             assert await w.settle(run_id) is RunStatus.COMPLETED
-        assert (await store.get_run(run_id)).state.output == "42"
+        assert (await store.runs.get(run_id)).state.output == "42"
     finally:
         await store.close()
 
@@ -367,7 +367,7 @@ async def test_one_decision_one_execution_across_forks(db_url: str) -> None:
             assert len(CALLS) == 1
             events = await store.events(run_id)
             granted = next(e.seq for e in events if e.type is EventType.APPROVAL_GRANTED)
-            forks = [await store.fork(run_id, at_seq=granted) for _ in range(2)]
+            forks = [await store.runs.fork(run_id, at_seq=granted) for _ in range(2)]
             for fork in forks:
                 assert await w.settle(fork.run_id) is RunStatus.WAITING_FOR_APPROVAL
             assert len(CALLS) == 1
@@ -378,7 +378,7 @@ async def test_one_decision_one_execution_across_forks(db_url: str) -> None:
             for e in events:
                 if e.seq <= granted or e.type is EventType.RUN_COMPLETED:
                     continue
-                fork = await store.fork(run_id, at_seq=e.seq)
+                fork = await store.runs.fork(run_id, at_seq=e.seq)
                 assert await w.settle(fork.run_id) in (RunStatus.WAITING_FOR_APPROVAL, RunStatus.COMPLETED)
             assert len(CALLS) == 1
             # a fork's own approval authorises that fork's call, once
@@ -387,7 +387,7 @@ async def test_one_decision_one_execution_across_forks(db_url: str) -> None:
             assert await w.settle(forks[0].run_id) is RunStatus.COMPLETED
             assert len(CALLS) == 2
             for fork in forks:
-                assert fold(await store.events(fork.run_id)) == (await store.get_run(fork.run_id)).state
+                assert fold(await store.events(fork.run_id)) == (await store.runs.get(fork.run_id)).state
     finally:
         await store.close()
 
@@ -403,7 +403,7 @@ async def test_resume_does_not_repeat_an_approved_call(db_url: str) -> None:
         ]
         agent = Agent(name="ops", model=ScriptedModel(script), tools=[wipe])
         await store.workspaces.ensure()
-        [rec] = await store.create_runs(
+        [rec] = await store.runs.create(
             [
                 NewRun(
                     run_id=new_run_id(),
@@ -421,7 +421,7 @@ async def test_resume_does_not_repeat_an_approved_call(db_url: str) -> None:
             await store.resolve_approval(appr["approval_id"], approve=True, by="ann")
             assert await w.settle(rec.run_id) is RunStatus.FAILED  # the second call breaks max_tool_calls
             assert CALLS == [("wipe", {"target": "staging"})]
-            await store.resume(rec.run_id, policy={"max_tool_calls": 5})
+            await store.runs.resume(rec.run_id, policy={"max_tool_calls": 5})
             assert await w.settle(rec.run_id) is RunStatus.WAITING_FOR_APPROVAL
             assert CALLS == [("wipe", {"target": "staging"})]
             [again] = await store.list_approvals(statuses=["pending"])

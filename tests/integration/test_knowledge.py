@@ -216,7 +216,7 @@ def test_local_minilm_embedder() -> None:
 
 async def _run(store: Store, agent: Agent, workspace: str) -> Any:
     await store.workspaces.ensure(workspace)
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -232,12 +232,12 @@ async def _run(store: Store, agent: Agent, workspace: str) -> Any:
     task = asyncio.create_task(worker.run())
     try:
         async with asyncio.timeout(20):
-            while not (await store.get_run(rec.run_id)).status.terminal:
+            while not (await store.runs.get(rec.run_id)).status.terminal:
                 await store.wait_for_change(None, 0.1)
     finally:
         worker.stop()
         await task
-    return await store.get_run(rec.run_id)
+    return await store.runs.get(rec.run_id)
 
 
 async def test_search_knowledge_tool_in_a_run(db_url: str) -> None:

@@ -40,14 +40,14 @@ async def test_heartbeat_renews_exactly_the_leases_still_driven(db_url: str) -> 
         ids = await start_runs(store, agent, ["a", "b", "c"])
         claims = {c.record.run_id: c.record for c in await store.claim(owner="w1", limit=3, lease_ttl=5)}
         driven, stale, dropped = ids
-        await store.request_cancel(driven)
-        before = {r: (await store.get_run(r)).lease_expires_at for r in ids}
+        await store.runs.cancel(driven)
+        before = {r: (await store.runs.get(r)).lease_expires_at for r in ids}
         hb = await store.heartbeat(
             owner="w1",
             leases=[(driven, claims[driven].lease_epoch), (stale, claims[stale].lease_epoch - 1)],
             lease_ttl=60,
         )
-        after = {r: (await store.get_run(r)).lease_expires_at for r in ids}
+        after = {r: (await store.runs.get(r)).lease_expires_at for r in ids}
         assert after[driven] is not None and before[driven] is not None and after[driven] > before[driven] + 30
         assert after[stale] == before[stale], "a lease of another epoch must not be renewed"
         assert after[dropped] == before[dropped], "a held run the worker no longer drives must not be renewed"
@@ -109,7 +109,7 @@ async def test_run_dropped_after_a_database_error_is_taken_up_again_while_the_wo
         ids += await start_runs(store, agent, [f"r{i}" for i in range(6, 18)])
         victim = ids[0]
         task = asyncio.create_task(worker.run())
-        while (rec := await store.get_run(victim)).state.steps < 1:
+        while (rec := await store.runs.get(victim)).state.steps < 1:
             await asyncio.sleep(0.02)
         with store._writer_engine.begin() as conn:
             for stmt in _fault_sql(store.dialect, victim, rec.lease_epoch):
@@ -117,7 +117,7 @@ async def test_run_dropped_after_a_database_error_is_taken_up_again_while_the_wo
         fault_at = await _wait_fault_logged(caplog, victim, timeout=10)
         async with asyncio.timeout(60):
             while True:
-                counts = await store.count_runs_by_status()
+                counts = await store.runs.count_by_status()
                 if counts.get("COMPLETED", 0) == len(ids):
                     break
                 await asyncio.sleep(0.1)
@@ -126,7 +126,7 @@ async def test_run_dropped_after_a_database_error_is_taken_up_again_while_the_wo
         if task is not None:
             await task
         histories = {r: await store.events(r) for r in ids}
-        records = {r: await store.get_run(r) for r in ids}
+        records = {r: await store.runs.get(r) for r in ids}
         await store.close()
 
     events = histories[victim]
@@ -218,7 +218,7 @@ async def test_a_frozen_transaction_loses_its_locks_and_a_lock_wait_is_bounded(d
             holder.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (run_id,))
             started = time.monotonic()
             with pytest.raises(DBAPIError, match="lock timeout"):
-                await asyncio.wait_for(store.request_cancel(run_id), 10)
+                await asyncio.wait_for(store.runs.cancel(run_id), 10)
             assert time.monotonic() - started < 3
             holder.rollback()
 
@@ -364,6 +364,6 @@ async def test_a_database_error_in_a_step_commit_reaches_the_worker_as_one(db_ur
             events=(),
         )
         with pytest.raises(DBAPIError, match="injected database fault"):
-            await store.commit(commit)
+            await store.steps.commit(commit)
     finally:
         await store.close()

@@ -26,19 +26,19 @@ def agent(name: str, turns: list[dict[str, Any]]) -> Agent:
 
 async def run(store: Store, a: Agent, workspace: str = "default") -> Any:
     await store.workspaces.ensure(workspace)
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [NewRun(run_id=new_run_id(), workspace_id=workspace, agent_name=a.name, input="x", spec=a.spec(), policy={})]
     )
     worker = Worker(store, AgentRegistry([a]), config=WorkerConfig(poll_interval_s=0.05))
     task = asyncio.create_task(worker.run())
     try:
         async with asyncio.timeout(20):
-            while not (await store.get_run(rec.run_id)).status.terminal:
+            while not (await store.runs.get(rec.run_id)).status.terminal:
                 await store.wait_for_change(None, 0.1)
     finally:
         worker.stop()
         await task
-    return await store.get_run(rec.run_id)
+    return await store.runs.get(rec.run_id)
 
 
 def call(name: str, **args: Any) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def test_sdk_refuses_a_model_without_key_and_stores_nothing(db_url: str) -> None
 async def _count_runs(db_url: str) -> int:
     store = Store.open(db_url)
     try:
-        return len(await store.list_runs(workspace_id="default", limit=100))
+        return len(await store.runs.page(workspace_id="default", limit=100))
     finally:
         await store.close()
 

@@ -97,7 +97,7 @@ async def run_objective(
         async def done() -> bool:
             if stop_when is not None:
                 return await stop_when()
-            return (await store.get_run(rec.run_id)).status.terminal
+            return (await store.runs.get(rec.run_id)).status.terminal
 
         await until(store, done)
     finally:
@@ -122,7 +122,7 @@ async def test_objective_completes_in_dependency_order_and_replays(db_url: str) 
     try:
         agents = registry(plan_of(TWO), accept_all)
         run_id = await run_objective(store, agents, ObjectiveConfig(goal="write a and b"))
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED, rec.state.error
         assert "2 of 2 task(s) complete" in (rec.state.output or "")
         events = await store.events(run_id)
@@ -152,7 +152,7 @@ async def test_invalid_plan_is_repaired_then_fails_clearly(db_url: str) -> None:
         )
         agents = registry(lambda t, _r: next(answers), accept_all)
         run_id = await run_objective(store, agents, ObjectiveConfig(goal="g"))
-        assert (await store.get_run(run_id)).status is RunStatus.COMPLETED
+        assert (await store.runs.get(run_id)).status is RunStatus.COMPLETED
         planner = agents.get("planner").get_model()
         assert isinstance(planner, FnModel)
         assert "no JSON object or list" in planner.tasks[1]
@@ -164,7 +164,7 @@ async def test_invalid_plan_is_repaired_then_fails_clearly(db_url: str) -> None:
         ]
         agents = registry(plan_of(cyclic), accept_all)
         run_id = await run_objective(store, agents, ObjectiveConfig(goal="g"))
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.FAILED
         assert "no valid plan after 3 attempt(s)" in (rec.state.error or "")
         assert "dependency cycle: a -> b -> a" in (rec.state.error or "")
@@ -186,7 +186,7 @@ async def test_qa_rejection_retries_with_accumulated_context(db_url: str) -> Non
 
         agents = registry(plan_of(TWO[:1]), qa, coder)
         run_id = await run_objective(store, agents, ObjectiveConfig(goal="g"))
-        assert (await store.get_run(run_id)).status is RunStatus.COMPLETED
+        assert (await store.runs.get(run_id)).status is RunStatus.COMPLETED
         a = graph_of(await store.events(run_id))["a"]
         assert [x["status"] for x in a["attempts"]] == ["rejected", "rejected", "accepted"]
         model = agents.get("coder").get_model()
@@ -217,7 +217,7 @@ async def test_four_rejections_escalate_and_a_person_retries_with_modifications(
         assert req["kind"] == "task_rejected"
         assert req["detail"]["task_id"] == "a" and req["detail"]["objective_run_id"] == run_id
         assert len(req["detail"]["attempts"]) == 4
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.WAITING_FOR_CHILDREN
         tasks = graph_of(await store.events(run_id))
         assert tasks["a"]["status"] == "waiting_human"
@@ -243,7 +243,7 @@ async def test_four_rejections_escalate_and_a_person_retries_with_modifications(
         finally:
             worker.stop()
             await wt
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED, rec.state.error
         tasks = graph_of(await store.events(run_id))
         a = tasks["a"]
@@ -255,7 +255,7 @@ async def test_four_rejections_escalate_and_a_person_retries_with_modifications(
 
 
 async def _terminal(store: Store, run_id: str) -> bool:
-    return (await store.get_run(run_id)).status.terminal
+    return (await store.runs.get(run_id)).status.terminal
 
 
 @pytest.mark.anyio
@@ -297,7 +297,7 @@ async def test_abandon_replans_dependants_and_dependency_edits_are_validated(db_
         try:
 
             async def x_done() -> bool:
-                r = await store.get_run(rec.run_id)
+                r = await store.runs.get(rec.run_id)
                 tasks = graph_of(await store.events(rec.run_id))
                 return r.status is RunStatus.WAITING_FOR_CHILDREN and tasks.get("x", {}).get("status") == "complete"
 
@@ -318,7 +318,7 @@ async def test_abandon_replans_dependants_and_dependency_edits_are_validated(db_
             gate.set()
             worker.stop()
             await wt
-        final = await store.get_run(rec.run_id)
+        final = await store.runs.get(rec.run_id)
         assert final.status is RunStatus.COMPLETED, final.state.error
         tasks = graph_of(await store.events(rec.run_id))
         assert {k: v["status"] for k, v in tasks.items()} == {
@@ -331,7 +331,7 @@ async def test_abandon_replans_dependants_and_dependency_edits_are_validated(db_
         assert tasks["y"]["reason"] == "re-planned"
         assert len(replans) == 2 and "task 'slow': duplicate id" in replans[1]
         assert all("replace: slow (abandoned by ann: too slow)" in r for r in replans)
-        slow_run = await store.get_run(tasks["slow"]["attempts"][0]["run_id"])
+        slow_run = await store.runs.get(tasks["slow"]["attempts"][0]["run_id"])
         assert "task abandoned in objective" in (slow_run.cancel_reason or "")  # its run was asked to stop
     finally:
         await store.close()
@@ -362,7 +362,7 @@ async def test_fifty_task_dag_respects_order_and_concurrency(db_url: str) -> Non
         agents = registry(plan_of(tasks), accept_all)
         # Wider than a chain: only every 7th task starts a fresh chain.
         run_id = await run_objective(store, agents, ObjectiveConfig(goal="fifty", max_concurrent_workers=3))
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED, rec.state.error
         events = await store.events(run_id)
         deps = {t["id"]: t["depends_on"] for t in tasks}
@@ -459,7 +459,7 @@ async def test_git_worktrees_merge_approved_work_and_conflicts_go_to_a_person(db
         finally:
             worker.stop()
             await wt
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED, rec.state.error
         assert (repo / "other.py").read_text() == "x = 1\n"
         assert (repo / "hello.py").exists()
@@ -562,7 +562,7 @@ async def test_stopping_the_worker_mid_objective_loses_nothing(db_url: str) -> N
             finally:
                 worker.stop()
                 await task
-        final = await store.get_run(rec.run_id)
+        final = await store.runs.get(rec.run_id)
         assert final.status is RunStatus.COMPLETED, final.state.error
         tasks = graph_of(await store.events(rec.run_id))
         assert all(len(t["attempts"]) == 1 for t in tasks.values())
@@ -596,7 +596,7 @@ async def test_abandoning_an_escalated_task_answers_its_question(db_url: str) ->
         finally:
             worker.stop()
             await wt
-        assert (await store.get_run(run_id)).status is RunStatus.COMPLETED
+        assert (await store.runs.get(run_id)).status is RunStatus.COMPLETED
     finally:
         await store.close()
 
@@ -617,8 +617,8 @@ async def test_cleanup_after_a_cancel_while_waiting(db_url: str, tmp_path: Path)
         config = ObjectiveConfig(goal="g", repo=str(repo), max_attempts=1)
         run_id = await run_objective(store, agents, config, stop_when=escalated)
         assert git(repo, "branch", "--list", "maestro/*").strip()
-        await store.request_cancel(run_id, reason="stop")
-        assert (await store.get_run(run_id)).status is RunStatus.CANCELLED
+        await store.runs.cancel(run_id, reason="stop")
+        assert (await store.runs.get(run_id)).status is RunStatus.CANCELLED
         out = await service.cleanup_worktrees(store, run_id)
         assert out["cleaned"] and git(repo, "branch", "--list", "maestro/*") == ""
         assert len(git(repo, "worktree", "list").splitlines()) == 1

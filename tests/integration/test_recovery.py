@@ -41,7 +41,7 @@ def _reset() -> None:
 
 async def start(store: Store, agent: Agent, task: str = "do it") -> str:
     await store.workspaces.ensure()
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -63,7 +63,7 @@ async def settle(store: Store, agents: list[Agent], run_id: str, timeout: float 
     try:
         async with asyncio.timeout(timeout):
             while True:
-                rec = await store.get_run(run_id)
+                rec = await store.runs.get(run_id)
                 if rec.status.terminal or (rec.status.waiting and rec.status is not RunStatus.WAITING_FOR_CHILDREN):
                     return rec.status
                 await store.wait_for_change(run_id, 0.1)
@@ -94,9 +94,9 @@ async def assert_steps_agree(store: Store, *run_ids: str) -> None:
     """The steps tables, the snapshots, replays of the events and the usage report say the same."""
     states = []
     for run_id in run_ids:
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert fold(await store.events(run_id)) == rec.state
-        rows = await store.steps(run_id)
+        rows = await store.steps.read(run_id)
         assert [r.step_index for r in rows] == list(range(rec.state.steps))
         assert _steps_table_differences(rec.state, [r.to_json() for r in rows]) == {}
         states.append(rec.state)
@@ -114,13 +114,13 @@ async def test_a_step_answered_by_a_person_gets_its_steps_row(db_url: str) -> No
         run_id = await start(store, agent)
         await crash_mid_call(store, agent, run_id, CHARGES)
         assert await settle(store, [agent], run_id) is RunStatus.WAITING_FOR_HUMAN
-        rows = await store.steps(run_id)
+        rows = await store.steps.read(run_id)
         assert len(rows) == 1  # the model call; the charge is uncertain
         [req] = await store.list_human_requests()
         await store.resolve_human_request(req["request_id"], action="answer", answer="charged 42", by="ops")
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
         assert CHARGES == [42]
-        rows = await store.steps(run_id)
+        rows = await store.steps.read(run_id)
         answered = rows[1]
         assert (answered.kind.value, answered.name, answered.status) == ("TOOL_CALL", "charge", "completed")
         completed = next(e for e in await store.events(run_id) if e.type is EventType.STEP_COMPLETED and e.step == 1)
@@ -146,7 +146,7 @@ async def test_a_rejected_call_gets_its_steps_row(db_url: str) -> None:
         [appr] = await store.list_approvals()
         await store.resolve_approval(appr["approval_id"], approve=False, by="ann", reason="not prod")
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
-        rows = await store.steps(run_id)
+        rows = await store.steps.read(run_id)
         assert [(r.kind.value, r.status) for r in rows] == [
             ("MODEL_CALL", "completed"),
             ("TOOL_CALL", "rejected"),
@@ -173,9 +173,9 @@ async def test_a_delegated_call_gets_its_steps_row(db_url: str) -> None:
         )
         run_id = await start(store, boss)
         assert await settle(store, [boss, helper], run_id) is RunStatus.COMPLETED
-        rows = await store.steps(run_id)
+        rows = await store.steps.read(run_id)
         assert [(r.name, r.status) for r in rows][1] == ("delegate", "completed")
-        [child] = await store.list_runs(workspace_id="default", parent_run_id=run_id)
+        [child] = await store.runs.page(workspace_id="default", parent_run_id=run_id)
         await assert_steps_agree(store, run_id, child.run_id)
     finally:
         await store.close()
@@ -263,13 +263,13 @@ async def test_a_call_the_tool_reports_as_done_is_recorded_without_a_person(db_u
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
         key = idempotency_key(run_id, 1)
         assert KEYS == [key] and LEDGER == {key: 7}  # called once
-        assert (await store.get_run(run_id)).state.output == f"charged 7 ({key})"
+        assert (await store.runs.get(run_id)).state.output == f"charged 7 ({key})"
         assert await store.list_human_requests(statuses=None) == []
         events = await store.events(run_id)
         [decided] = reconciled_events(events)
         assert decided["outcome"] == "happened" and decided["decision"] == "record"
         assert decided["idempotency_key"] == key and decided["reason"] == "the ledger has the key"
-        rows = await store.steps(run_id)
+        rows = await store.steps.read(run_id)
         assert (rows[1].name, rows[1].status) == ("pay", "completed")
         [completed] = [e for e in events if e.type is EventType.STEP_COMPLETED and e.step == 1]
         assert rows[1].seq == completed.seq and completed.payload["reconciled"] is True
@@ -350,7 +350,7 @@ async def test_migration_0016_rebuilds_the_missing_steps_rows(db_url: str) -> No
         [appr] = await store.list_approvals()
         await store.resolve_approval(appr["approval_id"], approve=False, by="ann", reason="not prod")
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
-        before = [r.to_json() for r in await store.steps(run_id)]
+        before = [r.to_json() for r in await store.steps.read(run_id)]
     finally:
         await store.close()
     engine = create_engine(normalize_url(db_url))
@@ -365,7 +365,7 @@ async def test_migration_0016_rebuilds_the_missing_steps_rows(db_url: str) -> No
         engine.dispose()
     store = Store.open(db_url)
     try:
-        after = [r.to_json() for r in await store.steps(run_id)]
+        after = [r.to_json() for r in await store.steps.read(run_id)]
         assert after == before and after[1]["status"] == "rejected"
         await assert_steps_agree(store, run_id)
     finally:

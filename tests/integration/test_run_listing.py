@@ -33,7 +33,7 @@ async def seed(store: Store) -> dict[str, str]:
     async def make(kind: str, parent: str | None = None, workspace: str = "default") -> str:
         run_id = new_run_id()
         spec = SPECS[kind]
-        await store.create_runs(
+        await store.runs.create(
             [
                 NewRun(
                     run_id=run_id,
@@ -55,7 +55,7 @@ async def seed(store: Store) -> dict[str, str]:
     ids["escalation"] = await make("escalation", ids["objective"])
     ids["agent"] = await make("agent")
     ids["elsewhere"] = await make("agent", workspace="other")
-    await store.request_cancel(ids["task1"], workspace_id="default", reason="done with it", by="test")
+    await store.runs.cancel(ids["task1"], workspace_id="default", reason="done with it", by="test")
     return ids
 
 
@@ -65,7 +65,7 @@ async def test_store_lists_top_level_runs_by_kind_with_child_counts(db_url: str)
         ids = await seed(store)
 
         async def listed(**kw: Any) -> list[str]:
-            return [r.run_id for r in await store.list_runs(workspace_id="default", **kw)]
+            return [r.run_id for r in await store.runs.page(workspace_id="default", **kw)]
 
         everything = await listed()
         assert len(everything) == 6  # unchanged without the new filters
@@ -78,10 +78,10 @@ async def test_store_lists_top_level_runs_by_kind_with_child_counts(db_url: str)
         assert await listed(top_level=True, limit=2) == [ids["agent"], ids["objective"]]
         assert await listed(top_level=True, before=ids["objective"]) == [ids["workflow"]]
 
-        counts = await store.count_children([ids["workflow"], ids["objective"], ids["agent"]])
+        counts = await store.runs.count_children([ids["workflow"], ids["objective"], ids["agent"]])
         assert counts == {ids["workflow"]: (2, 1), ids["objective"]: (1, 0)}
-        assert await store.count_children([]) == {}
-        assert (await store.get_run(ids["escalation"])).to_json()["kind"] == "escalation"
+        assert await store.runs.count_children([]) == {}
+        assert (await store.runs.get(ids["escalation"])).to_json()["kind"] == "escalation"
     finally:
         await store.close()
 

@@ -106,7 +106,7 @@ async def test_a_running_workflow_keeps_its_definition_through_an_edit_and_a_del
         try:
 
             async def second_node_started() -> bool:
-                children = await store.list_runs(workspace_id="team-a", parent_run_id=run.run_id)
+                children = await store.runs.page(workspace_id="team-a", parent_run_id=run.run_id)
                 return any(c.agent_name == "slow" for c in children)
 
             await until(store, second_node_started)
@@ -114,7 +114,7 @@ async def test_a_running_workflow_keeps_its_definition_through_an_edit_and_a_del
             await store.delete_workflow("team-a", "pipeline", actor="x")  # and then a delete
 
             async def done() -> bool:
-                return (await store.get_run(run.run_id)).status.terminal
+                return (await store.runs.get(run.run_id)).status.terminal
 
             await until(store, done)
             after = await stored.start(
@@ -126,16 +126,16 @@ async def test_a_running_workflow_keeps_its_definition_through_an_edit_and_a_del
             )
 
             async def done_again() -> bool:
-                return (await store.get_run(after.run_id)).status.terminal
+                return (await store.runs.get(after.run_id)).status.terminal
 
             await until(store, done_again)
         finally:
             w.stop()
             await task
-        rec = await store.get_run(run.run_id)
+        rec = await store.runs.get(run.run_id)
         assert rec.status is RunStatus.COMPLETED, rec.state.error
         assert rec.state.output == "slow[echo[v1 go]]"
         assert rec.spec["source"] == "stored:pipeline@v1" and rec.workspace_id == "team-a"
-        assert (await store.get_run(after.run_id)).state.output == "slow[echo[v2 again]]"
+        assert (await store.runs.get(after.run_id)).state.output == "slow[echo[v2 again]]"
     finally:
         await store.close()

@@ -35,7 +35,7 @@ def delegating(name: str, target: str, task: str, final: str) -> Agent:
 
 async def start(store: Store, agent: Agent, task: str) -> str:
     await store.workspaces.ensure()
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -53,7 +53,7 @@ async def start(store: Store, agent: Agent, task: str) -> str:
 async def settle(store: Store, run_id: str, timeout: float = 20) -> RunStatus:
     async with asyncio.timeout(timeout):
         while True:
-            rec = await store.get_run(run_id)
+            rec = await store.runs.get(run_id)
             if rec.status.terminal or rec.status in (RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN):
                 return rec.status
             await store.wait_for_change(None, 0.1)
@@ -81,10 +81,10 @@ async def test_three_level_tree_completes(db_url: str) -> None:
             assert await settle(store, root_id) is RunStatus.COMPLETED
 
         await with_worker(store, [root, mid, leaf], body)
-        rec = await store.get_run(root_id)
+        rec = await store.runs.get(root_id)
         assert rec.state.output == "root got [mid got [leaf did the detail]]"
-        [mid_run] = await store.list_runs(parent_run_id=root_id)
-        [leaf_run] = await store.list_runs(parent_run_id=mid_run.run_id)
+        [mid_run] = await store.runs.page(parent_run_id=root_id)
+        [leaf_run] = await store.runs.page(parent_run_id=mid_run.run_id)
         assert mid_run.agent_name == "mid" and leaf_run.agent_name == "leaf" and leaf_run.input == "the detail"
         assert mid_run.status is RunStatus.COMPLETED and leaf_run.status is RunStatus.COMPLETED
         events = await store.events(root_id)
@@ -146,20 +146,20 @@ async def test_cancel_at_the_root_cancels_the_whole_tree(db_url: str) -> None:
         async def body() -> None:
             async with asyncio.timeout(20):
                 while True:
-                    leaves = [r for r in await store.list_runs(agent="leaf") if r.state.steps >= 2]
+                    leaves = [r for r in await store.runs.page(agent="leaf") if r.state.steps >= 2]
                     if leaves:
                         break
                     await asyncio.sleep(0.05)
-            await store.request_cancel(root_id, reason="stop everything")
+            await store.runs.cancel(root_id, reason="stop everything")
             async with asyncio.timeout(20):
                 while True:
-                    all_runs = await store.list_runs()
+                    all_runs = await store.runs.page()
                     if all(r.status.terminal for r in all_runs):
                         break
                     await asyncio.sleep(0.05)
 
         await with_worker(store, [root, mid, leaf], body)
-        all_runs = await store.list_runs()
+        all_runs = await store.runs.page()
         assert len(all_runs) == 3
         assert {r.status for r in all_runs} == {RunStatus.CANCELLED}
         for r in all_runs:

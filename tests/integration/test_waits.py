@@ -36,13 +36,13 @@ def test_waiting_for_a_run_reads_it_a_few_times_not_once_per_step(db_url: str) -
     agent = counting_agent("counter", 12)  # 25 durable steps
     with Orchestrator(database_url=db_url) as orch:
         reads: list[str] = []
-        real_get_run = orch.store.get_run
+        real_get_run = orch.store.runs.get
 
         async def counting_get_run(run_id: str, workspace_id: str | None = None) -> Any:
             reads.append(run_id)
             return await real_get_run(run_id, workspace_id)
 
-        orch.store.get_run = counting_get_run  # type: ignore[method-assign]
+        orch.store.runs.get = counting_get_run  # type: ignore[method-assign]
         report = orch.run(agent, "go", policy=StrictPolicy(max_steps=40, max_cost_usd=10))
         assert report.status is RunStatus.COMPLETED and report.steps == 25
         # the first read, and one when the commit said COMPLETED (a poll may add one on a slow machine)
@@ -54,7 +54,7 @@ async def test_a_change_made_by_another_process_wakes_the_waiter(db_url: str) ->
     agent = counting_agent("remote", 2)
     try:
         await waiter_store.workspaces.ensure()
-        [rec] = await waiter_store.create_runs(
+        [rec] = await waiter_store.runs.create(
             [
                 NewRun(
                     run_id=new_run_id(),
@@ -67,7 +67,7 @@ async def test_a_change_made_by_another_process_wakes_the_waiter(db_url: str) ->
             ]
         )
         wait = asyncio.ensure_future(
-            waiter_store.wait_for_status(rec.run_id, lambda s: s.terminal, timeout=30, workspace_id="default")
+            waiter_store.runs.wait_for_status(rec.run_id, lambda s: s.terminal, timeout=30, workspace_id="default")
         )
         await asyncio.sleep(0.1)
         assert not wait.done()
@@ -101,7 +101,7 @@ async def test_many_concurrent_creations_share_a_transaction_and_keep_their_own_
             )
 
         batches = [[new(i)] for i in range(50)] + [[new(100), new(101)]]
-        records = await asyncio.gather(*(store.create_runs(b) for b in batches))
+        records = await asyncio.gather(*(store.runs.create(b) for b in batches))
         for batch, recs in zip(batches, records, strict=True):
             assert [r.run_id for r in recs] == [n.run_id for n in batch]
             assert all(r.status is RunStatus.PENDING for r in recs)
@@ -109,11 +109,11 @@ async def test_many_concurrent_creations_share_a_transaction_and_keep_their_own_
         good = [new(200 + i) for i in range(5)]
         bad = new(300, workspace="no-such-workspace")
         results = await asyncio.gather(
-            *(store.create_runs([n]) for n in good), store.create_runs([bad]), return_exceptions=True
+            *(store.runs.create([n]) for n in good), store.runs.create([bad]), return_exceptions=True
         )
         assert all(not isinstance(r, BaseException) for r in results[:-1]), results
         assert isinstance(results[-1], Exception)
         for n in good:
-            assert (await store.get_run(n.run_id)).status is RunStatus.PENDING
+            assert (await store.runs.get(n.run_id)).status is RunStatus.PENDING
     finally:
         await store.close()

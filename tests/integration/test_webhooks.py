@@ -101,7 +101,7 @@ def rx(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 async def start(store: Store, agent: Agent, policy: StrictPolicy | None = None) -> str:
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -123,7 +123,7 @@ async def settle(store: Store, agents: list[Agent], run_ids: list[str]) -> None:
     try:
         async with asyncio.timeout(30):
             for run_id in run_ids:
-                while not ((s := (await store.get_run(run_id)).status).terminal or s.waiting):
+                while not ((s := (await store.runs.get(run_id)).status).terminal or s.waiting):
                     await store.wait_for_change(run_id, 0.1)
     finally:
         worker.stop()
@@ -498,7 +498,7 @@ async def test_waiting_for_a_person_is_notified_in_every_format(store: Store, rx
     agent = _stuck_agent()
     run_id = await start(store, agent)
     await settle(store, [agent], [run_id])
-    assert (await store.get_run(run_id)).status.value == "WAITING_FOR_HUMAN"
+    assert (await store.runs.get(run_id)).status.value == "WAITING_FOR_HUMAN"
     [request] = await store.list_human_requests()
     dispatcher = wh.Dispatcher(store, FAST)
     [delivery] = await until_delivered(store, dispatcher, hook["webhook_id"], 1)

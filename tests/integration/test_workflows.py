@@ -25,7 +25,7 @@ TERMINAL = (EventType.RUN_COMPLETED, EventType.RUN_FAILED, EventType.RUN_CANCELL
 
 async def start(store: Store, wf: Workflow, task: str, policy: dict[str, Any] | None = None) -> str:
     await store.workspaces.ensure()
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -51,11 +51,11 @@ async def until(store: Store, check: Callable[[], Awaitable[bool]], timeout: flo
 
 
 async def finished(store: Store, run_id: str) -> bool:
-    return (await store.get_run(run_id)).status.terminal
+    return (await store.runs.get(run_id)).status.terminal
 
 
 async def assert_replays(store: Store, run_id: str) -> list[Event]:
-    rec = await store.get_run(run_id)
+    rec = await store.runs.get(run_id)
     events = await store.events(run_id)
     assert fold(events).to_json() == rec.state.to_json()
     return events
@@ -89,7 +89,7 @@ async def test_examples_run_end_to_end(db_url: str) -> None:
         finally:
             w.stop()
             await task
-        runs = {name: await store.get_run(i) for name, i in ids.items()}
+        runs = {name: await store.runs.get(i) for name, i in ids.items()}
         assert {n: r.status for n, r in runs.items()} == dict.fromkeys(cases, RunStatus.COMPLETED)
         logs = {name: await assert_replays(store, i) for name, i in ids.items()}
 
@@ -115,7 +115,7 @@ async def test_examples_run_end_to_end(db_url: str) -> None:
         assert refine.workflow is not None and refine.workflow["iteration"] == 2
         assert "(iteration 2). Reviewer feedback: add a concrete example" in str(refine.output)
         # Each node is an ordinary child run of the workflow run.
-        children = await store.list_runs(parent_run_id=ids["refine-paragraph"], workspace_id="default")
+        children = await store.runs.page(parent_run_id=ids["refine-paragraph"], workspace_id="default")
         assert sorted(c.agent_name for c in children) == ["reviewer", "reviewer", "summarizer", "writer", "writer"]
         assert all(c.status is RunStatus.COMPLETED for c in children)
     finally:
@@ -146,14 +146,14 @@ async def test_fifty_node_dag_respects_dependencies_and_the_concurrency_cap(db_u
         finally:
             w.stop()
             await task
-        assert (await store.get_run(run_id)).status is RunStatus.COMPLETED
+        assert (await store.runs.get(run_id)).status is RunStatus.COMPLETED
         events = await assert_replays(store, run_id)
         waves = spawned(events)
         assert sorted(n for wave in waves for n in wave) == sorted(n["id"] for n in nodes)  # each node once
         assert max(len(wave) for wave in waves) == 5
         # From the children's own logs: no more than 5 node runs are ever alive at once, and every node
         # was created only after all its dependencies had finished.
-        children = {c.spec["workflow_node"]: c for c in await store.list_runs(parent_run_id=run_id, limit=100)}
+        children = {c.spec["workflow_node"]: c for c in await store.runs.page(parent_run_id=run_id, limit=100)}
         assert len(children) == 50
         spans: dict[str, tuple[float, float]] = {}
         for node_id, child in children.items():
@@ -187,7 +187,7 @@ async def test_stopping_and_restarting_the_worker_resumes_without_rerunning_node
         run_id = await start(store, wf, "go")
 
         async def two_done() -> bool:
-            st = (await store.get_run(run_id)).state.workflow or {"nodes": {}}
+            st = (await store.runs.get(run_id)).state.workflow or {"nodes": {}}
             return sum(1 for n in st["nodes"].values() if n["status"] == "completed") >= 2
 
         first = worker(store, agents, workflows)
@@ -195,7 +195,7 @@ async def test_stopping_and_restarting_the_worker_resumes_without_rerunning_node
         await until(store, two_done)
         first.stop()
         await task
-        mid = await store.get_run(run_id)
+        mid = await store.runs.get(run_id)
         assert not mid.status.terminal
         done_before = {
             k: v["run_id"] for k, v in (mid.state.workflow or {})["nodes"].items() if v["status"] == "completed"
@@ -209,14 +209,14 @@ async def test_stopping_and_restarting_the_worker_resumes_without_rerunning_node
         finally:
             second.stop()
             await task
-        rec = await store.get_run(run_id)
+        rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED
         assert rec.state.output == "done: s5"
         events = await assert_replays(store, run_id)
         assert spawned(events) == [[f"s{i}"] for i in range(6)]  # no node started twice
         after = (rec.state.workflow or {})["nodes"]
         assert all(after[k]["run_id"] == v and after[k]["runs"] == 1 for k, v in done_before.items())
-        assert len(await store.list_runs(parent_run_id=run_id)) == 6
+        assert len(await store.runs.page(parent_run_id=run_id)) == 6
     finally:
         await store.close()
 
@@ -267,7 +267,7 @@ async def test_failures_and_skips(db_url: str) -> None:
         finally:
             w.stop()
             await task
-        failed, tolerated = [await store.get_run(i) for i in ids]
+        failed, tolerated = [await store.runs.get(i) for i in ids]
         assert failed.status is RunStatus.FAILED and "node 'a' (broken) failed" in str(failed.state.error)
         assert spawned(await assert_replays(store, ids[0])) == [["a"]]
         assert tolerated.status is RunStatus.COMPLETED

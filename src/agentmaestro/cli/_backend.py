@@ -229,7 +229,7 @@ class LocalBackend:
         policy = (a.policy or StrictPolicy()).merged(overrides)
         await self.store.workspaces.ensure(self.workspace)
         await self.store.agents.put(self.workspace, a.name, a.spec())
-        [rec] = await self.store.create_runs(
+        [rec] = await self.store.runs.create(
             [
                 NewRun(
                     run_id=new_run_id(),
@@ -260,7 +260,7 @@ class LocalBackend:
         kind: str | None = None,
     ) -> list[JSON]:
         """Runs of the workspace, newest first."""
-        records = await self.store.list_runs(
+        records = await self.store.runs.page(
             workspace_id=self.workspace,
             statuses=list(statuses) or None,
             agent=agent,
@@ -273,24 +273,24 @@ class LocalBackend:
 
     async def get_run(self, run_id: str) -> JSON:
         """The run and its steps."""
-        rec = await self.store.get_run(run_id, self.workspace)
-        return {**rec.to_json(), "steps_detail": [s.to_json() for s in await self.store.steps(run_id)]}
+        rec = await self.store.runs.get(run_id, self.workspace)
+        return {**rec.to_json(), "steps_detail": [s.to_json() for s in await self.store.steps.read(run_id)]}
 
     async def children(self, run_id: str) -> list[JSON]:
         """Direct sub-runs, oldest first."""
-        records = await self.store.list_runs(workspace_id=self.workspace, parent_run_id=run_id, limit=1000)
+        records = await self.store.runs.page(workspace_id=self.workspace, parent_run_id=run_id, limit=1000)
         return [r.to_json() for r in reversed(records)]
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         """Events from the log."""
-        await self.store.get_run(run_id, self.workspace)
+        await self.store.runs.get(run_id, self.workspace)
         return await self.store.events(run_id, after)
 
     async def follow(self, run_id: str, after: int) -> AsyncIterator[Event]:
         """Read the log as it grows (another process executes the run)."""
         seq = after
         while True:
-            rec = await self.store.get_run(run_id, self.workspace)
+            rec = await self.store.runs.get(run_id, self.workspace)
             for ev in await self.store.events(run_id, seq):
                 yield ev
                 seq = ev.seq
@@ -312,7 +312,7 @@ class LocalBackend:
         seq = 0
         try:
             while True:
-                rec = await store.get_run(run_id, self.workspace)
+                rec = await store.runs.get(run_id, self.workspace)
                 if on_event is not None:
                     for ev in await store.events(run_id, seq):
                         on_event(ev)
@@ -333,25 +333,25 @@ class LocalBackend:
 
     async def cancel_run(self, run_id: str, reason: str) -> JSON:
         """Cancel, and audit it."""
-        rec = await self.store.request_cancel(run_id, workspace_id=self.workspace, reason=reason, by="cli")
+        rec = await self.store.runs.cancel(run_id, workspace_id=self.workspace, reason=reason, by="cli")
         await self._audit("run.cancel", run_id, {"reason": reason})
         return rec.to_json()
 
     async def resume_run(self, run_id: str, overrides: JSON) -> JSON:
         """Resume from the last completed step."""
-        rec = await self.store.resume(run_id, workspace_id=self.workspace, by="cli", policy=overrides or None)
+        rec = await self.store.runs.resume(run_id, workspace_id=self.workspace, by="cli", policy=overrides or None)
         return rec.to_json()
 
     async def fork_run(self, run_id: str, at_seq: int, overrides: JSON) -> JSON:
         """Fork at ``at_seq``."""
-        rec = await self.store.fork(
+        rec = await self.store.runs.fork(
             run_id, at_seq=at_seq, workspace_id=self.workspace, by="cli", policy=overrides or None
         )
         return rec.to_json()
 
     async def snapshot(self, run_id: str) -> JSON:
         """The whole stored state of the run."""
-        rec: RunRecord = await self.store.get_run(run_id, self.workspace)
+        rec: RunRecord = await self.store.runs.get(run_id, self.workspace)
         return rec.state.to_json()
 
     # people

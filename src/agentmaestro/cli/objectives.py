@@ -99,7 +99,7 @@ async def drive_local(store: Store, c: _Ctx, run_id: str) -> dict[str, Any]:
             obj = await service.get_objective(store, run_id)
             if RunStatus(obj["status"]).terminal or task.done():
                 break
-            kids = await store.list_runs(workspace_id=None, parent_run_id=run_id, limit=1000)
+            kids = await store.runs.page(workspace_id=None, parent_run_id=run_id, limit=1000)
             if _needs_person(obj, [k.status.value for k in kids if not k.status.terminal]):
                 break
             await store.wait_for_change(None, 0.2)
@@ -205,7 +205,7 @@ def objectives_list(ctx: typer.Context) -> None:
     else:
 
         async def go(store: Store) -> list[dict[str, Any]]:
-            recs = await store.list_runs(workspace_id=c.workspace, agent="objective", limit=50)
+            recs = await store.runs.page(workspace_id=c.workspace, agent="objective", limit=50)
             return [await service.get_objective(store, r.run_id, workspace_id=c.workspace) for r in recs]
 
         rows = _local(c, go)
@@ -320,7 +320,7 @@ def objectives_restart(
 
         async def local(store: Store) -> dict[str, Any]:
             await service.get_objective(store, objective_id, workspace_id=c.workspace)
-            await store.resume(objective_id, workspace_id=c.workspace, by=cli_actor())
+            await store.runs.resume(objective_id, workspace_id=c.workspace, by=cli_actor())
             if wait:
                 return await drive_local(store, c, objective_id)
             return await service.get_objective(store, objective_id)

@@ -502,7 +502,7 @@ def demo(ctx: typer.Context) -> None:
                     created_by=actor,
                 )
             )
-            records = await store.create_runs(new)
+            records = await store.runs.create(new)
             ids = {r.run_id for r in records}
             w = Worker(
                 store,
@@ -517,9 +517,9 @@ def demo(ctx: typer.Context) -> None:
 
             async def settled() -> bool:
                 for i in ids:
-                    r = await store.get_run(i, c.workspace)
+                    r = await store.runs.get(i, c.workspace)
                     if i == wf_id and r.status is RunStatus.WAITING_FOR_CHILDREN:
-                        kids = await store.list_runs(workspace_id=c.workspace, parent_run_id=i, limit=100)
+                        kids = await store.runs.page(workspace_id=c.workspace, parent_run_id=i, limit=100)
                         if not any(k.status.waiting and k.status is not RunStatus.WAITING_FOR_CHILDREN for k in kids):
                             return False
                     elif not (r.status.terminal or r.status.waiting):
@@ -530,7 +530,7 @@ def demo(ctx: typer.Context) -> None:
                 await store.wait_for_change(None, 0.5)
             w.stop()
             await task
-            return [await store.get_run(r.run_id, c.workspace) for r in records]
+            return [await store.runs.get(r.run_id, c.workspace) for r in records]
         finally:
             await store.close()
 

@@ -240,18 +240,18 @@ async def drive(store: Store, run_id: str, agents: AgentRegistry, workflows: Wor
     task = asyncio.ensure_future(worker.run())
     try:
         while True:
-            rec = await store.get_run(run_id)
+            rec = await store.runs.get(run_id)
             if rec.status.terminal or task.done():
                 break
             if rec.status is RunStatus.WAITING_FOR_CHILDREN:
-                children = await store.list_runs(workspace_id=None, parent_run_id=run_id, limit=1000)
+                children = await store.runs.page(workspace_id=None, parent_run_id=run_id, limit=1000)
                 if any(ch.status in (RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN) for ch in children):
                     break
             await store.wait_for_change(None, 0.2)
     finally:
         worker.stop()
         await task
-    return await store.get_run(run_id)
+    return await store.runs.get(run_id)
 
 
 @workflows_app.command("save")

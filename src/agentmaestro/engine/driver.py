@@ -352,7 +352,7 @@ class RunDriver:
             reserve=reserve,
         )
         try:
-            result = await self.store.commit(commit)
+            result = await self.store.steps.commit(commit)
         except LeaseLostError:
             self.lost = True
             log.warning(
@@ -658,7 +658,7 @@ class RunDriver:
 
     async def _cancelled(self) -> _Outcome:
         if self.cancel_reason is None:
-            self.cancel_reason = (await self.store.get_run(self.run_id)).cancel_reason
+            self.cancel_reason = (await self.store.runs.get(self.run_id)).cancel_reason
         payload = {"reason": self.cancel_reason or "cancelled"}
         return _Outcome(events=[{"type": EventType.RUN_CANCELLED, "payload": payload}], steps=[], message_payloads=[])
 

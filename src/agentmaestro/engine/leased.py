@@ -87,7 +87,7 @@ class LeasedDriver:
         raise NotImplementedError
 
     async def _cancel_reason(self) -> str:
-        return self.cancel_reason or (await self.store.get_run(self.run_id)).cancel_reason or "cancelled"
+        return self.cancel_reason or (await self.store.runs.get(self.run_id)).cancel_reason or "cancelled"
 
     def _applied(self, state: RunState, ev: Event) -> None:
         """Hook: an event was committed."""
@@ -129,7 +129,7 @@ class LeasedDriver:
             human_request=human,
         )
         try:
-            result = await self.store.commit(commit)
+            result = await self.store.steps.commit(commit)
         except LeaseLostError:
             self.lost = True
             log.warning("%s run %s: commit rejected, lease lost", self.kind, self.run_id)

@@ -191,7 +191,7 @@ class _Move_:
             for call_id, run_id in self.g.active_children():
                 if run_id in seen:
                     continue
-                rec = await d.store.get_run(run_id)
+                rec = await d.store.runs.get(run_id)
                 if rec.status.terminal:
                     results.append(
                         {

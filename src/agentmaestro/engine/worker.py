@@ -181,7 +181,7 @@ class Worker:
             if self.follow_children:
                 # A worker dedicated to some runs also runs their sub-runs (workflow nodes, delegations).
                 for parent in list(self.run_ids):
-                    for child in await self.store.list_runs(workspace_id=None, parent_run_id=parent, limit=500):
+                    for child in await self.store.runs.page(workspace_id=None, parent_run_id=parent, limit=500):
                         self.run_ids.add(child.run_id)
             pending = self.run_ids - set(self._tasks)
             if not pending:

@@ -117,19 +117,19 @@ class StorePlane:
 
     async def get_run(self, run_id: str) -> JSON:
         """The run, if it is the caller's workspace's."""
-        return (await self._store().get_run(run_id, self._caller().workspace_id)).to_json()
+        return (await self._store().runs.get(run_id, self._caller().workspace_id)).to_json()
 
     async def events(self, run_id: str, after: int, limit: int) -> list[JSON]:
         """A page of the run's events."""
         store = self._store()
-        await store.get_run(run_id, self._caller().workspace_id)
+        await store.runs.get(run_id, self._caller().workspace_id)
         return [e.to_json() for e in await store.events(run_id, after, limit)]
 
     async def _settled(self, run_id: str, status: RunStatus, workspace_id: str) -> bool:
         if status.terminal or status in _PERSON:
             return True
         if status is RunStatus.WAITING_FOR_CHILDREN:  # a workflow: settled when a node waits for a person
-            children = await self._store().list_runs(workspace_id=workspace_id, parent_run_id=run_id, limit=1000)
+            children = await self._store().runs.page(workspace_id=workspace_id, parent_run_id=run_id, limit=1000)
             return any(ch.status in _PERSON for ch in children)
         return False
 
@@ -139,7 +139,7 @@ class StorePlane:
         start = time.monotonic()
         deadline = start + timeout_s
         while True:
-            rec = await store.get_run(run_id, workspace)
+            rec = await store.runs.get(run_id, workspace)
             if await self._settled(run_id, rec.status, workspace):
                 return rec.to_json(), False
             if on_wait is not None:
@@ -155,7 +155,7 @@ class StorePlane:
         caller = self._caller()
         caller.require_operator("cancel_run")
         store = self._store()
-        rec = await store.request_cancel(run_id, workspace_id=caller.workspace_id, reason=reason, by=caller.actor)
+        rec = await store.runs.cancel(run_id, workspace_id=caller.workspace_id, reason=reason, by=caller.actor)
         await store.audit(
             caller.workspace_id, actor=caller.actor, action="run.cancel", target=run_id, detail={"reason": reason}
         )

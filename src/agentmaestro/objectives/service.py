@@ -71,7 +71,7 @@ async def start_objective(
     """Create an objective run (PENDING), started by ``created_by``; a worker with its agents executes it."""
     spec = config.spec()
     await store.workspaces.ensure(workspace_id)
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),

@@ -141,7 +141,7 @@ def create_app(
         """The database answers and its schema is current."""
         st: Store = app.state.store
         try:
-            await st.count_runs_by_status(None)
+            await st.runs.count_by_status(None)
             await asyncio.to_thread(check_current, st._writer_engine)
         except Exception as exc:
             return JSONResponse(

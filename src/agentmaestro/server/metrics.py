@@ -128,7 +128,7 @@ class Metrics:
 
     async def render(self, store: Store) -> bytes:
         """Refresh the database gauges and return the exposition text."""
-        counts: dict[str, Any] = await store.count_runs_by_status(None)
+        counts: dict[str, Any] = await store.runs.count_by_status(None)
         for status in RunStatus:
             self.runs.labels(status=status.value).set(int(counts.get(status.value, 0)))
         self.queue_depth.set(int(counts.get(RunStatus.PENDING.value, 0)))

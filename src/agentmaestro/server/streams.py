@@ -224,7 +224,7 @@ async def follow_run(
         wake = await _next_wakeup(store, run_id, _timeout(poll, tick_s, last_yield))
         try:
             if rec is None:  # read the status first: its last_seq <= what follows
-                rec = await store.get_run(run_id, workspace_id)
+                rec = await store.runs.get(run_id, workspace_id)
             events = await store.events(run_id, after, BATCH)
             for ev in events:
                 yield ev
@@ -581,7 +581,7 @@ async def run_ws(
         return
     store: Store = websocket.app.state.store
     try:
-        await store.get_run(run_id, principal.workspace_id)
+        await store.runs.get(run_id, principal.workspace_id)
     except NotFoundError as exc:
         await websocket.close(WS_NOT_FOUND, str(exc)[:120])
         return

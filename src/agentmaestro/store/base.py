@@ -39,17 +39,17 @@ from agentmaestro.store.dialects import (
 from agentmaestro.store.records import (
     Claim,
     Commit,
-    CommitResult,
     HeartbeatResult,
     Refusal,
     Reservation,
     RunRecord,
-    StepRow,
 )
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
 
 if TYPE_CHECKING:
     from agentmaestro.store.agents import AgentRepository
+    from agentmaestro.store.runs import RunRepository
+    from agentmaestro.store.steps import StepRepository
     from agentmaestro.store.workspaces import WorkspaceRepository
 
 log = logging.getLogger("agentmaestro.store")
@@ -61,9 +61,7 @@ NOTIFY_CHANNEL = "maestro_runs"
 EVENTS_CHANNEL = "maestro_events"
 """NOTIFY channel naming the runs that got new events (comma-separated run ids), sent on commit."""
 _EVENT_RUNS = _ops.EVENT_RUNS_KEY
-_REREAD_S = 5.0
-"""Longest a status waiter goes without reading its run, even when nothing told it to."""
-_STATUSES = "maestro.statuses"
+STATUSES_KEY = "maestro.statuses"
 """``conn.info`` key: new statuses a write transaction knows (run id -> status), for status watchers."""
 DELTAS_CHANNEL = "maestro_deltas"
 """NOTIFY channel of live model text deltas (see engine/deltas.py); listened to only by API servers."""
@@ -228,16 +226,11 @@ class Store:
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="maestro-db-reader")
         self.waiters = Waiters()
         self.watchers = StatusWatchers()
-        self._watch_poll: asyncio.Task[None] | None = None
-        self.watch_poll_s = 0.5
-        """How often the statuses of runs waited for are read (changes made by other processes)."""
         self.origin = secrets.token_hex(6)
         """Names this process's NOTIFYs, so its listener skips them (its own waiters were woken directly)."""
         self._pending: list[tuple[Commit | Reservation, asyncio.Future[Any]]] = []
         self._ledgers_known: _budget.KnownLedgers = {}  # budget ledgers whose limits this process wrote
         self._flush_task: asyncio.Task[None] | None = None
-        self._pending_creates: list[tuple[list[_ops.NewRun], asyncio.Future[list[RunRecord]]]] = []
-        self._create_task: asyncio.Task[None] | None = None
         self._listener: threading.Thread | None = None
         self._stop_channel = ""  # set when the PostgreSQL listener starts
         self._delta_listener: Callable[[str], None] | None = None  # model text deltas (engine/deltas.py)
@@ -292,9 +285,10 @@ class Store:
 
     async def close(self) -> None:
         """Flush pending commits and release connections and threads."""
-        for task in (self._create_task, self._flush_task):
-            if task is not None:
-                await asyncio.shield(task)
+        if "runs" in self.__dict__:  # (built on first use)
+            await self.runs.drain()
+        if self._flush_task is not None:
+            await asyncio.shield(self._flush_task)
         self.close_sync()
 
     def close_sync(self) -> None:
@@ -331,7 +325,26 @@ class Store:
 
         return AgentRepository(self)
 
+    @cached_property
+    def runs(self) -> RunRepository:
+        """Runs: create, read, list, wait for a status, cancel, resume, fork."""
+        from agentmaestro.store.runs import RunRepository
+
+        return RunRepository(self)
+
+    @cached_property
+    def steps(self) -> StepRepository:
+        """The step commit and a run's finished steps."""
+        from agentmaestro.store.steps import StepRepository
+
+        return StepRepository(self)
+
     # ------------------------------------------------------------------------------- plumbing
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close_sync` has run."""
+        return self._closed.is_set()
 
     @contextlib.contextmanager
     def _write_tx(self) -> Iterator[Connection]:
@@ -363,10 +376,10 @@ class Store:
                 return fn(conn, *args, **kwargs)
         with self._writer_queue, self._write_tx() as conn:
             conn.info.pop(_EVENT_RUNS, None)
-            conn.info.pop(_STATUSES, None)
+            conn.info.pop(STATUSES_KEY, None)
             out = fn(conn, *args, **kwargs)
             touched = self._announce(conn)
-            statuses = conn.info.pop(_STATUSES, None)
+            statuses = conn.info.pop(STATUSES_KEY, None)
         self._wake(touched, statuses)
         return out
 
@@ -422,101 +435,9 @@ class Store:
 
     # ------------------------------------------------------------------------------------ runs
 
-    async def create_runs(self, new_runs: Sequence[_ops.NewRun]) -> list[RunRecord]:
-        """Insert PENDING runs with their RUN_CREATED events and wake workers.
-
-        Concurrent calls are group-committed: the runs of every call waiting meanwhile go in one
-        transaction (one fsync for many ``start_async`` calls at once). If that transaction fails, each
-        call's runs are written on their own, so one bad run fails only its own call.
-        """
-        if not new_runs:
-            return []
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[RunRecord]] = loop.create_future()
-        self._pending_creates.append((list(new_runs), fut))
-        if self._create_task is None or self._create_task.done():
-            self._create_task = loop.create_task(self._flush_creates())
-        return await fut
-
-    def _insert_runs(self, conn: Connection, new_runs: list[_ops.NewRun]) -> list[RunRecord]:
-        out = _ops.create_runs(conn, new_runs, time.time())
-        self._pg_notify(conn)
-        conn.info[_STATUSES] = {r.run_id: r.status for r in out}  # for status watchers
-        return out
-
-    async def _flush_creates(self) -> None:
-        while self._pending_creates:
-            batch = self._pending_creates[: self.max_batch]
-            del self._pending_creates[: self.max_batch]
-            try:
-                records = await self._write(self._insert_runs, [n for runs, _ in batch for n in runs])
-            except Exception as exc:
-                if len(batch) == 1:
-                    batch[0][1].set_exception(exc)
-                    continue
-                for runs, fut in batch:  # find the bad one: each call on its own
-                    try:
-                        fut.set_result(await self._write(self._insert_runs, runs))
-                    except Exception as one_exc:
-                        fut.set_exception(one_exc)
-                    else:
-                        self._notify_runs([r.run_id for r in fut.result()], runnable=True, watchers=False)
-                continue
-            self._notify_runs([r.run_id for r in records], runnable=True, watchers=False)
-            i = 0
-            for runs, fut in batch:
-                if not fut.done():
-                    fut.set_result(records[i : i + len(runs)])
-                i += len(runs)
-
-    async def get_run(self, run_id: str, workspace_id: str | None = None) -> RunRecord:
-        """One run (NotFoundError if missing or in another workspace)."""
-        return await self._read(_ops.get_run, run_id, workspace_id)
-
-    async def list_runs(
-        self,
-        *,
-        workspace_id: str | None = DEFAULT_WORKSPACE,
-        statuses: Collection[str] | None = None,
-        agent: str | None = None,
-        parent_run_id: str | None = None,
-        top_level: bool = False,
-        kind: str | None = None,
-        before: str | None = None,
-        limit: int = 50,
-    ) -> list[RunRecord]:
-        """Runs newest first, filtered; ``before`` is the last run id of the previous page.
-
-        ``top_level`` keeps only runs without a parent; ``kind`` is ``agent``, ``workflow``, ``objective`` or
-        ``escalation`` (``RunRecord.to_json()["kind"]``).
-        """
-        return await self._read(
-            _ops.list_runs,
-            workspace_id=workspace_id,
-            statuses=statuses,
-            agent=agent,
-            parent_run_id=parent_run_id,
-            top_level=top_level,
-            kind=kind,
-            before=before,
-            limit=limit,
-        )
-
-    async def count_children(self, run_ids: Collection[str]) -> dict[str, tuple[int, int]]:
-        """``{run_id: (child runs, finished child runs)}`` for those of ``run_ids`` that have children."""
-        return await self._read(_ops.count_children, run_ids)
-
-    async def count_runs_by_status(self, workspace_id: str | None = None) -> dict[str, int]:
-        """Number of runs per status."""
-        return await self._read(_ops.count_runs_by_status, workspace_id)
-
     async def events(self, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]:
         """A run's events after ``after_seq``, in order."""
         return await self._read(_ops.list_events, run_id, after_seq, limit)
-
-    async def steps(self, run_id: str) -> list[StepRow]:
-        """A run's finished steps."""
-        return await self._read(_ops.list_steps, run_id)
 
     async def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
         """Wait until ``run_id`` (or any run) gets events or changes; False on timeout.
@@ -526,51 +447,6 @@ class Store:
         """
         self._ensure_listener()
         return await self.waiters.wait([f"run:{run_id}" if run_id else "any"], timeout)
-
-    async def wait_for_status(
-        self, run_id: str, test: StatusTest, timeout: float | None, *, workspace_id: str | None = None
-    ) -> RunRecord:
-        """Wait until the run's status passes ``test``; returns the run then (raises TimeoutError).
-
-        Reads the run once, then only when told it reached such a status or changed in a way this
-        process cannot see the status of: a step commit of this process costs no read. Other
-        processes' changes arrive by NOTIFY on PostgreSQL; on both databases one query every
-        :attr:`watch_poll_s` checks the statuses of the runs waited for that no commit of this process
-        named for a second (a single read however many waiters there are).
-        """
-        self._ensure_listener()
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            with self.watchers.watch(run_id, test) as fut:  # armed before the read: no commit is missed
-                poll = self._watch_poll
-                if poll is None or poll.done() or poll.get_loop() is not loop:
-                    self._watch_poll = loop.create_task(self._poll_watched())
-                rec = await self.get_run(run_id, workspace_id)
-                if test(rec.status):
-                    return rec
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"run {run_id} still {rec.status.value} after {timeout}s")
-                with contextlib.suppress(TimeoutError):  # re-read now and then whatever happens (belt and braces)
-                    await asyncio.wait_for(fut, _REREAD_S if remaining is None else min(remaining, _REREAD_S))
-
-    async def _poll_watched(self) -> None:
-        """While runs are waited for: read their statuses every ``watch_poll_s`` (other processes' changes)."""
-        while not self._closed.is_set():
-            await asyncio.sleep(self.watch_poll_s)
-            if not self.watchers:
-                return
-            # Runs whose commits this process made a moment ago need no poll: it would see them change.
-            run_ids = self.watchers.quiet_run_ids(max(1.0, 2 * self.watch_poll_s))
-            if not run_ids:
-                continue
-            try:
-                statuses = await self._read(_ops.run_statuses, run_ids)
-            except Exception as exc:  # a failed poll is retried at the next tick
-                log.debug("polling watched runs failed: %s", exc)
-                continue
-            self.watchers.changed(list(statuses), statuses)
 
     async def wait_runnable(self, timeout: float) -> bool:
         """Wait until a run may have become claimable (in-process or NOTIFY), or ``timeout``."""
@@ -605,7 +481,7 @@ class Store:
                 run_ids=run_ids,
                 skip_locked=self.dialect == "postgresql",
             )
-            conn.info[_STATUSES] = {c.record.run_id: c.record.status for c in claims}  # for status watchers
+            conn.info[STATUSES_KEY] = {c.record.run_id: c.record.status for c in claims}  # for status watchers
             return claims
 
         claims = await self._write(op)
@@ -645,14 +521,6 @@ class Store:
 
             await self._write(op)
             self._notify_runs([r for r, _ in leases], runnable=delay_s <= 0)
-
-    async def commit(self, commit: Commit) -> CommitResult:
-        """Commit one step durably (group-committed with concurrent ones).
-
-        Raises:
-            LeaseLostError: the guard matched no row: the lease was taken over or the run changed.
-        """
-        return await self._enqueue(commit)  # type: ignore[no-any-return]
 
     def _enqueue(self, item: Commit | Reservation) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -707,54 +575,6 @@ class Store:
         return out
 
     # ------------------------------------------------------------------------- operator side
-
-    async def request_cancel(
-        self, run_id: str, *, workspace_id: str | None = None, reason: str = "cancelled", by: str = "operator"
-    ) -> RunRecord:
-        """Cancel a run: at once if it is not running, cooperatively (at its next step) if it is."""
-        rec, _immediate = await self._write(_ops.request_cancel, run_id, workspace_id, reason, by, time.time())
-        self._notify_runs([run_id])
-        return rec
-
-    async def resume(
-        self,
-        run_id: str,
-        *,
-        workspace_id: str | None = None,
-        by: str = "operator",
-        policy: dict[str, Any] | None = None,
-    ) -> RunRecord:
-        """Resume a FAILED or CANCELLED run from its last completed step (optionally with new limits)."""
-
-        def op(conn: Connection) -> RunRecord:
-            out = _ops.resume_run(conn, run_id, workspace_id, by, policy, time.time())
-            self._pg_notify(conn)
-            return out
-
-        rec = await self._write(op)
-        self._notify_runs([run_id], runnable=True)
-        return rec
-
-    async def fork(
-        self,
-        run_id: str,
-        *,
-        at_seq: int,
-        workspace_id: str | None = None,
-        by: str = "operator",
-        policy: dict[str, Any] | None = None,
-    ) -> RunRecord:
-        """Fork a run at event ``at_seq`` into a new PENDING run (optionally with new limits)."""
-        from agentmaestro.store.records import new_run_id
-
-        def op(conn: Connection) -> RunRecord:
-            out = _ops.fork_run(conn, run_id, workspace_id, at_seq, new_run_id(), by, time.time(), policy)
-            self._pg_notify(conn)
-            return out
-
-        rec = await self._write(op)
-        self._notify_runs([rec.run_id], runnable=True)
-        return rec
 
     # ------------------------------------------------------------------- human decisions
 
@@ -1303,7 +1123,7 @@ class Store:
         self._notify_runs([run_id], runnable=True)
         for child in cancel:
             try:
-                await self.request_cancel(child, reason=f"task abandoned in objective {run_id}", by=by)
+                await self.runs.cancel(child, reason=f"task abandoned in objective {run_id}", by=by)
             except ConflictError:
                 pass  # it ended meanwhile
         return rec, graph

@@ -149,5 +149,5 @@ async def find(store: Store, workspace_id: str, name: str, folder: WorkflowRegis
 
 async def start(store: Store, workspace_id: str, entry: WorkflowEntry, task: str, *, created_by: str) -> RunRecord:
     """Create a PENDING run of a workflow in a workspace, started by ``created_by`` (an actor)."""
-    [rec] = await store.create_runs([entry.new_run(workspace_id, task, created_by)])
+    [rec] = await store.runs.create([entry.new_run(workspace_id, task, created_by)])
     return rec

@@ -367,7 +367,7 @@ async def _start(
     await runs_routes.check_workflow_models_here(request, entry.workflow)
     await check_run_quota(store, principal.workspace_id)
     new_run = entry.new_run(principal.workspace_id, task, principal.actor)
-    [rec] = await store.create_runs([new_run])
+    [rec] = await store.runs.create([new_run])
     await store.audit(
         principal.workspace_id,
         actor=principal.actor,
@@ -391,7 +391,7 @@ async def _subtree(store: Store, run_id: str, workspace_id: str) -> set[str]:
     found, frontier = {run_id}, [run_id]
     while frontier and len(found) < 2000:
         parent = frontier.pop()
-        for child in await store.list_runs(workspace_id=workspace_id, parent_run_id=parent, limit=500):
+        for child in await store.runs.page(workspace_id=workspace_id, parent_run_id=parent, limit=500):
             if child.run_id not in found:
                 found.add(child.run_id)
                 frontier.append(child.run_id)
@@ -445,7 +445,7 @@ async def _follow(
             if isinstance(item, streams.End):
                 break
             if item is None:
-                current = await store.get_run(rec.run_id, ws)
+                current = await store.runs.get(rec.run_id, ws)
                 if current.status.value == "WAITING_FOR_CHILDREN":
                     pending = await _pending(store, current)
                     if pending:
@@ -453,7 +453,7 @@ async def _follow(
             yield item
     finally:
         await stream.aclose()
-    final = await store.get_run(rec.run_id, ws)
+    final = await store.runs.get(rec.run_id, ws)
     if not pending:
         pending = await _pending(store, final)
     finished = final.status.terminal

@@ -140,7 +140,7 @@ async def list_objectives(
     principal: Viewer, store: StoreDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[dict[str, Any]]:
     """The workspace's objectives, newest first."""
-    recs = await store.list_runs(workspace_id=principal.workspace_id, agent="objective", limit=limit)
+    recs = await store.runs.page(workspace_id=principal.workspace_id, agent="objective", limit=limit)
     return [await service.get_objective(store, r.run_id, workspace_id=principal.workspace_id) for r in recs]
 
 
@@ -210,7 +210,7 @@ async def replan(objective_id: str, body: Reason, principal: Operator, store: St
 async def restart(objective_id: str, principal: Operator, store: StoreDep) -> dict[str, Any]:
     """Continue a FAILED or CANCELLED objective from its event log: complete tasks stay complete."""
     await service.get_objective(store, objective_id, workspace_id=principal.workspace_id)  # 404 for other runs
-    await store.resume(objective_id, workspace_id=principal.workspace_id, by=principal.actor)
+    await store.runs.resume(objective_id, workspace_id=principal.workspace_id, by=principal.actor)
     await store.audit(
         principal.workspace_id, actor=principal.actor, action="objective.restart", target=objective_id, detail={}
     )

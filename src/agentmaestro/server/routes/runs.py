@@ -71,7 +71,7 @@ async def create_run(
     if request is not None:
         await check_models_here(request, [agent])
     await check_run_quota(store, workspace_id)
-    [rec] = await store.create_runs(
+    [rec] = await store.runs.create(
         [
             NewRun(
                 run_id=new_run_id(),
@@ -118,7 +118,7 @@ async def list_runs(
     """Runs of the caller's workspace, newest first, with cursor pagination; each with its child-run counts."""
     if top_level and parent_run_id:
         raise APIError(400, "invalid", "top_level=true and parent_run_id exclude each other")
-    records = await store.list_runs(
+    records = await store.runs.page(
         workspace_id=principal.workspace_id,
         statuses=[s.value for s in status] if status else None,
         agent=agent,
@@ -128,7 +128,7 @@ async def list_runs(
         before=cursor,
         limit=limit,
     )
-    counts = await store.count_children([r.run_id for r in records])
+    counts = await store.runs.count_children([r.run_id for r in records])
     runs = [{**r.to_json(), "children": _children(counts, r.run_id)} for r in records]
     return {"runs": runs, "next_cursor": records[-1].run_id if len(records) == limit else None}
 
@@ -141,9 +141,9 @@ def _children(counts: dict[str, tuple[int, int]], run_id: str) -> dict[str, int]
 @router.get("/{run_id}", response_model=schemas.RunDetail, summary="Get a run with its steps")
 async def get_run(run_id: str, principal: Viewer, store: StoreDep) -> dict[str, Any]:
     """A run's snapshot, its child-run counts and its finished steps."""
-    rec = await store.get_run(run_id, principal.workspace_id)
-    steps = await store.steps(run_id)
-    children = _children(await store.count_children([run_id]), run_id)
+    rec = await store.runs.get(run_id, principal.workspace_id)
+    steps = await store.steps.read(run_id)
+    children = _children(await store.runs.count_children([run_id]), run_id)
     return {**rec.to_json(), "children": children, "steps_detail": [s.to_json() for s in steps]}
 
 
@@ -153,7 +153,7 @@ async def cancel_run(
 ) -> dict[str, Any]:
     """Cancel at once if not running; a running run stops at its next step."""
     reason = body.reason if body else "cancelled via API"
-    rec = await store.request_cancel(run_id, workspace_id=principal.workspace_id, reason=reason, by=principal.actor)
+    rec = await store.runs.cancel(run_id, workspace_id=principal.workspace_id, reason=reason, by=principal.actor)
     await store.audit(
         principal.workspace_id, actor=principal.actor, action="run.cancel", target=run_id, detail={"reason": reason}
     )
@@ -166,18 +166,18 @@ async def resume_run(
 ) -> dict[str, Any]:
     """Continue from the last completed step, optionally with new limits."""
     policy = body.policy.model_dump(exclude_unset=True) if body and body.policy else None
-    rec = await store.resume(run_id, workspace_id=principal.workspace_id, by=principal.actor, policy=policy)
+    rec = await store.runs.resume(run_id, workspace_id=principal.workspace_id, by=principal.actor, policy=policy)
     return rec.to_json()
 
 
 @router.post("/{run_id}/restart", status_code=201, response_model=schemas.Run, summary="Restart a run afresh")
 async def restart_run(run_id: str, principal: Operator, store: StoreDep, request: Request) -> dict[str, Any]:
     """A new run of the same agent (or workflow, or objective) on the same input and limits."""
-    src = await store.get_run(run_id, principal.workspace_id)
+    src = await store.runs.get(run_id, principal.workspace_id)
     if src.spec.get("kind") in ("workflow", "objective"):
         # Not in the agent registry: start again from the definition the run was started with.
         await check_run_quota(store, principal.workspace_id)
-        [rec] = await store.create_runs(
+        [rec] = await store.runs.create(
             [
                 NewRun(
                     run_id=new_run_id(),
@@ -210,7 +210,7 @@ async def fork_run(run_id: str, body: schemas.RunFork, principal: Operator, stor
     """A new run whose history is a copy of this run's events up to ``at_seq``."""
     policy = body.policy.model_dump(exclude_unset=True) if body.policy else None
     await check_run_quota(store, principal.workspace_id)
-    rec = await store.fork(
+    rec = await store.runs.fork(
         run_id, at_seq=body.at_seq, workspace_id=principal.workspace_id, by=principal.actor, policy=policy
     )
     return rec.to_json()
@@ -235,7 +235,7 @@ async def list_events(
     With ``Accept: text/event-stream``: a live Server-Sent Events stream that resumes after
     ``Last-Event-ID`` (see docs/streams.md).
     """
-    await store.get_run(run_id, principal.workspace_id)
+    await store.runs.get(run_id, principal.workspace_id)
     if sse is not None:
         return streams.sse_response(store, run_id, principal, after, sse)
     events = await store.events(run_id, after, limit)
