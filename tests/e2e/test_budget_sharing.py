@@ -110,7 +110,7 @@ async def test_twenty_sub_runs_in_two_processes_never_overspend(
             children = await store.runs.page(parent_run_id=root.run_id, limit=100)
             assert len(children) == CHILDREN and all(c.status.terminal for c in children)
             root_rec = await store.runs.get(root.run_id)
-            ledger = await store.budget_ledger(f"run:{root.run_id}")
+            ledger = await store.budgets.ledger(f"run:{root.run_id}")
             assert ledger is not None
             spent = root_rec.state.cost_usd + sum(c.state.cost_usd for c in children)
             assert ledger["spent_usd"] == pytest.approx(spent, abs=1e-9)

@@ -75,7 +75,7 @@ async def test_token_budget_stops_before_the_call_that_could_exceed_it(db_url: s
         # never over: what was spent plus the refused call's worst case is above the limit
         assert rec.state.tokens <= 1000
         assert rec.state.tokens + violation.payload["requested"] > 1000
-        ledger = await store.budget_ledger(f"run:{run_id}")
+        ledger = await store.budgets.ledger(f"run:{run_id}")
         assert ledger is not None and ledger["spent_tokens"] == rec.state.tokens and ledger["reserved_tokens"] == 0
     finally:
         await store.close()
@@ -98,7 +98,7 @@ async def test_sub_runs_share_the_root_budget(db_url: str) -> None:
         [child_run] = await store.runs.page(parent_run_id=run_id)
         assert child_run.status is RunStatus.FAILED
         assert child_run.state.error is not None and f"of run tree {run_id}" in child_run.state.error
-        ledger = await store.budget_ledger(f"run:{run_id}")
+        ledger = await store.budgets.ledger(f"run:{run_id}")
         root_rec = await store.runs.get(run_id)
         assert ledger is not None
         assert ledger["spent_tokens"] == root_rec.state.tokens + child_run.state.tokens <= 1200

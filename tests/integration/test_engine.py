@@ -211,9 +211,9 @@ async def test_stale_worker_commit_is_rejected(db_url: str) -> None:
     try:
         agent = Agent(name="counter", model=ScriptedModel(counting_script(3)), tools=[add])
         [run_id] = await start_runs(store, agent, ["x"])
-        [first] = await store.claim(owner="w1", limit=1, lease_ttl=0.01)
+        [first] = await store.leases.claim(owner="w1", limit=1, lease_ttl=0.01)
         await asyncio.sleep(0.05)
-        [second] = await store.claim(owner="w2", limit=1, lease_ttl=30)
+        [second] = await store.leases.claim(owner="w2", limit=1, lease_ttl=30)
         assert second.recovered_from == "w1" and second.record.lease_epoch == first.record.lease_epoch + 1
         from agentmaestro.errors import LeaseLostError
         from agentmaestro.store.records import Commit
@@ -231,7 +231,7 @@ async def test_stale_worker_commit_is_rejected(db_url: str) -> None:
             await store.steps.commit(stale)
         rec = await store.runs.get(run_id)
         assert rec.lease_owner == "w2"
-        hb = await store.heartbeat(owner="w1", leases=[(run_id, first.record.lease_epoch)], lease_ttl=30)
+        hb = await store.leases.heartbeat(owner="w1", leases=[(run_id, first.record.lease_epoch)], lease_ttl=30)
         assert run_id in hb.lost
         events = await store.events(run_id)
         assert [e.type for e in events][-1] is EventType.LEASE_RECOVERED
@@ -336,11 +336,11 @@ async def test_postgres_notify_wakes_a_worker_in_another_process(db_url: str) ->
         pytest.skip("LISTEN/NOTIFY is PostgreSQL only; SQLite workers poll")
     listener, creator = Store.open(db_url), Store.open(db_url)
     try:
-        await listener.wait_runnable(0.3)  # starts the LISTEN thread
+        await listener.leases.wait_runnable(0.3)  # starts the LISTEN thread
         agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
         loop = asyncio.get_running_loop()
         started = loop.time()
-        waiter = asyncio.create_task(listener.wait_runnable(10.0))
+        waiter = asyncio.create_task(listener.leases.wait_runnable(10.0))
         await asyncio.sleep(0.2)
         await start_runs(creator, agent, ["x"])
         assert await waiter is True

@@ -38,11 +38,11 @@ async def test_heartbeat_renews_exactly_the_leases_still_driven(db_url: str) -> 
     try:
         agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
         ids = await start_runs(store, agent, ["a", "b", "c"])
-        claims = {c.record.run_id: c.record for c in await store.claim(owner="w1", limit=3, lease_ttl=5)}
+        claims = {c.record.run_id: c.record for c in await store.leases.claim(owner="w1", limit=3, lease_ttl=5)}
         driven, stale, dropped = ids
         await store.runs.cancel(driven)
         before = {r: (await store.runs.get(r)).lease_expires_at for r in ids}
-        hb = await store.heartbeat(
+        hb = await store.leases.heartbeat(
             owner="w1",
             leases=[(driven, claims[driven].lease_epoch), (stale, claims[stale].lease_epoch - 1)],
             lease_ttl=60,
@@ -53,9 +53,9 @@ async def test_heartbeat_renews_exactly_the_leases_still_driven(db_url: str) -> 
         assert after[dropped] == before[dropped], "a held run the worker no longer drives must not be renewed"
         assert hb.lost == {stale}
         assert hb.cancel_requested == {driven}
-        assert await store.heartbeat(owner="w2", leases=[(driven, claims[driven].lease_epoch)], lease_ttl=60) == (
-            type(hb)(lost=frozenset({driven}))
-        )
+        assert await store.leases.heartbeat(
+            owner="w2", leases=[(driven, claims[driven].lease_epoch)], lease_ttl=60
+        ) == (type(hb)(lost=frozenset({driven})))
     finally:
         await store.close()
 
@@ -266,8 +266,8 @@ async def test_peers_end_a_frozen_session_that_locks_an_expired_run(db_url: str)
     try:
         agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
         expired, alive, other = await start_runs(store, agent, ["x", "y", "z"])
-        await store.claim(owner="w1", limit=2, lease_ttl=0.01, run_ids=[expired, other])
-        await store.claim(owner="w1", limit=1, lease_ttl=60, run_ids=[alive])
+        await store.leases.claim(owner="w1", limit=2, lease_ttl=0.01, run_ids=[expired, other])
+        await store.leases.claim(owner="w1", limit=1, lease_ttl=60, run_ids=[alive])
         await asyncio.sleep(0.05)
 
         def frozen(run_id: str, app: str) -> Any:
@@ -280,15 +280,15 @@ async def test_peers_end_a_frozen_session_that_locks_an_expired_run(db_url: str)
         outsider = frozen(other, "psql")  # not a maestro session: left alone
         on_expired = frozen(expired, "maestro 2")
         try:
-            assert await store.end_stalled_holders(older_than_s=5) == []  # too young
+            assert await store.leases.end_stalled_holders(older_than_s=5) == []  # too young
             await asyncio.sleep(0.3)
-            ended = await store.end_stalled_holders(older_than_s=0.2)
+            ended = await store.leases.end_stalled_holders(older_than_s=0.2)
             assert [s["application_name"] for s in ended] == ["maestro 2"]
             with pytest.raises(psycopg.OperationalError):
                 on_expired.execute("SELECT 1")
             assert on_alive.execute("SELECT 1").fetchone() == (1,)
             assert outsider.execute("SELECT 1").fetchone() == (1,)
-            [claim] = await store.claim(owner="w2", limit=5, lease_ttl=60)
+            [claim] = await store.leases.claim(owner="w2", limit=5, lease_ttl=60)
             assert claim.record.run_id == expired and claim.recovered_from == "w1"
         finally:
             for c in (on_alive, outsider, on_expired):
@@ -316,7 +316,7 @@ async def test_the_stalled_session_check_survives_an_outage_and_stops_without_th
             raise failure[0]
         return []
 
-    monkeypatch.setattr(store, "end_stalled_holders", fake)
+    monkeypatch.setattr(store.leases, "end_stalled_holders", fake)
     try:
         for expected_more in (True, False):
             calls.clear()
@@ -348,7 +348,7 @@ async def test_a_database_error_in_a_step_commit_reaches_the_worker_as_one(db_ur
     try:
         agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
         [run_id] = await start_runs(store, agent, ["x"])
-        [claim] = await store.claim(owner="w1", limit=1, lease_ttl=30)
+        [claim] = await store.leases.claim(owner="w1", limit=1, lease_ttl=30)
         with store._writer_engine.begin() as conn:
             for stmt in _fault_sql(store.dialect, run_id, claim.record.lease_epoch):
                 conn.execute(text(stmt))

@@ -247,7 +247,7 @@ class LocalBackend:
 
     async def live_workers(self) -> list[JSON] | None:
         """Workers whose presence heartbeat is current."""
-        return await self.store.live_workers()
+        return await self.store.workers.alive()
 
     async def list_runs(
         self,

@@ -185,7 +185,7 @@ def objective(
             rec = await service.start_objective(store, config, workspace_id=c.workspace, created_by=cli_actor())
             if wait:
                 return await drive_local(store, c, rec.run_id)
-            alive.extend(await store.live_workers())
+            alive.extend(await store.workers.alive())
             return await service.get_objective(store, rec.run_id)
 
         alive: list[dict[str, Any]] = []

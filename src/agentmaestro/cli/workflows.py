@@ -227,7 +227,7 @@ def _run_local(
         rec = await stored.start(store, c.workspace, found, task, created_by=cli_actor())
         if wait:
             return await drive(store, rec.run_id, agents, registry), []
-        return rec, await store.live_workers()
+        return rec, await store.workers.alive()
 
     return asyncio.run(_with_store(c, go))
 

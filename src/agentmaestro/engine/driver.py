@@ -199,7 +199,7 @@ class RunDriver:
                 await self._commit(outcome)
             if self._held is not None and not self.lost and self.stopping:
                 held, self._held = self._held, None  # the worker stops: give the next call's reservation back
-                await self.store.settle_budget(held.settle_entries())
+                await self.store.budgets.settle(held.settle_entries())
 
     async def _backoff(self) -> None:
         delay = min(30.0, self.agent.retry_backoff_s * 2 ** max(0, self.state.failures - 1))
@@ -729,7 +729,7 @@ class RunDriver:
             refusal, self._refused = self._refused, None
             if reservation is None and refusal is None:  # nothing carried by the last commit: reserve now
                 reservation = self._reservation(self.messages)
-                refusal = await self.store.reserve_budget(reservation)
+                refusal = await self.store.budgets.reserve(reservation)
                 if refusal is not None:
                     reservation = None
             if refusal is not None:

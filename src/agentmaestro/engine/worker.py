@@ -171,7 +171,7 @@ class Worker:
                     await t
             if self.run_ids is None:
                 with contextlib.suppress(Exception):
-                    await self.store.worker_gone(self.owner)
+                    await self.store.workers.gone(self.owner)
 
     async def _claim_some(self) -> int:
         free = self.config.concurrency - len(self._tasks)
@@ -189,7 +189,7 @@ class Worker:
         else:
             pending = None
         try:
-            claims = await self.store.claim(
+            claims = await self.store.leases.claim(
                 owner=self.owner,
                 limit=min(free, CLAIM_BATCH),
                 lease_ttl=self.config.lease_ttl_s,
@@ -226,7 +226,7 @@ class Worker:
 
     async def _idle_wait(self) -> None:
         self._slot_freed.clear()
-        runnable = asyncio.ensure_future(self.store.wait_runnable(self.config.poll_interval_s))
+        runnable = asyncio.ensure_future(self.store.leases.wait_runnable(self.config.poll_interval_s))
         freed = asyncio.ensure_future(self._slot_freed.wait())
         stop = asyncio.ensure_future(self._stop.wait())
         waiters = {runnable, freed, stop}
@@ -314,7 +314,9 @@ class Worker:
                 # that, so the next claim already sees the run.
                 delay = self._retry_delay(driver.run_id) if db_error else 0.0
                 with contextlib.suppress(Exception):
-                    await self.store.release(owner=self.owner, leases=[(driver.run_id, driver.epoch)], delay_s=delay)
+                    await self.store.leases.release(
+                        owner=self.owner, leases=[(driver.run_id, driver.epoch)], delay_s=delay
+                    )
             if not db_error:
                 self._db_errors.pop(driver.run_id, None)
             if current:
@@ -356,7 +358,7 @@ class Worker:
         host, pid = socket.gethostname(), os.getpid()
         while True:
             try:
-                await self.store.worker_beat(
+                await self.store.workers.beat(
                     owner=self.owner,
                     host=host,
                     pid=pid,
@@ -376,7 +378,9 @@ class Worker:
             if not leases:
                 continue
             try:
-                result = await self.store.heartbeat(owner=self.owner, leases=leases, lease_ttl=self.config.lease_ttl_s)
+                result = await self.store.leases.heartbeat(
+                    owner=self.owner, leases=leases, lease_ttl=self.config.lease_ttl_s
+                )
             except Exception:
                 log.exception("heartbeat failed")
                 continue
@@ -403,7 +407,7 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             try:
-                ended = await self.store.end_stalled_holders(older_than_s=older_than)
+                ended = await self.store.leases.end_stalled_holders(older_than_s=older_than)
             except DBAPIError as exc:
                 if getattr(exc.orig, "sqlstate", None) == "42501":  # no right to signal other roles' sessions
                     log.warning("cannot end stalled sessions (%s); frozen lock holders wait for their timeouts", exc)
@@ -433,4 +437,4 @@ class Worker:
         leftovers = [(run_id, d.epoch) for run_id, d in self._drivers.items() if not d.lost]
         if leftovers:
             with contextlib.suppress(Exception):
-                await self.store.release(owner=self.owner, leases=leftovers)
+                await self.store.leases.release(owner=self.owner, leases=leftovers)

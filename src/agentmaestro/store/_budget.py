@@ -1,6 +1,6 @@
 """Budget ledgers: reserve the worst case before a model call, settle to the actual cost after.
 
-Both ride in the group-committed step transactions (``Store.commit``): a step commit that the
+Both ride in the group-committed step transactions (``store.steps.commit``): a step commit that the
 decision table says a model call follows carries that call's reservation (:class:`Reservation`),
 and the commit of the call's step settles it. A reservation is one guarded UPDATE per ledger
 (``spent + reserved + amount <= limit``); if any ledger would go over, the ledgers already reserved

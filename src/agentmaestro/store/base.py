@@ -37,10 +37,7 @@ from agentmaestro.store.dialects import (
     writer_queue,
 )
 from agentmaestro.store.records import (
-    Claim,
     Commit,
-    HeartbeatResult,
-    Refusal,
     Reservation,
     RunRecord,
 )
@@ -48,8 +45,11 @@ from agentmaestro.store.schema import DEFAULT_WORKSPACE
 
 if TYPE_CHECKING:
     from agentmaestro.store.agents import AgentRepository
+    from agentmaestro.store.budgets import BudgetRepository
+    from agentmaestro.store.leases import LeaseRepository
     from agentmaestro.store.runs import RunRepository
     from agentmaestro.store.steps import StepRepository
+    from agentmaestro.store.workers import WorkerRepository
     from agentmaestro.store.workspaces import WorkspaceRepository
 
 log = logging.getLogger("agentmaestro.store")
@@ -339,6 +339,27 @@ class Store:
 
         return StepRepository(self)
 
+    @cached_property
+    def leases(self) -> LeaseRepository:
+        """Claims, heartbeats and releases of run leases (the worker side)."""
+        from agentmaestro.store.leases import LeaseRepository
+
+        return LeaseRepository(self)
+
+    @cached_property
+    def workers(self) -> WorkerRepository:
+        """Worker presence."""
+        from agentmaestro.store.workers import WorkerRepository
+
+        return WorkerRepository(self)
+
+    @cached_property
+    def budgets(self) -> BudgetRepository:
+        """Budget ledgers: reserve, settle, read."""
+        from agentmaestro.store.budgets import BudgetRepository
+
+        return BudgetRepository(self)
+
     # ------------------------------------------------------------------------------- plumbing
 
     @property
@@ -448,79 +469,7 @@ class Store:
         self._ensure_listener()
         return await self.waiters.wait([f"run:{run_id}" if run_id else "any"], timeout)
 
-    async def wait_runnable(self, timeout: float) -> bool:
-        """Wait until a run may have become claimable (in-process or NOTIFY), or ``timeout``."""
-        self._ensure_listener()
-        return await self.waiters.wait([RUNNABLE], timeout)
-
     # -------------------------------------------------------------------------- worker side
-
-    async def claim(
-        self,
-        *,
-        owner: str,
-        limit: int,
-        lease_ttl: float,
-        agent_names: Collection[str] | None = None,
-        run_ids: Collection[str] | None = None,
-    ) -> list[Claim]:
-        """Lease up to ``limit`` runnable runs for ``owner``."""
-        if limit <= 0:
-            return []
-
-        def op(conn: Connection) -> list[Claim]:
-            # The clock is read in the writer thread, when the claim actually runs: a claim that
-            # waited behind other writes still gets a full lease.
-            claims = _ops.claim_runs(
-                conn,
-                owner=owner,
-                limit=limit,
-                lease_ttl=lease_ttl,
-                now=time.time(),
-                agent_names=agent_names,
-                run_ids=run_ids,
-                skip_locked=self.dialect == "postgresql",
-            )
-            conn.info[STATUSES_KEY] = {c.record.run_id: c.record.status for c in claims}  # for status watchers
-            return claims
-
-        claims = await self._write(op)
-        if claims:
-            self._notify_runs([c.record.run_id for c in claims], watchers=False)
-        return claims
-
-    async def heartbeat(self, *, owner: str, leases: Sequence[tuple[str, int]], lease_ttl: float) -> HeartbeatResult:
-        """Extend leases; report lost ones and pending cancel requests."""
-        if not leases:
-            return HeartbeatResult()
-
-        def op(conn: Connection) -> HeartbeatResult:
-            # Read the clock when the renewal runs, not when it was queued behind commits.
-            return _ops.heartbeat(conn, owner=owner, leases=leases, lease_ttl=lease_ttl, now=time.time())
-
-        return await self._write(op)
-
-    async def end_stalled_holders(self, *, older_than_s: float) -> list[dict[str, Any]]:
-        """PostgreSQL: terminate maestro sessions frozen inside a transaction that locks a run with an expired lease.
-
-        Only transactions older than ``older_than_s`` are ended (see ``store/_stalled.py``). Returns
-        the sessions ended (``pid``, ``application_name``); always empty on SQLite.
-        """
-        if self.dialect != "postgresql" or older_than_s <= 0:
-            return []
-        from agentmaestro.store._stalled import end_stalled_holders
-
-        return await self._read(end_stalled_holders, older_than_s=older_than_s, now=time.time())
-
-    async def release(self, *, owner: str, leases: Sequence[tuple[str, int]], delay_s: float = 0.0) -> None:
-        """Give leases up so that any worker can claim the runs at once (or after ``delay_s`` seconds)."""
-        if leases:
-
-            def op(conn: Connection) -> None:
-                _ops.release_leases(conn, owner=owner, leases=leases, now=time.time(), delay_s=delay_s)
-
-            await self._write(op)
-            self._notify_runs([r for r, _ in leases], runnable=delay_s <= 0)
 
     def _enqueue(self, item: Commit | Reservation) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -728,23 +677,6 @@ class Store:
 
     # -------------------------------------------------------------------------- budgets
 
-    async def reserve_budget(self, reservation: Reservation) -> Refusal | None:
-        """Reserve a model call's worst case on every ledger, or on none; returns why it was refused.
-
-        Group-committed with concurrent step commits (no transaction of its own under load). A step
-        commit can carry the reservation of the model call that follows it instead (``Commit.reserve``).
-        """
-        return await self._enqueue(reservation)  # type: ignore[no-any-return]
-
-    async def settle_budget(self, entries: Sequence[dict[str, Any]]) -> None:
-        """Settle (or give back) reservations outside a step commit, e.g. when a driver stops early."""
-        if entries:
-            await self._write(_budget.settle, entries, time.time())
-
-    async def budget_ledger(self, ledger_id: str) -> dict[str, Any] | None:
-        """A budget ledger's row (limits, spent, reserved)."""
-        return await self._read(_budget.get_ledger, ledger_id)
-
     # ------------------------------------------------------------------------- API keys
 
     async def create_key(
@@ -773,26 +705,6 @@ class Store:
         return await self._read(_keys.count_keys)
 
     # ------------------------------------------------------------------------ worker presence
-
-    async def worker_beat(self, *, owner: str, host: str, pid: int, concurrency: int, ttl: float) -> None:
-        """Record that the worker ``owner`` is alive for the next ``ttl`` seconds."""
-        from agentmaestro.store import _workers
-
-        await self._write(
-            _workers.beat, owner=owner, host=host, pid=pid, concurrency=concurrency, now=time.time(), ttl=ttl
-        )
-
-    async def worker_gone(self, owner: str) -> None:
-        """Forget a worker that stopped."""
-        from agentmaestro.store import _workers
-
-        await self._write(_workers.gone, owner)
-
-    async def live_workers(self) -> list[dict[str, Any]]:
-        """Workers (claiming any run) heard of within their lease length: owner, host, pid, last_seen, ..."""
-        from agentmaestro.store import _workers
-
-        return await self._read(_workers.alive, time.time())
 
     # ------------------------------------------------------------------ PostgreSQL NOTIFY
 

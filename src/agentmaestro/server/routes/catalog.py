@@ -66,4 +66,4 @@ async def list_workers(principal: Operator, request: Request) -> list[dict[str, 
     Each refreshes its presence every heartbeat interval; one not heard of within its lease length is left out.
     ``maestro --server URL run`` asks this to say whether a queued run will be picked up.
     """
-    return await get_store(request).live_workers()
+    return await get_store(request).workers.alive()
