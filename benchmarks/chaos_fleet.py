@@ -437,7 +437,7 @@ async def audit(store: Any, runs: dict[str, str], faults: Sequence[Fault]) -> Au
     for i in range(0, len(ids), 25):
         chunk = ids[i : i + 25]
         loaded = await asyncio.gather(
-            *(asyncio.gather(store.runs.get(r), store.events(r), store.steps.read(r)) for r in chunk)
+            *(asyncio.gather(store.runs.get(r), store.events.read(r), store.steps.read(r)) for r in chunk)
         )
         for run_id, (rec, events, steps) in zip(chunk, loaded, strict=True):
             check_run(rec, events, steps, runs[run_id], out)

@@ -117,7 +117,7 @@ def state_history(events: list[Event]) -> list[str]:
 
 async def build_report(store: Store, rec: RunRecord) -> RunReport:
     """Assemble a RunReport for a stored run."""
-    events = await store.events(rec.run_id)
+    events = await store.events.read(rec.run_id)
     end = rec.finished_at or rec.updated_at
     return RunReport(
         run_id=rec.run_id,
@@ -401,7 +401,7 @@ class Orchestrator:
                 return await build_report(self.store, rec)
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"workflow run {rec.run_id} still {rec.status.value} after {timeout}s")
-            await self.store.wait_for_change(None, 0.2)
+            await self.store.events.wait(None, 0.2)
 
     def objective(
         self,
@@ -458,7 +458,7 @@ class Orchestrator:
                 return await build_report(self.store, rec)
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"objective {rec.run_id} still {rec.status.value} after {timeout}s")
-            await self.store.wait_for_change(None, 0.2)
+            await self.store.events.wait(None, 0.2)
 
     def start(self, agent: Agent | Any, task: str, *, policy: StrictPolicy | None = None) -> str:
         """Create a run and return its id at once (the worker executes it)."""
@@ -493,7 +493,7 @@ class Orchestrator:
 
     async def _events(self, run_id: str, after_seq: int) -> list[Event]:
         await self.store.runs.get(run_id, self.workspace)
-        return await self.store.events(run_id, after_seq)
+        return await self.store.events.read(run_id, after_seq)
 
     def steps(self, run_id: str) -> list[StepRow]:
         """The run's finished steps."""
@@ -520,7 +520,7 @@ class Orchestrator:
     async def _dispatch_since(self, rec: RunRecord, after_seq: int) -> None:
         """Hooks for events appended outside the worker (a cancel of a queued run, ...)."""
         if self._hooks and rec.state.last_seq > after_seq:
-            await self._dispatch(rec.run_id, rec.agent_name, await self.store.events(rec.run_id, after_seq))
+            await self._dispatch(rec.run_id, rec.agent_name, await self.store.events.read(rec.run_id, after_seq))
 
     def resume(self, run_id: str, *, policy: dict[str, Any] | None = None) -> RunRecord:
         """Resume a FAILED or CANCELLED run from its last completed step, optionally raising limits."""

@@ -119,13 +119,13 @@ async def test_twenty_sub_runs_in_two_processes_never_overspend(
             assert spent > BUDGET_USD * 0.5, f"only {spent} spent: the budget was not the limit"
             # the budget, not something else, stopped the sub-runs: each ended on a budget violation
             for c in children:
-                last = (await store.events(c.run_id))[-1]
+                last = (await store.events.read(c.run_id))[-1]
                 assert c.status is RunStatus.FAILED, (c.run_id, c.status, c.state.error)
                 assert last.type is EventType.POLICY_VIOLATION and last.payload["limit"] == "budget_usd"
             # both processes worked on the tree at once
             starters = set()
             for c in children:
-                started = next(e for e in await store.events(c.run_id) if e.type is EventType.RUN_STARTED)
+                started = next(e for e in await store.events.read(c.run_id) if e.type is EventType.RUN_STARTED)
                 starters.add(started.payload["worker"])
             assert starters == ids, f"sub-runs started by {starters}, workers {ids}"
         finally:

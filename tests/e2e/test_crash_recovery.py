@@ -284,7 +284,7 @@ async def load_and_verify(store: Store, runs: dict[str, str]) -> list[RunHistory
     for i in range(0, len(ids), 25):
         chunk = ids[i : i + 25]
         loaded = await asyncio.gather(
-            *(asyncio.gather(store.runs.get(r), store.events(r), store.steps.read(r)) for r in chunk)
+            *(asyncio.gather(store.runs.get(r), store.events.read(r), store.steps.read(r)) for r in chunk)
         )
         for run_id, (rec, events, steps) in zip(chunk, loaded, strict=True):
             where = f"run {run_id}"

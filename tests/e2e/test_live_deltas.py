@@ -160,7 +160,7 @@ def test_no_deltas_unless_asked(live: tuple[LiveServer, str], fake: FakeOpenAISe
     async def stored_types() -> list[str]:
         store = Store.open(db_url)
         try:
-            return [e.type.value for e in await store.events(run_id, 0, 1000)]
+            return [e.type.value for e in await store.events.read(run_id, 0, 1000)]
         finally:
             await store.close()
 

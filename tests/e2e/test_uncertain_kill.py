@@ -86,7 +86,7 @@ async def test_sigkill_during_non_idempotent_call_escalates_to_a_human(db_url: s
         assert len(list(markers.iterdir())) == 1, "the non-idempotent call ran twice"
         [req] = await store.list_human_requests()
         assert req["kind"] == "uncertain_tool_call" and req["detail"]["call"]["name"] == "charge_card"
-        events = await store.events(rec.run_id)
+        events = await store.events.read(rec.run_id)
         assert [e.type for e in events].count(EventType.STEP_STARTED) == 1
         assert any(e.type is EventType.LEASE_RECOVERED for e in events)
         # the human says it did go through: the run completes with that answer, still one charge
@@ -167,7 +167,7 @@ async def test_sigkill_during_reconcilable_calls_needs_no_human(db_url: str, tmp
         assert sorted(keys) == sorted(expected), "a charge was made twice or not at all"
         decisions: list[str] = []
         for run_id in run_ids:
-            events = await store.events(run_id)
+            events = await store.events.read(run_id)
             decisions += [e.payload["decision"] for e in events if e.type is EventType.STEP_RECONCILED]
             steps = await store.steps.read(run_id)
             assert len(steps) == (await store.runs.get(run_id)).state.steps == 7

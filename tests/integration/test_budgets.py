@@ -55,7 +55,7 @@ async def drive(store: Store, agents: list[Agent], run_id: str) -> None:
     try:
         async with asyncio.timeout(30):
             while not (await store.runs.get(run_id)).status.terminal:
-                await store.wait_for_change(None, 0.1)
+                await store.events.wait(None, 0.1)
     finally:
         worker.stop()
         await task
@@ -69,7 +69,7 @@ async def test_token_budget_stops_before_the_call_that_could_exceed_it(db_url: s
         await drive(store, [agent], run_id)
         rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.FAILED
-        violation = (await store.events(run_id))[-1]
+        violation = (await store.events.read(run_id))[-1]
         assert violation.type is EventType.POLICY_VIOLATION and violation.payload["limit"] == "budget_tokens"
         assert "of run tree" in violation.payload["reason"] and "the call was not made" in violation.payload["reason"]
         # never over: what was spent plus the refused call's worst case is above the limit
@@ -121,7 +121,7 @@ async def test_usd_budgets_of_the_run_and_the_workspace(db_url: str) -> None:
             await drive(store, [agent], run_id)
             rec = await store.runs.get(run_id)
             assert rec.status is RunStatus.FAILED and rec.state.cost_usd <= 0.005
-            last = (await store.events(run_id))[-1].payload
+            last = (await store.events.read(run_id))[-1].payload
             assert last["limit"] == "budget_usd" and last["budget"] == f"of run tree {run_id}"
 
             # the workspace's monthly budget applies to every run, budgeted or not

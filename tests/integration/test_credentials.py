@@ -176,7 +176,7 @@ async def run_agent(store: Store, agent: Agent, workspace: str = "default") -> A
                 run = await store.runs.get(rec.run_id)
                 if run.status.terminal or run.status is RunStatus.WAITING_FOR_APPROVAL:
                     break
-                await store.wait_for_change(None, 0.1)
+                await store.events.wait(None, 0.1)
     finally:
         worker.stop()
         await task
@@ -235,7 +235,7 @@ async def test_scripted_agent_calls_integrations_and_no_secret_reaches_the_event
                 {"q": "1"},
                 {"title": "bug"},
             )
-            events = json.dumps([e.payload for e in await store.events(run.run_id)])
+            events = json.dumps([e.payload for e in await store.events.read(run.run_id)])
             for token in (saas.slack_token, saas.notion_token, saas.rest_token):
                 assert token not in events
             assert "[REDACTED]" in events  # the REST API echoed the credential; the model saw it redacted

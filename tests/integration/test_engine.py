@@ -62,7 +62,7 @@ async def run_to_end(store: Store, agents: list[Agent], run_ids: list[str], time
                 recs = [await store.runs.get(r) for r in run_ids]
                 if all(r.status.terminal or r.status.waiting for r in recs):
                     break
-                await store.wait_for_change(None, 0.2)
+                await store.events.wait(None, 0.2)
     finally:
         worker.stop()
         await task
@@ -79,7 +79,7 @@ async def test_200_runs_of_10_steps_complete_and_replay(db_url: str) -> None:
             assert rec.status is RunStatus.COMPLETED, (rec.status, rec.state.error)
             assert rec.state.output == f"run {i} -> 4"
             assert rec.state.steps == 9
-            events = await store.events(run_id)
+            events = await store.events.read(run_id)
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
             assert fold(events) == rec.state
             steps = await store.steps.read(run_id)
@@ -98,7 +98,7 @@ async def test_policy_violation_fails_the_run_with_reason(db_url: str) -> None:
         assert rec.status is RunStatus.FAILED
         assert rec.state.steps == 4
         assert "max_steps=4" in (rec.state.error or "")
-        events = await store.events(run_id)
+        events = await store.events.read(run_id)
         assert events[-1].type is EventType.POLICY_VIOLATION
         assert events[-1].payload["limit"] == "max_steps"
     finally:
@@ -118,7 +118,7 @@ async def test_invalid_tool_arguments_go_back_to_the_model(db_url: str) -> None:
         await run_to_end(store, [agent], [run_id])
         rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED
-        tool_events = [e for e in await store.events(run_id) if e.payload.get("kind") == "TOOL_CALL"]
+        tool_events = [e for e in await store.events.read(run_id) if e.payload.get("kind") == "TOOL_CALL"]
         assert all(e.payload["is_error"] for e in tool_events)
         assert "invalid arguments" in tool_events[0].payload["result"]
         assert "unknown tool" in tool_events[1].payload["result"]
@@ -140,7 +140,7 @@ async def test_exhausted_script_is_retried_then_escalated_with_a_clear_error(db_
         await run_to_end(store, [agent], [run_id])
         rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.WAITING_FOR_HUMAN
-        failed = [e for e in await store.events(run_id) if e.type is EventType.STEP_FAILED]
+        failed = [e for e in await store.events.read(run_id) if e.type is EventType.STEP_FAILED]
         assert len(failed) == 2
         assert "has 1 turn(s); turn 2 was requested" in failed[0].payload["error"]
         [req] = await store.list_human_requests()
@@ -171,7 +171,7 @@ async def test_cancel_pending_and_running(db_url: str) -> None:
         rec = await store.runs.get(running_id)
         assert rec.status is RunStatus.CANCELLED
         assert "stop now" in (rec.state.error or "")
-        assert fold(await store.events(running_id)) == rec.state
+        assert fold(await store.events.read(running_id)) == rec.state
     finally:
         await store.close()
 
@@ -188,7 +188,7 @@ async def test_resume_failed_run_with_higher_limit_and_fork(db_url: str) -> None
         rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED and rec.state.output == "job -> 4"
         assert rec.state.steps == 9
-        events = await store.events(run_id)
+        events = await store.events.read(run_id)
         assert fold(events) == rec.state
         # fork right after the third step completed: the fork redoes the remaining steps only
         third = next(e for e in events if e.type is EventType.STEP_COMPLETED and e.step == 2)
@@ -197,7 +197,7 @@ async def test_resume_failed_run_with_higher_limit_and_fork(db_url: str) -> None
         await run_to_end(store, [agent], [fork.run_id])
         forked = await store.runs.get(fork.run_id)
         assert forked.status is RunStatus.COMPLETED and forked.state.output == "job -> 4"
-        fevents = await store.events(fork.run_id)
+        fevents = await store.events.read(fork.run_id)
         assert fold(fevents) == forked.state
         assert [e.type for e in fevents[: third.seq]] == [e.type for e in events[: third.seq]]
         assert any(e.type is EventType.RUN_FORKED for e in fevents)
@@ -233,7 +233,7 @@ async def test_stale_worker_commit_is_rejected(db_url: str) -> None:
         assert rec.lease_owner == "w2"
         hb = await store.leases.heartbeat(owner="w1", leases=[(run_id, first.record.lease_epoch)], lease_ttl=30)
         assert run_id in hb.lost
-        events = await store.events(run_id)
+        events = await store.events.read(run_id)
         assert [e.type for e in events][-1] is EventType.LEASE_RECOVERED
     finally:
         await store.close()
@@ -272,7 +272,7 @@ async def test_non_idempotent_tool_interrupted_is_escalated_not_rerun(db_url: st
         rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.WAITING_FOR_HUMAN
         assert calls == [5]
-        events = await store.events(run_id)
+        events = await store.events.read(run_id)
         assert events[-1].type is EventType.HUMAN_INPUT_REQUESTED
         assert events[-1].payload["kind"] == "uncertain_tool_call"
     finally:

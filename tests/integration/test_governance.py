@@ -102,7 +102,7 @@ class Running:
                 rec = await self.store.runs.get(run_id)
                 if rec.status.terminal or rec.status.waiting:
                     return rec.status
-                await self.store.wait_for_change(run_id, 0.1)
+                await self.store.events.wait(run_id, 0.1)
 
 
 def wipe_script(final: str = "done: {{last_tool_result}}") -> list[dict[str, Any]]:
@@ -123,7 +123,7 @@ async def test_dangerous_call_waits_then_runs_once_after_approval(db_url: str) -
             await store.resolve_approval(appr["approval_id"], approve=True, by="ann", reason="planned")
             assert await w.settle(run_id) is RunStatus.COMPLETED
         assert CALLS == [("wipe", {"target": "staging"})]
-        events = await store.events(run_id)
+        events = await store.events.read(run_id)
         granted = next(e for e in events if e.type is EventType.APPROVAL_GRANTED)
         assert granted.payload["by"] == "ann" and granted.payload["reason"] == "planned"
         assert fold(events) == (await store.runs.get(run_id)).state
@@ -148,7 +148,7 @@ async def test_rejection_reason_goes_back_to_the_model(db_url: str) -> None:
         assert CALLS == []
         last = model.requests[-1].messages[-1]
         assert last.role == "tool" and "rejected by ann: not on a Friday" in (last.content or "")
-        rejected = next(e for e in await store.events(run_id) if e.type is EventType.APPROVAL_REJECTED)
+        rejected = next(e for e in await store.events.read(run_id) if e.type is EventType.APPROVAL_REJECTED)
         assert rejected.payload["by"] == "ann"
     finally:
         await store.close()
@@ -171,7 +171,7 @@ async def test_edited_arguments_run_as_edited(db_url: str) -> None:
         assert CALLS == [("wipe", {"target": "sandbox"})]
         rec = await store.runs.get(run_id)
         assert rec.state.output == "done: wiped sandbox"
-        granted = next(e for e in await store.events(run_id) if e.type is EventType.APPROVAL_GRANTED)
+        granted = next(e for e in await store.events.read(run_id) if e.type is EventType.APPROVAL_GRANTED)
         assert granted.payload["edited"] is True
     finally:
         await store.close()
@@ -198,7 +198,7 @@ async def test_expired_approval_is_denied_automatically(db_url: str) -> None:
         assert (await store.get_approval(appr["approval_id"]))["status"] == "expired"
         with pytest.raises(ConflictError):
             await store.resolve_approval(appr["approval_id"], approve=True, by="late")
-        rejected = next(e for e in await store.events(run_id) if e.type is EventType.APPROVAL_REJECTED)
+        rejected = next(e for e in await store.events.read(run_id) if e.type is EventType.APPROVAL_REJECTED)
         assert rejected.payload["expired"] is True and rejected.payload["by"] == "system"
     finally:
         await store.close()
@@ -286,7 +286,7 @@ async def test_failures_retry_then_escalate_then_human_answer_completes(db_url: 
         assert "[Operator answer in place of the failed step] use cached data" in [
             m.content for m in model.requests[-1].messages
         ]
-        assert fold(await store.events(run_id)) == rec.state
+        assert fold(await store.events.read(run_id)) == rec.state
         with pytest.raises(ConflictError):
             await store.resolve_human_request(req["request_id"], action="retry", by="bob")
     finally:
@@ -307,7 +307,7 @@ async def test_model_failures_escalate_and_abandon_fails_the_run(db_url: str) ->
         rec = await store.runs.get(run_id)
         assert (rec.state.error or "").startswith("abandoned by ann: wrong model (last error: ")
         assert "bad request" in (rec.state.error or "")
-        failed = [e for e in await store.events(run_id) if e.type is EventType.STEP_FAILED]
+        failed = [e for e in await store.events.read(run_id) if e.type is EventType.STEP_FAILED]
         assert len(failed) == 2
     finally:
         await store.close()
@@ -365,7 +365,7 @@ async def test_one_decision_one_execution_across_forks(db_url: str) -> None:
             await store.resolve_approval(appr["approval_id"], approve=True, by="ann")
             assert await w.settle(run_id) is RunStatus.COMPLETED
             assert len(CALLS) == 1
-            events = await store.events(run_id)
+            events = await store.events.read(run_id)
             granted = next(e.seq for e in events if e.type is EventType.APPROVAL_GRANTED)
             forks = [await store.runs.fork(run_id, at_seq=granted) for _ in range(2)]
             for fork in forks:
@@ -387,7 +387,7 @@ async def test_one_decision_one_execution_across_forks(db_url: str) -> None:
             assert await w.settle(forks[0].run_id) is RunStatus.COMPLETED
             assert len(CALLS) == 2
             for fork in forks:
-                assert fold(await store.events(fork.run_id)) == (await store.runs.get(fork.run_id)).state
+                assert fold(await store.events.read(fork.run_id)) == (await store.runs.get(fork.run_id)).state
     finally:
         await store.close()
 

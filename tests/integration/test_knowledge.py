@@ -233,7 +233,7 @@ async def _run(store: Store, agent: Agent, workspace: str) -> Any:
     try:
         async with asyncio.timeout(20):
             while not (await store.runs.get(rec.run_id)).status.terminal:
-                await store.wait_for_change(None, 0.1)
+                await store.events.wait(None, 0.1)
     finally:
         worker.stop()
         await task
@@ -269,7 +269,7 @@ async def test_search_knowledge_tool_in_a_run(db_url: str) -> None:
         # the same agent in another workspace finds no such collection
         other = Agent(name="researcher", model=ScriptedModel(turns), tools=[search_knowledge])
         run = await _run(store, other, "other")
-        events = await store.events(run.run_id)
+        events = await store.events.read(run.run_id)
         results = [str(e.payload.get("result")) for e in events if e.payload.get("name") == "search_knowledge"]
         assert results and "no knowledge collection 'handbook'; available: none" in results[0]
         assert "hardware" not in str(run.state.output)

@@ -125,7 +125,7 @@ async def test_run_dropped_after_a_database_error_is_taken_up_again_while_the_wo
         worker.stop()
         if task is not None:
             await task
-        histories = {r: await store.events(r) for r in ids}
+        histories = {r: await store.events.read(r) for r in ids}
         records = {r: await store.runs.get(r) for r in ids}
         await store.close()
 

@@ -34,7 +34,7 @@ async def run(store: Store, a: Agent, workspace: str = "default") -> Any:
     try:
         async with asyncio.timeout(20):
             while not (await store.runs.get(rec.run_id)).status.terminal:
-                await store.wait_for_change(None, 0.1)
+                await store.events.wait(None, 0.1)
     finally:
         worker.stop()
         await task
@@ -76,7 +76,7 @@ async def test_memory_across_runs_scopes_and_workspaces(db_url: str) -> None:
         )
         third = await run(store, other)
         assert json.loads(third.state.output)["value"] == "blue"
-        events = await store.events(third.run_id)
+        events = await store.events.read(third.run_id)
         assert any("nothing remembered under 'city'" in str(e.payload.get("result")) for e in events)
         # another workspace sees nothing
         stranger = agent("writer", [call("recall", key="city"), {"content": "{{last_tool_result}}"}])

@@ -79,7 +79,7 @@ def registry(
 async def until(store: Store, check: Callable[[], Awaitable[bool]], timeout: float = 40) -> None:
     async with asyncio.timeout(timeout):
         while not await check():
-            await store.wait_for_change(None, 0.05)
+            await store.events.wait(None, 0.05)
 
 
 async def run_objective(
@@ -125,7 +125,7 @@ async def test_objective_completes_in_dependency_order_and_replays(db_url: str) 
         rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED, rec.state.error
         assert "2 of 2 task(s) complete" in (rec.state.output or "")
-        events = await store.events(run_id)
+        events = await store.events.read(run_id)
         assert fold(events).to_json() == rec.state.to_json()  # the run replays like any other
         tasks = graph_of(events)
         assert [tasks[t]["status"] for t in ("a", "b")] == ["complete", "complete"]
@@ -187,7 +187,7 @@ async def test_qa_rejection_retries_with_accumulated_context(db_url: str) -> Non
         agents = registry(plan_of(TWO[:1]), qa, coder)
         run_id = await run_objective(store, agents, ObjectiveConfig(goal="g"))
         assert (await store.runs.get(run_id)).status is RunStatus.COMPLETED
-        a = graph_of(await store.events(run_id))["a"]
+        a = graph_of(await store.events.read(run_id))["a"]
         assert [x["status"] for x in a["attempts"]] == ["rejected", "rejected", "accepted"]
         model = agents.get("coder").get_model()
         assert isinstance(model, FnModel)
@@ -219,7 +219,7 @@ async def test_four_rejections_escalate_and_a_person_retries_with_modifications(
         assert len(req["detail"]["attempts"]) == 4
         rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.WAITING_FOR_CHILDREN
-        tasks = graph_of(await store.events(run_id))
+        tasks = graph_of(await store.events.read(run_id))
         assert tasks["a"]["status"] == "waiting_human"
         assert tasks["c"]["status"] == "waiting_human"  # c (also rejected 4 times) waits too
 
@@ -245,7 +245,7 @@ async def test_four_rejections_escalate_and_a_person_retries_with_modifications(
             await wt
         rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED, rec.state.error
-        tasks = graph_of(await store.events(run_id))
+        tasks = graph_of(await store.events.read(run_id))
         a = tasks["a"]
         assert a["notes"] == ["use tabs"] and a["attempts"][-1]["status"] == "accepted" and len(a["attempts"]) == 5
         assert tasks["c"]["status"] == "abandoned" and tasks["c"]["reason"] == "replaced by c-h1 (ann)"
@@ -298,7 +298,7 @@ async def test_abandon_replans_dependants_and_dependency_edits_are_validated(db_
 
             async def x_done() -> bool:
                 r = await store.runs.get(rec.run_id)
-                tasks = graph_of(await store.events(rec.run_id))
+                tasks = graph_of(await store.events.read(rec.run_id))
                 return r.status is RunStatus.WAITING_FOR_CHILDREN and tasks.get("x", {}).get("status") == "complete"
 
             await until(store, x_done)
@@ -320,7 +320,7 @@ async def test_abandon_replans_dependants_and_dependency_edits_are_validated(db_
             await wt
         final = await store.runs.get(rec.run_id)
         assert final.status is RunStatus.COMPLETED, final.state.error
-        tasks = graph_of(await store.events(rec.run_id))
+        tasks = graph_of(await store.events.read(rec.run_id))
         assert {k: v["status"] for k, v in tasks.items()} == {
             "slow": "abandoned",
             "x": "complete",
@@ -364,7 +364,7 @@ async def test_fifty_task_dag_respects_order_and_concurrency(db_url: str) -> Non
         run_id = await run_objective(store, agents, ObjectiveConfig(goal="fifty", max_concurrent_workers=3))
         rec = await store.runs.get(run_id)
         assert rec.status is RunStatus.COMPLETED, rec.state.error
-        events = await store.events(run_id)
+        events = await store.events.read(run_id)
         deps = {t["id"]: t["depends_on"] for t in tasks}
         status: dict[str, str] = {}
         peak = 0
@@ -468,7 +468,7 @@ async def test_git_worktrees_merge_approved_work_and_conflicts_go_to_a_person(db
         # Worktrees and branches are gone.
         assert git(repo, "branch", "--list", "maestro/*") == ""
         assert len(git(repo, "worktree", "list").splitlines()) == 1
-        tasks = graph_of(await store.events(run_id))
+        tasks = graph_of(await store.events.read(run_id))
         assert sorted(t["status"] for t in tasks.values()) == ["abandoned", "complete", "complete"]
     finally:
         await store.close()
@@ -551,7 +551,7 @@ async def test_stopping_the_worker_mid_objective_loses_nothing(db_url: str) -> N
         rec = await service.start_objective(store, ObjectiveConfig(goal="chain"))
 
         async def two_done() -> bool:
-            tasks = graph_of(await store.events(rec.run_id))
+            tasks = graph_of(await store.events.read(rec.run_id))
             return sum(t["status"] == "complete" for t in tasks.values()) >= 2
 
         for stop_when in (two_done, lambda: _terminal(store, rec.run_id)):
@@ -564,7 +564,7 @@ async def test_stopping_the_worker_mid_objective_loses_nothing(db_url: str) -> N
                 await task
         final = await store.runs.get(rec.run_id)
         assert final.status is RunStatus.COMPLETED, final.state.error
-        tasks = graph_of(await store.events(rec.run_id))
+        tasks = graph_of(await store.events.read(rec.run_id))
         assert all(len(t["attempts"]) == 1 for t in tasks.values())
         coder = agents.get("coder").get_model()
         assert isinstance(coder, FnModel)

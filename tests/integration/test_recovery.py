@@ -66,7 +66,7 @@ async def settle(store: Store, agents: list[Agent], run_id: str, timeout: float 
                 rec = await store.runs.get(run_id)
                 if rec.status.terminal or (rec.status.waiting and rec.status is not RunStatus.WAITING_FOR_CHILDREN):
                     return rec.status
-                await store.wait_for_change(run_id, 0.1)
+                await store.events.wait(run_id, 0.1)
     finally:
         worker.stop()
         await task
@@ -95,7 +95,7 @@ async def assert_steps_agree(store: Store, *run_ids: str) -> None:
     states = []
     for run_id in run_ids:
         rec = await store.runs.get(run_id)
-        assert fold(await store.events(run_id)) == rec.state
+        assert fold(await store.events.read(run_id)) == rec.state
         rows = await store.steps.read(run_id)
         assert [r.step_index for r in rows] == list(range(rec.state.steps))
         assert _steps_table_differences(rec.state, [r.to_json() for r in rows]) == {}
@@ -123,7 +123,9 @@ async def test_a_step_answered_by_a_person_gets_its_steps_row(db_url: str) -> No
         rows = await store.steps.read(run_id)
         answered = rows[1]
         assert (answered.kind.value, answered.name, answered.status) == ("TOOL_CALL", "charge", "completed")
-        completed = next(e for e in await store.events(run_id) if e.type is EventType.STEP_COMPLETED and e.step == 1)
+        completed = next(
+            e for e in await store.events.read(run_id) if e.type is EventType.STEP_COMPLETED and e.step == 1
+        )
         assert answered.seq == completed.seq and completed.payload["answered_by"] == "ops"
         await assert_steps_agree(store, run_id)
     finally:
@@ -265,7 +267,7 @@ async def test_a_call_the_tool_reports_as_done_is_recorded_without_a_person(db_u
         assert KEYS == [key] and LEDGER == {key: 7}  # called once
         assert (await store.runs.get(run_id)).state.output == f"charged 7 ({key})"
         assert await store.list_human_requests(statuses=None) == []
-        events = await store.events(run_id)
+        events = await store.events.read(run_id)
         [decided] = reconciled_events(events)
         assert decided["outcome"] == "happened" and decided["decision"] == "record"
         assert decided["idempotency_key"] == key and decided["reason"] == "the ledger has the key"
@@ -288,7 +290,7 @@ async def test_a_call_the_tool_reports_as_not_done_is_made(db_url: str) -> None:
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
         key = idempotency_key(run_id, 1)
         assert KEYS == [key, key] and LEDGER == {key: 7}
-        events = await store.events(run_id)
+        events = await store.events.read(run_id)
         [decided] = reconciled_events(events)
         assert decided["outcome"] == "did_not_happen" and decided["decision"] == "run"
         assert [e.type for e in events].count(EventType.STEP_STARTED) == 2
@@ -307,7 +309,7 @@ async def test_a_reconcile_that_fails_asks_a_person_and_says_why(db_url: str) ->
         assert len(KEYS) == 1
         [req] = await store.list_human_requests()
         assert req["kind"] == "uncertain_tool_call" and "ConnectionError: ledger unreachable" in req["question"]
-        [decided] = reconciled_events(await store.events(run_id))
+        [decided] = reconciled_events(await store.events.read(run_id))
         assert decided["outcome"] == "cannot_tell" and decided["decision"] == "ask"
         await store.resolve_human_request(req["request_id"], action="answer", answer="charged 7", by="ops")
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
@@ -325,7 +327,7 @@ async def test_a_keyed_tool_is_called_again_with_the_same_key(db_url: str) -> No
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
         key = idempotency_key(run_id, 1)
         assert KEYS == [key, key] and LEDGER == {key: 7}  # two calls, one charge
-        [decided] = reconciled_events(await store.events(run_id))
+        [decided] = reconciled_events(await store.events.read(run_id))
         assert decided["outcome"] == "cannot_tell" and decided["decision"] == "run"
         assert await store.list_human_requests(statuses=None) == []
     finally:

@@ -56,7 +56,7 @@ async def settle(store: Store, run_id: str, timeout: float = 20) -> RunStatus:
             rec = await store.runs.get(run_id)
             if rec.status.terminal or rec.status in (RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN):
                 return rec.status
-            await store.wait_for_change(None, 0.1)
+            await store.events.wait(None, 0.1)
 
 
 async def with_worker(store: Store, agents: list[Agent], body: Any) -> Any:
@@ -87,7 +87,7 @@ async def test_three_level_tree_completes(db_url: str) -> None:
         [leaf_run] = await store.runs.page(parent_run_id=mid_run.run_id)
         assert mid_run.agent_name == "mid" and leaf_run.agent_name == "leaf" and leaf_run.input == "the detail"
         assert mid_run.status is RunStatus.COMPLETED and leaf_run.status is RunStatus.COMPLETED
-        events = await store.events(root_id)
+        events = await store.events.read(root_id)
         types = [e.type for e in events]
         assert EventType.CHILDREN_SPAWNED in types and EventType.CHILDREN_FINISHED in types
         assert fold(events) == rec.state
@@ -119,7 +119,7 @@ async def test_parallel_children_and_failures_come_back_as_observations(db_url: 
             assert await settle(store, root_id) is RunStatus.COMPLETED
 
         await with_worker(store, [root], body)  # sub-agents given as objects are registered with the root
-        events = await store.events(root_id)
+        events = await store.events.read(root_id)
         results = [
             e.payload for e in events if e.type is EventType.STEP_COMPLETED and e.payload.get("kind") == "TOOL_CALL"
         ]
@@ -163,6 +163,6 @@ async def test_cancel_at_the_root_cancels_the_whole_tree(db_url: str) -> None:
         assert len(all_runs) == 3
         assert {r.status for r in all_runs} == {RunStatus.CANCELLED}
         for r in all_runs:
-            assert fold(await store.events(r.run_id)) == r.state
+            assert fold(await store.events.read(r.run_id)) == r.state
     finally:
         await store.close()

@@ -124,7 +124,7 @@ async def settle(store: Store, agents: list[Agent], run_ids: list[str]) -> None:
         async with asyncio.timeout(30):
             for run_id in run_ids:
                 while not ((s := (await store.runs.get(run_id)).status).terminal or s.waiting):
-                    await store.wait_for_change(run_id, 0.1)
+                    await store.events.wait(run_id, 0.1)
     finally:
         worker.stop()
         await task

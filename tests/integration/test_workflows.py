@@ -47,7 +47,7 @@ def worker(store: Store, agents: AgentRegistry, workflows: WorkflowRegistry) -> 
 async def until(store: Store, check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
     async with asyncio.timeout(timeout):
         while not await check():
-            await store.wait_for_change(None, 0.05)
+            await store.events.wait(None, 0.05)
 
 
 async def finished(store: Store, run_id: str) -> bool:
@@ -56,7 +56,7 @@ async def finished(store: Store, run_id: str) -> bool:
 
 async def assert_replays(store: Store, run_id: str) -> list[Event]:
     rec = await store.runs.get(run_id)
-    events = await store.events(run_id)
+    events = await store.events.read(run_id)
     assert fold(events).to_json() == rec.state.to_json()
     return events
 
@@ -157,7 +157,7 @@ async def test_fifty_node_dag_respects_dependencies_and_the_concurrency_cap(db_u
         assert len(children) == 50
         spans: dict[str, tuple[float, float]] = {}
         for node_id, child in children.items():
-            log = await store.events(child.run_id)
+            log = await store.events.read(child.run_id)
             end = next(e for e in log if e.type in TERMINAL)
             assert end.type is EventType.RUN_COMPLETED
             spans[node_id] = (log[0].created_at, end.created_at)

@@ -284,21 +284,21 @@ class LocalBackend:
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         """Events from the log."""
         await self.store.runs.get(run_id, self.workspace)
-        return await self.store.events(run_id, after)
+        return await self.store.events.read(run_id, after)
 
     async def follow(self, run_id: str, after: int) -> AsyncIterator[Event]:
         """Read the log as it grows (another process executes the run)."""
         seq = after
         while True:
             rec = await self.store.runs.get(run_id, self.workspace)
-            for ev in await self.store.events(run_id, seq):
+            for ev in await self.store.events.read(run_id, seq):
                 yield ev
                 seq = ev.seq
             if rec.status.terminal or rec.status.waiting:
-                for ev in await self.store.events(run_id, seq):
+                for ev in await self.store.events.read(run_id, seq):
                     yield ev
                 return
-            await self.store.wait_for_change(run_id, 0.5)
+            await self.store.events.wait(run_id, 0.5)
 
     async def drive(self, run_id: str, on_event: OnEvent) -> JSON:
         """Run a dedicated in-process worker for this run until it stops or waits."""
@@ -314,7 +314,7 @@ class LocalBackend:
             while True:
                 rec = await store.runs.get(run_id, self.workspace)
                 if on_event is not None:
-                    for ev in await store.events(run_id, seq):
+                    for ev in await store.events.read(run_id, seq):
                         on_event(ev)
                         seq = ev.seq
                 if rec.status.terminal or rec.status.waiting:
@@ -322,12 +322,12 @@ class LocalBackend:
                 if task.done():
                     await task  # surface a crash
                     break
-                await store.wait_for_change(run_id, 0.5)
+                await store.events.wait(run_id, 0.5)
         finally:
             worker.stop()
             await task
         if on_event is not None:
-            for ev in await store.events(run_id, seq):
+            for ev in await store.events.read(run_id, seq):
                 on_event(ev)
         return await self.get_run(run_id)
 

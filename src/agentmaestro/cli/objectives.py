@@ -102,7 +102,7 @@ async def drive_local(store: Store, c: _Ctx, run_id: str) -> dict[str, Any]:
             kids = await store.runs.page(workspace_id=None, parent_run_id=run_id, limit=1000)
             if _needs_person(obj, [k.status.value for k in kids if not k.status.terminal]):
                 break
-            await store.wait_for_change(None, 0.2)
+            await store.events.wait(None, 0.2)
     finally:
         worker.stop()
         await task

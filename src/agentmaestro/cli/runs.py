@@ -527,7 +527,7 @@ def demo(ctx: typer.Context) -> None:
                 return True
 
             while not await settled():
-                await store.wait_for_change(None, 0.5)
+                await store.events.wait(None, 0.5)
             w.stop()
             await task
             return [await store.runs.get(r.run_id, c.workspace) for r in records]

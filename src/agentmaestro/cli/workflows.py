@@ -247,7 +247,7 @@ async def drive(store: Store, run_id: str, agents: AgentRegistry, workflows: Wor
                 children = await store.runs.page(workspace_id=None, parent_run_id=run_id, limit=1000)
                 if any(ch.status in (RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN) for ch in children):
                     break
-            await store.wait_for_change(None, 0.2)
+            await store.events.wait(None, 0.2)
     finally:
         worker.stop()
         await task

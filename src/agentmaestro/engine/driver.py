@@ -274,7 +274,7 @@ class RunDriver:
         if self.state.steps == 0:
             self.messages = conversation(system, self.task, [])
             return
-        events = await self.store.events(self.run_id)
+        events = await self.store.events.read(self.run_id)
         self.messages = conversation(system, self.task, events)
 
     async def _commit(self, outcome: _Outcome) -> None:

@@ -53,7 +53,7 @@ class EscalationDriver(LeasedDriver):
     async def _move(self) -> Move:
         if self.cancel_requested:
             return [{"type": EventType.RUN_CANCELLED, "payload": {"reason": await self._cancel_reason()}}], [], [], None
-        events = await self.store.events(self.run_id)
+        events = await self.store.events.read(self.run_id)
         if not any(e.type is EventType.HUMAN_INPUT_REQUESTED for e in events):
             return self._ask()
         answer = next((e.payload for e in reversed(events) if e.type is EventType.HUMAN_INPUT_RECEIVED), None)
@@ -106,7 +106,7 @@ class ObjectiveDriver(LeasedDriver):
     # ------------------------------------------------------------------------------ set-up
 
     async def _setup(self) -> None:
-        self.graph = fold_graph(await self.store.events(self.run_id))
+        self.graph = fold_graph(await self.store.events.read(self.run_id))
 
     def _applied(self, state: RunState, ev: Event) -> None:
         from agentmaestro.core.tasks import fold_event

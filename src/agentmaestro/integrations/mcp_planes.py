@@ -123,7 +123,7 @@ class StorePlane:
         """A page of the run's events."""
         store = self._store()
         await store.runs.get(run_id, self._caller().workspace_id)
-        return [e.to_json() for e in await store.events(run_id, after, limit)]
+        return [e.to_json() for e in await store.events.read(run_id, after, limit)]
 
     async def _settled(self, run_id: str, status: RunStatus, workspace_id: str) -> bool:
         if status.terminal or status in _PERSON:
@@ -148,7 +148,7 @@ class StorePlane:
             if remaining <= 0:
                 return rec.to_json(), True
             watched = None if rec.status is RunStatus.WAITING_FOR_CHILDREN else run_id
-            await store.wait_for_change(watched, min(remaining, 1.0))
+            await store.events.wait(watched, min(remaining, 1.0))
 
     async def cancel_run(self, run_id: str, reason: str) -> JSON:
         """Cancel and audit."""

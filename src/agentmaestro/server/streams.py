@@ -32,7 +32,6 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, Header, Query, Request, WebSocket
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Connection, select
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agentmaestro.core.events import Event
@@ -41,9 +40,8 @@ from agentmaestro.engine.deltas import BUS as DELTA_BUS
 from agentmaestro.errors import MaestroError, NotFoundError, one_line
 from agentmaestro.server.auth import Principal
 from agentmaestro.server.errors import APIError
-from agentmaestro.store._ops import event_from_row
 from agentmaestro.store.base import Store
-from agentmaestro.store.schema import run_events, runs
+from agentmaestro.store.events import EventFetch
 
 log = logging.getLogger("agentmaestro.server.streams")
 
@@ -180,7 +178,7 @@ def _finished(status: RunStatus, follow: Follow) -> bool:
 
 async def _next_wakeup(store: Store, key: str | None, timeout: float) -> asyncio.Task[bool]:
     """Arm a wake-up *before* reading, so that a commit between the read and the wait is not missed."""
-    task = asyncio.ensure_future(store.wait_for_change(key, timeout))
+    task = asyncio.ensure_future(store.events.wait(key, timeout))
     await asyncio.sleep(0)  # let the task register its waiter
     return task
 
@@ -225,7 +223,7 @@ async def follow_run(
         try:
             if rec is None:  # read the status first: its last_seq <= what follows
                 rec = await store.runs.get(run_id, workspace_id)
-            events = await store.events(run_id, after, BATCH)
+            events = await store.events.read(run_id, after, BATCH)
             for ev in events:
                 yield ev
                 after = ev.seq
@@ -290,28 +288,6 @@ class FirehoseCursor:
         return cls(watermark=watermark, runs=entries)
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Fetch:
-    run_id: str
-    after_seq: int
-    after_time: float | None
-
-
-def _changed_runs(conn: Connection, workspace_id: str, since: float) -> list[tuple[str, float]]:
-    q = select(runs.c.run_id, runs.c.created_at).where(runs.c.workspace_id == workspace_id, runs.c.updated_at > since)
-    return [(r.run_id, r.created_at) for r in conn.execute(q)]
-
-
-def _fetch_events(conn: Connection, fetches: list[_Fetch], limit: int) -> list[list[Event]]:
-    out = []
-    for f in fetches:
-        q = select(run_events).where(run_events.c.run_id == f.run_id, run_events.c.seq > f.after_seq)
-        if f.after_time is not None:
-            q = q.where(run_events.c.created_at > f.after_time)
-        out.append([event_from_row(r) for r in conn.execute(q.order_by(run_events.c.seq).limit(limit))])
-    return out
-
-
 async def firehose_batch(store: Store, workspace_id: str, cursor: FirehoseCursor) -> tuple[list[Event], float | None]:
     """The events after ``cursor`` visible now, in delivery order, and where the watermark may move.
 
@@ -320,16 +296,16 @@ async def firehose_batch(store: Store, workspace_id: str, cursor: FirehoseCursor
     if the second value is not None (the read was complete), calls :func:`settle` with it.
     """
     started = time.time()
-    candidates = await store._read(_changed_runs, workspace_id, cursor.watermark - FIREHOSE_LAG_S)
+    candidates = await store.events.changed_runs(workspace_id, cursor.watermark - FIREHOSE_LAG_S)
     fetches = []
     for run_id, created_at in candidates:
         if run_id in cursor.runs:
-            fetches.append(_Fetch(run_id=run_id, after_seq=cursor.runs[run_id][0], after_time=None))
+            fetches.append(EventFetch(run_id=run_id, after_seq=cursor.runs[run_id][0], after_time=None))
         elif created_at > cursor.watermark:  # a run new since the watermark: all of it
-            fetches.append(_Fetch(run_id=run_id, after_seq=0, after_time=None))
+            fetches.append(EventFetch(run_id=run_id, after_seq=0, after_time=None))
         else:  # its events up to the watermark were delivered
-            fetches.append(_Fetch(run_id=run_id, after_seq=0, after_time=cursor.watermark))
-    lists = await store._read(_fetch_events, fetches, BATCH) if fetches else []
+            fetches.append(EventFetch(run_id=run_id, after_seq=0, after_time=cursor.watermark))
+    lists = await store.events.read_many(fetches, BATCH)
     complete = all(len(lst) < BATCH for lst in lists)
     heap = [(lst[0].created_at, lst[0].run_id, i, 0) for i, lst in enumerate(lists) if lst]
     heapq.heapify(heap)

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from agentmaestro.core.events import Event
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
 from agentmaestro.store import _budget, _keys, _memory, _ops
@@ -46,6 +45,7 @@ from agentmaestro.store.schema import DEFAULT_WORKSPACE
 if TYPE_CHECKING:
     from agentmaestro.store.agents import AgentRepository
     from agentmaestro.store.budgets import BudgetRepository
+    from agentmaestro.store.events import EventRepository
     from agentmaestro.store.leases import LeaseRepository
     from agentmaestro.store.runs import RunRepository
     from agentmaestro.store.steps import StepRepository
@@ -360,6 +360,13 @@ class Store:
 
         return BudgetRepository(self)
 
+    @cached_property
+    def events(self) -> EventRepository:
+        """Run events: a run's log, waits for new ones, the reads of live streams."""
+        from agentmaestro.store.events import EventRepository
+
+        return EventRepository(self)
+
     # ------------------------------------------------------------------------------- plumbing
 
     @property
@@ -455,19 +462,6 @@ class Store:
             conn.execute(text("SELECT pg_notify(:ch, '')"), {"ch": NOTIFY_CHANNEL})
 
     # ------------------------------------------------------------------------------------ runs
-
-    async def events(self, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]:
-        """A run's events after ``after_seq``, in order."""
-        return await self._read(_ops.list_events, run_id, after_seq, limit)
-
-    async def wait_for_change(self, run_id: str | None, timeout: float) -> bool:
-        """Wait until ``run_id`` (or any run) gets events or changes; False on timeout.
-
-        Wakes on commits of this process and, on PostgreSQL, of other processes (NOTIFY on
-        ``maestro_events``); on SQLite other processes' commits are only seen by polling.
-        """
-        self._ensure_listener()
-        return await self.waiters.wait([f"run:{run_id}" if run_id else "any"], timeout)
 
     # -------------------------------------------------------------------------- worker side
 

@@ -238,5 +238,5 @@ async def list_events(
     await store.runs.get(run_id, principal.workspace_id)
     if sse is not None:
         return streams.sse_response(store, run_id, principal, after, sse)
-    events = await store.events(run_id, after, limit)
+    events = await store.events.read(run_id, after, limit)
     return {"events": [e.to_json() for e in events], "next_after": events[-1].seq if events else after}
