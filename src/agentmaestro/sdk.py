@@ -551,7 +551,7 @@ class Orchestrator:
         """
         statuses = None if include_decided else ("pending",)
         return self._call(
-            self.store.list_approvals(workspace_id=self.workspace, statuses=statuses, before=before, limit=limit)
+            self.store.approvals.page(workspace_id=self.workspace, statuses=statuses, before=before, limit=limit)
         )
 
     def approve(
@@ -577,7 +577,7 @@ class Orchestrator:
     async def _resolve_approval(
         self, approval_id: str, approve: bool, reason: str, arguments: dict[str, Any] | None, by: str
     ) -> dict[str, Any]:
-        row = await self.store.resolve_approval(
+        row = await self.store.approvals.resolve(
             approval_id, approve=approve, by=by, reason=reason, arguments=arguments, workspace_id=self.workspace
         )
         await self._ensure_worker()
@@ -593,7 +593,7 @@ class Orchestrator:
         """
         statuses = None if include_resolved else ("pending",)
         return self._call(
-            self.store.list_human_requests(workspace_id=self.workspace, statuses=statuses, before=before, limit=limit)
+            self.store.escalations.page(workspace_id=self.workspace, statuses=statuses, before=before, limit=limit)
         )
 
     def resolve(
@@ -611,7 +611,7 @@ class Orchestrator:
     async def _resolve_human(
         self, request_id: str, action: str, instructions: str | None, answer: str | None, by: str
     ) -> dict[str, Any]:
-        row = await self.store.resolve_human_request(
+        row = await self.store.escalations.resolve(
             request_id, action=action, by=by, instructions=instructions, answer=answer, workspace_id=self.workspace
         )
         await self._ensure_worker()

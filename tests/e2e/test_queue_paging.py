@@ -111,10 +111,10 @@ def test_every_door_pages_the_human_queue(db_url: str, tmp_path: Path) -> None:
     async def store_pages() -> None:
         store = Store.open(db_url)
         try:
-            first = await store.list_approvals(limit=3)
-            rest = await store.list_approvals(limit=10, before=first[-1]["approval_id"])
+            first = await store.approvals.page(limit=3)
+            rest = await store.approvals.page(limit=10, before=first[-1]["approval_id"])
             assert [a["approval_id"] for a in first + rest] == appr_ids
-            mine = await store.list_human_requests(run_ids=[run_ids[1]], limit=10)
+            mine = await store.escalations.page(run_ids=[run_ids[1]], limit=10)
             assert [r["request_id"] for r in mine] == req_ids[1::2]  # newest first, only that run's
         finally:
             await store.close()

@@ -84,13 +84,13 @@ async def test_sigkill_during_non_idempotent_call_escalates_to_a_human(db_url: s
             while (await store.runs.get(rec.run_id)).status is not RunStatus.WAITING_FOR_HUMAN:
                 await asyncio.sleep(0.1)
         assert len(list(markers.iterdir())) == 1, "the non-idempotent call ran twice"
-        [req] = await store.list_human_requests()
+        [req] = await store.escalations.page()
         assert req["kind"] == "uncertain_tool_call" and req["detail"]["call"]["name"] == "charge_card"
         events = await store.events.read(rec.run_id)
         assert [e.type for e in events].count(EventType.STEP_STARTED) == 1
         assert any(e.type is EventType.LEASE_RECOVERED for e in events)
         # the human says it did go through: the run completes with that answer, still one charge
-        await store.resolve_human_request(req["request_id"], action="answer", answer="charged 42 (confirmed)", by="ops")
+        await store.escalations.resolve(req["request_id"], action="answer", answer="charged 42 (confirmed)", by="ops")
         async with asyncio.timeout(30):
             while (await store.runs.get(rec.run_id)).status is not RunStatus.COMPLETED:
                 await asyncio.sleep(0.1)
@@ -160,7 +160,7 @@ async def test_sigkill_during_reconcilable_calls_needs_no_human(db_url: str, tmp
                     kills += 1
                 await asyncio.sleep(0.05)
         assert [r.status for r in runs] == [RunStatus.COMPLETED] * LEDGER_RUNS
-        assert await store.list_human_requests(statuses=None) == []
+        assert await store.escalations.page(statuses=None) == []
         lines = ledger.read_text().splitlines()
         keys = [line.split(" ")[0] for line in lines]
         expected = {f"maestro-{r}-{step}" for r in run_ids for step in (1, 3, 5)}

@@ -143,7 +143,7 @@ async def test_exhausted_script_is_retried_then_escalated_with_a_clear_error(db_
         failed = [e for e in await store.events.read(run_id) if e.type is EventType.STEP_FAILED]
         assert len(failed) == 2
         assert "has 1 turn(s); turn 2 was requested" in failed[0].payload["error"]
-        [req] = await store.list_human_requests()
+        [req] = await store.escalations.page()
         assert "has 1 turn(s); turn 2 was requested" in req["question"]
     finally:
         await store.close()

@@ -118,18 +118,18 @@ async def test_dangerous_call_waits_then_runs_once_after_approval(db_url: str) -
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
             rec = await store.runs.get(run_id)
             assert rec.lease_owner is None and CALLS == []
-            [appr] = await store.list_approvals()
+            [appr] = await store.approvals.page()
             assert appr["tool"] == "wipe" and appr["risk"] == "DANGEROUS" and appr["arguments"] == {"target": "staging"}
-            await store.resolve_approval(appr["approval_id"], approve=True, by="ann", reason="planned")
+            await store.approvals.resolve(appr["approval_id"], approve=True, by="ann", reason="planned")
             assert await w.settle(run_id) is RunStatus.COMPLETED
         assert CALLS == [("wipe", {"target": "staging"})]
         events = await store.events.read(run_id)
         granted = next(e for e in events if e.type is EventType.APPROVAL_GRANTED)
         assert granted.payload["by"] == "ann" and granted.payload["reason"] == "planned"
         assert fold(events) == (await store.runs.get(run_id)).state
-        assert (await store.get_approval(appr["approval_id"]))["status"] == "approved"
+        assert (await store.approvals.get(appr["approval_id"]))["status"] == "approved"
         with pytest.raises(ConflictError, match="already approved"):
-            await store.resolve_approval(appr["approval_id"], approve=False, by="bob")
+            await store.approvals.resolve(appr["approval_id"], approve=False, by="bob")
     finally:
         await store.close()
 
@@ -142,8 +142,8 @@ async def test_rejection_reason_goes_back_to_the_model(db_url: str) -> None:
         run_id = await start(store, agent)
         async with Running(store, [agent]) as w:
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
-            [appr] = await store.list_approvals()
-            await store.resolve_approval(appr["approval_id"], approve=False, by="ann", reason="not on a Friday")
+            [appr] = await store.approvals.page()
+            await store.approvals.resolve(appr["approval_id"], approve=False, by="ann", reason="not on a Friday")
             assert await w.settle(run_id) is RunStatus.COMPLETED
         assert CALLS == []
         last = model.requests[-1].messages[-1]
@@ -161,10 +161,10 @@ async def test_edited_arguments_run_as_edited(db_url: str) -> None:
         run_id = await start(store, agent)
         async with Running(store, [agent]) as w:
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
-            [appr] = await store.list_approvals()
+            [appr] = await store.approvals.page()
             with pytest.raises(ValidationError):
-                await store.resolve_approval(appr["approval_id"], approve=True, by="ann", arguments=["nope"])  # type: ignore[arg-type]
-            await store.resolve_approval(
+                await store.approvals.resolve(appr["approval_id"], approve=True, by="ann", arguments=["nope"])  # type: ignore[arg-type]
+            await store.approvals.resolve(
                 appr["approval_id"], approve=True, by="ann", reason="use the sandbox", arguments={"target": "sandbox"}
             )
             assert await w.settle(run_id) is RunStatus.COMPLETED
@@ -189,15 +189,15 @@ async def test_expired_approval_is_denied_automatically(db_url: str) -> None:
         run_id = await start(store, agent)
         async with Running(store, [agent], sweep_interval_s=0.1) as w:
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
-            [appr] = await store.list_approvals()
+            [appr] = await store.approvals.page()
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
             async with asyncio.timeout(10):
                 while (await store.runs.get(run_id)).status is not RunStatus.COMPLETED:
                     await asyncio.sleep(0.05)
         assert CALLS == []
-        assert (await store.get_approval(appr["approval_id"]))["status"] == "expired"
+        assert (await store.approvals.get(appr["approval_id"]))["status"] == "expired"
         with pytest.raises(ConflictError):
-            await store.resolve_approval(appr["approval_id"], approve=True, by="late")
+            await store.approvals.resolve(appr["approval_id"], approve=True, by="late")
         rejected = next(e for e in await store.events.read(run_id) if e.type is EventType.APPROVAL_REJECTED)
         assert rejected.payload["expired"] is True and rejected.payload["by"] == "system"
     finally:
@@ -216,10 +216,10 @@ async def test_late_approval_after_expiry_never_executes(db_url: str) -> None:
         run_id = await start(store, agent)
         async with Running(store, [agent], sweep_interval_s=60) as w:  # no sweeper: the approval call itself expires it
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
-            [appr] = await store.list_approvals()
+            [appr] = await store.approvals.page()
             await asyncio.sleep(0.3)
             with pytest.raises(ConflictError, match="expired"):
-                await store.resolve_approval(appr["approval_id"], approve=True, by="late")
+                await store.approvals.resolve(appr["approval_id"], approve=True, by="late")
             assert await w.settle(run_id) is RunStatus.COMPLETED
         assert CALLS == []
     finally:
@@ -275,11 +275,11 @@ async def test_failures_retry_then_escalate_then_human_answer_completes(db_url: 
             # the model saw every earlier error (accumulated context)
             tool_msgs = [m for m in model.requests[-1].messages if m.role == "tool"]
             assert len(tool_msgs) == 2 and all("backend unavailable" in (m.content or "") for m in tool_msgs)
-            [req] = await store.list_human_requests()
+            [req] = await store.escalations.page()
             assert req["kind"] == "step_failed" and req["options"] == ["retry", "answer", "abandon"]
             with pytest.raises(ValidationError):
-                await store.resolve_human_request(req["request_id"], action="explode", by="ann")
-            await store.resolve_human_request(req["request_id"], action="answer", answer="use cached data", by="ann")
+                await store.escalations.resolve(req["request_id"], action="explode", by="ann")
+            await store.escalations.resolve(req["request_id"], action="answer", answer="use cached data", by="ann")
             assert await w.settle(run_id) is RunStatus.COMPLETED
         rec = await store.runs.get(run_id)
         assert rec.state.output is not None and rec.state.output.startswith("final:")
@@ -288,7 +288,7 @@ async def test_failures_retry_then_escalate_then_human_answer_completes(db_url: 
         ]
         assert fold(await store.events.read(run_id)) == rec.state
         with pytest.raises(ConflictError):
-            await store.resolve_human_request(req["request_id"], action="retry", by="bob")
+            await store.escalations.resolve(req["request_id"], action="retry", by="bob")
     finally:
         await store.close()
 
@@ -300,9 +300,9 @@ async def test_model_failures_escalate_and_abandon_fails_the_run(db_url: str) ->
         run_id = await start(store, agent)
         async with Running(store, [agent]) as w:
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_HUMAN
-            [req] = await store.list_human_requests()
+            [req] = await store.escalations.page()
             assert req["detail"]["step_kind"] == "MODEL_CALL"
-            await store.resolve_human_request(req["request_id"], action="abandon", by="ann", instructions="wrong model")
+            await store.escalations.resolve(req["request_id"], action="abandon", by="ann", instructions="wrong model")
             assert await w.settle(run_id) is RunStatus.FAILED
         rec = await store.runs.get(run_id)
         assert (rec.state.error or "").startswith("abandoned by ann: wrong model (last error: ")
@@ -320,12 +320,12 @@ async def test_retry_with_instructions_and_answer_for_model_step(db_url: str) ->
         run_id = await start(store, agent)
         async with Running(store, [agent]) as w:
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_HUMAN
-            [req] = await store.list_human_requests()
-            await store.resolve_human_request(req["request_id"], action="retry", by="ann", instructions="be brief")
+            [req] = await store.escalations.page()
+            await store.escalations.resolve(req["request_id"], action="retry", by="ann", instructions="be brief")
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_HUMAN
-            [req2] = await store.list_human_requests()
+            [req2] = await store.escalations.page()
             assert req2["request_id"] != req["request_id"]
-            await store.resolve_human_request(req2["request_id"], action="answer", answer="42", by="ann")
+            await store.escalations.resolve(req2["request_id"], action="answer", answer="42", by="ann")
             assert await w.settle(run_id) is RunStatus.COMPLETED
         assert (await store.runs.get(run_id)).state.output == "42"
     finally:
@@ -340,10 +340,10 @@ async def test_other_workspace_cannot_see_or_resolve(db_url: str) -> None:
         await store.workspaces.ensure("other")
         async with Running(store, [agent]) as w:
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
-            [appr] = await store.list_approvals()
-            assert await store.list_approvals(workspace_id="other") == []
+            [appr] = await store.approvals.page()
+            assert await store.approvals.page(workspace_id="other") == []
             with pytest.raises(NotFoundError):
-                await store.resolve_approval(appr["approval_id"], approve=True, by="eve", workspace_id="other")
+                await store.approvals.resolve(appr["approval_id"], approve=True, by="eve", workspace_id="other")
         assert CALLS == []
     finally:
         await store.close()
@@ -361,8 +361,8 @@ async def test_one_decision_one_execution_across_forks(db_url: str) -> None:
         run_id = await start(store, agent)
         async with Running(store, [agent]) as w:
             assert await w.settle(run_id) is RunStatus.WAITING_FOR_APPROVAL
-            [appr] = await store.list_approvals()
-            await store.resolve_approval(appr["approval_id"], approve=True, by="ann")
+            [appr] = await store.approvals.page()
+            await store.approvals.resolve(appr["approval_id"], approve=True, by="ann")
             assert await w.settle(run_id) is RunStatus.COMPLETED
             assert len(CALLS) == 1
             events = await store.events.read(run_id)
@@ -371,7 +371,7 @@ async def test_one_decision_one_execution_across_forks(db_url: str) -> None:
             for fork in forks:
                 assert await w.settle(fork.run_id) is RunStatus.WAITING_FOR_APPROVAL
             assert len(CALLS) == 1
-            pending = await store.list_approvals(statuses=["pending"])
+            pending = await store.approvals.page(statuses=["pending"])
             assert sorted(a["run_id"] for a in pending) == sorted(f.run_id for f in forks)
             assert appr["approval_id"] not in {a["approval_id"] for a in pending}
             # every other fork point: none executes the call without a decision of its own
@@ -383,7 +383,7 @@ async def test_one_decision_one_execution_across_forks(db_url: str) -> None:
             assert len(CALLS) == 1
             # a fork's own approval authorises that fork's call, once
             mine = next(a for a in pending if a["run_id"] == forks[0].run_id)
-            await store.resolve_approval(mine["approval_id"], approve=True, by="ann")
+            await store.approvals.resolve(mine["approval_id"], approve=True, by="ann")
             assert await w.settle(forks[0].run_id) is RunStatus.COMPLETED
             assert len(CALLS) == 2
             for fork in forks:
@@ -417,14 +417,14 @@ async def test_resume_does_not_repeat_an_approved_call(db_url: str) -> None:
         )
         async with Running(store, [agent]) as w:
             assert await w.settle(rec.run_id) is RunStatus.WAITING_FOR_APPROVAL
-            [appr] = await store.list_approvals()
-            await store.resolve_approval(appr["approval_id"], approve=True, by="ann")
+            [appr] = await store.approvals.page()
+            await store.approvals.resolve(appr["approval_id"], approve=True, by="ann")
             assert await w.settle(rec.run_id) is RunStatus.FAILED  # the second call breaks max_tool_calls
             assert CALLS == [("wipe", {"target": "staging"})]
             await store.runs.resume(rec.run_id, policy={"max_tool_calls": 5})
             assert await w.settle(rec.run_id) is RunStatus.WAITING_FOR_APPROVAL
             assert CALLS == [("wipe", {"target": "staging"})]
-            [again] = await store.list_approvals(statuses=["pending"])
+            [again] = await store.approvals.page(statuses=["pending"])
             assert again["arguments"] == {"target": "prod"}
     finally:
         await store.close()

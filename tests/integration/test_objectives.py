@@ -210,10 +210,10 @@ async def test_four_rejections_escalate_and_a_person_retries_with_modifications(
         agents = registry(plan_of(plan), qa, lambda t, _r: "result, " + ("use tabs" if "use tabs" in t else "spaces"))
 
         async def escalated() -> bool:
-            return len(await store.list_human_requests(workspace_id="default")) == 2
+            return len(await store.escalations.page(workspace_id="default")) == 2
 
         run_id = await run_objective(store, agents, ObjectiveConfig(goal="g"), stop_when=escalated)
-        [req] = [r for r in await store.list_human_requests(workspace_id="default") if r["detail"]["task_id"] == "a"]
+        [req] = [r for r in await store.escalations.page(workspace_id="default") if r["detail"]["task_id"] == "a"]
         assert req["kind"] == "task_rejected"
         assert req["detail"]["task_id"] == "a" and req["detail"]["objective_run_id"] == run_id
         assert len(req["detail"]["attempts"]) == 4
@@ -223,12 +223,12 @@ async def test_four_rejections_escalate_and_a_person_retries_with_modifications(
         assert tasks["a"]["status"] == "waiting_human"
         assert tasks["c"]["status"] == "waiting_human"  # c (also rejected 4 times) waits too
 
-        await store.resolve_human_request(
+        await store.escalations.resolve(
             req["request_id"], action="retry", by="ann", instructions="use tabs", answer=None, workspace_id="default"
         )
         # c: a person answers with the instructions of a new task that replaces it
-        [other] = await store.list_human_requests(workspace_id="default")
-        await store.resolve_human_request(
+        [other] = await store.escalations.page(workspace_id="default")
+        await store.escalations.resolve(
             other["request_id"],
             action="answer",
             by="ann",
@@ -437,19 +437,19 @@ async def test_git_worktrees_merge_approved_work_and_conflicts_go_to_a_person(db
         agents = registry(plan_of(plan), accept_all, writer(files), tools=[filesystem.write_file])
 
         async def conflicted() -> bool:
-            return any(r["kind"] == "merge_conflict" for r in await store.list_human_requests(workspace_id="default"))
+            return any(r["kind"] == "merge_conflict" for r in await store.escalations.page(workspace_id="default"))
 
         run_id = await run_objective(
             store, agents, ObjectiveConfig(goal="g", repo=str(repo), max_concurrent_workers=3), stop_when=conflicted
         )
-        [req] = await store.list_human_requests(workspace_id="default")
+        [req] = await store.escalations.page(workspace_id="default")
         assert req["detail"]["task_id"] in ("hello", "clash")
         with pytest.raises(ConflictError, match="clean up after it ends"):
             await service.cleanup_worktrees(store, run_id)
         assert req["detail"]["conflicts"] == ["hello.py"]
         assert "<<<<<<<" in req["detail"]["diff"] or "hello.py" in req["detail"]["diff"]
         assert git(repo, "status", "--porcelain") == ""  # the failed merge was aborted
-        await store.resolve_human_request(
+        await store.escalations.resolve(
             req["request_id"], action="abandon", by="ann", instructions=None, answer=None, workspace_id="default"
         )
         worker = Worker(store, agents, config=WorkerConfig(poll_interval_s=0.05))
@@ -581,13 +581,13 @@ async def test_abandoning_an_escalated_task_answers_its_question(db_url: str) ->
         agents = registry(plan_of(TWO[:1]), reject)
 
         async def escalated() -> bool:
-            return bool(await store.list_human_requests(workspace_id="default"))
+            return bool(await store.escalations.page(workspace_id="default"))
 
         run_id = await run_objective(store, agents, ObjectiveConfig(goal="g", max_attempts=1), stop_when=escalated)
         view = await until_ok(lambda: service.abandon_task(store, run_id, "a", by="ann"))
         assert {t["task_id"]: t["status"] for t in view["tasks"]} == {"a": "abandoned"}
-        assert await store.list_human_requests(workspace_id="default") == []
-        [req] = await store.list_human_requests(workspace_id="default", statuses=["resolved"])
+        assert await store.escalations.page(workspace_id="default") == []
+        [req] = await store.escalations.page(workspace_id="default", statuses=["resolved"])
         assert req["resolved_by"] == "ann" and req["resolution"]["action"] == "abandon"
         worker = Worker(store, agents, config=WorkerConfig(poll_interval_s=0.05))
         wt = asyncio.ensure_future(worker.run())
@@ -612,7 +612,7 @@ async def test_cleanup_after_a_cancel_while_waiting(db_url: str, tmp_path: Path)
         agents = registry(plan_of(TWO[:1]), reject, writer(files), tools=[filesystem.write_file])
 
         async def escalated() -> bool:
-            return bool(await store.list_human_requests(workspace_id="default"))
+            return bool(await store.escalations.page(workspace_id="default"))
 
         config = ObjectiveConfig(goal="g", repo=str(repo), max_attempts=1)
         run_id = await run_objective(store, agents, config, stop_when=escalated)

@@ -116,8 +116,8 @@ async def test_a_step_answered_by_a_person_gets_its_steps_row(db_url: str) -> No
         assert await settle(store, [agent], run_id) is RunStatus.WAITING_FOR_HUMAN
         rows = await store.steps.read(run_id)
         assert len(rows) == 1  # the model call; the charge is uncertain
-        [req] = await store.list_human_requests()
-        await store.resolve_human_request(req["request_id"], action="answer", answer="charged 42", by="ops")
+        [req] = await store.escalations.page()
+        await store.escalations.resolve(req["request_id"], action="answer", answer="charged 42", by="ops")
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
         assert CHARGES == [42]
         rows = await store.steps.read(run_id)
@@ -145,8 +145,8 @@ async def test_a_rejected_call_gets_its_steps_row(db_url: str) -> None:
         agent = Agent(name="ops", model=ScriptedModel(script), tools=[wipe])
         run_id = await start(store, agent)
         assert await settle(store, [agent], run_id) is RunStatus.WAITING_FOR_APPROVAL
-        [appr] = await store.list_approvals()
-        await store.resolve_approval(appr["approval_id"], approve=False, by="ann", reason="not prod")
+        [appr] = await store.approvals.page()
+        await store.approvals.resolve(appr["approval_id"], approve=False, by="ann", reason="not prod")
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
         rows = await store.steps.read(run_id)
         assert [(r.kind.value, r.status) for r in rows] == [
@@ -266,7 +266,7 @@ async def test_a_call_the_tool_reports_as_done_is_recorded_without_a_person(db_u
         key = idempotency_key(run_id, 1)
         assert KEYS == [key] and LEDGER == {key: 7}  # called once
         assert (await store.runs.get(run_id)).state.output == f"charged 7 ({key})"
-        assert await store.list_human_requests(statuses=None) == []
+        assert await store.escalations.page(statuses=None) == []
         events = await store.events.read(run_id)
         [decided] = reconciled_events(events)
         assert decided["outcome"] == "happened" and decided["decision"] == "record"
@@ -307,11 +307,11 @@ async def test_a_reconcile_that_fails_asks_a_person_and_says_why(db_url: str) ->
         await crash_mid_call(store, agent, run_id, KEYS)
         assert await settle(store, [agent], run_id) is RunStatus.WAITING_FOR_HUMAN
         assert len(KEYS) == 1
-        [req] = await store.list_human_requests()
+        [req] = await store.escalations.page()
         assert req["kind"] == "uncertain_tool_call" and "ConnectionError: ledger unreachable" in req["question"]
         [decided] = reconciled_events(await store.events.read(run_id))
         assert decided["outcome"] == "cannot_tell" and decided["decision"] == "ask"
-        await store.resolve_human_request(req["request_id"], action="answer", answer="charged 7", by="ops")
+        await store.escalations.resolve(req["request_id"], action="answer", answer="charged 7", by="ops")
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
         await assert_steps_agree(store, run_id)
     finally:
@@ -329,7 +329,7 @@ async def test_a_keyed_tool_is_called_again_with_the_same_key(db_url: str) -> No
         assert KEYS == [key, key] and LEDGER == {key: 7}  # two calls, one charge
         [decided] = reconciled_events(await store.events.read(run_id))
         assert decided["outcome"] == "cannot_tell" and decided["decision"] == "run"
-        assert await store.list_human_requests(statuses=None) == []
+        assert await store.escalations.page(statuses=None) == []
     finally:
         await store.close()
 
@@ -349,8 +349,8 @@ async def test_migration_0016_rebuilds_the_missing_steps_rows(db_url: str) -> No
         agent = Agent(name="ops", model=ScriptedModel(script), tools=[wipe])
         run_id = await start(store, agent)
         assert await settle(store, [agent], run_id) is RunStatus.WAITING_FOR_APPROVAL
-        [appr] = await store.list_approvals()
-        await store.resolve_approval(appr["approval_id"], approve=False, by="ann", reason="not prod")
+        [appr] = await store.approvals.page()
+        await store.approvals.resolve(appr["approval_id"], approve=False, by="ann", reason="not prod")
         assert await settle(store, [agent], run_id) is RunStatus.COMPLETED
         before = [r.to_json() for r in await store.steps.read(run_id)]
     finally:

@@ -171,7 +171,7 @@ async def test_approval_notification_is_signed_and_carries_no_secrets(store: Sto
     assert req.headers["x-maestro-event"] == "approval.requested"
     assert req.headers["x-maestro-delivery"] == delivery["delivery_id"]
     doc = req.json()
-    [approval] = await store.list_approvals()
+    [approval] = await store.approvals.page()
     assert doc["id"] == delivery["delivery_id"] and doc["event"] == "approval.requested"
     assert doc["run"]["run_id"] == run_id and doc["run"]["agent"] == "ops"
     assert doc["run"]["status"] == "WAITING_FOR_APPROVAL"
@@ -499,7 +499,7 @@ async def test_waiting_for_a_person_is_notified_in_every_format(store: Store, rx
     run_id = await start(store, agent)
     await settle(store, [agent], [run_id])
     assert (await store.runs.get(run_id)).status.value == "WAITING_FOR_HUMAN"
-    [request] = await store.list_human_requests()
+    [request] = await store.escalations.page()
     dispatcher = wh.Dispatcher(store, FAST)
     [delivery] = await until_delivered(store, dispatcher, hook["webhook_id"], 1)
     for other in (slack, telegram):

@@ -253,15 +253,13 @@ async def test_failures_and_skips(db_url: str) -> None:
         task = asyncio.create_task(w.run())
 
         async def both_escalated() -> bool:
-            return len(await store.list_human_requests()) == 2
+            return len(await store.escalations.page()) == 2
 
         try:
             await until(store, both_escalated)
             # The failing node escalates to a human (governance applies to nodes); abandon it.
-            for req in await store.list_human_requests():
-                await store.resolve_human_request(
-                    req["request_id"], action="abandon", by="test", workspace_id="default"
-                )
+            for req in await store.escalations.page():
+                await store.escalations.resolve(req["request_id"], action="abandon", by="test", workspace_id="default")
             await until(store, lambda: finished(store, ids[0]))
             await until(store, lambda: finished(store, ids[1]))
         finally:

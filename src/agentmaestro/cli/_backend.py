@@ -358,7 +358,7 @@ class LocalBackend:
 
     async def list_approvals(self, statuses: Sequence[str] | None, *, before: str | None, limit: int) -> list[JSON]:
         """Approvals of the workspace."""
-        return await self.store.list_approvals(
+        return await self.store.approvals.page(
             workspace_id=self.workspace, statuses=statuses, before=before, limit=limit
         )
 
@@ -367,7 +367,7 @@ class LocalBackend:
     ) -> JSON:
         """Decide and audit."""
         await self.store.workspaces.ensure(self.workspace)
-        row = await self.store.resolve_approval(
+        row = await self.store.approvals.resolve(
             approval_id, approve=approve, by=by, reason=reason, arguments=arguments, workspace_id=self.workspace
         )
         detail = {
@@ -384,7 +384,7 @@ class LocalBackend:
         self, statuses: Sequence[str] | None, *, before: str | None, limit: int
     ) -> list[JSON]:
         """Escalations of the workspace."""
-        return await self.store.list_human_requests(
+        return await self.store.escalations.page(
             workspace_id=self.workspace, statuses=statuses, before=before, limit=limit
         )
 
@@ -393,7 +393,7 @@ class LocalBackend:
     ) -> JSON:
         """Resolve and audit."""
         await self.store.workspaces.ensure(self.workspace)
-        row = await self.store.resolve_human_request(
+        row = await self.store.escalations.resolve(
             request_id, action=action, by=by, instructions=instructions, answer=answer, workspace_id=self.workspace
         )
         await self._audit("human_request.resolve", request_id, {"run_id": row["run_id"], "action": action, "by": by})

@@ -343,7 +343,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.config.sweep_interval_s)
             try:
-                await self.store.expire_approvals()
+                await self.store.approvals.expire()
             except Exception:
                 log.exception("approval sweep failed")
 

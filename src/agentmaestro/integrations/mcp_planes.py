@@ -165,7 +165,7 @@ class StorePlane:
         self, statuses: list[str] | None, *, run_id: str | None = None, before: str | None = None, limit: int = 100
     ) -> list[JSON]:
         """The workspace's approvals, newest first."""
-        return await self._store().list_approvals(
+        return await self._store().approvals.page(
             workspace_id=self._caller().workspace_id,
             statuses=statuses,
             run_ids=None if run_id is None else [run_id],
@@ -178,7 +178,7 @@ class StorePlane:
         caller = self._caller()
         caller.require_operator("resolve_approval")
         store = self._store()
-        row = await store.resolve_approval(
+        row = await store.approvals.resolve(
             approval_id,
             approve=approve,
             by=caller.actor,

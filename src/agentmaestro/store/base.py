@@ -25,7 +25,6 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
 from agentmaestro.store import _budget, _keys, _memory, _ops
-from agentmaestro.store import _interventions as _iv
 from agentmaestro.store.dialects import (
     SessionTimeouts,
     apply_session_timeouts,
@@ -40,11 +39,13 @@ from agentmaestro.store.records import (
     Reservation,
     RunRecord,
 )
-from agentmaestro.store.schema import DEFAULT_WORKSPACE
+from agentmaestro.store.wakeups import RUNNABLE, STATUSES_KEY, StatusWatchers, Waiters
 
 if TYPE_CHECKING:
     from agentmaestro.store.agents import AgentRepository
+    from agentmaestro.store.approvals import ApprovalRepository
     from agentmaestro.store.budgets import BudgetRepository
+    from agentmaestro.store.escalations import EscalationRepository
     from agentmaestro.store.events import EventRepository
     from agentmaestro.store.leases import LeaseRepository
     from agentmaestro.store.runs import RunRepository
@@ -61,8 +62,6 @@ NOTIFY_CHANNEL = "maestro_runs"
 EVENTS_CHANNEL = "maestro_events"
 """NOTIFY channel naming the runs that got new events (comma-separated run ids), sent on commit."""
 _EVENT_RUNS = _ops.EVENT_RUNS_KEY
-STATUSES_KEY = "maestro.statuses"
-"""``conn.info`` key: new statuses a write transaction knows (run id -> status), for status watchers."""
 DELTAS_CHANNEL = "maestro_deltas"
 """NOTIFY channel of live model text deltas (see engine/deltas.py); listened to only by API servers."""
 _NOTIFY_PAYLOAD_MAX = 7000  # PostgreSQL caps a NOTIFY payload at 8000 bytes
@@ -82,131 +81,6 @@ def _collect_event_runs(
         for row in multiparams or (params,):
             if isinstance(row, dict) and "run_id" in row:
                 runs.add(row["run_id"])
-
-
-# -------------------------------------------------------------------------------------------------
-RUNNABLE = "runnable"
-"""Wake-up key: a run became claimable."""
-
-
-class Waiters:
-    """In-process wake-ups keyed by string ("runnable", "run:<id>", "any")."""
-
-    def __init__(self) -> None:
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self._lock = threading.Lock()
-
-    async def wait(self, keys: Sequence[str], timeout: float | None) -> bool:
-        """Wait until one of ``keys`` is notified or ``timeout`` passes; True if notified."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            for k in keys:
-                self._waiters.setdefault(k, set()).add(fut)
-        try:
-            await asyncio.wait_for(fut, timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            with self._lock:
-                for k in keys:
-                    s = self._waiters.get(k)
-                    if s is not None:
-                        s.discard(fut)
-                        if not s:
-                            del self._waiters[k]
-
-    def notify(self, keys: Collection[str]) -> None:
-        """Wake everyone waiting on any of ``keys`` (thread-safe)."""
-        with self._lock:
-            futs = [f for k in keys for f in self._waiters.get(k, ())]
-        for f in futs:
-            try:
-                f.get_loop().call_soon_threadsafe(_resolve, f)
-            except RuntimeError:  # the waiter's loop is closed
-                pass
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-StatusTest = Callable[[RunStatus], bool]
-"""Whether a run status is one a waiter waits for."""
-
-
-class StatusWatchers:
-    """In-process waiters for a run to reach a status, told the status by the commit that made it.
-
-    A commit of this process names the run's new status, so a waiter wakes only when that status is
-    one it waits for (no database read per step). A change this process cannot see the status of (an
-    operator action, a run resumed by its child, another process's commit) wakes it with ``None``:
-    read the run again.
-    """
-
-    def __init__(self) -> None:
-        self._watchers: dict[str, set[tuple[asyncio.Future[RunStatus | None], StatusTest]]] = {}
-        self._seen: dict[str, float] = {}  # watched run -> when a commit of this process last named its status
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def watch(self, run_id: str, test: StatusTest) -> Iterator[asyncio.Future[RunStatus | None]]:
-        """A future resolved with a status passing ``test``, or None on a change to read again."""
-        fut: asyncio.Future[RunStatus | None] = asyncio.get_running_loop().create_future()
-        entry = (fut, test)
-        with self._lock:
-            self._watchers.setdefault(run_id, set()).add(entry)
-        try:
-            yield fut
-        finally:
-            with self._lock:
-                s = self._watchers.get(run_id)
-                if s is not None:
-                    s.discard(entry)
-                    if not s:
-                        del self._watchers[run_id]
-                        self._seen.pop(run_id, None)
-
-    def __len__(self) -> int:
-        """How many runs are waited for."""
-        return len(self._watchers)
-
-    def quiet_run_ids(self, quiet_s: float) -> list[str]:
-        """The runs waited for that no commit of this process has named a status of for ``quiet_s`` seconds.
-
-        Those are the ones another process may be changing: a run this process drives commits often.
-        """
-        limit = time.monotonic() - quiet_s
-        with self._lock:
-            return [r for r in self._watchers if self._seen.get(r, 0.0) < limit]
-
-    def changed(self, run_ids: Collection[str], statuses: Mapping[str, RunStatus] | None = None) -> None:
-        """Runs changed; ``statuses`` has the new status of those whose commit this process made (thread-safe)."""
-        if not self._watchers:
-            return
-        wake: list[tuple[asyncio.Future[RunStatus | None], RunStatus | None]] = []
-        now = time.monotonic()
-        with self._lock:
-            for run_id in run_ids:
-                entries = self._watchers.get(run_id)
-                if not entries:
-                    continue
-                status = statuses.get(run_id) if statuses else None
-                if status is not None:
-                    self._seen[run_id] = now
-                wake.extend((fut, status) for fut, test in entries if status is None or test(status))
-        for fut, status in wake:
-            try:
-                fut.get_loop().call_soon_threadsafe(_deliver, fut, status)
-            except RuntimeError:  # the waiter's loop is closed
-                pass
-
-
-def _deliver(fut: asyncio.Future[RunStatus | None], status: RunStatus | None) -> None:
-    if not fut.done():
-        fut.set_result(status)
 
 
 class Store:
@@ -367,6 +241,20 @@ class Store:
 
         return EventRepository(self)
 
+    @cached_property
+    def approvals(self) -> ApprovalRepository:
+        """Pending and decided approvals of gated tool calls."""
+        from agentmaestro.store.approvals import ApprovalRepository
+
+        return ApprovalRepository(self)
+
+    @cached_property
+    def escalations(self) -> EscalationRepository:
+        """Human requests (escalations) of runs."""
+        from agentmaestro.store.escalations import EscalationRepository
+
+        return EscalationRepository(self)
+
     # ------------------------------------------------------------------------------- plumbing
 
     @property
@@ -520,125 +408,6 @@ class Store:
     # ------------------------------------------------------------------------- operator side
 
     # ------------------------------------------------------------------- human decisions
-
-    async def list_approvals(
-        self,
-        *,
-        workspace_id: str | None = DEFAULT_WORKSPACE,
-        statuses: Collection[str] | None = ("pending",),
-        run_ids: Collection[str] | None = None,
-        before: str | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        """Approvals (pending by default), newest first, at most ``limit``.
-
-        ``before`` is a cursor: the last ``approval_id`` of the previous page. ``run_ids`` keeps those runs' only.
-        """
-        return await self._read(_iv.list_approvals, workspace_id, statuses, limit, run_ids=run_ids, before=before)
-
-    async def get_approval(self, approval_id: str, *, workspace_id: str | None = None) -> dict[str, Any]:
-        """One approval."""
-        return await self._read(_iv.get_approval, approval_id, workspace_id)
-
-    async def resolve_approval(
-        self,
-        approval_id: str,
-        *,
-        approve: bool,
-        by: str,
-        reason: str = "",
-        arguments: dict[str, Any] | None = None,
-        workspace_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Approve (optionally with edited arguments) or reject a pending tool call.
-
-        Raises:
-            NotFoundError: unknown approval (or another workspace's).
-            ConflictError: already decided, or expired (the expiry is recorded and the call denied).
-        """
-
-        def op(conn: Connection) -> tuple[RunRecord, dict[str, Any]]:
-            out = _iv.resolve_approval(
-                conn,
-                approval_id,
-                workspace_id,
-                approve=approve,
-                by=by,
-                reason=reason,
-                arguments=arguments,
-                now=time.time(),
-            )
-            self._pg_notify(conn)
-            return out
-
-        rec, row = await self._write(op)
-        self._notify_runs([rec.run_id], runnable=True)
-        if row.get("error"):
-            raise ConflictError(row["error"])
-        return row
-
-    async def expire_approvals(self) -> list[str]:
-        """Deny every pending approval past its expiry; returns the affected run ids."""
-
-        def op(conn: Connection) -> list[str]:
-            out = _iv.expire_approvals(conn, time.time())
-            if out:
-                self._pg_notify(conn)
-            return out
-
-        touched = await self._write(op)
-        if touched:
-            self._notify_runs(touched, runnable=True)
-        return touched
-
-    async def list_human_requests(
-        self,
-        *,
-        workspace_id: str | None = DEFAULT_WORKSPACE,
-        statuses: Collection[str] | None = ("pending",),
-        run_ids: Collection[str] | None = None,
-        before: str | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        """Escalations (pending by default), newest first, at most ``limit``.
-
-        ``before`` is a cursor: the last ``request_id`` of the previous page. ``run_ids`` keeps those runs' only.
-        """
-        return await self._read(_iv.list_human_requests, workspace_id, statuses, limit, run_ids=run_ids, before=before)
-
-    async def get_human_request(self, request_id: str, *, workspace_id: str | None = None) -> dict[str, Any]:
-        """One escalation."""
-        return await self._read(_iv.get_human_request, request_id, workspace_id)
-
-    async def resolve_human_request(
-        self,
-        request_id: str,
-        *,
-        action: str,
-        by: str,
-        instructions: str | None = None,
-        answer: str | None = None,
-        workspace_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Retry (optionally with instructions), answer in place of the step, or abandon the run."""
-
-        def op(conn: Connection) -> tuple[RunRecord, dict[str, Any]]:
-            out = _iv.resolve_human_request(
-                conn,
-                request_id,
-                workspace_id,
-                action=action,
-                by=by,
-                instructions=instructions,
-                answer=answer,
-                now=time.time(),
-            )
-            self._pg_notify(conn)
-            return out
-
-        rec, row = await self._write(op)
-        self._notify_runs([rec.run_id], runnable=True)
-        return row
 
     # --------------------------------------------------------------------------- memory
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from agentmaestro.store import _ops
-from agentmaestro.store.base import RUNNABLE, STATUSES_KEY
 from agentmaestro.store.records import Claim, HeartbeatResult
+from agentmaestro.store.wakeups import RUNNABLE, STATUSES_KEY
 
 if TYPE_CHECKING:
     from agentmaestro.store.base import Store

@@ -17,9 +17,9 @@ from sqlalchemy import Connection
 
 from agentmaestro.store import _ops
 from agentmaestro.store._ops import NewRun
-from agentmaestro.store.base import STATUSES_KEY, StatusTest
 from agentmaestro.store.records import RunRecord
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
+from agentmaestro.store.wakeups import STATUSES_KEY, StatusTest
 
 if TYPE_CHECKING:
     from agentmaestro.store.base import Store

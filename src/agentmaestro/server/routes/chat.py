@@ -406,8 +406,8 @@ async def _pending(store: Store, rec: RunRecord) -> list[dict[str, Any]]:
     ws = rec.workspace_id
     tree = {rec.run_id} if status != "WAITING_FOR_CHILDREN" else await _subtree(store, rec.run_id, ws)
     # One pending item per waiting run at most: the tree's size bounds the lists.
-    out = [chat.pending_json(approval=a) for a in await store.list_approvals(workspace_id=ws, run_ids=tree, limit=2000)]
-    humans = await store.list_human_requests(workspace_id=ws, run_ids=tree, limit=2000)
+    out = [chat.pending_json(approval=a) for a in await store.approvals.page(workspace_id=ws, run_ids=tree, limit=2000)]
+    humans = await store.escalations.page(workspace_id=ws, run_ids=tree, limit=2000)
     out += [chat.pending_json(human=h) for h in humans]
     return out
 

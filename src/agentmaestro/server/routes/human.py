@@ -30,7 +30,7 @@ async def list_approvals(
     limit: PageSize = 100,
 ) -> dict[str, Any]:
     """Tool calls held for a decision in the caller's workspace, newest first, with cursor pagination."""
-    rows = await store.list_approvals(
+    rows = await store.approvals.page(
         workspace_id=principal.workspace_id,
         statuses=status or ["pending"],
         run_ids=None if run_id is None else [run_id],
@@ -43,7 +43,7 @@ async def list_approvals(
 @router.get("/approvals/{approval_id}", response_model=schemas.Approval, summary="Get an approval")
 async def get_approval(approval_id: str, principal: Viewer, store: StoreDep) -> dict[str, Any]:
     """One approval."""
-    return await store.get_approval(approval_id, workspace_id=principal.workspace_id)
+    return await store.approvals.get(approval_id, workspace_id=principal.workspace_id)
 
 
 @router.post("/approvals/{approval_id}", response_model=schemas.Approval, summary="Approve or reject")
@@ -51,7 +51,7 @@ async def decide(
     approval_id: str, body: schemas.ApprovalDecision, principal: Operator, store: StoreDep
 ) -> dict[str, Any]:
     """Approve (optionally with edited arguments: the approval binds to them) or reject with a reason."""
-    row = await store.resolve_approval(
+    row = await store.approvals.resolve(
         approval_id,
         approve=body.decision == "approve",
         by=principal.actor,
@@ -80,7 +80,7 @@ async def list_requests(
     limit: PageSize = 100,
 ) -> dict[str, Any]:
     """Runs waiting for a person in the caller's workspace, newest first, with cursor pagination."""
-    rows = await store.list_human_requests(
+    rows = await store.escalations.page(
         workspace_id=principal.workspace_id,
         statuses=status or ["pending"],
         run_ids=None if run_id is None else [run_id],
@@ -95,7 +95,7 @@ async def resolve(
     request_id: str, body: schemas.HumanResolution, principal: Operator, store: StoreDep
 ) -> dict[str, Any]:
     """Retry (with optional new instructions), answer in place of the step, or abandon the run."""
-    row = await store.resolve_human_request(
+    row = await store.escalations.resolve(
         request_id,
         action=body.action,
         by=principal.actor,

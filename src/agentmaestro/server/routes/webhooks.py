@@ -347,7 +347,7 @@ async def _check(
         if exc.code == "link_expired" or "another approval" in str(exc):
             raise APIError(403, exc.code, str(exc)) from None
         raise APIError(401, "unauthenticated", str(exc)) from None  # not made by this server
-    approval = await store.get_approval(approval_id, workspace_id=claim.workspace_id)
+    approval = await store.approvals.get(approval_id, workspace_id=claim.workspace_id)
     revoked = link_revocation(claim, await store.webhook_read(sql.load_webhook, claim.channel))
     if revoked is not None:
         raise APIError(403, "link_revoked", revoked)
@@ -431,7 +431,7 @@ async def use_link(
         actor = f"link:{hook['name'] if hook else claim.channel}"[:200]
         approve = claim.decision == "approve"
         reason = f"{'approved' if approve else 'rejected'} with a link sent by webhook {claim.channel}"
-        row = await store.resolve_approval(
+        row = await store.approvals.resolve(
             approval_id, approve=approve, by=actor, reason=reason, arguments=None, workspace_id=claim.workspace_id
         )
         await store.audit(
