@@ -57,7 +57,7 @@ async def _make_keys(url: str) -> dict[str, str]:
     store = Store.open(url)
     try:
         await store.workspaces.ensure("default")
-        return {role: (await store.create_key("default", name=f"default-{role}", role=role))[1] for role in ROLES}
+        return {role: (await store.keys.create("default", name=f"default-{role}", role=role))[1] for role in ROLES}
     finally:
         await store.close()
 
@@ -452,6 +452,6 @@ async def _other_workspace_key(url: str) -> str:
     store = Store.open(url)
     try:
         await store.workspaces.ensure("other")
-        return (await store.create_key("other", name="other-operator", role="operator"))[1]
+        return (await store.keys.create("other", name="other-operator", role="operator"))[1]
     finally:
         await store.close()

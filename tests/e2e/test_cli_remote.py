@@ -101,7 +101,7 @@ def make_keys(url: str) -> dict[str, str]:
             await store.workspaces.ensure("default")
             out = {}
             for role in ("viewer", "operator", "admin"):
-                _row, out[role] = await store.create_key("default", name=f"cli-{role}", role=role)
+                _row, out[role] = await store.keys.create("default", name=f"cli-{role}", role=role)
             return out
         finally:
             await store.close()

@@ -33,7 +33,7 @@ def make_keys(url: str) -> dict[str, str]:
             out = {}
             for ws, role in (("default", "viewer"), ("default", "operator"), ("default", "admin"), ("other", "admin")):
                 await store.workspaces.ensure(ws)
-                _row, out[role if ws == "default" else "other"] = await store.create_key(
+                _row, out[role if ws == "default" else "other"] = await store.keys.create(
                     ws, name=f"{ws}-{role}", role=role
                 )
             return out

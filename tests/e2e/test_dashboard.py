@@ -106,7 +106,7 @@ def make_keys(url: str) -> dict[str, str]:
             await store.workspaces.ensure("default")
             keys = {}
             for role in ("viewer", "operator", "admin"):
-                _row, keys[role] = await store.create_key("default", name=f"ui-{role}", role=role)
+                _row, keys[role] = await store.keys.create("default", name=f"ui-{role}", role=role)
             return keys
         finally:
             await store.close()

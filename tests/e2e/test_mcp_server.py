@@ -193,7 +193,7 @@ async def test_stdio_on_a_database(tmp_path: Path) -> None:
     store = Store.open(db)
     try:
         assert (await store.runs.get(done["run_id"], "default")).status.value == "COMPLETED"
-        entries = await store.audit_entries("default", limit=100)
+        entries = await store.audit.page("default", limit=100)
         assert {e["action"] for e in entries} >= {"approval.approve", "workflow.run"}, entries
         assert all(e["actor"].startswith("cli:") for e in entries if e["action"] == "approval.approve"), entries
         started = {r.run_id: r.created_by for r in await store.runs.page(workspace_id="default", limit=100)}

@@ -45,7 +45,7 @@ def seed(url: str) -> tuple[list[str], list[str], list[str], str]:
                 await store.workspaces.ensure(ws)
                 new = NewRun(run_id=new_run_id(), workspace_id=ws, agent_name="a", input="x", spec={}, policy={})
                 ids += [r.run_id for r in await store.runs.create([new])]
-            _row, key = await store.create_key("default", name="op", role="operator")
+            _row, key = await store.keys.create("default", name="op", role="operator")
             return ids, key
         finally:
             await store.close()

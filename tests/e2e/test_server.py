@@ -21,7 +21,7 @@ def make_key(url: str, workspace: str, role: str) -> str:
         store = Store.open(url)
         try:
             await store.workspaces.ensure(workspace)
-            _row, key = await store.create_key(workspace, name=f"{workspace}-{role}", role=role)
+            _row, key = await store.keys.create(workspace, name=f"{workspace}-{role}", role=role)
             return key
         finally:
             await store.close()

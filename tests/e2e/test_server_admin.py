@@ -110,7 +110,7 @@ def test_keys_roles_and_audit(server: Server, db_url: str) -> None:
     async def system_chain() -> list[dict[str, Any]]:
         store = Store.open(db_url)
         try:
-            return await store.audit_entries("_system")
+            return await store.audit.page("_system")
         finally:
             await store.close()
 
@@ -519,6 +519,6 @@ def test_audit_checkpoint_over_http_and_the_remote_cli(
 async def _checkpoint_of_all(db_url: str) -> dict[str, Any]:
     store = Store.open(db_url)
     try:
-        return await store.audit_checkpoint()
+        return await store.audit.checkpoint()
     finally:
         await store.close()

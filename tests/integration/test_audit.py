@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from agentmaestro.cli import main
-from agentmaestro.store import _audit
-from agentmaestro.store._audit_verify import ChainReport
+from agentmaestro.store import audit
+from agentmaestro.store.audit import ChainReport
 from agentmaestro.store.base import Store
 
 N = 10_000
@@ -36,12 +36,12 @@ def pg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def entries(n: int, start: float = 1_700_000_000.0) -> list[_audit.NewEntry]:
+def entries(n: int, start: float = 1_700_000_000.0) -> list[audit.NewEntry]:
     return [
-        _audit.NewEntry(
+        audit.NewEntry(
             at=start + i * 0.001,
             actor=f"key:k{i % 7}",
-            action=_audit.ACTIONS[i % len(_audit.ACTIONS)],
+            action=audit.ACTIONS[i % len(audit.ACTIONS)],
             target=f"run_{i:06d}",
             detail={"i": i, "note": "é ✓", "cost": i / 3},
         )
@@ -51,7 +51,7 @@ def entries(n: int, start: float = 1_700_000_000.0) -> list[_audit.NewEntry]:
 
 def insert_chain(conn: sqlite3.Connection | psycopg.Connection, workspace: str, n: int) -> None:
     """Insert ``n`` chained entries with one executemany (chain computed in Python) and move the head."""
-    rows = _audit.chain_rows(workspace, 0, _audit.GENESIS_HASH, entries(n))
+    rows = audit.chain_rows(workspace, 0, audit.GENESIS_HASH, entries(n))
     cols = ("workspace_id", "seq", "at", "actor", "action", "target", "detail", "prev_hash", "hash", "scheme", "key_id")
     mark = "?" if isinstance(conn, sqlite3.Connection) else "%s"
     sql = f"INSERT INTO audit_log ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
@@ -68,7 +68,7 @@ def verify(url: str, workspace: str | None = None) -> list[ChainReport]:
     async def go() -> list[ChainReport]:
         store = Store.open(url)
         try:
-            return await store.verify_audit(workspace)
+            return await store.audit.verify(workspace)
         finally:
             await store.close()
 
@@ -81,19 +81,19 @@ def test_append_list_and_verify(db_url: str) -> None:
         try:
             await store.workspaces.ensure("w1")
             for i in range(5):
-                await store.audit("default", actor="key:a", action="run.cancel", target=f"r{i}", detail={"i": i})
-            await store.audit("w1", actor="cli:ann", action="workspace.create", target="w1")
-            rows = await store.audit_entries("default")
+                await store.audit.append("default", actor="key:a", action="run.cancel", target=f"r{i}", detail={"i": i})
+            await store.audit.append("w1", actor="cli:ann", action="workspace.create", target="w1")
+            rows = await store.audit.page("default")
             assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5]
-            assert rows[0]["prev_hash"] == _audit.GENESIS_HASH and rows[1]["prev_hash"] == rows[0]["hash"]
+            assert rows[0]["prev_hash"] == audit.GENESIS_HASH and rows[1]["prev_hash"] == rows[0]["hash"]
             assert rows[2]["detail"] == {"i": 2} and rows[2]["target"] == "r2"
-            assert _audit.entry_hash(rows[4]) == rows[4]["hash"]  # the served entry re-hashes as is
-            newest = await store.audit_entries("default", newest_first=True, limit=2)
+            assert audit.entry_hash(rows[4]) == rows[4]["hash"]  # the served entry re-hashes as is
+            newest = await store.audit.page("default", newest_first=True, limit=2)
             assert [r["seq"] for r in newest] == [5, 4]
-            assert [r["seq"] for r in await store.audit_entries("default", after_seq=3)] == [4, 5]
-            reports = await store.verify_audit()
+            assert [r["seq"] for r in await store.audit.page("default", after_seq=3)] == [4, 5]
+            reports = await store.audit.verify()
             assert [(r.workspace_id, r.entries, r.ok) for r in reports] == [("default", 5, True), ("w1", 1, True)]
-            assert (await store.verify_audit("nowhere"))[0].ok
+            assert (await store.audit.verify("nowhere"))[0].ok
         finally:
             await store.close()
 
@@ -108,12 +108,12 @@ def test_concurrent_appenders_never_fork_the_chain(db_url: str) -> None:
         try:
             await asyncio.gather(
                 *(
-                    s.audit("default", actor=f"s{j}", action="run.cancel", target=str(i))
+                    s.audit.append("default", actor=f"s{j}", action="run.cancel", target=str(i))
                     for i in range(40)
                     for j, s in enumerate((a, b))
                 )
             )
-            [report] = await a.verify_audit("default")
+            [report] = await a.audit.verify("default")
             assert report.ok and report.entries == 80 and report.head_seq == 80
         finally:
             await a.close()
@@ -138,7 +138,7 @@ TAMPERS: dict[str, tuple[Callable[[sqlite3.Connection], None], int, str]] = {
     "edit_and_rehash": (
         lambda c: c.execute(
             "UPDATE audit_log SET hash = ? WHERE seq = 7000",
-            (_audit.entry_hash({**_row(c, 7000), "actor": "x", "detail": {}}),),
+            (audit.entry_hash({**_row(c, 7000), "actor": "x", "detail": {}}),),
         ),
         7000,
         "hash",
@@ -188,7 +188,7 @@ def test_rehashed_edit_breaks_the_next_link(chain_template: Path, tmp_path: Path
         row = _row(conn, 600)
         forged = {**row, "actor": "key:mallory", "detail": {"i": 599, "note": "é ✓", "cost": 599 / 3}}
         conn.execute(
-            "UPDATE audit_log SET actor = ?, hash = ? WHERE seq = 600", ("key:mallory", _audit.entry_hash(forged))
+            "UPDATE audit_log SET actor = ?, hash = ? WHERE seq = 600", ("key:mallory", audit.entry_hash(forged))
         )
         conn.commit()
     [report] = verify(f"sqlite:///{path}")

@@ -20,8 +20,8 @@ from sqlalchemy import Connection, create_engine, text
 from agentmaestro.cli import main
 from agentmaestro.crypto import Keyring, generate_key
 from agentmaestro.errors import ValidationError
-from agentmaestro.store import _audit
-from agentmaestro.store._audit_verify import ChainReport
+from agentmaestro.store import audit
+from agentmaestro.store.audit import ChainReport
 from agentmaestro.store.base import Store
 from agentmaestro.store.dialects import normalize_url
 
@@ -39,7 +39,7 @@ def fill(db_url: str, workspaces: tuple[str, ...] = ("default",), n: int = N) ->
             for ws in workspaces:
                 await store.workspaces.ensure(ws)
                 for i in range(n):
-                    await store.audit(ws, actor="key:ops", action="run.cancel", target=f"r{i}", detail={"i": i})
+                    await store.audit.append(ws, actor="key:ops", action="run.cancel", target=f"r{i}", detail={"i": i})
         finally:
             await store.close()
 
@@ -50,7 +50,7 @@ def verify(db_url: str, workspace: str | None = "default", checkpoint: dict[str,
     async def go() -> list[ChainReport]:
         store = Store.open(db_url)
         try:
-            return await store.verify_audit(workspace, checkpoint=checkpoint)
+            return await store.audit.verify(workspace, checkpoint=checkpoint)
         finally:
             await store.close()
 
@@ -62,7 +62,7 @@ def checkpoint(db_url: str, workspace: str | None = None) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         store = Store.open(db_url)
         try:
-            return await store.audit_checkpoint(workspace)
+            return await store.audit.checkpoint(workspace)
         finally:
             await store.close()
 
@@ -101,21 +101,21 @@ def rewrite(conn: Connection, chain: list[dict[str, Any]], *, scheme: int, key: 
         conn.execute(
             text("SELECT hash FROM audit_log WHERE workspace_id = 'default' AND seq = :s"), {"s": chain[0]["seq"] - 1}
         ).scalar()
-        or _audit.GENESIS_HASH
+        or audit.GENESIS_HASH
     )
     for row in chain:
         if key is not None:
             row.update(prev_hash=prev, scheme=scheme, key_id=key.key_id)
-            row["hash"] = _audit.entry_hash(row, (key,))
+            row["hash"] = audit.entry_hash(row, (key,))
         else:  # no key: the plain SHA-256 anyone can compute, whatever the row claims
-            row.update(prev_hash=prev, scheme=scheme, key_id=row["key_id"] if scheme == _audit.SCHEME_HMAC else None)
-            row["hash"] = _audit.entry_hash({**row, "scheme": _audit.SCHEME_SHA256})
+            row.update(prev_hash=prev, scheme=scheme, key_id=row["key_id"] if scheme == audit.SCHEME_HMAC else None)
+            row["hash"] = audit.entry_hash({**row, "scheme": audit.SCHEME_SHA256})
         conn.execute(
             text(
                 "UPDATE audit_log SET actor = :actor, detail = :detail, prev_hash = :prev_hash, hash = :hash, "
                 "scheme = :scheme, key_id = :key_id WHERE workspace_id = 'default' AND seq = :seq"
             ),
-            {**row, "detail": _audit.canonical_json(row["detail"])},
+            {**row, "detail": audit.canonical_json(row["detail"])},
         )
         prev = row["hash"]
     conn.execute(
@@ -134,10 +134,10 @@ def chain(db_url: str) -> Iterator[str]:
 def test_entries_are_keyed_and_served_with_their_key_id(chain: str) -> None:
     with Attacker(chain) as conn:
         got = rows(conn)
-    assert {r["scheme"] for r in got} == {_audit.SCHEME_HMAC}
-    assert {r["key_id"] for r in got} == {_audit.chain_keys()[0].key_id}
+    assert {r["scheme"] for r in got} == {audit.SCHEME_HMAC}
+    assert {r["key_id"] for r in got} == {audit.chain_keys()[0].key_id}
     # the plain SHA-256 anyone can compute is not the entry's hash
-    assert _audit.entry_hash({**got[3], "scheme": _audit.SCHEME_SHA256}) != got[3]["hash"]
+    assert audit.entry_hash({**got[3], "scheme": audit.SCHEME_SHA256}) != got[3]["hash"]
 
 
 def test_edit_and_rechain_with_sha256_is_detected(chain: str) -> None:
@@ -145,7 +145,7 @@ def test_edit_and_rechain_with_sha256_is_detected(chain: str) -> None:
     with Attacker(chain) as conn:
         tail = rows(conn)[9:]
         tail[0]["actor"] = "key:mallory"
-        rewrite(conn, tail, scheme=_audit.SCHEME_HMAC)  # keyed scheme, but no key: fails on entry 10
+        rewrite(conn, tail, scheme=audit.SCHEME_HMAC)  # keyed scheme, but no key: fails on entry 10
     report = verify(chain)
     assert not report.ok and report.broken_seq == 10, report
 
@@ -154,7 +154,7 @@ def test_downgrading_the_tail_to_unkeyed_entries_is_detected(chain: str) -> None
     with Attacker(chain) as conn:
         tail = rows(conn)[9:]
         tail[0]["actor"] = "key:mallory"
-        rewrite(conn, tail, scheme=_audit.SCHEME_SHA256)
+        rewrite(conn, tail, scheme=audit.SCHEME_SHA256)
     report = verify(chain)
     assert not report.ok and report.broken_seq == 10 and "not keyed" in (report.reason or ""), report
 
@@ -163,17 +163,17 @@ def test_rewriting_the_whole_chain_unkeyed_is_detected(chain: str) -> None:
     with Attacker(chain) as conn:
         whole = rows(conn)
         whole[0]["actor"] = "key:mallory"
-        rewrite(conn, whole, scheme=_audit.SCHEME_SHA256)
+        rewrite(conn, whole, scheme=audit.SCHEME_SHA256)
     report = verify(chain)
     assert not report.ok and "no audit.seal vouches for them" in (report.reason or ""), report
 
 
 def test_rechaining_with_a_key_of_ones_own_is_detected(chain: str) -> None:
-    mine = Keyring([generate_key()]).derived(_audit.CHAIN_PURPOSE)[0]
+    mine = Keyring([generate_key()]).derived(audit.CHAIN_PURPOSE)[0]
     with Attacker(chain) as conn:
         tail = rows(conn)[19:]
         tail[0]["detail"] = {"i": "forged"}
-        rewrite(conn, tail, scheme=_audit.SCHEME_HMAC, key=mine)
+        rewrite(conn, tail, scheme=audit.SCHEME_HMAC, key=mine)
     report = verify(chain)
     assert not report.ok and report.broken_seq == 20 and "not in the keyring" in (report.reason or ""), report
 
@@ -182,14 +182,14 @@ def test_appending_a_forged_entry_is_detected(chain: str) -> None:
     with Attacker(chain) as conn:
         last = rows(conn)[-1]
         forged = {**last, "seq": N + 1, "actor": "key:mallory", "prev_hash": last["hash"]}
-        forged["hash"] = _audit.entry_hash({**forged, "scheme": _audit.SCHEME_SHA256})
+        forged["hash"] = audit.entry_hash({**forged, "scheme": audit.SCHEME_SHA256})
         conn.execute(
             text(
                 "INSERT INTO audit_log (workspace_id, seq, at, actor, action, target, detail, prev_hash, hash, scheme,"
                 " key_id) VALUES ('default', :seq, :at, :actor, :action, :target, :detail, :prev_hash, :hash,"
                 " :scheme, :key_id)"
             ),
-            {**forged, "detail": _audit.canonical_json(forged["detail"])},
+            {**forged, "detail": audit.canonical_json(forged["detail"])},
         )
         conn.execute(text("UPDATE audit_heads SET seq = :s, hash = :h"), {"s": N + 1, "h": forged["hash"]})
     report = verify(chain)
@@ -244,14 +244,14 @@ def test_legacy_entries_verify_once_sealed(db_url: str) -> None:
     """Entries written before the chain was keyed (scheme 1) count only as the prefix a keyed entry seals."""
     fill(db_url, n=5)
     with Attacker(db_url) as conn:  # make it look like a chain written by the previous release
-        rewrite(conn, rows(conn), scheme=_audit.SCHEME_SHA256)
+        rewrite(conn, rows(conn), scheme=audit.SCHEME_SHA256)
     unsealed = verify(db_url)
     assert not unsealed.ok and "maestro audit seal" in (unsealed.reason or "") and unsealed.legacy_entries == 5
 
     async def seal() -> list[dict[str, Any]]:
         store = Store.open(db_url)
         try:
-            return await store.seal_audit("cli:ops")
+            return await store.audit.seal("cli:ops")
         finally:
             await store.close()
 
@@ -264,10 +264,10 @@ def test_legacy_entries_verify_once_sealed(db_url: str) -> None:
     with Attacker(db_url) as conn:
         legacy = rows(conn)[:5]
         legacy[1]["actor"] = "key:mallory"
-        prev = _audit.GENESIS_HASH
+        prev = audit.GENESIS_HASH
         for row in legacy:
             row.update(prev_hash=prev)
-            row["hash"] = _audit.entry_hash(row)
+            row["hash"] = audit.entry_hash(row)
             conn.execute(
                 text("UPDATE audit_log SET actor = :actor, prev_hash = :prev_hash, hash = :hash WHERE seq = :seq"),
                 row,
@@ -319,8 +319,8 @@ def test_upgrading_a_database_with_an_unkeyed_chain(db_url: str) -> None:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0012")
-        old = [_audit.NewEntry(at=1_700_000_000.0 + i, actor="key:old", action="run.cancel") for i in range(4)]
-        prev = _audit.GENESIS_HASH
+        old = [audit.NewEntry(at=1_700_000_000.0 + i, actor="key:old", action="run.cancel") for i in range(4)]
+        prev = audit.GENESIS_HASH
         with engine.begin() as conn:
             for i, e in enumerate(old, 1):
                 row = {
@@ -333,7 +333,7 @@ def test_upgrading_a_database_with_an_unkeyed_chain(db_url: str) -> None:
                     "detail": {},
                     "prev_hash": prev,
                 }
-                row["hash"] = _audit.entry_hash(row)  # the previous release's plain SHA-256
+                row["hash"] = audit.entry_hash(row)  # the previous release's plain SHA-256
                 conn.execute(
                     text(
                         "INSERT INTO audit_log (workspace_id, seq, at, actor, action, target, detail, prev_hash, hash)"
@@ -354,7 +354,7 @@ def test_upgrading_a_database_with_an_unkeyed_chain(db_url: str) -> None:
     with Attacker(db_url) as conn:
         seal = rows(conn)[4]
         assert seal["action"] == "audit.seal" and seal["actor"] == "migration:0013"
-        assert seal["detail"] == {"sealed_seq": 4} and seal["scheme"] == _audit.SCHEME_HMAC
+        assert seal["detail"] == {"sealed_seq": 4} and seal["scheme"] == audit.SCHEME_HMAC
     fill(db_url, n=1)
     assert verify(db_url).ok
 
@@ -365,7 +365,7 @@ def test_a_chain_replaced_by_unkeyed_entries_is_not_laundered_by_the_next_entry(
     with Attacker(chain) as conn:
         conn.execute(text("DELETE FROM audit_log WHERE workspace_id = 'default'"))
         conn.execute(text("DELETE FROM audit_heads WHERE workspace_id = 'default'"))
-        prev = _audit.GENESIS_HASH
+        prev = audit.GENESIS_HASH
         for i in range(1, 4):
             row = {
                 "workspace_id": "default",
@@ -377,7 +377,7 @@ def test_a_chain_replaced_by_unkeyed_entries_is_not_laundered_by_the_next_entry(
                 "detail": {},
                 "prev_hash": prev,
             }
-            row["hash"] = _audit.entry_hash(row)
+            row["hash"] = audit.entry_hash(row)
             conn.execute(
                 text(
                     "INSERT INTO audit_log (workspace_id, seq, at, actor, action, target, detail, prev_hash, hash)"

@@ -77,7 +77,7 @@ async def test_secret_is_ciphertext_at_rest_and_only_a_hint_leaves_the_store(db_
         await store.credential_delete("default", "openai", actor="test")
         with pytest.raises(NotFoundError):
             await store.credential_get("default", "openai")
-        entries = await store.audit_entries("default", action=None)
+        entries = await store.audit.page("default", action=None)
         actions = [e["action"] for e in entries if e["action"].startswith("credential.")]
         assert actions == ["credential.create", "credential.update", "credential.delete"]
         assert SECRET not in json.dumps(raw(db_url, audit_log), default=str)
@@ -121,7 +121,7 @@ async def test_rotation_keeps_values_readable_under_the_new_key_only(
                 Keyring([key]).decrypt(row["secret"])
         monkeypatch.setenv("MAESTRO_SECRET_KEYS", new)  # the old key is gone: still readable
         assert (await store.credential_reveal("other", "gh"))["secret"]["value"] == f"{SECRET}-other"
-        rotations = [e for e in await store.audit_entries("other") if e["action"] == "credential.rotate"]
+        rotations = [e for e in await store.audit.page("other") if e["action"] == "credential.rotate"]
         assert rotations and rotations[0]["detail"]["credentials"] == 1
         monkeypatch.setenv("MAESTRO_SECRET_KEYS", generate_key())  # a wrong key: a clear error, not garbage
         with pytest.raises(ConfigError, match="encrypted with a key that is not configured"):

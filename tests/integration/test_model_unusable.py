@@ -85,7 +85,7 @@ def live(db_url: str) -> Iterator[tuple[LiveServer, str]]:
         store = Store.open(db_url)
         try:
             await store.workspaces.ensure("default")
-            return (await store.create_key("default", name="op", role="operator"))[1]
+            return (await store.keys.create("default", name="op", role="operator"))[1]
         finally:
             await store.close()
 

@@ -91,7 +91,7 @@ def test_http_top_level_kind_and_children(db_url: str) -> None:
         store = Store.open(db_url)
         try:
             ids = await seed(store)
-            _row, key = await store.create_key("default", name="lister", role="viewer")
+            _row, key = await store.keys.create("default", name="lister", role="viewer")
             return ids, key
         finally:
             await store.close()

@@ -86,7 +86,7 @@ async def test_crud_versions_and_workspace_visibility(db_url: str) -> None:
         with pytest.raises(NotFoundError):
             await stored.find(store, "team-a", "pipeline", folder())
         assert (await stored.save(store, "team-a", V1, agents=reg, actor="x")).version == 3  # versions keep counting
-        actions = [e["action"] for e in await store.audit_entries("team-a")]
+        actions = [e["action"] for e in await store.audit.page("team-a")]
         assert actions.count("workflow.save") == 4 and actions.count("workflow.delete") == 1
     finally:
         await store.close()

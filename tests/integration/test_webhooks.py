@@ -338,7 +338,7 @@ async def test_disabled_and_deleted_webhooks(store: Store, rx: WebhookReceiver) 
     await until_delivered(store, dispatcher, hook["webhook_id"], 1)
     assert [r.path for r in rx.requests] == ["/new?x=1"]
     await wh.delete_webhook(store, "default", hook["webhook_id"], actor="test")
-    audit = [e["action"] for e in await store.audit_entries("default")]
+    audit = [e["action"] for e in await store.audit.page("default")]
     assert audit == ["webhook.create", "webhook.update", "webhook.update", "webhook.delete"]
 
 

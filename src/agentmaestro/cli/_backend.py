@@ -207,7 +207,7 @@ class LocalBackend:
         return self._registry if self._registry is not None else self._agents()
 
     async def _audit(self, action: str, target: str, detail: JSON, workspace: str | None = None) -> None:
-        await self.store.audit(
+        await self.store.audit.append(
             workspace or self.workspace, actor=self._actor, action=action, target=target, detail=detail
         )
 
@@ -426,18 +426,18 @@ class LocalBackend:
 
     async def list_keys(self) -> list[JSON]:
         """Keys of the workspace."""
-        return await self.store.list_keys(self.workspace)
+        return await self.store.keys.all(self.workspace)
 
     async def create_key(self, name: str, role: str, user: str | None = None) -> tuple[JSON, str]:
         """Create (and audit) a key."""
         await self.store.workspaces.ensure(self.workspace)
-        return await self.store.create_key_audited(
+        return await self.store.keys.create_audited(
             self.workspace, name=name, role=role, actor=self._actor, user_email=user
         )
 
     async def revoke_key(self, key_id: str) -> JSON:
         """Revoke (and audit) a key."""
-        return await self.store.revoke_key_audited(self.workspace, key_id, actor=self._actor)
+        return await self.store.keys.revoke_audited(self.workspace, key_id, actor=self._actor)
 
     async def list_workspaces(self) -> list[JSON]:
         """All workspaces of the database."""
@@ -452,19 +452,19 @@ class LocalBackend:
 
     async def audit_entries(self, *, limit: int, action: str | None) -> list[JSON]:
         """Newest entries of the workspace's chain."""
-        return await self.store.audit_entries(self.workspace, limit=limit, action=action, newest_first=True)
+        return await self.store.audit.page(self.workspace, limit=limit, action=action, newest_first=True)
 
     async def verify_audit(self, workspace_id: str | None, checkpoint: JSON | None = None) -> list[JSON]:
         """One chain, or every chain in the database."""
-        return [r.to_json() for r in await self.store.verify_audit(workspace_id, checkpoint=checkpoint)]
+        return [r.to_json() for r in await self.store.audit.verify(workspace_id, checkpoint=checkpoint)]
 
     async def audit_checkpoint(self, workspace_id: str | None) -> JSON:
         """Every chain's head (or one workspace's), signed with the keyring."""
-        return await self.store.audit_checkpoint(workspace_id)
+        return await self.store.audit.checkpoint(workspace_id)
 
     async def seal_audit(self) -> list[JSON]:
         """Append a keyed seal to every chain whose newest entry predates keying."""
-        return await self.store.seal_audit(self._actor)
+        return await self.store.audit.seal(self._actor)
 
     async def usage(self, *, since: float | None, until: float | None, group_by: str) -> JSON:
         """The same report as ``GET /v1/usage``, from the database."""

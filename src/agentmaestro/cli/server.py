@@ -168,15 +168,15 @@ def serve(
     async def prepare(store: Store) -> tuple[str | None, bool]:
         """(a key to show, whether it was just created)."""
         await store.workspaces.ensure(c.workspace)
-        if bootstrap_key and await store.count_keys() == 0:
-            _row, key = await store.create_key_audited(
+        if bootstrap_key and await store.keys.count() == 0:
+            _row, key = await store.keys.create_audited(
                 c.workspace, name="bootstrap-admin", role="admin", actor=f"serve:{cli_actor()[4:]}"
             )
             _save_bootstrap_key(key_file, str(key))
             return str(key), True
         if bootstrap_key and key_file.is_file():  # the key made on first start, if it still works
             saved = key_file.read_text().strip()
-            row = await store.verify_key(saved) if saved else None
+            row = await store.keys.verify(saved) if saved else None
             if row is not None and row["workspace_id"] == c.workspace:
                 return saved, False
         return None, False

@@ -271,7 +271,7 @@ def webhooks_redeliver(
         row: dict[str, Any] = await store.webhook_write(
             sql.redeliver, c.workspace, webhook_id, delivery_id, time.time()
         )
-        await store.audit(c.workspace, actor=_actor(), action="webhook.redeliver", target=delivery_id, detail={})
+        await store.audit.append(c.workspace, actor=_actor(), action="webhook.redeliver", target=delivery_id, detail={})
         return row
 
     row = _call(c, local, lambda cl: cl.redeliver_webhook_delivery(webhook_id, delivery_id))

@@ -110,7 +110,7 @@ class StorePlane:
         await check_run_quota(store, caller.workspace_id)
         rec = await stored.start(store, caller.workspace_id, entry, task, created_by=caller.actor)
         detail = {"name": name, "source": entry.source, "version": entry.version}
-        await store.audit(
+        await store.audit.append(
             caller.workspace_id, actor=caller.actor, action="workflow.run", target=rec.run_id, detail=detail
         )
         return rec.to_json()
@@ -156,7 +156,7 @@ class StorePlane:
         caller.require_operator("cancel_run")
         store = self._store()
         rec = await store.runs.cancel(run_id, workspace_id=caller.workspace_id, reason=reason, by=caller.actor)
-        await store.audit(
+        await store.audit.append(
             caller.workspace_id, actor=caller.actor, action="run.cancel", target=run_id, detail={"reason": reason}
         )
         return rec.to_json()
@@ -188,7 +188,9 @@ class StorePlane:
         )
         detail = {"run_id": row["run_id"], "tool": row["tool"], "reason": reason, "edited": arguments is not None}
         action = "approval.approve" if approve else "approval.reject"
-        await store.audit(caller.workspace_id, actor=caller.actor, action=action, target=approval_id, detail=detail)
+        await store.audit.append(
+            caller.workspace_id, actor=caller.actor, action=action, target=approval_id, detail=detail
+        )
         return row
 
 

@@ -339,7 +339,7 @@ async def create_webhook(
     }
     await store.workspaces.ensure(workspace_id)
     public = await store.webhook_write(sql.create_webhook, row)
-    await store.audit(
+    await store.audit.append(
         workspace_id,
         actor=actor,
         action="webhook.create",
@@ -410,14 +410,14 @@ async def update_webhook(
         shown["links_revoked"] = True
     if "secret_enc" in cols:
         shown["bot_token"] = "changed"
-    await store.audit(workspace_id, actor=actor, action="webhook.update", target=webhook_id, detail=shown)
+    await store.audit.append(workspace_id, actor=actor, action="webhook.update", target=webhook_id, detail=shown)
     return row
 
 
 async def delete_webhook(store: Store, workspace_id: str, webhook_id: str, *, actor: str) -> dict[str, Any]:
     """Delete a webhook and its delivery log. Audited."""
     row = await store.webhook_write(sql.delete_webhook, workspace_id, webhook_id)
-    await store.audit(
+    await store.audit.append(
         workspace_id, actor=actor, action="webhook.delete", target=webhook_id, detail={"name": row["name"]}
     )
     return row

@@ -125,7 +125,7 @@ async def _audit_failure(request: Request, token: str, reason: str) -> None:
     if throttle is None or not throttle.allow(client, key_id):
         return
     try:
-        await get_store(request).audit_auth_failure(token, client=client, reason=reason)
+        await get_store(request).keys.record_auth_failure(token, client=client, reason=reason)
     except Exception:  # auditing a failure must not turn a 401 into a 500
         log.exception("could not audit a failed authentication")
 
@@ -144,7 +144,7 @@ async def authenticate(
             "missing API key (Authorization: Bearer <key>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    row = await get_store(request).authenticate_key(token)
+    row = await get_store(request).keys.authenticate(token)
     if row is None:
         await _audit_failure(request, token, "invalid or revoked API key")
         raise APIError(401, "unauthenticated", "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})

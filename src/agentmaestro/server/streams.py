@@ -490,7 +490,7 @@ async def _ws_principal(websocket: WebSocket) -> Principal | None:
     """Authenticate a WebSocket (header, or ``?key=`` for browsers); close it with 1008 if that fails."""
     token = _ws_token(websocket)
     store: Store = websocket.app.state.store
-    row = await store.authenticate_key(token) if token else None
+    row = await store.keys.authenticate(token) if token else None
     if row is None:
         await websocket.close(WS_POLICY_VIOLATION, "missing API key" if not token else "invalid or revoked API key")
         return None

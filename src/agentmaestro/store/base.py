@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
-from agentmaestro.store import _budget, _keys, _memory, _ops
+from agentmaestro.store import _budget, _memory, _ops
 from agentmaestro.store.dialects import (
     SessionTimeouts,
     apply_session_timeouts,
@@ -44,9 +44,11 @@ from agentmaestro.store.wakeups import RUNNABLE, STATUSES_KEY, StatusWatchers, W
 if TYPE_CHECKING:
     from agentmaestro.store.agents import AgentRepository
     from agentmaestro.store.approvals import ApprovalRepository
+    from agentmaestro.store.audit import AuditRepository
     from agentmaestro.store.budgets import BudgetRepository
     from agentmaestro.store.escalations import EscalationRepository
     from agentmaestro.store.events import EventRepository
+    from agentmaestro.store.keys import KeyRepository
     from agentmaestro.store.leases import LeaseRepository
     from agentmaestro.store.runs import RunRepository
     from agentmaestro.store.steps import StepRepository
@@ -255,6 +257,20 @@ class Store:
 
         return EscalationRepository(self)
 
+    @cached_property
+    def keys(self) -> KeyRepository:
+        """API keys."""
+        from agentmaestro.store.keys import KeyRepository
+
+        return KeyRepository(self)
+
+    @cached_property
+    def audit(self) -> AuditRepository:
+        """The hash-chained audit log."""
+        from agentmaestro.store.audit import AuditRepository
+
+        return AuditRepository(self)
+
     # ------------------------------------------------------------------------------- plumbing
 
     @property
@@ -442,31 +458,6 @@ class Store:
 
     # ------------------------------------------------------------------------- API keys
 
-    async def create_key(
-        self, workspace_id: str, *, name: str, role: str, created_by: str | None = None, user_email: str | None = None
-    ) -> tuple[dict[str, Any], str]:
-        """Create an API key; returns its public row and the full key (shown once, stored hashed).
-
-        With ``user_email`` the key belongs to that user, identified by the SHA-256 of the email.
-        """
-        return await self._write(_keys.create_key, workspace_id, name, role, created_by, time.time(), user_email)
-
-    async def verify_key(self, token: str) -> dict[str, Any] | None:
-        """The key's public row if ``token`` is valid and unrevoked, else None."""
-        return await self._write(_keys.verify_key, token, time.time())
-
-    async def list_keys(self, workspace_id: str) -> list[dict[str, Any]]:
-        """A workspace's keys, without secrets."""
-        return await self._read(_keys.list_keys, workspace_id)
-
-    async def revoke_key(self, workspace_id: str, key_id: str) -> dict[str, Any]:
-        """Revoke one of the workspace's keys."""
-        return await self._write(_keys.revoke_key, workspace_id, key_id, time.time())
-
-    async def count_keys(self) -> int:
-        """Unrevoked keys in all workspaces."""
-        return await self._read(_keys.count_keys)
-
     # ------------------------------------------------------------------------ worker presence
 
     # ------------------------------------------------------------------ PostgreSQL NOTIFY
@@ -522,149 +513,6 @@ class Store:
     # =================================================================================
     # Server: audit log, usage and quotas (appended; implementation in _audit.py and _usage.py)
     # =================================================================================
-
-    async def audit(
-        self,
-        workspace_id: str,
-        *,
-        actor: str,
-        action: str,
-        target: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Append one entry to the workspace's hash-chained audit log; returns it."""
-        from agentmaestro.store import _audit
-
-        now = time.time()
-        entry = _audit.NewEntry(at=now, actor=actor, action=action, target=target, detail=detail)
-        [row] = await self._write(_audit.append, workspace_id, [entry], now)
-        return row
-
-    async def audit_entries(
-        self,
-        workspace_id: str,
-        *,
-        after_seq: int = 0,
-        before_seq: int | None = None,
-        limit: int = 100,
-        action: str | None = None,
-        newest_first: bool = False,
-    ) -> list[dict[str, Any]]:
-        """A page of the workspace's audit log (oldest first unless ``newest_first``)."""
-        from agentmaestro.store import _audit
-
-        return await self._read(
-            _audit.list_entries,
-            workspace_id,
-            after_seq=after_seq,
-            before_seq=before_seq,
-            limit=limit,
-            action=action,
-            newest_first=newest_first,
-        )
-
-    async def verify_audit(
-        self, workspace_id: str | None = None, *, checkpoint: dict[str, Any] | None = None
-    ) -> list[Any]:
-        """Walk the audit chain of one workspace (or all); a ``ChainReport`` per chain.
-
-        With a signed ``checkpoint`` (ValidationError if it is not one), each chain it names must
-        also reach the head it recorded: truncation below it and a vanished chain are reported.
-        """
-        from agentmaestro.store import _audit_verify
-
-        if checkpoint is not None:
-            _audit_verify.check_checkpoint(checkpoint)
-        return await self._read(_audit_verify.verify, workspace_id, checkpoint)
-
-    async def audit_checkpoint(self, workspace_id: str | None = None) -> dict[str, Any]:
-        """A signed checkpoint of every chain's head (or one workspace's); ValidationError if one is broken."""
-        from agentmaestro.store import _audit_verify
-
-        return await self._read(_audit_verify.make_checkpoint, workspace_id, time.time())
-
-    async def seal_audit(self, actor: str) -> list[dict[str, Any]]:
-        """Append a keyed ``audit.seal`` entry to every chain whose newest entry predates keying."""
-        from agentmaestro.store import _audit
-
-        return await self._write(_audit.seal, actor, time.time())
-
-    async def authenticate_key(self, token: str) -> dict[str, Any] | None:
-        """Like :meth:`verify_key`, and record a login in the audit log at most once per key per minute."""
-        from agentmaestro.store import _audit
-
-        def op(conn: Connection) -> dict[str, Any] | None:
-            now = time.time()
-            row = _keys.verify_key(conn, token, now)
-            if row is not None and (row["last_used_at"] is None or now - row["last_used_at"] > 60):
-                entry = _audit.NewEntry(
-                    at=now,
-                    actor=f"user:{row['user_hash']}" if row.get("user_hash") else f"key:{row['name']}",
-                    action="auth.login",
-                    target=row["key_id"],
-                    detail={"role": row["role"]},
-                )
-                _audit.append(conn, row["workspace_id"], [entry], now)
-            return row
-
-        return await self._write(op)
-
-    async def audit_auth_failure(self, token: str, *, client: str | None, reason: str) -> None:
-        """Record a failed authentication in the workspace of the key it named (or the system chain)."""
-        from sqlalchemy import select
-
-        from agentmaestro.store import _audit
-        from agentmaestro.store.schema import api_keys
-
-        parts = token.split("_", 2)
-        key_id = parts[1][:64] if len(parts) == 3 and parts[0] == _keys.KEY_PREFIX else None
-
-        def op(conn: Connection) -> None:
-            now = time.time()
-            ws = None
-            if key_id:
-                ws = conn.execute(select(api_keys.c.workspace_id).where(api_keys.c.key_id == key_id)).scalar()
-            entry = _audit.NewEntry(
-                at=now,
-                actor=f"client:{client or 'unknown'}",
-                action="auth.failure",
-                target=key_id,
-                detail={"reason": reason},
-            )
-            _audit.append(conn, ws or _audit.SYSTEM_WORKSPACE, [entry], now)
-
-        await self._write(op)
-
-    async def create_key_audited(
-        self, workspace_id: str, *, name: str, role: str, actor: str, user_email: str | None = None
-    ) -> tuple[dict[str, Any], str]:
-        """Create an API key (optionally owned by a user) and record it in the audit log, in one transaction."""
-        from agentmaestro.store import _audit
-
-        def op(conn: Connection) -> tuple[dict[str, Any], str]:
-            now = time.time()
-            row, key = _keys.create_key(conn, workspace_id, name, role, actor, now, user_email)
-            detail = {"name": name, "role": role, **({"user_hash": row["user_hash"]} if row["user_hash"] else {})}
-            entry = _audit.NewEntry(at=now, actor=actor, action="key.create", target=row["key_id"], detail=detail)
-            _audit.append(conn, workspace_id, [entry], now)
-            return row, key
-
-        return await self._write(op)
-
-    async def revoke_key_audited(self, workspace_id: str, key_id: str, *, actor: str) -> dict[str, Any]:
-        """Revoke an API key and record it in the audit log, in one transaction."""
-        from agentmaestro.store import _audit
-
-        def op(conn: Connection) -> dict[str, Any]:
-            now = time.time()
-            row = _keys.revoke_key(conn, workspace_id, key_id, now)
-            entry = _audit.NewEntry(
-                at=now, actor=actor, action="key.revoke", target=key_id, detail={"name": row["name"]}
-            )
-            _audit.append(conn, workspace_id, [entry], now)
-            return row
-
-        return await self._write(op)
 
     async def usage(
         self, workspace_id: str, *, since: float, until: float, group_by: str

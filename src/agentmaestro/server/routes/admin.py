@@ -13,8 +13,8 @@ from agentmaestro.errors import ConfigError, ValidationError
 from agentmaestro.server.auth import Admin, Viewer, get_store
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.quotas import Quotas, effective_quotas, quotas_of
-from agentmaestro.store._keys import user_hash
 from agentmaestro.store.base import Store
+from agentmaestro.store.keys import user_hash
 
 router = APIRouter(prefix="/v1", tags=["workspace, keys and audit"])
 StoreDep = Annotated[Store, Depends(get_store)]
@@ -250,13 +250,13 @@ async def patch_settings(body: SettingsPatch, principal: Admin, store: StoreDep)
 @router.get("/keys", response_model=list[ApiKey], summary="List API keys")
 async def list_keys(principal: Admin, store: StoreDep) -> list[dict[str, Any]]:
     """The workspace's keys, newest first (never their secrets)."""
-    return await store.list_keys(principal.workspace_id)
+    return await store.keys.all(principal.workspace_id)
 
 
 @router.post("/keys", status_code=201, response_model=ApiKeyCreated, summary="Create an API key")
 async def create_key(body: KeyCreate, principal: Admin, store: StoreDep) -> dict[str, Any]:
     """Create a key in the caller's workspace. The key is in this response only; store it safely."""
-    row, key = await store.create_key_audited(
+    row, key = await store.keys.create_audited(
         principal.workspace_id, name=body.name, role=body.role, actor=principal.actor, user_email=body.user
     )
     return {**row, "key": key}
@@ -267,7 +267,7 @@ async def revoke_key(
     key_id: Annotated[str, Path(min_length=1, max_length=64)], principal: Admin, store: StoreDep
 ) -> dict[str, Any]:
     """Revoke a key of the caller's workspace (another workspace's key answers 404)."""
-    return await store.revoke_key_audited(principal.workspace_id, key_id, actor=principal.actor)
+    return await store.keys.revoke_audited(principal.workspace_id, key_id, actor=principal.actor)
 
 
 @router.get("/audit", response_model=AuditPage, summary="Read the audit log")
@@ -279,14 +279,14 @@ async def list_audit(
     action: Annotated[str | None, Query(max_length=64, description="Only this action, e.g. key.create.")] = None,
 ) -> dict[str, Any]:
     """The workspace's audit entries, oldest first; continue with ``after=next_after``."""
-    rows = await store.audit_entries(principal.workspace_id, after_seq=after, limit=limit, action=action)
+    rows = await store.audit.page(principal.workspace_id, after_seq=after, limit=limit, action=action)
     return {"entries": rows, "next_after": rows[-1]["seq"] if rows else after}
 
 
 @router.get("/audit/verify", response_model=AuditChain, summary="Verify the audit chain")
 async def verify_audit(principal: Admin, store: StoreDep) -> dict[str, Any]:
     """Walk the workspace's chain: every entry must hash to its stored hash and link to the one before."""
-    [report] = await store.verify_audit(principal.workspace_id)
+    [report] = await store.audit.verify(principal.workspace_id)
     out: dict[str, Any] = report.to_json()
     return out
 
@@ -298,7 +298,7 @@ async def verify_audit_checkpoint(body: AuditVerify, principal: Admin, store: St
     A checkpoint not signed by this server's keyring, or edited, answers 400.
     """
     checkpoint = body.checkpoint.model_dump()
-    [report] = await store.verify_audit(principal.workspace_id, checkpoint=checkpoint)
+    [report] = await store.audit.verify(principal.workspace_id, checkpoint=checkpoint)
     out: dict[str, Any] = report.to_json()
     return out
 
@@ -310,4 +310,4 @@ async def audit_checkpoint(principal: Admin, store: StoreDep) -> dict[str, Any]:
     Keep it outside the database; ``POST /v1/audit/verify`` with it detects a chain cut below it.
     A broken chain gets no checkpoint (400).
     """
-    return await store.audit_checkpoint(principal.workspace_id)
+    return await store.audit.checkpoint(principal.workspace_id)

@@ -333,7 +333,7 @@ async def _start(
             created_by=principal.actor,
             request=request,
         )
-        await store.audit(
+        await store.audit.append(
             principal.workspace_id,
             actor=principal.actor,
             action="chat.tool",
@@ -368,7 +368,7 @@ async def _start(
     await check_run_quota(store, principal.workspace_id)
     new_run = entry.new_run(principal.workspace_id, task, principal.actor)
     [rec] = await store.runs.create([new_run])
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id,
         actor=principal.actor,
         action="workflow.run",

@@ -60,7 +60,7 @@ async def decide(
         workspace_id=principal.workspace_id,
     )
     detail = {"run_id": row["run_id"], "tool": row["tool"], "reason": body.reason, "edited": body.arguments is not None}
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id,
         actor=principal.actor,
         action=f"approval.{body.decision}",
@@ -104,7 +104,7 @@ async def resolve(
         workspace_id=principal.workspace_id,
     )
     detail = {"run_id": row["run_id"], "action": body.action}
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id, actor=principal.actor, action="human_request.resolve", target=request_id, detail=detail
     )
     return row

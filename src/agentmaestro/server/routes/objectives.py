@@ -165,7 +165,7 @@ async def dependencies(
         by=principal.actor,
     )
     detail = {"task_id": task_id, "add": body.add, "remove": body.remove}
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id,
         actor=principal.actor,
         action="objective.dependencies",
@@ -184,7 +184,7 @@ async def abandon(
         store, objective_id, task_id, reason=body.reason, workspace_id=principal.workspace_id, by=principal.actor
     )
     detail = {"task_id": task_id, "reason": body.reason}
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id, actor=principal.actor, action="objective.abandon", target=objective_id, detail=detail
     )
     return out
@@ -196,7 +196,7 @@ async def replan(objective_id: str, body: Reason, principal: Operator, store: St
     out = await service.replan(
         store, objective_id, reason=body.reason, workspace_id=principal.workspace_id, by=principal.actor
     )
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id,
         actor=principal.actor,
         action="objective.replan",
@@ -211,7 +211,7 @@ async def restart(objective_id: str, principal: Operator, store: StoreDep) -> di
     """Continue a FAILED or CANCELLED objective from its event log: complete tasks stay complete."""
     await service.get_objective(store, objective_id, workspace_id=principal.workspace_id)  # 404 for other runs
     await store.runs.resume(objective_id, workspace_id=principal.workspace_id, by=principal.actor)
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id, actor=principal.actor, action="objective.restart", target=objective_id, detail={}
     )
     return await service.get_objective(store, objective_id, workspace_id=principal.workspace_id)

@@ -154,7 +154,7 @@ async def cancel_run(
     """Cancel at once if not running; a running run stops at its next step."""
     reason = body.reason if body else "cancelled via API"
     rec = await store.runs.cancel(run_id, workspace_id=principal.workspace_id, reason=reason, by=principal.actor)
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id, actor=principal.actor, action="run.cancel", target=run_id, detail={"reason": reason}
     )
     return rec.to_json()

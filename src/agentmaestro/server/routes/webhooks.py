@@ -287,7 +287,7 @@ async def redeliver(
 ) -> dict[str, Any]:
     """Queue a delivered or failed delivery again, with the same id (409 while it is pending or being sent)."""
     row = await store.webhook_write(sql.redeliver, principal.workspace_id, webhook_id, delivery_id, time.time())
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id, actor=principal.actor, action="webhook.redeliver", target=delivery_id, detail={}
     )
     return row
@@ -434,7 +434,7 @@ async def use_link(
         row = await store.approvals.resolve(
             approval_id, approve=approve, by=actor, reason=reason, arguments=None, workspace_id=claim.workspace_id
         )
-        await store.audit(
+        await store.audit.append(
             claim.workspace_id,
             actor=actor,
             action=f"approval.{claim.decision}",

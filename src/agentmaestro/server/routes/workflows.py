@@ -193,7 +193,7 @@ async def generate_workflow(body: GenerateBody, principal: Operator, request: Re
     if body.save:
         entry = await stored.save(store, principal.workspace_id, result.yaml, agents=agents, actor=principal.actor)
         out["saved"] = entry.detail()
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id,
         actor=principal.actor,
         action="workflow.generate",
@@ -247,7 +247,7 @@ async def run_workflow(name: str, body: RunBody, principal: Operator, request: R
     await check_workflow_models_here(request, entry.workflow)
     await check_run_quota(store, principal.workspace_id)
     rec = await stored.start(store, principal.workspace_id, entry, body.input, created_by=principal.actor)
-    await store.audit(
+    await store.audit.append(
         principal.workspace_id,
         actor=principal.actor,
         action="workflow.run",
