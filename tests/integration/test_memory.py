@@ -82,13 +82,13 @@ async def test_memory_across_runs_scopes_and_workspaces(db_url: str) -> None:
         stranger = agent("writer", [call("recall", key="city"), {"content": "{{last_tool_result}}"}])
         fourth = await run(store, stranger, workspace="elsewhere")
         assert "nothing remembered" in (fourth.state.output or "")
-        assert await store.memory_list("elsewhere") == []
-        entries = await store.memory_list("default")
+        assert await store.memory.page("elsewhere") == []
+        entries = await store.memory.page("default")
         assert {(e["scope"], e["key"], e["agent"]) for e in entries} == {
             ("agent:writer", "city", "writer"),
             ("workspace", "team", "writer"),
         }
         with pytest.raises(ValidationError):
-            await store.memory_put("default", "bogus", "k", "v")
+            await store.memory.put("default", "bogus", "k", "v")
     finally:
         await store.close()

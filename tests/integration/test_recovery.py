@@ -100,7 +100,7 @@ async def assert_steps_agree(store: Store, *run_ids: str) -> None:
         assert [r.step_index for r in rows] == list(range(rec.state.steps))
         assert _steps_table_differences(rec.state, [r.to_json() for r in rows]) == {}
         states.append(rec.state)
-    _, totals = await store.usage("default", since=0, until=time.time() + 60, group_by="agent")
+    _, totals = await store.usage.report("default", since=0, until=time.time() + 60, group_by="agent")
     assert totals["steps"] == sum(s.steps for s in states)
     assert totals["tool_calls"] == sum(s.tool_calls for s in states)
     assert totals["input_tokens"] == sum(s.input_tokens for s in states)

@@ -79,9 +79,9 @@ async def test_crud_versions_and_workspace_visibility(db_url: str) -> None:
         with pytest.raises(NotFoundError):
             await stored.find(store, "team-b", "pipeline", folder())
         with pytest.raises(NotFoundError):
-            await store.delete_workflow("team-b", "pipeline", actor="intruder")
+            await store.workflows.delete("team-b", "pipeline", actor="intruder")
 
-        deleted = await store.delete_workflow("team-a", "pipeline", actor="x")
+        deleted = await store.workflows.delete("team-a", "pipeline", actor="x")
         assert deleted["version"] == 2
         with pytest.raises(NotFoundError):
             await stored.find(store, "team-a", "pipeline", folder())
@@ -111,7 +111,7 @@ async def test_a_running_workflow_keeps_its_definition_through_an_edit_and_a_del
 
             await until(store, second_node_started)
             await stored.save(store, "team-a", V2, agents=reg, actor="x")  # an edit while the run is going
-            await store.delete_workflow("team-a", "pipeline", actor="x")  # and then a delete
+            await store.workflows.delete("team-a", "pipeline", actor="x")  # and then a delete
 
             async def done() -> bool:
                 return (await store.runs.get(run.run_id)).status.terminal

@@ -468,14 +468,14 @@ class LocalBackend:
 
     async def usage(self, *, since: float | None, until: float | None, group_by: str) -> JSON:
         """The same report as ``GET /v1/usage``, from the database."""
-        from agentmaestro.store._usage import month_start
+        from agentmaestro.store.usage import month_start
 
         now = time.time()
         start = month_start(now) if since is None else since
         end = now if until is None else until
         if end < start:
             raise ConfigError("--until must not be before --since")
-        groups, total = await self.store.usage(self.workspace, since=start, until=end, group_by=group_by)
+        groups, total = await self.store.usage.report(self.workspace, since=start, until=end, group_by=group_by)
         return {
             "workspace_id": self.workspace,
             "since": start,

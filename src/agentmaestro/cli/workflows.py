@@ -291,7 +291,7 @@ def workflows_rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="A
     if client is not None:
         gone: dict[str, Any] = asyncio.run(_with_client(client, lambda cl: cl.delete_workflow(name)))
     else:
-        row = asyncio.run(_with_store(c, lambda st: st.delete_workflow(c.workspace, name, actor=cli_actor())))
+        row = asyncio.run(_with_store(c, lambda st: st.workflows.delete(c.workspace, name, actor=cli_actor())))
         gone = {"name": row["name"], "version": row["version"], "deleted": True}
     if c.as_json:
         _print_json(gone)

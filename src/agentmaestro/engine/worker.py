@@ -219,7 +219,7 @@ class Worker:
         if now - self._stored_checked >= self.config.poll_interval_s:
             self._stored_checked = now
             try:
-                self._stored_names = await self.store.stored_workflow_names()
+                self._stored_names = await self.store.workflows.names()
             except Exception:
                 log.exception("cannot list stored workflows; using the last known names")
         return self._stored_names

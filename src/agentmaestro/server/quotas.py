@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentmaestro.ceilings import quota_ceiling
 from agentmaestro.errors import ConfigError
 from agentmaestro.server.errors import APIError
-from agentmaestro.store._usage import next_month_start
 from agentmaestro.store.base import Store
+from agentmaestro.store.usage import next_month_start
 
 DEFAULT_RATE_LIMIT_PER_MIN = 600
 RATE_LIMIT_ENV = "MAESTRO_RATE_LIMIT_PER_MIN"
@@ -63,7 +63,7 @@ async def check_run_quota(store: Store, workspace_id: str) -> None:
     q = effective_quotas(await store.workspaces.settings(workspace_id))
     if q.max_concurrent_runs is None and q.runs_per_hour is None and q.monthly_budget_usd is None:
         return
-    use = await store.quota_usage(workspace_id, with_cost=q.monthly_budget_usd is not None)
+    use = await store.usage.quotas(workspace_id, with_cost=q.monthly_budget_usd is not None)
     now = time.time()
     if q.max_concurrent_runs is not None and use["active_runs"] >= q.max_concurrent_runs:
         raise APIError(

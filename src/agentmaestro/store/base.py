@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
-from agentmaestro.store import _budget, _memory, _ops
+from agentmaestro.store import _budget, _ops
 from agentmaestro.store.dialects import (
     SessionTimeouts,
     apply_session_timeouts,
@@ -50,9 +50,12 @@ if TYPE_CHECKING:
     from agentmaestro.store.events import EventRepository
     from agentmaestro.store.keys import KeyRepository
     from agentmaestro.store.leases import LeaseRepository
+    from agentmaestro.store.memory import MemoryRepository
     from agentmaestro.store.runs import RunRepository
     from agentmaestro.store.steps import StepRepository
+    from agentmaestro.store.usage import UsageRepository
     from agentmaestro.store.workers import WorkerRepository
+    from agentmaestro.store.workflows import WorkflowRepository
     from agentmaestro.store.workspaces import WorkspaceRepository
 
 log = logging.getLogger("agentmaestro.store")
@@ -271,6 +274,27 @@ class Store:
 
         return AuditRepository(self)
 
+    @cached_property
+    def usage(self) -> UsageRepository:
+        """Usage and cost reports, quota figures."""
+        from agentmaestro.store.usage import UsageRepository
+
+        return UsageRepository(self)
+
+    @cached_property
+    def memory(self) -> MemoryRepository:
+        """Agents' memory entries."""
+        from agentmaestro.store.memory import MemoryRepository
+
+        return MemoryRepository(self)
+
+    @cached_property
+    def workflows(self) -> WorkflowRepository:
+        """Stored workflows."""
+        from agentmaestro.store.workflows import WorkflowRepository
+
+        return WorkflowRepository(self)
+
     # ------------------------------------------------------------------------------- plumbing
 
     @property
@@ -427,33 +451,6 @@ class Store:
 
     # --------------------------------------------------------------------------- memory
 
-    async def memory_put(
-        self,
-        workspace_id: str,
-        scope: str,
-        key: str,
-        value: str,
-        *,
-        run_id: str | None = None,
-        agent: str | None = None,
-    ) -> dict[str, Any]:
-        """Store a memory entry (scope ``workspace`` or ``agent:<name>``) with its provenance."""
-        return await self._write(_memory.put, workspace_id, scope, key, value, run_id, agent, time.time())
-
-    async def memory_get(self, workspace_id: str, scope: str, key: str) -> dict[str, Any]:
-        """One memory entry (NotFoundError if absent)."""
-        return await self._read(_memory.get, workspace_id, scope, key)
-
-    async def memory_list(
-        self, workspace_id: str, scope: str | None = None, prefix: str = "", limit: int = 100
-    ) -> list[dict[str, Any]]:
-        """Memory entries of a workspace."""
-        return await self._read(_memory.list_entries, workspace_id, scope, prefix, limit)
-
-    async def memory_delete(self, workspace_id: str, scope: str, key: str) -> bool:
-        """Delete a memory entry."""
-        return await self._write(_memory.remove, workspace_id, scope, key)
-
     # -------------------------------------------------------------------------- budgets
 
     # ------------------------------------------------------------------------- API keys
@@ -514,53 +511,9 @@ class Store:
     # Server: audit log, usage and quotas (appended; implementation in _audit.py and _usage.py)
     # =================================================================================
 
-    async def usage(
-        self, workspace_id: str, *, since: float, until: float, group_by: str
-    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Tokens, calls and cost of the workspace's steps in [since, until) by agent, model or day; and totals."""
-        from agentmaestro.store import _usage
-
-        return await self._read(_usage.usage, workspace_id, since=since, until=until, group_by=group_by)
-
-    async def quota_usage(self, workspace_id: str, *, with_cost: bool = True) -> dict[str, Any]:
-        """Active runs, runs in the last hour and this month's cost: what quotas are checked against."""
-        from agentmaestro.store import _usage
-
-        return await self._read(_usage.quota_usage, workspace_id, time.time(), with_cost=with_cost)
-
     # =================================================================================
     # Stored workflows (per workspace; implementation in _workflows.py, docs/workflows.md)
     # =================================================================================
-
-    async def save_workflow(self, workspace_id: str, name: str, yaml_text: str, *, actor: str) -> dict[str, Any]:
-        """Insert or replace a workspace's workflow ``name`` (audited); the stored row with its version."""
-        from agentmaestro.store import _workflows
-
-        return await self._write(_workflows.save, workspace_id, name, yaml_text, actor, time.time())
-
-    async def get_workflow(self, workspace_id: str, name: str) -> dict[str, Any]:
-        """One stored workflow of a workspace (NotFoundError if absent)."""
-        from agentmaestro.store import _workflows
-
-        return await self._read(_workflows.get, workspace_id, name)
-
-    async def list_workflows(self, workspace_id: str) -> list[dict[str, Any]]:
-        """A workspace's stored workflows, by name."""
-        from agentmaestro.store import _workflows
-
-        return await self._read(_workflows.list_rows, workspace_id)
-
-    async def delete_workflow(self, workspace_id: str, name: str, *, actor: str) -> dict[str, Any]:
-        """Delete a stored workflow (audited); the deleted row (NotFoundError if absent)."""
-        from agentmaestro.store import _workflows
-
-        return await self._write(_workflows.remove, workspace_id, name, actor, time.time())
-
-    async def stored_workflow_names(self) -> list[str]:
-        """Names of stored workflows across workspaces (the worker claims their runs)."""
-        from agentmaestro.store import _workflows
-
-        return await self._read(_workflows.names)
 
     # =================================================================================
     # Knowledge (RAG) metadata (per workspace; implementation in _knowledge.py, docs/knowledge.md)

@@ -34,22 +34,22 @@ class StoreMemory:
     async def put(self, scope: str, key: str, value: str) -> dict[str, Any]:
         """Store an entry."""
         return dict(
-            await self.store.memory_put(
+            await self.store.memory.put(
                 self.workspace_id, self._scope(scope), key, value, run_id=self.run_id, agent=self.agent
             )
         )
 
     async def get(self, scope: str, key: str) -> dict[str, Any]:
         """Read an entry."""
-        return dict(await self.store.memory_get(self.workspace_id, self._scope(scope), key))
+        return dict(await self.store.memory.get(self.workspace_id, self._scope(scope), key))
 
     async def list(self, scope: str, prefix: str) -> list[dict[str, Any]]:
         """List entries."""
-        return list(await self.store.memory_list(self.workspace_id, self._scope(scope), prefix))
+        return list(await self.store.memory.page(self.workspace_id, self._scope(scope), prefix))
 
     async def delete(self, scope: str, key: str) -> bool:
         """Delete an entry."""
-        return bool(await self.store.memory_delete(self.workspace_id, self._scope(scope), key))
+        return bool(await self.store.memory.delete(self.workspace_id, self._scope(scope), key))
 
 
 def _memory(ctx: ToolContext) -> Any:

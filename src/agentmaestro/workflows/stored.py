@@ -121,14 +121,14 @@ async def save(
 ) -> WorkflowEntry:
     """Validate and store a workflow document in a workspace (a new version if the name exists)."""
     wf = check_for_save(text, agents)
-    row = await store.save_workflow(workspace_id, wf.name, text, actor=actor)
+    row = await store.workflows.save(workspace_id, wf.name, text, actor=actor)
     return _from_row(row)
 
 
 async def visible(store: Store, workspace_id: str, folder: WorkflowRegistry) -> list[WorkflowEntry]:
     """Every workflow the workspace can run, by name: stored ones shadow folder ones of the same name."""
     entries = {wf.name: _from_folder(wf, folder) for wf in folder}
-    for row in await store.list_workflows(workspace_id):
+    for row in await store.workflows.all(workspace_id):
         try:
             entries[row["name"]] = _from_row(row)
         except ConfigError:  # pragma: no cover - rows are validated when saved
@@ -139,7 +139,7 @@ async def visible(store: Store, workspace_id: str, folder: WorkflowRegistry) -> 
 async def find(store: Store, workspace_id: str, name: str, folder: WorkflowRegistry) -> WorkflowEntry:
     """The workflow ``name`` as the workspace sees it (NotFoundError if it has none)."""
     try:
-        return _from_row(await store.get_workflow(workspace_id, name))
+        return _from_row(await store.workflows.get(workspace_id, name))
     except NotFoundError:
         pass
     if name in folder:

@@ -200,7 +200,7 @@ class AuditVerify(_Strict):
 async def _workspace(store: Store, principal: Any) -> dict[str, Any]:
     row = await store.workspaces.get(principal.workspace_id)
     settings = row["settings"]
-    use = await store.quota_usage(principal.workspace_id)
+    use = await store.usage.quotas(principal.workspace_id)
     return {
         "workspace_id": row["workspace_id"],
         "name": row["name"],

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from agentmaestro.server.auth import Viewer, get_store
 from agentmaestro.server.errors import APIError
-from agentmaestro.store._usage import month_start
 from agentmaestro.store.base import Store
+from agentmaestro.store.usage import month_start
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 StoreDep = Annotated[Store, Depends(get_store)]
@@ -83,7 +83,7 @@ async def get_usage(
     end = _ts(until, now, "until")
     if end < start:
         raise APIError(422, "invalid_request", "until must not be before since")
-    groups, total = await store.usage(principal.workspace_id, since=start, until=end, group_by=group_by)
+    groups, total = await store.usage.report(principal.workspace_id, since=start, until=end, group_by=group_by)
     return {
         "workspace_id": principal.workspace_id,
         "since": start,

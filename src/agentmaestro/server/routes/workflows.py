@@ -262,7 +262,7 @@ async def delete_workflow(name: str, principal: Operator, request: Request) -> d
     """Delete the workspace's stored workflow (runs already started go on); folder workflows cannot be deleted."""
     store = get_store(request)
     try:
-        row = await store.delete_workflow(principal.workspace_id, name, actor=principal.actor)
+        row = await store.workflows.delete(principal.workspace_id, name, actor=principal.actor)
     except NotFoundError:
         if name in _workflows(request):
             raise APIError(
