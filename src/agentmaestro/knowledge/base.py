@@ -224,7 +224,7 @@ class KnowledgeBase:
         if len(spec) > 200:
             raise ValidationError("embedder must be at most 200 characters")
         try:
-            await self.store.knowledge_collection(workspace_id, name)
+            await self.store.knowledge.collection(workspace_id, name)
         except NotFoundError:
             pass
         else:
@@ -233,7 +233,7 @@ class KnowledgeBase:
         [probe] = await model.embed(["dimension probe"])
         await self.store.workspaces.ensure(workspace_id)
         now = time.time()
-        return await self.store.knowledge_create_collection(
+        return await self.store.knowledge.create_collection(
             {
                 "collection_id": uuid.uuid4().hex,
                 "workspace_id": workspace_id,
@@ -250,17 +250,17 @@ class KnowledgeBase:
 
     async def list_collections(self, workspace_id: str) -> list[dict[str, Any]]:
         """The workspace's collections with document and chunk counts."""
-        return await self.store.knowledge_collections(workspace_id)
+        return await self.store.knowledge.collections(workspace_id)
 
     async def get_collection(self, workspace_id: str, name: str) -> dict[str, Any]:
         """One collection (NotFoundError if the workspace has none of that name)."""
-        return await self.store.knowledge_collection(workspace_id, check_name(name))
+        return await self.store.knowledge.collection(workspace_id, check_name(name))
 
     async def delete_collection(self, workspace_id: str, name: str) -> dict[str, Any]:
         """Delete a collection, its documents and its vectors."""
         row = await self.get_collection(workspace_id, name)
         await self.index.drop(_qdrant_name(row["collection_id"]))
-        return await self.store.knowledge_delete_collection(workspace_id, name)
+        return await self.store.knowledge.delete_collection(workspace_id, name)
 
     # ---------------------------------------------------------------------------------- documents
 
@@ -283,7 +283,7 @@ class KnowledgeBase:
         coll = await self.get_collection(workspace_id, collection)
         check_text(text, source)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        existing = await self.store.knowledge_document_by_source(workspace_id, coll["collection_id"], source)
+        existing = await self.store.knowledge.document_by_source(workspace_id, coll["collection_id"], source)
         if existing is not None and existing["content_hash"] == digest:
             return IngestResult(
                 document_id=existing["document_id"],
@@ -326,7 +326,7 @@ class KnowledgeBase:
             ],
         )
         now = time.time()
-        await self.store.knowledge_put_document(
+        await self.store.knowledge.put_document(
             {
                 "document_id": document_id,
                 "workspace_id": workspace_id,
@@ -375,12 +375,12 @@ class KnowledgeBase:
     async def list_documents(self, workspace_id: str, collection: str) -> list[dict[str, Any]]:
         """Documents of a collection."""
         coll = await self.get_collection(workspace_id, collection)
-        return await self.store.knowledge_documents(workspace_id, coll["collection_id"])
+        return await self.store.knowledge.documents(workspace_id, coll["collection_id"])
 
     async def delete_document(self, workspace_id: str, collection: str, document_id: str) -> dict[str, Any]:
         """Delete a document and its vectors."""
         coll = await self.get_collection(workspace_id, collection)
-        row = await self.store.knowledge_delete_document(workspace_id, coll["collection_id"], document_id)
+        row = await self.store.knowledge.delete_document(workspace_id, coll["collection_id"], document_id)
         await self.index.delete_where(_qdrant_name(coll["collection_id"]), {"document_id": document_id})
         return row
 

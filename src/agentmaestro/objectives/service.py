@@ -135,7 +135,7 @@ async def change_dependencies(
             changes.append({"op": "status", "task": task_id, "to": "planned"})
         return changes
 
-    rec, graph = await store.objective_command(run_id, plan, workspace_id=workspace_id, by=by)
+    rec, graph = await store.objectives.command(run_id, plan, workspace_id=workspace_id, by=by)
     return objective_json(rec, graph)
 
 
@@ -156,7 +156,7 @@ async def abandon_task(
             {"op": "replan", "reason": why, "tasks": [task_id]},
         ]
 
-    rec, graph = await store.objective_command(run_id, plan, workspace_id=workspace_id, by=by)
+    rec, graph = await store.objectives.command(run_id, plan, workspace_id=workspace_id, by=by)
     return objective_json(rec, graph)
 
 
@@ -170,13 +170,13 @@ async def replan(
             {"op": "replan", "reason": f"re-plan requested by {by}" + (f": {reason}" if reason else ""), "tasks": []}
         ]
 
-    rec, graph = await store.objective_command(run_id, plan, workspace_id=workspace_id, by=by)
+    rec, graph = await store.objectives.command(run_id, plan, workspace_id=workspace_id, by=by)
     return objective_json(rec, graph)
 
 
 async def get_objective(store: Store, run_id: str, *, workspace_id: str | None = None) -> dict[str, Any]:
     """One objective with its tasks."""
-    rec, graph = await store.get_objective(run_id, workspace_id=workspace_id)
+    rec, graph = await store.objectives.get(run_id, workspace_id=workspace_id)
     return objective_json(rec, graph)
 
 
@@ -189,7 +189,7 @@ async def cleanup_worktrees(store: Store, run_id: str, *, workspace_id: str | No
     from agentmaestro.errors import ConflictError
     from agentmaestro.objectives.git import Repo
 
-    rec, _graph = await store.get_objective(run_id, workspace_id=workspace_id)
+    rec, _graph = await store.objectives.get(run_id, workspace_id=workspace_id)
     if not rec.status.terminal:
         raise ConflictError(f"objective {run_id!r} is {rec.status.value}; clean up after it ends")
     repo_path = rec.spec.get("repo")

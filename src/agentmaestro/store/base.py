@@ -23,7 +23,7 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from agentmaestro.core.states import RunStatus
-from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError
+from agentmaestro.errors import ConfigError, LeaseLostError
 from agentmaestro.store import _budget, _ops
 from agentmaestro.store.dialects import (
     SessionTimeouts,
@@ -37,7 +37,6 @@ from agentmaestro.store.dialects import (
 from agentmaestro.store.records import (
     Commit,
     Reservation,
-    RunRecord,
 )
 from agentmaestro.store.wakeups import RUNNABLE, STATUSES_KEY, StatusWatchers, Waiters
 
@@ -49,8 +48,10 @@ if TYPE_CHECKING:
     from agentmaestro.store.escalations import EscalationRepository
     from agentmaestro.store.events import EventRepository
     from agentmaestro.store.keys import KeyRepository
+    from agentmaestro.store.knowledge import KnowledgeRepository
     from agentmaestro.store.leases import LeaseRepository
     from agentmaestro.store.memory import MemoryRepository
+    from agentmaestro.store.objectives import ObjectiveRepository
     from agentmaestro.store.runs import RunRepository
     from agentmaestro.store.steps import StepRepository
     from agentmaestro.store.usage import UsageRepository
@@ -295,6 +296,20 @@ class Store:
 
         return WorkflowRepository(self)
 
+    @cached_property
+    def knowledge(self) -> KnowledgeRepository:
+        """Knowledge (RAG) collections and documents."""
+        from agentmaestro.store.knowledge import KnowledgeRepository
+
+        return KnowledgeRepository(self)
+
+    @cached_property
+    def objectives(self) -> ObjectiveRepository:
+        """Objective runs' task graphs and commands."""
+        from agentmaestro.store.objectives import ObjectiveRepository
+
+        return ObjectiveRepository(self)
+
     # ------------------------------------------------------------------------------- plumbing
 
     @property
@@ -519,90 +534,9 @@ class Store:
     # Knowledge (RAG) metadata (per workspace; implementation in _knowledge.py, docs/knowledge.md)
     # =================================================================================
 
-    async def knowledge_create_collection(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Insert a knowledge collection row (ConflictError if its name is taken in the workspace)."""
-        from agentmaestro.store import _knowledge
-
-        return await self._write(_knowledge.create_collection, values)
-
-    async def knowledge_collection(self, workspace_id: str, name: str) -> dict[str, Any]:
-        """One knowledge collection with document and chunk counts (NotFoundError if absent)."""
-        from agentmaestro.store import _knowledge
-
-        return await self._read(_knowledge.get_collection, workspace_id, name)
-
-    async def knowledge_collections(self, workspace_id: str) -> list[dict[str, Any]]:
-        """The workspace's knowledge collections, by name."""
-        from agentmaestro.store import _knowledge
-
-        return await self._read(_knowledge.list_collections, workspace_id)
-
-    async def knowledge_delete_collection(self, workspace_id: str, name: str) -> dict[str, Any]:
-        """Delete a knowledge collection's rows; the deleted collection (NotFoundError if absent)."""
-        from agentmaestro.store import _knowledge
-
-        return await self._write(_knowledge.delete_collection, workspace_id, name)
-
-    async def knowledge_document_by_source(
-        self, workspace_id: str, collection_id: str, source: str
-    ) -> dict[str, Any] | None:
-        """The document ingested from ``source`` into a collection, if any."""
-        from agentmaestro.store import _knowledge
-
-        return await self._read(_knowledge.document_by_source, workspace_id, collection_id, source)
-
-    async def knowledge_put_document(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Insert or update a document row."""
-        from agentmaestro.store import _knowledge
-
-        return await self._write(_knowledge.put_document, values)
-
-    async def knowledge_documents(self, workspace_id: str, collection_id: str) -> list[dict[str, Any]]:
-        """Documents of a collection, by source."""
-        from agentmaestro.store import _knowledge
-
-        return await self._read(_knowledge.list_documents, workspace_id, collection_id)
-
-    async def knowledge_delete_document(
-        self, workspace_id: str, collection_id: str, document_id: str
-    ) -> dict[str, Any]:
-        """Delete a document row; the deleted row (NotFoundError if absent)."""
-        from agentmaestro.store import _knowledge
-
-        return await self._write(_knowledge.delete_document, workspace_id, collection_id, document_id)
-
     # =================================================================================
     # Objectives: task graph commands (implementation in _objectives.py; engine/objective.py)
     # =================================================================================
-
-    async def get_objective(self, run_id: str, *, workspace_id: str | None = None) -> tuple[RunRecord, Any]:
-        """An objective run and its folded task graph (:class:`agentmaestro.core.tasks.Graph`)."""
-        from agentmaestro.store import _objectives
-
-        return await self._read(_objectives.get_objective, run_id, workspace_id)
-
-    async def objective_command(
-        self, run_id: str, plan: Callable[[Any], Any], *, workspace_id: str | None = None, by: str = "operator"
-    ) -> tuple[RunRecord, Any]:
-        """Apply task graph changes (``plan(graph) -> changes``) to a waiting objective and wake it up.
-
-        Child runs of tasks the changes took out of flight (abandoned) are cancelled.
-        """
-        from agentmaestro.store import _objectives
-
-        def op(conn: Connection) -> tuple[RunRecord, Any, list[str]]:
-            out = _objectives.command(conn, run_id, workspace_id, plan, by, time.time())
-            self._pg_notify(conn)
-            return out
-
-        rec, graph, cancel = await self._write(op)
-        self._notify_runs([run_id], runnable=True)
-        for child in cancel:
-            try:
-                await self.runs.cancel(child, reason=f"task abandoned in objective {run_id}", by=by)
-            except ConflictError:
-                pass  # it ended meanwhile
-        return rec, graph
 
     # =================================================================================
     # Webhooks and notifications (implementation in _webhooks.py; integrations/webhooks.py)
