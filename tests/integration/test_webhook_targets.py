@@ -24,7 +24,6 @@ from agentmaestro.integrations.notify_targets import (
     TargetPolicy,
     TargetRefusedError,
 )
-from agentmaestro.store import _webhooks as sql
 from agentmaestro.store.base import Store
 from tests.fakes.webhook_receiver import WebhookReceiver
 
@@ -116,7 +115,7 @@ async def finished(store: Store, dispatcher: wh.Dispatcher, hook: dict[str, Any]
     async with asyncio.timeout(20):
         while True:
             await dispatcher.run_once()
-            row = await store.webhook_read(sql.get_delivery, "default", hook["webhook_id"], delivery_id)
+            row = await store.webhooks.delivery("default", hook["webhook_id"], delivery_id)
             if row["status"] in ("delivered", "failed"):
                 return row
             await asyncio.sleep(0.01)
@@ -231,15 +230,13 @@ async def test_create_and_change_refuse_private_targets(store: Store, dns: FakeD
             api_base="http://10.0.0.5",
         )
         await wh.create_webhook(store, "default", spec, actor="test")
-    assert await store.webhook_read(sql.list_webhooks, "default") == []
+    assert await store.webhooks.all("default") == []
     # a public target is accepted; changing it to a private one is refused and changes nothing
     dns.answers["hooks.example.com"] = [PUBLIC_ADDRESS]
     hook = await add(store, "https://hooks.example.com/in")
     with pytest.raises(TargetRefusedError, match="private"):
         await wh.update_webhook(store, "default", hook["webhook_id"], {"url": "http://192.168.1.20/in"}, actor="t")
-    assert (await store.webhook_read(sql.get_webhook, "default", hook["webhook_id"]))["url_display"] == (
-        "https://hooks.example.com/in"
-    )
+    assert (await store.webhooks.get("default", hook["webhook_id"]))["url_display"] == ("https://hooks.example.com/in")
     # the operator's opt-in, given explicitly
     assert (await add(store, "http://10.1.2.3/in", targets=PRIVATE_OK, name="lan"))["url_display"] == (
         "http://10.1.2.3/in"
@@ -260,7 +257,7 @@ async def test_delivery_is_refused_when_the_policy_no_longer_allows_the_target(
     assert (row["last_error"] or "").startswith("refused: refused 127.0.0.1: it is a loopback address")
     assert rx.requests == []
     # allowed again: a redelivery goes out
-    await store.webhook_write(sql.redeliver, "default", hook["webhook_id"], queued["delivery_id"], 0.0)
+    await store.webhooks.redeliver("default", hook["webhook_id"], queued["delivery_id"], now=0.0)
     row = await finished(store, wh.Dispatcher(store, config(PRIVATE_OK)), hook, queued["delivery_id"])
     assert row["status"] == "delivered" and len(rx.wait_for(1)) == 1
 
@@ -278,7 +275,7 @@ async def test_dns_that_changes_after_creation_is_caught_at_delivery(
     assert "'hooks.example.com' resolves to 127.0.0.1" in (row["last_error"] or "")
     assert rx.requests == [] and "refused" in caplog.text
     # allowed: the request goes to the checked address, with the name in the Host header
-    await store.webhook_write(sql.redeliver, "default", hook["webhook_id"], queued["delivery_id"], 0.0)
+    await store.webhooks.redeliver("default", hook["webhook_id"], queued["delivery_id"], now=0.0)
     row = await finished(store, wh.Dispatcher(store, config(PRIVATE_OK)), hook, queued["delivery_id"])
     assert row["status"] == "delivered"
     [req] = rx.wait_for(1)

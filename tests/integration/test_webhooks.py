@@ -27,7 +27,6 @@ from agentmaestro.integrations.notify_signing import (
     verify_signature,
 )
 from agentmaestro.integrations.notify_targets import ALLOW_PRIVATE_ENV, ALLOWED_HOSTS_ENV
-from agentmaestro.store import _webhooks as sql
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import NewRun, new_run_id
 from tests.fakes.webhook_receiver import WebhookReceiver
@@ -135,7 +134,7 @@ async def until_delivered(store: Store, dispatcher: wh.Dispatcher, webhook_id: s
     async with asyncio.timeout(30):
         while True:
             await dispatcher.run_once()
-            rows = await store.webhook_read(sql.list_deliveries, "default", webhook_id, None, 1000)
+            rows = await store.webhooks.deliveries("default", webhook_id, None, 1000)
             done = [r for r in rows if r["status"] in ("delivered", "failed")]
             if len(done) >= n and len(done) == len(rows):
                 return rows
@@ -187,7 +186,7 @@ async def test_approval_notification_is_signed_and_carries_no_secrets(store: Sto
     for text in (req.body.decode(), json.dumps(delivery), json.dumps(hook)):
         assert SECRET_ARG not in text and secret not in text
     assert delivery["status"] == "delivered" and delivery["attempts"] == 1 and delivery["last_status_code"] == 200
-    rows = await store.webhook_read(sql.list_webhooks, "default")
+    rows = await store.webhooks.all("default")
     assert "secret_enc" not in rows[0] and "url_enc" not in rows[0]
 
 
@@ -213,7 +212,7 @@ async def test_terminal_events_budget_and_subscriptions(store: Store, rx: Webhoo
     assert only["event"] == "budget.reached"
     # more passes enqueue nothing new (the lag window is rescanned, the outbox deduplicates)
     await dispatcher.run_once()
-    again = await store.webhook_read(sql.list_deliveries, "default", everything["webhook_id"], None, 100)
+    again = await store.webhooks.deliveries("default", everything["webhook_id"], None, 100)
     assert len(again) == 3
     assert len(rx.wait_for(4)) == 4
 
@@ -246,7 +245,7 @@ async def test_final_errors_and_giving_up(store: Store, rx: WebhookReceiver) -> 
     assert row["status"] == "failed" and row["attempts"] == FAST.retry.max_attempts
     assert row["last_status_code"] is None and "gave up after 4 attempts" in (row["last_error"] or "")
     # redeliver: same id, attempts from zero
-    rows = await store.webhook_read(sql.redeliver, "default", hook["webhook_id"], bad["delivery_id"], time.time())
+    rows = await store.webhooks.redeliver("default", hook["webhook_id"], bad["delivery_id"])
     assert rows["status"] == "pending" and rows["attempts"] == 0
     [row] = await until_delivered(store, wh.Dispatcher(store, FAST), hook["webhook_id"], 1)
     assert row["status"] == "delivered" and row["delivery_id"] == bad["delivery_id"]
@@ -286,7 +285,7 @@ async def test_slack_and_telegram_formats(store: Store, rx: WebhookReceiver, cap
     for r in got:
         assert SECRET_ARG not in r.body.decode()
     for hook in (slack, telegram):
-        for row in await store.webhook_read(sql.list_deliveries, "default", hook["webhook_id"], None, 10):
+        for row in await store.webhooks.deliveries("default", hook["webhook_id"], None, 10):
             text = json.dumps(row)
             assert bot not in text and "XXXXSECRETXXXX" not in text and SECRET_ARG not in text
     assert "sendMessage" in caplog.text  # httpx logged the requests, without the secrets
@@ -315,7 +314,7 @@ async def test_two_dispatchers_send_each_delivery_once(db_url: str, store: Store
         await other.close()
     ids = Counter(r.headers["x-maestro-delivery"] for r in rx.requests)
     assert len(ids) == 16 and set(ids.values()) == {1}, ids
-    rows = await store.webhook_read(sql.list_deliveries, "default", hook["webhook_id"], None, 100)
+    rows = await store.webhooks.deliveries("default", hook["webhook_id"], None, 100)
     assert len(rows) == 16 and {r["status"] for r in rows} == {"delivered"}
     assert Counter(r["event"] for r in rows) == Counter({"run.completed": 6, "webhook.test": 10})
     assert len(got) == 16 and a.sent_total + b.sent_total == 16
@@ -329,7 +328,7 @@ async def test_disabled_and_deleted_webhooks(store: Store, rx: WebhookReceiver) 
     await settle(store, [calc], [run_id])
     dispatcher = wh.Dispatcher(store, FAST)
     await dispatcher.run_once()
-    assert await store.webhook_read(sql.list_deliveries, "default", hook["webhook_id"], None, 10) == []
+    assert await store.webhooks.deliveries("default", hook["webhook_id"], None, 10) == []
     row = await wh.update_webhook(
         store, "default", hook["webhook_id"], {"enabled": True, "url": f"{rx.url}/new?x=1"}, actor="test"
     )
@@ -351,7 +350,7 @@ async def test_bad_webhook_input(store: Store, rx: WebhookReceiver) -> None:
         await add(store, rx, events=["run.exploded"])
     with pytest.raises(ValidationError, match="bot_token and chat_id"):
         await add(store, rx, "telegram", chat_id="1")
-    assert await store.webhook_read(sql.list_webhooks, "default") == []
+    assert await store.webhooks.all("default") == []
 
 
 def test_link_tokens_refuse_forged_expired_and_other_approvals() -> None:
@@ -430,7 +429,7 @@ async def test_producer_pages_through_many_events(store: Store, rx: WebhookRecei
     await settle(store, [calc], runs)
     assert await wh.produce(store, lag_s=2.0, page=2) == 7
     assert await wh.produce(store, lag_s=2.0, page=2) == 0  # the rescanned window enqueues nothing twice
-    rows = await store.webhook_read(sql.list_deliveries, "default", hook["webhook_id"], None, 100)
+    rows = await store.webhooks.deliveries("default", hook["webhook_id"], None, 100)
     assert sorted(r["run_id"] for r in rows) == sorted(runs)
 
 
@@ -438,34 +437,25 @@ async def test_a_dead_dispatchers_claim_is_taken_over(store: Store, rx: WebhookR
     hook, _ = await add(store, rx)
     # a live claim is not taken over
     live = await wh.send_test(store, "default", hook["webhook_id"])
-    [held] = await store.claim_webhook_deliveries(owner="alive", limit=10, claim_ttl=60.0)
+    [held] = await store.webhooks.claim(owner="alive", limit=10, claim_ttl=60.0)
     assert held["delivery_id"] == live["delivery_id"]
     # dispatcher "dead" claims a delivery and never finishes it; its claim has already expired
     queued = await wh.send_test(store, "default", hook["webhook_id"])
-    [claimed] = await store.claim_webhook_deliveries(owner="dead", limit=10, claim_ttl=-1.0)
+    [claimed] = await store.webhooks.claim(owner="dead", limit=10, claim_ttl=-1.0)
     assert claimed["delivery_id"] == queued["delivery_id"] and claimed["status"] == "sending"
     b = wh.Dispatcher(store, FAST, owner="b")
     async with asyncio.timeout(20):
-        while (await store.webhook_read(sql.get_delivery, "default", hook["webhook_id"], queued["delivery_id"]))[
+        while (await store.webhooks.delivery("default", hook["webhook_id"], queued["delivery_id"]))[
             "status"
         ] != "delivered":
             await b.run_once()
-    rows = await store.webhook_read(sql.list_deliveries, "default", hook["webhook_id"], None, 10)
+    rows = await store.webhooks.deliveries("default", hook["webhook_id"], None, 10)
     by_id = {r["delivery_id"]: r for r in rows}
     assert by_id[queued["delivery_id"]]["status"] == "delivered" and by_id[queued["delivery_id"]]["attempts"] == 2
     assert by_id[live["delivery_id"]]["status"] == "sending"
     # the dead dispatcher's late answer is not recorded: its claim is gone
-    late = await store.webhook_write(
-        lambda conn: sql.finish(
-            conn,
-            queued["delivery_id"],
-            owner="dead",
-            status="failed",
-            status_code=500,
-            error="late",
-            next_attempt_at=None,
-            now=time.time(),
-        )
+    late = await store.webhooks.finish(
+        queued["delivery_id"], owner="dead", status="failed", status_code=500, error="late", next_attempt_at=None
     )
     assert late is False
     assert [r.headers["x-maestro-delivery"] for r in rx.requests] == [queued["delivery_id"]]
@@ -541,7 +531,7 @@ async def test_waiting_for_a_person_is_notified_in_every_format(store: Store, rx
     for r in got:
         assert MODEL_KEY not in r.body.decode() and '"input"' not in r.body.decode()
     assert MODEL_KEY not in json.dumps(delivery) and "detail" not in delivery["payload"]["data"]
-    assert await store.webhook_read(sql.list_deliveries, "default", only_runs["webhook_id"], None, 10) == []
+    assert await store.webhooks.deliveries("default", only_runs["webhook_id"], None, 10) == []
 
 
 def test_human_request_links_to_a_loopback_dashboard_go_in_the_telegram_text() -> None:

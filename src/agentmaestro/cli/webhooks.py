@@ -144,9 +144,7 @@ def webhooks_add(
 def webhooks_list(ctx: typer.Context) -> None:
     """The workspace's webhooks (never their secrets)."""
     c = _ctx(ctx)
-    from agentmaestro.store import _webhooks as sql
-
-    rows = _call(c, lambda s: s.webhook_read(sql.list_webhooks, c.workspace), lambda cl: cl.list_webhooks())
+    rows = _call(c, lambda s: s.webhooks.all(c.workspace), lambda cl: cl.list_webhooks())
     if c.as_json:
         _print_json(rows)
         return
@@ -186,16 +184,13 @@ def webhooks_test(
 
     async def local(store: Any) -> dict[str, Any]:
         from agentmaestro.integrations import webhooks as wh
-        from agentmaestro.store import _webhooks as sql
 
         queued = await wh.send_test(store, c.workspace, webhook_id)
         dispatcher = wh.Dispatcher(store)
         deadline = time.monotonic() + timeout
         while True:
             await dispatcher.run_once()
-            row: dict[str, Any] = await store.webhook_read(
-                sql.get_delivery, c.workspace, webhook_id, queued["delivery_id"]
-            )
+            row: dict[str, Any] = await store.webhooks.delivery(c.workspace, webhook_id, queued["delivery_id"])
             if row["status"] in ("delivered", "failed") or time.monotonic() >= deadline:
                 return row
             await asyncio.sleep(min(0.5, max(0.0, row["next_attempt_at"] - time.time())))
@@ -229,14 +224,12 @@ def webhooks_deliveries(
 ) -> None:
     """A webhook's delivery log: status, attempts, last response code or error."""
     c = _ctx(ctx)
-    from agentmaestro.store import _webhooks as sql
-
     bad = [s for s in status or [] if s not in ("pending", "sending", "delivered", "failed")]
     if bad:
         raise ConfigError(f"--status must be pending, sending, delivered or failed, not {bad[0]!r}")
     rows = _call(
         c,
-        lambda s: s.webhook_read(sql.list_deliveries, c.workspace, webhook_id, status, limit),
+        lambda s: s.webhooks.deliveries(c.workspace, webhook_id, status, limit),
         lambda cl: cl.list_webhook_deliveries(webhook_id, status=status, limit=limit),
     )
     if c.as_json:
@@ -265,12 +258,9 @@ def webhooks_redeliver(
 ) -> None:
     """Queue a delivery again, with the same id (the dispatcher of `serve` or `worker` sends it)."""
     c = _ctx(ctx)
-    from agentmaestro.store import _webhooks as sql
 
     async def local(store: Any) -> dict[str, Any]:
-        row: dict[str, Any] = await store.webhook_write(
-            sql.redeliver, c.workspace, webhook_id, delivery_id, time.time()
-        )
+        row: dict[str, Any] = await store.webhooks.redeliver(c.workspace, webhook_id, delivery_id)
         await store.audit.append(c.workspace, actor=_actor(), action="webhook.redeliver", target=delivery_id, detail={})
         return row
 

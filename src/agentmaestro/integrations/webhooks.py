@@ -48,7 +48,6 @@ from agentmaestro.errors import ValidationError
 from agentmaestro.integrations.notify_formats import Target, render
 from agentmaestro.integrations.notify_signing import approval_links, new_signing_secret
 from agentmaestro.integrations.notify_targets import TargetLookupError, TargetPolicy, TargetRefusedError
-from agentmaestro.store import _webhooks as sql
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import new_id, new_worker_id
 from agentmaestro.tools.redact import redact
@@ -338,7 +337,7 @@ async def create_webhook(
         **cols,
     }
     await store.workspaces.ensure(workspace_id)
-    public = await store.webhook_write(sql.create_webhook, row)
+    public = await store.webhooks.create(row)
     await store.audit.append(
         workspace_id,
         actor=actor,
@@ -364,7 +363,7 @@ async def update_webhook(
     ``bot_token``, ``chat_id``, ``api_base``. A new target is checked against ``targets`` (default: from the
     environment), like at creation.
     """
-    current = await store.webhook_read(sql.get_webhook, workspace_id, webhook_id)
+    current = await store.webhooks.get(workspace_id, webhook_id)
     fmt = current["format"]
     cols: dict[str, Any] = {}
     if "name" in changes:
@@ -404,7 +403,7 @@ async def update_webhook(
             cols["url_enc"] = keyring().encrypt(url)
             cols["url_display"] = display_url(fmt, url)
         cols["links_valid_from"] = now  # links sent to the old target are no longer good
-    row = await store.webhook_write(sql.update_webhook, workspace_id, webhook_id, cols, now)
+    row = await store.webhooks.update(workspace_id, webhook_id, cols, now=now)
     shown = {k: v for k, v in cols.items() if k not in ("url_enc", "secret_enc", "links_valid_from")}
     if "links_valid_from" in cols:
         shown["links_revoked"] = True
@@ -416,7 +415,7 @@ async def update_webhook(
 
 async def delete_webhook(store: Store, workspace_id: str, webhook_id: str, *, actor: str) -> dict[str, Any]:
     """Delete a webhook and its delivery log. Audited."""
-    row = await store.webhook_write(sql.delete_webhook, workspace_id, webhook_id)
+    row = await store.webhooks.delete(workspace_id, webhook_id)
     await store.audit.append(
         workspace_id, actor=actor, action="webhook.delete", target=webhook_id, detail={"name": row["name"]}
     )
@@ -425,7 +424,7 @@ async def delete_webhook(store: Store, workspace_id: str, webhook_id: str, *, ac
 
 async def send_test(store: Store, workspace_id: str, webhook_id: str) -> dict[str, Any]:
     """Enqueue a ``webhook.test`` delivery for the webhook; the dispatcher sends it. Returns the delivery."""
-    hook = await store.webhook_read(sql.get_webhook, workspace_id, webhook_id)
+    hook = await store.webhooks.get(workspace_id, webhook_id)
     now = time.time()
     row = _delivery_row(
         hook,
@@ -438,8 +437,8 @@ async def send_test(store: Store, workspace_id: str, webhook_id: str) -> dict[st
         },
         now=now,
     )
-    await store.webhook_write(sql.enqueue, [row])
-    return await store.webhook_read(sql.get_delivery, workspace_id, webhook_id, row["delivery_id"])
+    await store.webhooks.enqueue([row])
+    return await store.webhooks.delivery(workspace_id, webhook_id, row["delivery_id"])
 
 
 def _delivery_row(
@@ -480,7 +479,7 @@ def _preview(text: Any) -> str | None:
 def notifications_for(row: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The notifications one committed event makes: ``(event name, payload)`` pairs.
 
-    ``row`` is an event with its run's columns (see ``store._webhooks.scan_events``). Payloads hold ids,
+    ``row`` is an event with its run's columns (see ``store.webhooks.scan_events``). Payloads hold ids,
     statuses, counters, the agent, (for approvals) the tool's name, risk and reasons and (for human requests)
     the question and the possible answers; never arguments, never the request's details. Question, output and
     error texts are shortened and pass through :func:`agentmaestro.tools.redact.redact`.
@@ -535,13 +534,13 @@ def notifications_for(row: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]
 async def produce(store: Store, *, lag_s: float, page: int = 500) -> int:
     """One producer pass over every workspace with webhooks; the number of deliveries enqueued."""
     added = 0
-    for workspace_id, oldest, watermark in await store.webhook_read(sql.producer_workspaces):
+    for workspace_id, oldest, watermark in await store.webhooks.producer_workspaces():
         started = time.time()
-        hooks = await store.webhook_read(sql.enabled_webhooks, workspace_id)
+        hooks = await store.webhooks.enabled(workspace_id)
         since = (watermark if watermark is not None else oldest) - lag_s
         after: tuple[float, str, int] | None = None
         while hooks:
-            rows = await store.webhook_read(sql.scan_events, workspace_id, since, _SOURCE_TYPES, page, after)
+            rows = await store.webhooks.scan_events(workspace_id, since, _SOURCE_TYPES, page, after)
             new = []
             for r in rows:
                 for event, payload in notifications_for(r):
@@ -554,17 +553,17 @@ async def produce(store: Store, *, lag_s: float, page: int = 500) -> int:
                                 )
                             )
             if new:
-                seen = await store.webhook_read(
-                    sql.existing_keys, {d["webhook_id"] for d in new}, {d["dedupe_key"] for d in new}
+                seen = await store.webhooks.existing_keys(
+                    {d["webhook_id"] for d in new}, {d["dedupe_key"] for d in new}
                 )
                 fresh = [d for d in new if (d["webhook_id"], d["dedupe_key"]) not in seen]
                 if fresh:
-                    added += await store.webhook_write(sql.enqueue, fresh)
+                    added += await store.webhooks.enqueue(fresh)
             if len(rows) < page:
                 break
             last = rows[-1]
             after = (last["created_at"], last["run_id"], last["seq"])
-        await store.webhook_write(sql.advance_cursor, workspace_id, started - lag_s, started)
+        await store.webhooks.advance_cursor(workspace_id, started - lag_s, now=started)
     return added
 
 
@@ -676,8 +675,8 @@ class Dispatcher:
     async def _pass(self) -> int:
         await produce(self.store, lag_s=self.config.lag_s)
         total = 0
-        while await self.store.webhook_read(sql.has_due, time.time()):
-            claimed = await self.store.claim_webhook_deliveries(
+        while await self.store.webhooks.has_due():
+            claimed = await self.store.webhooks.claim(
                 owner=self.owner, limit=self.config.batch, claim_ttl=self.config.claim_ttl_s
             )
             if not claimed:
@@ -693,7 +692,7 @@ class Dispatcher:
         now = time.time()
         status_code: int | None = None
         retry_after: float | None = None
-        hook = await self.store.webhook_read(sql.load_webhook, delivery["webhook_id"])
+        hook = await self.store.webhooks.load(delivery["webhook_id"])
         secrets_: list[str] = []
         try:
             if hook is None:
@@ -755,19 +754,9 @@ class Dispatcher:
     async def _finish(
         self, delivery_id: str, status: str, status_code: int | None, error: str | None, next_at: float | None
     ) -> bool:
-        def op(conn: Any) -> bool:
-            return sql.finish(
-                conn,
-                delivery_id,
-                owner=self.owner,
-                status=status,
-                status_code=status_code,
-                error=error,
-                next_attempt_at=next_at,
-                now=time.time(),
-            )
-
-        return await self.store.webhook_write(op)
+        return await self.store.webhooks.finish(
+            delivery_id, owner=self.owner, status=status, status_code=status_code, error=error, next_attempt_at=next_at
+        )
 
     @staticmethod
     def _target(hook: Mapping[str, Any]) -> Target:

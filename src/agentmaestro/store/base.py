@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from agentmaestro.store.runs import RunRepository
     from agentmaestro.store.steps import StepRepository
     from agentmaestro.store.usage import UsageRepository
+    from agentmaestro.store.webhooks import WebhookRepository
     from agentmaestro.store.workers import WorkerRepository
     from agentmaestro.store.workflows import WorkflowRepository
     from agentmaestro.store.workspaces import WorkspaceRepository
@@ -310,6 +311,13 @@ class Store:
 
         return ObjectiveRepository(self)
 
+    @cached_property
+    def webhooks(self) -> WebhookRepository:
+        """Webhooks, their delivery queue and dispatcher claims."""
+        from agentmaestro.store.webhooks import WebhookRepository
+
+        return WebhookRepository(self)
+
     # ------------------------------------------------------------------------------- plumbing
 
     @property
@@ -541,30 +549,6 @@ class Store:
     # =================================================================================
     # Webhooks and notifications (implementation in _webhooks.py; integrations/webhooks.py)
     # =================================================================================
-
-    async def webhook_read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run one of :mod:`agentmaestro.store._webhooks`'s read functions (``fn(conn, *args)``)."""
-        return await self._read(fn, *args)
-
-    async def webhook_write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run one of :mod:`agentmaestro.store._webhooks`'s write functions (``fn(conn, *args)``)."""
-        return await self._write(fn, *args)
-
-    async def claim_webhook_deliveries(self, *, owner: str, limit: int, claim_ttl: float) -> list[dict[str, Any]]:
-        """Claim due webhook deliveries for ``owner`` (guarded: never two dispatchers on one delivery)."""
-        from agentmaestro.store import _webhooks
-
-        def op(conn: Connection) -> list[dict[str, Any]]:
-            return _webhooks.claim(
-                conn,
-                owner=owner,
-                now=time.time(),
-                limit=limit,
-                claim_ttl=claim_ttl,
-                skip_locked=self.dialect == "postgresql",
-            )
-
-        return await self._write(op)
 
     # =================================================================================
     # Credentials: encrypted named credentials and OAuth states (implementation in _credentials.py)

@@ -24,7 +24,6 @@ from agentmaestro.integrations import webhooks as wh
 from agentmaestro.integrations.notify_signing import LinkClaim, LinkTokenError, link_revocation, read_link_token
 from agentmaestro.server.auth import Admin, Viewer, get_store
 from agentmaestro.server.errors import APIError, error_body
-from agentmaestro.store import _webhooks as sql
 from agentmaestro.store.base import Store
 
 router = APIRouter(prefix="/v1", tags=["webhooks and notifications"])
@@ -226,13 +225,13 @@ async def create_webhook(
 @router.get("/webhooks", response_model=list[Webhook], summary="List webhooks")
 async def list_webhooks(principal: Viewer, store: StoreDep) -> list[dict[str, Any]]:
     """The workspace's webhooks, oldest first (never their secrets)."""
-    return await store.webhook_read(sql.list_webhooks, principal.workspace_id)
+    return await store.webhooks.all(principal.workspace_id)
 
 
 @router.get("/webhooks/{webhook_id}", response_model=Webhook, summary="Get a webhook")
 async def get_webhook(webhook_id: WebhookId, principal: Viewer, store: StoreDep) -> dict[str, Any]:
     """One webhook of the workspace."""
-    return await store.webhook_read(sql.get_webhook, principal.workspace_id, webhook_id)
+    return await store.webhooks.get(principal.workspace_id, webhook_id)
 
 
 @router.patch(
@@ -270,7 +269,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """The webhook's delivery log, newest first: status, attempts, last response code or error."""
-    return await store.webhook_read(sql.list_deliveries, principal.workspace_id, webhook_id, status, limit)
+    return await store.webhooks.deliveries(principal.workspace_id, webhook_id, status, limit)
 
 
 @router.get("/webhooks/{webhook_id}/deliveries/{delivery_id}", response_model=Delivery, summary="Get a delivery")
@@ -278,7 +277,7 @@ async def get_delivery(
     webhook_id: WebhookId, delivery_id: DeliveryId, principal: Viewer, store: StoreDep
 ) -> dict[str, Any]:
     """One delivery of the webhook."""
-    return await store.webhook_read(sql.get_delivery, principal.workspace_id, webhook_id, delivery_id)
+    return await store.webhooks.delivery(principal.workspace_id, webhook_id, delivery_id)
 
 
 @router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", response_model=Delivery, summary="Redeliver")
@@ -286,7 +285,7 @@ async def redeliver(
     webhook_id: WebhookId, delivery_id: DeliveryId, principal: Admin, store: StoreDep
 ) -> dict[str, Any]:
     """Queue a delivered or failed delivery again, with the same id (409 while it is pending or being sent)."""
-    row = await store.webhook_write(sql.redeliver, principal.workspace_id, webhook_id, delivery_id, time.time())
+    row = await store.webhooks.redeliver(principal.workspace_id, webhook_id, delivery_id)
     await store.audit.append(
         principal.workspace_id, actor=principal.actor, action="webhook.redeliver", target=delivery_id, detail={}
     )
@@ -348,7 +347,7 @@ async def _check(
             raise APIError(403, exc.code, str(exc)) from None
         raise APIError(401, "unauthenticated", str(exc)) from None  # not made by this server
     approval = await store.approvals.get(approval_id, workspace_id=claim.workspace_id)
-    revoked = link_revocation(claim, await store.webhook_read(sql.load_webhook, claim.channel))
+    revoked = link_revocation(claim, await store.webhooks.load(claim.channel))
     if revoked is not None:
         raise APIError(403, "link_revoked", revoked)
     return claim, approval
@@ -427,7 +426,7 @@ async def use_link(
 
     async def go() -> Response:
         claim, approval = await _check(request, approval_id, token, store)
-        hook = await store.webhook_read(sql.load_webhook, claim.channel)
+        hook = await store.webhooks.load(claim.channel)
         actor = f"link:{hook['name'] if hook else claim.channel}"[:200]
         approve = claim.decision == "approve"
         reason = f"{'approved' if approve else 'rejected'} with a link sent by webhook {claim.channel}"
