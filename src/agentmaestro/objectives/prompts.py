@@ -1,16 +1,16 @@
 """What the planner, the workers and the strategist are asked, and how their answers are read.
 
 The planner answers with JSON tasks, the strategist with a JSON verdict. Answers may wrap the JSON
-in prose or a Markdown code fence; the first JSON object or array found is used.
+in prose or a Markdown code fence; the first JSON object or array found is used (``parse_json`` and
+``parse_verdict`` live in :mod:`agentmaestro.core.objective`, whose pure decisions read the answers).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agentmaestro.core.objective import parse_json, parse_verdict
 from agentmaestro.core.tasks import Graph, Task, TaskStatus
 
 __all__ = ["parse_json", "parse_verdict", "planner_input", "qa_input", "worker_input"]
@@ -103,33 +103,6 @@ def qa_input(task: Task, output: str | None, diff: str | None = None) -> str:
         lines += ["", "Changes to the repository:", _clip(diff, 8000)]
     lines += ["", 'Answer with JSON only: {"accept": true or false, "feedback": "what to fix, or why it passes"}']
     return "\n".join(lines)
-
-
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
-
-
-def parse_json(text: str | None) -> Any:
-    """The first JSON value in ``text`` (a code fence's content first). Raises ValueError if none."""
-    text = (text or "").strip()
-    candidates = [m.group(1).strip() for m in _FENCE.finditer(text)] + [text]
-    decoder = json.JSONDecoder()
-    for cand in candidates:
-        for i, ch in enumerate(cand):
-            if ch in "[{":
-                try:
-                    value, _end = decoder.raw_decode(cand, i)
-                except json.JSONDecodeError:
-                    continue
-                return value
-    raise ValueError("the answer contains no JSON object or list")
-
-
-def parse_verdict(text: str | None) -> tuple[bool, str]:
-    """(accepted, feedback) from a strategist's answer. Raises ValueError for an unreadable verdict."""
-    value = parse_json(text)
-    if not isinstance(value, dict) or not isinstance(value.get("accept"), bool):
-        raise ValueError('the verdict must be a JSON object with a boolean "accept"')
-    return bool(value["accept"]), str(value.get("feedback") or "")
 
 
 def task_outputs(graph: Graph) -> dict[str, str | None]:
