@@ -1,12 +1,15 @@
-"""Drives objective runs: plan -> dispatch tasks as child runs -> QA -> retry or escalate -> merge.
+"""Carries out objective runs: plan -> dispatch tasks as child runs -> QA -> retry or escalate -> merge.
 
-An objective run (spec kind ``objective``) never holds a worker while its tasks run. Each move
-folds the child results that arrived (CHILDREN_FINISHED, appended by the store in the finishing
-child's own transaction as soon as *any* of its children ends) into task graph changes, starts
-what can start (planner runs, worker runs up to ``max_concurrent_workers``, strategist reviews,
-escalations), and commits one STEP_COMPLETED (kind MESSAGE, the changes in its ``objective``
-section) plus CHILDREN_SPAWNED listing every child still in flight; the run then waits in
-WAITING_FOR_CHILDREN. The task graph is a fold of those changes (:mod:`agentmaestro.core.tasks`).
+An objective run (spec kind ``objective``) never holds a worker while its tasks run. What each move
+does is decided purely by :func:`agentmaestro.core.objective.decide_move` from the run's state: which
+child results (CHILDREN_FINISHED, appended by the store in the finishing child's own transaction as
+soon as *any* of its children ends) change the task graph how, and what starts (planner runs, worker
+runs up to ``max_concurrent_workers``, strategist reviews, escalations). This module does the I/O
+around it: it loads the state, answers the decision's questions (which children ended while nobody
+waited, how a merge went), starts the child runs (prompts, worktrees, budgets) and commits one
+STEP_COMPLETED (kind MESSAGE, the changes in its ``objective`` section) plus CHILDREN_SPAWNED listing
+every child still in flight; the run then waits in WAITING_FOR_CHILDREN. The task graph is a fold of
+those changes (:mod:`agentmaestro.core.tasks`).
 
 Escalations are child runs too (spec kind ``objective_escalation``): one waits for a person in the
 human queue (``maestro escalations``) while the objective's other tasks go on.
@@ -14,17 +17,40 @@ human queue (``maestro escalations``) while the objective's other tasks go on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.core.events import Event, RunState
+from agentmaestro.core.objective import (
+    Action,
+    Cancel,
+    CheckChildren,
+    ChildResult,
+    Complete,
+    End,
+    Fail,
+    MergeOutcome,
+    MergeTask,
+    ObjectiveMove,
+    ObjectiveSettings,
+    ObjectiveSnapshot,
+    RemoveWorktree,
+    StartEscalation,
+    StartPlanner,
+    StartReview,
+    StartWorker,
+    StopOnViolation,
+    decide_move,
+)
 from agentmaestro.core.policy import StrictPolicy
-from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind
-from agentmaestro.core.tasks import Graph, Task, TaskStatus, apply_change, fold_graph, ready_tasks, validate_plan
+from agentmaestro.core.states import EventType, Phase, StepKind
+from agentmaestro.core.tasks import Graph, fold_event, fold_graph
 from agentmaestro.engine.driver import MAX_DEPTH, EventListener
 from agentmaestro.engine.leased import LeasedDriver, Move
 from agentmaestro.errors import MaestroError
@@ -86,7 +112,7 @@ class EscalationDriver(LeasedDriver):
 
 
 class ObjectiveDriver(LeasedDriver):
-    """Executes the moves of one objective run while its worker holds the lease."""
+    """Carries out the moves of one objective run while its worker holds the lease."""
 
     def __init__(
         self, *, store: Store, claim: Claim, agents: AgentRegistry, owner: str, listeners: list[EventListener]
@@ -94,12 +120,7 @@ class ObjectiveDriver(LeasedDriver):
         super().__init__(store=store, claim=claim, owner=owner, listeners=listeners)
         self.agents = agents
         self.graph = Graph()
-        self.goal = str(self.spec.get("goal") or self.task)
-        self.planner = str(self.spec.get("planner", "planner"))
-        self.strategist = str(self.spec.get("strategist", "strategist"))
-        self.max_workers = int(self.spec.get("max_concurrent_workers", 5))
-        self.max_attempts = int(self.spec.get("max_attempts", 4))
-        self.max_plan_attempts = int(self.spec.get("max_plan_attempts", 3))
+        self.settings = ObjectiveSettings.from_spec(self.spec, task=self.task)
         self._reconcile = True
         self._repo: Repo | None = None
 
@@ -109,13 +130,12 @@ class ObjectiveDriver(LeasedDriver):
         self.graph = fold_graph(await self.store.events.read(self.run_id))
 
     def _applied(self, state: RunState, ev: Event) -> None:
-        from agentmaestro.core.tasks import fold_event
-
         self.graph = fold_event(self.graph, ev.type.value, ev.payload)
 
     def workers(self) -> dict[str, str]:
         """Worker types the planner may use: name -> description."""
-        names = self.spec.get("workers") or [n for n in self.agents.names() if n not in (self.planner, self.strategist)]
+        cfg = self.settings
+        names = self.spec.get("workers") or [n for n in self.agents.names() if n not in (cfg.planner, cfg.strategist)]
         out: dict[str, str] = {}
         for n in names:
             if n in self.agents:
@@ -132,25 +152,105 @@ class ObjectiveDriver(LeasedDriver):
     # ------------------------------------------------------------------------------- moves
 
     async def _move(self) -> Move:
-        if self.cancel_requested:
-            self._cleanup()
-            return [{"type": EventType.RUN_CANCELLED, "payload": {"reason": await self._cancel_reason()}}], [], [], None
-        violation = self.state.policy.check(self.state.usage(time.time()))
-        if violation is not None:  # the objective's own limits: wall time and moves (steps)
-            self._cleanup()
-            return [{"type": EventType.POLICY_VIOLATION, "payload": violation.to_json()}], [], [], None
-        missing = [a for a in (self.planner, self.strategist) if a not in self.agents]
-        if missing:
-            return self._fail(f"agent(s) {', '.join(missing)} not available on this worker")
-        if self.depth + 1 > MAX_DEPTH:
-            return self._fail(f"depth limit {MAX_DEPTH} reached")
+        snapshot = ObjectiveSnapshot(
+            run_id=self.run_id,
+            state=self.state,
+            now=time.time(),
+            graph=self.graph,
+            settings=self.settings,
+            agents=frozenset(self.agents.names()),
+            workers=self.workers(),
+            depth=self.depth,
+            max_depth=MAX_DEPTH,
+            new_run_id=new_run_id,
+            cancel_requested=self.cancel_requested,
+            reconcile=self._reconcile,
+        )
         try:
-            move = _Move_(self)
-            await move.run()
+            decision = decide_move(snapshot)
+            while isinstance(decision, CheckChildren | MergeTask):
+                if isinstance(decision, CheckChildren):
+                    snapshot = dataclasses.replace(snapshot, reconciled=await self._ended(decision))
+                else:
+                    key = (decision.task_id, decision.attempt)
+                    snapshot = dataclasses.replace(snapshot, merges={**snapshot.merges, key: self._merge(decision)})
+                decision = decide_move(snapshot)
+            if not isinstance(decision, ObjectiveMove):
+                return await self._end(decision)
+            self._reconcile = False
+            return self._carry_out(decision, snapshot.workers)
         except GitError as exc:
             self._cleanup()
             return self._fail(f"git: {exc}")
-        return move.result()
+
+    async def _ended(self, check: CheckChildren) -> tuple[ChildResult, ...]:
+        """Children that ended while nobody waited (after a claim: first move, recovery, restart)."""
+        out: list[ChildResult] = []
+        for call_id, run_id in check.children:
+            rec = await self.store.runs.get(run_id)
+            if rec.status.terminal:
+                out.append(
+                    ChildResult(
+                        call_id=call_id,
+                        run_id=run_id,
+                        status=rec.status,
+                        output=rec.state.output,
+                        error=rec.state.error,
+                    )
+                )
+        return tuple(out)
+
+    def _merge(self, merge: MergeTask) -> MergeOutcome:
+        repo = self.repo()
+        assert repo is not None, "a merge is asked for only when the objective has a repository"
+        result = repo.merge(merge.task_id, merge.attempt, merge.message)
+        return MergeOutcome(merged=result.merged, conflicts=result.conflicts, diff=result.diff)
+
+    async def _end(self, end: End) -> Move:
+        if isinstance(end, Cancel):
+            self._cleanup()
+            return [{"type": EventType.RUN_CANCELLED, "payload": {"reason": await self._cancel_reason()}}], [], [], None
+        if isinstance(end, StopOnViolation):
+            self._cleanup()
+            return [{"type": EventType.POLICY_VIOLATION, "payload": end.violation.to_json()}], [], [], None
+        assert isinstance(end, Fail), end
+        if end.cleanup:
+            self._cleanup()
+        return self._fail(end.error)
+
+    def _carry_out(self, move: ObjectiveMove, workers: Mapping[str, str]) -> Move:
+        children = [child for a in move.actions if (child := self._act(a, workers)) is not None]
+        events: list[dict[str, Any]] = []
+        rows: list[StepRow] = []
+        if move.changes or move.end is not None:
+            step = self.state.steps
+            counts = move.graph.counts()
+            content = "; ".join(move.notes) or ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "planning"
+            changes = [c.to_json() for c in move.changes]
+            payload = {"kind": StepKind.MESSAGE.value, "content": content, "objective": {"changes": changes}}
+            events.append({"type": EventType.STEP_COMPLETED, "payload": payload, "step": step})
+            rows.append(StepRow(step_index=step, kind=StepKind.MESSAGE, name="objective", status="completed", seq=0))
+        if isinstance(move.end, Complete):
+            self._cleanup()
+            events.append({"type": EventType.RUN_COMPLETED, "payload": {"output": move.end.output}})
+            return events, [], rows, None
+        if isinstance(move.end, Fail):
+            self._cleanup()
+            events.append({"type": EventType.RUN_FAILED, "payload": {"error": move.end.error}})
+            return events, [], rows, None
+        if self.state.phase is not Phase.EXECUTE:
+            events.insert(
+                0, {"type": EventType.PHASE_CHANGED, "payload": {"from": self.state.phase.value, "to": "EXECUTE"}}
+            )
+        agents = {c.run_id: c.agent_name for c in children}
+        entries = [{"call_id": c, "run_id": r, "agent": agents.get(r)} for c, r in move.graph.active_children()]
+        events.append(
+            {
+                "type": EventType.CHILDREN_SPAWNED,
+                "payload": {"children": entries, "started": [c.run_id for c in children]},
+            }
+        )
+        return events, children, rows, None
 
     def _fail(self, error: str) -> Move:
         return [{"type": EventType.RUN_FAILED, "payload": {"error": error}}], [], [], None
@@ -163,316 +263,66 @@ class ObjectiveDriver(LeasedDriver):
         except MaestroError:
             log.exception("objective run %s: cleaning up worktrees failed", self.run_id)
 
+    # ------------------------------------------------------------------------------ actions
 
-class _Move_:
-    """One move of an objective: a working copy of the graph, the changes made, the runs started."""
-
-    def __init__(self, d: ObjectiveDriver) -> None:
-        self.d = d
-        self.g = d.graph
-        self.changes: list[dict[str, Any]] = []
-        self.children: list[NewRun] = []
-        self.ending: dict[str, Any] | None = None
-        self.notes: list[str] = []
-
-    def emit(self, change: dict[str, Any]) -> None:
-        self.g = apply_change(self.g, change)
-        self.changes.append(change)
-
-    # ------------------------------------------------------------------------------ the move
-
-    async def run(self) -> None:
-        d = self.d
-        results = list(self.g.inbox)
-        if d._reconcile:
-            # After a claim (first move, recovery, restart): children that ended while nobody waited.
-            d._reconcile = False
-            seen = {r.get("run_id") for r in results}
-            for call_id, run_id in self.g.active_children():
-                if run_id in seen:
-                    continue
-                rec = await d.store.runs.get(run_id)
-                if rec.status.terminal:
-                    results.append(
-                        {
-                            "call_id": call_id,
-                            "run_id": run_id,
-                            "status": rec.status.value,
-                            "output": rec.state.output,
-                            "error": rec.state.error,
-                        }
-                    )
-        if results:
-            self.emit({"op": "processed", "run_ids": [r["run_id"] for r in results]})
-        for r in results:
-            await self.handle(r)
-        if self.ending is not None:
-            return
-        if not self.g.tasks and not self.g.helpers:
-            # The first move, or a restart after the planner gave up: plan (again) from scratch.
-            if self.g.plan_attempts:
-                self.emit({"op": "plan_attempts", "n": 0})
-            self.start_planner(errors=[], previous=None)
-        if self.g.replan and not self.g.helpers:
-            self.start_replan()
-        for t in ready_tasks(self.g):
-            self.emit({"op": "status", "task": t.task_id, "to": "ready"})
-        active = sum(1 for t in self.g.tasks.values() if t.status is TaskStatus.ACTIVE)
-        for t in sorted(self.g.tasks.values(), key=lambda t: t.order):
-            if active >= d.max_workers:
-                break
-            if t.status is TaskStatus.READY:
-                self.start_worker(t)
-                active += 1
-        if not self.g.active_children():
-            self.finish()
-
-    def result(self) -> Move:
-        d = self.d
-        events: list[dict[str, Any]] = []
-        rows: list[StepRow] = []
-        if self.changes or self.ending is not None:
-            step = d.state.steps
-            counts = self.g.counts()
-            content = "; ".join(self.notes) or ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "planning"
-            payload = {"kind": StepKind.MESSAGE.value, "content": content, "objective": {"changes": self.changes}}
-            events.append({"type": EventType.STEP_COMPLETED, "payload": payload, "step": step})
-            rows.append(StepRow(step_index=step, kind=StepKind.MESSAGE, name="objective", status="completed", seq=0))
-        if self.ending is not None:
-            events.append(self.ending)
-            return events, [], rows, None
-        active = self.g.active_children()
-        if d.state.phase is not Phase.EXECUTE:
-            events.insert(
-                0, {"type": EventType.PHASE_CHANGED, "payload": {"from": d.state.phase.value, "to": "EXECUTE"}}
+    def _act(self, action: Action, workers: Mapping[str, str]) -> NewRun | None:
+        """Carry out one action; the child run to start, if it starts one."""
+        cfg = self.settings
+        if isinstance(action, StartPlanner):
+            planner = self.agents.get(cfg.planner)
+            text = prompts.planner_input(
+                cfg.goal,
+                workers,
+                graph=action.graph,
+                replan=action.replan or (),
+                errors=action.errors,
+                previous=action.previous,
             )
-        agents = {c.run_id: c.agent_name for c in self.children}
-        entries = [{"call_id": c, "run_id": r, "agent": agents.get(r)} for c, r in active]
-        events.append(
-            {
-                "type": EventType.CHILDREN_SPAWNED,
-                "payload": {"children": entries, "started": [c.run_id for c in self.children]},
-            }
-        )
-        return events, self.children, rows, None
-
-    def finish(self) -> None:
-        d = self.d
-        tasks = sorted(self.g.tasks.values(), key=lambda t: t.order)
-        if tasks and all(t.status.terminal for t in tasks) and not self.g.replan:
-            done = [t for t in tasks if t.status is TaskStatus.COMPLETE]
-            lines = [f"Objective: {d.goal}", f"{len(done)} of {len(tasks)} task(s) complete."]
-            for t in tasks:
-                out = (t.attempts[-1].get("output") or "") if t.attempts and t.status is TaskStatus.COMPLETE else ""
-                lines.append(f"- {t.task_id} [{t.status.value}] {t.title}: {out[:500]}")
-            d._cleanup()
-            self.ending = {"type": EventType.RUN_COMPLETED, "payload": {"output": "\n".join(lines)}}
-            return
-        stuck = [t.task_id for t in tasks if not t.status.terminal]
-        d._cleanup()
-        self.ending = {
-            "type": EventType.RUN_FAILED,
-            "payload": {"error": f"objective cannot progress: task(s) {', '.join(stuck) or '(none planned)'} blocked"},
-        }
-
-    # ------------------------------------------------------------------------------ results
-
-    async def handle(self, r: dict[str, Any]) -> None:
-        run_id = r["run_id"]
-        helper = next(((c, h) for c, h in self.g.helpers.items() if h["run_id"] == run_id), None)
-        if helper is not None:
-            self.emit({"op": "helper_done", "call_id": helper[0]})
-            self.plan_result(r, replan=helper[1].get("kind") == "replan", context=helper[1].get("context"))
-            return
-        task = next((t for t in self.g.tasks.values() if t.run_id == run_id), None)
-        if task is None:
-            return  # an abandoned task's run, or a result already handled
-        ok = r["status"] == RunStatus.COMPLETED.value
-        if task.status is TaskStatus.ACTIVE:
-            await self.worker_result(task, r, ok)
-        elif task.status is TaskStatus.AWAITING_QA:
-            self.qa_result(task, r, ok)
-        elif task.status is TaskStatus.WAITING_HUMAN:
-            self.human_result(task, r, ok)
-
-    def plan_result(self, r: dict[str, Any], *, replan: bool, context: list[dict[str, Any]] | None = None) -> None:
-        d = self.d
-        errors: list[str]
-        tasks: list[dict[str, Any]] = []
-        if r["status"] != RunStatus.COMPLETED.value:
-            errors = [f"the planner run {r['status']}: {r.get('error') or 'no output'}"]
-        else:
-            try:
-                raw = prompts.parse_json(r.get("output"))
-            except ValueError as exc:
-                raw, errors = None, [str(exc)]
-            else:
-                tasks, errors = validate_plan(raw, set(d.workers()), existing=self.g.tasks if replan else None)
-        if not errors:
-            self.emit({"op": "add", "tasks": tasks})
-            self.emit({"op": "plan_attempts", "n": 0 if replan else self.g.plan_attempts})
-            self.notes.append(f"{'re-plan' if replan else 'plan'}: {len(tasks)} task(s)")
-            return
-        if self.g.plan_attempts >= d.max_plan_attempts:
-            what = "re-plan" if replan else "plan"
-            self.ending = {
-                "type": EventType.RUN_FAILED,
-                "payload": {
-                    "error": f"the planner gave no valid {what} after {self.g.plan_attempts} attempt(s): "
-                    + "; ".join(errors)
-                },
-            }
-            d._cleanup()
-            return
-        self.notes.append(f"plan rejected: {'; '.join(errors)[:300]}")
-        if replan:
-            self.start_replan(errors=errors, previous=r.get("output"), context=context)
-        else:
-            self.start_planner(errors=errors, previous=r.get("output"))
-
-    async def worker_result(self, task: Task, r: dict[str, Any], ok: bool) -> None:
-        d = self.d
-        attempt = len(task.attempts)
-        if not ok:
-            self.emit({"op": "status", "task": task.task_id, "to": "failed", "error": r.get("error") or r["status"]})
-            self.retry_or_escalate(task.task_id)
-            return
-        diff = None
-        repo = d.repo()
+            return self._child(action.run_id, planner.name, text, planner)
+        if isinstance(action, StartWorker):
+            task, agent = action.task, self.agents.get(action.task.worker)
+            repo = self.repo()
+            workdir = repo.add_worktree(task.task_id, action.attempt) if repo is not None else None
+            text = prompts.worker_input(task, action.graph, prompts.task_outputs(action.graph))
+            return self._child(action.run_id, agent.name, text, agent, workdir)
+        if isinstance(action, StartReview):
+            task, diff = action.task, None
+            repo = self.repo()
+            if repo is not None:
+                wt = repo.worktrees_root / f"{task.task_id}-{action.attempt}"
+                if wt.exists():
+                    repo.commit_all(wt, f"{task.task_id}: {task.title} (attempt {action.attempt})")
+                    diff = repo.diff(wt)
+            qa = self.agents.get(cfg.strategist)
+            return self._child(action.run_id, qa.name, prompts.qa_input(task, action.output, diff), qa)
+        if isinstance(action, StartEscalation):
+            return self._escalation(action)
+        assert isinstance(action, RemoveWorktree), action
+        repo = self.repo()
         if repo is not None:
-            wt = repo.worktrees_root / f"{task.task_id}-{attempt}"
-            if wt.exists():
-                repo.commit_all(wt, f"{task.task_id}: {task.title} (attempt {attempt})")
-                diff = repo.diff(wt)
-        qa = d.agents.get(d.strategist)
-        qa_id = new_run_id()
-        self.children.append(self._child(qa_id, qa.name, prompts.qa_input(task, r.get("output"), diff), qa))
-        self.emit(
-            {"op": "status", "task": task.task_id, "to": "awaiting_qa", "output": r.get("output"), "run_id": qa_id}
-        )
+            repo.remove_worktree(action.task_id, action.attempt)
+        return None
 
-    def qa_result(self, task: Task, r: dict[str, Any], ok: bool) -> None:
-        d = self.d
-        if ok:
-            try:
-                accept, feedback = prompts.parse_verdict(r.get("output"))
-            except ValueError as exc:
-                accept, feedback = False, f"the strategist gave no usable verdict ({exc})"
-        else:
-            accept, feedback = False, f"the review run {r['status']}: {r.get('error') or 'no output'}"
-        if not accept:
-            self.emit({"op": "status", "task": task.task_id, "to": "failed", "feedback": feedback})
-            self.retry_or_escalate(task.task_id)
-            return
-        repo = d.repo()
-        attempt = len(task.attempts)
-        if repo is not None:
-            merge = repo.merge(task.task_id, attempt, f"Merge task {task.task_id}: {task.title}")
-            if not merge.merged:
-                reason = f"merging task {task.task_id} conflicts in {', '.join(merge.conflicts)}"
-                self.escalate(
-                    task.task_id, "merge_conflict", reason, {"diff": merge.diff, "conflicts": list(merge.conflicts)}
-                )
-                return
-            repo.remove_worktree(task.task_id, attempt)
-        self.emit({"op": "status", "task": task.task_id, "to": "complete", "feedback": feedback})
-        self.notes.append(f"{task.task_id} complete")
-
-    def human_result(self, task: Task, r: dict[str, Any], ok: bool) -> None:
-        if r["status"] == RunStatus.CANCELLED.value:
-            # The question was withdrawn (the objective was cancelled, then restarted): try the task again.
-            self.emit({"op": "status", "task": task.task_id, "to": "ready"})
-            return
-        decision: dict[str, Any] = {"action": "abandon"}
-        if ok:
-            try:
-                decision = json.loads(r.get("output") or "{}")
-            except ValueError:
-                decision = {"action": "retry"}
-        action = decision.get("action")
-        by = decision.get("by") or "a person"
-        if action == "retry":
-            self.emit({"op": "status", "task": task.task_id, "to": "ready", "note": decision.get("instructions")})
-            self.notes.append(f"{task.task_id}: retry by {by}")
-        elif action == "answer" and decision.get("answer"):
-            new = self._fresh_id(f"{task.task_id}-h")
-            spec = {
-                "id": new,
-                "title": f"{task.title} (new task from {by})",
-                "instructions": str(decision["answer"]),
-                "worker": task.worker,
-                "depends_on": [x for x in task.depends_on if self.g.tasks[x].status is not TaskStatus.ABANDONED],
-                "acceptance": list(task.acceptance),
-            }
-            self.emit({"op": "status", "task": task.task_id, "to": "abandoned", "reason": f"replaced by {new} ({by})"})
-            self.emit({"op": "add", "tasks": [spec]})
-            for t in list(self.g.tasks.values()):
-                if task.task_id in t.depends_on and not t.status.started:
-                    self.emit({"op": "deps", "task": t.task_id, "add": [new], "remove": [task.task_id]})
-            self.notes.append(f"{task.task_id} replaced by new task {new}")
-        else:
-            reason = f"abandoned by {by}" if ok else (r.get("error") or "abandoned")
-            self.abandon(task.task_id, reason)
-
-    def _fresh_id(self, prefix: str) -> str:
-        n = 1
-        while f"{prefix}{n}" in self.g.tasks:
-            n += 1
-        return f"{prefix}{n}"
-
-    # ---------------------------------------------------------------------------- decisions
-
-    def abandon(self, task_id: str, reason: str) -> None:
-        self.emit({"op": "status", "task": task_id, "to": "abandoned", "reason": reason})
-        self.emit({"op": "replan", "reason": reason, "tasks": [task_id]})
-        self.notes.append(f"{task_id} abandoned")
-
-    def retry_or_escalate(self, task_id: str) -> None:
-        task = self.g.tasks[task_id]
-        used = len(task.attempts) - task.attempt_base
-        if used < self.d.max_attempts:
-            self.emit({"op": "status", "task": task_id, "to": "ready"})
-            return
-        last = task.attempts[-1] if task.attempts else {}
-        reason = f"task {task_id} failed {used} attempt(s); last: {last.get('feedback') or last.get('error')}"
-        self.escalate(task_id, "task_rejected", reason, {"attempts": [dict(a) for a in task.attempts]})
-
-    def escalate(self, task_id: str, kind: str, reason: str, detail: dict[str, Any]) -> None:
-        d = self.d
-        task = self.g.tasks[task_id]
-        run_id = new_run_id()
-        question = (
-            f"Objective {d.run_id}, task {task_id} ({task.title}): {reason}. Retry with modifications "
-            "(instructions), answer with the instructions of a new task to spawn in its place, or abandon it."
-        )
+    def _escalation(self, action: StartEscalation) -> NewRun:
         spec = {
             "kind": "objective_escalation",
-            "depth": d.depth + 1,
-            "escalation_kind": kind,
-            "question": question,
-            "detail": {"objective_run_id": d.run_id, "task_id": task_id, "reason": reason, **detail},
+            "depth": self.depth + 1,
+            "escalation_kind": action.kind,
+            "question": action.question,
+            "detail": dict(action.detail),
         }
-        self.children.append(
-            NewRun(
-                run_id=run_id,
-                workspace_id=d.workspace_id,
-                agent_name=ESCALATION_AGENT,
-                input=question,
-                spec=spec,
-                policy=StrictPolicy().to_json(),
-                parent_run_id=d.run_id,
-            )
+        return NewRun(
+            run_id=action.run_id,
+            workspace_id=self.workspace_id,
+            agent_name=ESCALATION_AGENT,
+            input=action.question,
+            spec=spec,
+            policy=StrictPolicy().to_json(),
+            parent_run_id=self.run_id,
         )
-        self.emit(
-            {"op": "status", "task": task_id, "to": "waiting_human", "run_id": run_id, "kind": kind, "reason": reason}
-        )
-        self.notes.append(f"{task_id} waits for a person ({kind})")
-
-    # ------------------------------------------------------------------------------ starting
 
     def _child(self, run_id: str, agent_name: str, text: str, agent: Any, workdir: Path | None = None) -> NewRun:
-        d = self.d
-        spec: dict[str, Any] = {**agent.spec(), "depth": d.depth + 1, "objective_run_id": d.run_id}
+        spec: dict[str, Any] = {**agent.spec(), "depth": self.depth + 1, "objective_run_id": self.run_id}
         if workdir is not None:
             spec["workdir"] = str(workdir)
         budget = self._budget()
@@ -480,98 +330,24 @@ class _Move_:
             spec["budget"] = budget
         return NewRun(
             run_id=run_id,
-            workspace_id=d.workspace_id,
+            workspace_id=self.workspace_id,
             agent_name=agent_name,
             input=text,
             spec=spec,
             policy=(agent.policy or StrictPolicy()).to_json(),
-            parent_run_id=d.run_id,
+            parent_run_id=self.run_id,
         )
 
     def _budget(self) -> dict[str, Any] | None:
-        d = self.d
-        inherited = d.spec.get("budget")
+        inherited = self.spec.get("budget")
         if inherited:
             return dict(inherited)
-        pol = d.state.policy
+        pol = self.state.policy
         if pol.max_cost_usd is None and pol.max_tokens is None:
             return None
         return {
-            "ledger_id": f"run:{d.run_id}",
-            "label": f"of run tree {d.run_id}",
+            "ledger_id": f"run:{self.run_id}",
+            "label": f"of run tree {self.run_id}",
             "limit_usd": pol.max_cost_usd,
             "limit_tokens": pol.max_tokens,
         }
-
-    def start_planner(self, *, errors: list[str], previous: str | None) -> None:
-        d = self.d
-        planner = d.agents.get(d.planner)
-        run_id = new_run_id()
-        text = prompts.planner_input(d.goal, d.workers(), errors=errors, previous=previous)
-        self.children.append(self._child(run_id, planner.name, text, planner))
-        self.emit({"op": "plan_attempts", "n": self.g.plan_attempts + 1})
-        self.emit({"op": "helper", "call_id": f"plan:{self.g.plan_attempts}", "run_id": run_id, "kind": "plan"})
-
-    def start_replan(
-        self,
-        *,
-        errors: list[str] | None = None,
-        previous: str | None = None,
-        context: list[dict[str, Any]] | None = None,
-    ) -> None:
-        d = self.d
-        requests = list(self.g.replan)
-        if requests:
-            # Abandon what is re-planned: the named tasks' not-started dependants (or, for a general
-            # re-plan, every task not started yet).
-            affected: set[str] = set()
-            for req in requests:
-                if req.get("tasks"):
-                    frontier = set(req["tasks"])
-                    while frontier:
-                        nxt = {
-                            t.task_id
-                            for t in self.g.tasks.values()
-                            if frontier & set(t.depends_on) and t.task_id not in affected
-                        }
-                        affected |= nxt
-                        frontier = nxt
-                else:
-                    affected |= {t.task_id for t in self.g.tasks.values() if not t.status.started}
-            for tid in sorted(affected, key=lambda x: self.g.tasks[x].order):
-                t = self.g.tasks[tid]
-                if not t.status.started:
-                    self.emit({"op": "status", "task": tid, "to": "abandoned", "reason": "re-planned"})
-            self.emit({"op": "replan_started"})
-            context = requests
-            if not affected and all(req.get("tasks") for req in requests):
-                return  # nothing depended on the abandoned task(s): nothing to re-plan
-            self.emit({"op": "plan_attempts", "n": 0})
-        planner = d.agents.get(d.planner)
-        run_id = new_run_id()
-        text = prompts.planner_input(
-            d.goal,
-            d.workers(),
-            graph=self.g,
-            replan=context or [{"reason": "re-plan", "tasks": []}],
-            errors=errors or [],
-            previous=previous,
-        )
-        self.children.append(self._child(run_id, planner.name, text, planner))
-        self.emit({"op": "plan_attempts", "n": self.g.plan_attempts + 1})
-        call_id = f"replan:{self.g.plan_attempts}"
-        self.emit({"op": "helper", "call_id": call_id, "run_id": run_id, "kind": "replan", "context": context or []})
-
-    def start_worker(self, task: Task) -> None:
-        d = self.d
-        if task.worker not in d.agents:
-            self.abandon(task.task_id, f"worker type {task.worker!r} is not available on this worker")
-            return
-        agent = d.agents.get(task.worker)
-        attempt = len(task.attempts) + 1
-        repo = d.repo()
-        workdir = repo.add_worktree(task.task_id, attempt) if repo is not None else None
-        run_id = new_run_id()
-        text = prompts.worker_input(task, self.g, prompts.task_outputs(self.g))
-        self.children.append(self._child(run_id, agent.name, text, agent, workdir))
-        self.emit({"op": "status", "task": task.task_id, "to": "active", "run_id": run_id})
