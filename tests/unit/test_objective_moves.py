@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentmaestro.core.events import RunState
 from agentmaestro.core.objective import (
@@ -50,7 +52,7 @@ from agentmaestro.core.task_changes import (
     SetStatus,
     apply,
 )
-from agentmaestro.core.tasks import Graph, TaskStatus, apply_changes
+from agentmaestro.core.tasks import Graph, TaskStatus, apply_changes, fold_event
 
 # ------------------------------------------------------------------------------------ fixtures
 
@@ -462,3 +464,69 @@ def test_parse_verdict() -> None:
     for bad in ("nothing", '{"accept": "yes"}', "[true]"):
         with pytest.raises(ValueError):
             parse_verdict(bad)
+
+
+# ---------------------------------------------------------------------- a whole objective, pure
+
+
+@given(st.data())
+@settings(max_examples=80, deadline=None)
+def test_any_sequence_of_child_outcomes_ends_the_objective(data: st.DataObject) -> None:
+    """Drive decide_move alone (no engine) with drawn child outcomes: every change is legal, every
+    started child is in flight, and the objective always ends, completed only when every task is."""
+    has_repo = data.draw(st.booleans(), label="repo")
+    base = snapshot(Graph(), settings={"max_attempts": 2, "max_plan_attempts": 2, "has_repo": has_repo})
+    g, kinds, escalations, fresh = Graph(), {}, 0, itertools.count(1)
+    for _ in range(300):
+        s = dataclasses.replace(base, graph=g)
+        out = decide_move(s)
+        while isinstance(out, MergeTask):
+            merged = data.draw(st.booleans(), label="merged")
+            s = dataclasses.replace(s, merges={**s.merges, (out.task_id, out.attempt): MergeOutcome(merged=merged)})
+            out = decide_move(s)
+        assert isinstance(out, ObjectiveMove), out
+        g = fold_event(g, "STEP_COMPLETED", {"objective": {"changes": [c.to_json() for c in out.changes]}})
+        assert g.tasks == out.graph.tasks
+        if out.end is not None:
+            if isinstance(out.end, Complete):
+                assert g.tasks and all(t.status.terminal for t in g.tasks.values())
+            return
+        in_flight = dict((r, c) for c, r in g.active_children())
+        for a in out.actions:
+            if not isinstance(a, RemoveWorktree):
+                assert a.run_id in in_flight
+                kinds[a.run_id] = a
+        assert in_flight, "a move that does not end the run leaves a child to wait for"
+        run_id = data.draw(st.sampled_from(sorted(in_flight)), label="finishes")
+        started = kinds[run_id]
+        status, output = RunStatus.COMPLETED, None
+        if isinstance(started, StartPlanner):
+            n = next(fresh)
+            output = data.draw(
+                st.sampled_from(
+                    ["not a plan", json.dumps([{**A, "id": f"x{n}"}, {**B, "id": f"y{n}", "depends_on": [f"x{n}"]}])]
+                ),
+                label="plan",
+            )
+        elif isinstance(started, StartWorker):
+            status = data.draw(st.sampled_from([RunStatus.COMPLETED, RunStatus.FAILED]), label="worker")
+            output = "work"
+        elif isinstance(started, StartReview):
+            output = json.dumps({"accept": data.draw(st.booleans(), label="accept"), "feedback": "f"})
+        else:
+            escalations += 1
+            action = (
+                "abandon"
+                if escalations > 3
+                else data.draw(st.sampled_from(["retry", "answer", "abandon"]), label="person")
+            )
+            output = json.dumps({"action": action, "answer": "do it differently", "by": "ann"})
+        result = {
+            "call_id": in_flight[run_id],
+            "run_id": run_id,
+            "status": status.value,
+            "output": output,
+            "error": None,
+        }
+        g = fold_event(g, "CHILDREN_FINISHED", {"results": [result]})
+    raise AssertionError("the objective did not end in 300 moves")
