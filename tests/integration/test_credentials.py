@@ -56,7 +56,7 @@ def raw(db_url: str, table: Any = credentials) -> list[dict[str, Any]]:
 async def test_secret_is_ciphertext_at_rest_and_only_a_hint_leaves_the_store(db_url: str, key: str) -> None:
     store = await opened(db_url)
     try:
-        row, created = await store.credential_put(
+        row, created = await store.credentials.put(
             "default", name="openai", kind="api_key", secret={"value": SECRET}, actor="test"
         )
         assert created and row["hint"] == "…cret" and SECRET not in json.dumps(row)
@@ -64,19 +64,19 @@ async def test_secret_is_ciphertext_at_rest_and_only_a_hint_leaves_the_store(db_
         assert SECRET not in json.dumps(stored, default=str)
         assert json.loads(Keyring([key]).decrypt(stored["secret"])) == {"value": SECRET}
         assert stored["key_id"] == Keyring([key]).key_id
-        listed = await store.credential_list("default")
+        listed = await store.credentials.all("default")
         assert [r["name"] for r in listed] == ["openai"] and SECRET not in json.dumps(listed)
-        assert SECRET not in json.dumps(await store.credential_get("default", "openai"))
-        revealed = await store.credential_reveal("default", "openai")
+        assert SECRET not in json.dumps(await store.credentials.get("default", "openai"))
+        revealed = await store.credentials.reveal("default", "openai")
         assert revealed["secret"] == {"value": SECRET}
         # replace, then delete: every change is audited, never with the secret
-        _, created = await store.credential_put(
+        _, created = await store.credentials.put(
             "default", name="openai", kind="basic", secret={"username": "u", "password": "short"}, actor="test"
         )
-        assert not created and (await store.credential_get("default", "openai"))["hint"] == "…"
-        await store.credential_delete("default", "openai", actor="test")
+        assert not created and (await store.credentials.get("default", "openai"))["hint"] == "…"
+        await store.credentials.delete("default", "openai", actor="test")
         with pytest.raises(NotFoundError):
-            await store.credential_get("default", "openai")
+            await store.credentials.get("default", "openai")
         entries = await store.audit.page("default", action=None)
         actions = [e["action"] for e in entries if e["action"].startswith("credential.")]
         assert actions == ["credential.create", "credential.update", "credential.delete"]
@@ -96,9 +96,9 @@ async def test_bad_input_is_refused(db_url: str, key: str) -> None:
         ]
         for body in bad:
             with pytest.raises(ValidationError):
-                await store.credential_put("default", actor="test", **body)
+                await store.credentials.put("default", actor="test", **body)
         with pytest.raises(NotFoundError):
-            await store.credential_put("nowhere", name="x", kind="token", secret={"value": SECRET}, actor="t")
+            await store.credentials.put("nowhere", name="x", kind="token", secret={"value": SECRET}, actor="t")
     finally:
         await store.close()
 
@@ -110,22 +110,22 @@ async def test_rotation_keeps_values_readable_under_the_new_key_only(
     try:
         await store.workspaces.ensure("other")
         for ws in ("default", "other"):
-            await store.credential_put(ws, name="gh", kind="token", secret={"value": f"{SECRET}-{ws}"}, actor="t")
+            await store.credentials.put(ws, name="gh", kind="token", secret={"value": f"{SECRET}-{ws}"}, actor="t")
         new = generate_key()
         monkeypatch.setenv("MAESTRO_SECRET_KEYS", f"{new},{key}")
-        assert await store.credential_rotate(None, actor="t") == {"default": 1, "other": 1}
+        assert await store.credentials.rotate(None, actor="t") == {"default": 1, "other": 1}
         for row in raw(db_url):
             assert row["key_id"] == Keyring([new]).key_id
             assert json.loads(Keyring([new]).decrypt(row["secret"]))["value"] == f"{SECRET}-{row['workspace_id']}"
             with pytest.raises(DecryptionError):
                 Keyring([key]).decrypt(row["secret"])
         monkeypatch.setenv("MAESTRO_SECRET_KEYS", new)  # the old key is gone: still readable
-        assert (await store.credential_reveal("other", "gh"))["secret"]["value"] == f"{SECRET}-other"
+        assert (await store.credentials.reveal("other", "gh"))["secret"]["value"] == f"{SECRET}-other"
         rotations = [e for e in await store.audit.page("other") if e["action"] == "credential.rotate"]
         assert rotations and rotations[0]["detail"]["credentials"] == 1
         monkeypatch.setenv("MAESTRO_SECRET_KEYS", generate_key())  # a wrong key: a clear error, not garbage
         with pytest.raises(ConfigError, match="encrypted with a key that is not configured"):
-            await store.credential_reveal("default", "gh")
+            await store.credentials.reveal("default", "gh")
     finally:
         await store.close()
 
@@ -134,15 +134,15 @@ async def test_other_workspaces_credentials_are_invisible(db_url: str, key: str)
     store = await opened(db_url)
     try:
         await store.workspaces.ensure("other")
-        await store.credential_put("default", name="slack", kind="token", secret={"value": SECRET}, actor="t")
-        assert await store.credential_list("other") == []
-        for op in (store.credential_get, store.credential_reveal):
+        await store.credentials.put("default", name="slack", kind="token", secret={"value": SECRET}, actor="t")
+        assert await store.credentials.all("other") == []
+        for op in (store.credentials.get, store.credentials.reveal):
             with pytest.raises(NotFoundError):
                 await op("other", "slack")
         with pytest.raises(NotFoundError):
-            await store.credential_delete("other", "slack", actor="t")
-        assert await store.credential_rotate("other", actor="t") == {}
-        assert (await store.credential_get("default", "slack"))["name"] == "slack"
+            await store.credentials.delete("other", "slack", actor="t")
+        assert await store.credentials.rotate("other", actor="t") == {}
+        assert (await store.credentials.get("default", "slack"))["name"] == "slack"
     finally:
         await store.close()
 
@@ -208,7 +208,7 @@ async def test_scripted_agent_calls_integrations_and_no_secret_reaches_the_event
                 ("notion", saas.notion_token),
                 ("tickets", saas.rest_token),
             ):
-                await store.credential_put("default", name=name, kind="token", secret={"value": token}, actor="t")
+                await store.credentials.put("default", name=name, kind="token", secret={"value": token}, actor="t")
             agent = integration_agent(
                 saas,
                 [
@@ -259,7 +259,7 @@ async def test_rest_call_risk_follows_the_method(db_url: str, key: str) -> None:
     store = await opened(db_url)
     try:
         with FakeSaaS() as saas:
-            await store.credential_put(
+            await store.credentials.put(
                 "default", name="tickets", kind="token", secret={"value": saas.rest_token}, actor="t"
             )
             agent = integration_agent(saas, [call("tickets", method="DELETE", endpoint="tickets/1"), {"content": "x"}])

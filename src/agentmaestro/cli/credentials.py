@@ -120,7 +120,7 @@ def credentials_set(
     async def go(b: Backend) -> dict[str, Any]:
         if isinstance(b, LocalBackend):
             await b.store.workspaces.ensure(b.workspace)
-            row, _created = await b.store.credential_put(
+            row, _created = await b.store.credentials.put(
                 b.workspace,
                 name=name,
                 kind=kind,
@@ -150,7 +150,7 @@ def credentials_list(ctx: typer.Context) -> None:
 
     async def go(b: Backend) -> list[dict[str, Any]]:
         if isinstance(b, LocalBackend):
-            return await b.store.credential_list(b.workspace)
+            return await b.store.credentials.all(b.workspace)
         assert isinstance(b, RemoteBackend)
         return await b.client.list_credentials()
 
@@ -170,7 +170,7 @@ def credentials_rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help=
 
     async def go(b: Backend) -> dict[str, Any]:
         if isinstance(b, LocalBackend):
-            return await b.store.credential_delete(b.workspace, name, actor=_actor())
+            return await b.store.credentials.delete(b.workspace, name, actor=_actor())
         assert isinstance(b, RemoteBackend)
         return await b.client.delete_credential(name)
 
@@ -193,7 +193,7 @@ def credentials_rotate(ctx: typer.Context) -> None:
         if isinstance(b, LocalBackend):
             from agentmaestro.crypto import keyring
 
-            counts = await b.store.credential_rotate(None, actor=_actor())
+            counts = await b.store.credentials.rotate(None, actor=_actor())
             return {"rotated": sum(counts.values()), "workspaces": counts, "key_id": keyring().key_id}
         assert isinstance(b, RemoteBackend)
         return await b.client.rotate_credentials()

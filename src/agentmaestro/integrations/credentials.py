@@ -82,7 +82,7 @@ async def refresh_if_needed(
     if not force and fresh(row):
         return row
     async with _refresh_lock(workspace_id, row["name"]):
-        latest = dict(await store.credential_reveal(workspace_id, row["name"]))
+        latest = dict(await store.credentials.reveal(workspace_id, row["name"]))
         if latest["version"] != row["version"] and fresh(latest):
             return latest  # refreshed by another call while this one waited
         return await _refresh(store, workspace_id, latest, actor=actor, providers=providers, force=force)
@@ -111,18 +111,18 @@ async def _refresh(
         provider = oauth.get_provider(row["provider"], providers)
         tokens = await oauth.refresh_tokens(provider, refresh_token, scopes=row.get("scopes") or ())
     except MaestroError as exc:
-        current = await store.credential_reveal(workspace_id, name)
+        current = await store.credentials.reveal(workspace_id, name)
         if current["version"] != row["version"] and (current["expires_at"] or 0) > time.time():
             return dict(current)  # another worker refreshed it meanwhile (and used up the old refresh token)
         message = f"token refresh failed: {exc}"
         log.warning("credential %r of workspace %r: %s", name, workspace_id, message)
-        await store.credential_refresh_failed(workspace_id, name, message)
+        await store.credentials.refresh_failed(workspace_id, name, message)
         if expired or force:
             hint = f"; re-authorize with `maestro oauth start {row.get('provider') or 'PROVIDER'} --name {name}`"
             raise ToolError(f"credential {name!r}: access token expired and {message}{hint}") from None
         return row
     try:
-        await store.credential_store_tokens(
+        await store.credentials.store_tokens(
             workspace_id,
             name,
             secret=tokens.secret(),
@@ -132,7 +132,7 @@ async def _refresh(
         )
     except ConflictError:  # another worker refreshed (or someone replaced) it first: use theirs
         pass
-    return dict(await store.credential_reveal(workspace_id, name))
+    return dict(await store.credentials.reveal(workspace_id, name))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,7 +153,7 @@ class StoreCredentials:
                 not be refreshed.
         """
         try:
-            row = await self.store.credential_reveal(self.workspace_id, name)
+            row = await self.store.credentials.reveal(self.workspace_id, name)
             row = await refresh_if_needed(
                 self.store, self.workspace_id, row, actor=f"run:{self.run_id}", providers=self.providers
             )

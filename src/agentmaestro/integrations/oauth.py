@@ -362,14 +362,14 @@ async def start(
     providers: Mapping[str, Provider] | None = None,
 ) -> dict[str, Any]:
     """Begin an authorization for ``credential`` of ``workspace_id``: the URL to open and when it expires."""
-    from agentmaestro.store._credentials import check_name
+    from agentmaestro.store.credentials import check_name
 
     check_name(credential)
     p = get_provider(provider, providers)
     wanted = tuple(scopes) if scopes else p.scopes
     state = secrets.token_urlsafe(32)
     verifier, challenge = pkce_pair()
-    expires_at = await store.oauth_state_create(
+    expires_at = await store.credentials.create_oauth_state(
         workspace_id,
         state=state,
         provider=p.name,
@@ -397,14 +397,14 @@ async def complete(
     http: httpx.AsyncClient | None = None,
 ) -> dict[str, Any]:
     """Finish an authorization: consume ``state`` (once), exchange ``code``, store the tokens; the credential row."""
-    pending = await store.oauth_state_consume(state)
+    pending = await store.credentials.consume_oauth_state(state)
     p = get_provider(pending["provider"], providers)
     if p.redirect_url != pending["redirect_url"]:
         raise OAuthError(
             f"the redirect URL of provider {p.name!r} changed since the authorization started; start again"
         )
     tokens = await exchange_code(p, code=code, verifier=pending["verifier"], scopes=pending["scopes"], http=http)
-    row, _created = await store.credential_put(
+    row, _created = await store.credentials.put(
         pending["workspace_id"],
         name=pending["credential"],
         kind="oauth2",

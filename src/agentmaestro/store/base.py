@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from agentmaestro.store.approvals import ApprovalRepository
     from agentmaestro.store.audit import AuditRepository
     from agentmaestro.store.budgets import BudgetRepository
+    from agentmaestro.store.credentials import CredentialRepository
     from agentmaestro.store.escalations import EscalationRepository
     from agentmaestro.store.events import EventRepository
     from agentmaestro.store.keys import KeyRepository
@@ -318,6 +319,13 @@ class Store:
 
         return WebhookRepository(self)
 
+    @cached_property
+    def credentials(self) -> CredentialRepository:
+        """Encrypted named credentials and OAuth states."""
+        from agentmaestro.store.credentials import CredentialRepository
+
+        return CredentialRepository(self)
+
     # ------------------------------------------------------------------------------- plumbing
 
     @property
@@ -553,163 +561,3 @@ class Store:
     # =================================================================================
     # Credentials: encrypted named credentials and OAuth states (implementation in _credentials.py)
     # =================================================================================
-
-    async def credential_put(
-        self,
-        workspace_id: str,
-        *,
-        name: str,
-        kind: str,
-        secret: dict[str, Any],
-        provider: str | None = None,
-        scopes: Sequence[str] = (),
-        expires_at: float | None = None,
-        actor: str,
-    ) -> tuple[dict[str, Any], bool]:
-        """Create or replace a credential, encrypted, and audit it; (public row, created?)."""
-        from agentmaestro.store import _audit, _credentials
-
-        def op(conn: Connection) -> tuple[dict[str, Any], bool]:
-            now = time.time()
-            row, created = _credentials.put(
-                conn,
-                workspace_id,
-                name=name,
-                kind=kind,
-                secret=secret,
-                provider=provider,
-                scopes=list(scopes),
-                expires_at=expires_at,
-                actor=actor,
-                now=now,
-            )
-            action = "credential.create" if created else "credential.update"
-            detail = {"kind": kind, "provider": provider, "hint": row["hint"]}
-            entry = _audit.NewEntry(at=now, actor=actor, action=action, target=name, detail=detail)
-            _audit.append(conn, workspace_id, [entry], now)
-            return row, created
-
-        return await self._write(op)
-
-    async def credential_get(self, workspace_id: str, name: str) -> dict[str, Any]:
-        """One credential's metadata and masked hint (NotFoundError if absent)."""
-        from agentmaestro.store import _credentials
-
-        return await self._read(_credentials.get, workspace_id, name)
-
-    async def credential_list(self, workspace_id: str) -> list[dict[str, Any]]:
-        """The workspace's credentials (metadata and masked hints), by name."""
-        from agentmaestro.store import _credentials
-
-        return await self._read(_credentials.list_all, workspace_id)
-
-    async def credential_delete(self, workspace_id: str, name: str, *, actor: str) -> dict[str, Any]:
-        """Delete a credential and audit it; its last metadata (NotFoundError if absent)."""
-        from agentmaestro.store import _audit, _credentials
-
-        def op(conn: Connection) -> dict[str, Any]:
-            now = time.time()
-            row = _credentials.remove(conn, workspace_id, name)
-            detail = {"kind": row["kind"]}
-            entry = _audit.NewEntry(at=now, actor=actor, action="credential.delete", target=name, detail=detail)
-            _audit.append(conn, workspace_id, [entry], now)
-            return row
-
-        return await self._write(op)
-
-    async def credential_reveal(self, workspace_id: str, name: str) -> dict[str, Any]:
-        """The credential with its secret fields decrypted: for tools at execution time only, never for callers."""
-        from agentmaestro.store import _credentials
-
-        return await self._read(_credentials.reveal, workspace_id, name)
-
-    async def credential_store_tokens(
-        self,
-        workspace_id: str,
-        name: str,
-        *,
-        secret: dict[str, Any],
-        expires_at: float | None,
-        expected_version: int,
-        actor: str,
-    ) -> dict[str, Any]:
-        """Replace refreshed OAuth tokens if the credential is still at ``expected_version`` (audited)."""
-        from agentmaestro.store import _audit, _credentials
-
-        def op(conn: Connection) -> dict[str, Any]:
-            now = time.time()
-            row = _credentials.store_tokens(
-                conn,
-                workspace_id,
-                name,
-                secret=secret,
-                expires_at=expires_at,
-                expected_version=expected_version,
-                actor=actor,
-                now=now,
-            )
-            detail = {"hint": row["hint"]}
-            entry = _audit.NewEntry(at=now, actor=actor, action="credential.refresh", target=name, detail=detail)
-            _audit.append(conn, workspace_id, [entry], now)
-            return row
-
-        return await self._write(op)
-
-    async def credential_refresh_failed(self, workspace_id: str, name: str, error: str | None) -> None:
-        """Record (or clear) why the last token refresh of a credential failed."""
-        from agentmaestro.store import _credentials
-
-        await self._write(_credentials.set_refresh_error, workspace_id, name, error)
-
-    async def credential_rotate(self, workspace_id: str | None, *, actor: str) -> dict[str, int]:
-        """Re-encrypt the credentials of one workspace (or all) with the newest key; audited per workspace."""
-        from agentmaestro.crypto import keyring
-        from agentmaestro.store import _audit, _credentials
-
-        def op(conn: Connection) -> dict[str, int]:
-            now = time.time()
-            ring = keyring()
-            counts = _credentials.rotate(conn, workspace_id, ring)
-            for ws in sorted(set(counts) | ({workspace_id} if workspace_id else set())):
-                detail = {"credentials": counts.get(ws, 0), "key_id": ring.key_id}
-                entry = _audit.NewEntry(at=now, actor=actor, action="credential.rotate", target=ws, detail=detail)
-                _audit.append(conn, ws, [entry], now)
-            return counts
-
-        return await self._write(op)
-
-    async def oauth_state_create(
-        self,
-        workspace_id: str,
-        *,
-        state: str,
-        provider: str,
-        credential: str,
-        verifier: str,
-        redirect_url: str,
-        scopes: Sequence[str],
-        actor: str,
-        ttl_s: float,
-    ) -> float:
-        """Remember a started OAuth authorization (single use, expiring); returns its expiry."""
-        from agentmaestro.store import _credentials
-
-        return await self._write(
-            _credentials.create_state,
-            workspace_id,
-            state=state,
-            provider=provider,
-            credential=credential,
-            verifier=verifier,
-            redirect_url=redirect_url,
-            scopes=list(scopes),
-            actor=actor,
-            now=time.time(),
-            ttl_s=ttl_s,
-        )
-
-    async def oauth_state_consume(self, state: str) -> dict[str, Any]:
-        """Take a started authorization by its state, once (ValidationError if unknown, used or expired)."""
-        from agentmaestro.store import _credentials
-
-        return await self._write(_credentials.consume_state, state, time.time())

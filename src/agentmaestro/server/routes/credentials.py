@@ -128,7 +128,7 @@ def _providers(request: Request) -> dict[str, oauth.Provider] | None:
 @router.get("/credentials", response_model=list[Credential], summary="List credentials")
 async def list_credentials(principal: Viewer, store: StoreDep) -> list[dict[str, Any]]:
     """The workspace's credentials by name: metadata and masked hints, never secrets."""
-    return await store.credential_list(principal.workspace_id)
+    return await store.credentials.all(principal.workspace_id)
 
 
 @router.post(
@@ -140,7 +140,7 @@ async def list_credentials(principal: Viewer, store: StoreDep) -> list[dict[str,
 )
 async def put_credential(body: CredentialCreate, principal: Admin, store: StoreDep, response: Response) -> Any:
     """Store a credential encrypted (201) or replace one of that name (200); audited. The answer holds no secret."""
-    row, created = await store.credential_put(
+    row, created = await store.credentials.put(
         principal.workspace_id,
         name=body.name,
         kind=body.kind,
@@ -160,20 +160,20 @@ async def rotate_credentials(principal: Admin, store: StoreDep) -> dict[str, Any
     """Re-encrypt every credential of the workspace with the newest key of the keyring (audited)."""
     from agentmaestro.crypto import keyring
 
-    counts = await store.credential_rotate(principal.workspace_id, actor=principal.actor)
+    counts = await store.credentials.rotate(principal.workspace_id, actor=principal.actor)
     return {"rotated": counts.get(principal.workspace_id, 0), "key_id": keyring().key_id}
 
 
 @router.get("/credentials/{credential}", response_model=Credential, summary="Get a credential's metadata")
 async def get_credential(credential: CredentialName, principal: Viewer, store: StoreDep) -> dict[str, Any]:
     """One credential's metadata and masked hint (another workspace's answers 404)."""
-    return await store.credential_get(principal.workspace_id, credential)
+    return await store.credentials.get(principal.workspace_id, credential)
 
 
 @router.delete("/credentials/{credential}", response_model=Credential, summary="Delete a credential")
 async def delete_credential(credential: CredentialName, principal: Admin, store: StoreDep) -> dict[str, Any]:
     """Delete a credential (audited); its last metadata."""
-    return await store.credential_delete(principal.workspace_id, credential, actor=principal.actor)
+    return await store.credentials.delete(principal.workspace_id, credential, actor=principal.actor)
 
 
 @router.post("/integrations/oauth/start", response_model=OAuthStarted, summary="Start an OAuth authorization")
@@ -209,7 +209,7 @@ async def oauth_callback(
     Needs no API key: the single-use state, bound to the workspace that started the flow, authorizes the call.
     """
     if error or not code:
-        pending = await store.oauth_state_consume(state)  # a refusal still uses the state up
+        pending = await store.credentials.consume_oauth_state(state)  # a refusal still uses the state up
         why = f"{error}: {error_description}" if error and error_description else error or "no code in the redirect"
         raise oauth.OAuthError(f"provider {pending['provider']!r} did not grant access ({why[:500]})")
     return await oauth.complete(store, code=code, state=state, providers=_providers(request))
