@@ -215,8 +215,8 @@ class Profiler:
 async def create_runs(store: Any, agent: Any, inputs: list[str], max_steps: int) -> tuple[list[str], float]:
     """Insert PENDING runs (in chunks of 2,000); returns (run ids, seconds)."""
     from agentmaestro import StrictPolicy
-    from agentmaestro.store._ops import NewRun
     from agentmaestro.store.records import new_run_id
+    from agentmaestro.store.runs import NewRun
 
     await store.workspaces.ensure()
     policy = StrictPolicy(max_steps=max_steps).to_json()

@@ -25,9 +25,9 @@ from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import ConfigError
-from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import RunRecord, StepRow, new_run_id
+from agentmaestro.store.runs import NewRun
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
 from agentmaestro.workflows.spec import Workflow, WorkflowRegistry, load_folder_agents, load_workflow
 

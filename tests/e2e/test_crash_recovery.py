@@ -30,9 +30,9 @@ from agentmaestro.agents import Agent
 from agentmaestro.core.events import Event, fold
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import EventType, RunStatus
-from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import RunRecord, new_run_id
+from agentmaestro.store.runs import NewRun
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.xdist_group("worker-processes")]
 """Under pytest-xdist these tests share one worker: two fleets of worker processes never run at once."""

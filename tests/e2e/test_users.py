@@ -18,10 +18,10 @@ from sqlalchemy import create_engine, text
 
 from agentmaestro.agents import load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
-from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.dialects import normalize_url
 from agentmaestro.store.records import new_run_id
+from agentmaestro.store.runs import NewRun
 from tests.e2e.test_cli import Maestro, ok
 from tests.e2e.test_server import auth, make_key, wait_status
 from tests.fakes.server import LiveServer

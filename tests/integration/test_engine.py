@@ -13,9 +13,9 @@ from agentmaestro.agents import AgentRegistry
 from agentmaestro.core.events import fold
 from agentmaestro.core.states import EventType, RunStatus
 from agentmaestro.engine.worker import Worker, WorkerConfig
-from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import new_run_id
+from agentmaestro.store.runs import NewRun
 
 pytestmark = pytest.mark.anyio
 

@@ -15,9 +15,9 @@ from agentmaestro.core.messages import ModelRequest, ModelResponse
 from agentmaestro.core.states import EventType, RunStatus
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import ConflictError, NotFoundError, ValidationError
-from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import new_run_id
+from agentmaestro.store.runs import NewRun
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,9 @@ from agentmaestro.core.events import fold
 from agentmaestro.core.reconcile import Reconciled, idempotency_key
 from agentmaestro.core.states import EventType, RunStatus
 from agentmaestro.engine.worker import Worker, WorkerConfig
-from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import new_run_id
+from agentmaestro.store.runs import NewRun
 from agentmaestro.tools.context import ToolContext
 
 pytestmark = pytest.mark.anyio

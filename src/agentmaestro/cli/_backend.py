@@ -220,8 +220,8 @@ class LocalBackend:
             ModelUnavailableError: ``here`` and this process cannot use the agent's model (nothing is stored).
         """
         from agentmaestro.agents import AgentRegistry, check_usable
-        from agentmaestro.store._ops import NewRun
         from agentmaestro.store.records import new_run_id
+        from agentmaestro.store.runs import NewRun
 
         a = resolve_agent(agent, self._agents)
         if here:

@@ -454,9 +454,9 @@ def demo(ctx: typer.Context) -> None:
     from agentmaestro.agents import load_agents_dir
     from agentmaestro.cli.workflows import builtin_workflows_dir
     from agentmaestro.engine.worker import Worker, WorkerConfig
-    from agentmaestro.store._ops import NewRun
     from agentmaestro.store.dialects import redact_url
     from agentmaestro.store.records import new_run_id
+    from agentmaestro.store.runs import NewRun
     from agentmaestro.workflows.spec import load_workflows_dir
 
     agents = load_agents_dir(builtin_agents_dir())

@@ -30,7 +30,6 @@ from agentmaestro.server.routes import objectives as objectives_routes
 from agentmaestro.server.routes import webhooks as webhooks_routes
 from agentmaestro.server.ui import router as ui_router
 from agentmaestro.store.base import Store
-from agentmaestro.store.migrate import check_current
 from agentmaestro.workflows.spec import WorkflowRegistry
 
 log = logging.getLogger("agentmaestro.server")
@@ -142,7 +141,7 @@ def create_app(
         st: Store = app.state.store
         try:
             await st.runs.count_by_status(None)
-            await asyncio.to_thread(check_current, st._writer_engine)
+            await asyncio.to_thread(st.check_schema)
         except Exception as exc:
             return JSONResponse(
                 errors.error_body("not_ready", f"{type(exc).__name__}: {exc}".splitlines()[0]), status_code=503

@@ -14,9 +14,9 @@ from agentmaestro.server import schemas, streams
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.quotas import check_run_quota
-from agentmaestro.store._ops import NewRun
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import RunRecord, new_run_id
+from agentmaestro.store.runs import NewRun
 from agentmaestro.workflows.spec import Workflow
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
