@@ -1,4 +1,9 @@
-"""The Store: one async interface over SQLite and PostgreSQL.
+"""The Store: the database plumbing under one repository per concern, over SQLite and PostgreSQL.
+
+``Store`` owns the engines, the transactions, the migrations, the single writer and the wake-ups; it
+hands out the repositories (``store.runs``, ``store.steps``, ``store.events``, ``store.approvals``, ...),
+each a small class in a public module of this package built on the private SQL helpers (``_ops.py``,
+``_interventions.py``, ...). Nothing outside ``store/`` imports those helpers.
 
 Writes run on a single writer thread per process. Step commits are grouped: while one batch is
 being written, the next ones queue up and go together in the following transaction (group commit),
@@ -420,11 +425,10 @@ class Store:
         if self.dialect == "postgresql":
             conn.execute(text("SELECT pg_notify(:ch, '')"), {"ch": NOTIFY_CHANNEL})
 
-    # ------------------------------------------------------------------------------------ runs
-
-    # -------------------------------------------------------------------------- worker side
+    # ------------------------------------------------------------- group commit (steps, budgets)
 
     def _enqueue(self, item: Commit | Reservation) -> asyncio.Future[Any]:
+        """Queue a step commit or a budget reservation for the next group-committed transaction."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((item, fut))
@@ -476,18 +480,6 @@ class Store:
         self._wake(touched, statuses)
         return out
 
-    # ------------------------------------------------------------------------- operator side
-
-    # ------------------------------------------------------------------- human decisions
-
-    # --------------------------------------------------------------------------- memory
-
-    # -------------------------------------------------------------------------- budgets
-
-    # ------------------------------------------------------------------------- API keys
-
-    # ------------------------------------------------------------------------ worker presence
-
     # ------------------------------------------------------------------ PostgreSQL NOTIFY
 
     def _ensure_listener(self) -> None:
@@ -537,27 +529,3 @@ class Store:
             except Exception as exc:  # keep listening; polling covers the gap
                 log.warning("LISTEN connection failed: %s", exc)
                 self._closed.wait(1.0)
-
-    # =================================================================================
-    # Server: audit log, usage and quotas (appended; implementation in _audit.py and _usage.py)
-    # =================================================================================
-
-    # =================================================================================
-    # Stored workflows (per workspace; implementation in _workflows.py, docs/workflows.md)
-    # =================================================================================
-
-    # =================================================================================
-    # Knowledge (RAG) metadata (per workspace; implementation in _knowledge.py, docs/knowledge.md)
-    # =================================================================================
-
-    # =================================================================================
-    # Objectives: task graph commands (implementation in _objectives.py; engine/objective.py)
-    # =================================================================================
-
-    # =================================================================================
-    # Webhooks and notifications (implementation in _webhooks.py; integrations/webhooks.py)
-    # =================================================================================
-
-    # =================================================================================
-    # Credentials: encrypted named credentials and OAuth states (implementation in _credentials.py)
-    # =================================================================================
