@@ -290,7 +290,7 @@ async def execute(
                 main_cpu_end = time.thread_time()
                 done.set()
 
-    import agentmaestro.integrations.webhooks  # noqa: F401  (imported once per process, not a per-step cost)
+    import agentmaestro.notify.webhooks  # noqa: F401  (imported once per process, not a per-step cost)
 
     worker = Worker(store, AgentRegistry([agent]), config=WorkerConfig(concurrency=concurrency), listeners=[listener])
     load_before = os.getloadavg()[0]
@@ -339,7 +339,7 @@ def _worker_process(
     Reports ``("ready", 0)`` once set up, then ``("done", perf_counter)`` per finished run and finally
     ``("cpu", seconds, peak RSS MiB)``; ``perf_counter`` is CLOCK_MONOTONIC, comparable across processes.
     """
-    import agentmaestro.integrations.webhooks  # noqa: F401  (imported once per process, as in execute())
+    import agentmaestro.notify.webhooks  # noqa: F401  (imported once per process, as in execute())
     from agentmaestro.agents import AgentRegistry
     from agentmaestro.core.states import EventType
     from agentmaestro.engine.worker import Worker, WorkerConfig

@@ -21,9 +21,9 @@ from agentmaestro.agents import Agent, AgentRegistry, load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
 from agentmaestro.cli.workflows import builtin_workflows_dir
 from agentmaestro.engine.deltas import BUS
-from agentmaestro.integrations.chat import build_input, select_target, split_conversation, text_pieces
-from agentmaestro.integrations.chat_tool import TOOL_AGENT_PREFIX
 from agentmaestro.models.openai import OpenAIModel
+from agentmaestro.server.chat.conversation import build_input, select_target, split_conversation, text_pieces
+from agentmaestro.server.chat.tool_agent import TOOL_AGENT_PREFIX
 from agentmaestro.store.base import Store
 from agentmaestro.workflows.spec import load_workflows_dir
 from tests.e2e.test_server import auth, wait_status
@@ -355,7 +355,7 @@ def test_conversation_helpers() -> None:
     assert (t.kind, t.arguments, json.loads(t.text)) == ("tool", {"k": [1]}, {"k": [1]})
     assert select_target("agent:a", "@tool x").arguments == {}
     assert select_target("agent:a", "email me @agent x").model_id == "agent:a"  # only a leading command counts
-    from agentmaestro.integrations.chat import Turn
+    from agentmaestro.server.chat.conversation import Turn
 
     turns = [Turn(role="user", text=f"message {i} " + "x" * 50) for i in range(100)] + [Turn(role="user", text="now")]
     system, history, current = split_conversation(turns)

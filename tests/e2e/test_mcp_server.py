@@ -308,8 +308,8 @@ async def test_streamable_http(served: tuple[str, dict[str, str]]) -> None:
 async def test_wait_run_reports_progress_and_times_out(tmp_path: Path) -> None:
     """No worker: the run stays PENDING, so wait_run reports its progress and then says it timed out."""
     from agentmaestro.integrations.mcp_planes import Caller, StorePlane
-    from agentmaestro.integrations.mcp_server import build_server
     from agentmaestro.server.auth import Role
+    from agentmaestro.server.mcp.server import build_server
 
     store = Store.open(f"sqlite:///{tmp_path / 'maestro.db'}")
     agents = load_agents_dir(builtin_agents_dir())

@@ -24,8 +24,8 @@ from sqlalchemy import create_engine, update
 from agentmaestro import Agent, ScriptedModel
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.cli import main as maestro
+from agentmaestro.credentials import oauth
 from agentmaestro.crypto import generate_key
-from agentmaestro.integrations import oauth
 from agentmaestro.store.dialects import normalize_url
 from agentmaestro.store.schema import oauth_states
 from agentmaestro.tools.builtin.integrations import rest_call_tool
@@ -267,7 +267,7 @@ def test_cli_through_the_server(
 
 
 def test_concurrent_refreshes_share_the_winners_tokens(world: World) -> None:
-    from agentmaestro.integrations.credentials import StoreCredentials
+    from agentmaestro.credentials.runtime import StoreCredentials
     from agentmaestro.store.base import Store
 
     w = world

@@ -19,7 +19,7 @@ from agentmaestro.agents import load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
 from agentmaestro.client import AsyncClient
 from agentmaestro.integrations.mcp_planes import ClientPlane
-from agentmaestro.integrations.mcp_server import build_server
+from agentmaestro.server.mcp.server import build_server
 from agentmaestro.store.base import Store
 from agentmaestro.store.dialects import normalize_url
 from agentmaestro.store.records import NewRun, new_run_id

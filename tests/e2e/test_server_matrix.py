@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 
 from agentmaestro.agents import load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
-from agentmaestro.integrations.oauth import Provider
+from agentmaestro.credentials.oauth import Provider
 from agentmaestro.store.dialects import normalize_url
 from agentmaestro.store.schema import human_requests
 from tests.e2e.test_server import auth, make_key, wait_status
@@ -272,7 +272,7 @@ def _call(c: httpx.Client, method: str, path: str, ids: dict[str, str], key: str
     if (method, path) == ("POST", "/v1/audit/verify"):
         body = {"checkpoint": c.get("/v1/audit/checkpoint", headers=auth(key)).json()}
     if path in TOKEN_ROUTES:
-        from agentmaestro.integrations.notify_signing import link_token
+        from agentmaestro.notify.signing import link_token
 
         token = link_token(ids["approval_id"], "approve", _KEY_WS[key], channel=_KEY_HOOK[key], ttl_s=600)
         kw["params"] = {"token": token}

@@ -24,7 +24,7 @@ from agentmaestro.agents import load_agents_dir
 from agentmaestro.cli import main
 from agentmaestro.cli._common import builtin_agents_dir
 from agentmaestro.engine.worker import Worker, WorkerConfig
-from agentmaestro.integrations.notify_signing import link_token, verify_signature
+from agentmaestro.notify.signing import link_token, verify_signature
 from agentmaestro.store.base import Store
 from tests.e2e.test_server import auth, make_key, wait_status
 from tests.fakes.server import LiveServer
@@ -323,7 +323,7 @@ def test_private_targets_are_refused_by_the_api_the_cli_and_the_dispatcher(
 ) -> None:
     """No opt-in: the API answers 400 target_refused, the CLI one error line; a webhook whose name resolved to a
     public address when it was made, and to loopback since, gets a refused delivery in its log (never sent)."""
-    from agentmaestro.integrations import notify_targets
+    from agentmaestro.notify import targets as notify_targets
 
     for k, v in FAST_ENV.items():
         monkeypatch.setenv(k, v)

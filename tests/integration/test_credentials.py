@@ -374,7 +374,7 @@ async def _migrate(db_url: str) -> None:
 
 
 def test_oauth_providers_from_yaml_and_environment(tmp_path: Any) -> None:
-    from agentmaestro.integrations.oauth import authorization_url, load_providers
+    from agentmaestro.credentials.oauth import authorization_url, load_providers
 
     config = tmp_path / "oauth.yaml"
     config.write_text(

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from agentmaestro.errors import ValidationError
-from agentmaestro.integrations import notify_targets
-from agentmaestro.integrations import webhooks as wh
-from agentmaestro.integrations.notify_targets import (
+from agentmaestro.notify import targets as notify_targets
+from agentmaestro.notify import webhooks as wh
+from agentmaestro.notify.targets import (
     ALLOW_PRIVATE_ENV,
     ALLOWED_HOSTS_ENV,
     TargetLookupError,

@@ -17,8 +17,8 @@ from agentmaestro import Agent, RiskLevel, ScriptedModel, StrictPolicy, tool
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import ValidationError
-from agentmaestro.integrations import webhooks as wh
-from agentmaestro.integrations.notify_signing import (
+from agentmaestro.notify import webhooks as wh
+from agentmaestro.notify.signing import (
     LinkTokenError,
     link_revocation,
     link_token,
@@ -26,7 +26,7 @@ from agentmaestro.integrations.notify_signing import (
     sign_body,
     verify_signature,
 )
-from agentmaestro.integrations.notify_targets import ALLOW_PRIVATE_ENV, ALLOWED_HOSTS_ENV
+from agentmaestro.notify.targets import ALLOW_PRIVATE_ENV, ALLOWED_HOSTS_ENV
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import NewRun, new_run_id
 from tests.fakes.webhook_receiver import WebhookReceiver
@@ -462,7 +462,7 @@ async def test_a_dead_dispatchers_claim_is_taken_over(store: Store, rx: WebhookR
 
 
 def test_telegram_links_to_a_loopback_server_go_in_the_text() -> None:
-    from agentmaestro.integrations.notify_formats import Target, render
+    from agentmaestro.notify.formats import Target, render
 
     delivery = {
         "delivery_id": "dlv_1",
@@ -535,7 +535,7 @@ async def test_waiting_for_a_person_is_notified_in_every_format(store: Store, rx
 
 
 def test_human_request_links_to_a_loopback_dashboard_go_in_the_telegram_text() -> None:
-    from agentmaestro.integrations.notify_formats import Target, render
+    from agentmaestro.notify.formats import Target, render
 
     delivery = {
         "delivery_id": "dlv_1",

@@ -8,9 +8,9 @@ import pytest
 
 from agentmaestro import Agent, ScriptedModel, tool
 from agentmaestro.agents import AgentRegistry
-from agentmaestro.integrations.chat_tool import ensure_tool_agent
 from agentmaestro.integrations.mcp_planes import Caller, StorePlane
 from agentmaestro.server.auth import Role
+from agentmaestro.server.chat.tool_agent import ensure_tool_agent
 from agentmaestro.workflows.spec import WorkflowRegistry
 
 

@@ -222,7 +222,7 @@ def oauth_start(
 
     async def go(b: Backend) -> dict[str, Any]:
         if isinstance(b, LocalBackend):
-            from agentmaestro.integrations import oauth
+            from agentmaestro.credentials import oauth
 
             await b.store.workspaces.ensure(b.workspace)
             return await oauth.start(

@@ -21,7 +21,7 @@ from agentmaestro.cli._common import _Ctx, _ctx, app
 from agentmaestro.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agentmaestro.integrations.mcp_server import ControlPlane
+    from agentmaestro.server.mcp.server import ControlPlane
 
 
 @app.command("mcp")
@@ -38,7 +38,7 @@ def mcp_cmd(
 ) -> None:
     """Serve the control plane over MCP (stdio): runs, events and approvals as tools (docs/mcp.md)."""
     try:
-        from agentmaestro.integrations.mcp_server import build_server
+        from agentmaestro.server.mcp.server import build_server
     except ImportError:
         raise ConfigError("maestro mcp needs the official MCP SDK: pip install 'agentmaestro[mcp]'") from None
     c = _ctx(ctx)

@@ -98,7 +98,7 @@ def webhooks_add(
     telegram = {"bot_token": bot_token, "chat_id": chat_id, "api_base": api_base} if fmt == "telegram" else None
 
     async def local(store: Any) -> dict[str, Any]:
-        from agentmaestro.integrations import webhooks as wh
+        from agentmaestro.notify import webhooks as wh
 
         spec = wh.WebhookSpec(
             name=name,
@@ -162,7 +162,7 @@ def webhooks_rm(ctx: typer.Context, webhook_id: Annotated[str, typer.Argument(he
     c = _ctx(ctx)
 
     async def local(store: Any) -> dict[str, Any]:
-        from agentmaestro.integrations import webhooks as wh
+        from agentmaestro.notify import webhooks as wh
 
         return await wh.delete_webhook(store, c.workspace, webhook_id, actor=_actor())
 
@@ -183,7 +183,7 @@ def webhooks_test(
     c = _ctx(ctx)
 
     async def local(store: Any) -> dict[str, Any]:
-        from agentmaestro.integrations import webhooks as wh
+        from agentmaestro.notify import webhooks as wh
 
         queued = await wh.send_test(store, c.workspace, webhook_id)
         dispatcher = wh.Dispatcher(store)

@@ -32,9 +32,9 @@ from agentmaestro.core.policy import StrictPolicy, Violation
 from agentmaestro.core.reconcile import Recovery, idempotency_key
 from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, RunStatus, StepKind
+from agentmaestro.credentials.runtime import StoreCredentials
 from agentmaestro.engine.recovery import Reconciliation, can_recover, reconcile_call
 from agentmaestro.errors import ConfigError, LeaseLostError, MaestroError, ModelAPIError
-from agentmaestro.integrations.credentials import StoreCredentials
 from agentmaestro.models.pricing import PriceTable
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import (

@@ -60,7 +60,7 @@ class WorkerConfig:
     """Freeze start-up objects and collect garbage less often (measured: -23% CPU per step at 200
     concurrent runs, -42% at 10,000; see benchmarks/README.md)."""
     webhooks: bool = True
-    """Also produce and deliver webhook notifications (integrations/webhooks.py; settings from the environment)."""
+    """Also produce and deliver webhook notifications (notify/webhooks.py; settings from the environment)."""
     idle_in_transaction_timeout_s: float | None = None
     """PostgreSQL: the ``idle_in_transaction_session_timeout`` of this process's sessions (default: one
     lease; 0 turns it off). A process frozen inside a write transaction (stopped, paused) is cut off
@@ -149,7 +149,7 @@ class Worker:
         presence = asyncio.create_task(self._presence_loop(), name="maestro-presence")
         dispatcher = None  # outgoing webhooks: one dispatcher per worker process
         if self.config.webhooks:
-            from agentmaestro.integrations.webhooks import Dispatcher
+            from agentmaestro.notify.webhooks import Dispatcher
 
             dispatcher = Dispatcher(self.store)
             hooks = asyncio.create_task(dispatcher.run(), name="maestro-webhooks")

@@ -18,8 +18,8 @@ from agentmaestro.agents import AgentRegistry
 from agentmaestro.client import AsyncClient
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import AuthError, ConfigError, NotFoundError
-from agentmaestro.integrations.mcp_server import JSON, OnWait, RunKind
 from agentmaestro.server.auth import Role
+from agentmaestro.server.mcp.server import JSON, OnWait, RunKind
 from agentmaestro.server.quotas import check_run_quota
 from agentmaestro.server.routes.runs import create_run
 from agentmaestro.server.schemas import PolicyIn

@@ -16,10 +16,10 @@ from agentmaestro.agents import AgentRegistry
 from agentmaestro.ceilings import quota_ceiling
 from agentmaestro.engine import deltas
 from agentmaestro.engine.worker import Worker, WorkerConfig
-from agentmaestro.integrations.mcp_http import mount_mcp
 from agentmaestro.server import errors, streams
 from agentmaestro.server.auth import FailureThrottle
 from agentmaestro.server.limits import limit_json_depth
+from agentmaestro.server.mcp.http import mount_mcp
 from agentmaestro.server.metrics import CONTENT_TYPE_LATEST, HTTPMetricsMiddleware, Metrics
 from agentmaestro.server.quotas import RateLimiter
 from agentmaestro.server.routes import admin, catalog, human, runs, usage, workflows
@@ -83,7 +83,7 @@ def create_app(
             )
             task = asyncio.create_task(app.state.worker.run())
         else:  # outgoing webhooks (docs/notifications.md): the embedded worker runs them, else the API tier does
-            from agentmaestro.integrations.webhooks import Dispatcher
+            from agentmaestro.notify.webhooks import Dispatcher
 
             app.state.webhooks = Dispatcher(app.state.store)
             task = asyncio.create_task(app.state.webhooks.run())

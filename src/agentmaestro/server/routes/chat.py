@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.core.events import Event
 from agentmaestro.errors import MaestroError, NotFoundError
-from agentmaestro.integrations import chat
-from agentmaestro.integrations.chat_tool import TOOL_AGENT_PREFIX, ensure_tool_agent
 from agentmaestro.server import streams
 from agentmaestro.server.auth import Operator, Principal, Viewer, get_store
+from agentmaestro.server.chat import conversation as chat
+from agentmaestro.server.chat.tool_agent import TOOL_AGENT_PREFIX, ensure_tool_agent
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.quotas import check_run_quota
 from agentmaestro.server.routes import runs as runs_routes

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Self
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agentmaestro.integrations import oauth
+from agentmaestro.credentials import oauth
 from agentmaestro.server.auth import Admin, Operator, Viewer, get_store
 from agentmaestro.store.base import Store
 

@@ -3,7 +3,7 @@
 Admins manage webhooks; viewers read them and their delivery log. Secrets (the target URL of a Slack
 webhook, the signing secret, a Telegram bot token) are never returned; a ``json`` webhook's signing
 secret is in the creation answer only. The approval link routes take no API key: the signed ``token``
-in the query string is the credential (see integrations/notify_signing.py).
+in the query string is the credential (see notify/signing.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from agentmaestro.errors import ConflictError, MaestroError, NotFoundError
-from agentmaestro.integrations import webhooks as wh
-from agentmaestro.integrations.notify_signing import LinkClaim, LinkTokenError, link_revocation, read_link_token
+from agentmaestro.notify import webhooks as wh
+from agentmaestro.notify.signing import LinkClaim, LinkTokenError, link_revocation, read_link_token
 from agentmaestro.server.auth import Admin, Viewer, get_store
 from agentmaestro.server.errors import APIError, error_body
 from agentmaestro.store.base import Store

@@ -33,8 +33,8 @@ from urllib.parse import parse_qsl, unquote
 import httpx
 
 from agentmaestro.core.risk import RiskLevel
+from agentmaestro.credentials.runtime import authorization_header
 from agentmaestro.errors import ConfigError, ToolError
-from agentmaestro.integrations.credentials import authorization_header
 from agentmaestro.tools.context import ToolContext
 from agentmaestro.tools.registry import Tool
 

@@ -16,7 +16,7 @@ How a notification travels:
    on ``X-Maestro-Delivery``). Network errors, 408, 429 and 5xx are retried with exponential backoff and
    jitter up to ``max_attempts``; other answers fail the delivery at once.
 3. **Guard.** Targets must be public http(s) addresses unless the operator allows more
-   (:mod:`agentmaestro.integrations.notify_targets`): checked when a webhook is created or changed, and again
+   (:mod:`agentmaestro.notify.targets`): checked when a webhook is created or changed, and again
    before every attempt against the addresses resolved then; the request goes to the checked address. A
    refused delivery fails at once with the reason in the delivery log.
 
@@ -45,9 +45,9 @@ import httpx
 
 from agentmaestro.crypto import DecryptionError, keyring
 from agentmaestro.errors import ValidationError
-from agentmaestro.integrations.notify_formats import Target, render
-from agentmaestro.integrations.notify_signing import approval_links, new_signing_secret
-from agentmaestro.integrations.notify_targets import TargetLookupError, TargetPolicy, TargetRefusedError
+from agentmaestro.notify.formats import Target, render
+from agentmaestro.notify.signing import approval_links, new_signing_secret
+from agentmaestro.notify.targets import TargetLookupError, TargetPolicy, TargetRefusedError
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import new_id, new_worker_id
 from agentmaestro.tools.redact import redact

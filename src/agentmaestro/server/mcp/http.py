@@ -59,7 +59,7 @@ class MCPEndpoint:
         self._manager: StreamableHTTPSessionManager | None = None
         if importlib.util.find_spec("mcp") is not None:
             from agentmaestro.integrations.mcp_planes import StorePlane
-            from agentmaestro.integrations.mcp_server import build_server
+            from agentmaestro.server.mcp.server import build_server
 
             plane = StorePlane(self._store, self._agents, self._workflows, caller=lambda: _current()[0])
             self.server = build_server(plane)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentmaestro.integrations.chat_tool import parse_arguments
+from agentmaestro.server.chat.tool_agent import parse_arguments
 
 TargetKind = Literal["agent", "workflow", "tool"]
 

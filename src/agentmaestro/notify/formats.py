@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentmaestro import __version__
-from agentmaestro.integrations.notify_signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_body
+from agentmaestro.notify.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_body
 
 __all__ = ["Outgoing", "Target", "buttons", "render", "summary"]
 
