@@ -17,8 +17,9 @@ from agentmaestro import Agent, EventType, Orchestrator, RunStatus
 from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolSpec
 from agentmaestro.engine.worker import WorkerConfig
 from agentmaestro.models.anthropic import AnthropicModel
-from agentmaestro.models.base import Model, delta_publisher, get_delta_sink, set_delta_sink
+from agentmaestro.models.base import Model
 from agentmaestro.models.openai import OpenAIModel
+from agentmaestro.models.streaming import delta_publisher, get_delta_sink, set_delta_sink
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer
 
@@ -191,7 +192,7 @@ def test_failing_sink_does_not_break_the_call(
     previous = set_delta_sink(broken)
     try:
         openai_server.reply_text(TEXT)
-        with caplog.at_level(logging.WARNING, logger="agentmaestro.models.base"):
+        with caplog.at_level(logging.WARNING, logger="agentmaestro.models.streaming"):
             assert _ask(_openai(openai_server)).content == TEXT
     finally:
         set_delta_sink(previous)

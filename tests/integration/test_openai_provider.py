@@ -264,7 +264,6 @@ def test_env_configures_openai(server: FakeOpenAIServer, monkeypatch: pytest.Mon
 
 
 def test_registered_openrouter_shortcut(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    openai_models.register()
     monkeypatch.setenv("OPENROUTER_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENROUTER_API_KEY", "or-key")
     monkeypatch.setenv("OPENAI_API_KEY", "must-not-leak")
@@ -279,7 +278,6 @@ def test_registered_openrouter_shortcut(server: FakeOpenAIServer, monkeypatch: p
 
 
 def test_registered_ollama_shortcut(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    openai_models.register()
     assert resolve_model("ollama:llama3.2").name == "ollama:llama3.2"
     assert OpenAIModel("llama3.2", provider="ollama").base_url == "http://127.0.0.1:11434/v1"
     monkeypatch.setenv("OLLAMA_BASE_URL", server.base_url)
@@ -291,7 +289,6 @@ def test_registered_ollama_shortcut(server: FakeOpenAIServer, monkeypatch: pytes
 
 
 def test_registered_openai_shortcut() -> None:
-    openai_models.register()
     model = resolve_model("openai:gpt-4.1-mini")
     assert isinstance(model, OpenAIModel)
     assert model.base_url is None

@@ -1,4 +1,4 @@
-"""The import paths the docs named before ``integrations/`` was dissolved still work, with a DeprecationWarning."""
+"""Import paths the docs named before a module moved (integrations/ dissolved, the delta sink) warn and forward."""
 
 from __future__ import annotations
 
@@ -21,3 +21,14 @@ def test_old_path_warns_and_forwards(old: str, new: str, name: str) -> None:
     with pytest.warns(DeprecationWarning, match=rf"{old} moved to {new}"):
         module = importlib.import_module(old)
     assert getattr(module, name) is getattr(importlib.import_module(new), name)
+
+
+@pytest.mark.parametrize("name", ["DeltaSink", "delta_publisher", "get_delta_sink", "set_delta_sink"])
+def test_delta_sink_names_in_models_base_warn_and_forward(name: str) -> None:
+    from agentmaestro.models import base, streaming
+
+    with pytest.warns(
+        DeprecationWarning, match=rf"agentmaestro.models.base.{name} moved to agentmaestro.models.streaming"
+    ):
+        value = getattr(base, name)
+    assert value is getattr(streaming, name)

@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentmaestro.models.base import DeltaSink, set_delta_sink
+from agentmaestro.models.streaming import DeltaSink, set_delta_sink
 from agentmaestro.store.base import DELTAS_CHANNEL
 
 log = logging.getLogger("agentmaestro.deltas")

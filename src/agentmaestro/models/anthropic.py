@@ -16,7 +16,7 @@ Mapping to the Messages API:
 
 Calls are rate limited per endpoint (``MAESTRO_RPM_ANTHROPIC``, ``MAESTRO_TPM_ANTHROPIC``; see
 :mod:`agentmaestro.models.ratelimit`) and stream their text to the delta sink when one is installed (see
-:func:`agentmaestro.models.base.set_delta_sink`).
+:func:`agentmaestro.models.streaming.set_delta_sink`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from agentmaestro.errors import ConfigError, ModelAPIError
-from agentmaestro.models.base import delta_publisher, register_provider
 from agentmaestro.models.openai import _dump, _is_local_url, _sdk_error
 from agentmaestro.models.ratelimit import UNLIMITED, estimate_tokens, limiter_for
+from agentmaestro.models.streaming import delta_publisher
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from anthropic.types import Message as AnthropicMessage
     from anthropic.types import MessageParam, ToolParam
 
-__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicModel", "register"]
+__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicModel"]
 
 DEFAULT_MAX_TOKENS = 4096
 """``max_tokens`` sent when the request does not set ``max_output_tokens`` (the API requires one)."""
@@ -256,8 +256,3 @@ def to_anthropic_messages(messages: tuple[Message, ...] | list[Message]) -> tupl
 def tool_to_anthropic(tool: ToolSpec) -> ToolParam:
     """A tool definition for the Messages API."""
     return {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
-
-
-def register() -> None:
-    """Register the ``anthropic:`` model-string prefix."""
-    register_provider("anthropic", AnthropicModel)

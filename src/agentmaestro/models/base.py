@@ -1,15 +1,15 @@
-"""The Model protocol and the factory that turns a model string into a model."""
+"""The Model protocol and the factory that turns a model string into a model (built-in providers and your own)."""
 
 from __future__ import annotations
 
-import logging
+import functools
+import warnings
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from agentmaestro.core.messages import ModelRequest, ModelResponse
 from agentmaestro.errors import ConfigError, ModelUnavailableError
-
-log = logging.getLogger(__name__)
+from agentmaestro.models import streaming
 
 
 @runtime_checkable
@@ -86,72 +86,31 @@ def resolve_model(model: str | Model) -> Model:
 
 
 def _load_builtin_providers() -> None:
+    """Register the built-in prefixes (once): their modules load only when a model string first needs one."""
     global _builtins_loaded
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    from agentmaestro.models import anthropic as _anthropic
-    from agentmaestro.models import local as _local
-    from agentmaestro.models import openai as _openai
-    from agentmaestro.models import roles as _roles
-    from agentmaestro.models import scripted as _scripted
+    from agentmaestro.models import anthropic, local, openai, roles, scripted
 
-    _openai.register()
-    _scripted.register()
-    _anthropic.register()
-    _local.register()
-    _roles.register()
+    for provider in ("openai", "openrouter", "ollama"):
+        register_provider(provider, functools.partial(openai.OpenAIModel, provider=provider))
+    register_provider("scripted", scripted.ScriptedModel.from_ref)
+    register_provider("anthropic", anthropic.AnthropicModel)
+    register_provider("local", local.LocalModel)
+    register_provider("role", lambda role: resolve_model(roles.role_model(role)))
 
 
-# ------------------------------------------------------------------------------------------- streaming
-
-DeltaSink = Callable[[str, str], None]
-"""``sink(run_id, text_delta)``: receives the text of a model answer as it streams in."""
-
-_delta_sink: DeltaSink | None = None
+_MOVED_TO_STREAMING = ("DeltaSink", "delta_publisher", "get_delta_sink", "set_delta_sink")
 
 
-def set_delta_sink(sink: DeltaSink | None) -> DeltaSink | None:
-    """Install the process-wide receiver of streamed text deltas (None to remove it); return the previous one.
-
-    While a sink is installed, adapters that can stream (``openai``, ``openrouter``, ``ollama``, ``anthropic``)
-    use the provider's streaming API for calls that belong to a run (``ModelRequest.run_id`` set) and call
-    ``sink(run_id, text_delta)`` for every piece of answer text as it arrives. The full
-    :class:`~agentmaestro.core.messages.ModelResponse` (text, tool calls, usage) is still returned at the end
-    and recorded as one event: deltas are never stored.
-
-    The sink runs on the thread of the model call, inside its event loop: it must be fast, must not block, and
-    must be thread-safe (e.g. hand the delta over with ``loop.call_soon_threadsafe``). An exception it raises is
-    logged and ignored.
-    """
-    global _delta_sink
-    previous, _delta_sink = _delta_sink, sink
-    return previous
-
-
-def get_delta_sink() -> DeltaSink | None:
-    """The installed delta sink, if any."""
-    return _delta_sink
-
-
-def delta_publisher(run_id: str | None) -> Callable[[str], None] | None:
-    """A function publishing the deltas of one call of ``run_id``, or None when nothing listens.
-
-    Adapters call this once per call: None means "do not stream".
-    """
-    sink = _delta_sink
-    if sink is None or not run_id:
-        return None
-    failed = False
-
-    def publish(text: str) -> None:
-        nonlocal failed
-        if not text or failed:
-            return
-        try:
-            sink(run_id, text)
-        except Exception:
-            failed = True  # one report per call is enough
-            log.warning("delta sink %r failed for run %s; dropping this call's deltas", sink, run_id, exc_info=True)
-
-    return publish
+def __getattr__(name: str) -> Any:
+    """The delta sink moved to :mod:`agentmaestro.models.streaming`; its old names here warn (removed in 0.2)."""
+    if name in _MOVED_TO_STREAMING:
+        warnings.warn(
+            f"agentmaestro.models.base.{name} moved to agentmaestro.models.streaming (this alias goes away in 0.2)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(streaming, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

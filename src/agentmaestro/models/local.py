@@ -36,7 +36,6 @@ from typing import Any
 
 from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from agentmaestro.errors import ConfigError, ModelAPIError
-from agentmaestro.models.base import register_provider
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -46,7 +45,6 @@ __all__ = [
     "choice_schema",
     "llama_cpp_available",
     "parse_choice",
-    "register",
 ]
 
 INSTALL_HINT = "install agentmaestro[local] (pip install 'agentmaestro[local]') to run local: models"
@@ -459,12 +457,3 @@ def parse_choice(text: str, tools: tuple[ToolSpec, ...] | list[ToolSpec]) -> tup
     if isinstance(data, dict) and isinstance(data.get("answer"), str):
         return data["answer"], ()
     return text, ()
-
-
-def _build(name: str) -> LocalModel:
-    return LocalModel(name)
-
-
-def register() -> None:
-    """Register the ``local:`` model-string prefix."""
-    register_provider("local", _build)

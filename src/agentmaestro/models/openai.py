@@ -16,7 +16,7 @@ so resolving other providers stays fast.
 
 Calls are rate limited per provider and endpoint when limits are set (``MAESTRO_RPM_OPENAI``,
 ``MAESTRO_TPM_OPENROUTER``, ... or ``rpm=``/``tpm=``; see :mod:`agentmaestro.models.ratelimit`). While a delta sink
-is installed (:func:`agentmaestro.models.base.set_delta_sink`), calls that belong to a run are streamed
+is installed (:func:`agentmaestro.models.streaming.set_delta_sink`), calls that belong to a run are streamed
 (``stream_options={"include_usage": true}``) and their text is published as it arrives; the full response is
 still returned at the end.
 """
@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 
 from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from agentmaestro.errors import ConfigError, ModelAPIError, ModelUnavailableError
-from agentmaestro.models.base import ModelFactory, delta_publisher, register_provider
 from agentmaestro.models.ratelimit import UNLIMITED, estimate_tokens, limiter_for
+from agentmaestro.models.streaming import delta_publisher
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAIError
     from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionToolParam
 
-__all__ = ["OpenAIModel", "register"]
+__all__ = ["OpenAIModel"]
 
 MAX_ERROR_BODY_CHARS = 2000
 """Provider error bodies are truncated to this many characters."""
@@ -319,19 +319,6 @@ class OpenAIModel:
         import openai
 
         return _sdk_error(openai, exc, api_key, name=self.name, base_url=self.base_url)
-
-
-def register() -> None:
-    """Register the ``openai``, ``openrouter`` and ``ollama`` model-string prefixes."""
-    for provider in ("openai", "openrouter", "ollama"):
-        register_provider(provider, _factory(provider))
-
-
-def _factory(provider: str) -> ModelFactory:
-    def build(name: str) -> OpenAIModel:
-        return OpenAIModel(name, provider=provider)
-
-    return build
 
 
 def _message_to_openai(message: Message) -> ChatCompletionMessageParam:

@@ -27,12 +27,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from agentmaestro.errors import ConfigError
-from agentmaestro.models.base import Model, register_provider, resolve_model
+
+if TYPE_CHECKING:  # base resolves role:NAME through role_model() below
+    from agentmaestro.models.base import Model
 
 __all__ = [
     "CONFIG_ENV",
@@ -40,7 +42,7 @@ __all__ = [
     "ROLE_ENV_PREFIX",
     "RoleModels",
     "model_for_role",
-    "register",
+    "role_model",
     "role_models",
 ]
 
@@ -184,10 +186,10 @@ def model_for_role(role: str, override: str | Model | None = None) -> str | Mode
     return role_models().model_for(role)
 
 
-def _build(role: str) -> Model:
-    return resolve_model(role_models().model_for(_check_role(role)))
+def role_model(role: str) -> str:
+    """The model string that plays ``role`` (what ``role:NAME`` resolves to).
 
-
-def register() -> None:
-    """Register the ``role:`` model-string prefix."""
-    register_provider("role", _build)
+    Raises:
+        ConfigError: the role name is malformed or the role is not configured.
+    """
+    return role_models().model_for(_check_role(role))

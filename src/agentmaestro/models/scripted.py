@@ -28,7 +28,6 @@ import yaml
 
 from agentmaestro.core.messages import ModelRequest, ModelResponse, ToolCall, Usage
 from agentmaestro.errors import ConfigError, ModelAPIError, ScriptExhaustedError, one_line
-from agentmaestro.models.base import register_provider
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,8 +186,3 @@ def _render(text: str, values: dict[str, str]) -> str:
 
 def _render_args(args: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
     return {k: _render(v, values) if isinstance(v, str) else v for k, v in args.items()}
-
-
-def register() -> None:
-    """Register the ``scripted:`` provider."""
-    register_provider("scripted", ScriptedModel.from_ref)
