@@ -7,8 +7,8 @@ import json
 import pytest
 
 from agentmaestro.errors import ConfigError
-from agentmaestro.models.access import ProviderAccess, ProviderNotAllowedError, is_local_endpoint
 from agentmaestro.server.limits import MAX_JSON_DEPTH, json_depth_exceeds
+from agentmaestro.server.provider_access import ProviderAccess, ProviderNotAllowedError, is_local_endpoint
 
 pytestmark = pytest.mark.anyio
 

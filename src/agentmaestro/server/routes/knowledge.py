@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentmaestro.errors import ValidationError
 from agentmaestro.knowledge.base import KnowledgeBase, knowledge_for
-from agentmaestro.models.access import ProviderAccess
 from agentmaestro.server.auth import Operator, Viewer, get_store
+from agentmaestro.server.provider_access import ProviderAccess
 from agentmaestro.store.base import Store
 
 router = APIRouter(prefix="/v1/knowledge", tags=["knowledge"])

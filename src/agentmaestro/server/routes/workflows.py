@@ -16,10 +16,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from agentmaestro.errors import NotFoundError
-from agentmaestro.models.access import ProviderAccess
 from agentmaestro.server import schemas
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.server.errors import APIError
+from agentmaestro.server.provider_access import ProviderAccess
 from agentmaestro.server.quotas import check_run_quota
 from agentmaestro.server.routes.runs import check_workflow_models_here
 from agentmaestro.server.schemas import Strict
