@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from agentmaestro.cli._lazy import LazyGroup
+from agentmaestro.actor import local_actor
+from agentmaestro.cli._lazy import app as app  # the command modules register on it
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError, LocalOnlyError
 
@@ -29,15 +30,10 @@ T = TypeVar("T")
 DEFAULT_WORKSPACE = "default"
 """The workspace commands use without ``--workspace`` (the store's ``DEFAULT_WORKSPACE``)."""
 
-app = typer.Typer(
-    name="maestro",
-    help="AgentMaestro: run LLM agents as durable, deterministic, governed processes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    cls=LazyGroup,
-)
+
+def cli_actor() -> str:
+    """How a CLI user is named in runs and the audit log: ``cli:<login>``."""
+    return local_actor("cli")
 
 
 class _LazyConsole:
@@ -114,8 +110,6 @@ class _Ctx:
                 raise ConfigError(f"--server must be an http:// or https:// URL, not {self.server!r}")
             client = AsyncClient(self.server, self.api_key, verify=tls_context(*self.tls))
             return RemoteBackend(client)
-        from agentmaestro.cli.admin import cli_actor
-
         return LocalBackend(self.open_store, self.workspace, redact_url(self.database_url), self.agents, cli_actor())
 
     def call(self, fn: Callable[[Backend], Awaitable[T]]) -> T:

@@ -72,8 +72,6 @@ def _build(name: str) -> click.Command | None:
     Building the whole app would work out the parameters of every command of the loaded modules (their type
     hints are evaluated: about 0.1 s for ``runs.py`` alone); a command needs only its own.
     """
-    from agentmaestro.cli._common import app
-
     for info in app.registered_commands:
         if info.callback is not None and (info.name or typer.main.get_command_name(info.callback.__name__)) == name:
             return typer.main.get_command_from_info(
@@ -116,3 +114,15 @@ class LazyGroup(typer.core.TyperGroup):
         rows = [(name, click.utils.make_default_short_help(text, limit)) for name, (_, text) in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+app = typer.Typer(
+    name="maestro",
+    help="AgentMaestro: run LLM agents as durable, deterministic, governed processes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    cls=LazyGroup,
+)
+"""The ``maestro`` app; every command module registers its commands on it (through ``cli._common``)."""

@@ -11,17 +11,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentmaestro.actor import local_actor
 from agentmaestro.cli._common import _ctx, _print_json, app, out, when
 from agentmaestro.errors import ConfigError
 
 audit_app = typer.Typer(help="The keyed, hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-
-
-def cli_actor() -> str:
-    """How a CLI user is named in runs and the audit log: ``cli:<login>``."""
-    return local_actor("cli")
 
 
 @audit_app.command("verify")

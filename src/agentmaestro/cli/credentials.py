@@ -27,7 +27,7 @@ KINDS = ("api_key", "token", "basic", "oauth2")
 
 
 def _actor() -> str:
-    from agentmaestro.cli.admin import cli_actor
+    from agentmaestro.cli._common import cli_actor
 
     return cli_actor()
 

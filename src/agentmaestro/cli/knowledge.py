@@ -23,7 +23,7 @@ JSON = dict[str, Any]
 
 def _local(b: Backend) -> tuple[Any, str, str]:
     """(KnowledgeBase, workspace, actor) of a local backend."""
-    from agentmaestro.cli.admin import cli_actor
+    from agentmaestro.cli._common import cli_actor
     from agentmaestro.knowledge.base import knowledge_for
 
     assert isinstance(b, LocalBackend)

@@ -66,7 +66,7 @@ async def _plane(c: _Ctx, *, worker: bool, concurrency: int, workflows_dir: Path
             await backend.close()
         return
 
-    from agentmaestro.cli.admin import cli_actor
+    from agentmaestro.cli._common import cli_actor
     from agentmaestro.cli.workflows import discover
     from agentmaestro.engine.worker import Worker, WorkerConfig
 

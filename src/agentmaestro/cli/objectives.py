@@ -176,7 +176,7 @@ def objective(
         )
 
         async def local(store: Store) -> dict[str, Any]:
-            from agentmaestro.cli.admin import cli_actor
+            from agentmaestro.cli._common import cli_actor
 
             if wait:  # executed here: refuse a model this process cannot use before anything is stored
                 from agentmaestro.agents import check_usable
@@ -246,7 +246,7 @@ def objectives_deps(
             c, lambda client: client.change_task_dependencies(objective_id, task_id, add=adds, remove=removes)
         )
     else:
-        from agentmaestro.cli.admin import cli_actor
+        from agentmaestro.cli._common import cli_actor
 
         obj = _local(
             c,
@@ -269,7 +269,7 @@ def objectives_abandon(
     if c.server:
         obj: dict[str, Any] = _remote(c, lambda client: client.abandon_task(objective_id, task_id, reason=reason))
     else:
-        from agentmaestro.cli.admin import cli_actor
+        from agentmaestro.cli._common import cli_actor
 
         obj = _local(
             c,
@@ -291,7 +291,7 @@ def objectives_replan(
     if c.server:
         obj: dict[str, Any] = _remote(c, lambda client: client.replan_objective(objective_id, reason=reason))
     else:
-        from agentmaestro.cli.admin import cli_actor
+        from agentmaestro.cli._common import cli_actor
 
         obj = _local(
             c,
@@ -316,7 +316,7 @@ def objectives_restart(
 
         obj = _remote(c, remote)
     else:
-        from agentmaestro.cli.admin import cli_actor
+        from agentmaestro.cli._common import cli_actor
 
         async def local(store: Store) -> dict[str, Any]:
             await service.get_objective(store, objective_id, workspace_id=c.workspace)

@@ -467,7 +467,7 @@ def demo(ctx: typer.Context) -> None:
         ("janitor", "Free some disk space"),
     ]
 
-    from agentmaestro.cli.admin import cli_actor
+    from agentmaestro.cli._common import cli_actor
 
     actor = cli_actor()
 

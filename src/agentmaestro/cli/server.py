@@ -13,8 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentmaestro.cli._common import _Ctx, _ctx, _print_json, _run, app, out
-from agentmaestro.cli.admin import cli_actor
+from agentmaestro.cli._common import _Ctx, _ctx, _print_json, _run, app, cli_actor, out
 from agentmaestro.errors import ConfigError
 from agentmaestro.store.base import Store
 from agentmaestro.store.dialects import DEFAULT_HOME, redact_url

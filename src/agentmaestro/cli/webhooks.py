@@ -50,7 +50,7 @@ def _call(c: _Ctx, local: Callable[[Any], Awaitable[T]], remote: Callable[[Any],
 
 
 def _actor() -> str:
-    from agentmaestro.cli.admin import cli_actor
+    from agentmaestro.cli._common import cli_actor
 
     return cli_actor()
 

@@ -22,8 +22,7 @@ from rich.table import Table
 
 from agentmaestro.agents import AgentRegistry, check_usable
 from agentmaestro.cli._backend import RemoteBackend
-from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, out, pickup
-from agentmaestro.cli.admin import cli_actor
+from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, cli_actor, out, pickup
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError
 from agentmaestro.store.base import Store
