@@ -17,7 +17,7 @@ from agentmaestro.ceilings import quota_ceiling
 from agentmaestro.engine import deltas
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.server import errors, streams
-from agentmaestro.server.auth import FailureThrottle
+from agentmaestro.server.auth import FailureThrottle, authenticate
 from agentmaestro.server.limits import limit_json_depth
 from agentmaestro.server.mcp.http import mount_mcp
 from agentmaestro.server.metrics import CONTENT_TYPE_LATEST, HTTPMetricsMiddleware, Metrics
@@ -114,7 +114,7 @@ def create_app(
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)  # request count, errors, latency by route
     app.state.rate_limiter = RateLimiter.from_env(rate_limit_per_min)
     app.state.auth_failures = FailureThrottle()
-    errors.install(app)
+    errors.install(app, authenticate=authenticate)
     app.include_router(runs.router)
     app.include_router(human.router)
     app.include_router(catalog.router)

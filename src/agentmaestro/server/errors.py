@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -210,10 +211,12 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _needs_key(request: Request) -> bool:
-    """Whether the matched route authenticates its caller (has ``auth.authenticate`` among its dependencies)."""
-    from agentmaestro.server.auth import authenticate
+Authenticate = Callable[[Request], Awaitable[object]]
+"""The routes' API-key check (``auth.authenticate``): raises :class:`APIError` for a caller it refuses."""
 
+
+def _needs_key(request: Request, authenticate: Authenticate) -> bool:
+    """Whether the matched route authenticates its caller (has ``authenticate`` among its dependencies)."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
     stack = [dependant] if dependant is not None else []
     while stack:
@@ -224,8 +227,12 @@ def _needs_key(request: Request) -> bool:
     return False
 
 
-def install(app: FastAPI) -> None:
-    """Register the exception handlers."""
+def install(app: FastAPI, *, authenticate: Authenticate) -> None:
+    """Register the exception handlers.
+
+    ``authenticate`` is the routes' key check: a request whose body does not validate is checked with it first
+    when its route needs a key, so a caller without a valid key learns that (401), not what is wrong with its body.
+    """
 
     @app.exception_handler(APIError)
     async def _api(request: Request, exc: APIError) -> JSONResponse:
@@ -239,9 +246,7 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI decodes the body before it runs dependencies: check the key first, so that a caller
         # without a valid key learns that (401), not what is wrong with its body.
-        if _needs_key(request):
-            from agentmaestro.server.auth import authenticate
-
+        if _needs_key(request, authenticate):
             try:
                 await authenticate(request)
             except APIError as denied:
