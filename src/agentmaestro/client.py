@@ -31,7 +31,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import httpx
 
-from agentmaestro import __version__
+from agentmaestro._version import __version__
 from agentmaestro.errors import (
     AuthError,
     ConflictError,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from agentmaestro import __version__
+from agentmaestro._version import __version__
 from agentmaestro.notify.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_body
 
 __all__ = ["Outgoing", "Target", "buttons", "render", "summary"]

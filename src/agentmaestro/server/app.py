@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from agentmaestro import __version__
+from agentmaestro._version import __version__
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.ceilings import quota_ceiling
 from agentmaestro.engine import deltas

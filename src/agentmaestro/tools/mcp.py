@@ -502,7 +502,7 @@ def _client(config: MCPServerConfig, *, on_eof: Callable[[], None] | None = None
     from mcp import Client
     from mcp_types import Implementation
 
-    from agentmaestro import __version__
+    from agentmaestro._version import __version__
 
     transport: Transport
     if config.command is not None:

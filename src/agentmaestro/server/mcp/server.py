@@ -25,7 +25,7 @@ from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import DataError
 
-from agentmaestro import __version__
+from agentmaestro._version import __version__
 from agentmaestro.errors import MaestroError, one_line
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.schemas import PolicyIn
