@@ -63,9 +63,7 @@ UPWARD_FOR_NOW: dict[tuple[str, str], str] = {
 }
 """Imports against the map that are known and have a plan (module, imported module); each must still exist."""
 
-CYCLES_FOR_NOW: dict[frozenset[str], str] = {
-    frozenset({"store._children", "store._ops"}): "the store's split by concern (issue 17, item 2)",
-}
+CYCLES_FOR_NOW: dict[frozenset[str], str] = {}
 """File cycles that are known and have a plan; each must still exist."""
 
 

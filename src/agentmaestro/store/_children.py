@@ -13,7 +13,7 @@ from sqlalchemy import Connection, select
 
 from agentmaestro.core.events import Event
 from agentmaestro.core.states import EventType, RunStatus, StepKind
-from agentmaestro.store._ops import _append_guarded, get_run
+from agentmaestro.store._rows import append_guarded, get_run
 from agentmaestro.store.schema import runs
 
 TERMINAL = [s.value for s in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)]
@@ -90,7 +90,7 @@ def resume_parents(conn: Connection, parent_ids: Iterable[str], now: float) -> l
                     },
                 )
             )
-        _append_guarded(conn, parent, events, now, lease_owner=None, lease_expires_at=None)
+        append_guarded(conn, parent, events, now, lease_owner=None, lease_expires_at=None)
         resumed.append(parent_id)
     return resumed
 

@@ -15,7 +15,7 @@ from agentmaestro.core.events import Event
 from agentmaestro.core.gate import args_hash
 from agentmaestro.core.states import EventType, RunStatus, StepKind
 from agentmaestro.errors import ConflictError, NotFoundError, ValidationError
-from agentmaestro.store._ops import _append_guarded, get_run
+from agentmaestro.store._rows import append_guarded, get_run
 from agentmaestro.store.records import RunRecord
 from agentmaestro.store.schema import approvals, human_requests, workspaces
 
@@ -172,7 +172,7 @@ def resolve_approval(
         events = _rejection_events(rec, appr, by, reason, now, expired=False)
         final_args = None
         status = "rejected"
-    out = _append_guarded(conn, rec, events, now, lease_owner=None, lease_expires_at=None)
+    out = append_guarded(conn, rec, events, now, lease_owner=None, lease_expires_at=None)
     conn.execute(
         update(approvals)
         .where(approvals.c.approval_id == approval_id, approvals.c.status == "pending")
@@ -184,7 +184,7 @@ def resolve_approval(
 
 def _expire_one(conn: Connection, appr: dict[str, Any], rec: RunRecord, now: float) -> RunRecord:
     events = _rejection_events(rec, appr, "system", "approval expired", now, expired=True)
-    out = _append_guarded(conn, rec, events, now, lease_owner=None, lease_expires_at=None)
+    out = append_guarded(conn, rec, events, now, lease_owner=None, lease_expires_at=None)
     conn.execute(
         update(approvals)
         .where(approvals.c.approval_id == appr["approval_id"], approvals.c.status == "pending")
@@ -292,7 +292,7 @@ def resolve_human_request(
         )
         _add_event(events, rec, EventType.RUN_FAILED, now, {"error": error})
         extra["finished_at"] = now
-    out = _append_guarded(conn, rec, events, now, **extra)
+    out = append_guarded(conn, rec, events, now, **extra)
     if action == "abandon" and rec.parent_run_id:
         from agentmaestro.store._children import resume_parents
 

@@ -17,7 +17,8 @@ from agentmaestro.core.events import Event
 from agentmaestro.core.states import EventType, RunStatus
 from agentmaestro.core.tasks import Graph, apply_changes, fold_graph
 from agentmaestro.errors import ConflictError, InvalidTransitionError, NotFoundError, ValidationError
-from agentmaestro.store._ops import _append_guarded, get_run, list_events
+from agentmaestro.store._ops import list_events
+from agentmaestro.store._rows import append_guarded, get_run
 from agentmaestro.store.records import RunRecord
 from agentmaestro.store.schema import human_requests
 
@@ -56,7 +57,7 @@ def command(
         created_at=now,
         payload={"results": [], "objective": {"changes": changes, "by": by}},
     )
-    out = _append_guarded(conn, rec, [ev], now, lease_owner=None, lease_expires_at=None)
+    out = append_guarded(conn, rec, [ev], now, lease_owner=None, lease_expires_at=None)
     gone = sorted(before - after)
     if gone:  # a task waiting for a person was abandoned: its question is answered
         conn.execute(

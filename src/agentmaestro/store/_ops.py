@@ -8,16 +8,17 @@ applied with a guarded UPDATE in the same transaction as its events.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, tuple_, update
 
 from agentmaestro.core.events import Event, RunState, apply_event, fold
 from agentmaestro.core.states import TERMINAL_STATUSES, EventType, RunStatus, StepKind
-from agentmaestro.errors import ConflictError, InvalidTransitionError, NotFoundError
-from agentmaestro.store import _budget
+from agentmaestro.errors import ConflictError, InvalidTransitionError
+from agentmaestro.store import _budget, _rows
+from agentmaestro.store._children import active_descendants, resume_parents
 from agentmaestro.store.records import (
     RUN_KINDS,
     Claim,
@@ -45,97 +46,6 @@ from agentmaestro.store.schema import (
 )
 
 _CHUNK = 500
-
-
-# ---------------------------------------------------------------------------------------------- rows
-
-
-def record_from_row(row: Row[Any]) -> RunRecord:
-    """Build a RunRecord from a ``runs`` row."""
-    m = row._mapping
-    return RunRecord(
-        run_id=m["run_id"],
-        workspace_id=m["workspace_id"],
-        agent_name=m["agent_name"],
-        parent_run_id=m["parent_run_id"],
-        input=m["input"],
-        spec=m["spec"],
-        state=RunState.from_json(m["state"]),
-        version=m["version"],
-        lease_owner=m["lease_owner"],
-        lease_epoch=m["lease_epoch"],
-        lease_expires_at=m["lease_expires_at"],
-        cancel_requested=bool(m["cancel_requested"]),
-        cancel_reason=m["cancel_reason"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        finished_at=m["finished_at"],
-        created_by=m.get("created_by"),
-    )
-
-
-def event_from_row(row: Row[Any]) -> Event:
-    """Build an Event from a ``run_events`` row."""
-    m = row._mapping
-    return Event(
-        run_id=m["run_id"],
-        seq=m["seq"],
-        type=EventType(m["type"]),
-        payload=m["payload"],
-        created_at=m["created_at"],
-        step=m["step_index"],
-    )
-
-
-def _event_rows(workspace_id: str, events: Iterable[Event]) -> list[dict[str, Any]]:
-    return [
-        {
-            "run_id": e.run_id,
-            "seq": e.seq,
-            "workspace_id": workspace_id,
-            "type": e.type.value,
-            "step_index": e.step,
-            "payload": e.payload,
-            "created_at": e.created_at,
-        }
-        for e in events
-    ]
-
-
-def _step_rows(run_id: str, workspace_id: str, rows: Iterable[StepRow]) -> list[dict[str, Any]]:
-    return [
-        {
-            "run_id": run_id,
-            "step_index": s.step_index,
-            "workspace_id": workspace_id,
-            "kind": s.kind.value,
-            "name": s.name,
-            "status": s.status,
-            "input_tokens": s.input_tokens,
-            "output_tokens": s.output_tokens,
-            "cost_usd": s.cost_usd,
-            "duration_ms": s.duration_ms,
-            "seq": s.seq,
-            "created_at": s.created_at,
-        }
-        for s in rows
-    ]
-
-
-def _snapshot_columns(state: RunState) -> dict[str, Any]:
-    assert state.status is not None
-    return {
-        "state": state.to_snapshot(),
-        "status": state.status.value,
-        "phase": state.phase.value,
-        "steps": state.steps,
-        "tool_calls": state.tool_calls,
-        "tokens": state.tokens,
-        "cost_usd": state.cost_usd,
-        "output": state.output,
-        "error": state.error,
-        "last_seq": state.last_seq,
-    }
 
 
 # ------------------------------------------------------------------------------------ workspaces
@@ -223,10 +133,10 @@ def create_runs(conn: Connection, new_runs: Sequence[NewRun], now: float) -> lis
                 "cancel_requested": False,
                 "created_at": now,
                 "updated_at": now,
-                **_snapshot_columns(state),
+                **_rows.snapshot_columns(state),
             }
         )
-        event_rows.extend(_event_rows(n.workspace_id, [created]))
+        event_rows.extend(_rows.event_rows(n.workspace_id, [created]))
         records.append(
             RunRecord(
                 run_id=n.run_id,
@@ -252,17 +162,6 @@ def create_runs(conn: Connection, new_runs: Sequence[NewRun], now: float) -> lis
         conn.execute(insert(runs), run_rows)
         conn.execute(insert(run_events), event_rows)
     return records
-
-
-def get_run(conn: Connection, run_id: str, workspace_id: str | None = None) -> RunRecord:
-    """Fetch one run; NotFoundError if absent or in another workspace."""
-    q = select(runs).where(runs.c.run_id == run_id)
-    if workspace_id is not None:
-        q = q.where(runs.c.workspace_id == workspace_id)
-    row = conn.execute(q).first()
-    if row is None:
-        raise NotFoundError(f"run {run_id!r} not found")
-    return record_from_row(row)
 
 
 def list_runs(
@@ -301,7 +200,7 @@ def list_runs(
     if before:
         q = q.where(runs.c.run_id < before)
     q = q.order_by(runs.c.run_id.desc()).limit(limit)
-    return [record_from_row(r) for r in conn.execute(q)]
+    return [_rows.record_from_row(r) for r in conn.execute(q)]
 
 
 def count_children(conn: Connection, run_ids: Collection[str]) -> dict[str, tuple[int, int]]:
@@ -340,7 +239,7 @@ def list_events(conn: Connection, run_id: str, after_seq: int = 0, limit: int | 
     q = select(run_events).where(run_events.c.run_id == run_id, run_events.c.seq > after_seq).order_by(run_events.c.seq)
     if limit is not None:
         q = q.limit(limit)
-    return [event_from_row(r) for r in conn.execute(q)]
+    return [_rows.event_from_row(r) for r in conn.execute(q)]
 
 
 def list_steps(conn: Connection, run_id: str) -> list[StepRow]:
@@ -400,7 +299,7 @@ def claim_runs(
     updates: list[dict[str, Any]] = []
     new_events: list[dict[str, Any]] = []
     for row in conn.execute(q).all():
-        rec = record_from_row(row)
+        rec = _rows.record_from_row(row)
         epoch = rec.lease_epoch + 1
         seq = rec.state.last_seq + 1
         if rec.status is RunStatus.PENDING:
@@ -435,11 +334,11 @@ def claim_runs(
                 "lease_epoch": epoch,
                 "lease_expires_at": now + lease_ttl,
                 "updated_at": now,
-                **_snapshot_columns(state),
+                **_rows.snapshot_columns(state),
             }
         )
         if ev is not None:
-            new_events.extend(_event_rows(rec.workspace_id, [ev]))
+            new_events.extend(_rows.event_rows(rec.workspace_id, [ev]))
         claims.append(
             Claim(
                 record=dataclasses.replace(
@@ -592,7 +491,7 @@ def apply_commits(
     keep: list[dict[str, Any]] = []
     release: list[dict[str, Any]] = []
     for c in commits:
-        row = _snapshot_columns(c.state)
+        row = _rows.snapshot_columns(c.state)
         row.update(
             version=c.version + 1,
             updated_at=now,
@@ -620,8 +519,8 @@ def apply_commits(
             continue
         results.append(CommitResult(version=c.version + 1, cancel_requested=bool(r.cancel_requested)))
         held.append(c)
-        event_rows.extend(_event_rows(c.workspace_id, c.events))
-        step_rows.extend(_step_rows(c.run_id, c.workspace_id, c.steps))
+        event_rows.extend(_rows.event_rows(c.workspace_id, c.events))
+        step_rows.extend(_rows.step_rows(c.run_id, c.workspace_id, c.steps))
     if event_rows:
         _INSERT_EVENTS.executemany(conn, event_rows)
         conn.info.setdefault(EVENT_RUNS_KEY, set()).update(r["run_id"] for r in event_rows)
@@ -654,8 +553,6 @@ def apply_commits(
         if r is not None and c.state.status is RunStatus.WAITING_FOR_CHILDREN
     ]
     if parents:
-        from agentmaestro.store._children import resume_parents
-
         resume_parents(conn, parents, now)
     return BatchResult(results=results, refusals=budget.refusals, ledgers_written=budget.ledgers_written)
 
@@ -701,40 +598,6 @@ def _apply_budget(
     return _BudgetOutcome(commit_refusals=commit_refusals, refusals=outcomes[len(carried) :], ledgers_written=written)
 
 
-def step_row_of(event: Event) -> StepRow | None:
-    """The ``steps`` row of a step recorded outside a worker's commit (a person's answer, a rejection, a sub-run).
-
-    Tokens, cost and duration come from the payload where it has them (else 0). None for an event
-    that finishes no step.
-    """
-    if event.type not in (EventType.STEP_COMPLETED, EventType.STEP_FAILED) or event.step is None:
-        return None
-    p = event.payload
-    kind = StepKind(p["kind"])
-    if event.type is EventType.STEP_FAILED:
-        status = "failed"
-    elif p.get("rejected"):
-        status = "rejected"
-    elif p.get("denied"):
-        status = "denied"
-    else:
-        status = "error" if p.get("is_error") else "completed"
-    usage = p.get("usage") or {}
-    name = p.get("model") if kind is StepKind.MODEL_CALL else p.get("name")
-    return StepRow(
-        step_index=event.step,
-        kind=kind,
-        name=None if name is None else str(name)[:200],
-        status=status,
-        seq=event.seq,
-        input_tokens=int(usage.get("input_tokens", 0)),
-        output_tokens=int(usage.get("output_tokens", 0)),
-        cost_usd=float(p.get("cost_usd", 0.0)),
-        duration_ms=float(p.get("duration_ms", 0.0)),
-        created_at=event.created_at,
-    )
-
-
 def backfill_step_rows(conn: Connection) -> int:
     """Insert the ``steps`` rows missing for finished steps; returns how many.
 
@@ -754,28 +617,12 @@ def backfill_step_rows(conn: Connection) -> int:
     )
     rows: list[dict[str, Any]] = []
     for r in conn.execute(missing):
-        row = step_row_of(event_from_row(r))
+        row = _rows.step_row_of(_rows.event_from_row(r))
         if row is not None:
-            rows.extend(_step_rows(r.run_id, r.workspace_id, [row]))
+            rows.extend(_rows.step_rows(r.run_id, r.workspace_id, [row]))
     for i in range(0, len(rows), _CHUNK):
         conn.execute(insert(steps), rows[i : i + _CHUNK])
     return len(rows)
-
-
-def _append_guarded(conn: Connection, rec: RunRecord, events: Sequence[Event], now: float, **extra: Any) -> RunRecord:
-    """Apply events to a run that no worker holds, guarded by its version; steps they finish get their rows."""
-    state = rec.state
-    for ev in events:
-        state = apply_event(state, ev)
-    values: dict[str, Any] = {"version": rec.version + 1, "updated_at": now, **_snapshot_columns(state), **extra}
-    res = conn.execute(update(runs).where(runs.c.run_id == rec.run_id, runs.c.version == rec.version).values(values))
-    if res.rowcount != 1:
-        raise ConflictError(f"run {rec.run_id!r} changed concurrently; try again")
-    conn.execute(insert(run_events), _event_rows(rec.workspace_id, events))
-    rows = [row for row in map(step_row_of, events) if row is not None]
-    if rows:
-        conn.execute(insert(steps), _step_rows(rec.run_id, rec.workspace_id, rows))
-    return dataclasses.replace(rec, state=state, version=rec.version + 1, updated_at=now)
 
 
 def request_cancel(
@@ -786,7 +633,7 @@ def request_cancel(
     A RUNNING run gets a cancel request that its worker records at the next step (cooperative);
     PENDING and waiting runs are cancelled at once. Terminal runs raise ConflictError.
     """
-    rec = get_run(conn, run_id, workspace_id)
+    rec = _rows.get_run(conn, run_id, workspace_id)
     if rec.status.terminal:
         raise ConflictError(f"run {run_id!r} is already {rec.status.value}")
     if rec.status is RunStatus.RUNNING:
@@ -807,15 +654,13 @@ def request_cancel(
         created_at=now,
         payload={"reason": reason, "by": by},
     )
-    out = _append_guarded(
+    out = _rows.append_guarded(
         conn, rec, [ev], now, finished_at=now, lease_owner=None, lease_expires_at=None, cancel_requested=False
     )
     _close_open_requests(conn, run_id, reason, by, now)
     if cascade:
         _after_cancel(conn, rec, reason, by, now)
     elif rec.parent_run_id:
-        from agentmaestro.store._children import resume_parents
-
         resume_parents(conn, [rec.parent_run_id], now)
     return dataclasses.replace(out, finished_at=now, lease_owner=None, lease_expires_at=None), True
 
@@ -837,10 +682,8 @@ def _close_open_requests(conn: Connection, run_id: str, reason: str, by: str, no
 
 def _after_cancel(conn: Connection, rec: RunRecord, reason: str, by: str, now: float) -> None:
     """Cancel the run's sub-agent runs, and resume its parent if it was the last child running."""
-    from agentmaestro.store._children import active_descendants, resume_parents
-
     for child_id in active_descendants(conn, rec.run_id):
-        child = get_run(conn, child_id)
+        child = _rows.get_run(conn, child_id)
         if child.status.terminal:
             continue
         request_cancel(conn, child_id, None, f"parent run {rec.run_id} cancelled: {reason}", by, now, cascade=False)
@@ -852,7 +695,7 @@ def resume_run(
     conn: Connection, run_id: str, workspace_id: str | None, by: str, policy: dict[str, Any] | None, now: float
 ) -> RunRecord:
     """Move a FAILED or CANCELLED run back to PENDING; it continues from its last completed step."""
-    rec = get_run(conn, run_id, workspace_id)
+    rec = _rows.get_run(conn, run_id, workspace_id)
     if rec.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise InvalidTransitionError(
             f"run {run_id!r} is {rec.status.value}; only FAILED or CANCELLED runs can be resumed"
@@ -861,7 +704,7 @@ def resume_run(
     if policy:
         payload["policy"] = rec.state.policy.merged(policy).to_json()
     ev = Event(run_id=run_id, seq=rec.state.last_seq + 1, type=EventType.RUN_RESUMED, created_at=now, payload=payload)
-    out = _append_guarded(conn, rec, [ev], now, finished_at=None, cancel_requested=False, cancel_reason=None)
+    out = _rows.append_guarded(conn, rec, [ev], now, finished_at=None, cancel_requested=False, cancel_reason=None)
     return dataclasses.replace(out, finished_at=None, cancel_requested=False, cancel_reason=None)
 
 
@@ -876,7 +719,7 @@ def fork_run(
     policy: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Create a new PENDING run whose history is a copy of ``run_id``'s events up to ``at_seq``."""
-    src = get_run(conn, run_id, workspace_id)
+    src = _rows.get_run(conn, run_id, workspace_id)
     if at_seq < 1 or at_seq > src.state.last_seq:
         raise InvalidTransitionError(f"seq {at_seq} is outside run {run_id!r} (events 1..{src.state.last_seq})")
     history = list_events(conn, run_id, 0, at_seq)
@@ -914,14 +757,14 @@ def fork_run(
             cancel_requested=False,
             created_at=now,
             updated_at=now,
-            **_snapshot_columns(state),
+            **_rows.snapshot_columns(state),
         )
     )
-    conn.execute(insert(run_events), _event_rows(src.workspace_id, [*copied, forked]))
+    conn.execute(insert(run_events), _rows.event_rows(src.workspace_id, [*copied, forked]))
     src_steps = [s for s in list_steps(conn, run_id) if s.seq <= forked.seq - 1 and s.step_index < state.steps]
     if src_steps:
-        conn.execute(insert(steps), _step_rows(new_run_id, src.workspace_id, src_steps))
-    return get_run(conn, new_run_id)
+        conn.execute(insert(steps), _rows.step_rows(new_run_id, src.workspace_id, src_steps))
+    return _rows.get_run(conn, new_run_id)
 
 
 def default_workspace() -> str:

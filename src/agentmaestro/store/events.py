@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, select
 
 from agentmaestro.core.events import Event
-from agentmaestro.store import _ops
+from agentmaestro.store import _ops, _rows
 from agentmaestro.store.schema import run_events, runs
 
 if TYPE_CHECKING:
@@ -73,5 +73,5 @@ def _fetch_events(conn: Connection, fetches: Sequence[EventFetch], limit: int) -
         q = select(run_events).where(run_events.c.run_id == f.run_id, run_events.c.seq > f.after_seq)
         if f.after_time is not None:
             q = q.where(run_events.c.created_at > f.after_time)
-        out.append([_ops.event_from_row(r) for r in conn.execute(q.order_by(run_events.c.seq).limit(limit))])
+        out.append([_rows.event_from_row(r) for r in conn.execute(q.order_by(run_events.c.seq).limit(limit))])
     return out

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from agentmaestro.store import _ops
+from agentmaestro.store import _ops, _rows
 from agentmaestro.store._ops import NewRun
 from agentmaestro.store.records import RunRecord
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
@@ -98,7 +98,7 @@ class RunRepository:
 
     async def get(self, run_id: str, workspace_id: str | None = None) -> RunRecord:
         """One run (NotFoundError if missing or in another workspace)."""
-        return await self._store._read(_ops.get_run, run_id, workspace_id)
+        return await self._store._read(_rows.get_run, run_id, workspace_id)
 
     async def page(
         self,
