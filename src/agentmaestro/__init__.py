@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "ToolCall": "agentmaestro.core.messages",
     "Usage": "agentmaestro.core.messages",
     "StrictPolicy": "agentmaestro.core.policy",
+    "Reconciled": "agentmaestro.core.reconcile",
     "RiskLevel": "agentmaestro.core.risk",
     "EventType": "agentmaestro.core.states",
     "Phase": "agentmaestro.core.states",
@@ -66,6 +67,7 @@ __all__ = [
     "NotFoundError",
     "Orchestrator",
     "Phase",
+    "Reconciled",
     "RiskLevel",
     "RunReport",
     "RunStatus",
@@ -102,6 +104,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from agentmaestro.core.gate import GateDecision, GatePolicy
     from agentmaestro.core.messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
     from agentmaestro.core.policy import StrictPolicy
+    from agentmaestro.core.reconcile import Reconciled
     from agentmaestro.core.risk import RiskLevel
     from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind
     from agentmaestro.errors import (
