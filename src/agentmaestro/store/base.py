@@ -39,10 +39,7 @@ from agentmaestro.store.dialects import (
     redact_url,
     writer_queue,
 )
-from agentmaestro.store.records import (
-    Commit,
-    Reservation,
-)
+from agentmaestro.store.records import Commit, Reservation
 from agentmaestro.store.wakeups import RUNNABLE, STATUSES_KEY, StatusWatchers, Waiters
 
 if TYPE_CHECKING:
