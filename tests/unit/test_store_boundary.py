@@ -2,12 +2,14 @@
 
 The private modules hold the SQL; the repositories in the public modules (``store.runs``,
 ``store.approvals``, ...) are the store's interface. Checked on the source text, so imports inside
-functions count too.
+functions count too. And ``Store`` stays plumbing: any other public name on it is a repository,
+``store.<name>`` from ``store/<name>.py``.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,3 +58,31 @@ def test_the_check_sees_both_import_forms_and_imports_inside_functions() -> None
         "agentmaestro.store._audit",
         "agentmaestro.store._webhooks",
     ]
+
+
+PLUMBING = {
+    "open",
+    "upgrade",
+    "check_schema",
+    "close",
+    "close_sync",
+    "closed",
+    "session_timeouts",
+    "set_session_timeouts",
+    "listen_deltas",
+}
+"""What ``Store`` itself offers: the database's lifecycle, migrations and session settings."""
+
+
+def test_the_store_keeps_plumbing_and_hands_out_one_repository_per_concern() -> None:
+    from functools import cached_property
+
+    from agentmaestro.store.base import Store
+
+    public = {name: value for name, value in vars(Store).items() if not name.startswith("_")}
+    repositories = {name for name, value in public.items() if isinstance(value, cached_property)}
+    assert set(public) - repositories == PLUMBING, "a new concern belongs in a repository of its own"
+    for name in repositories:
+        cls = public[name].func.__annotations__["return"]  # a string: annotations are postponed
+        module = importlib.import_module(f"agentmaestro.store.{name}")
+        assert cls.endswith("Repository") and hasattr(module, cls), (name, cls)
