@@ -117,6 +117,12 @@ class AuthError(MaestroError):
     code = "unauthenticated"
 
 
+class ForbiddenError(AuthError):
+    """The actor's role does not allow the action (403)."""
+
+    code = "forbidden"
+
+
 class RateLimitedError(MaestroError):
     """A server asked to slow down (429): a per-key rate limit or a workspace quota.
 

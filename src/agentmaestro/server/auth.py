@@ -12,12 +12,12 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from agentmaestro.actor import Actor, Role
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.quotas import RateLimiter
 from agentmaestro.store.base import Store
@@ -27,14 +27,6 @@ log = logging.getLogger("agentmaestro.server")
 # Declared for the OpenAPI document (and /docs "Authorize"); the header is parsed below.
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer am_...`")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key, as an alternative header.")
-
-
-class Role(IntEnum):
-    """What a key may do. Each role includes the ones below it."""
-
-    viewer = 0
-    operator = 1
-    admin = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +48,10 @@ class Principal:
     def actor(self) -> str:
         """How this caller is named in events, runs and the audit log: ``user:<user_hash>`` or ``key:<name>``."""
         return f"user:{self.user_hash}" if self.user_hash else f"key:{self.key_name}"
+
+    def as_actor(self) -> Actor:
+        """This caller as the service layer takes it: its workspace and role, held to the workspace's quotas."""
+        return Actor(name=self.actor, workspace_id=self.workspace_id, role=self.role, quotas=True)
 
     @classmethod
     def from_key(cls, row: dict[str, Any]) -> Principal:

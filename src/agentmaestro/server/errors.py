@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,10 +23,12 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentmaestro.errors import (
+    AuthError,
     ConfigError,
     ConflictError,
     MaestroError,
     NotFoundError,
+    RateLimitedError,
     ValidationError,
 )
 from agentmaestro.server import limits
@@ -111,6 +114,10 @@ def status_for(exc: MaestroError) -> int:
         return 409
     if isinstance(exc, ValidationError | ConfigError):
         return 400
+    if isinstance(exc, AuthError):
+        return 403
+    if isinstance(exc, RateLimitedError):
+        return 429
     return 400
 
 
@@ -240,7 +247,9 @@ def install(app: FastAPI, *, authenticate: Authenticate) -> None:
 
     @app.exception_handler(MaestroError)
     async def _domain(request: Request, exc: MaestroError) -> JSONResponse:
-        return _respond(request, status_for(exc), exc.code, str(exc))
+        wait = exc.retry_after if isinstance(exc, RateLimitedError) else None
+        headers = {"Retry-After": str(math.ceil(wait))} if wait is not None else None
+        return _respond(request, status_for(exc), exc.code, str(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,13 @@
+"""The use cases: one function per thing a person (or key) does, whichever door they come through.
+
+Each takes the store, one input dataclass and an :class:`~agentmaestro.actor.Actor`; it checks the
+actor's role (and, for an API key, the workspace's quotas), makes the change and writes its audit entry
+in one transaction, and returns what the store returned. The REST routes, the CLI (locally and, through
+the server, with ``--server``), the MCP server and the SDK all call these, so a cancel is a cancel
+everywhere: same checks, same events, same audit entry.
+
+- :mod:`~agentmaestro.service.runs`: start, cancel, resume, fork, restart.
+- :mod:`~agentmaestro.service.approvals`: approve or reject a held tool call, resolve an escalation.
+- :mod:`~agentmaestro.service.keys`: create and revoke API keys.
+- :mod:`~agentmaestro.service.quotas`: the workspace quotas a key's new run is held to.
+"""
