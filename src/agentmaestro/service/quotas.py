@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentmaestro.ceilings import quota_ceiling
 from agentmaestro.errors import RateLimitedError
-from agentmaestro.store.usage import next_month_start
 from agentmaestro.store.base import Store
+from agentmaestro.store.usage import next_month_start
 
 __all__ = ["QuotaExceededError", "Quotas", "check_run_quota", "effective_quotas", "quotas_of"]
 

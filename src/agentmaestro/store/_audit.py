@@ -32,6 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from agentmaestro.crypto import DerivedKey, keyring
 from agentmaestro.errors import ConfigError
+from agentmaestro.store.records import AuditNote
 from agentmaestro.store.schema import audit_heads, audit_log
 
 GENESIS_HASH = "0" * 64
@@ -183,6 +184,17 @@ def append(conn: Connection, workspace_id: str, entries: Sequence[NewEntry], now
         .values(seq=rows[-1]["seq"], hash=rows[-1]["hash"], updated_at=now)
     )
     return [_public(r) for r in rows]
+
+
+def append_notes(conn: Connection, notes: Iterable[AuditNote | None], now: float) -> None:
+    """Inside a write transaction: append ``notes`` to their workspaces' chains (in workspace order: one lock order)."""
+    chains: dict[str, list[NewEntry]] = {}
+    for n in notes:
+        if n is not None:
+            entry = NewEntry(at=now, actor=n.actor, action=n.action, target=n.target, detail=n.detail)
+            chains.setdefault(n.workspace_id, []).append(entry)
+    for workspace_id in sorted(chains):
+        append(conn, workspace_id, chains[workspace_id], now)
 
 
 def _public(row: Mapping[Any, Any]) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from agentmaestro.errors import ConflictError
+from agentmaestro.store import _audit
 from agentmaestro.store import _interventions as _iv
-from agentmaestro.store.records import RunRecord
+from agentmaestro.store.records import AuditFor, RunRecord
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
 
 if TYPE_CHECKING:
@@ -53,8 +54,11 @@ class ApprovalRepository:
         reason: str = "",
         arguments: dict[str, Any] | None = None,
         workspace_id: str | None = None,
+        audit: AuditFor[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Approve (optionally with edited arguments) or reject a pending tool call.
+
+        ``audit``: the audit entry recording the decision (given the approval's row), in the same transaction.
 
         Raises:
             NotFoundError: unknown approval (or another workspace's).
@@ -62,6 +66,7 @@ class ApprovalRepository:
         """
 
         def op(conn: Connection) -> tuple[RunRecord, dict[str, Any]]:
+            now = time.time()
             out = _iv.resolve_approval(
                 conn,
                 approval_id,
@@ -70,8 +75,10 @@ class ApprovalRepository:
                 by=by,
                 reason=reason,
                 arguments=arguments,
-                now=time.time(),
+                now=now,
             )
+            if audit is not None and not out[1].get("error"):
+                _audit.append_notes(conn, [audit(out[1])], now)
             self._store._pg_notify(conn)
             return out
 

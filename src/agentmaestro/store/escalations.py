@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from agentmaestro.store import _audit
 from agentmaestro.store import _interventions as _iv
-from agentmaestro.store.records import RunRecord
+from agentmaestro.store.records import AuditFor, RunRecord
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
 
 if TYPE_CHECKING:
@@ -52,10 +53,15 @@ class EscalationRepository:
         instructions: str | None = None,
         answer: str | None = None,
         workspace_id: str | None = None,
+        audit: AuditFor[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Retry (optionally with instructions), answer in place of the step, or abandon the run."""
+        """Retry (optionally with instructions), answer in place of the step, or abandon the run.
+
+        ``audit``: the audit entry recording the resolution (given the request's row), in the same transaction.
+        """
 
         def op(conn: Connection) -> tuple[RunRecord, dict[str, Any]]:
+            now = time.time()
             out = _iv.resolve_human_request(
                 conn,
                 request_id,
@@ -64,8 +70,10 @@ class EscalationRepository:
                 by=by,
                 instructions=instructions,
                 answer=answer,
-                now=time.time(),
+                now=now,
             )
+            if audit is not None:
+                _audit.append_notes(conn, [audit(out[1])], now)
             self._store._pg_notify(conn)
             return out
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from agentmaestro.core.events import Event, RunState
 from agentmaestro.core.states import RunStatus, StepKind
@@ -191,6 +191,29 @@ class NewRun:
     """Attempts before escalation; default: the spec's ``retry.max_attempts`` (or 4)."""
     created_by: str | None = None
     """Who started it (see RunRecord.created_by); None for a sub-run inherits its parent's."""
+    audit: AuditNote | None = None
+    """The audit-log entry recording who started it, written in the transaction that creates it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditNote:
+    """An audit-log entry to append in the same transaction as the change it records."""
+
+    workspace_id: str
+    """The workspace whose chain it joins."""
+    actor: str
+    """Who acted: ``key:<name>``, ``cli:<user>``, ..."""
+    action: str
+    """What happened, ``noun.verb`` (``run.cancel``, ``approval.approve``, ...)."""
+    target: str | None = None
+    """The id of what it happened to (a run, an approval, a key, ...)."""
+    detail: Mapping[str, Any] = field(default_factory=lambda: {})
+    """Anything else worth keeping (JSON)."""
+
+
+ChangedT = TypeVar("ChangedT")
+AuditFor = Callable[[ChangedT], AuditNote | None]
+"""Given what a change returned, the audit entry recording it (written in the change's transaction)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from agentmaestro.store import _ops, _rows
+from agentmaestro.store import _audit, _ops, _rows
 from agentmaestro.store._ops import NewRun
-from agentmaestro.store.records import RunRecord
+from agentmaestro.store.records import AuditFor, RunRecord
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
 from agentmaestro.store.wakeups import STATUSES_KEY, StatusTest
 
@@ -65,7 +65,9 @@ class RunRepository:
             await asyncio.shield(self._create_task)
 
     def _insert_runs(self, conn: Connection, new_runs: list[NewRun]) -> list[RunRecord]:
-        out = _ops.create_runs(conn, new_runs, time.time())
+        now = time.time()
+        out = _ops.create_runs(conn, new_runs, now)
+        _audit.append_notes(conn, [n.audit for n in new_runs], now)  # each run's start, recorded with it
         self._store._pg_notify(conn)
         conn.info[STATUSES_KEY] = {r.run_id: r.status for r in out}  # for status watchers
         return out
@@ -186,10 +188,27 @@ class RunRepository:
     # ------------------------------------------------------------------------- operator side
 
     async def cancel(
-        self, run_id: str, *, workspace_id: str | None = None, reason: str = "cancelled", by: str = "operator"
+        self,
+        run_id: str,
+        *,
+        workspace_id: str | None = None,
+        reason: str = "cancelled",
+        by: str = "operator",
+        audit: AuditFor[RunRecord] | None = None,
     ) -> RunRecord:
-        """Cancel a run: at once if it is not running, cooperatively (at its next step) if it is."""
-        rec, _immediate = await self._store._write(_ops.request_cancel, run_id, workspace_id, reason, by, time.time())
+        """Cancel a run: at once if it is not running, cooperatively (at its next step) if it is.
+
+        ``audit``: the audit entry recording the cancel, written in the same transaction.
+        """
+
+        def op(conn: Connection) -> RunRecord:
+            now = time.time()
+            rec, _immediate = _ops.request_cancel(conn, run_id, workspace_id, reason, by, now)
+            if audit is not None:
+                _audit.append_notes(conn, [audit(rec)], now)
+            return rec
+
+        rec = await self._store._write(op)
         self._store._notify_runs([run_id])
         return rec
 
@@ -200,11 +219,15 @@ class RunRepository:
         workspace_id: str | None = None,
         by: str = "operator",
         policy: dict[str, Any] | None = None,
+        audit: AuditFor[RunRecord] | None = None,
     ) -> RunRecord:
         """Resume a FAILED or CANCELLED run from its last completed step (optionally with new limits)."""
 
         def op(conn: Connection) -> RunRecord:
-            out = _ops.resume_run(conn, run_id, workspace_id, by, policy, time.time())
+            now = time.time()
+            out = _ops.resume_run(conn, run_id, workspace_id, by, policy, now)
+            if audit is not None:
+                _audit.append_notes(conn, [audit(out)], now)
             self._store._pg_notify(conn)
             return out
 
@@ -220,12 +243,16 @@ class RunRepository:
         workspace_id: str | None = None,
         by: str = "operator",
         policy: dict[str, Any] | None = None,
+        audit: AuditFor[RunRecord] | None = None,
     ) -> RunRecord:
         """Fork a run at event ``at_seq`` into a new PENDING run (optionally with new limits)."""
         from agentmaestro.store.records import new_run_id
 
         def op(conn: Connection) -> RunRecord:
-            out = _ops.fork_run(conn, run_id, workspace_id, at_seq, new_run_id(), by, time.time(), policy)
+            now = time.time()
+            out = _ops.fork_run(conn, run_id, workspace_id, at_seq, new_run_id(), by, now, policy)
+            if audit is not None:
+                _audit.append_notes(conn, [audit(out)], now)
             self._store._pg_notify(conn)
             return out
 
