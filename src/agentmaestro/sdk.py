@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from agentmaestro.actor import local_actor
+from agentmaestro.actor import Actor, local_actor
 from agentmaestro.agents import Agent, AgentRegistry, adapt, check_usable
 from agentmaestro.core.events import Event, RunState, apply_event, implied_phase
 from agentmaestro.core.gate import GatePolicy
@@ -25,9 +25,10 @@ from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import EventType, Phase, RunStatus, StepKind
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import ConfigError
+from agentmaestro.service import approvals as decisions
+from agentmaestro.service import runs
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import RunRecord, StepRow, new_run_id
-from agentmaestro.store.runs import NewRun
+from agentmaestro.store.records import RunRecord, StepRow
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
 from agentmaestro.workflows.spec import Workflow, WorkflowRegistry, load_folder_agents, load_workflow
 
@@ -167,6 +168,7 @@ class Orchestrator:
     ) -> None:
         self.workspace = workspace
         self.actor = actor or local_actor("sdk")
+        self._actor = Actor.local("sdk", workspace, self.actor)
         self.registry = AgentRegistry()
         self.workflows = WorkflowRegistry()
         self._hooks: dict[str, list[Hook]] = {}
@@ -306,23 +308,10 @@ class Orchestrator:
         if a.name not in self._stored_agents:
             await self.store.agents.put(self.workspace, a.name, a.spec())
             self._stored_agents.add(a.name)
-        effective = policy or a.policy or StrictPolicy()
-        if not isinstance(effective, StrictPolicy):
+        if policy is not None and not isinstance(policy, StrictPolicy):
             raise ConfigError("policy must be a StrictPolicy")
-        [rec] = await self.store.runs.create(
-            [
-                NewRun(
-                    run_id=new_run_id(),
-                    workspace_id=self.workspace,
-                    agent_name=a.name,
-                    input=task,
-                    spec=a.spec(),
-                    policy=effective.to_json(),
-                    parent_run_id=parent,
-                    created_by=None if parent else self.actor,
-                )
-            ]
-        )
+        start = runs.StartRun.of_agent(a, task, policy=policy, parent_run_id=parent)
+        rec = await runs.start_run(self.store, start, self._actor)
         await self._ensure_worker()
         return rec.run_id
 
@@ -376,19 +365,7 @@ class Orchestrator:
         if self._with_worker:
             await check_usable(self.registry.get(n) for n in wf.agent_names())
         self.workflows.register(wf)
-        [rec] = await self.store.runs.create(
-            [
-                NewRun(
-                    run_id=new_run_id(),
-                    workspace_id=self.workspace,
-                    agent_name=wf.name,
-                    input=task,
-                    spec=wf.to_spec(),
-                    policy=wf.policy.to_overrides() if wf.policy else {},
-                    created_by=self.actor,
-                )
-            ]
-        )
+        rec = await runs.start_run(self.store, runs.StartRun.of_workflow(wf, task), self._actor)
         await self._ensure_worker()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -513,7 +490,7 @@ class Orchestrator:
 
     async def _cancel(self, run_id: str, reason: str) -> RunRecord:
         before = await self.store.runs.get(run_id, self.workspace)
-        rec = await self.store.runs.cancel(run_id, workspace_id=self.workspace, reason=reason, by="sdk")
+        rec = await runs.cancel_run(self.store, runs.CancelRun(run_id=run_id, reason=reason), self._actor)
         await self._dispatch_since(rec, before.state.last_seq)
         return rec
 
@@ -527,7 +504,7 @@ class Orchestrator:
         return self._call(self._resume(run_id, policy))
 
     async def _resume(self, run_id: str, policy: dict[str, Any] | None) -> RunRecord:
-        rec = await self.store.runs.resume(run_id, workspace_id=self.workspace, by="sdk", policy=policy)
+        rec = await runs.resume_run(self.store, runs.ResumeRun(run_id=run_id, policy=policy), self._actor)
         await self._ensure_worker()
         return rec
 
@@ -536,7 +513,8 @@ class Orchestrator:
         return self._call(self._fork(run_id, at_seq, policy))
 
     async def _fork(self, run_id: str, at_seq: int, policy: dict[str, Any] | None) -> RunRecord:
-        rec = await self.store.runs.fork(run_id, at_seq=at_seq, workspace_id=self.workspace, by="sdk", policy=policy)
+        cmd = runs.ForkRun(run_id=run_id, at_seq=at_seq, policy=policy)
+        rec = await runs.fork_run(self.store, cmd, self._actor)
         await self._ensure_worker()
         return rec
 
@@ -555,31 +533,32 @@ class Orchestrator:
         )
 
     def approve(
-        self, approval_id: str, *, reason: str = "", arguments: dict[str, Any] | None = None, by: str = "sdk"
+        self, approval_id: str, *, reason: str = "", arguments: dict[str, Any] | None = None, by: str | None = None
     ) -> dict[str, Any]:
         """Approve a held tool call, optionally with edited arguments (the approval binds to them)."""
         return self._call(self._resolve_approval(approval_id, True, reason, arguments, by))
 
     async def approve_async(
-        self, approval_id: str, *, reason: str = "", arguments: dict[str, Any] | None = None, by: str = "sdk"
+        self, approval_id: str, *, reason: str = "", arguments: dict[str, Any] | None = None, by: str | None = None
     ) -> dict[str, Any]:
         """Async twin of :meth:`approve`."""
         return await self._acall(self._resolve_approval(approval_id, True, reason, arguments, by))
 
-    def reject(self, approval_id: str, *, reason: str, by: str = "sdk") -> dict[str, Any]:
+    def reject(self, approval_id: str, *, reason: str, by: str | None = None) -> dict[str, Any]:
         """Reject a held tool call; the reason goes back to the model as the call's result."""
         return self._call(self._resolve_approval(approval_id, False, reason, None, by))
 
-    async def reject_async(self, approval_id: str, *, reason: str, by: str = "sdk") -> dict[str, Any]:
+    async def reject_async(self, approval_id: str, *, reason: str, by: str | None = None) -> dict[str, Any]:
         """Async twin of :meth:`reject`."""
         return await self._acall(self._resolve_approval(approval_id, False, reason, None, by))
 
     async def _resolve_approval(
-        self, approval_id: str, approve: bool, reason: str, arguments: dict[str, Any] | None, by: str
+        self, approval_id: str, approve: bool, reason: str, arguments: dict[str, Any] | None, by: str | None
     ) -> dict[str, Any]:
-        row = await self.store.approvals.resolve(
-            approval_id, approve=approve, by=by, reason=reason, arguments=arguments, workspace_id=self.workspace
+        cmd = decisions.DecideApproval(
+            approval_id=approval_id, approve=approve, reason=reason, arguments=arguments, by=by
         )
+        row = await decisions.decide_approval(self.store, cmd, self._actor)
         await self._ensure_worker()
         return row
 
@@ -603,24 +582,32 @@ class Orchestrator:
         *,
         instructions: str | None = None,
         answer: str | None = None,
-        by: str = "sdk",
+        by: str | None = None,
     ) -> dict[str, Any]:
         """Answer an escalation: retry (with optional new instructions), answer in place of the step, or abandon."""
         return self._call(self._resolve_human(request_id, action, instructions, answer, by))
 
     async def _resolve_human(
-        self, request_id: str, action: str, instructions: str | None, answer: str | None, by: str
+        self,
+        request_id: str,
+        action: decisions.HumanAction,
+        instructions: str | None,
+        answer: str | None,
+        by: str | None,
     ) -> dict[str, Any]:
-        row = await self.store.escalations.resolve(
-            request_id, action=action, by=by, instructions=instructions, answer=answer, workspace_id=self.workspace
+        cmd = decisions.ResolveHumanRequest(
+            request_id=request_id, action=action, instructions=instructions, answer=answer, by=by
         )
+        row = await decisions.resolve_human_request(self.store, cmd, self._actor)
         await self._ensure_worker()
         return row
 
     def set_gate(self, gate: GatePolicy | dict[str, Any]) -> GatePolicy:
         """Set this workspace's risk gate rules (agents can tighten them, never loosen them)."""
         policy = gate if isinstance(gate, GatePolicy) else GatePolicy.from_json(gate)
-        self._call(self.store.workspaces.update_settings(self.workspace, {"gate": policy.to_json()}))
+        self._call(
+            self.store.workspaces.update_settings_audited(self.workspace, {"gate": policy.to_json()}, actor=self.actor)
+        )
         return policy
 
     # ---------------------------------------------------------------------------- lifecycle

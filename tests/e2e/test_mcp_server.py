@@ -307,15 +307,15 @@ async def test_streamable_http(served: tuple[str, dict[str, str]]) -> None:
 
 async def test_wait_run_reports_progress_and_times_out(tmp_path: Path) -> None:
     """No worker: the run stays PENDING, so wait_run reports its progress and then says it timed out."""
-    from agentmaestro.integrations.mcp_planes import Caller, StorePlane
-    from agentmaestro.server.auth import Role
+    from agentmaestro.actor import Actor, Role
+    from agentmaestro.plane.local import LocalPlane
     from agentmaestro.server.mcp.server import build_server
 
     store = Store.open(f"sqlite:///{tmp_path / 'maestro.db'}")
     agents = load_agents_dir(builtin_agents_dir())
     workflows = load_workflows_dir(builtin_workflows_dir(), agents)
-    caller = Caller(workspace_id="default", role=Role.operator, actor="key:test")
-    server = build_server(StorePlane(lambda: store, lambda: agents, lambda: workflows, lambda: caller))
+    actor = Actor(name="key:test", workspace_id="default", role=Role.operator, quotas=True)
+    server = build_server(LocalPlane(lambda: store, actor, lambda: agents, lambda: workflows, owns_store=False))
     seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, insert
 from agentmaestro.agents import load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
 from agentmaestro.client import AsyncClient
-from agentmaestro.integrations.mcp_planes import ClientPlane
+from agentmaestro.plane.remote import RemotePlane
 from agentmaestro.server.mcp.server import build_server
 from agentmaestro.store.base import Store
 from agentmaestro.store.dialects import normalize_url
@@ -142,7 +142,7 @@ def test_every_door_pages_the_human_queue(db_url: str, tmp_path: Path) -> None:
             async with AsyncClient(srv.url, key) as api:
                 page = await api.list_human_requests(limit=4)
                 assert len(page["human_requests"]) == 4 and page["next_cursor"] == req_ids[3]
-                server = build_server(ClientPlane(api))
+                server = build_server(RemotePlane(api))
                 pages: list[list[str]] = []
                 cursor = None
                 while True:

@@ -341,7 +341,7 @@ def test_invoke_objects_run_as_single_step_agents(orch: Orchestrator) -> None:
     orch.resolve(req["request_id"], "abandon", instructions="not fixable")
     boom = orch.wait(boom.run_id)
     assert boom.status is RunStatus.FAILED
-    assert (boom.error or "").startswith("abandoned by sdk: not fixable (last error:") and "ValueError" in (
+    assert (boom.error or "").startswith(f"abandoned by {orch.actor}: not fixable (last error:") and "ValueError" in (
         boom.error or ""
     )
     assert boom.state_history[-1] == "FAILED/TERMINATE"

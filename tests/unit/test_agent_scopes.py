@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from agentmaestro import Agent, ScriptedModel, tool
+from agentmaestro.actor import Actor, Role
 from agentmaestro.agents import AgentRegistry
-from agentmaestro.integrations.mcp_planes import Caller, StorePlane
-from agentmaestro.server.auth import Role
+from agentmaestro.plane.local import LocalPlane
 from agentmaestro.server.chat.tool_agent import ensure_tool_agent
 from agentmaestro.workflows.spec import WorkflowRegistry
 
@@ -43,9 +43,9 @@ def test_mcp_tools_see_only_the_callers_agents() -> None:
     agents = registry()
     ensure_tool_agent(agents, "recall", workspace_id="ws-a")
 
-    def plane(workspace: str) -> StorePlane:
-        caller = Caller(workspace_id=workspace, role=Role.operator, actor="key:t")
-        return StorePlane(lambda: pytest.fail("no store needed"), lambda: agents, WorkflowRegistry, lambda: caller)
+    def plane(workspace: str) -> LocalPlane:
+        actor = Actor(name="key:t", workspace_id=workspace, role=Role.operator, quotas=True)
+        return LocalPlane(lambda: pytest.fail("no store needed"), actor, lambda: agents, WorkflowRegistry)
 
     assert sorted(a["name"] for a in asyncio.run(plane("ws-a").list_agents())) == ["chat-tool.recall", "memo"]
     assert [a["name"] for a in asyncio.run(plane("ws-b").list_agents())] == ["memo"]

@@ -20,9 +20,10 @@ from agentmaestro.errors import ConfigError, LocalOnlyError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from agentmaestro.actor import Actor
     from agentmaestro.agents import Agent, AgentRegistry
-    from agentmaestro.cli._backend import Backend
     from agentmaestro.core.events import Event
+    from agentmaestro.plane import Plane
     from agentmaestro.store.base import Store
 
 T = TypeVar("T")
@@ -98,39 +99,46 @@ class _Ctx:
         auto = self.database_url.startswith("sqlite") or "://" not in self.database_url
         return Store.open(self.database_url, migrate=auto if migrate is None else migrate)
 
-    def backend(self) -> Backend:
+    def plane(self) -> Plane:
         """The database (default) or, with ``--server``, the server's REST API."""
-        from agentmaestro.cli._backend import LocalBackend, RemoteBackend, tls_context
-        from agentmaestro.store.dialects import redact_url
-
         if self.server:
             from agentmaestro.client import AsyncClient
+            from agentmaestro.plane.remote import RemotePlane, tls_context
 
             if not self.server.startswith(("http://", "https://")):
                 raise ConfigError(f"--server must be an http:// or https:// URL, not {self.server!r}")
             client = AsyncClient(self.server, self.api_key, verify=tls_context(*self.tls))
-            return RemoteBackend(client)
-        return LocalBackend(self.open_store, self.workspace, redact_url(self.database_url), self.agents, cli_actor())
+            return RemotePlane(client)
+        from agentmaestro.plane.local import LocalPlane
+        from agentmaestro.store.dialects import redact_url
 
-    def call(self, fn: Callable[[Backend], Awaitable[T]]) -> T:
-        """Run ``fn`` with a backend opened for it (and closed after)."""
+        return LocalPlane(self.open_store, self.actor(), self.agents, where=redact_url(self.database_url))
+
+    def actor(self) -> Actor:
+        """The person at this machine, in ``--workspace``: ``cli:<login>``."""
+        from agentmaestro.actor import Actor
+
+        return Actor.local("cli", self.workspace)
+
+    def call(self, fn: Callable[[Plane], Awaitable[T]]) -> T:
+        """Run ``fn`` with a plane opened for it (and closed after)."""
 
         async def go() -> T:
-            backend = self.backend()
+            plane = self.plane()
             try:
-                return await fn(backend)
+                return await fn(plane)
             finally:
-                await backend.close()
+                await plane.close()
 
         return asyncio.run(go())
 
     def agents(self) -> AgentRegistry:
-        from agentmaestro.cli._backend import load_registry
+        from agentmaestro.plane.local import load_registry
 
         return load_registry(self.agents_dir, builtin_agents_dir())
 
     def resolve_agent(self, ref: str) -> Agent:
-        from agentmaestro.cli._backend import resolve_agent
+        from agentmaestro.plane.local import resolve_agent
 
         return resolve_agent(ref, self.agents)
 
@@ -234,7 +242,7 @@ def _outcome(run: dict[str, Any]) -> int:
     return 0 if status is RunStatus.COMPLETED or status.waiting else 1
 
 
-async def _see_through(c: _Ctx, b: Backend, run_id: str, follow: bool) -> int:
+async def _see_through(c: _Ctx, b: Plane, run_id: str, follow: bool) -> int:
     """Drive (locally) or follow (remotely) a run until it stops or waits; print the outcome."""
     run = await b.drive(run_id, (lambda ev: _print_event(ev, c.as_json)) if follow else None)
     if c.as_json and not follow:

@@ -14,9 +14,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentmaestro.cli._backend import Backend, LocalBackend, RemoteBackend
 from agentmaestro.cli._common import _ctx, _print_json, app, out, when
 from agentmaestro.errors import ConfigError
+from agentmaestro.plane import Plane
+from agentmaestro.plane.local import LocalPlane
+from agentmaestro.plane.remote import RemotePlane
 
 credentials_app = typer.Typer(help="Named credentials for tools, encrypted at rest.", no_args_is_help=True)
 app.add_typer(credentials_app, name="credentials")
@@ -117,8 +119,8 @@ def credentials_set(
     expires_at = time.time() + expires_in if expires_in is not None else None
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> dict[str, Any]:
-        if isinstance(b, LocalBackend):
+    async def go(b: Plane) -> dict[str, Any]:
+        if isinstance(b, LocalPlane):
             await b.store.workspaces.ensure(b.workspace)
             row, _created = await b.store.credentials.put(
                 b.workspace,
@@ -131,7 +133,7 @@ def credentials_set(
                 actor=_actor(),
             )
             return row
-        assert isinstance(b, RemoteBackend)
+        assert isinstance(b, RemotePlane)
         return await b.client.set_credential(
             name, kind, provider=provider, scopes=scopes or None, expires_at=expires_at, **secret
         )
@@ -148,10 +150,10 @@ def credentials_list(ctx: typer.Context) -> None:
     """The workspace's credentials: name, kind, provider, masked hint, scopes, expiry, last refresh error."""
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> list[dict[str, Any]]:
-        if isinstance(b, LocalBackend):
+    async def go(b: Plane) -> list[dict[str, Any]]:
+        if isinstance(b, LocalPlane):
             return await b.store.credentials.all(b.workspace)
-        assert isinstance(b, RemoteBackend)
+        assert isinstance(b, RemotePlane)
         return await b.client.list_credentials()
 
     rows = c.call(go)
@@ -168,10 +170,10 @@ def credentials_rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help=
     """Delete a credential (audited)."""
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> dict[str, Any]:
-        if isinstance(b, LocalBackend):
+    async def go(b: Plane) -> dict[str, Any]:
+        if isinstance(b, LocalPlane):
             return await b.store.credentials.delete(b.workspace, name, actor=_actor())
-        assert isinstance(b, RemoteBackend)
+        assert isinstance(b, RemotePlane)
         return await b.client.delete_credential(name)
 
     row = c.call(go)
@@ -189,13 +191,13 @@ def credentials_rotate(ctx: typer.Context) -> None:
     """
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> dict[str, Any]:
-        if isinstance(b, LocalBackend):
+    async def go(b: Plane) -> dict[str, Any]:
+        if isinstance(b, LocalPlane):
             from agentmaestro.crypto import keyring
 
             counts = await b.store.credentials.rotate(None, actor=_actor())
             return {"rotated": sum(counts.values()), "workspaces": counts, "key_id": keyring().key_id}
-        assert isinstance(b, RemoteBackend)
+        assert isinstance(b, RemotePlane)
         return await b.client.rotate_credentials()
 
     result = c.call(go)
@@ -220,15 +222,15 @@ def oauth_start(
     """
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> dict[str, Any]:
-        if isinstance(b, LocalBackend):
+    async def go(b: Plane) -> dict[str, Any]:
+        if isinstance(b, LocalPlane):
             from agentmaestro.credentials import oauth
 
             await b.store.workspaces.ensure(b.workspace)
             return await oauth.start(
                 b.store, b.workspace, provider=provider, credential=name, actor=_actor(), scopes=scope or None
             )
-        assert isinstance(b, RemoteBackend)
+        assert isinstance(b, RemotePlane)
         return await b.client.oauth_start(provider, name, scopes=scope or None)
 
     started = c.call(go)

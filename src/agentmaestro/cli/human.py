@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,10 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentmaestro.cli._backend import Backend
 from agentmaestro.cli._common import _age, _Ctx, _ctx, _print_json, _see_through, app, out, when
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.errors import ConfigError
+from agentmaestro.plane import Plane
 
 approvals_app = typer.Typer(help="Tool calls waiting for a human decision.", no_args_is_help=True)
 escalations_app = typer.Typer(help="Runs waiting for a human after failures or uncertain steps.", no_args_is_help=True)
@@ -25,18 +24,11 @@ app.add_typer(gate_app, name="gate")
 
 By = Annotated[
     str | None,
-    typer.Option("--by", envvar="MAESTRO_USER", help="Who decides (default: your login; with --server: the API key)."),
+    typer.Option(
+        "--by", envvar="MAESTRO_USER", help="Who decides (default: you, cli:LOGIN; with --server: the API key)."
+    ),
 ]
 Wait = Annotated[bool, typer.Option("--wait", help="Continue the run here and wait for it to stop again.")]
-
-
-def _who(by: str | None) -> str:
-    if by:
-        return by
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
 
 
 def _expires(ts: float | None) -> str:
@@ -54,7 +46,7 @@ def _list_pending(
     ctx: typer.Context,
     all_: bool,
     page: tuple[str | None, int],
-    fetch: Callable[[Backend, Sequence[str] | None, str | None, int], Awaitable[list[dict[str, Any]]]],
+    fetch: Callable[[Plane, Sequence[str] | None, str | None, int], Awaitable[list[dict[str, Any]]]],
     what: tuple[str, str, str],
     columns: Sequence[str],
     cells: Callable[[dict[str, Any]], Sequence[str]],
@@ -124,24 +116,23 @@ def _decide(
             raise ConfigError(f"--args is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
         if not isinstance(arguments, dict):
             raise ConfigError("--args must be a JSON object")
-    who = _who(by)
     _act_then_wait(
         c,
-        lambda b: b.decide_approval(approval_id, approve=approve, by=who, reason=reason, arguments=arguments),
-        lambda row: f"{approval_id} {row['status']} by {row['decided_by'] or who}; run {row['run_id']} continues",
+        lambda b: b.decide_approval(approval_id, approve=approve, by=by or None, reason=reason, arguments=arguments),
+        lambda row: f"{approval_id} {row['status']} by {row['decided_by']}; run {row['run_id']} continues",
         wait,
     )
 
 
 def _act_then_wait(
     c: _Ctx,
-    act: Callable[[Backend], Awaitable[dict[str, Any]]],
+    act: Callable[[Plane], Awaitable[dict[str, Any]]],
     describe: Callable[[dict[str, Any]], str],
     wait: bool,
 ) -> None:
     """Record a human decision, report it (one line, or its JSON), and with ``--wait`` see the run through."""
 
-    async def go(b: Backend) -> int:
+    async def go(b: Plane) -> int:
         row = await act(b)
         if c.as_json and not wait:
             _print_json(row)
@@ -202,13 +193,12 @@ def escalations_list(
 def _resolve(
     ctx: typer.Context, request_id: str, action: str, by: str | None, wait: bool = False, **kw: str | None
 ) -> None:
-    who = _who(by)
     _act_then_wait(
         _ctx(ctx),
         lambda b: b.resolve_human_request(
-            request_id, action=action, by=who, instructions=kw.get("instructions"), answer=kw.get("answer")
+            request_id, action=action, by=by or None, instructions=kw.get("instructions"), answer=kw.get("answer")
         ),
-        lambda row: f"{request_id} resolved ({action}) by {row.get('resolved_by') or who}; run {row['run_id']}",
+        lambda row: f"{request_id} resolved ({action}) by {row.get('resolved_by') or by}; run {row['run_id']}",
         wait,
     )
 
@@ -276,7 +266,7 @@ def gate_set(
     """Change the workspace's gate rules (validated before anything is stored)."""
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> dict[str, Any]:
+    async def go(b: Plane) -> dict[str, Any]:
         data = {} if reset else GatePolicy.from_json(await b.gate()).to_json()
         levels = dict(data.get("levels") or {})
         for item in level or []:

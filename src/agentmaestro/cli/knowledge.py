@@ -8,9 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentmaestro.cli._backend import Backend, LocalBackend, RemoteBackend
 from agentmaestro.cli._common import _ctx, _print_json, app, out
 from agentmaestro.errors import ConfigError
+from agentmaestro.plane import Plane
+from agentmaestro.plane.local import LocalPlane
+from agentmaestro.plane.remote import RemotePlane
 
 knowledge_app = typer.Typer(
     help="Knowledge collections (RAG): ingest text files, search them with citations (docs/knowledge.md).",
@@ -21,17 +23,17 @@ app.add_typer(knowledge_app, name="knowledge")
 JSON = dict[str, Any]
 
 
-def _local(b: Backend) -> tuple[Any, str, str]:
+def _local(b: Plane) -> tuple[Any, str, str]:
     """(KnowledgeBase, workspace, actor) of a local backend."""
     from agentmaestro.cli._common import cli_actor
     from agentmaestro.knowledge.base import knowledge_for
 
-    assert isinstance(b, LocalBackend)
+    assert isinstance(b, LocalPlane)
     return knowledge_for(b.store), b.workspace, cli_actor()
 
 
-def _remote(b: Backend) -> Any:
-    if not isinstance(b, RemoteBackend):
+def _remote(b: Plane) -> Any:
+    if not isinstance(b, RemotePlane):
         raise ConfigError("unexpected backend")
     return b.client
 
@@ -54,8 +56,8 @@ def knowledge_create(
     """Create a knowledge collection."""
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> JSON:
-        if isinstance(b, RemoteBackend):
+    async def go(b: Plane) -> JSON:
+        if isinstance(b, RemotePlane):
             row: JSON = await _remote(b).create_knowledge_collection(name, embedder=embedder, description=description)
             return row
         kb, ws, actor = _local(b)
@@ -79,8 +81,8 @@ def knowledge_list(
     """List the workspace's collections, or one collection's documents."""
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> list[JSON]:
-        if isinstance(b, RemoteBackend):
+    async def go(b: Plane) -> list[JSON]:
+        if isinstance(b, RemotePlane):
             client = _remote(b)
             rows: list[JSON] = await (
                 client.list_knowledge_documents(collection) if collection else client.list_knowledge_collections()
@@ -124,8 +126,8 @@ def knowledge_ingest(
 
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> list[JSON]:
-        if isinstance(b, RemoteBackend):
+    async def go(b: Plane) -> list[JSON]:
+        if isinstance(b, RemotePlane):
             files = collect_files(paths)
             texts = [(str(f), read_text_file(f)) for f in files]  # refuse binary before sending anything
             client = _remote(b)
@@ -151,8 +153,8 @@ def knowledge_search(
     """Search a collection: passages best first, each with its citation (source, lines, heading) and score."""
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> list[JSON]:
-        if isinstance(b, RemoteBackend):
+    async def go(b: Plane) -> list[JSON]:
+        if isinstance(b, RemotePlane):
             answer: JSON = await _remote(b).search_knowledge(collection, query, k=k)
             return list(answer["passages"])
         kb, ws, _ = _local(b)
@@ -180,8 +182,8 @@ def knowledge_rm(
     """Delete a collection with its documents and vectors, or one document."""
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> JSON:
-        if isinstance(b, RemoteBackend):
+    async def go(b: Plane) -> JSON:
+        if isinstance(b, RemotePlane):
             client = _remote(b)
             row: JSON = await (
                 client.delete_knowledge_document(collection, document)

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agentmaestro.cli._backend import RemoteBackend
 from agentmaestro.cli._common import _Ctx, _ctx, app
 from agentmaestro.errors import ConfigError
+from agentmaestro.plane.remote import RemotePlane
 
 if TYPE_CHECKING:
-    from agentmaestro.server.mcp.server import ControlPlane
+    from agentmaestro.plane import Plane
 
 
 @app.command("mcp")
@@ -51,24 +51,21 @@ def mcp_cmd(
 
 
 @contextlib.asynccontextmanager
-async def _plane(c: _Ctx, *, worker: bool, concurrency: int, workflows_dir: Path | None) -> AsyncIterator[ControlPlane]:
+async def _plane(c: _Ctx, *, worker: bool, concurrency: int, workflows_dir: Path | None) -> AsyncIterator[Plane]:
     """The control plane the tools act on, for as long as the MCP session lasts."""
-    from agentmaestro.integrations.mcp_planes import Caller, ClientPlane, StorePlane
-    from agentmaestro.server.auth import Role
-
     if c.server:
-        backend = c.backend()
-        assert isinstance(backend, RemoteBackend)
+        plane = c.plane()
+        assert isinstance(plane, RemotePlane)
         try:
-            await backend.client.list_agents()  # a wrong key or an unreachable server: one line on stderr, exit 1
-            yield ClientPlane(backend.client)
+            await plane.client.list_agents()  # a wrong key or an unreachable server: one line on stderr, exit 1
+            yield plane
         finally:
-            await backend.close()
+            await plane.close()
         return
 
-    from agentmaestro.cli._common import cli_actor
     from agentmaestro.cli.workflows import discover
     from agentmaestro.engine.worker import Worker, WorkerConfig
+    from agentmaestro.plane.local import LocalPlane
 
     agents = c.agents()
     workflows = discover(agents, workflows_dir)
@@ -80,8 +77,7 @@ async def _plane(c: _Ctx, *, worker: bool, concurrency: int, workflows_dir: Path
         if worker:
             w = Worker(store, agents, workflows=workflows, config=WorkerConfig(concurrency=concurrency))
             task = asyncio.create_task(w.run())
-        caller = Caller(workspace_id=c.workspace, role=Role.admin, actor=cli_actor())
-        yield StorePlane(lambda: store, lambda: agents, lambda: workflows, lambda: caller)
+        yield LocalPlane(lambda: store, c.actor(), lambda: agents, lambda: workflows, owns_store=False)
     finally:
         if w is not None and task is not None:
             w.stop()

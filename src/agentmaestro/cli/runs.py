@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.table import Table
 
-from agentmaestro.cli._backend import Backend
 from agentmaestro.cli._common import (
     MaxCost,
     MaxSteps,
@@ -39,6 +38,7 @@ from agentmaestro.core.events import Event, RunState, fold
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError
+from agentmaestro.plane import Plane
 
 if TYPE_CHECKING:
     from agentmaestro.store.records import RunRecord
@@ -50,7 +50,7 @@ app.add_typer(runs_app, name="runs")
 
 def _start_then_see_through(
     c: _Ctx,
-    start: Callable[[Backend], Awaitable[dict[str, Any]]],
+    start: Callable[[Plane], Awaitable[dict[str, Any]]],
     *,
     queued: Callable[[dict[str, Any], str], str],
     started: Callable[[dict[str, Any]], str | None],
@@ -69,7 +69,7 @@ def _start_then_see_through(
         follow: Also print its events as they happen.
     """
 
-    async def go(b: Backend) -> int:
+    async def go(b: Plane) -> int:
         run = await start(b)
         if not (wait or follow):
             if c.as_json:
@@ -182,7 +182,7 @@ def runs_show(
         data["steps_detail"] = rows
     if tree:
 
-        async def build(b: Backend, run: dict[str, Any], depth: int) -> dict[str, Any]:
+        async def build(b: Plane, run: dict[str, Any], depth: int) -> dict[str, Any]:
             if depth > 20:
                 return {**_brief(run), "children": []}
             kids = await b.children(run["run_id"])
@@ -239,7 +239,7 @@ def runs_events(
     """Print a run's event log."""
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> None:
+    async def go(b: Plane) -> None:
         if not follow:
             for ev in await b.events(run_id, after):
                 _print_event(ev, c.as_json)
@@ -345,7 +345,7 @@ def runs_replay(ctx: typer.Context, run_id: str) -> None:
     """
     c = _ctx(ctx)
 
-    async def go(b: Backend) -> tuple[dict[str, Any], list[Event], list[dict[str, Any]]]:
+    async def go(b: Plane) -> tuple[dict[str, Any], list[Event], list[dict[str, Any]]]:
         return await b.snapshot(run_id), await b.events(run_id), (await b.get_run(run_id)).get("steps_detail", [])
 
     stored, events, step_rows = c.call(go)

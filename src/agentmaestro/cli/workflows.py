@@ -21,10 +21,10 @@ import typer
 from rich.table import Table
 
 from agentmaestro.agents import AgentRegistry, check_usable
-from agentmaestro.cli._backend import RemoteBackend
 from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, cli_actor, out, pickup
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError
+from agentmaestro.plane.remote import RemotePlane
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import RunRecord
 from agentmaestro.workflows import generate as gen
@@ -92,8 +92,8 @@ def _remote(c: _Ctx) -> AsyncClient | None:
     """The server's client with ``--server``; None to work on the database."""
     if not c.server:
         return None
-    backend = c.backend()
-    assert isinstance(backend, RemoteBackend)
+    backend = c.plane()
+    assert isinstance(backend, RemotePlane)
     return backend.client
 
 
@@ -223,7 +223,9 @@ def _run_local(
         found = entry or await stored.find(store, c.workspace, ref, registry)
         if wait:  # executed here: refuse a model this process cannot use before anything is stored
             await check_usable(agents.get(n) for n in found.workflow.agent_names() if n in agents)
-        rec = await stored.start(store, c.workspace, found, task, created_by=cli_actor())
+        from agentmaestro.service.workflows import StartWorkflow, start_workflow
+
+        rec = await start_workflow(store, StartWorkflow(entry=found, input=task), c.actor())
         if wait:
             return await drive(store, rec.run_id, agents, registry), []
         return rec, await store.workers.alive()

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from agentmaestro.agents import AgentRegistry
-from agentmaestro.server.auth import Role, authenticate
+from agentmaestro.server.auth import authenticate
 from agentmaestro.server.errors import APIError, error_body
 from agentmaestro.store.base import Store
 from agentmaestro.workflows.spec import WorkflowRegistry
@@ -31,16 +31,16 @@ if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-    from agentmaestro.integrations.mcp_planes import Caller
+    from agentmaestro.actor import Actor
 
 __all__ = ["MCP_PATH", "MCPEndpoint", "mount_mcp"]
 
 MCP_PATH = "/mcp"
 
-_request: ContextVar[tuple[Caller, Request] | None] = ContextVar("agentmaestro_mcp_request", default=None)
+_request: ContextVar[tuple[Actor, Request] | None] = ContextVar("agentmaestro_mcp_request", default=None)
 
 
-def _current() -> tuple[Caller, Request]:
+def _current() -> tuple[Actor, Request]:
     current = _request.get()
     if current is None:  # pragma: no cover - the endpoint always sets it
         raise RuntimeError("MCP tool called outside an authenticated request")
@@ -58,10 +58,12 @@ class MCPEndpoint:
         self.server: MCPServer | None = None
         self._manager: StreamableHTTPSessionManager | None = None
         if importlib.util.find_spec("mcp") is not None:
-            from agentmaestro.integrations.mcp_planes import StorePlane
+            from agentmaestro.plane.local import LocalPlane
             from agentmaestro.server.mcp.server import build_server
 
-            plane = StorePlane(self._store, self._agents, self._workflows, caller=lambda: _current()[0])
+            plane = LocalPlane(
+                self._store, lambda: _current()[0], self._agents, self._workflows, where="the server", owns_store=False
+            )
             self.server = build_server(plane)
 
     def _store(self) -> Store:
@@ -108,10 +110,7 @@ class MCPEndpoint:
             body = error_body("not_ready", "the MCP endpoint is not running (the server is starting or stopping)")
             await JSONResponse(body, 503)(scope, receive, send)
             return
-        from agentmaestro.integrations.mcp_planes import Caller
-
-        caller = Caller(workspace_id=principal.workspace_id, role=Role(principal.role), actor=principal.actor)
-        token = _request.set((caller, request))
+        token = _request.set((principal.as_actor(), request))
         try:
             await self._manager.handle_request(scope, receive, send)
         finally:

@@ -1,9 +1,9 @@
 """AgentMaestro as an MCP server: the control plane's runs and approvals as MCP tools (docs/mcp.md).
 
 Built with the official SDK's :class:`mcp.server.mcpserver.MCPServer`. The tools call a
-:class:`ControlPlane`, which is either the database itself (:class:`~agentmaestro.integrations.mcp_planes.StorePlane`:
+:class:`~agentmaestro.plane.Plane`, which is either the database itself (:class:`~agentmaestro.plane.local.LocalPlane`:
 ``maestro mcp`` on a database, and the ``/mcp`` endpoint of ``maestro serve``) or a server's REST API
-(:class:`~agentmaestro.integrations.mcp_planes.ClientPlane`: ``maestro mcp --server URL``). Every error reaches the
+(:class:`~agentmaestro.plane.remote.RemotePlane`: ``maestro mcp --server URL``). Every error reaches the
 MCP client as a tool error of one line; never a traceback.
 
 Tools: ``list_agents``, ``list_workflows``, ``start_run``, ``get_run``, ``get_run_events``, ``wait_run``,
@@ -17,7 +17,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal, ParamSpec, Protocol, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -27,6 +27,7 @@ from sqlalchemy.exc import DataError
 
 from agentmaestro._version import __version__
 from agentmaestro.errors import MaestroError, one_line
+from agentmaestro.plane import JSON, OnWait, Plane, RunKind
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.schemas import PolicyIn
 
@@ -36,6 +37,8 @@ __all__ = [
     "ApprovalInfo",
     "ApprovalList",
     "ControlPlane",
+    "OnWait",
+    "RunKind",
     "EventInfo",
     "EventPage",
     "RunInfo",
@@ -46,9 +49,6 @@ __all__ = [
 
 log = logging.getLogger("agentmaestro.mcp")
 
-JSON = dict[str, Any]
-OnWait = Callable[[JSON, float], Awaitable[None]]
-RunKind = Literal["auto", "agent", "workflow"]
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired", "all"]
 
 INSTRUCTIONS = (
@@ -202,52 +202,8 @@ class EventPage(BaseModel):
 # --------------------------------------------------------------------------------------------- control plane
 
 
-class ControlPlane(Protocol):
-    """What the MCP tools do, against a database or a server. JSON shapes are the REST API's."""
-
-    async def list_agents(self) -> list[JSON]:
-        """Agent definitions (``Agent.spec()``)."""
-        ...
-
-    async def list_workflows(self) -> list[JSON]:
-        """Workflow summaries: name, description, nodes, agents."""
-        ...
-
-    async def start_run(self, name: str, task: str, kind: RunKind, policy: PolicyIn | None) -> JSON:
-        """Create a run of an agent or a workflow; the new run."""
-        ...
-
-    async def get_run(self, run_id: str) -> JSON:
-        """A run of the caller's workspace (NotFoundError otherwise)."""
-        ...
-
-    async def events(self, run_id: str, after: int, limit: int) -> list[JSON]:
-        """Up to ``limit`` events of a run after ``after``."""
-        ...
-
-    async def wait_run(self, run_id: str, timeout_s: float, on_wait: OnWait | None = None) -> tuple[JSON, bool]:
-        """Wait until the run is terminal or waits for a person; the run and whether the timeout passed first.
-
-        ``on_wait(run, elapsed_s)`` is awaited each time the run is seen still going.
-        """
-        ...
-
-    async def cancel_run(self, run_id: str, reason: str) -> JSON:
-        """Cancel a run; the run."""
-        ...
-
-    async def list_approvals(
-        self, statuses: list[str] | None, *, run_id: str | None = None, before: str | None = None, limit: int = 100
-    ) -> list[JSON]:
-        """Approvals of the workspace (every status when None; only ``run_id``'s if given), newest first.
-
-        At most ``limit``; ``before`` is the last approval id of the previous page.
-        """
-        ...
-
-    async def resolve_approval(self, approval_id: str, approve: bool, reason: str, arguments: JSON | None) -> JSON:
-        """Approve (optionally with edited arguments) or reject a held tool call; the approval."""
-        ...
+ControlPlane = Plane
+"""What the MCP tools act on: :class:`~agentmaestro.plane.Plane` (a database or a server)."""
 
 
 # --------------------------------------------------------------------------------------------- tools
@@ -384,7 +340,8 @@ def build_server(plane: ControlPlane, *, name: str = "agentmaestro") -> MCPServe
 
         Needs the operator role.
         """
-        run = await plane.start_run(target, input, kind, policy)
+        overrides = policy.model_dump(exclude_unset=True) if policy is not None else None
+        run = await plane.start_run(target, input, overrides, kind=kind)
         return RunInfo.from_json(run)
 
     @server.tool(annotations=_READ)
@@ -403,9 +360,8 @@ def build_server(plane: ControlPlane, *, name: str = "agentmaestro") -> MCPServe
     ) -> EventPage:
         """A run's durable event log in order (model calls, tool calls, approvals, status changes)."""
         events = await plane.events(run_id, after, limit)
-        return EventPage(
-            events=[EventInfo.model_validate(e) for e in events], next_after=events[-1]["seq"] if events else after
-        )
+        page = [EventInfo.model_validate(e.to_json()) for e in events]
+        return EventPage(events=page, next_after=events[-1].seq if events else after)
 
     @server.tool(annotations=_READ)
     @_one_line_errors
@@ -475,7 +431,8 @@ def build_server(plane: ControlPlane, *, name: str = "agentmaestro") -> MCPServe
         """Approve or reject a held tool call; the run then continues (see wait_run). Needs the operator role."""
         if arguments is not None and decision != "approve":
             raise ToolError("edited arguments go with approve, not reject")
-        row = await plane.resolve_approval(approval_id, decision == "approve", reason, arguments)
+        approve = decision == "approve"
+        row = await plane.decide_approval(approval_id, approve=approve, reason=reason, arguments=arguments)
         return ApprovalInfo.from_json(row)
 
     @server.resource(

@@ -13,8 +13,9 @@ from agentmaestro.errors import ConfigError, ValidationError
 from agentmaestro.server.auth import Admin, Viewer, get_store
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.quotas import Quotas, effective_quotas, quotas_of
+from agentmaestro.service import keys
+from agentmaestro.store._keys import user_hash
 from agentmaestro.store.base import Store
-from agentmaestro.store.keys import user_hash
 
 router = APIRouter(prefix="/v1", tags=["workspace, keys and audit"])
 StoreDep = Annotated[Store, Depends(get_store)]
@@ -256,9 +257,8 @@ async def list_keys(principal: Admin, store: StoreDep) -> list[dict[str, Any]]:
 @router.post("/keys", status_code=201, response_model=ApiKeyCreated, summary="Create an API key")
 async def create_key(body: KeyCreate, principal: Admin, store: StoreDep) -> dict[str, Any]:
     """Create a key in the caller's workspace. The key is in this response only; store it safely."""
-    row, key = await store.keys.create_audited(
-        principal.workspace_id, name=body.name, role=body.role, actor=principal.actor, user_email=body.user
-    )
+    cmd = keys.CreateKey(name=body.name, role=body.role, user=body.user)
+    row, key = await keys.create_key(store, cmd, principal.as_actor())
     return {**row, "key": key}
 
 
@@ -267,7 +267,7 @@ async def revoke_key(
     key_id: Annotated[str, Path(min_length=1, max_length=64)], principal: Admin, store: StoreDep
 ) -> dict[str, Any]:
     """Revoke a key of the caller's workspace (another workspace's key answers 404)."""
-    return await store.keys.revoke_audited(principal.workspace_id, key_id, actor=principal.actor)
+    return await keys.revoke_key(store, keys.RevokeKey(key_id=key_id), principal.as_actor())
 
 
 @router.get("/audit", response_model=AuditPage, summary="Read the audit log")

@@ -30,9 +30,9 @@ from agentmaestro.server.auth import Operator, Principal, Viewer, get_store
 from agentmaestro.server.chat import conversation as chat
 from agentmaestro.server.chat.tool_agent import TOOL_AGENT_PREFIX, ensure_tool_agent
 from agentmaestro.server.errors import APIError
-from agentmaestro.server.quotas import check_run_quota
 from agentmaestro.server.routes import runs as runs_routes
 from agentmaestro.server.routes import workflows as workflow_routes
+from agentmaestro.service.workflows import StartWorkflow, start_workflow
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import RunRecord
 from agentmaestro.workflows import stored
@@ -324,14 +324,7 @@ async def _start(
         if agent is None:
             raise APIError(404, "model_not_found", f"no agent of this server has a tool called {target.name!r}")
         rec = await runs_routes.create_run(
-            store,
-            registry,
-            principal.workspace_id,
-            agent.name,
-            target.text,
-            None,
-            created_by=principal.actor,
-            request=request,
+            store, registry, principal.as_actor(), agent.name, target.text, None, request=request
         )
         await store.audit.append(
             principal.workspace_id,
@@ -350,14 +343,7 @@ async def _start(
         if target.name not in visible or target.name.startswith(TOOL_AGENT_PREFIX):
             raise _model_not_found(target.model_id, await _model_cards(request, principal))
         rec = await runs_routes.create_run(
-            store,
-            registry,
-            principal.workspace_id,
-            target.name,
-            task,
-            None,
-            created_by=principal.actor,
-            request=request,
+            store, registry, principal.as_actor(), target.name, task, None, request=request
         )
         return target, rec
     try:
@@ -365,16 +351,7 @@ async def _start(
     except NotFoundError:
         raise _model_not_found(target.model_id, await _model_cards(request, principal)) from None
     await runs_routes.check_workflow_models_here(request, entry.workflow)
-    await check_run_quota(store, principal.workspace_id)
-    new_run = entry.new_run(principal.workspace_id, task, principal.actor)
-    [rec] = await store.runs.create([new_run])
-    await store.audit.append(
-        principal.workspace_id,
-        actor=principal.actor,
-        action="workflow.run",
-        target=rec.run_id,
-        detail={"name": target.name, "source": entry.source, "version": entry.version, "via": "chat"},
-    )
+    rec = await start_workflow(store, StartWorkflow(entry=entry, input=task, via="chat"), principal.as_actor())
     return target, rec
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from agentmaestro.server import schemas
 from agentmaestro.server.auth import Operator, Viewer, get_store
+from agentmaestro.service import approvals
 from agentmaestro.store.base import Store
 
 router = APIRouter(prefix="/v1", tags=["approvals and human requests"])
@@ -51,23 +52,10 @@ async def decide(
     approval_id: str, body: schemas.ApprovalDecision, principal: Operator, store: StoreDep
 ) -> dict[str, Any]:
     """Approve (optionally with edited arguments: the approval binds to them) or reject with a reason."""
-    row = await store.approvals.resolve(
-        approval_id,
-        approve=body.decision == "approve",
-        by=principal.actor,
-        reason=body.reason,
-        arguments=body.arguments,
-        workspace_id=principal.workspace_id,
+    cmd = approvals.DecideApproval(
+        approval_id=approval_id, approve=body.decision == "approve", reason=body.reason, arguments=body.arguments
     )
-    detail = {"run_id": row["run_id"], "tool": row["tool"], "reason": body.reason, "edited": body.arguments is not None}
-    await store.audit.append(
-        principal.workspace_id,
-        actor=principal.actor,
-        action=f"approval.{body.decision}",
-        target=approval_id,
-        detail=detail,
-    )
-    return row
+    return await approvals.decide_approval(store, cmd, principal.as_actor())
 
 
 @router.get("/human-requests", response_model=schemas.HumanRequestPage, summary="List human requests")
@@ -95,16 +83,7 @@ async def resolve(
     request_id: str, body: schemas.HumanResolution, principal: Operator, store: StoreDep
 ) -> dict[str, Any]:
     """Retry (with optional new instructions), answer in place of the step, or abandon the run."""
-    row = await store.escalations.resolve(
-        request_id,
-        action=body.action,
-        by=principal.actor,
-        instructions=body.instructions,
-        answer=body.answer,
-        workspace_id=principal.workspace_id,
+    cmd = approvals.ResolveHumanRequest(
+        request_id=request_id, action=body.action, instructions=body.instructions, answer=body.answer
     )
-    detail = {"run_id": row["run_id"], "action": body.action}
-    await store.audit.append(
-        principal.workspace_id, actor=principal.actor, action="human_request.resolve", target=request_id, detail=detail
-    )
-    return row
+    return await approvals.resolve_human_request(store, cmd, principal.as_actor())

@@ -7,16 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from agentmaestro.actor import Actor
 from agentmaestro.agents import Agent, AgentRegistry, check_usable
-from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus
 from agentmaestro.server import schemas, streams
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.server.errors import APIError
-from agentmaestro.server.quotas import check_run_quota
+from agentmaestro.service import runs
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import RunRecord, new_run_id
-from agentmaestro.store.runs import NewRun
+from agentmaestro.store.records import RunRecord
 from agentmaestro.workflows.spec import Workflow
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -26,12 +25,6 @@ StoreDep = Annotated[Store, Depends(get_store)]
 def _agents(request: Request) -> AgentRegistry:
     registry: AgentRegistry = request.app.state.agents
     return registry
-
-
-def _policy(base: StrictPolicy, override: schemas.PolicyIn | None) -> StrictPolicy:
-    if override is None:
-        return base
-    return base.merged(override.model_dump(exclude_unset=True))
 
 
 async def check_models_here(request: Request, agents: Iterable[Agent]) -> None:
@@ -52,54 +45,32 @@ async def check_workflow_models_here(request: Request, workflow: Workflow) -> No
 async def create_run(
     store: Store,
     registry: AgentRegistry,
-    workspace_id: str,
+    actor: Actor,
     agent_name: str,
     task: str,
     policy: schemas.PolicyIn | None,
     *,
-    created_by: str | None = None,
     request: Request | None = None,
 ) -> RunRecord:
-    """Create a run of an agent the workspace sees (shared by several routes); ``created_by`` is the caller's actor.
+    """Start a run of an agent the actor's workspace sees (shared by several routes and the MCP server).
 
     Given the ``request``, the agent's model is checked first (:func:`check_models_here`).
     """
-    visible = registry.visible_to(workspace_id)
+    visible = registry.visible_to(actor.workspace_id)
     if agent_name not in visible:
         raise APIError(404, "not_found", f"agent {agent_name!r} not found; known agents: {', '.join(visible.names())}")
     agent = visible.get(agent_name)
     if request is not None:
         await check_models_here(request, [agent])
-    await check_run_quota(store, workspace_id)
-    [rec] = await store.runs.create(
-        [
-            NewRun(
-                run_id=new_run_id(),
-                workspace_id=workspace_id,
-                agent_name=agent.name,
-                input=task,
-                spec=agent.spec(),
-                policy=_policy(agent.policy or StrictPolicy(), policy).to_json(),
-                created_by=created_by,
-            )
-        ]
-    )
-    return rec
+    overrides = policy.model_dump(exclude_unset=True) if policy is not None else None
+    return await runs.start_run(store, runs.StartRun.of_agent(agent, task, policy=overrides), actor)
 
 
 @router.post("", status_code=201, response_model=schemas.Run, summary="Start a run")
 async def post_run(body: schemas.RunCreate, principal: Operator, store: StoreDep, request: Request) -> dict[str, Any]:
     """Create a run of an agent; a worker picks it up at once."""
-    rec = await create_run(
-        store,
-        _agents(request),
-        principal.workspace_id,
-        body.agent,
-        body.input,
-        body.policy,
-        created_by=principal.actor,
-        request=request,
-    )
+    actor = principal.as_actor()
+    rec = await create_run(store, _agents(request), actor, body.agent, body.input, body.policy, request=request)
     return rec.to_json()
 
 
@@ -153,10 +124,7 @@ async def cancel_run(
 ) -> dict[str, Any]:
     """Cancel at once if not running; a running run stops at its next step."""
     reason = body.reason if body else "cancelled via API"
-    rec = await store.runs.cancel(run_id, workspace_id=principal.workspace_id, reason=reason, by=principal.actor)
-    await store.audit.append(
-        principal.workspace_id, actor=principal.actor, action="run.cancel", target=run_id, detail={"reason": reason}
-    )
+    rec = await runs.cancel_run(store, runs.CancelRun(run_id=run_id, reason=reason), principal.as_actor())
     return rec.to_json()
 
 
@@ -166,42 +134,19 @@ async def resume_run(
 ) -> dict[str, Any]:
     """Continue from the last completed step, optionally with new limits."""
     policy = body.policy.model_dump(exclude_unset=True) if body and body.policy else None
-    rec = await store.runs.resume(run_id, workspace_id=principal.workspace_id, by=principal.actor, policy=policy)
+    rec = await runs.resume_run(store, runs.ResumeRun(run_id=run_id, policy=policy), principal.as_actor())
     return rec.to_json()
 
 
 @router.post("/{run_id}/restart", status_code=201, response_model=schemas.Run, summary="Restart a run afresh")
 async def restart_run(run_id: str, principal: Operator, store: StoreDep, request: Request) -> dict[str, Any]:
     """A new run of the same agent (or workflow, or objective) on the same input and limits."""
-    src = await store.runs.get(run_id, principal.workspace_id)
-    if src.spec.get("kind") in ("workflow", "objective"):
-        # Not in the agent registry: start again from the definition the run was started with.
-        await check_run_quota(store, principal.workspace_id)
-        [rec] = await store.runs.create(
-            [
-                NewRun(
-                    run_id=new_run_id(),
-                    workspace_id=principal.workspace_id,
-                    agent_name=src.agent_name,
-                    input=src.input,
-                    spec=src.spec,
-                    policy=src.state.policy.to_json(),
-                    created_by=principal.actor,
-                )
-            ]
-        )
-        return rec.to_json()
-    policy = schemas.PolicyIn(**src.state.policy.to_json())
-    rec = await create_run(
-        store,
-        _agents(request),
-        principal.workspace_id,
-        src.agent_name,
-        src.input,
-        policy,
-        created_by=principal.actor,
-        request=request,
-    )
+    actor = principal.as_actor()
+    src = await store.runs.get(run_id, actor.workspace_id)
+    visible = _agents(request).visible_to(actor.workspace_id)
+    if src.spec.get("kind") not in ("workflow", "objective") and src.agent_name in visible:
+        await check_models_here(request, [visible.get(src.agent_name)])
+    rec = await runs.restart_run(store, runs.RestartRun(run_id=run_id), actor, agents=_agents(request))
     return rec.to_json()
 
 
@@ -209,10 +154,8 @@ async def restart_run(run_id: str, principal: Operator, store: StoreDep, request
 async def fork_run(run_id: str, body: schemas.RunFork, principal: Operator, store: StoreDep) -> dict[str, Any]:
     """A new run whose history is a copy of this run's events up to ``at_seq``."""
     policy = body.policy.model_dump(exclude_unset=True) if body.policy else None
-    await check_run_quota(store, principal.workspace_id)
-    rec = await store.runs.fork(
-        run_id, at_seq=body.at_seq, workspace_id=principal.workspace_id, by=principal.actor, policy=policy
-    )
+    cmd = runs.ForkRun(run_id=run_id, at_seq=body.at_seq, policy=policy)
+    rec = await runs.fork_run(store, cmd, principal.as_actor())
     return rec.to_json()
 
 

@@ -19,11 +19,13 @@ from fastapi.security import APIKeyQuery
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from agentmaestro.actor import Actor, Role
 from agentmaestro.errors import ConflictError, MaestroError, NotFoundError
 from agentmaestro.notify import webhooks as wh
 from agentmaestro.notify.signing import LinkClaim, LinkTokenError, link_revocation, read_link_token
 from agentmaestro.server.auth import Admin, Viewer, get_store
 from agentmaestro.server.errors import APIError, error_body
+from agentmaestro.service import approvals
 from agentmaestro.store.base import Store
 
 router = APIRouter(prefix="/v1", tags=["webhooks and notifications"])
@@ -430,15 +432,11 @@ async def use_link(
         actor = f"link:{hook['name'] if hook else claim.channel}"[:200]
         approve = claim.decision == "approve"
         reason = f"{'approved' if approve else 'rejected'} with a link sent by webhook {claim.channel}"
-        row = await store.approvals.resolve(
-            approval_id, approve=approve, by=actor, reason=reason, arguments=None, workspace_id=claim.workspace_id
+        cmd = approvals.DecideApproval(
+            approval_id=approval_id, approve=approve, reason=reason, via={"via": "link", "webhook_id": claim.channel}
         )
-        await store.audit.append(
-            claim.workspace_id,
-            actor=actor,
-            action=f"approval.{claim.decision}",
-            target=approval_id,
-            detail={"run_id": row["run_id"], "tool": row["tool"], "via": "link", "webhook_id": claim.channel},
+        row = await approvals.decide_approval(
+            store, cmd, Actor(name=actor, workspace_id=claim.workspace_id, role=Role.operator)
         )
         info = _info(claim, row)
         if not _wants_html(request):

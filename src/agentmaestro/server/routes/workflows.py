@@ -20,9 +20,9 @@ from agentmaestro.server import schemas
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.provider_access import ProviderAccess
-from agentmaestro.server.quotas import check_run_quota
 from agentmaestro.server.routes.runs import check_workflow_models_here
 from agentmaestro.server.schemas import Strict
+from agentmaestro.service.workflows import StartWorkflow, start_workflow
 from agentmaestro.workflows import generate as gen
 from agentmaestro.workflows import stored
 from agentmaestro.workflows.spec import WorkflowError, WorkflowRegistry, load_workflows_dir, validate_text
@@ -245,15 +245,7 @@ async def run_workflow(name: str, body: RunBody, principal: Operator, request: R
     store = get_store(request)
     entry = await stored.find(store, principal.workspace_id, name, _workflows(request))
     await check_workflow_models_here(request, entry.workflow)
-    await check_run_quota(store, principal.workspace_id)
-    rec = await stored.start(store, principal.workspace_id, entry, body.input, created_by=principal.actor)
-    await store.audit.append(
-        principal.workspace_id,
-        actor=principal.actor,
-        action="workflow.run",
-        target=rec.run_id,
-        detail={"name": name, "source": entry.source, "version": entry.version},
-    )
+    rec = await start_workflow(store, StartWorkflow(entry=entry, input=body.input), principal.as_actor())
     return rec.to_json()
 
 
