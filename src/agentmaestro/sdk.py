@@ -399,7 +399,7 @@ class Orchestrator:
         person (an escalated task: ``maestro escalations``). ``repo``: a git repository in which every task
         works in its own worktree; approved work is merged into its current branch.
         """
-        from agentmaestro.objectives.service import ObjectiveConfig
+        from agentmaestro.service.objectives import ObjectiveConfig
 
         for a in agents:
             self.register(a)
@@ -415,12 +415,12 @@ class Orchestrator:
         return self._call(self._objective(config, timeout))
 
     async def _objective(self, config: Any, timeout: float | None) -> RunReport:
-        from agentmaestro.objectives.service import start_objective
+        from agentmaestro.service.objectives import start_objective
 
         missing = [n for n in (config.planner, config.strategist, *config.workers) if n not in self.registry]
         if missing:
             raise ConfigError(f"objective uses unregistered agent(s): {', '.join(missing)}")
-        rec = await start_objective(self.store, config, workspace_id=self.workspace, created_by=self.actor)
+        rec = await start_objective(self.store, config, self._actor)
         await self._ensure_worker()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from agentmaestro import Agent
+from agentmaestro.actor import Actor
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.core.events import Event, fold
 from agentmaestro.core.messages import ModelRequest, ModelResponse, ToolCall, Usage
@@ -21,12 +22,15 @@ from agentmaestro.core.states import RunStatus
 from agentmaestro.core.tasks import fold_graph
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import ConflictError, ValidationError
-from agentmaestro.objectives import service
-from agentmaestro.objectives.service import ObjectiveConfig
+from agentmaestro.service import objectives as service
+from agentmaestro.service.objectives import ObjectiveConfig
 from agentmaestro.store.base import Store
 from agentmaestro.tools.builtin import filesystem
 
 Reply = Callable[[str, ModelRequest], str | ModelResponse]
+
+ANN = Actor(name="ann", workspace_id="default")
+"""Who starts and steers the objectives of these tests."""
 
 
 class FnModel:
@@ -89,7 +93,7 @@ async def run_objective(
     *,
     stop_when: Callable[[], Awaitable[bool]] | None = None,
 ) -> str:
-    rec = await service.start_objective(store, config)
+    rec = await service.start_objective(store, config, ANN)
     worker = Worker(store, agents, config=WorkerConfig(poll_interval_s=0.05, concurrency=50))
     task = asyncio.ensure_future(worker.run())
     try:
@@ -291,7 +295,7 @@ async def test_abandon_replans_dependants_and_dependency_edits_are_validated(db_
 
         agents = registry(planner, accept_all)
         agents.register(Agent(name="coder", model=Coder("coder", lambda t, _r: "ok"), instructions="x"))
-        rec = await service.start_objective(store, ObjectiveConfig(goal="g"))
+        rec = await service.start_objective(store, ObjectiveConfig(goal="g"), ANN)
         worker = Worker(store, agents, config=WorkerConfig(poll_interval_s=0.05))
         wt = asyncio.ensure_future(worker.run())
         try:
@@ -304,14 +308,28 @@ async def test_abandon_replans_dependants_and_dependency_edits_are_validated(db_
             await until(store, x_done)
             # Dependency edits: cycle refused, started task refused, unknown refused; a valid edit applies.
             with pytest.raises(ValidationError, match="dependency cycle"):
-                await service.change_dependencies(store, rec.run_id, "y", add=["z"], by="ann")
+                await service.change_dependencies(
+                    store, service.ChangeDependencies(run_id=rec.run_id, task_id="y", add=["z"]), ANN
+                )
             with pytest.raises(ValidationError, match="only planned or ready"):
-                await service.change_dependencies(store, rec.run_id, "slow", add=["x"], by="ann")
-            view = await service.change_dependencies(store, rec.run_id, "z", add=["x"], by="ann")
+                await service.change_dependencies(
+                    store, service.ChangeDependencies(run_id=rec.run_id, task_id="slow", add=["x"]), ANN
+                )
+            view = await service.change_dependencies(
+                store, service.ChangeDependencies(run_id=rec.run_id, task_id="z", add=["x"]), ANN
+            )
             assert {t["task_id"]: t for t in view["tasks"]}["z"]["depends_on"] == ["y", "x"]
-            view = await until_ok(lambda: service.change_dependencies(store, rec.run_id, "z", remove=["x"], by="ann"))
+            view = await until_ok(
+                lambda: service.change_dependencies(
+                    store, service.ChangeDependencies(run_id=rec.run_id, task_id="z", remove=["x"]), ANN
+                )
+            )
             # Abandon the slow task: y and z (its dependants) are re-planned into y2.
-            view = await until_ok(lambda: service.abandon_task(store, rec.run_id, "slow", reason="too slow", by="ann"))
+            view = await until_ok(
+                lambda: service.abandon_task(
+                    store, service.AbandonTask(run_id=rec.run_id, task_id="slow", reason="too slow"), ANN
+                )
+            )
             gate.set()
             await until(store, lambda: _terminal(store, rec.run_id))
         finally:
@@ -548,7 +566,7 @@ async def test_stopping_the_worker_mid_objective_loses_nothing(db_url: str) -> N
             for i in range(6)
         ]
         agents = registry(plan_of(chain), accept_all)
-        rec = await service.start_objective(store, ObjectiveConfig(goal="chain"))
+        rec = await service.start_objective(store, ObjectiveConfig(goal="chain"), ANN)
 
         async def two_done() -> bool:
             tasks = graph_of(await store.events.read(rec.run_id))
@@ -584,7 +602,7 @@ async def test_abandoning_an_escalated_task_answers_its_question(db_url: str) ->
             return bool(await store.escalations.page(workspace_id="default"))
 
         run_id = await run_objective(store, agents, ObjectiveConfig(goal="g", max_attempts=1), stop_when=escalated)
-        view = await until_ok(lambda: service.abandon_task(store, run_id, "a", by="ann"))
+        view = await until_ok(lambda: service.abandon_task(store, service.AbandonTask(run_id=run_id, task_id="a"), ANN))
         assert {t["task_id"]: t["status"] for t in view["tasks"]} == {"a": "abandoned"}
         assert await store.escalations.page(workspace_id="default") == []
         [req] = await store.escalations.page(workspace_id="default", statuses=["resolved"])

@@ -17,8 +17,8 @@ from rich.table import Table
 
 from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, out, pickup
 from agentmaestro.core.states import RunStatus
-from agentmaestro.objectives import service
-from agentmaestro.objectives.service import ObjectiveConfig
+from agentmaestro.service import objectives as service
+from agentmaestro.service.objectives import ObjectiveConfig
 from agentmaestro.store.base import Store
 
 T = TypeVar("T")
@@ -176,13 +176,11 @@ def objective(
         )
 
         async def local(store: Store) -> dict[str, Any]:
-            from agentmaestro.cli._common import cli_actor
-
             if wait:  # executed here: refuse a model this process cannot use before anything is stored
                 from agentmaestro.agents import check_usable
 
                 await check_usable(agents.get(n) for n in [planner, strategist, *(workers or [])])
-            rec = await service.start_objective(store, config, workspace_id=c.workspace, created_by=cli_actor())
+            rec = await service.start_objective(store, config, c.actor())
             if wait:
                 return await drive_local(store, c, rec.run_id)
             alive.extend(await store.workers.alive())
@@ -246,14 +244,8 @@ def objectives_deps(
             c, lambda client: client.change_task_dependencies(objective_id, task_id, add=adds, remove=removes)
         )
     else:
-        from agentmaestro.cli._common import cli_actor
-
-        obj = _local(
-            c,
-            lambda store: service.change_dependencies(
-                store, objective_id, task_id, add=adds, remove=removes, workspace_id=c.workspace, by=cli_actor()
-            ),
-        )
+        cmd = service.ChangeDependencies(run_id=objective_id, task_id=task_id, add=adds, remove=removes)
+        obj = _local(c, lambda store: service.change_dependencies(store, cmd, c.actor()))
     _print(c, obj)
 
 
@@ -269,14 +261,8 @@ def objectives_abandon(
     if c.server:
         obj: dict[str, Any] = _remote(c, lambda client: client.abandon_task(objective_id, task_id, reason=reason))
     else:
-        from agentmaestro.cli._common import cli_actor
-
-        obj = _local(
-            c,
-            lambda store: service.abandon_task(
-                store, objective_id, task_id, reason=reason, workspace_id=c.workspace, by=cli_actor()
-            ),
-        )
+        abandon = service.AbandonTask(run_id=objective_id, task_id=task_id, reason=reason)
+        obj = _local(c, lambda store: service.abandon_task(store, abandon, c.actor()))
     _print(c, obj)
 
 
@@ -291,12 +277,8 @@ def objectives_replan(
     if c.server:
         obj: dict[str, Any] = _remote(c, lambda client: client.replan_objective(objective_id, reason=reason))
     else:
-        from agentmaestro.cli._common import cli_actor
-
-        obj = _local(
-            c,
-            lambda store: service.replan(store, objective_id, reason=reason, workspace_id=c.workspace, by=cli_actor()),
-        )
+        replan = service.Replan(run_id=objective_id, reason=reason)
+        obj = _local(c, lambda store: service.replan(store, replan, c.actor()))
     _print(c, obj)
 
 
@@ -316,14 +298,12 @@ def objectives_restart(
 
         obj = _remote(c, remote)
     else:
-        from agentmaestro.cli._common import cli_actor
 
         async def local(store: Store) -> dict[str, Any]:
-            await service.get_objective(store, objective_id, workspace_id=c.workspace)
-            await store.runs.resume(objective_id, workspace_id=c.workspace, by=cli_actor())
+            restarted = await service.restart_objective(store, service.RestartObjective(run_id=objective_id), c.actor())
             if wait:
                 return await drive_local(store, c, objective_id)
-            return await service.get_objective(store, objective_id)
+            return restarted
 
         obj = _local(c, local)
     _print(c, obj)

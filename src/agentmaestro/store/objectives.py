@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from agentmaestro.errors import ConflictError
-from agentmaestro.store import _objectives
-from agentmaestro.store.records import RunRecord
+from agentmaestro.store import _audit, _objectives
+from agentmaestro.store.records import AuditFor, RunRecord
 
 if TYPE_CHECKING:
     from agentmaestro.store.base import Store
@@ -27,15 +27,25 @@ class ObjectiveRepository:
         return await self._store._read(_objectives.get_objective, run_id, workspace_id)
 
     async def command(
-        self, run_id: str, plan: Callable[[Any], Any], *, workspace_id: str | None = None, by: str = "operator"
+        self,
+        run_id: str,
+        plan: Callable[[Any], Any],
+        *,
+        workspace_id: str | None = None,
+        by: str = "operator",
+        audit: AuditFor[RunRecord] | None = None,
     ) -> tuple[RunRecord, Any]:
         """Apply task graph changes (``plan(graph) -> changes``) to a waiting objective and wake it up.
 
-        Child runs of tasks the changes took out of flight (abandoned) are cancelled.
+        Child runs of tasks the changes took out of flight (abandoned) are cancelled. ``audit``: the audit
+        entry recording the command, written in the same transaction as the changes.
         """
 
         def op(conn: Connection) -> tuple[RunRecord, Any, list[str]]:
-            out = _objectives.command(conn, run_id, workspace_id, plan, by, time.time())
+            now = time.time()
+            out = _objectives.command(conn, run_id, workspace_id, plan, by, now)
+            if audit is not None:
+                _audit.append_notes(conn, [audit(out[0])], now)
             self._store._pg_notify(conn)
             return out
 

@@ -10,12 +10,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentmaestro.agents import AgentRegistry
-from agentmaestro.objectives import service
-from agentmaestro.objectives.service import ObjectiveConfig
 from agentmaestro.server import schemas
 from agentmaestro.server.auth import Operator, Viewer, get_store
 from agentmaestro.server.errors import APIError
-from agentmaestro.server.quotas import check_run_quota
+from agentmaestro.service import objectives as service
+from agentmaestro.service.objectives import ObjectiveConfig
 from agentmaestro.store.base import Store
 
 router = APIRouter(prefix="/v1/objectives", tags=["objectives"])
@@ -130,8 +129,7 @@ async def create(body: ObjectiveCreate, principal: Operator, store: StoreDep, re
         repo=_repo(body.repo) if body.repo else None,
         policy=body.policy.model_dump(exclude_unset=True) if body.policy else None,
     )
-    await check_run_quota(store, principal.workspace_id)
-    rec = await service.start_objective(store, config, workspace_id=principal.workspace_id, created_by=principal.actor)
+    rec = await service.start_objective(store, config, principal.as_actor())
     return await service.get_objective(store, rec.run_id, workspace_id=principal.workspace_id)
 
 
@@ -155,24 +153,8 @@ async def dependencies(
     objective_id: str, task_id: str, body: DependencyChange, principal: Operator, store: StoreDep
 ) -> dict[str, Any]:
     """Add or remove dependencies of a task not started yet; a change that would make a cycle is refused."""
-    out = await service.change_dependencies(
-        store,
-        objective_id,
-        task_id,
-        add=body.add,
-        remove=body.remove,
-        workspace_id=principal.workspace_id,
-        by=principal.actor,
-    )
-    detail = {"task_id": task_id, "add": body.add, "remove": body.remove}
-    await store.audit.append(
-        principal.workspace_id,
-        actor=principal.actor,
-        action="objective.dependencies",
-        target=objective_id,
-        detail=detail,
-    )
-    return out
+    cmd = service.ChangeDependencies(run_id=objective_id, task_id=task_id, add=body.add, remove=body.remove)
+    return await service.change_dependencies(store, cmd, principal.as_actor())
 
 
 @router.post("/{objective_id}/tasks/{task_id}/abandon", response_model=Objective, summary="Abandon a task")
@@ -180,38 +162,17 @@ async def abandon(
     objective_id: str, task_id: str, body: Reason, principal: Operator, store: StoreDep
 ) -> dict[str, Any]:
     """Abandon a task (its run is cancelled); the planner re-plans the tasks that depended on it."""
-    out = await service.abandon_task(
-        store, objective_id, task_id, reason=body.reason, workspace_id=principal.workspace_id, by=principal.actor
-    )
-    detail = {"task_id": task_id, "reason": body.reason}
-    await store.audit.append(
-        principal.workspace_id, actor=principal.actor, action="objective.abandon", target=objective_id, detail=detail
-    )
-    return out
+    cmd = service.AbandonTask(run_id=objective_id, task_id=task_id, reason=body.reason)
+    return await service.abandon_task(store, cmd, principal.as_actor())
 
 
 @router.post("/{objective_id}/replan", response_model=Objective, summary="Re-plan")
 async def replan(objective_id: str, body: Reason, principal: Operator, store: StoreDep) -> dict[str, Any]:
     """Ask the planner to re-plan every task that has not started."""
-    out = await service.replan(
-        store, objective_id, reason=body.reason, workspace_id=principal.workspace_id, by=principal.actor
-    )
-    await store.audit.append(
-        principal.workspace_id,
-        actor=principal.actor,
-        action="objective.replan",
-        target=objective_id,
-        detail={"reason": body.reason},
-    )
-    return out
+    return await service.replan(store, service.Replan(run_id=objective_id, reason=body.reason), principal.as_actor())
 
 
 @router.post("/{objective_id}/restart", response_model=Objective, summary="Restart from the last checkpoint")
 async def restart(objective_id: str, principal: Operator, store: StoreDep) -> dict[str, Any]:
     """Continue a FAILED or CANCELLED objective from its event log: complete tasks stay complete."""
-    await service.get_objective(store, objective_id, workspace_id=principal.workspace_id)  # 404 for other runs
-    await store.runs.resume(objective_id, workspace_id=principal.workspace_id, by=principal.actor)
-    await store.audit.append(
-        principal.workspace_id, actor=principal.actor, action="objective.restart", target=objective_id, detail={}
-    )
-    return await service.get_objective(store, objective_id, workspace_id=principal.workspace_id)
+    return await service.restart_objective(store, service.RestartObjective(run_id=objective_id), principal.as_actor())

@@ -1,17 +1,37 @@
-"""Starting objectives and changing their task graphs: shared by the API, the CLI and the SDK."""
+"""Objectives: start one, change its task graph, re-plan, restart; each change audited in its transaction.
+
+Shared by the API, the CLI and the SDK. Reads (:func:`get_objective`) and the clean-up of an ended
+objective's git worktrees are here too, so that every door shows an objective the same way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentmaestro.actor import Actor, Role
 from agentmaestro.core.tasks import Graph, TaskStatus, validate_dependency_change
 from agentmaestro.errors import ValidationError
+from agentmaestro.service.runs import StartRun, start_run
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import NewRun, RunRecord, new_run_id
+from agentmaestro.store.records import AuditNote, RunRecord
 
-__all__ = ["ObjectiveConfig", "abandon_task", "change_dependencies", "objective_json", "replan", "start_objective"]
+__all__ = [
+    "AbandonTask",
+    "ChangeDependencies",
+    "ObjectiveConfig",
+    "Replan",
+    "RestartObjective",
+    "abandon_task",
+    "change_dependencies",
+    "cleanup_worktrees",
+    "get_objective",
+    "objective_json",
+    "replan",
+    "restart_objective",
+    "start_objective",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,26 +85,64 @@ class ObjectiveConfig:
         return spec
 
 
-async def start_objective(
-    store: Store, config: ObjectiveConfig, *, workspace_id: str = "default", created_by: str | None = None
-) -> RunRecord:
-    """Create an objective run (PENDING), started by ``created_by``; a worker with its agents executes it."""
-    spec = config.spec()
-    await store.workspaces.ensure(workspace_id)
-    [rec] = await store.runs.create(
-        [
-            NewRun(
-                run_id=new_run_id(),
-                workspace_id=workspace_id,
-                agent_name="objective",
-                input=config.goal,
-                spec=spec,
-                policy={"max_steps": None, **(config.policy or {})},
-                created_by=created_by,
-            )
-        ]
+@dataclass(frozen=True, kw_only=True)
+class ChangeDependencies:
+    """Add or remove dependencies of a task not started yet (no cycles)."""
+
+    run_id: str
+    """The objective."""
+    task_id: str
+    """The task."""
+    add: Sequence[str] = ()
+    """Tasks it should wait for."""
+    remove: Sequence[str] = ()
+    """Tasks it should no longer wait for."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbandonTask:
+    """Abandon a task (its run is cancelled); the planner re-plans the tasks that depended on it."""
+
+    run_id: str
+    """The objective."""
+    task_id: str
+    """The task."""
+    reason: str | None = None
+    """Why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Replan:
+    """Ask the planner to re-plan every task not started yet."""
+
+    run_id: str
+    """The objective."""
+    reason: str | None = None
+    """Why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestartObjective:
+    """Continue a FAILED or CANCELLED objective from its event log: complete tasks stay complete."""
+
+    run_id: str
+    """The objective."""
+
+
+def _note(actor: Actor, action: str, run_id: str, detail: Mapping[str, Any]) -> AuditNote:
+    return AuditNote(workspace_id=actor.workspace_id, actor=actor.name, action=action, target=run_id, detail=detail)
+
+
+async def start_objective(store: Store, config: ObjectiveConfig, actor: Actor) -> RunRecord:
+    """Create an objective run (PENDING), recorded as ``run.start``; a worker with its agents executes it."""
+    start = StartRun(
+        agent_name="objective",
+        input=config.goal,
+        spec=config.spec(),
+        policy={"max_steps": None, **(config.policy or {})},
     )
-    return rec
+    await store.workspaces.ensure(actor.workspace_id)
+    return await start_run(store, start, actor)
 
 
 def objective_json(rec: RunRecord, graph: Graph) -> dict[str, Any]:
@@ -108,17 +166,10 @@ def objective_json(rec: RunRecord, graph: Graph) -> dict[str, Any]:
     }
 
 
-async def change_dependencies(
-    store: Store,
-    run_id: str,
-    task_id: str,
-    *,
-    add: Sequence[str] = (),
-    remove: Sequence[str] = (),
-    workspace_id: str | None = None,
-    by: str = "operator",
-) -> dict[str, Any]:
-    """Add or remove dependencies of a task not started yet (no cycles); returns the objective."""
+async def change_dependencies(store: Store, cmd: ChangeDependencies, actor: Actor) -> dict[str, Any]:
+    """Change the dependencies, recorded as ``objective.dependencies``; returns the objective."""
+    actor.require(Role.operator, "change_dependencies")
+    task_id, add, remove = cmd.task_id, list(cmd.add), list(cmd.remove)
     if not add and not remove:
         raise ValidationError("give dependencies to add or to remove")
 
@@ -135,14 +186,21 @@ async def change_dependencies(
             changes.append({"op": "status", "task": task_id, "to": "planned"})
         return changes
 
-    rec, graph = await store.objectives.command(run_id, plan, workspace_id=workspace_id, by=by)
+    detail = {"task_id": task_id, "add": add, "remove": remove}
+    rec, graph = await store.objectives.command(
+        cmd.run_id,
+        plan,
+        workspace_id=actor.workspace_id,
+        by=actor.name,
+        audit=lambda rec: _note(actor, "objective.dependencies", rec.run_id, detail),
+    )
     return objective_json(rec, graph)
 
 
-async def abandon_task(
-    store: Store, run_id: str, task_id: str, *, reason: str | None = None, workspace_id: str | None = None, by: str
-) -> dict[str, Any]:
-    """Abandon a task (its run is cancelled); the planner re-plans the tasks that depended on it."""
+async def abandon_task(store: Store, cmd: AbandonTask, actor: Actor) -> dict[str, Any]:
+    """Abandon the task, recorded as ``objective.abandon``; returns the objective."""
+    actor.require(Role.operator, "abandon_task")
+    task_id, reason, by = cmd.task_id, cmd.reason, actor.name
 
     def plan(graph: Graph) -> list[dict[str, Any]]:
         task = graph.tasks.get(task_id)
@@ -156,22 +214,47 @@ async def abandon_task(
             {"op": "replan", "reason": why, "tasks": [task_id]},
         ]
 
-    rec, graph = await store.objectives.command(run_id, plan, workspace_id=workspace_id, by=by)
+    rec, graph = await store.objectives.command(
+        cmd.run_id,
+        plan,
+        workspace_id=actor.workspace_id,
+        by=by,
+        audit=lambda rec: _note(actor, "objective.abandon", rec.run_id, {"task_id": task_id, "reason": reason}),
+    )
     return objective_json(rec, graph)
 
 
-async def replan(
-    store: Store, run_id: str, *, reason: str | None = None, workspace_id: str | None = None, by: str
-) -> dict[str, Any]:
-    """Ask the planner to re-plan every task not started yet."""
+async def replan(store: Store, cmd: Replan, actor: Actor) -> dict[str, Any]:
+    """Re-plan, recorded as ``objective.replan``; returns the objective."""
+    actor.require(Role.operator, "replan")
+    reason, by = cmd.reason, actor.name
 
     def plan(graph: Graph) -> list[dict[str, Any]]:
         return [
             {"op": "replan", "reason": f"re-plan requested by {by}" + (f": {reason}" if reason else ""), "tasks": []}
         ]
 
-    rec, graph = await store.objectives.command(run_id, plan, workspace_id=workspace_id, by=by)
+    rec, graph = await store.objectives.command(
+        cmd.run_id,
+        plan,
+        workspace_id=actor.workspace_id,
+        by=by,
+        audit=lambda rec: _note(actor, "objective.replan", rec.run_id, {"reason": reason}),
+    )
     return objective_json(rec, graph)
+
+
+async def restart_objective(store: Store, cmd: RestartObjective, actor: Actor) -> dict[str, Any]:
+    """Resume the objective from its log, recorded as ``objective.restart``; returns the objective."""
+    actor.require(Role.operator, "restart_objective")
+    await get_objective(store, cmd.run_id, workspace_id=actor.workspace_id)  # not found for other runs
+    await store.runs.resume(
+        cmd.run_id,
+        workspace_id=actor.workspace_id,
+        by=actor.name,
+        audit=lambda rec: _note(actor, "objective.restart", rec.run_id, {}),
+    )
+    return await get_objective(store, cmd.run_id, workspace_id=actor.workspace_id)
 
 
 async def get_objective(store: Store, run_id: str, *, workspace_id: str | None = None) -> dict[str, Any]:
