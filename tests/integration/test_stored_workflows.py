@@ -8,10 +8,12 @@ import asyncio
 import pytest
 
 from agentmaestro import Agent, ScriptedModel
+from agentmaestro.actor import Actor
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.core.states import RunStatus
 from agentmaestro.engine.worker import Worker, WorkerConfig
 from agentmaestro.errors import NotFoundError
+from agentmaestro.service.workflows import StartWorkflow, start_workflow
 from agentmaestro.store.base import Store
 from agentmaestro.workflows import stored
 from agentmaestro.workflows.spec import WorkflowError, WorkflowRegistry, validate_text
@@ -30,6 +32,8 @@ nodes:
     input: "{{ nodes.first.output }}"
 """
 V2 = V1.replace("first version", "second version").replace('"v1 {{ input }}"', '"v2 {{ input }}"')
+
+KEY_X = Actor(name="key:x", workspace_id="team-a")
 
 
 def agents() -> AgentRegistry:
@@ -99,7 +103,7 @@ async def test_a_running_workflow_keeps_its_definition_through_an_edit_and_a_del
         reg = agents()
         await stored.save(store, "team-a", V1, agents=reg, actor="x")
         entry = await stored.find(store, "team-a", "pipeline", WorkflowRegistry())
-        run = await stored.start(store, "team-a", entry, "go", created_by="key:x")
+        run = await start_workflow(store, StartWorkflow(entry=entry, input="go"), KEY_X)
         # the worker knows the agents only: stored workflows of any workspace are claimed by name
         w = Worker(store, reg, config=WorkerConfig(poll_interval_s=0.05))
         task = asyncio.create_task(w.run())
@@ -117,13 +121,8 @@ async def test_a_running_workflow_keeps_its_definition_through_an_edit_and_a_del
                 return (await store.runs.get(run.run_id)).status.terminal
 
             await until(store, done)
-            after = await stored.start(
-                store,
-                "team-a",
-                await stored.save(store, "team-a", V2, agents=reg, actor="x"),
-                "again",
-                created_by="key:x",
-            )
+            saved = await stored.save(store, "team-a", V2, agents=reg, actor="x")
+            after = await start_workflow(store, StartWorkflow(entry=saved, input="again"), KEY_X)
 
             async def done_again() -> bool:
                 return (await store.runs.get(after.run_id)).status.terminal

@@ -35,7 +35,6 @@ from agentmaestro.cli._common import (
     pickup,
 )
 from agentmaestro.core.events import Event, RunState, fold
-from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError
 from agentmaestro.plane import Plane
@@ -454,9 +453,8 @@ def demo(ctx: typer.Context) -> None:
     from agentmaestro.agents import load_agents_dir
     from agentmaestro.cli.workflows import builtin_workflows_dir
     from agentmaestro.engine.worker import Worker, WorkerConfig
+    from agentmaestro.service import runs
     from agentmaestro.store.dialects import redact_url
-    from agentmaestro.store.records import new_run_id
-    from agentmaestro.store.runs import NewRun
     from agentmaestro.workflows.spec import load_workflows_dir
 
     agents = load_agents_dir(builtin_agents_dir())
@@ -467,42 +465,21 @@ def demo(ctx: typer.Context) -> None:
         ("janitor", "Free some disk space"),
     ]
 
-    from agentmaestro.cli._common import cli_actor
-
-    actor = cli_actor()
+    actor = c.actor()
 
     async def go() -> list[RunRecord]:
         store = c.open_store()
         try:
             await store.workspaces.ensure(c.workspace)
-            new = []
+            starts = []
             for name, text in tasks:
                 a = agents.get(name)
                 await store.agents.put(c.workspace, a.name, a.spec())
-                new.append(
-                    NewRun(
-                        run_id=new_run_id(),
-                        workspace_id=c.workspace,
-                        agent_name=a.name,
-                        input=text,
-                        spec=a.spec(),
-                        policy=(a.policy or StrictPolicy()).to_json(),
-                        created_by=actor,
-                    )
-                )
+                starts.append(runs.StartRun.of_agent(a, text))
             wf = workflows.get("tidy-and-report")
-            new.append(
-                NewRun(
-                    run_id=new_run_id(),
-                    workspace_id=c.workspace,
-                    agent_name=wf.name,
-                    input="Durable agents survive crashes",
-                    spec=wf.to_spec(workflows.source(wf.name)),
-                    policy={},
-                    created_by=actor,
-                )
-            )
-            records = await store.runs.create(new)
+            source = workflows.source(wf.name)
+            starts.append(runs.StartRun.of_workflow(wf, "Durable agents survive crashes", source=source))
+            records = list(await asyncio.gather(*(runs.start_run(store, s, actor) for s in starts)))
             ids = {r.run_id for r in records}
             w = Worker(
                 store,

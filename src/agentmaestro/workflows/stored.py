@@ -13,7 +13,6 @@ from typing import Any, Literal
 from agentmaestro.agents import AgentRegistry
 from agentmaestro.errors import ConfigError, NotFoundError
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import NewRun, RunRecord, new_run_id
 from agentmaestro.workflows.spec import Workflow, WorkflowError, WorkflowRegistry, validate_text
 
 Source = Literal["folder", "stored"]
@@ -71,19 +70,6 @@ class WorkflowEntry:
             "created_at": self.created_at,
             "created_by": self.created_by,
         }
-
-    def new_run(self, workspace_id: str, task: str, created_by: str | None = None) -> NewRun:
-        """A PENDING run of this workflow, started by ``created_by``; its spec holds the definition as it is now."""
-        wf = self.workflow
-        return NewRun(
-            run_id=new_run_id(),
-            workspace_id=workspace_id,
-            agent_name=wf.name,
-            input=task,
-            spec=wf.to_spec(self.location),
-            policy=wf.policy.to_overrides() if wf.policy else {},
-            created_by=created_by,
-        )
 
 
 def check_for_save(text: str, agents: AgentRegistry | None, *, source: str = "<workflow>") -> Workflow:
@@ -145,9 +131,3 @@ async def find(store: Store, workspace_id: str, name: str, folder: WorkflowRegis
     if name in folder:
         return _from_folder(folder.get(name), folder)
     raise NotFoundError(f"workflow {name!r} not found")
-
-
-async def start(store: Store, workspace_id: str, entry: WorkflowEntry, task: str, *, created_by: str) -> RunRecord:
-    """Create a PENDING run of a workflow in a workspace, started by ``created_by`` (an actor)."""
-    [rec] = await store.runs.create([entry.new_run(workspace_id, task, created_by)])
-    return rec
