@@ -13,7 +13,7 @@ from agentmaestro.actor import Actor, Role
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import AuditNote
 
-__all__ = ["DecideApproval", "ResolveHumanRequest", "decide_approval", "resolve_human_request"]
+__all__ = ["DecideApproval", "HumanAction", "ResolveHumanRequest", "decide_approval", "resolve_human_request"]
 
 HumanAction = Literal["retry", "answer", "abandon"]
 
