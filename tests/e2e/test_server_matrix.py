@@ -353,9 +353,10 @@ def test_no_cross_workspace_reads_or_writes(tenants: tuple[LiveServer, str, dict
                         assert _workspace_ids(r.json()) <= {attacker_ws}, label
                 checked.add((method, path))
             after = snapshot(url, victim_ws)
-            # the firehose probe above is the victim's own write; everything else must be unchanged
+            # the firehose probe above (a run and its run.start entry) is the victim's own write; everything else
+            # must be unchanged
             after["runs"] = [r for r in after["runs"] if r in before["runs"] or "wordsmith" in r]
-            after["audit"] = [a for a in after["audit"] if a in before["audit"] or "'run.start'" not in a]  # the probe's
+            after["audit"] = [a for a in after["audit"] if a in before["audit"] or "'run.start'" not in a]
             assert {k: v for k, v in after.items() if k not in ("runs", "events")} == {
                 k: v for k, v in before.items() if k not in ("runs", "events")
             }, f"{attacker_ws} changed {victim_ws}'s data"

@@ -226,7 +226,7 @@ def _audit(db_url: str) -> list[dict[str, Any]]:
     async def go() -> list[dict[str, Any]]:
         store = Store.open(db_url)
         try:
-            return await store.audit_entries("default", limit=1000)
+            return await store.audit.page("default", limit=1000)
         finally:
             await store.close()
 

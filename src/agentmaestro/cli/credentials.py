@@ -121,17 +121,12 @@ def credentials_set(
 
     async def go(b: Plane) -> dict[str, Any]:
         if isinstance(b, LocalPlane):
-            await b.store.workspaces.ensure(b.workspace)
-            row, _created = await b.store.credentials.put(
-                b.workspace,
-                name=name,
-                kind=kind,
-                secret=secret,
-                provider=provider,
-                scopes=scopes,
-                expires_at=expires_at,
-                actor=_actor(),
+            from agentmaestro.service import credentials
+
+            cmd = credentials.PutCredential(
+                name=name, kind=kind, secret=secret, provider=provider, scopes=scopes, expires_at=expires_at
             )
+            row, _created = await credentials.put_credential(b.store, cmd, b.actor)
             return row
         assert isinstance(b, RemotePlane)
         return await b.client.set_credential(
@@ -172,7 +167,9 @@ def credentials_rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help=
 
     async def go(b: Plane) -> dict[str, Any]:
         if isinstance(b, LocalPlane):
-            return await b.store.credentials.delete(b.workspace, name, actor=_actor())
+            from agentmaestro.service import credentials
+
+            return await credentials.delete_credential(b.store, credentials.DeleteCredential(name=name), b.actor)
         assert isinstance(b, RemotePlane)
         return await b.client.delete_credential(name)
 
@@ -194,8 +191,10 @@ def credentials_rotate(ctx: typer.Context) -> None:
     async def go(b: Plane) -> dict[str, Any]:
         if isinstance(b, LocalPlane):
             from agentmaestro.crypto import keyring
+            from agentmaestro.service import credentials
 
-            counts = await b.store.credentials.rotate(None, actor=_actor())
+            cmd = credentials.RotateCredentials(every_workspace=True)
+            counts = await credentials.rotate_credentials(b.store, cmd, b.actor)
             return {"rotated": sum(counts.values()), "workspaces": counts, "key_id": keyring().key_id}
         assert isinstance(b, RemotePlane)
         return await b.client.rotate_credentials()

@@ -168,9 +168,11 @@ def serve(
         """(a key to show, whether it was just created)."""
         await store.workspaces.ensure(c.workspace)
         if bootstrap_key and await store.keys.count() == 0:
-            _row, key = await store.keys.create_audited(
-                c.workspace, name="bootstrap-admin", role="admin", actor=f"serve:{cli_actor()[4:]}"
-            )
+            from agentmaestro.actor import Actor
+            from agentmaestro.service import keys
+
+            serve = Actor(name=f"serve:{cli_actor()[4:]}", workspace_id=c.workspace)
+            _row, key = await keys.create_key(store, keys.CreateKey(name="bootstrap-admin", role="admin"), serve)
             _save_bootstrap_key(key_file, str(key))
             return str(key), True
         if bootstrap_key and key_file.is_file():  # the key made on first start, if it still works

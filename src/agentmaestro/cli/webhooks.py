@@ -49,12 +49,6 @@ def _call(c: _Ctx, local: Callable[[Any], Awaitable[T]], remote: Callable[[Any],
     return asyncio.run(go())
 
 
-def _actor() -> str:
-    from agentmaestro.cli._common import cli_actor
-
-    return cli_actor()
-
-
 def _print_delivery(d: dict[str, Any]) -> None:
     code = d["last_status_code"]
     line = f"{d['delivery_id']} {d['event']} {d['status']} attempts={d['attempts']}"
@@ -99,6 +93,7 @@ def webhooks_add(
 
     async def local(store: Any) -> dict[str, Any]:
         from agentmaestro.notify import webhooks as wh
+        from agentmaestro.service import webhooks
 
         spec = wh.WebhookSpec(
             name=name,
@@ -111,7 +106,8 @@ def webhooks_add(
             enabled=not disabled,
             link_ttl_s=link_ttl,
         )
-        row, secret = await wh.create_webhook(store, c.workspace, spec, actor=_actor(), link_base_url=public_url)
+        cmd = webhooks.CreateWebhook(spec=spec, link_base_url=public_url)
+        row, secret = await webhooks.create_webhook(store, cmd, c.actor())
         return {**row, "signing_secret": secret}
 
     async def remote(client: Any) -> dict[str, Any]:
@@ -162,9 +158,10 @@ def webhooks_rm(ctx: typer.Context, webhook_id: Annotated[str, typer.Argument(he
     c = _ctx(ctx)
 
     async def local(store: Any) -> dict[str, Any]:
-        from agentmaestro.notify import webhooks as wh
 
-        return await wh.delete_webhook(store, c.workspace, webhook_id, actor=_actor())
+        from agentmaestro.service import webhooks
+
+        return await webhooks.delete_webhook(store, webhooks.DeleteWebhook(webhook_id=webhook_id), c.actor())
 
     row = _call(c, local, lambda cl: cl.delete_webhook(webhook_id))
     if c.as_json:
@@ -184,8 +181,9 @@ def webhooks_test(
 
     async def local(store: Any) -> dict[str, Any]:
         from agentmaestro.notify import webhooks as wh
+        from agentmaestro.service import webhooks
 
-        queued = await wh.send_test(store, c.workspace, webhook_id)
+        queued = await webhooks.test_webhook(store, webhooks.TestWebhook(webhook_id=webhook_id), c.actor())
         dispatcher = wh.Dispatcher(store)
         deadline = time.monotonic() + timeout
         while True:
@@ -260,9 +258,10 @@ def webhooks_redeliver(
     c = _ctx(ctx)
 
     async def local(store: Any) -> dict[str, Any]:
-        row: dict[str, Any] = await store.webhooks.redeliver(c.workspace, webhook_id, delivery_id)
-        await store.audit.append(c.workspace, actor=_actor(), action="webhook.redeliver", target=delivery_id, detail={})
-        return row
+        from agentmaestro.service import webhooks
+
+        cmd = webhooks.Redeliver(webhook_id=webhook_id, delivery_id=delivery_id)
+        return await webhooks.redeliver(store, cmd, c.actor())
 
     row = _call(c, local, lambda cl: cl.redeliver_webhook_delivery(webhook_id, delivery_id))
     if c.as_json:

@@ -49,7 +49,7 @@ from agentmaestro.notify.formats import Target, render
 from agentmaestro.notify.signing import approval_links, new_signing_secret
 from agentmaestro.notify.targets import TargetLookupError, TargetPolicy, TargetRefusedError
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import new_id, new_worker_id
+from agentmaestro.store.records import AuditNote, new_id, new_worker_id
 from agentmaestro.tools.redact import redact
 
 __all__ = [
@@ -337,14 +337,11 @@ async def create_webhook(
         **cols,
     }
     await store.workspaces.ensure(workspace_id)
-    public = await store.webhooks.create(row)
-    await store.audit.append(
-        workspace_id,
-        actor=actor,
-        action="webhook.create",
-        target=row["webhook_id"],
-        detail={"name": name, "format": spec.format, "events": row["events"], "url": row["url_display"]},
+    detail = {"name": name, "format": spec.format, "events": row["events"], "url": row["url_display"]}
+    note = AuditNote(
+        workspace_id=workspace_id, actor=actor, action="webhook.create", target=row["webhook_id"], detail=detail
     )
+    public = await store.webhooks.create(row, audit=lambda _: note)
     return public, signing_secret
 
 
@@ -403,23 +400,28 @@ async def update_webhook(
             cols["url_enc"] = keyring().encrypt(url)
             cols["url_display"] = display_url(fmt, url)
         cols["links_valid_from"] = now  # links sent to the old target are no longer good
-    row = await store.webhooks.update(workspace_id, webhook_id, cols, now=now)
     shown = {k: v for k, v in cols.items() if k not in ("url_enc", "secret_enc", "links_valid_from")}
     if "links_valid_from" in cols:
         shown["links_revoked"] = True
     if "secret_enc" in cols:
         shown["bot_token"] = "changed"
-    await store.audit.append(workspace_id, actor=actor, action="webhook.update", target=webhook_id, detail=shown)
-    return row
+    note = AuditNote(workspace_id=workspace_id, actor=actor, action="webhook.update", target=webhook_id, detail=shown)
+    return await store.webhooks.update(workspace_id, webhook_id, cols, now=now, audit=lambda _: note)
 
 
 async def delete_webhook(store: Store, workspace_id: str, webhook_id: str, *, actor: str) -> dict[str, Any]:
     """Delete a webhook and its delivery log. Audited."""
-    row = await store.webhooks.delete(workspace_id, webhook_id)
-    await store.audit.append(
-        workspace_id, actor=actor, action="webhook.delete", target=webhook_id, detail={"name": row["name"]}
+    return await store.webhooks.delete(
+        workspace_id,
+        webhook_id,
+        audit=lambda row: AuditNote(
+            workspace_id=workspace_id,
+            actor=actor,
+            action="webhook.delete",
+            target=webhook_id,
+            detail={"name": row["name"]},
+        ),
     )
-    return row
 
 
 async def send_test(store: Store, workspace_id: str, webhook_id: str) -> dict[str, Any]:

@@ -7,15 +7,19 @@ holds every query they and the API run.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection
 
-from agentmaestro.store import _webhooks
+from agentmaestro.store import _audit, _webhooks
+from agentmaestro.store.records import AuditFor
 
 if TYPE_CHECKING:
     from agentmaestro.store.base import Store
+
+
+T = TypeVar("T")
 
 
 class WebhookRepository:
@@ -26,9 +30,24 @@ class WebhookRepository:
 
     # ------------------------------------------------------------------------------ webhooks
 
-    async def create(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Insert a webhook (``row`` holds every column, secrets encrypted); its public row."""
-        return await self._store._write(_webhooks.create_webhook, row)
+    async def _change(self, fn: Callable[..., T], *args: Any, audit: AuditFor[T] | None) -> T:
+        """``fn(conn, *args)`` in a write transaction, with the audit entry recording it (if any)."""
+        if audit is None:
+            return await self._store._write(fn, *args)
+
+        def op(conn: Connection) -> T:
+            out = fn(conn, *args)
+            _audit.append_notes(conn, [audit(out)], time.time())
+            return out
+
+        return await self._store._write(op)
+
+    async def create(self, row: dict[str, Any], *, audit: AuditFor[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Insert a webhook (``row`` holds every column, secrets encrypted); its public row.
+
+        ``audit`` (here and below): the audit entry recording the change, written in the same transaction.
+        """
+        return await self._change(_webhooks.create_webhook, row, audit=audit)
 
     async def get(self, workspace_id: str, webhook_id: str) -> dict[str, Any]:
         """One webhook's public row (NotFoundError if missing or in another workspace)."""
@@ -43,15 +62,23 @@ class WebhookRepository:
         return await self._store._read(_webhooks.list_webhooks, workspace_id)
 
     async def update(
-        self, workspace_id: str, webhook_id: str, changes: dict[str, Any], *, now: float | None = None
+        self,
+        workspace_id: str,
+        webhook_id: str,
+        changes: dict[str, Any],
+        *,
+        now: float | None = None,
+        audit: AuditFor[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Change columns of a webhook (secrets already encrypted) as of ``now``; its public row."""
         when = time.time() if now is None else now
-        return await self._store._write(_webhooks.update_webhook, workspace_id, webhook_id, changes, when)
+        return await self._change(_webhooks.update_webhook, workspace_id, webhook_id, changes, when, audit=audit)
 
-    async def delete(self, workspace_id: str, webhook_id: str) -> dict[str, Any]:
+    async def delete(
+        self, workspace_id: str, webhook_id: str, *, audit: AuditFor[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         """Delete a webhook and its deliveries; its last public row."""
-        return await self._store._write(_webhooks.delete_webhook, workspace_id, webhook_id)
+        return await self._change(_webhooks.delete_webhook, workspace_id, webhook_id, audit=audit)
 
     # ------------------------------------------------------------------------------ the producer
 
@@ -150,9 +177,14 @@ class WebhookRepository:
         return await self._store._read(_webhooks.get_delivery, workspace_id, webhook_id, delivery_id)
 
     async def redeliver(
-        self, workspace_id: str, webhook_id: str, delivery_id: str, *, now: float | None = None
+        self,
+        workspace_id: str,
+        webhook_id: str,
+        delivery_id: str,
+        *,
+        now: float | None = None,
+        audit: AuditFor[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Queue a finished delivery again (same id, attempts from zero); ConflictError while it is in flight."""
-        return await self._store._write(
-            _webhooks.redeliver, workspace_id, webhook_id, delivery_id, time.time() if now is None else now
-        )
+        when = time.time() if now is None else now
+        return await self._change(_webhooks.redeliver, workspace_id, webhook_id, delivery_id, when, audit=audit)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentmaestro.credentials import oauth
 from agentmaestro.server.auth import Admin, Operator, Viewer, get_store
+from agentmaestro.service import credentials
 from agentmaestro.store.base import Store
 
 router = APIRouter(prefix="/v1", tags=["credentials and integrations"])
@@ -140,16 +141,15 @@ async def list_credentials(principal: Viewer, store: StoreDep) -> list[dict[str,
 )
 async def put_credential(body: CredentialCreate, principal: Admin, store: StoreDep, response: Response) -> Any:
     """Store a credential encrypted (201) or replace one of that name (200); audited. The answer holds no secret."""
-    row, created = await store.credentials.put(
-        principal.workspace_id,
+    cmd = credentials.PutCredential(
         name=body.name,
         kind=body.kind,
         secret=body.secret(),
         provider=body.provider,
         scopes=body.scopes,
         expires_at=body.expires_at,
-        actor=principal.actor,
     )
+    row, created = await credentials.put_credential(store, cmd, principal.as_actor())
     if not created:
         response.status_code = 200
     return row
@@ -160,7 +160,7 @@ async def rotate_credentials(principal: Admin, store: StoreDep) -> dict[str, Any
     """Re-encrypt every credential of the workspace with the newest key of the keyring (audited)."""
     from agentmaestro.crypto import keyring
 
-    counts = await store.credentials.rotate(principal.workspace_id, actor=principal.actor)
+    counts = await credentials.rotate_credentials(store, credentials.RotateCredentials(), principal.as_actor())
     return {"rotated": counts.get(principal.workspace_id, 0), "key_id": keyring().key_id}
 
 
@@ -173,7 +173,9 @@ async def get_credential(credential: CredentialName, principal: Viewer, store: S
 @router.delete("/credentials/{credential}", response_model=Credential, summary="Delete a credential")
 async def delete_credential(credential: CredentialName, principal: Admin, store: StoreDep) -> dict[str, Any]:
     """Delete a credential (audited); its last metadata."""
-    return await store.credentials.delete(principal.workspace_id, credential, actor=principal.actor)
+    return await credentials.delete_credential(
+        store, credentials.DeleteCredential(name=credential), principal.as_actor()
+    )
 
 
 @router.post("/integrations/oauth/start", response_model=OAuthStarted, summary="Start an OAuth authorization")

@@ -25,7 +25,7 @@ from agentmaestro.notify import webhooks as wh
 from agentmaestro.notify.signing import LinkClaim, LinkTokenError, link_revocation, read_link_token
 from agentmaestro.server.auth import Admin, Viewer, get_store
 from agentmaestro.server.errors import APIError, error_body
-from agentmaestro.service import approvals
+from agentmaestro.service import approvals, webhooks
 from agentmaestro.store.base import Store
 
 router = APIRouter(prefix="/v1", tags=["webhooks and notifications"])
@@ -218,9 +218,8 @@ async def create_webhook(
         enabled=body.enabled,
         link_ttl_s=body.link_ttl_s,
     )
-    row, secret = await wh.create_webhook(
-        store, principal.workspace_id, spec, actor=principal.actor, link_base_url=_base_url(request)
-    )
+    cmd = webhooks.CreateWebhook(spec=spec, link_base_url=_base_url(request))
+    row, secret = await webhooks.create_webhook(store, cmd, principal.as_actor())
     return {**row, "signing_secret": secret}
 
 
@@ -247,19 +246,20 @@ async def patch_webhook(
     if body.telegram is not None:
         changes.update({k: v for k, v in body.telegram.model_dump(exclude_unset=True).items() if v is not None})
     changes = {k: v for k, v in changes.items() if v is not None}
-    return await wh.update_webhook(store, principal.workspace_id, webhook_id, changes, actor=principal.actor)
+    cmd = webhooks.ChangeWebhook(webhook_id=webhook_id, changes=changes)
+    return await webhooks.change_webhook(store, cmd, principal.as_actor())
 
 
 @router.delete("/webhooks/{webhook_id}", response_model=Webhook, summary="Delete a webhook")
 async def delete_webhook(webhook_id: WebhookId, principal: Admin, store: StoreDep) -> dict[str, Any]:
     """Delete a webhook and its delivery log (admin; audited)."""
-    return await wh.delete_webhook(store, principal.workspace_id, webhook_id, actor=principal.actor)
+    return await webhooks.delete_webhook(store, webhooks.DeleteWebhook(webhook_id=webhook_id), principal.as_actor())
 
 
 @router.post("/webhooks/{webhook_id}/test", status_code=202, response_model=Delivery, summary="Send a test event")
 async def test_webhook(webhook_id: WebhookId, principal: Admin, store: StoreDep) -> dict[str, Any]:
     """Queue a ``webhook.test`` delivery; follow it with ``GET .../deliveries/{delivery_id}``."""
-    return await wh.send_test(store, principal.workspace_id, webhook_id)
+    return await webhooks.test_webhook(store, webhooks.TestWebhook(webhook_id=webhook_id), principal.as_actor())
 
 
 @router.get("/webhooks/{webhook_id}/deliveries", response_model=list[Delivery], summary="List deliveries")
@@ -287,11 +287,8 @@ async def redeliver(
     webhook_id: WebhookId, delivery_id: DeliveryId, principal: Admin, store: StoreDep
 ) -> dict[str, Any]:
     """Queue a delivered or failed delivery again, with the same id (409 while it is pending or being sent)."""
-    row = await store.webhooks.redeliver(principal.workspace_id, webhook_id, delivery_id)
-    await store.audit.append(
-        principal.workspace_id, actor=principal.actor, action="webhook.redeliver", target=delivery_id, detail={}
-    )
-    return row
+    cmd = webhooks.Redeliver(webhook_id=webhook_id, delivery_id=delivery_id)
+    return await webhooks.redeliver(store, cmd, principal.as_actor())
 
 
 # ------------------------------------------------------------------------------ approval links
