@@ -308,8 +308,8 @@ async def test_streamable_http(served: tuple[str, dict[str, str]]) -> None:
 async def test_wait_run_reports_progress_and_times_out(tmp_path: Path) -> None:
     """No worker: the run stays PENDING, so wait_run reports its progress and then says it timed out."""
     from agentmaestro.actor import Actor, Role
-    from agentmaestro.plane.local import LocalPlane
     from agentmaestro.server.mcp.server import build_server
+    from agentmaestro.service.plane.local import LocalPlane
 
     store = Store.open(f"sqlite:///{tmp_path / 'maestro.db'}")
     agents = load_agents_dir(builtin_agents_dir())

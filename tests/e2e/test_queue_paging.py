@@ -18,8 +18,8 @@ from sqlalchemy import create_engine, insert
 from agentmaestro.agents import load_agents_dir
 from agentmaestro.cli._common import builtin_agents_dir
 from agentmaestro.client import AsyncClient
-from agentmaestro.plane.remote import RemotePlane
 from agentmaestro.server.mcp.server import build_server
+from agentmaestro.service.plane.remote import RemotePlane
 from agentmaestro.store.base import Store
 from agentmaestro.store.dialects import normalize_url
 from agentmaestro.store.records import NewRun, new_run_id

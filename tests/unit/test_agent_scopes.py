@@ -9,8 +9,8 @@ import pytest
 from agentmaestro import Agent, ScriptedModel, tool
 from agentmaestro.actor import Actor, Role
 from agentmaestro.agents import AgentRegistry
-from agentmaestro.plane.local import LocalPlane
 from agentmaestro.server.chat.tool_agent import ensure_tool_agent
+from agentmaestro.service.plane.local import LocalPlane
 from agentmaestro.workflows.spec import WorkflowRegistry
 
 

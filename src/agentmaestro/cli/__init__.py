@@ -2,7 +2,7 @@
 
 Every command takes ``--database-url`` (or ``MAESTRO_DATABASE_URL``; default: an SQLite file under
 ``./.maestro/``) and ``--workspace``; or ``--server URL --api-key KEY`` (``MAESTRO_SERVER``,
-``MAESTRO_API_KEY``) to work through a server's REST API instead (see ``plane/``). Agents
+``MAESTRO_API_KEY``) to work through a server's REST API instead (see ``service/plane/``). Agents
 come from ``--agents-dir`` (or ``MAESTRO_AGENTS_DIR``, default ``./agents`` when it exists) plus the
 built-in demo agents. Errors print one line on stderr and exit non-zero (2 for a command that
 cannot work through a server).

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from agentmaestro.actor import Actor
     from agentmaestro.agents import Agent, AgentRegistry
     from agentmaestro.core.events import Event
-    from agentmaestro.plane import Plane
+    from agentmaestro.service.plane import Plane
     from agentmaestro.store.base import Store
 
 T = TypeVar("T")
@@ -103,13 +103,13 @@ class _Ctx:
         """The database (default) or, with ``--server``, the server's REST API."""
         if self.server:
             from agentmaestro.client import AsyncClient
-            from agentmaestro.plane.remote import RemotePlane, tls_context
+            from agentmaestro.service.plane.remote import RemotePlane, tls_context
 
             if not self.server.startswith(("http://", "https://")):
                 raise ConfigError(f"--server must be an http:// or https:// URL, not {self.server!r}")
             client = AsyncClient(self.server, self.api_key, verify=tls_context(*self.tls))
             return RemotePlane(client)
-        from agentmaestro.plane.local import LocalPlane
+        from agentmaestro.service.plane.local import LocalPlane
         from agentmaestro.store.dialects import redact_url
 
         return LocalPlane(self.open_store, self.actor(), self.agents, where=redact_url(self.database_url))
@@ -133,12 +133,12 @@ class _Ctx:
         return asyncio.run(go())
 
     def agents(self) -> AgentRegistry:
-        from agentmaestro.plane.local import load_registry
+        from agentmaestro.service.plane.local import load_registry
 
         return load_registry(self.agents_dir, builtin_agents_dir())
 
     def resolve_agent(self, ref: str) -> Agent:
-        from agentmaestro.plane.local import resolve_agent
+        from agentmaestro.service.plane.local import resolve_agent
 
         return resolve_agent(ref, self.agents)
 

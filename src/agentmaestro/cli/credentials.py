@@ -16,9 +16,9 @@ from rich.table import Table
 
 from agentmaestro.cli._common import _ctx, _print_json, app, out, when
 from agentmaestro.errors import ConfigError
-from agentmaestro.plane import Plane
-from agentmaestro.plane.local import LocalPlane
-from agentmaestro.plane.remote import RemotePlane
+from agentmaestro.service.plane import Plane
+from agentmaestro.service.plane.local import LocalPlane
+from agentmaestro.service.plane.remote import RemotePlane
 
 credentials_app = typer.Typer(help="Named credentials for tools, encrypted at rest.", no_args_is_help=True)
 app.add_typer(credentials_app, name="credentials")

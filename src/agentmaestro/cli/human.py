@@ -13,7 +13,7 @@ from rich.table import Table
 from agentmaestro.cli._common import _age, _Ctx, _ctx, _print_json, _see_through, app, out, when
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.errors import ConfigError
-from agentmaestro.plane import Plane
+from agentmaestro.service.plane import Plane
 
 approvals_app = typer.Typer(help="Tool calls waiting for a human decision.", no_args_is_help=True)
 escalations_app = typer.Typer(help="Runs waiting for a human after failures or uncertain steps.", no_args_is_help=True)

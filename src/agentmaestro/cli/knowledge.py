@@ -10,9 +10,9 @@ from rich.table import Table
 
 from agentmaestro.cli._common import _ctx, _print_json, app, out
 from agentmaestro.errors import ConfigError
-from agentmaestro.plane import Plane
-from agentmaestro.plane.local import LocalPlane
-from agentmaestro.plane.remote import RemotePlane
+from agentmaestro.service.plane import Plane
+from agentmaestro.service.plane.local import LocalPlane
+from agentmaestro.service.plane.remote import RemotePlane
 
 knowledge_app = typer.Typer(
     help="Knowledge collections (RAG): ingest text files, search them with citations (docs/knowledge.md).",

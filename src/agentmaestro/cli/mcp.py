@@ -18,10 +18,10 @@ import typer
 
 from agentmaestro.cli._common import _Ctx, _ctx, app
 from agentmaestro.errors import ConfigError
-from agentmaestro.plane.remote import RemotePlane
+from agentmaestro.service.plane.remote import RemotePlane
 
 if TYPE_CHECKING:
-    from agentmaestro.plane import Plane
+    from agentmaestro.service.plane import Plane
 
 
 @app.command("mcp")
@@ -65,7 +65,7 @@ async def _plane(c: _Ctx, *, worker: bool, concurrency: int, workflows_dir: Path
 
     from agentmaestro.cli.workflows import discover
     from agentmaestro.engine.worker import Worker, WorkerConfig
-    from agentmaestro.plane.local import LocalPlane
+    from agentmaestro.service.plane.local import LocalPlane
 
     agents = c.agents()
     workflows = discover(agents, workflows_dir)

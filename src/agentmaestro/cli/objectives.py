@@ -45,7 +45,7 @@ def _local(c: _Ctx, fn: Callable[[Store], Awaitable[T]]) -> T:
 
 def _remote(c: _Ctx, fn: Callable[[Any], Awaitable[T]]) -> T:
     from agentmaestro.client import AsyncClient
-    from agentmaestro.plane.remote import tls_context
+    from agentmaestro.service.plane.remote import tls_context
 
     async def go() -> T:
         assert c.server is not None

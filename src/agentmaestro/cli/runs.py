@@ -37,7 +37,7 @@ from agentmaestro.cli._common import (
 from agentmaestro.core.events import Event, RunState, fold
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError
-from agentmaestro.plane import Plane
+from agentmaestro.service.plane import Plane
 
 if TYPE_CHECKING:
     from agentmaestro.store.records import RunRecord

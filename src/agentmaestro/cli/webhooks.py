@@ -34,7 +34,7 @@ def _call(c: _Ctx, local: Callable[[Any], Awaitable[T]], remote: Callable[[Any],
     async def go() -> T:
         if c.server:
             from agentmaestro.client import AsyncClient
-            from agentmaestro.plane.remote import tls_context
+            from agentmaestro.service.plane.remote import tls_context
 
             if not c.server.startswith(("http://", "https://")):
                 raise ConfigError(f"--server must be an http:// or https:// URL, not {c.server!r}")

@@ -24,7 +24,7 @@ from agentmaestro.agents import AgentRegistry, check_usable
 from agentmaestro.cli._common import _Ctx, _ctx, _print_json, app, cli_actor, out, pickup
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError
-from agentmaestro.plane.remote import RemotePlane
+from agentmaestro.service.plane.remote import RemotePlane
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import RunRecord
 from agentmaestro.workflows import generate as gen

@@ -58,8 +58,8 @@ class MCPEndpoint:
         self.server: MCPServer | None = None
         self._manager: StreamableHTTPSessionManager | None = None
         if importlib.util.find_spec("mcp") is not None:
-            from agentmaestro.plane.local import LocalPlane
             from agentmaestro.server.mcp.server import build_server
+            from agentmaestro.service.plane.local import LocalPlane
 
             plane = LocalPlane(
                 self._store, lambda: _current()[0], self._agents, self._workflows, where="the server", owns_store=False

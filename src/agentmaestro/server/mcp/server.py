@@ -1,9 +1,10 @@
 """AgentMaestro as an MCP server: the control plane's runs and approvals as MCP tools (docs/mcp.md).
 
 Built with the official SDK's :class:`mcp.server.mcpserver.MCPServer`. The tools call a
-:class:`~agentmaestro.plane.Plane`, which is either the database itself (:class:`~agentmaestro.plane.local.LocalPlane`:
-``maestro mcp`` on a database, and the ``/mcp`` endpoint of ``maestro serve``) or a server's REST API
-(:class:`~agentmaestro.plane.remote.RemotePlane`: ``maestro mcp --server URL``). Every error reaches the
+:class:`~agentmaestro.service.plane.Plane`, which is either the database itself
+(:class:`~agentmaestro.service.plane.local.LocalPlane`: ``maestro mcp`` on a database, and the ``/mcp`` endpoint
+of ``maestro serve``) or a server's REST API (:class:`~agentmaestro.service.plane.remote.RemotePlane`:
+``maestro mcp --server URL``). Every error reaches the
 MCP client as a tool error of one line; never a traceback.
 
 Tools: ``list_agents``, ``list_workflows``, ``start_run``, ``get_run``, ``get_run_events``, ``wait_run``,
@@ -27,9 +28,9 @@ from sqlalchemy.exc import DataError
 
 from agentmaestro._version import __version__
 from agentmaestro.errors import MaestroError, one_line
-from agentmaestro.plane import JSON, OnWait, Plane, RunKind
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.schemas import PolicyIn
+from agentmaestro.service.plane import JSON, OnWait, Plane, RunKind
 
 __all__ = [
     "AgentInfo",
@@ -203,7 +204,7 @@ class EventPage(BaseModel):
 
 
 ControlPlane = Plane
-"""What the MCP tools act on: :class:`~agentmaestro.plane.Plane` (a database or a server)."""
+"""What the MCP tools act on: :class:`~agentmaestro.service.plane.Plane` (a database or a server)."""
 
 
 # --------------------------------------------------------------------------------------------- tools

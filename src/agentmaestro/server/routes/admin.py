@@ -14,8 +14,8 @@ from agentmaestro.server.auth import Admin, Viewer, get_store
 from agentmaestro.server.errors import APIError
 from agentmaestro.server.quotas import Quotas, effective_quotas, quotas_of
 from agentmaestro.service import keys
-from agentmaestro.store._keys import user_hash
 from agentmaestro.store.base import Store
+from agentmaestro.store.keys import user_hash
 
 router = APIRouter(prefix="/v1", tags=["workspace, keys and audit"])
 StoreDep = Annotated[Store, Depends(get_store)]

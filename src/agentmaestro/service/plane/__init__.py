@@ -1,9 +1,9 @@
 """Where the CLI and the MCP server send their work: a database or a server, behind one :class:`Plane`.
 
-- :class:`~agentmaestro.plane.local.LocalPlane`: the database itself, through the service layer
+- :class:`~agentmaestro.service.plane.local.LocalPlane`: the database itself, through the service layer
   (:mod:`agentmaestro.service`) for every change, scoped to one :class:`~agentmaestro.actor.Actor`
   (``maestro ...``, ``maestro mcp``, and the ``/mcp`` endpoint of ``maestro serve`` for each API key).
-- :class:`~agentmaestro.plane.remote.RemotePlane`: a server's REST API through
+- :class:`~agentmaestro.service.plane.remote.RemotePlane`: a server's REST API through
   :class:`~agentmaestro.client.AsyncClient` (``maestro --server URL ...``, ``maestro mcp --server URL``);
   the server's routes call the same service functions.
 

@@ -1,4 +1,4 @@
-"""The :class:`~agentmaestro.plane.Plane` on a database: reads from the store, every change through the service layer.
+"""The :class:`~agentmaestro.service.plane.Plane` on a database: reads from the store, changes through the service.
 
 One :class:`~agentmaestro.actor.Actor` scopes it: every query is the actor's workspace's (another
 workspace's run or approval is "not found"), changes need the actor's role, an API key's new runs are
@@ -18,7 +18,7 @@ from agentmaestro.core.events import Event
 from agentmaestro.core.gate import GatePolicy
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError
-from agentmaestro.plane import JSON, OnEvent, OnWait, RunKind, choose_kind
+from agentmaestro.service.plane import JSON, OnEvent, OnWait, RunKind, choose_kind
 
 if TYPE_CHECKING:  # imported where used: a command loads only what it needs (fast CLI start-up)
     from agentmaestro.agents import Agent, AgentRegistry

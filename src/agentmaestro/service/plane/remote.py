@@ -1,7 +1,7 @@
-"""The :class:`~agentmaestro.plane.Plane` through a server's REST API (``--server URL``).
+"""The :class:`~agentmaestro.service.plane.Plane` through a server's REST API (``--server URL``).
 
 The API key's workspace and role apply; the server's routes call the same service functions as a
-:class:`~agentmaestro.plane.local.LocalPlane`, so a change made here is checked and audited the same way.
+:class:`~agentmaestro.service.plane.local.LocalPlane`, so a change made here is checked and audited the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import anyio
 from agentmaestro.core.events import Event
 from agentmaestro.core.states import RunStatus
 from agentmaestro.errors import ConfigError, LocalOnlyError, MaestroError
-from agentmaestro.plane import JSON, OnEvent, OnWait, RunKind, choose_kind, event_from_json
+from agentmaestro.service.plane import JSON, OnEvent, OnWait, RunKind, choose_kind, event_from_json
 
 if TYPE_CHECKING:
     from agentmaestro.client import AsyncClient
