@@ -11,8 +11,6 @@ import getpass
 from dataclasses import dataclass
 from enum import IntEnum
 
-from agentmaestro.errors import ForbiddenError
-
 __all__ = ["Actor", "Role", "local_actor"]
 
 
@@ -49,8 +47,3 @@ class Actor:
     def local(cls, door: str, workspace_id: str, name: str | None = None) -> Actor:
         """The person at this machine using ``door`` (``cli``, ``sdk``): an admin, not held to quotas."""
         return cls(name=name or local_actor(door), workspace_id=workspace_id)
-
-    def require(self, role: Role, action: str) -> None:
-        """Refuse ``action`` (ForbiddenError) to an actor below ``role``."""
-        if self.role < role:
-            raise ForbiddenError(f"{action} needs the {role.name} role; this API key is a {self.role.name}")

@@ -10,5 +10,6 @@ everywhere: same checks, same events, same audit entry.
 - :mod:`~agentmaestro.service.approvals`: approve or reject a held tool call, resolve an escalation.
 - :mod:`~agentmaestro.service.keys`: create and revoke API keys.
 - :mod:`~agentmaestro.service.quotas`: the workspace quotas a key's new run is held to.
+- :mod:`~agentmaestro.service.access`: the role each use case checks first.
 - :mod:`~agentmaestro.service.plane`: the interface the CLI and the MCP tools are written against (local or remote).
 """

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentmaestro.actor import Actor, Role
+from agentmaestro.service.access import require
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import AuditNote
 
@@ -59,7 +60,7 @@ async def decide_approval(store: Store, cmd: DecideApproval, actor: Actor) -> di
         NotFoundError: unknown approval (or another workspace's).
         ConflictError: already decided, or expired (the expiry is recorded and the call denied).
     """
-    actor.require(Role.operator, "resolve_approval")
+    require(actor, Role.operator, "resolve_approval")
     by = cmd.by or actor.name
 
     def note(row: Mapping[str, Any]) -> AuditNote:
@@ -92,7 +93,7 @@ async def decide_approval(store: Store, cmd: DecideApproval, actor: Actor) -> di
 
 async def resolve_human_request(store: Store, cmd: ResolveHumanRequest, actor: Actor) -> dict[str, Any]:
     """Resolve, recorded as ``human_request.resolve``; the request's row."""
-    actor.require(Role.operator, "resolve_human_request")
+    require(actor, Role.operator, "resolve_human_request")
     by = cmd.by or actor.name
 
     def note(row: Mapping[str, Any]) -> AuditNote:

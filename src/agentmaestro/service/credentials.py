@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentmaestro.actor import Actor, Role
+from agentmaestro.service.access import require
 from agentmaestro.store.base import Store
 
 __all__ = [
@@ -58,7 +59,7 @@ class RotateCredentials:
 
 async def put_credential(store: Store, cmd: PutCredential, actor: Actor) -> tuple[dict[str, Any], bool]:
     """Store it, recorded as ``credential.create`` or ``credential.update``; (public row, created?)."""
-    actor.require(Role.admin, "put_credential")
+    require(actor, Role.admin, "put_credential")
     await store.workspaces.ensure(actor.workspace_id)
     return await store.credentials.put(
         actor.workspace_id,
@@ -74,11 +75,11 @@ async def put_credential(store: Store, cmd: PutCredential, actor: Actor) -> tupl
 
 async def delete_credential(store: Store, cmd: DeleteCredential, actor: Actor) -> dict[str, Any]:
     """Delete it, recorded as ``credential.delete``; its last metadata."""
-    actor.require(Role.admin, "delete_credential")
+    require(actor, Role.admin, "delete_credential")
     return await store.credentials.delete(actor.workspace_id, cmd.name, actor=actor.name)
 
 
 async def rotate_credentials(store: Store, cmd: RotateCredentials, actor: Actor) -> dict[str, int]:
     """Re-encrypt, recorded as ``credential.rotate`` per workspace; the count re-encrypted per workspace."""
-    actor.require(Role.admin, "rotate_credentials")
+    require(actor, Role.admin, "rotate_credentials")
     return await store.credentials.rotate(None if cmd.every_workspace else actor.workspace_id, actor=actor.name)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agentmaestro.actor import Actor, Role
+from agentmaestro.service.access import require
 from agentmaestro.store.base import Store
 
 __all__ = ["CreateKey", "RevokeKey", "create_key", "revoke_key"]
@@ -35,7 +36,7 @@ class RevokeKey:
 
 async def create_key(store: Store, cmd: CreateKey, actor: Actor) -> tuple[dict[str, Any], str]:
     """Create the key, recorded as ``key.create``; its public row and the key (shown once, stored hashed)."""
-    actor.require(Role.admin, "create_key")
+    require(actor, Role.admin, "create_key")
     return await store.keys.create_audited(
         actor.workspace_id, name=cmd.name, role=cmd.role, actor=actor.name, user_email=cmd.user
     )
@@ -43,5 +44,5 @@ async def create_key(store: Store, cmd: CreateKey, actor: Actor) -> tuple[dict[s
 
 async def revoke_key(store: Store, cmd: RevokeKey, actor: Actor) -> dict[str, Any]:
     """Revoke the key, recorded as ``key.revoke``; its public row."""
-    actor.require(Role.admin, "revoke_key")
+    require(actor, Role.admin, "revoke_key")
     return await store.keys.revoke_audited(actor.workspace_id, cmd.key_id, actor=actor.name)

@@ -13,6 +13,7 @@ from typing import Any
 from agentmaestro.actor import Actor, Role
 from agentmaestro.core.tasks import Graph, TaskStatus, validate_dependency_change
 from agentmaestro.errors import ValidationError
+from agentmaestro.service.access import require
 from agentmaestro.service.runs import StartRun, start_run
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import AuditNote, RunRecord
@@ -168,7 +169,7 @@ def objective_json(rec: RunRecord, graph: Graph) -> dict[str, Any]:
 
 async def change_dependencies(store: Store, cmd: ChangeDependencies, actor: Actor) -> dict[str, Any]:
     """Change the dependencies, recorded as ``objective.dependencies``; returns the objective."""
-    actor.require(Role.operator, "change_dependencies")
+    require(actor, Role.operator, "change_dependencies")
     task_id, add, remove = cmd.task_id, list(cmd.add), list(cmd.remove)
     if not add and not remove:
         raise ValidationError("give dependencies to add or to remove")
@@ -199,7 +200,7 @@ async def change_dependencies(store: Store, cmd: ChangeDependencies, actor: Acto
 
 async def abandon_task(store: Store, cmd: AbandonTask, actor: Actor) -> dict[str, Any]:
     """Abandon the task, recorded as ``objective.abandon``; returns the objective."""
-    actor.require(Role.operator, "abandon_task")
+    require(actor, Role.operator, "abandon_task")
     task_id, reason, by = cmd.task_id, cmd.reason, actor.name
 
     def plan(graph: Graph) -> list[dict[str, Any]]:
@@ -226,7 +227,7 @@ async def abandon_task(store: Store, cmd: AbandonTask, actor: Actor) -> dict[str
 
 async def replan(store: Store, cmd: Replan, actor: Actor) -> dict[str, Any]:
     """Re-plan, recorded as ``objective.replan``; returns the objective."""
-    actor.require(Role.operator, "replan")
+    require(actor, Role.operator, "replan")
     reason, by = cmd.reason, actor.name
 
     def plan(graph: Graph) -> list[dict[str, Any]]:
@@ -246,7 +247,7 @@ async def replan(store: Store, cmd: Replan, actor: Actor) -> dict[str, Any]:
 
 async def restart_objective(store: Store, cmd: RestartObjective, actor: Actor) -> dict[str, Any]:
     """Resume the objective from its log, recorded as ``objective.restart``; returns the objective."""
-    actor.require(Role.operator, "restart_objective")
+    require(actor, Role.operator, "restart_objective")
     await get_objective(store, cmd.run_id, workspace_id=actor.workspace_id)  # not found for other runs
     await store.runs.resume(
         cmd.run_id,

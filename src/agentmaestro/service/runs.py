@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from agentmaestro.actor import Actor, Role
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.errors import NotFoundError
+from agentmaestro.service.access import require
 from agentmaestro.service.quotas import check_run_quota
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import AuditNote, NewRun, RunRecord, new_run_id, run_kind
@@ -136,7 +137,7 @@ def _note(actor: Actor, action: str, target: str, detail: Mapping[str, Any]) -> 
 
 async def start_run(store: Store, cmd: StartRun, actor: Actor) -> RunRecord:
     """Create the run (PENDING; a worker picks it up), recorded as ``run.start`` (``workflow.run`` for a workflow)."""
-    actor.require(Role.operator, "start_run")
+    require(actor, Role.operator, "start_run")
     if actor.quotas:
         await check_run_quota(store, actor.workspace_id)
     run_id = new_run_id()
@@ -165,7 +166,7 @@ async def start_run(store: Store, cmd: StartRun, actor: Actor) -> RunRecord:
 
 async def cancel_run(store: Store, cmd: CancelRun, actor: Actor) -> RunRecord:
     """Cancel the run, recorded as ``run.cancel``."""
-    actor.require(Role.operator, "cancel_run")
+    require(actor, Role.operator, "cancel_run")
     return await store.runs.cancel(
         cmd.run_id,
         workspace_id=actor.workspace_id,
@@ -177,7 +178,7 @@ async def cancel_run(store: Store, cmd: CancelRun, actor: Actor) -> RunRecord:
 
 async def resume_run(store: Store, cmd: ResumeRun, actor: Actor) -> RunRecord:
     """Resume the run, recorded as ``run.resume``."""
-    actor.require(Role.operator, "resume_run")
+    require(actor, Role.operator, "resume_run")
     policy = dict(cmd.policy) if cmd.policy else None
     detail = {"policy": policy} if policy else {}
     return await store.runs.resume(
@@ -191,7 +192,7 @@ async def resume_run(store: Store, cmd: ResumeRun, actor: Actor) -> RunRecord:
 
 async def fork_run(store: Store, cmd: ForkRun, actor: Actor) -> RunRecord:
     """Fork the run, recorded as ``run.fork`` (its target is the new run)."""
-    actor.require(Role.operator, "fork_run")
+    require(actor, Role.operator, "fork_run")
     if actor.quotas:
         await check_run_quota(store, actor.workspace_id)
     policy = dict(cmd.policy) if cmd.policy else None

@@ -12,6 +12,7 @@ from typing import Any
 
 from agentmaestro.actor import Actor, Role
 from agentmaestro.notify import webhooks as wh
+from agentmaestro.service.access import require
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import AuditNote
 
@@ -81,7 +82,7 @@ class Redeliver:
 
 async def create_webhook(store: Store, cmd: CreateWebhook, actor: Actor) -> tuple[dict[str, Any], str | None]:
     """Create it, recorded as ``webhook.create``; its row and, for ``json``, the signing secret (shown only now)."""
-    actor.require(Role.admin, "create_webhook")
+    require(actor, Role.admin, "create_webhook")
     return await wh.create_webhook(
         store, actor.workspace_id, cmd.spec, actor=actor.name, link_base_url=cmd.link_base_url, targets=cmd.targets
     )
@@ -89,7 +90,7 @@ async def create_webhook(store: Store, cmd: CreateWebhook, actor: Actor) -> tupl
 
 async def change_webhook(store: Store, cmd: ChangeWebhook, actor: Actor) -> dict[str, Any]:
     """Change it, recorded as ``webhook.update``; its row."""
-    actor.require(Role.admin, "change_webhook")
+    require(actor, Role.admin, "change_webhook")
     return await wh.update_webhook(
         store, actor.workspace_id, cmd.webhook_id, cmd.changes, actor=actor.name, targets=cmd.targets
     )
@@ -97,19 +98,19 @@ async def change_webhook(store: Store, cmd: ChangeWebhook, actor: Actor) -> dict
 
 async def delete_webhook(store: Store, cmd: DeleteWebhook, actor: Actor) -> dict[str, Any]:
     """Delete it, recorded as ``webhook.delete``; its last row."""
-    actor.require(Role.admin, "delete_webhook")
+    require(actor, Role.admin, "delete_webhook")
     return await wh.delete_webhook(store, actor.workspace_id, cmd.webhook_id, actor=actor.name)
 
 
 async def test_webhook(store: Store, cmd: TestWebhook, actor: Actor) -> dict[str, Any]:
     """Queue a test delivery (the dispatcher sends it); the delivery."""
-    actor.require(Role.admin, "test_webhook")
+    require(actor, Role.admin, "test_webhook")
     return await wh.send_test(store, actor.workspace_id, cmd.webhook_id)
 
 
 async def redeliver(store: Store, cmd: Redeliver, actor: Actor) -> dict[str, Any]:
     """Queue the delivery again, recorded as ``webhook.redeliver``; the delivery (ConflictError while pending)."""
-    actor.require(Role.admin, "redeliver")
+    require(actor, Role.admin, "redeliver")
     note = AuditNote(
         workspace_id=actor.workspace_id, actor=actor.name, action="webhook.redeliver", target=cmd.delivery_id
     )
