@@ -49,9 +49,9 @@ router = APIRouter(tags=["events"])
 
 KEEPALIVE_S = 15.0
 """Seconds between SSE keep-alive comments while no event flows."""
-POLL_S: dict[str, float] = {"sqlite": 0.2, "postgresql": 2.0}
-"""Re-read at least this often: on SQLite, the only way to see another process's commits; on
-PostgreSQL a safety net behind NOTIFY."""
+POLL_S: dict[str, float] = {"sqlite": 0.2, "postgresql": 2.0, "mysql": 0.25}
+"""Re-read at least this often: on SQLite and MySQL/MariaDB, the only way to see another process's commits;
+on PostgreSQL a safety net behind NOTIFY."""
 BATCH = 500
 """Most events read per query."""
 FIREHOSE_LAG_S = 5.0

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from agentmaestro.crypto import DerivedKey, keyring
 from agentmaestro.errors import ConfigError
+from agentmaestro.store.dialects import upsert
 from agentmaestro.store.records import AuditNote
 from agentmaestro.store.schema import audit_heads, audit_log
 
@@ -159,10 +158,7 @@ def chain_rows(
 
 def _lock_head(conn: Connection, workspace_id: str, now: float) -> tuple[int, str]:
     values = {"workspace_id": workspace_id, "seq": 0, "hash": GENESIS_HASH, "updated_at": now}
-    if conn.dialect.name == "postgresql":
-        conn.execute(pg_insert(audit_heads).values(**values).on_conflict_do_nothing())
-    else:
-        conn.execute(sqlite_insert(audit_heads).values(**values).on_conflict_do_nothing())
+    conn.execute(upsert(conn, audit_heads, values, key=["workspace_id"]))
     row = conn.execute(
         select(audit_heads.c.seq, audit_heads.c.hash)
         .where(audit_heads.c.workspace_id == workspace_id)

@@ -6,7 +6,7 @@ and the commit of the call's step settles it. A reservation is one guarded UPDAT
 (``spent + reserved + amount <= limit``); if any ledger would go over, the ledgers already reserved
 by it are given back in the same transaction, so a call reserves on every ledger or on none. Runs
 sharing a ledger (sub-runs, parallel workflow nodes, several worker processes) stay within it: on
-PostgreSQL the guarded UPDATE re-checks the row after waiting for a concurrent writer's lock, and a
+PostgreSQL and MySQL the guarded UPDATE re-checks the row after waiting for a concurrent writer's lock, and a
 transaction locks all the ledgers it touches in ledger-id order first (no deadlock between two
 batches); SQLite has one writer at a time. A worker that dies between reserving and settling leaves
 its reservation in place: budgets err on the safe side.
@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
-from agentmaestro.store.dialects import DriverStatement, upsert_insert
+from agentmaestro.store.dialects import DriverStatement, upsert
 from agentmaestro.store.records import LedgerSpec, Refusal, Reservation
 from agentmaestro.store.schema import budget_ledgers
 
@@ -57,15 +57,20 @@ _MOVE = DriverStatement(
 
 def _upsert(conn: Connection) -> Any:
     """Create a ledger, or write the limits of an existing one."""
-    ins = upsert_insert(conn, budget_ledgers).values(
-        ledger_id=bindparam("l_id"),
-        workspace_id=bindparam("l_ws"),
-        limit_usd=bindparam("l_limit_usd"),
-        limit_tokens=bindparam("l_limit_tokens"),
-        updated_at=bindparam("l_now"),
+    values: dict[str, Any] = {
+        "ledger_id": bindparam("l_id"),
+        "workspace_id": bindparam("l_ws"),
+        "limit_usd": bindparam("l_limit_usd"),
+        "limit_tokens": bindparam("l_limit_tokens"),
+        "updated_at": bindparam("l_now"),
+    }
+    return upsert(
+        conn,
+        budget_ledgers,
+        values,
+        key=["ledger_id"],
+        update=lambda new: {"limit_usd": new.limit_usd, "limit_tokens": new.limit_tokens},
     )
-    limits = {"limit_usd": ins.excluded.limit_usd, "limit_tokens": ins.excluded.limit_tokens}
-    return ins.on_conflict_do_update(index_elements=["ledger_id"], set_=limits)
 
 
 _ENSURE = DriverStatement(_upsert)
@@ -88,13 +93,10 @@ def _ensure(conn: Connection, spec: LedgerSpec, now: float, known: KnownLedgers 
 
 
 def lock(conn: Connection, ledger_ids: Iterable[str]) -> None:
-    """PostgreSQL: lock the ledgers a transaction is about to change, in id order (no deadlocks)."""
+    """PostgreSQL, MySQL: lock the ledgers a transaction is about to change, in id order (no deadlocks)."""
     ids = sorted(set(ledger_ids))
-    if ids and conn.dialect.name == "postgresql":
-        conn.execute(
-            text("SELECT ledger_id FROM budget_ledgers WHERE ledger_id = ANY(:ids) ORDER BY ledger_id FOR UPDATE"),
-            {"ids": ids},
-        )
+    if ids and conn.dialect.name != "sqlite":  # (SQLite has one writer at a time)
+        conn.execute(select(_c.ledger_id).where(_c.ledger_id.in_(ids)).order_by(_c.ledger_id).with_for_update())
 
 
 def _refusal(conn: Connection, spec: LedgerSpec, usd: float, tokens: int) -> Refusal:

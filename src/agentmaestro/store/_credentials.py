@@ -106,7 +106,7 @@ def public(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 def _row(conn: Connection, workspace_id: str, name: str, *, lock: bool = False) -> dict[str, Any]:
     q = select(credentials).where(credentials.c.workspace_id == workspace_id, credentials.c.name == name)
-    if lock and conn.dialect.name == "postgresql":
+    if lock and conn.dialect.name != "sqlite":
         q = q.with_for_update()
     row = conn.execute(q).first()
     if row is None:
@@ -247,7 +247,7 @@ def rotate(conn: Connection, workspace_id: str | None, ring: Keyring | None = No
     q = select(credentials.c.workspace_id, credentials.c.name, credentials.c.secret)
     if workspace_id is not None:
         q = q.where(credentials.c.workspace_id == workspace_id)
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name != "sqlite":
         q = q.with_for_update()
     counts: dict[str, int] = {}
     for ws, name, token in conn.execute(q).all():

@@ -33,7 +33,7 @@ from agentmaestro.store.records import (
 )
 
 __all__ = ["NewRun"]  # re-exported: historically defined here
-from agentmaestro.store.dialects import DriverStatement, dbapi_cursor, upsert_insert
+from agentmaestro.store.dialects import DriverStatement, dbapi_cursor, upsert
 from agentmaestro.store.schema import (
     DEFAULT_WORKSPACE,
     agents,
@@ -55,11 +55,9 @@ def ensure_workspace(conn: Connection, workspace_id: str, name: str | None, now:
     """Create the workspace if it does not exist."""
     exists = conn.execute(select(workspaces.c.workspace_id).where(workspaces.c.workspace_id == workspace_id)).first()
     if exists is None:
-        # ON CONFLICT DO NOTHING: another process may create the same workspace at the same moment.
+        # An upsert that does nothing: another process may create the same workspace at the same moment.
         values = {"workspace_id": workspace_id, "name": name or workspace_id, "created_at": now, "settings": {}}
-        conn.execute(
-            upsert_insert(conn, workspaces).values(**values).on_conflict_do_nothing(index_elements=["workspace_id"])
-        )
+        conn.execute(upsert(conn, workspaces, values, key=["workspace_id"]))
 
 
 def list_workspaces(conn: Connection) -> list[dict[str, Any]]:
@@ -70,14 +68,9 @@ def list_workspaces(conn: Connection) -> list[dict[str, Any]]:
 
 def upsert_agent(conn: Connection, workspace_id: str, name: str, spec: dict[str, Any], now: float) -> None:
     """Store (or replace) an agent definition (one statement: safe when processes race)."""
-    stmt = upsert_insert(conn, agents).values(
-        workspace_id=workspace_id, name=name, spec=spec, created_at=now, updated_at=now
-    )
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["workspace_id", "name"], set_={"spec": stmt.excluded.spec, "updated_at": now}
-        )
-    )
+    values = {"workspace_id": workspace_id, "name": name, "spec": spec, "created_at": now, "updated_at": now}
+    changes = lambda new: {"spec": new.spec, "updated_at": now}  # noqa: E731
+    conn.execute(upsert(conn, agents, values, key=["workspace_id", "name"], update=changes))
 
 
 def list_agents(conn: Connection, workspace_id: str) -> list[tuple[str, dict[str, Any], float]]:
@@ -382,17 +375,18 @@ def heartbeat(
     renewed: dict[str, bool] = {}
     pairs = list(leases)
     for i in range(0, len(pairs), _CHUNK):
-        stmt = (
-            update(runs)
-            .where(
-                tuple_(runs.c.run_id, runs.c.lease_epoch).in_(pairs[i : i + _CHUNK]),
-                runs.c.lease_owner == owner,
-                runs.c.status == RunStatus.RUNNING.value,
-            )
-            .values(lease_expires_at=now + lease_ttl)
-            .returning(runs.c.run_id, runs.c.cancel_requested)
+        held = (
+            tuple_(runs.c.run_id, runs.c.lease_epoch).in_(pairs[i : i + _CHUNK]),
+            runs.c.lease_owner == owner,
+            runs.c.status == RunStatus.RUNNING.value,
         )
-        renewed.update((r.run_id, bool(r.cancel_requested)) for r in conn.execute(stmt))
+        stmt = update(runs).where(*held).values(lease_expires_at=now + lease_ttl)
+        if conn.dialect.update_returning:
+            rows = conn.execute(stmt.returning(runs.c.run_id, runs.c.cancel_requested))
+        else:  # MySQL: read the renewed rows back (locked by this transaction now; no other can have come to match)
+            conn.execute(stmt)
+            rows = conn.execute(select(runs.c.run_id, runs.c.cancel_requested).where(*held))
+        renewed.update((r.run_id, bool(r.cancel_requested)) for r in rows)
     lost = frozenset(run_id for run_id, _ in pairs if run_id not in renewed)
     cancel = frozenset(run_id for run_id, wanted in renewed.items() if wanted)
     return HeartbeatResult(lost=lost, cancel_requested=cancel)

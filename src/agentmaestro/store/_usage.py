@@ -46,7 +46,7 @@ def next_month_start(now: float) -> float:
 
 def _day(conn: Connection) -> ColumnElement[Any]:
     days = steps.c.created_at / 86400.0
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name != "sqlite":  # (MySQL's CAST rounds to the nearest integer)
         return cast(func.floor(days), Integer)
     return cast(days, Integer)  # SQLite truncates toward zero, which is floor for times after 1970
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, or_, select, true, tuple_, update
 
 from agentmaestro.errors import ConflictError, NotFoundError
-from agentmaestro.store.dialects import upsert_insert
+from agentmaestro.store.dialects import insert_unless_duplicate, upsert
 from agentmaestro.store.schema import run_events, runs, webhook_cursors, webhook_deliveries, webhooks
 
 PUBLIC_WEBHOOK_COLUMNS = (
@@ -179,23 +179,19 @@ def existing_keys(conn: Connection, webhook_ids: Collection[str], keys: Collecti
 
 def enqueue(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     """Insert deliveries, skipping (webhook, dedupe key) pairs already enqueued; how many were new."""
-    added = 0
-    for row in rows:
-        stmt = upsert_insert(conn, webhook_deliveries).values(**row)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["webhook_id", "dedupe_key"])
-        added += len(conn.execute(stmt.returning(webhook_deliveries.c.delivery_id)).all())
-    return added
+    key = ["webhook_id", "dedupe_key"]
+    return sum(insert_unless_duplicate(conn, webhook_deliveries, row, key=key) for row in rows)
 
 
 def advance_cursor(conn: Connection, workspace_id: str, watermark: float, now: float) -> None:
     """Move the workspace's cursor forward to ``watermark`` (never backwards)."""
-    stmt = upsert_insert(conn, webhook_cursors).values(workspace_id=workspace_id, watermark=watermark, updated_at=now)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["workspace_id"],
-        set_={"watermark": watermark, "updated_at": now},
-        where=webhook_cursors.c.watermark < watermark,
+    values = {"workspace_id": workspace_id, "watermark": watermark, "updated_at": now}
+    conn.execute(upsert(conn, webhook_cursors, values, key=["workspace_id"]))  # (MySQL has no ON CONFLICT ... WHERE)
+    conn.execute(
+        update(webhook_cursors)
+        .where(webhook_cursors.c.workspace_id == workspace_id, webhook_cursors.c.watermark < watermark)
+        .values(watermark=watermark, updated_at=now)
     )
-    conn.execute(stmt)
 
 
 # ------------------------------------------------------------------------------ deliveries

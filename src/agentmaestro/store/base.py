@@ -25,6 +25,7 @@ from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from agentmaestro.core.states import RunStatus
@@ -98,10 +99,11 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
-        self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
+        self.dialect = make_url(self.url).get_backend_name()
+        """``sqlite``, ``postgresql`` or ``mysql`` (MySQL and MariaDB)."""
         self._writer_engine, self._reader_engine = create_engines(self.url)
         self._session_timeouts: SessionTimeouts | None = None
-        if self.dialect == "postgresql":
+        if self.dialect != "sqlite":
             for engine in (self._writer_engine, self._reader_engine):
                 apply_session_timeouts(engine, lambda: self._session_timeouts)
         self._writer_queue = writer_queue(self.url)  # SQLite: processes queue for the write lock
@@ -147,7 +149,7 @@ class Store:
         return self._session_timeouts
 
     def set_session_timeouts(self, timeouts: SessionTimeouts | None) -> None:
-        """PostgreSQL: give this store's sessions these limits (each connection at its next use).
+        """PostgreSQL, MySQL/MariaDB: give this store's sessions these limits (each connection at its next use).
 
         A worker sets them from its lease (:meth:`SessionTimeouts.for_lease`). SQLite has no such
         settings: a process frozen inside a write transaction holds the file's single write lock

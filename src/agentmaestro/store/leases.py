@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from agentmaestro.store import _ops
 from agentmaestro.store.records import Claim, HeartbeatResult
-from agentmaestro.store.wakeups import RUNNABLE, STATUSES_KEY
+from agentmaestro.store.wakeups import MYSQL_WAKE_POLL_S, RUNNABLE, STATUSES_KEY
 
 if TYPE_CHECKING:
     from agentmaestro.store.base import Store
@@ -47,7 +47,7 @@ class LeaseRepository:
                 now=time.time(),
                 agent_names=agent_names,
                 run_ids=run_ids,
-                skip_locked=store.dialect == "postgresql",
+                skip_locked=store.dialect != "sqlite",
             )
             conn.info[STATUSES_KEY] = {c.record.run_id: c.record.status for c in claims}  # for status watchers
             return claims
@@ -79,8 +79,14 @@ class LeaseRepository:
             self._store._notify_runs([r for r, _ in leases], runnable=delay_s <= 0)
 
     async def wait_runnable(self, timeout: float) -> bool:
-        """Wait until a run may have become claimable (in-process or NOTIFY), or ``timeout``."""
+        """Wait until a run may have become claimable (in-process or NOTIFY), or ``timeout``.
+
+        On MySQL/MariaDB other processes' runs are seen by polling: the wait ends after at most
+        :data:`MYSQL_WAKE_POLL_S`, and the caller's next claim is the poll.
+        """
         self._store._ensure_listener()
+        if self._store.dialect == "mysql":
+            timeout = min(timeout, MYSQL_WAKE_POLL_S)
         return await self._store.waiters.wait([RUNNABLE], timeout)
 
     async def end_stalled_holders(self, *, older_than_s: float) -> list[dict[str, Any]]:

@@ -61,10 +61,17 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine) -> str:
-    """Migrate to head in one transaction (serialised across processes); returns the revision."""
+    """Migrate to head in one transaction (serialised across processes); returns the revision.
+
+    MySQL/MariaDB commit every DDL statement on their own, so there a migration is not one transaction:
+    a named lock (``GET_LOCK``) serialises the processes instead, and a migration that failed half way is
+    taken up from the last revision it recorded.
+    """
     head = head_revision()
     if current_revision(engine) == head:
         return head
+    if engine.dialect.name == "mysql":
+        return _upgrade_mysql(engine, head)
     from alembic import command
 
     cfg = _config()
@@ -73,6 +80,25 @@ def upgrade(engine: Engine) -> str:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+    return head
+
+
+def _upgrade_mysql(engine: Engine, head: str) -> str:
+    from alembic import command
+
+    cfg = _config()
+    with engine.connect() as conn:
+        name = f"maestro_migrate_{_LOCK_KEY}"
+        if conn.execute(text("SELECT GET_LOCK(:n, 600)"), {"n": name}).scalar() != 1:
+            raise SchemaMismatchError("another process has been migrating this database for 10 minutes")
+        try:
+            conn.commit()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")  # (a no-op if the process that held the lock migrated already)
+            conn.commit()
+        finally:
+            conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+            conn.commit()
     return head
 
 

@@ -17,6 +17,10 @@ STATUSES_KEY = "maestro.statuses"
 """``conn.info`` key: new statuses a write transaction knows (run id -> status), for status watchers."""
 RUNNABLE = "runnable"
 """Wake-up key: a run became claimable."""
+MYSQL_WAKE_POLL_S = 0.25
+"""MySQL/MariaDB have no LISTEN/NOTIFY: an idle worker looks for claimable runs this often (one short
+``SELECT ... FOR UPDATE SKIP LOCKED`` transaction), so a run started by another process waits at most this
+long for a worker (PostgreSQL: a NOTIFY wakes workers at once; SQLite: the worker's poll interval)."""
 
 
 class Waiters:

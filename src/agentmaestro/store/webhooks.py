@@ -133,7 +133,7 @@ class WebhookRepository:
                 now=time.time(),
                 limit=limit,
                 claim_ttl=claim_ttl,
-                skip_locked=store.dialect == "postgresql",
+                skip_locked=store.dialect != "sqlite",
             )
 
         return await store._write(op)

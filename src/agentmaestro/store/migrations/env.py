@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import agentmaestro.store.dialects  # noqa: F401  (MySQL column types and table options)
 from agentmaestro.store.schema import metadata
 
 connection = context.config.attributes.get("connection")
