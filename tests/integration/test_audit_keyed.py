@@ -70,22 +70,30 @@ def checkpoint(db_url: str, workspace: str | None = None) -> dict[str, Any]:
 
 
 class Attacker:
-    """Raw SQL on the database, as someone with write access (a superuser on PostgreSQL)."""
+    """Raw SQL on the database, as someone with write access (a superuser on PostgreSQL; on MySQL the
+    TRIGGER privilege: the append-only triggers are dropped meanwhile, MySQL cannot disable one)."""
 
     def __init__(self, db_url: str) -> None:
         self.engine = create_engine(normalize_url(db_url))
         self.pg = self.engine.dialect.name == "postgresql"
+        self.mysql_triggers: list[str] = []
 
     def __enter__(self) -> Connection:
         self.conn = self.engine.connect()
         if self.pg:
             self.conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+        if self.engine.dialect.name == "mysql":
+            for name in [r[0] for r in self.conn.execute(text("SHOW TRIGGERS LIKE 'audit_log'"))]:
+                self.mysql_triggers.append(self.conn.execute(text(f"SHOW CREATE TRIGGER {name}")).one()[2])
+                self.conn.execute(text(f"DROP TRIGGER {name}"))
         return self.conn
 
     def __exit__(self, *exc: object) -> None:
         if self.pg:
             self.conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER USER"))
         self.conn.commit()
+        for ddl in self.mysql_triggers:
+            self.conn.exec_driver_sql(ddl)
         self.conn.close()
         self.engine.dispose()
 

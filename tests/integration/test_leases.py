@@ -72,6 +72,12 @@ def _fault_sql(dialect: str, run_id: str, epoch: int) -> list[str]:
             f"WHEN NEW.run_id = '{run_id}' AND NEW.lease_epoch = {epoch} "
             f"BEGIN SELECT RAISE(ABORT, 'injected database fault'); END"
         ]
+    if dialect == "mysql":  # (no UPDATE OF: commits and claims bump the version, heartbeats and releases do not)
+        return [
+            f"CREATE TRIGGER chaos_fault BEFORE UPDATE ON runs FOR EACH ROW "
+            f"IF NEW.run_id = '{run_id}' AND NEW.lease_epoch = {epoch} AND NEW.version <> OLD.version THEN "
+            f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected database fault'; END IF"
+        ]
     return [
         "CREATE FUNCTION chaos_fault() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN RAISE EXCEPTION 'injected database fault'; END $$",
@@ -244,6 +250,101 @@ async def test_a_frozen_transaction_loses_its_locks_and_a_lock_wait_is_bounded(d
                     assert time.monotonic() < deadline, "the frozen session kept its row lock"
                     await asyncio.sleep(0.1)
             assert time.monotonic() - frozen_at < 3  # one second of idleness, plus the server's timer
+        with contextlib.suppress(Exception):
+            frozen[0].close()
+    finally:
+        worker.stop()
+        await task
+        await store.close()
+
+
+def test_mysql_session_timeouts_are_whole_seconds() -> None:
+    """MySQL/MariaDB take whole seconds: a lock wait rounds up (at least 1 s); 0 means the server's default / off."""
+    limits = SessionTimeouts(idle_in_transaction_s=1.2, lock_timeout_s=0.3)
+    assert limits.statements("mysql", mariadb=True) == (
+        "SET SESSION innodb_lock_wait_timeout = 1",
+        "SET SESSION idle_transaction_timeout = 2",
+    )
+    assert limits.statements("mysql") == ("SET SESSION innodb_lock_wait_timeout = 1",)  # (MySQL: no idle limit)
+    off = SessionTimeouts(idle_in_transaction_s=0, lock_timeout_s=0)
+    assert off.statements("mysql", mariadb=True) == (
+        "SET SESSION innodb_lock_wait_timeout = DEFAULT",
+        "SET SESSION idle_transaction_timeout = 0",
+    )
+
+
+async def test_mariadb_ends_a_frozen_transaction_and_bounds_a_lock_wait(db_url: str) -> None:
+    """MariaDB: a worker's sessions carry its limits (whole seconds): a frozen transaction is ended, a lock wait fails.
+
+    MariaDB's ``idle_transaction_timeout`` ends a session idle inside a transaction, so no peer has to
+    (PostgreSQL's ``store/_stalled.py`` has no MySQL counterpart).
+    """
+    if not db_url.startswith("mysql"):
+        pytest.skip("MariaDB session settings")
+    import pymysql
+
+    store = Store.open(db_url)
+    worker = Worker(
+        store,
+        AgentRegistry([]),
+        config=WorkerConfig(lease_ttl_s=1.0, lock_timeout_s=0.3, poll_interval_s=0.05, webhooks=False),
+    )
+    task = asyncio.create_task(worker.run())
+    url = store._writer_engine.url
+
+    def connect() -> Any:
+        return pymysql.connect(host=url.host, port=url.port or 3306, user=url.username, database=url.database)
+
+    try:
+        agent = Agent(name="counter", model=ScriptedModel(counting_script(2)), tools=[add])
+        [run_id] = await start_runs(store, agent, ["x"])
+
+        def show(conn: Any) -> tuple[Any, ...]:
+            return tuple(
+                conn.execute(
+                    text("SELECT @@idle_transaction_timeout, @@innodb_lock_wait_timeout, @@tx_isolation, @@sql_mode")
+                ).one()
+            )
+
+        idle, lock_wait, isolation, sql_mode = await store._read(show)
+        assert (int(idle), int(lock_wait), isolation) == (1, 1, "READ-COMMITTED")
+        assert "STRICT_TRANS_TABLES" in sql_mode
+
+        # A lock held elsewhere: the store's write fails after the lock wait instead of waiting on.
+        with contextlib.closing(connect()) as holder:
+            holder.begin()
+            holder.cursor().execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (run_id,))
+            started = time.monotonic()
+            with pytest.raises(DBAPIError, match="Lock wait timeout"):
+                await asyncio.wait_for(store.runs.cancel(run_id), 10)
+            assert time.monotonic() - started < 4
+            holder.rollback()
+
+        # A store session frozen inside a write transaction is ended by the server, freeing the row.
+        def freeze() -> None:
+            conn = store._writer_engine.connect()
+            conn.begin()
+            conn.execute(text("UPDATE runs SET updated_at = updated_at + 1 WHERE run_id = :r"), {"r": run_id})
+            frozen.append(conn)
+
+        frozen: list[Any] = []
+        await asyncio.to_thread(freeze)
+        with contextlib.closing(connect()) as other:
+            cur = other.cursor()
+            cur.execute("SET SESSION innodb_lock_wait_timeout = 0")  # (MariaDB: 0 is NOWAIT)
+            frozen_at = time.monotonic()
+            deadline = frozen_at + 10
+            while True:
+                try:
+                    other.begin()
+                    cur.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (run_id,))
+                    other.rollback()
+                    break
+                except pymysql.err.OperationalError:
+                    other.rollback()
+                    assert time.monotonic() < deadline, "the frozen session kept its row lock"
+                    await asyncio.sleep(0.1)
+            assert time.monotonic() - frozen_at < 4  # one second of idleness, plus the server's timer
         with contextlib.suppress(Exception):
             frozen[0].close()
     finally:
