@@ -23,7 +23,9 @@ The exit status is 0 when every scenario ran, even if a target was missed (marke
 
 PostgreSQL: ``$MAESTRO_BENCH_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``);
 each scenario creates a fresh database ``maestro_bench_<random>`` and drops it. When the server is
-unreachable the PostgreSQL figures are skipped with a note.
+unreachable the PostgreSQL figures are skipped with a note. MariaDB/MySQL likewise, for throughput,
+concurrency and bytes: ``$MAESTRO_BENCH_MYSQL_URL`` (default ``mysql://root@127.0.0.1:3306/test``;
+``--no-mysql`` skips it).
 """
 
 from __future__ import annotations
@@ -44,7 +46,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.scenarios import DEFAULT_PG_URL, RESULT_PREFIX, pg_admin_url
+from benchmarks.scenarios import (
+    DEFAULT_MYSQL_URL,
+    DEFAULT_PG_URL,
+    RESULT_PREFIX,
+    mysql_admin_url,
+    mysql_server_facts,
+    pg_admin_url,
+)
 from benchmarks.user_path import UserPathPlan, run_user_path, user_path_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +76,12 @@ class Plan:
     throughput_steps: int = 10
     throughput_reps: int = 3
     throughput_workers: tuple[int, ...] = (1, 2)
-    concurrency: tuple[tuple[str, int], ...] = (("sqlite", 1000), ("sqlite", 10000), ("postgresql", 1000))
+    concurrency: tuple[tuple[str, int], ...] = (
+        ("sqlite", 1000),
+        ("sqlite", 10000),
+        ("postgresql", 1000),
+        ("mysql", 1000),
+    )
     concurrency_steps: int = 5
     latency_s: float = 0.05
     target_runs: int = 1000
@@ -85,7 +99,7 @@ FULL = Plan()
 QUICK = Plan(
     throughput_runs=50,
     throughput_reps=1,
-    concurrency=(("sqlite", 200), ("postgresql", 200)),
+    concurrency=(("sqlite", 200), ("postgresql", 200), ("mysql", 200)),
     bytes_steps=100,
     http_creates=200,
     http_reads=500,
@@ -235,6 +249,14 @@ def machine_facts() -> dict[str, Any]:
     except Exception as exc:  # unreachable server, missing driver: PostgreSQL figures are skipped
         facts["postgresql"] = f"unreachable ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]})"
         facts["pg_ok"] = False
+    facts["mysql_url"] = _redact(mysql_admin_url())
+    try:
+        my = mysql_server_facts()
+        facts["mysql"], facts["mysql_settings"], facts["mysql_ok"] = my["version"], my["settings"], True
+    except Exception as exc:  # unreachable server: the MariaDB/MySQL figures are skipped
+        facts["mysql"] = f"unreachable ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]})"
+        facts["mysql_ok"] = False
+    facts["pymysql"] = _version("pymysql")
     return facts
 
 
@@ -345,7 +367,7 @@ def _f(x: Any, digits: int = 0) -> str:
 
 
 def _db_label(db: str) -> str:
-    return {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(db, db)
+    return {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB/MySQL"}.get(db, db)
 
 
 def _commands(outs: list[Outcome]) -> list[str]:
@@ -419,7 +441,7 @@ def throughput_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> l
         "| CPU-bound ceiling, steps/s | load avg at start | target | verified |",
         "|---|---|---:|---:|---|---:|---:|---|---|---|",
     ]
-    for db in ("sqlite", "postgresql"):
+    for db in ("sqlite", "postgresql", "mysql"):
         for workers in plan.throughput_workers:
             reps = [o for o in outs if o.db == db and o.extra.get("workers", 1) == workers]
             if reps:
@@ -546,6 +568,10 @@ def bytes_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[s
         "index, exact); PostgreSQL: sum of `pg_column_size(t.*)` over the live rows of runs, steps, run_events.",
         "- *allocated*: SQLite: sum of `pgsize` over `dbstat` (whole pages); PostgreSQL: `pg_total_relation_size` "
         "of runs, steps, run_events (heap + indexes + TOAST, whole 8 KiB pages, dead row versions included).",
+        "- MariaDB/MySQL: *data* is the sum of `LENGTH()` of every column of the live rows of runs, steps, "
+        "run_events; *allocated* is InnoDB's `data_length + index_length` after `ANALYZE TABLE` (whole 16 KiB "
+        "pages, and InnoDB grows a table by several pages at once, so a window sees a jump or nothing); its "
+        "target is judged on *data* only.",
         "",
         "| database | data B/step early | data B/step late | late/early | allocated B/step early "
         "| allocated B/step late | late/early | total allocated at end | target | verified |",
@@ -557,7 +583,8 @@ def bytes_section(outs: list[Outcome], plan: Plan, summary: list[str]) -> list[s
             lines.append(f"| {_db_label(o.db)} | failed: {o.error} |||||||||")
             summary.append(f"bytes {_db_label(o.db)}: FAILED ({o.error})")
             continue
-        met = o.ok and max(r["data_ratio"], r["alloc_ratio"]) <= BYTES_TARGET_RATIO
+        ratios = [r["data_ratio"]] if o.db == "mysql" else [r["data_ratio"], r["alloc_ratio"]]
+        met = o.ok and max(ratios) <= BYTES_TARGET_RATIO
         target = f"{_met(met)} (<= {BYTES_TARGET_RATIO:g}x)"
         lines.append(
             f"| {_db_label(o.db)} | {r['early_data_per_step']:.0f} | {r['late_data_per_step']:.0f} "
@@ -698,7 +725,8 @@ def render(
         f"| SQLite | {facts['sqlite']} (WAL, synchronous=FULL, as the store configures it; database file "
         f"on {facts['tmp_fs']} under the temp dir) |",
         f"| PostgreSQL | {facts['postgresql']} ({facts.get('pg_settings', '-')}; server {facts['pg_url']}) |",
-        f"| SQLAlchemy / psycopg | {facts['sqlalchemy']} / {facts['psycopg']} |",
+        f"| MariaDB/MySQL | {facts['mysql']} ({facts.get('mysql_settings', '-')}; server {facts['mysql_url']}) |",
+        f"| SQLAlchemy / psycopg / PyMySQL | {facts['sqlalchemy']} / {facts['psycopg']} / {facts['pymysql']} |",
         f"| agentmaestro | {facts['agentmaestro']} from `{facts['agentmaestro_path']}`, git {facts['git']} |",
         f"| load average (1, 5, 15 min) | start {facts['loadavg_start']}, end {facts.get('loadavg_end', '-')} |",
         "",
@@ -724,6 +752,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"run only this benchmark ({', '.join(NAMES)}); repeatable or comma-separated",
     )
     p.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    p.add_argument("--no-mysql", action="store_true", help="skip MariaDB/MySQL")
     p.add_argument("--output", type=Path, default=None, help="where to write the markdown results")
     args = p.parse_args(argv)
     only: list[str] = []
@@ -762,6 +791,18 @@ def main(argv: list[str] | None = None) -> int:
             f"MAESTRO_BENCH_PG_URL (default {DEFAULT_PG_URL}) to a reachable server."
         )
         print(f"  note: {notes[-1]}", flush=True)
+    # MariaDB/MySQL: the storage figures (throughput, concurrency, bytes); the user path and HTTP stay on two.
+    my_dbs = list(dbs)
+    if args.no_mysql:
+        notes.append("MariaDB/MySQL skipped (--no-mysql).")
+    elif facts["mysql_ok"]:
+        my_dbs.append("mysql")
+    else:
+        notes.append(
+            f"MariaDB/MySQL figures SKIPPED: server {facts['mysql_url']} is {facts['mysql']}. Set "
+            f"MAESTRO_BENCH_MYSQL_URL (default {DEFAULT_MYSQL_URL}) to a reachable server."
+        )
+        print(f"  note: {notes[-1]}", flush=True)
     if "dirty" in str(facts["git"]):
         notes.append(
             "The working tree had uncommitted changes when this ran (git describe says dirty); "
@@ -784,17 +825,17 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(user_path_section(outs, plan.user_path, summary, _commands, _failures))
     if "throughput" in selected:
         print("[throughput]", flush=True)
-        outs = run_throughput(plan, dbs)
+        outs = run_throughput(plan, my_dbs)
         all_outs += outs
         sections.append(throughput_section(outs, plan, summary))
     if "concurrency" in selected:
         print("[concurrency]", flush=True)
-        outs = run_concurrency(plan, dbs)
+        outs = run_concurrency(plan, my_dbs)
         all_outs += outs
         sections.append(concurrency_section(outs, plan, summary))
     if "bytes" in selected:
         print("[bytes]", flush=True)
-        outs = run_bytes(plan, dbs)
+        outs = run_bytes(plan, my_dbs)
         all_outs += outs
         sections.append(bytes_section(outs, plan, summary))
     if "http" in selected:

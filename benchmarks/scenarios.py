@@ -7,7 +7,8 @@ command ``benchmarks.run`` records next to each figure.
 Databases: ``--db sqlite`` makes a file in a new temporary directory (WAL, ``synchronous=FULL``,
 exactly as the store configures it) and deletes it afterwards; ``--db postgresql`` creates a fresh
 database ``maestro_bench_<random>`` on the server at ``$MAESTRO_BENCH_PG_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/postgres``) and drops it afterwards.
+``postgresql://postgres@127.0.0.1:5432/postgres``) and drops it afterwards; ``--db mysql`` does the same
+on the MariaDB/MySQL server at ``$MAESTRO_BENCH_MYSQL_URL`` (default ``mysql://root@127.0.0.1:3306/test``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
 RESULT_PREFIX = "RESULT "
 
 # --------------------------------------------------------------------------------- databases
@@ -60,6 +62,43 @@ def pg_server_version(url: str | None = None, timeout_s: int = 3) -> str:
         return str(row[0])
 
 
+def mysql_admin_url() -> str:
+    """The MariaDB/MySQL server used for benchmarks (any database on it; scenarios make their own)."""
+    return os.environ.get("MAESTRO_BENCH_MYSQL_URL") or DEFAULT_MYSQL_URL
+
+
+def mysql_connect(url: str | None = None, *, database: str | None = None, timeout_s: int = 5) -> Any:
+    """A PyMySQL connection (autocommit) to the benchmark server, or to one ``database`` on it."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url or mysql_admin_url())
+    return pymysql.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 3306,
+        user=u.username or "root",
+        password=u.password or "",
+        database=database,
+        autocommit=True,
+        connect_timeout=timeout_s,
+        ssl_disabled=u.host in ("localhost", "127.0.0.1", "::1"),  # (as the store does)
+    )
+
+
+def mysql_server_facts(timeout_s: int = 3) -> dict[str, str]:
+    """Version and durability settings of the benchmark server; raises if it is unreachable."""
+    with contextlib.closing(mysql_connect(timeout_s=timeout_s)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT VERSION(), @@innodb_flush_log_at_trx_commit, @@sync_binlog, @@log_bin, @@innodb_buffer_pool_size"
+        )
+        version, flush, sync_binlog, log_bin, pool = cur.fetchone()
+    return {
+        "version": str(version),
+        "settings": f"innodb_flush_log_at_trx_commit={flush}, sync_binlog={sync_binlog}, log_bin={log_bin}, "
+        f"innodb_buffer_pool_size={int(pool) // 2**20}MiB",
+    }
+
+
 @dataclass
 class BenchDatabase:
     """A throw-away database: its SQLAlchemy URL, backend, and how to measure it."""
@@ -80,6 +119,21 @@ def bench_database(backend: str) -> Iterator[BenchDatabase]:
             yield BenchDatabase(url=f"sqlite:///{path}", backend="sqlite", label=path, sqlite_path=path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if backend == "mysql":
+        from sqlalchemy.engine import make_url
+
+        name = f"maestro_bench_{secrets.token_hex(4)}"
+        with contextlib.closing(mysql_connect()) as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        from agentmaestro.store.dialects import normalize_url
+
+        url = normalize_url(make_url(mysql_admin_url()).set(database=name).render_as_string(hide_password=False))
+        try:
+            yield BenchDatabase(url=url, backend="mysql", label=name)
+        finally:
+            with contextlib.closing(mysql_connect()) as conn, conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         return
     if backend != "postgresql":
         raise ValueError(f"unknown backend {backend!r}")
@@ -608,6 +662,34 @@ def _pg_sizes(conn: Any) -> dict[str, dict[str, int]]:
     return out
 
 
+def _mysql_sizes(conn: Any) -> dict[str, dict[str, int]]:
+    """Per table: InnoDB's data + index pages in use (after ``ANALYZE TABLE``) and the live rows' bytes.
+
+    Row bytes: the sum of ``LENGTH()`` of every column (NULL as 0), the nearest to ``pg_column_size``
+    MySQL offers.
+    """
+    out: dict[str, dict[str, int]] = {}
+    with conn.cursor() as cur:
+        for table in _PG_TABLES:
+            cur.execute(f"ANALYZE TABLE `{table}`")
+            cur.fetchall()
+            cur.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = DATABASE() AND table_name = %s",
+                (table,),
+            )
+            row_bytes = " + ".join(f"COALESCE(LENGTH(`{c}`), 0)" for (c,) in cur.fetchall())
+            cur.execute(
+                "SELECT data_length + index_length FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = %s",
+                (table,),
+            )
+            alloc = int(cur.fetchone()[0])
+            cur.execute(f"SELECT COALESCE(SUM({row_bytes}), 0) FROM `{table}`")
+            out[table] = {"alloc": alloc, "data": int(cur.fetchone()[0])}
+    return out
+
+
 async def scenario_bytes(args: argparse.Namespace, db: BenchDatabase) -> dict[str, Any]:
     """Grow one run to ``--steps`` steps; database bytes added per step early and late in the run."""
     from agentmaestro.core.states import EventType
@@ -626,11 +708,13 @@ async def scenario_bytes(args: argparse.Namespace, db: BenchDatabase) -> dict[st
         import psycopg
 
         pg_conn = psycopg.connect(_libpq(db.url), autocommit=True)
+    elif db.backend == "mysql":
+        pg_conn = mysql_connect(database=db.label)
 
     def measure() -> dict[str, dict[str, int]]:
         if db.sqlite_path is not None:
             return _sqlite_sizes(db.sqlite_path)
-        return _pg_sizes(pg_conn)
+        return _mysql_sizes(pg_conn) if db.backend == "mysql" else _pg_sizes(pg_conn)
 
     def on_events(_run_id: str, events: list[Any]) -> None:
         done = [e.step for e in events if e.type is EventType.STEP_COMPLETED and e.step is not None]
@@ -787,7 +871,7 @@ HTTP_CONCURRENCY = 32
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scenarios", description=__doc__.split("\n")[0])
     p.add_argument("kind", choices=sorted(SCENARIOS))
-    p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    p.add_argument("--db", choices=["sqlite", "postgresql", "mysql"], default="sqlite")
     p.add_argument("--runs", type=int, default=200, help="number of runs")
     p.add_argument("--steps", type=int, default=10, help="steps per run")
     p.add_argument(
