@@ -280,18 +280,22 @@ def claim_runs(
             or_(runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now),
         ),
     )
-    q = select(runs).where(runnable)
+    filters = []
     if agent_names is not None:
-        q = q.where(runs.c.agent_name.in_(list(agent_names)))
+        filters.append(runs.c.agent_name.in_(list(agent_names)))
     if run_ids is not None:
-        q = q.where(runs.c.run_id.in_(list(run_ids)))
-    q = q.order_by(runs.c.created_at).limit(limit)
+        filters.append(runs.c.run_id.in_(list(run_ids)))
+    q = select(runs).where(runnable, *filters).order_by(runs.c.created_at).limit(limit)
     if skip_locked:
         q = q.with_for_update(skip_locked=True)
+    if skip_locked and conn.dialect.name == "mysql" and run_ids is None:  # (given ids: found by key, few rows)
+        rows = _claimable_rows_mysql(conn, runnable.clauses, filters, limit)
+    else:
+        rows = conn.execute(q).all()
     claims: list[Claim] = []
     updates: list[dict[str, Any]] = []
     new_events: list[dict[str, Any]] = []
-    for row in conn.execute(q).all():
+    for row in rows:
         rec = _rows.record_from_row(row)
         epoch = rec.lease_epoch + 1
         seq = rec.state.last_seq + 1
@@ -362,6 +366,30 @@ def claim_runs(
     if new_events:
         conn.execute(insert(run_events), new_events)
     return claims
+
+
+def _claimable_rows_mysql(conn: Connection, kinds: Sequence[Any], filters: Sequence[Any], limit: int) -> list[Any]:
+    """MySQL: the oldest ``limit`` claimable rows, locked, each kind of runnable run read in index order.
+
+    InnoDB locks every row a locking read fetches, and with ``ORDER BY created_at`` over both statuses it
+    fetches all of them for a filesort before ``LIMIT`` applies: one claim would lock every runnable run,
+    and every other worker's ``SKIP LOCKED`` would find nothing. Read in ``ix_runs_claim`` order one status
+    at a time, a locking read stops after ``limit`` rows (rows that fail the rest of the condition are
+    unlocked again under ``READ COMMITTED``); at most ``limit`` extra rows stay locked until the claim
+    commits.
+    """
+    rows: list[Any] = []
+    for kind in kinds:  # PENDING; RUNNING with an expired lease
+        q = (
+            select(runs)
+            .with_hint(runs, "FORCE INDEX (ix_runs_claim)", "mysql")
+            .where(kind, *filters)
+            .order_by(runs.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows.extend(conn.execute(q).all())
+    return sorted(rows, key=lambda r: r.created_at)[:limit]
 
 
 def heartbeat(
