@@ -38,7 +38,12 @@ PG_URL = os.environ.get("MAESTRO_TEST_PG_URL", "")
 REQUIRE_PG = os.environ.get("MAESTRO_TEST_REQUIRE_PG") == "1"
 MYSQL_URL = os.environ.get("MAESTRO_TEST_MYSQL_URL", "")
 REQUIRE_MYSQL = os.environ.get("MAESTRO_TEST_REQUIRE_MYSQL") == "1"
-MYSQL_MODULES = ("tests/integration/", "tests/e2e/test_crash_recovery.py", "tests/e2e/test_budget_sharing.py")
+MYSQL_MODULES = (
+    "tests/integration/",
+    "tests/e2e/test_crash_recovery.py",
+    "tests/e2e/test_uncertain_kill.py",
+    "tests/e2e/test_budget_sharing.py",
+)
 """Where the ``db_url`` tests also run on MariaDB/MySQL: the storage-level tests (store, engine, leases and
 fencing, budgets, audit chain, workspaces, recovery) and the kill -9 and shared-budget process tests."""
 _pg_state: dict[str, object] = {"template": None, "databases": None}
