@@ -288,6 +288,7 @@ def claim_runs(
     q = select(runs).where(runnable, *filters).order_by(runs.c.created_at).limit(limit)
     if skip_locked:
         q = q.with_for_update(skip_locked=True)
+    rows: Sequence[Any]
     if skip_locked and conn.dialect.name == "mysql" and run_ids is None:  # (given ids: found by key, few rows)
         rows = _claimable_rows_mysql(conn, runnable.clauses, filters, limit)
     else:
