@@ -404,8 +404,12 @@ def heartbeat(
     renewed: dict[str, bool] = {}
     pairs = list(leases)
     for i in range(0, len(pairs), _CHUNK):
+        chunk = pairs[i : i + _CHUNK]
         held = (
-            tuple_(runs.c.run_id, runs.c.lease_epoch).in_(pairs[i : i + _CHUNK]),
+            # run_id IN (...) as well: MariaDB does not look a one-pair row IN up by primary key; it scanned
+            # (and locked) every RUNNING run through ix_runs_claim, deadlocking with other workers' commits.
+            runs.c.run_id.in_([run_id for run_id, _ in chunk]),
+            tuple_(runs.c.run_id, runs.c.lease_epoch).in_(chunk),
             runs.c.lease_owner == owner,
             runs.c.status == RunStatus.RUNNING.value,
         )
