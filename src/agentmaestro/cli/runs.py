@@ -386,8 +386,9 @@ def worker(
         typer.Option(
             "--idle-in-transaction-timeout",
             min=0.0,
-            help="PostgreSQL: end a session idle inside a transaction this long, freeing its locks; workers "
-            "also end other processes' sessions frozen this long mid-batch (seconds; default the lease; 0 off).",
+            help="PostgreSQL, MariaDB: end a session idle inside a transaction this long, freeing its locks; "
+            "on PostgreSQL workers also end other processes' sessions frozen this long mid-batch (seconds; "
+            "default the lease; 0 off).",
         ),
     ] = None,
     lock_timeout: Annotated[
@@ -395,7 +396,8 @@ def worker(
         typer.Option(
             "--lock-timeout",
             min=0.0,
-            help="PostgreSQL: fail a write that waits this long for a lock (seconds; default a quarter lease; 0 off).",
+            help="PostgreSQL, MySQL: fail a write that waits this long for a lock (seconds, whole on MySQL; "
+            "default a quarter lease; 0 off).",
         ),
     ] = None,
 ) -> None:
