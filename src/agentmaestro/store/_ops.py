@@ -430,7 +430,7 @@ def release_leases(
 ) -> None:
     """Let other workers claim these runs (at once, or ``delay_s`` after ``now``): shutdown, or a run dropped."""
     expires = now + delay_s if delay_s > 0 else 0.0
-    for run_id, epoch in leases:
+    for run_id, epoch in sorted(leases):  # (in key order, as every other multi-run lock is taken)
         conn.execute(
             update(runs)
             .where(runs.c.run_id == run_id, runs.c.lease_owner == owner, runs.c.lease_epoch == epoch)
@@ -472,6 +472,22 @@ _COMMIT_RELEASE = DriverStatement(_commit_update(release=True), json_params=("st
 """Guarded step commits, built once; a batch runs them as executemany with per-commit parameters."""
 _INSERT_EVENTS = DriverStatement(insert(run_events), json_params=("payload",))
 _INSERT_STEPS = DriverStatement(insert(steps))
+
+
+def _lock_runs_in_key_order(conn: Connection, run_ids: list[str]) -> None:
+    """MySQL: lock a commit batch's run rows in primary-key order before its guarded updates.
+
+    InnoDB makes a guarded UPDATE by primary key wait for a row another transaction holds (no re-check of
+    the last committed version, as it does for scans), and a batch updates its runs in no particular
+    order while heartbeats lock theirs in key order: a worker whose lease was taken over, committing at
+    the moment its successor renews, deadlocked with it, and the whole batch failed. Taking the locks in
+    key order first makes every such wait an ordered one.
+    """
+    for i in range(0, len(run_ids), _CHUNK):
+        chunk = run_ids[i : i + _CHUNK]
+        sql = f"SELECT run_id FROM runs WHERE run_id IN ({', '.join(['%s'] * len(chunk))}) ORDER BY run_id FOR UPDATE"
+        with dbapi_cursor(conn, sql, chunk) as cursor:
+            cursor.execute(sql, tuple(chunk))
 
 
 _READ_BACK = "SELECT run_id, version, lease_owner, lease_epoch, cancel_requested FROM runs WHERE run_id IN ({})"
@@ -529,6 +545,8 @@ def apply_commits(
             g_version=c.version,
         )
         (release if c.release else keep).append(row)
+    if conn.dialect.name == "mysql" and commits:
+        _lock_runs_in_key_order(conn, sorted({c.run_id for c in commits}))
     if keep:
         _COMMIT_KEEP.executemany(conn, keep)
     if release:
