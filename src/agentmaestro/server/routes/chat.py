@@ -323,15 +323,9 @@ async def _start(
         agent = ensure_tool_agent(registry, target.name, workspace_id=principal.workspace_id)
         if agent is None:
             raise APIError(404, "model_not_found", f"no agent of this server has a tool called {target.name!r}")
+        via = {"via": "chat", "tool": target.name}
         rec = await runs_routes.create_run(
-            store, registry, principal.as_actor(), agent.name, target.text, None, request=request
-        )
-        await store.audit.append(
-            principal.workspace_id,
-            actor=principal.actor,
-            action="chat.tool",
-            target=rec.run_id,
-            detail={"tool": target.name},
+            store, registry, principal.as_actor(), agent.name, target.text, None, request=request, detail=via
         )
         return target, rec
     try:
@@ -343,7 +337,7 @@ async def _start(
         if target.name not in visible or target.name.startswith(TOOL_AGENT_PREFIX):
             raise _model_not_found(target.model_id, await _model_cards(request, principal))
         rec = await runs_routes.create_run(
-            store, registry, principal.as_actor(), target.name, task, None, request=request
+            store, registry, principal.as_actor(), target.name, task, None, request=request, detail={"via": "chat"}
         )
         return target, rec
     try:

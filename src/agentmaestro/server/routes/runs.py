@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -51,10 +52,12 @@ async def create_run(
     policy: schemas.PolicyIn | None,
     *,
     request: Request | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> RunRecord:
-    """Start a run of an agent the actor's workspace sees (shared by several routes and the MCP server).
+    """Start a run of an agent the actor's workspace sees (shared by several routes).
 
-    Given the ``request``, the agent's model is checked first (:func:`check_models_here`).
+    Given the ``request``, the agent's model is checked first (:func:`check_models_here`). ``detail``: more to
+    record in the run's ``run.start`` audit entry (the chat endpoint's ``via``).
     """
     visible = registry.visible_to(actor.workspace_id)
     if agent_name not in visible:
@@ -63,7 +66,8 @@ async def create_run(
     if request is not None:
         await check_models_here(request, [agent])
     overrides = policy.model_dump(exclude_unset=True) if policy is not None else None
-    return await runs.start_run(store, runs.StartRun.of_agent(agent, task, policy=overrides), actor)
+    start = runs.StartRun.of_agent(agent, task, policy=overrides)
+    return await runs.start_run(store, replace(start, detail=dict(detail or {})), actor)
 
 
 @router.post("", status_code=201, response_model=schemas.Run, summary="Start a run")
