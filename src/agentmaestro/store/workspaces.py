@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from agentmaestro.store import _audit, _ops
 from agentmaestro.store import _interventions as _iv
-from agentmaestro.store import _ops
+from agentmaestro.store.records import AuditNote
 from agentmaestro.store.schema import DEFAULT_WORKSPACE
 
 if TYPE_CHECKING:
@@ -21,9 +22,20 @@ class WorkspaceRepository:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def ensure(self, workspace_id: str = DEFAULT_WORKSPACE, name: str | None = None) -> None:
-        """Create the workspace if missing."""
-        await self._store._write(_ops.ensure_workspace, workspace_id, name, time.time())
+    async def ensure(
+        self, workspace_id: str = DEFAULT_WORKSPACE, name: str | None = None, *, audit: AuditNote | None = None
+    ) -> None:
+        """Create the workspace if missing (``audit``: the entry recording it, written in the same transaction)."""
+        if audit is None:
+            await self._store._write(_ops.ensure_workspace, workspace_id, name, time.time())
+            return
+
+        def op(conn: Connection) -> None:
+            now = time.time()
+            _ops.ensure_workspace(conn, workspace_id, name, now)
+            _audit.append_notes(conn, [audit], now)
+
+        await self._store._write(op)
 
     async def all(self) -> list[dict[str, Any]]:
         """All workspaces."""

@@ -373,14 +373,11 @@ class LocalPlane:
         return await self.store.workspaces.all()
 
     async def create_workspace(self, workspace_id: str, name: str | None) -> None:
-        """Create (and audit) a workspace."""
-        store = self.store
-        if any(w["workspace_id"] == workspace_id for w in await store.workspaces.all()):
-            raise ConfigError(f"workspace {workspace_id!r} already exists")
-        await store.workspaces.ensure(workspace_id, name)
-        await store.audit.append(
-            workspace_id, actor=self.actor.name, action="workspace.create", target=workspace_id, detail={"name": name}
-        )
+        """:func:`~agentmaestro.service.workspaces.create_workspace`."""
+        from agentmaestro.service import workspaces
+
+        cmd = workspaces.CreateWorkspace(workspace_id=workspace_id, name=name)
+        await workspaces.create_workspace(self.store, cmd, self.actor)
 
     async def audit_entries(self, *, limit: int, action: str | None) -> list[JSON]:
         """Newest entries of the workspace's chain."""
