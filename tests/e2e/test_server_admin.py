@@ -257,7 +257,8 @@ def test_usage_and_metrics(server: Server, db_url: str) -> None:
         run_id = c.post("/v1/runs", json={"agent": "calculator", "input": "(2 + 3) * 4"}, headers=op).json()["run_id"]
         wait_status(c, run_id, keys["viewer"], {"COMPLETED"})
         sql(db_url, "UPDATE steps SET cost_usd = 0.125 WHERE run_id = :r AND kind = 'MODEL_CALL'", r=run_id)
-        fork = c.post(f"/v1/runs/{run_id}/fork", json={"at_seq": 6}, headers=op).json()["run_id"]
+        # seq 4 is the first tool step (RUN_CREATED, RUN_STARTED, model, tool): the fork makes the second call again
+        fork = c.post(f"/v1/runs/{run_id}/fork", json={"at_seq": 4}, headers=op).json()["run_id"]
         wait_status(c, fork, keys["viewer"], {"COMPLETED"})
 
         by_agent = c.get("/v1/usage", params={"group_by": "agent"}, headers=viewer).json()
