@@ -34,7 +34,7 @@ from agentmaestro.core.risk import RiskLevel
 from agentmaestro.core.states import EventType, RunStatus, StepKind
 from agentmaestro.credentials.runtime import StoreCredentials
 from agentmaestro.engine.recovery import Reconciliation, can_recover, reconcile_call
-from agentmaestro.errors import ConfigError, LeaseLostError, MaestroError, ModelAPIError
+from agentmaestro.errors import ConfigError, ConflictError, LeaseLostError, MaestroError, ModelAPIError
 from agentmaestro.models.pricing import PriceTable
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import (
@@ -86,6 +86,8 @@ def estimate_tokens(request: ModelRequest) -> int:
 
 
 _FINISH = (EventType.STEP_COMPLETED, EventType.STEP_FAILED)
+_PARKED = frozenset({RunStatus.WAITING_FOR_APPROVAL, RunStatus.WAITING_FOR_HUMAN, RunStatus.WAITING_FOR_CHILDREN})
+"""Statuses a step commit can leave a run in, waiting for something other than a worker."""
 """The events that finish a step (and hold its payload): a steps row names one of them."""
 
 
@@ -197,9 +199,29 @@ class RunDriver:
                 if self.lost:
                     return
                 await self._commit(outcome)
+            if self.cancel_requested and not self.lost and self.state.status in _PARKED:
+                await self._cancel_parked()
             if self._held is not None and not self.lost and self.stopping:
                 held, self._held = self._held, None  # the worker stops: give the next call's reservation back
                 await self.store.budgets.settle(held.settle_entries())
+
+    async def _cancel_parked(self) -> None:
+        """A cancel that arrived while the step that parked the run was being committed: cancel it now.
+
+        The commit that moved the run to wait for a person (or for its sub-runs) read the request, but no next
+        step will: without this the run would wait, its approval or question in the human queue, until someone
+        answers it. Cancelling a waiting run is immediate (its open requests leave the queue, its sub-runs are
+        cancelled).
+        """
+        rec = await self.store.runs.get(self.run_id)
+        if rec.status not in _PARKED:
+            return  # answered, or cancelled, in the meantime: the next driver (or nobody) has it
+        reason = rec.cancel_reason or self.cancel_reason or "cancelled"
+        try:
+            done = await self.store.runs.cancel(self.run_id, reason=reason, by="engine")
+        except ConflictError:
+            return  # it finished or changed concurrently; the cancel request stays on the row if still needed
+        self.state = done.state
 
     async def _backoff(self) -> None:
         delay = min(30.0, self.agent.retry_backoff_s * 2 ** max(0, self.state.failures - 1))
