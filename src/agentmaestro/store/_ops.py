@@ -33,7 +33,7 @@ from agentmaestro.store.records import (
 )
 
 __all__ = ["NewRun"]  # re-exported: historically defined here
-from agentmaestro.store.dialects import DriverStatement, dbapi_cursor, upsert
+from agentmaestro.store.dialects import DriverStatement, compact_json, dbapi_cursor, upsert
 from agentmaestro.store.schema import (
     DEFAULT_WORKSPACE,
     agents,
@@ -490,6 +490,35 @@ def _lock_runs_in_key_order(conn: Connection, run_ids: list[str]) -> None:
             cursor.execute(sql, tuple(chunk))
 
 
+_MYSQL_GUARD = ("g_run_id", "g_owner", "g_epoch", "g_version")
+_MYSQL_SET = (*_SNAPSHOT_COLUMNS, "last_seq", "version", "updated_at", "finished_at")
+
+
+def _commit_updates_mysql(conn: Connection, rows: list[dict[str, Any]], *, release: bool) -> None:
+    """MySQL: a batch's guarded snapshot updates as one statement per 500 runs (a join with the new values).
+
+    PyMySQL sends an ``executemany`` UPDATE as one round trip per row; a busy worker process (its event
+    loop holding the GIL between them) then kept its row locks for a second or more per batch, and other
+    workers' lock waits ran out. The guard is the same as :func:`_commit_update`'s, row by row.
+    """
+    cols = (*_MYSQL_GUARD, *_MYSQL_SET)
+    sets = ", ".join(f"r.{c} = v.{c}" for c in _MYSQL_SET)
+    if release:
+        sets += ", r.lease_owner = NULL, r.lease_expires_at = NULL"
+    first = "SELECT " + ", ".join(f"%s AS {c}" for c in cols)
+    more = " UNION ALL SELECT " + ", ".join(["%s"] * len(cols))
+    for i in range(0, len(rows), _CHUNK):
+        chunk = rows[i : i + _CHUNK]
+        sql = (
+            f"UPDATE runs AS r JOIN ({first}{more * (len(chunk) - 1)}) AS v ON r.run_id = v.g_run_id SET {sets} "
+            f"WHERE r.status = 'RUNNING' AND r.lease_owner = v.g_owner AND r.lease_epoch = v.g_epoch "
+            f"AND r.version = v.g_version"
+        )
+        params = [compact_json(row[c]) if c == "state" else row[c] for row in chunk for c in cols]
+        with dbapi_cursor(conn, sql, params) as cursor:
+            cursor.execute(sql, params)
+
+
 _READ_BACK = "SELECT run_id, version, lease_owner, lease_epoch, cancel_requested FROM runs WHERE run_id IN ({})"
 
 
@@ -545,12 +574,16 @@ def apply_commits(
             g_version=c.version,
         )
         (release if c.release else keep).append(row)
-    if conn.dialect.name == "mysql" and commits:
-        _lock_runs_in_key_order(conn, sorted({c.run_id for c in commits}))
-    if keep:
-        _COMMIT_KEEP.executemany(conn, keep)
-    if release:
-        _COMMIT_RELEASE.executemany(conn, release)
+    if conn.dialect.name == "mysql":
+        if commits:
+            _lock_runs_in_key_order(conn, sorted({c.run_id for c in commits}))
+        _commit_updates_mysql(conn, keep, release=False)
+        _commit_updates_mysql(conn, release, release=True)
+    else:
+        if keep:
+            _COMMIT_KEEP.executemany(conn, keep)
+        if release:
+            _COMMIT_RELEASE.executemany(conn, release)
     current = _read_back(conn, [c.run_id for c in commits])
     results: list[CommitResult | None] = []
     held: list[Commit] = []
