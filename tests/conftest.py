@@ -48,8 +48,8 @@ MYSQL_MODULES = (
 engine, leases and fencing, budgets, audit chain, workspaces, recovery) and the process tests: SIGSTOP,
 SIGKILL during tool calls, a budget shared by two processes. The 20-kill SIGKILL test
 (``test_sigkill_mid_run_loses_nothing``) passes on MariaDB alone but not reliably beside the rest of the
-suite on a 2-core machine: PyMySQL sends a batch's guarded UPDATEs one round trip each, so a busy worker
-holds its row locks long enough for other workers' lock waits (whole seconds on MySQL) to run out."""
+suite on a loaded 2-core machine: lock waits on MySQL are whole seconds (1 s at the test's 1 s lease), and a
+takeover then misses the test's recovery bound (see docs/architecture.md, "MySQL and MariaDB")."""
 _pg_state: dict[str, object] = {"template": None, "databases": None}
 _mysql_state: dict[str, object] = {"databases": None}
 _sqlite_state: dict[str, Path | None] = {"template": None}
