@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentmaestro.actor import Actor, Role
-from agentmaestro.service.access import require
+from agentmaestro.service.access import audit_note, require
 from agentmaestro.store.base import Store
 from agentmaestro.store.records import AuditNote
 
@@ -72,12 +72,8 @@ async def decide_approval(store: Store, cmd: DecideApproval, actor: Actor) -> di
         }
         if by != actor.name:
             detail["by"] = by
-        return AuditNote(
-            workspace_id=actor.workspace_id,
-            actor=actor.name,
-            action="approval.approve" if cmd.approve else "approval.reject",
-            target=cmd.approval_id,
-            detail={**detail, **cmd.via},
+        return audit_note(
+            actor, "approval.approve" if cmd.approve else "approval.reject", cmd.approval_id, {**detail, **cmd.via}
         )
 
     return await store.approvals.resolve(
@@ -100,13 +96,7 @@ async def resolve_human_request(store: Store, cmd: ResolveHumanRequest, actor: A
         detail: dict[str, Any] = {"run_id": row["run_id"], "action": cmd.action}
         if by != actor.name:
             detail["by"] = by
-        return AuditNote(
-            workspace_id=actor.workspace_id,
-            actor=actor.name,
-            action="human_request.resolve",
-            target=cmd.request_id,
-            detail=detail,
-        )
+        return audit_note(actor, "human_request.resolve", cmd.request_id, detail)
 
     return await store.escalations.resolve(
         cmd.request_id,

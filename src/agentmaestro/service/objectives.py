@@ -6,17 +6,17 @@ objective's git worktrees are here too, so that every door shows an objective th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from agentmaestro.actor import Actor, Role
 from agentmaestro.core.tasks import Graph, TaskStatus, validate_dependency_change
 from agentmaestro.errors import ValidationError
-from agentmaestro.service.access import require
+from agentmaestro.service.access import audit_note, require
 from agentmaestro.service.runs import StartRun, start_run
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import AuditNote, RunRecord
+from agentmaestro.store.records import RunRecord
 
 __all__ = [
     "AbandonTask",
@@ -130,10 +130,6 @@ class RestartObjective:
     """The objective."""
 
 
-def _note(actor: Actor, action: str, run_id: str, detail: Mapping[str, Any]) -> AuditNote:
-    return AuditNote(workspace_id=actor.workspace_id, actor=actor.name, action=action, target=run_id, detail=detail)
-
-
 async def start_objective(store: Store, config: ObjectiveConfig, actor: Actor) -> RunRecord:
     """Create an objective run (PENDING), recorded as ``run.start``; a worker with its agents executes it."""
     start = StartRun(
@@ -193,7 +189,7 @@ async def change_dependencies(store: Store, cmd: ChangeDependencies, actor: Acto
         plan,
         workspace_id=actor.workspace_id,
         by=actor.name,
-        audit=lambda rec: _note(actor, "objective.dependencies", rec.run_id, detail),
+        audit=lambda rec: audit_note(actor, "objective.dependencies", rec.run_id, detail),
     )
     return objective_json(rec, graph)
 
@@ -220,7 +216,7 @@ async def abandon_task(store: Store, cmd: AbandonTask, actor: Actor) -> dict[str
         plan,
         workspace_id=actor.workspace_id,
         by=by,
-        audit=lambda rec: _note(actor, "objective.abandon", rec.run_id, {"task_id": task_id, "reason": reason}),
+        audit=lambda rec: audit_note(actor, "objective.abandon", rec.run_id, {"task_id": task_id, "reason": reason}),
     )
     return objective_json(rec, graph)
 
@@ -240,7 +236,7 @@ async def replan(store: Store, cmd: Replan, actor: Actor) -> dict[str, Any]:
         plan,
         workspace_id=actor.workspace_id,
         by=by,
-        audit=lambda rec: _note(actor, "objective.replan", rec.run_id, {"reason": reason}),
+        audit=lambda rec: audit_note(actor, "objective.replan", rec.run_id, {"reason": reason}),
     )
     return objective_json(rec, graph)
 
@@ -253,7 +249,7 @@ async def restart_objective(store: Store, cmd: RestartObjective, actor: Actor) -
         cmd.run_id,
         workspace_id=actor.workspace_id,
         by=actor.name,
-        audit=lambda rec: _note(actor, "objective.restart", rec.run_id, {}),
+        audit=lambda rec: audit_note(actor, "objective.restart", rec.run_id, {}),
     )
     return await get_objective(store, cmd.run_id, workspace_id=actor.workspace_id)
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from agentmaestro.actor import Actor, Role
 from agentmaestro.core.policy import StrictPolicy
 from agentmaestro.errors import NotFoundError
-from agentmaestro.service.access import require
+from agentmaestro.service.access import audit_note, require
 from agentmaestro.service.quotas import check_run_quota
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import AuditNote, NewRun, RunRecord, new_run_id, run_kind
+from agentmaestro.store.records import NewRun, RunRecord, new_run_id, run_kind
 
 if TYPE_CHECKING:
     from agentmaestro.agents import Agent, AgentRegistry
@@ -131,10 +131,6 @@ class RestartRun:
     """The run restarted."""
 
 
-def _note(actor: Actor, action: str, target: str, detail: Mapping[str, Any]) -> AuditNote:
-    return AuditNote(workspace_id=actor.workspace_id, actor=actor.name, action=action, target=target, detail=detail)
-
-
 async def start_run(store: Store, cmd: StartRun, actor: Actor) -> RunRecord:
     """Create the run (PENDING; a worker picks it up), recorded as ``run.start`` (``workflow.run`` for a workflow)."""
     require(actor, Role.operator, "start_run")
@@ -157,7 +153,7 @@ async def start_run(store: Store, cmd: StartRun, actor: Actor) -> RunRecord:
                 policy=dict(cmd.policy),
                 parent_run_id=cmd.parent_run_id,
                 created_by=None if cmd.parent_run_id else actor.name,
-                audit=_note(actor, action, run_id, detail),
+                audit=audit_note(actor, action, run_id, detail),
             )
         ]
     )
@@ -172,7 +168,7 @@ async def cancel_run(store: Store, cmd: CancelRun, actor: Actor) -> RunRecord:
         workspace_id=actor.workspace_id,
         reason=cmd.reason,
         by=actor.name,
-        audit=lambda rec: _note(actor, "run.cancel", rec.run_id, {"reason": cmd.reason}),
+        audit=lambda rec: audit_note(actor, "run.cancel", rec.run_id, {"reason": cmd.reason}),
     )
 
 
@@ -186,7 +182,7 @@ async def resume_run(store: Store, cmd: ResumeRun, actor: Actor) -> RunRecord:
         workspace_id=actor.workspace_id,
         by=actor.name,
         policy=policy,
-        audit=lambda rec: _note(actor, "run.resume", rec.run_id, detail),
+        audit=lambda rec: audit_note(actor, "run.resume", rec.run_id, detail),
     )
 
 
@@ -205,7 +201,7 @@ async def fork_run(store: Store, cmd: ForkRun, actor: Actor) -> RunRecord:
         workspace_id=actor.workspace_id,
         by=actor.name,
         policy=policy,
-        audit=lambda rec: _note(actor, "run.fork", rec.run_id, detail),
+        audit=lambda rec: audit_note(actor, "run.fork", rec.run_id, detail),
     )
 
 

@@ -12,9 +12,8 @@ from typing import Any
 
 from agentmaestro.actor import Actor, Role
 from agentmaestro.notify import webhooks as wh
-from agentmaestro.service.access import require
+from agentmaestro.service.access import audit_note, require
 from agentmaestro.store.base import Store
-from agentmaestro.store.records import AuditNote
 
 __all__ = [
     "ChangeWebhook",
@@ -111,7 +110,5 @@ async def test_webhook(store: Store, cmd: TestWebhook, actor: Actor) -> dict[str
 async def redeliver(store: Store, cmd: Redeliver, actor: Actor) -> dict[str, Any]:
     """Queue the delivery again, recorded as ``webhook.redeliver``; the delivery (ConflictError while pending)."""
     require(actor, Role.admin, "redeliver")
-    note = AuditNote(
-        workspace_id=actor.workspace_id, actor=actor.name, action="webhook.redeliver", target=cmd.delivery_id
-    )
+    note = audit_note(actor, "webhook.redeliver", cmd.delivery_id)
     return await store.webhooks.redeliver(actor.workspace_id, cmd.webhook_id, cmd.delivery_id, audit=lambda _: note)
